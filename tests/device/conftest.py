@@ -1,0 +1,72 @@
+"""Fixtures for tests that run device code in the real MicroPython unix port.
+
+The device packages are compiled to `.mpy` once per session (as they ship).
+`--mpy-heap` selects the heap for every run (the `device` nox session runs
+the suite once with the default heap and once with `--mpy-heap 24k`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from publisher.micropython import build_mpy, micropython_command, run_micropython
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--mpy-heap",
+        default=None,
+        help="MicroPython heap size for device tests, e.g. 24k (default: the port's own)",
+    )
+
+
+class MicroPython:
+    """Runs snippets or scripts in the unix port with the compiled device code importable."""
+
+    def __init__(self, build: Path, heap: str | None, workdir: Path) -> None:
+        self.build = build
+        self.heap = heap
+        self.workdir = workdir
+
+    def run(
+        self,
+        code: str,
+        *,
+        heap: str | None = None,
+        timeout: float = 120,
+        check: bool = True,
+        extra_path: tuple[Path, ...] = (),
+        extra_env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run `code` (dedented) as a script; by default fail the test on a non-zero exit."""
+        script = self.workdir / "snippet.py"
+        script.write_text(textwrap.dedent(code))
+        proc = run_micropython(
+            [str(script)],
+            path=[self.build, *extra_path],
+            heap=heap or self.heap,
+            timeout=timeout,
+            cwd=self.workdir,
+            extra_env=extra_env,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"micropython exited {proc.returncode}\n--- stdout\n{proc.stdout}"
+                f"\n--- stderr\n{proc.stderr}"
+            )
+        return proc
+
+
+@pytest.fixture(scope="session")
+def mpy_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    micropython_command()  # fail loudly, never skip, when the port is missing
+    return build_mpy(tmp_path_factory.mktemp("mpy"))
+
+
+@pytest.fixture
+def mpy(mpy_build: Path, request: pytest.FixtureRequest, tmp_path: Path) -> MicroPython:
+    return MicroPython(mpy_build, request.config.getoption("--mpy-heap"), tmp_path)
