@@ -55,7 +55,9 @@ def source_files(packages: Sequence[str] = DEVICE_PACKAGES, root: Path = REPO_RO
     return [f.relative_to(root) for f in files if "__pycache__" not in f.parts]
 
 
-def build_mpy(dest: Path, packages: Sequence[str] = DEVICE_PACKAGES, root: Path = REPO_ROOT) -> Path:
+def build_mpy(
+    dest: Path, packages: Sequence[str] = DEVICE_PACKAGES, root: Path = REPO_ROOT
+) -> Path:
     """Compile the device packages into `dest` as .mpy, keeping the layout.
 
     A file is recompiled only when its source is newer than its .mpy.

@@ -1,0 +1,304 @@
+"""The release manifest: what one release contains, signed by a release key.
+
+Trust rules (each check below names the rule it enforces):
+
+  M1  It parses: magic, version, lengths inside the buffer, no trailing bytes,
+      at most MAX_FILES files and MAX_MANIFEST_SIZE bytes.
+  M2  Every path is relative, normalised and bounded: no "/" at either end,
+      no "", "." or ".." component, no backslash, no control character, at
+      most MAX_PATH bytes. Paths are strictly ascending (so no duplicates,
+      checked in constant memory while streaming).
+  M3  Files tile the pack: each offset is the end of the previous file, and
+      the last one ends at the pack's size.
+  M4  The signature is by a release key listed in the repo's verified cert
+      sector, over the SHA-256 of the body.
+  M5  It is for the expected repo (no mix-and-match), board and channel, and
+      the running manager is recent enough.
+  M6  Its sequence is strictly above the installed one (no roll-back, replay
+      or freeze on an old release).
+
+Layout (big-endian; see docs/formats.md):
+
+  "LCMM" | u8 version | u8 kind | u8 channel | u8 flags(0) | u32 seq | u32 created
+  | str8 repo | str8 version | str8 min_manager | u8 n_boards | n x str8 board
+  | str8 pack name | u32 pack size | 32 pack sha256 | u16 n_files
+  | n_files x (str8 path | u32 size | u32 offset | 32 sha256)
+  ... end of signed body ... | 8 key id | 64 r‖s
+
+The device never holds the file list: it streams records from flash with
+`ManifestReader.files()`.
+"""
+
+import hashlib
+import struct
+
+from cert_sector.encoding import Reader, check_repo, pack_text
+from cert_sector.errors import FormatError, MismatchError, RollbackError, SignatureError
+from cert_sector.keys import KEY_ID_SIZE, SIGNATURE_SIZE
+from cert_sector.semver import parse_version, version_at_least
+
+MAGIC = b"LCMM"
+FORMAT_VERSION = 1
+KINDS = ("files", "firmware")
+CHANNELS = ("stable", "beta")
+MAX_FILES = 512
+MAX_PATH = 128
+MAX_NAME = 64
+MAX_BOARDS = 8
+MAX_FILE_SIZE = 16 * 1024 * 1024
+SIGNATURE_BLOCK = KEY_ID_SIZE + SIGNATURE_SIZE
+_RECORD_FIXED = 4 + 4 + 32
+MAX_MANIFEST_SIZE = 1024 + MAX_BOARDS * 33 + MAX_FILES * (1 + MAX_PATH + _RECORD_FIXED)
+
+
+class FileEntry:
+    __slots__ = ("offset", "path", "sha256", "size")
+
+    def __init__(self, path, size, offset, sha256):
+        self.path = path
+        self.size = size
+        self.offset = offset
+        self.sha256 = sha256
+
+
+class Manifest:
+    """Header fields of a manifest; `files` is filled only by `parse_manifest` (CPython side)."""
+
+    def __init__(
+        self,
+        repo,
+        version,
+        seq,
+        kind="files",
+        channel="stable",
+        boards=(),
+        min_manager="",
+        pack_name="",
+        pack_size=0,
+        pack_sha256=b"\0" * 32,
+        created=0,
+        files=None,
+    ):
+        self.repo = repo
+        self.version = version
+        self.seq = seq
+        self.kind = kind
+        self.channel = channel
+        self.boards = list(boards)
+        self.min_manager = min_manager
+        self.pack_name = pack_name
+        self.pack_size = pack_size
+        self.pack_sha256 = pack_sha256
+        self.created = created
+        self.files = files if files is not None else []
+        self.file_count = len(self.files)
+        self.key_id = b""
+        self.signature = b""
+
+
+def check_path(path):
+    """Rule M2 for one path; returns it."""
+    raw = path.encode("utf-8")
+    if not raw or len(raw) > MAX_PATH:
+        raise FormatError("path length must be 1.." + str(MAX_PATH) + ": " + repr(path))
+    if "\\" in path:
+        raise FormatError("backslash in path " + repr(path))
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            raise FormatError("path is not relative and normalised: " + repr(path))
+    return path
+
+
+def pack_body(m):
+    """The signed body of manifest `m` (files in any order; they are sorted and tiled here)."""
+    check_repo(m.repo)
+    parse_version(m.version)
+    if m.min_manager:
+        parse_version(m.min_manager)
+    if m.kind not in KINDS or m.channel not in CHANNELS:
+        raise FormatError("kind must be files|firmware and channel stable|beta")
+    if not 0 <= m.seq <= 0xFFFFFFFF:
+        raise FormatError("sequence must fit in 32 bits")
+    if len(m.boards) > MAX_BOARDS or not 1 <= len(m.files) <= MAX_FILES:
+        raise FormatError("1.." + str(MAX_FILES) + " files and at most 8 boards")
+    parts = [
+        MAGIC,
+        bytes([FORMAT_VERSION, KINDS.index(m.kind), CHANNELS.index(m.channel), 0]),
+        struct.pack(">II", m.seq, m.created),
+        pack_text(m.repo, "repo", MAX_NAME * 2),
+        pack_text(m.version, "version", MAX_NAME),
+        pack_text(m.min_manager, "minimum manager version", MAX_NAME),
+        bytes([len(m.boards)]),
+    ]
+    for board in m.boards:
+        parts.append(pack_text(board, "board", 32))
+    parts.append(pack_text(m.pack_name, "pack name", MAX_NAME))
+    parts.append(struct.pack(">I", m.pack_size) + m.pack_sha256)
+    parts.append(struct.pack(">H", len(m.files)))
+    offset = 0
+    previous = b""
+    for f in sorted(m.files, key=lambda f: f.path.encode("utf-8")):
+        raw = check_path(f.path).encode("utf-8")
+        if raw == previous:
+            raise FormatError("duplicate path " + repr(f.path))
+        previous = raw
+        if f.offset != offset or not 0 <= f.size <= MAX_FILE_SIZE or len(f.sha256) != 32:
+            raise FormatError("file " + repr(f.path) + " does not tile the pack")
+        parts.append(pack_text(f.path, "path", MAX_PATH))
+        parts.append(struct.pack(">II", f.size, f.offset) + f.sha256)
+        offset += f.size
+    if offset != m.pack_size:
+        raise FormatError(
+            "files cover " + str(offset) + " bytes of a " + str(m.pack_size) + "-byte pack"
+        )
+    return b"".join(parts)
+
+
+def pack_manifest(body, kid, signature):
+    """The bytes of the manifest asset: body, then the release key id and r‖s."""
+    if len(kid) != KEY_ID_SIZE or len(signature) != SIGNATURE_SIZE:
+        raise FormatError("a signature is an 8-byte key id and 64 bytes r‖s")
+    return body + kid + signature
+
+
+class ManifestReader:
+    """Streams a manifest's fields from `stream` holding `body_size` bytes of body.
+
+    `header()` reads and checks everything before the file records; then
+    `files()` yields each FileEntry, checking M2/M3 as it goes, and finally
+    that nothing trails the last record (M1).
+    """
+
+    def __init__(self, stream=None, body_size=0, data=None):
+        self._r = Reader(data=data, stream=stream, limit=body_size if data is None else None)
+        if data is not None:
+            self._r.limit = len(data)
+        self.manifest = None
+
+    def header(self):
+        r = self._r
+        if bytes(r.take(4, "magic")) != MAGIC:  # Rule M1
+            raise FormatError("not a manifest (bad magic)")
+        version, kind, channel, flags = r.take(4, "format")
+        if version != FORMAT_VERSION:
+            raise FormatError("unsupported manifest format version " + str(version))
+        if kind >= len(KINDS) or channel >= len(CHANNELS) or flags != 0:
+            raise FormatError("unknown manifest kind, channel or flags")
+        seq = r.u32("sequence")
+        created = r.u32("created")
+        repo = r.text("repo", MAX_NAME * 2)
+        check_repo(repo)
+        tag_version = r.text("version", MAX_NAME)
+        parse_version(tag_version)
+        min_manager = r.text("minimum manager version", MAX_NAME)
+        if min_manager:
+            parse_version(min_manager)
+        n_boards = r.u8("board count")
+        if n_boards > MAX_BOARDS:
+            raise FormatError("more than " + str(MAX_BOARDS) + " boards")
+        boards = [r.text("board", 32) for _ in range(n_boards)]
+        pack_name = r.text("pack name", MAX_NAME)
+        pack_size = r.u32("pack size")
+        pack_sha = bytes(r.take(32, "pack sha256"))
+        n_files = r.u16("file count")
+        if not 1 <= n_files <= MAX_FILES:  # Rule M1
+            raise FormatError("file count " + str(n_files) + " outside 1.." + str(MAX_FILES))
+        m = Manifest(
+            repo,
+            tag_version,
+            seq,
+            KINDS[kind],
+            CHANNELS[channel],
+            boards,
+            min_manager,
+            pack_name,
+            pack_size,
+            pack_sha,
+            created,
+        )
+        m.file_count = n_files
+        self.manifest = m
+        return m
+
+    def files(self):
+        m = self.manifest
+        if m is None:
+            raise RuntimeError("header() first")
+        r = self._r
+        offset = 0
+        previous = b""
+        for _ in range(m.file_count):
+            path = check_path(r.text("path", MAX_PATH))  # Rule M2
+            raw = path.encode("utf-8")
+            if raw <= previous:
+                raise FormatError("paths not strictly ascending at " + repr(path))
+            previous = raw
+            size = r.u32("file size")
+            file_offset = r.u32("file offset")
+            sha = bytes(r.take(32, "file sha256"))
+            if file_offset != offset or size > MAX_FILE_SIZE:  # Rule M3
+                raise FormatError("file " + repr(path) + " does not tile the pack")
+            offset += size
+            yield FileEntry(path, size, file_offset, sha)
+        if offset != m.pack_size:  # Rule M3
+            raise FormatError("files do not cover the pack")
+        r.end("file records")  # Rule M1
+
+
+def split_signature(data):
+    """(body, key id, r‖s) of manifest bytes; checks only the sizes."""
+    if len(data) > MAX_MANIFEST_SIZE:
+        raise FormatError("manifest larger than " + str(MAX_MANIFEST_SIZE) + " bytes")
+    if len(data) <= SIGNATURE_BLOCK:
+        raise FormatError("manifest truncated")
+    end = len(data) - SIGNATURE_BLOCK
+    return data[:end], bytes(data[end : end + KEY_ID_SIZE]), bytes(data[end + KEY_ID_SIZE :])
+
+
+def check_signature(digest, kid, signature, sector):
+    """Rule M4: signed by a release key of the verified `sector`."""
+    from cert_sector.p256 import verify_p256
+
+    key = sector.release_key(kid)
+    if key is None:
+        raise SignatureError("manifest signed by an unknown key")
+    if not verify_p256(key, digest, signature):
+        raise SignatureError("bad manifest signature")
+
+
+def check_header(m, repo, installed_seq, board=None, channel="stable", manager_version=""):
+    """Rules M5 and M6 for a parsed header."""
+    if m.repo != repo:
+        raise MismatchError("manifest is for " + m.repo + ", expected " + repo)
+    if board is not None and m.boards and board not in m.boards:
+        raise MismatchError("release is for " + ",".join(m.boards) + ", not " + board)
+    if channel == "stable" and m.channel != "stable":
+        raise MismatchError("beta release offered to a stable device")
+    if manager_version and not version_at_least(manager_version, m.min_manager):
+        raise MismatchError("release needs manager " + m.min_manager + " or newer")
+    if m.seq <= installed_seq:
+        raise RollbackError(
+            "manifest sequence " + str(m.seq) + " is not above the installed " + str(installed_seq)
+        )
+
+
+def parse_manifest(data):
+    """Parse manifest bytes fully (CPython side and tests): Manifest with `files`. M1-M3."""
+    body, kid, signature = split_signature(data)
+    reader = ManifestReader(data=body)
+    m = reader.header()
+    m.files = list(reader.files())
+    m.key_id = kid
+    m.signature = signature
+    return m
+
+
+def verify_manifest(
+    data, sector, repo, installed_seq=-1, board=None, channel="stable", manager_version=""
+):
+    """Apply M1-M6 to manifest bytes held in memory; returns the Manifest."""
+    body, kid, signature = split_signature(data)
+    check_signature(hashlib.sha256(body).digest(), kid, signature, sector)
+    m = parse_manifest(data)
+    check_header(m, repo, installed_seq, board, channel, manager_version)
+    return m

@@ -1,0 +1,249 @@
+"""The cert sector: a repo's trust store, signed by its root keys.
+
+Trust rules (each check below names the rule it enforces):
+
+  S1  The sector parses: magic, format version, every length inside the
+      buffer, no trailing bytes, at most MAX_SECTOR_SIZE (one flash sector).
+  S2  1 <= threshold <= number of roots; no duplicate root, release key or
+      signature key id; every key is a valid P-256 point.
+  S3  It belongs to the repo the device expects.
+  S4  At least `threshold` distinct roots of the sector it replaces (or of
+      the pinned roots, for the first one) signed its body.
+  S5  At least its own `threshold` distinct roots signed it too, so a new
+      root set has accepted its role (TUF's rule for root rotation).
+  S6  Its sequence is strictly higher than the trusted one (no roll-back,
+      no replay).
+  S7  It has not expired, when the device knows the time.
+
+Layout (big-endian; see docs/formats.md):
+
+  "LCMS" | u8 version | u8 flags(0) | str8 repo | u32 seq | u32 expires
+  | u8 threshold | u8 n_roots | n_roots x 65 | u8 n_release | n_release x 65
+  | u8 n_cas | n_cas x (u16 len | DER) ... end of signed body ...
+  | u8 n_sigs | n_sigs x (8 key id | 64 r‖s)
+"""
+
+import hashlib
+import struct
+
+from cert_sector.encoding import Reader, check_repo, pack_text
+from cert_sector.errors import (
+    ExpiredError,
+    FormatError,
+    MismatchError,
+    RollbackError,
+    SignatureError,
+)
+from cert_sector.keys import (
+    KEY_ID_SIZE,
+    PUBLIC_KEY_SIZE,
+    SIGNATURE_SIZE,
+    check_public_key,
+    count_valid_signatures,
+    key_id,
+)
+
+MAGIC = b"LCMS"
+FORMAT_VERSION = 1
+MAX_SECTOR_SIZE = 4096
+MAX_REPO_LEN = 100
+MAX_KEYS = 8
+MAX_CAS = 8
+MAX_SIGNATURES = 16
+
+
+class PinnedRoots:
+    """What a device trusts before it has any sector: root keys pinned at build or provisioning."""
+
+    def __init__(self, repo, roots, threshold=1):
+        self.repo = check_repo(repo)
+        self.roots = list(roots)
+        self.threshold = threshold
+        # Any first sector (sequence 0 or more) is newer than nothing.
+        self.seq = -1
+        if not 1 <= threshold <= len(self.roots):
+            raise FormatError("threshold must be between 1 and the number of pinned roots")
+
+
+class Sector:
+    """A parsed cert sector. `body` is the signed part; `cas` are DER certificates."""
+
+    def __init__(self, repo, seq, expires, threshold, roots, release_keys, cas, signatures=()):
+        self.repo = repo
+        self.seq = seq
+        self.expires = expires
+        self.threshold = threshold
+        self.roots = list(roots)
+        self.release_keys = list(release_keys)
+        self.cas = list(cas)
+        self.signatures = list(signatures)
+        self.body = b""
+
+    def release_key(self, kid):
+        """The release key with id `kid`, or None."""
+        for key in self.release_keys:
+            if key_id(key) == kid:
+                return key
+        return None
+
+
+def _check_unique(items, what):
+    # Rule S2: duplicates would let one key count twice toward a threshold.
+    seen = []
+    for item in items:
+        item = bytes(item)
+        if item in seen:
+            raise FormatError("duplicate " + what)
+        seen.append(item)
+
+
+def pack_body(sector):
+    """The signed body of `sector` (S1/S2 checked, so a bad sector cannot be produced)."""
+    check_repo(sector.repo)
+    if not 0 <= sector.seq <= 0xFFFFFFFF or not 0 <= sector.expires <= 0xFFFFFFFF:
+        raise FormatError("sequence and expiry must fit in 32 bits")
+    if not 1 <= sector.threshold <= len(sector.roots):
+        raise FormatError("threshold must be between 1 and the number of roots")
+    if len(sector.roots) > MAX_KEYS or len(sector.release_keys) > MAX_KEYS:
+        raise FormatError("at most " + str(MAX_KEYS) + " root and release keys")
+    if len(sector.cas) > MAX_CAS:
+        raise FormatError("at most " + str(MAX_CAS) + " CA certificates")
+    _check_unique(sector.roots, "root key")
+    _check_unique(sector.release_keys, "release key")
+    parts = [
+        MAGIC,
+        bytes([FORMAT_VERSION, 0]),
+        pack_text(sector.repo, "repo", MAX_REPO_LEN),
+        struct.pack(">IIBB", sector.seq, sector.expires, sector.threshold, len(sector.roots)),
+    ]
+    for key in sector.roots:
+        parts.append(check_public_key(key, "root key"))
+    parts.append(bytes([len(sector.release_keys)]))
+    for key in sector.release_keys:
+        parts.append(check_public_key(key, "release key"))
+    parts.append(bytes([len(sector.cas)]))
+    for der in sector.cas:
+        if not 0 < len(der) <= 0xFFFF:
+            raise FormatError("CA certificate of " + str(len(der)) + " bytes")
+        parts.append(struct.pack(">H", len(der)) + der)
+    return b"".join(parts)
+
+
+def pack_sector(body, signatures):
+    """Body plus signatures [(key id, r‖s)]: the bytes of `certs.sector`."""
+    if not 1 <= len(signatures) <= MAX_SIGNATURES:
+        raise FormatError("a sector needs 1 to " + str(MAX_SIGNATURES) + " signatures")
+    _check_unique([kid for kid, _ in signatures], "signature key id")
+    parts = [body, bytes([len(signatures)])]
+    for kid, sig in signatures:
+        if len(kid) != KEY_ID_SIZE or len(sig) != SIGNATURE_SIZE:
+            raise FormatError("a signature is an 8-byte key id and 64 bytes r‖s")
+        parts.append(kid + sig)
+    data = b"".join(parts)
+    if len(data) > MAX_SECTOR_SIZE:
+        raise FormatError(
+            "sector is " + str(len(data)) + " bytes, more than " + str(MAX_SECTOR_SIZE)
+        )
+    return data
+
+
+def parse_sector(data):
+    """Parse (S1, S2) without checking signatures. Raises FormatError."""
+    if len(data) > MAX_SECTOR_SIZE:  # Rule S1
+        raise FormatError("sector larger than " + str(MAX_SECTOR_SIZE) + " bytes")
+    r = Reader(data)
+    if bytes(r.take(4, "magic")) != MAGIC:
+        raise FormatError("not a cert sector (bad magic)")
+    version = r.u8("format version")
+    if version != FORMAT_VERSION:
+        raise FormatError("unsupported cert sector format version " + str(version))
+    if r.u8("flags") != 0:
+        raise FormatError("unknown cert sector flags")
+    repo = r.text("repo", MAX_REPO_LEN)
+    try:
+        check_repo(repo)
+    except FormatError as exc:
+        raise FormatError("sector " + str(exc)) from None
+    seq = r.u32("sequence")
+    expires = r.u32("expiry")
+    threshold = r.u8("threshold")
+    roots = _keys(r, "root key")
+    if not 1 <= threshold <= len(roots):  # Rule S2
+        raise FormatError("threshold " + str(threshold) + " for " + str(len(roots)) + " root keys")
+    release_keys = _keys(r, "release key")
+    n_cas = r.u8("CA count")
+    if n_cas > MAX_CAS:
+        raise FormatError("more than " + str(MAX_CAS) + " CA certificates")
+    cas = []
+    for _ in range(n_cas):
+        n = r.u16("CA length")
+        if n == 0:
+            raise FormatError("empty CA certificate")
+        cas.append(bytes(r.take(n, "CA certificate")))
+    body_end = r.pos
+    n_sigs = r.u8("signature count")
+    if not 1 <= n_sigs <= MAX_SIGNATURES:
+        raise FormatError("a sector needs 1 to " + str(MAX_SIGNATURES) + " signatures")
+    signatures = []
+    for _ in range(n_sigs):
+        kid = bytes(r.take(KEY_ID_SIZE, "signature key id"))
+        signatures.append((kid, bytes(r.take(SIGNATURE_SIZE, "signature"))))
+    r.end("signatures")
+    _check_unique([kid for kid, _ in signatures], "signature key id")
+    sector = Sector(repo, seq, expires, threshold, roots, release_keys, cas, signatures)
+    sector.body = bytes(data[:body_end])
+    return sector
+
+
+def _keys(r, what):
+    n = r.u8(what + " count")
+    if n > MAX_KEYS:
+        raise FormatError("more than " + str(MAX_KEYS) + " " + what + "s")
+    keys = [bytes(r.take(PUBLIC_KEY_SIZE, what)) for _ in range(n)]
+    _check_unique(keys, what)
+    for key in keys:
+        check_public_key(key, what)
+    return keys
+
+
+def verify_sector(data, trusted, now=None):
+    """Parse `data` and apply S1-S7 against `trusted` (a Sector or PinnedRoots).
+
+    `now` is the Unix time when the device knows it, else None. Returns the
+    verified Sector; raises a TrustError subclass naming the failed rule.
+    """
+    sector = parse_sector(data)
+    if sector.repo != trusted.repo:  # Rule S3
+        raise MismatchError("sector is for " + sector.repo + ", expected " + trusted.repo)
+    digest = hashlib.sha256(sector.body).digest()
+    got = count_valid_signatures(digest, sector.signatures, trusted.roots)
+    if got < trusted.threshold:  # Rule S4
+        raise SignatureError(
+            "sector signed by "
+            + str(got)
+            + " of the trusted roots, "
+            + str(trusted.threshold)
+            + " required"
+        )
+    own = count_valid_signatures(digest, sector.signatures, sector.roots)
+    if own < sector.threshold:  # Rule S5
+        raise SignatureError(
+            "sector signed by "
+            + str(own)
+            + " of its own roots, "
+            + str(sector.threshold)
+            + " required"
+        )
+    if sector.seq <= trusted.seq:  # Rule S6
+        raise RollbackError(
+            "sector sequence " + str(sector.seq) + " is not above the trusted " + str(trusted.seq)
+        )
+    check_expiry(sector, now)
+    return sector
+
+
+def check_expiry(sector, now):
+    # Rule S7: an expired sector is refused only when the clock is known; a
+    # device without time must still be able to fetch the sector that renews it.
+    if now is not None and sector.expires and now >= sector.expires:
+        raise ExpiredError("sector expired at " + str(sector.expires) + " (now " + str(now) + ")")

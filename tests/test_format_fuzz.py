@@ -1,0 +1,76 @@
+"""Random and mutated sectors and manifests: only the documented error types come out."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cert_sector import manifest as mf
+from cert_sector import sector as sf
+from cert_sector.errors import TrustError
+from tests.keyfactory import make_manifest, make_sector, new_signer
+
+REPO = "acme/widget"
+ROOT, REL = new_signer(), new_signer()
+SECTOR = make_sector(REPO, [ROOT], [REL], cas=[b"\x30\x82" + b"c" * 300])
+TRUSTED = sf.verify_sector(SECTOR, sf.PinnedRoots(REPO, [ROOT.public_key]))
+MANIFEST, _ = make_manifest(REPO, REL, {"main.py": b"x" * 10, "lib/a.py": b"y", "z/b.bin": b""})
+
+
+def _mutate(data: bytes, edits: list[tuple[int, int]], cut: int | None, extra: bytes) -> bytes:
+    buf = bytearray(data)
+    for pos, value in edits:
+        buf[pos % len(buf)] = value
+    out = bytes(buf[:cut]) if cut is not None else bytes(buf)
+    return out + extra
+
+
+mutations = st.tuples(
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6),
+    st.none() | st.integers(0, 5000),
+    st.binary(max_size=8),
+)
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def _only_trust_errors(func, data):
+    with contextlib.suppress(TrustError):
+        func(data)
+
+
+@SETTINGS
+@given(st.binary(max_size=5000))
+def test_random_sector_bytes(data):
+    _only_trust_errors(sf.parse_sector, data)
+    _only_trust_errors(lambda d: sf.verify_sector(d, TRUSTED), data)
+
+
+@SETTINGS
+@given(mutations)
+def test_mutated_sectors(m):
+    data = _mutate(SECTOR, *m)
+    _only_trust_errors(lambda d: sf.verify_sector(d, sf.PinnedRoots(REPO, [ROOT.public_key])), data)
+
+
+@SETTINGS
+@given(st.binary(max_size=3000))
+def test_random_manifest_bytes(data):
+    _only_trust_errors(mf.parse_manifest, data)
+    _only_trust_errors(lambda d: mf.verify_manifest(d, TRUSTED, REPO), data)
+
+
+@SETTINGS
+@given(mutations)
+def test_mutated_manifests(m):
+    data = _mutate(MANIFEST, *m)
+    _only_trust_errors(mf.parse_manifest, data)
+    _only_trust_errors(lambda d: mf.verify_manifest(d, TRUSTED, REPO), data)
+
+
+@pytest.mark.parametrize("func", [sf.parse_sector, mf.parse_manifest])
+def test_header_magic_swapped(func):
+    with pytest.raises(TrustError):
+        func(MANIFEST if func is sf.parse_sector else SECTOR)
