@@ -1,0 +1,19 @@
+"""Names of the release assets, shared by the publisher and the device.
+
+A release of a repo managed by lcm carries:
+
+  manifest.lcm   the signed manifest (cert_sector.manifest)
+  pack.lcm       every file of the release concatenated in manifest order;
+                 the device reads the byte ranges it needs with Range requests
+  certs.sector   the repo's current signed cert sector (cert_sector.sector)
+  SHA256SUMS     human-readable checksums of the assets above (not trusted by devices)
+  beta.tag       on the latest full release only: the tag of the newest release
+                 of any channel, so beta devices find prereleases without the REST API
+"""
+
+MANIFEST_ASSET = "manifest.lcm"
+PACK_ASSET = "pack.lcm"
+SECTOR_ASSET = "certs.sector"
+SUMS_ASSET = "SHA256SUMS"
+BETA_POINTER_ASSET = "beta.tag"
+MAX_TAG = 64

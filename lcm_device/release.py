@@ -1,0 +1,55 @@
+"""Finding releases through GitHub's browser URLs only (never the REST API).
+
+An idle check is one request: `/OWNER/REPO/releases/latest` answers 302 with
+`Location: .../releases/tag/TAG`; the tag alone tells whether anything is new.
+With no full release, GitHub redirects to `/OWNER/REPO/releases` instead.
+Beta devices read the `beta.tag` pointer asset of the latest full release.
+"""
+
+from cert_sector.assets import BETA_POINTER_ASSET, MAX_TAG
+from cert_sector.errors import FormatError
+
+_TAG_MARK = "/releases/tag/"
+_TAG_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_+"
+
+
+def latest_url(web_url, repo):
+    return web_url.rstrip("/") + "/" + repo + "/releases/latest"
+
+
+def download_url(web_url, repo, tag, name):
+    return web_url.rstrip("/") + "/" + repo + "/releases/download/" + tag + "/" + name
+
+
+def beta_pointer_url(web_url, repo):
+    return web_url.rstrip("/") + "/" + repo + "/releases/latest/download/" + BETA_POINTER_ASSET
+
+
+def check_tag(tag):
+    """A tag as lcm publishes them; anything else from the network is refused."""
+    if not 1 <= len(tag) <= MAX_TAG or not all(c in _TAG_CHARS for c in tag):
+        raise FormatError("invalid release tag " + repr(tag[:MAX_TAG]))
+    return tag
+
+
+def tag_from_location(location, repo):
+    """The tag a `/releases/latest` redirect points at, or None when there is no release."""
+    if location is None:
+        raise FormatError("no Location in the latest-release redirect")
+    path = location.split("?", 1)[0]
+    marker = "/" + repo + _TAG_MARK
+    i = path.find(marker)
+    if i < 0:
+        if path.rstrip("/").endswith("/" + repo + "/releases"):
+            return None
+        raise FormatError("unexpected latest-release redirect to " + repr(location[:100]))
+    return check_tag(path[i + len(marker) :])
+
+
+def tag_from_pointer(body):
+    """The tag in a `beta.tag` asset (one line of text)."""
+    try:
+        text = bytes(body).decode().strip()
+    except UnicodeError:
+        raise FormatError("beta pointer is not text") from None
+    return check_tag(text)
