@@ -8,6 +8,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from cert_sector import manifest as mf
 from cert_sector import sector as sf
+from cert_sector.assets import PACK_ASSET
 from publisher.signing import Signer
 
 
@@ -70,7 +71,7 @@ def make_manifest(
         channel,
         boards,
         min_manager,
-        "app.pack",
+        PACK_ASSET,
         len(pack),
         hashlib.sha256(pack).digest(),
         1_700_000_000,
