@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from publisher.commands import certs, keys
+from publisher.commands import certs, device, keys
 
 app = typer.Typer(
     name="lcm",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.add_typer(keys.app, name="keys")
 app.add_typer(certs.app, name="certs")
+app.add_typer(device.app, name="device")
 
 
 def main() -> None:
