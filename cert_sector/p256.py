@@ -146,16 +146,16 @@ def verify_p256(public_key, digest, signature):
         if len(digest) != 32 or len(signature) != 64:  # Rule V1
             return False
         q = _decode_point(public_key)  # Rules V1, V2
-    except TypeError:
-        return False
-    if q is None:
+        if q is None:
+            return False
+        r = int.from_bytes(signature[:32], "big")
+        s = int.from_bytes(signature[32:], "big")
+        e = int.from_bytes(digest, "big")
+    except (TypeError, ValueError):  # not bytes-like: a caller's mistake, still a refusal
         return False
     n = _N
-    r = int.from_bytes(signature[:32], "big")
-    s = int.from_bytes(signature[32:], "big")
     if not (0 < r < n and 0 < s < n):  # Rule V3
         return False
-    e = int.from_bytes(digest, "big")
     w = pow(s, n - 2, n)
     u1 = _signed_digits(e * w % n)
     u2 = _signed_digits(r * w % n)
