@@ -19,16 +19,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cryptography.hazmat.primitives import hashes  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric.utils import (  # noqa: E402
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import (
     Prehashed,
     encode_dss_signature,
 )
 
-from cert_sector import verify_p256  # noqa: E402
-from publisher.micropython import build_mpy, run_micropython  # noqa: E402
-from publisher.signing import Signer  # noqa: E402
+from cert_sector import verify_p256
+from publisher.micropython import build_mpy, run_micropython
+from publisher.signing import Signer
 
 ROUNDS = 50
 

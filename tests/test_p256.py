@@ -8,7 +8,7 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -36,9 +36,8 @@ def test_wycheproof(vector) -> None:
 def crypto_verifies(public: bytes, digest: bytes, sig: bytes) -> bool:
     key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public)
     r, s = int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
-    if not (0 < r and 0 < s):
+    if r <= 0 or s <= 0:
         return False
-    from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
     try:
         key.verify(encode_dss_signature(r, s), digest, ec.ECDSA(Prehashed(hashes.SHA256())))
