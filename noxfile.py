@@ -1,7 +1,10 @@
 """Sessions: `nox` runs lint, the CPython tests and the device tests; `nox -s demo` the demo.
 
+Sessions use the interpreter nox runs with (any Python 3.11+), in a venv made
+by uv when it is installed, else virtualenv.
+
 System packages the tests need (Chromium for the captive-portal tests) are
-installed by `tests_need_system_packages` when running as root with apt, and
+installed by `install_system_packages` when running as root with apt, and
 otherwise the session stops with the one command to run.
 """
 
@@ -16,7 +19,6 @@ nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["lint", "tests", "device"]
 nox.options.reuse_venv = "yes"
 
-PYTHON = "3.11"
 DEVICE_HEAPS = (None, "24k")
 # Debian packages the test suite drives for real (see README "Running the tests").
 SYSTEM_PACKAGES = {"/usr/bin/chromium": "chromium"}
@@ -35,7 +37,7 @@ def install_system_packages(session: nox.Session) -> None:
     session.error(f"the tests need {', '.join(missing)}; install with: sudo sh -c '{command}'")
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def tests(session: nox.Session) -> None:
     """CPython tests (publisher, host, formats, portal through Chromium, end to end)."""
     install_system_packages(session)
@@ -43,7 +45,7 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", "tests", "--ignore=tests/device", *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def device(session: nox.Session) -> None:
     """Device code in the real MicroPython unix port, default heap and 24 KB heap, from .mpy."""
     session.install("-e", ".[test]")
@@ -56,7 +58,7 @@ def device(session: nox.Session) -> None:
         session.run("pytest", "tests/device", *args, *session.posargs)
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff (check + format) and mypy on the CPython packages."""
     session.install("-e", ".[lint,test]")
@@ -65,10 +67,17 @@ def lint(session: nox.Session) -> None:
     session.run("mypy")
 
 
-@nox.session(python=PYTHON)
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks: print the figures DESIGN.md asks for (no pass/fail on timings)."""
     session.install("-e", ".[test]")
     for script in sorted(os.listdir("bench")):
         if script.startswith("bench_") and script.endswith(".py"):
             session.run("python", f"bench/{script}")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The README's first command: a local release host and a simulated device updating itself."""
+    session.install("-e", ".")
+    session.run("lcm", "demo", *session.posargs)
