@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from publisher.commands import certs, device, keys
+from publisher.commands import release as release_commands
 
 app = typer.Typer(
     name="lcm",
@@ -15,6 +16,7 @@ app = typer.Typer(
 app.add_typer(keys.app, name="keys")
 app.add_typer(certs.app, name="certs")
 app.add_typer(device.app, name="device")
+app.add_typer(release_commands.app, name="release")
 
 
 def main() -> None:

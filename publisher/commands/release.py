@@ -1,0 +1,263 @@
+"""`lcm release`: publish, verify and list signed releases (logic in `publisher/release/`)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from publisher.certs import read_sector
+from publisher.console import command_edge, err, out, print_json
+from publisher.errors import PublisherError
+from publisher.release.github import (
+    API_URL_ENV,
+    DEFAULT_API_URL,
+    DEFAULT_TOKEN_ENV,
+    ProgressCallback,
+    RetryPolicy,
+    Session,
+    web_url_for,
+)
+from publisher.release.listing import list_releases
+from publisher.release.publish import PublishRequest, publish
+from publisher.release.verify import Trust, verify_release
+from publisher.signing import load_public_key, load_signer
+
+app = typer.Typer(help="Publish, verify and list signed releases.", no_args_is_help=True)
+
+Repo = Annotated[str, typer.Option("--repo", help="The repository, OWNER/NAME.")]
+ApiUrl = Annotated[
+    str,
+    typer.Option(
+        "--api-url",
+        envvar=API_URL_ENV,
+        help="REST API base: GitHub, GitHub Enterprise (…/api/v3) or `lcm host`.",
+    ),
+]
+TokenEnv = Annotated[
+    str,
+    typer.Option("--token-env", help="Environment variable that holds the API token."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output (no progress).")]
+
+
+def _token(token_env: str, required: bool) -> str | None:
+    token = os.environ.get(token_env)
+    if required and not token:
+        raise PublisherError(
+            f"${token_env} is not set: export a token that may write the repo's releases "
+            "(the token is read from the environment only, never from an argument)"
+        )
+    return token or None
+
+
+@contextmanager
+def _upload_progress(enabled: bool) -> Iterator[ProgressCallback | None]:
+    if not enabled:
+        yield None
+        return
+    columns = (
+        TextColumn("{task.description:<14}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def update(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done, total=total)
+
+        yield update
+
+
+@app.command("publish")
+@command_edge
+def publish_command(
+    source: Annotated[Path, typer.Argument(help="App folder (kind files) or firmware .bin.")],
+    repo: Repo,
+    tag: Annotated[str, typer.Option("--tag", help="Release tag: v + semver, e.g. v1.2.0.")],
+    key: Annotated[Path, typer.Option("--key", help="Release signing key (.pem).")],
+    certs: Annotated[
+        Path | None,
+        typer.Option("--certs", help="The repo's current cert sector (default: the latest's)."),
+    ] = None,
+    prerelease: Annotated[
+        bool, typer.Option("--prerelease", help="Publish on the beta channel.")
+    ] = False,
+    board: Annotated[
+        list[str] | None, typer.Option("--board", help="Target board (repeatable).")
+    ] = None,
+    kind: Annotated[str, typer.Option("--kind", help="files (an app) or firmware (.bin).")] = (
+        "files"
+    ),
+    compile_mpy: Annotated[
+        bool, typer.Option("--compile-mpy", help="Ship .py modules as .mpy (not main.py).")
+    ] = False,
+    notes: Annotated[str, typer.Option("--notes", help="Release notes.")] = "",
+    min_manager: Annotated[
+        str, typer.Option("--min-manager", help="Oldest manager version that may install it.")
+    ] = "",
+    seq: Annotated[
+        int | None,
+        typer.Option("--seq", min=1, help="Sequence number (default: highest in the repo + 1)."),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace a published tag (always with a new sequence)."),
+    ] = False,
+    api_url: ApiUrl = DEFAULT_API_URL,
+    token_env: TokenEnv = DEFAULT_TOKEN_ENV,
+    passphrase_env: Annotated[
+        str | None,
+        typer.Option(
+            "--passphrase-env", envvar="LCM_PASSPHRASE_ENV", help="Env var: key passphrase."
+        ),
+    ] = None,
+    retries: Annotated[
+        int, typer.Option("--retries", min=1, help="Attempts per step on 5xx/dropped connections.")
+    ] = 8,
+    retry_delay: Annotated[
+        float, typer.Option("--retry-delay", min=0.0, help="First back-off in seconds (doubles).")
+    ] = 1.0,
+    as_json: AsJson = False,
+) -> None:
+    """Build, sign and publish a release: draft, upload every asset, then publish."""
+    token = _token(token_env, required=True)
+    signer = load_signer(key, passphrase_env)
+    request = PublishRequest(
+        source=source,
+        repo=repo,
+        tag=tag,
+        signer=signer,
+        sector=read_sector(certs) if certs is not None else None,
+        kind=kind,
+        prerelease=prerelease,
+        boards=list(board or []),
+        min_manager=min_manager,
+        compile_mpy=compile_mpy,
+        notes=notes,
+        seq=seq,
+        force=force,
+    )
+    session = Session(
+        api_url,
+        token,
+        token_env=token_env,
+        retry=RetryPolicy(attempts=retries, base_delay=retry_delay),
+    )
+    started = time.monotonic()
+    with _upload_progress(not as_json) as progress:
+        result = publish(session, request, progress)
+    if as_json:
+        print_json({**result.as_json(), "seconds": round(time.monotonic() - started, 3)})
+        return
+    out.print(f"{result.state}: {repo} {result.tag} (sequence {result.seq}, {result.channel})")
+    for name, outcome in result.assets.items():
+        out.print(f"  {name:<14} {outcome}")
+    if result.beta_pointer:
+        out.print(f"beta pointer {result.beta_pointer}")
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    out.print(result.url, highlight=False)
+
+
+@app.command("verify")
+@command_edge
+def verify_command(
+    repo: Repo,
+    tag: Annotated[str | None, typer.Option("--tag", help="Verify this tag.")] = None,
+    channel: Annotated[
+        str | None, typer.Option("--channel", help="stable or beta: what a device would pick.")
+    ] = None,
+    root: Annotated[
+        list[Path] | None, typer.Option("--root", help="Pinned root public key (repeatable).")
+    ] = None,
+    threshold: Annotated[int, typer.Option("--threshold", min=1, help="Roots needed.")] = 1,
+    certs: Annotated[
+        Path | None, typer.Option("--certs", help="A trusted cert sector instead of --root.")
+    ] = None,
+    web_url: Annotated[
+        str | None,
+        typer.Option("--web-url", help="Browser base URL (default: derived from --api-url)."),
+    ] = None,
+    api_url: ApiUrl = DEFAULT_API_URL,
+    installed_seq: Annotated[
+        int, typer.Option("--installed-seq", help="Refuse sequences not above this one.")
+    ] = -1,
+    as_json: AsJson = False,
+) -> None:
+    """Download a release through browser URLs only and check it as a device would."""
+    if (root is None) == (certs is None):
+        raise PublisherError("give either --root (pinned root keys) or --certs (a trusted sector)")
+    if tag is not None and channel is not None:
+        raise PublisherError("give --tag or --channel, not both")
+    trust = Trust(
+        roots=[load_public_key(p) for p in root or []],
+        threshold=threshold,
+        sector=read_sector(certs) if certs is not None else None,
+    )
+    result = verify_release(
+        web_url or web_url_for(api_url),
+        repo,
+        trust,
+        tag=tag,
+        channel=channel or "stable",
+        installed_seq=installed_seq,
+        now=int(time.time()),
+    )
+    if as_json:
+        print_json({"valid": True, **result.as_json()})
+        return
+    out.print(
+        f"valid: {repo} {result.tag} sequence {result.seq} ({result.channel}, {result.kind}), "
+        f"{result.files} file(s), {result.pack_size} bytes, cert sector {result.sector_seq}"
+    )
+    if result.beta_pointer:
+        out.print(f"beta pointer -> {result.beta_pointer}")
+
+
+@app.command("list")
+@command_edge
+def list_command(
+    repo: Repo,
+    api_url: ApiUrl = DEFAULT_API_URL,
+    token_env: TokenEnv = DEFAULT_TOKEN_ENV,
+    as_json: AsJson = False,
+) -> None:
+    """List releases: tag, sequence, channel, kind, boards, date, asset sizes."""
+    session = Session(api_url, _token(token_env, required=False), token_env=token_env)
+    rows = list_releases(session, repo)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("tag", "seq", "channel", "kind", "boards", "state", "date", "assets")
+    for r in rows:
+        sizes = ", ".join(f"{name} {size}" for name, size in r["assets"].items())
+        table.add_row(
+            r["tag"],
+            "?" if r["sequence"] is None else str(r["sequence"]),
+            r["channel"],
+            r["kind"] or "?",
+            ",".join(r["boards"]) or "any",
+            r["state"],
+            (r["date"] or "")[:19],
+            sizes + (f" ({r['problem']})" if r["problem"] else ""),
+        )
+    out.print(table)

@@ -1,0 +1,306 @@
+"""The PyGithub session `lcm release` works through: retries, drafts, idempotent assets.
+
+PyGithub's own urllib3 retry is switched off: it would re-send a POST whose
+body stream was already consumed. Instead every step here is idempotent and
+retried as a whole (`Session.call`): before an upload is retried, the
+release's assets are listed again, so a partial or lost-response upload is
+found and replaced or kept, never duplicated.
+
+Retried: 5xx answers, GitHub's secondary rate limits (403/429 with
+`Retry-After` or "secondary rate limit"), and dropped connections, with
+exponential back-off and full jitter. Not retried: 401 (wrong token), 404,
+422, and the primary rate limit (which resets only on the hour).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import requests
+from github import Auth, Github, GithubException
+from github.GitRelease import GitRelease
+from github.GitReleaseAsset import GitReleaseAsset
+from github.Repository import Repository
+
+from publisher.release.errors import HostError
+
+DEFAULT_API_URL = "https://api.github.com"
+API_URL_ENV = "LCM_GITHUB_API"
+DEFAULT_TOKEN_ENV = "GITHUB_TOKEN"
+# Seconds before PyGithub gives up on one request (a stalled host).
+REQUEST_TIMEOUT_S = 60
+# Largest asset `download` reads when comparing an already-uploaded asset.
+MAX_COMPARE_DOWNLOAD = 64 * 1024 * 1024
+
+T = TypeVar("T")
+ProgressCallback = Callable[[str, int, int], None]
+
+
+@dataclass
+class RetryPolicy:
+    """How often and how patiently a failed step is retried."""
+
+    attempts: int = 8
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+    sleep: Callable[[float], None] = field(default=time.sleep)
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_delay)
+        # Full jitter: spreads the retries of many CI jobs hitting the same outage.
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+
+
+def web_url_for(api_url: str) -> str:
+    """The browser URL of a host from its API URL (GitHub, Enterprise or `lcm host`)."""
+    url = api_url.rstrip("/")
+    if url.endswith("/api/v3"):
+        return url[: -len("/api/v3")]
+    if url in ("https://api.github.com", "http://api.github.com"):
+        return "https://github.com"
+    raise HostError(f"cannot derive the web URL from --api-url {api_url}; pass --web-url")
+
+
+def _retry_after(exc: GithubException) -> float | None:
+    headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _message(exc: GithubException) -> str:
+    data = exc.data
+    if isinstance(data, dict) and data.get("message"):
+        return str(data["message"])
+    return exc.message or str(data)[:200]
+
+
+def _is_secondary_rate_limit(exc: GithubException) -> bool:
+    if exc.status not in (403, 429):
+        return False
+    return _retry_after(exc) is not None or "secondary rate limit" in _message(exc).lower()
+
+
+class PartialUploadError(Exception):
+    """The host acknowledged fewer bytes than were sent; the next attempt replaces it."""
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    if isinstance(exc, PartialUploadError):
+        return True
+    if isinstance(exc, GithubException):
+        return exc.status >= 500 or _is_secondary_rate_limit(exc)
+    return isinstance(exc, requests.exceptions.RequestException | ConnectionError | TimeoutError)
+
+
+class _ProgressReader(io.BytesIO):
+    """An upload body that reports how many bytes the HTTP client has read."""
+
+    def __init__(self, data: bytes, name: str, progress: ProgressCallback | None) -> None:
+        super().__init__(data)
+        self._name = name
+        self._total = len(data)
+        self._progress = progress
+
+    def read(self, size: int | None = -1) -> bytes:
+        chunk = super().read(size)
+        if self._progress is not None:
+            self._progress(self._name, self.tell(), self._total)
+        return chunk
+
+
+def asset_matches(asset: GitReleaseAsset, data: bytes, fetch: Callable[[], bytes]) -> bool:
+    """Whether an uploaded asset holds exactly `data` (host digest when given, else bytes)."""
+    if asset.state != "uploaded" or asset.size != len(data):
+        return False
+    digest = asset.digest
+    if digest:
+        algorithm, _, value = digest.partition(":")
+        if algorithm == "sha256":
+            return value.lower() == hashlib.sha256(data).hexdigest()
+    return fetch() == data
+
+
+def fetcher(session: Session, asset: GitReleaseAsset, size: int) -> Callable[[], bytes]:
+    """Downloads `asset` (at most `size` bytes) when called: the fallback of `asset_matches`."""
+    return lambda: session.download(asset, size)
+
+
+class Session:
+    """One PyGithub connection plus the retry policy; raises HostError only."""
+
+    def __init__(
+        self,
+        api_url: str,
+        token: str | None,
+        *,
+        token_env: str = DEFAULT_TOKEN_ENV,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.token_env = token_env
+        self.retry = retry or RetryPolicy()
+        self.gh = Github(
+            base_url=self.api_url,
+            auth=Auth.Token(token) if token else None,
+            timeout=REQUEST_TIMEOUT_S,
+            retry=None,
+            seconds_between_requests=None,
+            seconds_between_writes=None,
+        )
+        self.retries = 0
+
+    def call(self, what: str, step: Callable[[], T]) -> T:
+        """Run the idempotent `step`, retrying transient failures; `what` names it in errors."""
+        attempt = 0
+        while True:
+            try:
+                return step()
+            except HostError:
+                raise
+            except Exception as exc:
+                if not _is_retryable(exc) or attempt + 1 >= self.retry.attempts:
+                    raise self.explain(what, exc) from None
+                wait = self.retry.delay(
+                    attempt, _retry_after(exc) if isinstance(exc, GithubException) else None
+                )
+                attempt += 1
+                self.retries += 1
+                self.retry.sleep(wait)
+
+    def explain(self, what: str, exc: BaseException) -> HostError:
+        """A HostError saying what failed and why, in the user's terms (never the token)."""
+        if isinstance(exc, GithubException):
+            status, message = exc.status, _message(exc)
+            if status == 401:
+                return HostError(
+                    f"{what}: the host rejected the token in ${self.token_env} "
+                    f"(401 {message}); check that it is set and still valid"
+                )
+            if status == 403 and not _is_secondary_rate_limit(exc):
+                return HostError(
+                    f"{what}: forbidden (403 {message}); the token in ${self.token_env} "
+                    "needs write access to the repository's contents"
+                )
+            if _is_retryable(exc):
+                return HostError(
+                    f"{what}: the host kept failing ({status} {message}) "
+                    f"after {self.retry.attempts} attempts"
+                )
+            return HostError(f"{what}: {status} {message}")
+        if _is_retryable(exc):
+            return HostError(
+                f"{what}: connection to {self.api_url} failed after "
+                f"{self.retry.attempts} attempts ({type(exc).__name__}: {exc})"
+            )
+        return HostError(f"{what}: {type(exc).__name__}: {exc}")
+
+    def repo(self, name: str) -> Repository:
+        def step() -> Repository:
+            try:
+                return self.gh.get_repo(name)
+            except GithubException as exc:
+                if exc.status == 404:
+                    raise HostError(
+                        f"repository {name} not found at {self.api_url} "
+                        "(or the token cannot see it)"
+                    ) from None
+                raise
+
+        return self.call(f"opening repository {name}", step)
+
+    def releases(self, repo: Repository) -> list[GitRelease]:
+        """Every release of `repo`, drafts included when the token can see them."""
+        return self.call(
+            f"listing the releases of {repo.full_name}", lambda: list(repo.get_releases())
+        )
+
+    def assets(self, release: GitRelease) -> list[GitReleaseAsset]:
+        return self.call(
+            f"listing the assets of {release.tag_name}", lambda: list(release.get_assets())
+        )
+
+    def download(self, asset: GitReleaseAsset, max_size: int) -> bytes:
+        """An asset's bytes through the API (drafts included), at most `max_size` bytes."""
+        if asset.size > max_size:
+            raise HostError(f"{asset.name} is {asset.size} bytes, more than {max_size} expected")
+
+        def step() -> bytes:
+            _, _, chunks = asset.download_asset(chunk_size=64 * 1024)
+            data = bytearray()
+            for chunk in chunks:
+                data += chunk
+                if len(data) > max_size:
+                    raise HostError(f"{asset.name}: more than {max_size} bytes downloaded")
+            return bytes(data)
+
+        return self.call(f"downloading {asset.name}", step)
+
+    def upload(
+        self,
+        release: GitRelease,
+        name: str,
+        data: bytes,
+        progress: ProgressCallback | None = None,
+        content_type: str = "application/octet-stream",
+    ) -> str:
+        """Make asset `name` of `release` hold `data`: "kept", "uploaded" or "replaced".
+
+        Each attempt first looks at what the host has: the same bytes are kept
+        (an earlier run or a lost response already uploaded them); a partial or
+        different asset of that name is deleted and uploaded again.
+        """
+        outcome = "uploaded"
+
+        def step() -> str:
+            nonlocal outcome
+            for asset in release.get_assets():
+                if asset.name != name:
+                    continue
+                if asset_matches(asset, data, fetcher(self, asset, len(data))):
+                    if progress is not None:
+                        progress(name, len(data), len(data))
+                    return "kept" if outcome == "uploaded" else outcome
+                asset.delete_asset()
+                outcome = "replaced"
+            body = _ProgressReader(data, name, progress)
+            uploaded = release.upload_asset_from_memory(
+                body, len(data), name, content_type=content_type
+            )
+            if uploaded.size != len(data):
+                raise HostError(f"{name}: the host stored {uploaded.size} of {len(data)} bytes")
+            return outcome
+
+        return self.call(f"uploading {name} to {release.tag_name}", step)
+
+    def delete_asset(self, release: GitRelease, name: str) -> bool:
+        def step() -> bool:
+            found = False
+            for asset in release.get_assets():
+                if asset.name == name:
+                    asset.delete_asset()
+                    found = True
+            return found
+
+        return self.call(f"deleting {name} from {release.tag_name}", step)
+
+
+def describe_release(release: GitRelease) -> dict[str, Any]:
+    return {
+        "tag": release.tag_name,
+        "id": release.id,
+        "draft": release.draft,
+        "prerelease": release.prerelease,
+        "url": release.html_url,
+    }

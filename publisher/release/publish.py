@@ -1,0 +1,353 @@
+"""`lcm release publish`: build, sign, upload to a draft, publish, move the beta pointer.
+
+The procedure is a sequence of idempotent steps, so a run killed at any
+point and started again ends with exactly one complete published release:
+
+ 1. Build the pack from SOURCE (nothing touches the network before it is valid).
+ 2. Read every release of the repo, drafts too, and each one's manifest: the
+    new sequence must be above all of them.
+ 3. Refuse a tag that is already published with different content, unless
+    `--force` (which takes a new sequence number and replaces it in place,
+    as a draft again while its assets change).
+ 4. Reuse the draft with this tag (deleting duplicate drafts), or create it.
+    A signed manifest already in that draft is kept when it describes the same
+    content, so a re-run uploads nothing that is already there.
+ 5. Upload every asset (identical ones are kept, partial or different ones
+    replaced, strays removed), then publish the draft.
+ 6. Point `beta.tag` on the latest full release at the newest release.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from github import GithubException
+from github.GitRelease import GitRelease
+from github.Repository import Repository
+
+from cert_sector import manifest as mf
+from cert_sector import sector as sf
+from cert_sector.assets import BETA_POINTER_ASSET, MANIFEST_ASSET, SECTOR_ASSET
+from cert_sector.errors import TrustError
+from cert_sector.keys import key_id_hex
+from publisher.release import firmware, mpy
+from publisher.release.build import ReleaseSpec, release_assets, version_from_tag
+from publisher.release.errors import HostError, ReleaseConflictError, SourceError
+from publisher.release.github import ProgressCallback, Session, asset_matches, fetcher
+from publisher.release.source import MAX_PACK_SIZE, collect
+from publisher.signing import Signer
+
+
+@dataclass
+class PublishRequest:
+    source: Path
+    repo: str
+    tag: str
+    signer: Signer
+    sector: bytes | None = None
+    kind: str = "files"
+    prerelease: bool = False
+    boards: list[str] = field(default_factory=list)
+    min_manager: str = ""
+    compile_mpy: bool = False
+    notes: str = ""
+    seq: int | None = None
+    force: bool = False
+    max_size: int = MAX_PACK_SIZE
+
+
+@dataclass
+class PublishResult:
+    tag: str
+    seq: int
+    channel: str
+    kind: str
+    state: str  # "published" or "already published"
+    url: str
+    assets: dict[str, str] = field(default_factory=dict)
+    beta_pointer: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    retries: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class KnownRelease:
+    """A release of the repo and what its manifest says (None: no readable manifest)."""
+
+    release: GitRelease
+    manifest: mf.Manifest | None
+    manifest_bytes: bytes | None
+
+
+def build_spec(req: PublishRequest) -> ReleaseSpec:
+    version = version_from_tag(req.tag)
+    if req.kind == "firmware":
+        if req.compile_mpy:
+            raise SourceError("--compile-mpy is for app folders, not firmware")
+        files = firmware.load_firmware(req.source, list(req.boards))
+    elif req.kind == "files":
+        files = collect(req.source, req.max_size)
+        if req.compile_mpy:
+            files = mpy.compile_files(files)
+    else:
+        raise SourceError(f"--kind must be files or firmware, not {req.kind!r}")
+    channel = "beta" if req.prerelease else "stable"
+    return ReleaseSpec(
+        req.repo, version, req.kind, channel, list(req.boards), req.min_manager, files
+    )
+
+
+def read_known(session: Session, release: GitRelease, warnings: list[str]) -> KnownRelease:
+    for asset in session.assets(release):
+        if asset.name != MANIFEST_ASSET or asset.state != "uploaded":
+            continue
+        data = session.download(asset, mf.MAX_MANIFEST_SIZE)
+        try:
+            return KnownRelease(release, mf.parse_manifest(data), data)
+        except TrustError as exc:
+            warnings.append(f"release {release.tag_name}: unreadable manifest ignored ({exc})")
+    return KnownRelease(release, None, None)
+
+
+def check_sector(data: bytes, repo: str, signer: Signer, where: str) -> sf.Sector:
+    """The repo's cert sector must be self-consistent and list the signing key."""
+    try:
+        parsed = sf.parse_sector(data)
+        sector = sf.verify_sector(data, sf.PinnedRoots(repo, parsed.roots, parsed.threshold))
+    except TrustError as exc:
+        raise SourceError(f"cert sector {where} is not valid for {repo}: {exc}") from None
+    if signer.public_key not in sector.release_keys:
+        listed = ", ".join(key_id_hex(k) for k in sector.release_keys)
+        raise SourceError(
+            f"--key {signer.key_id.hex()} is not a release key of the cert sector {where} "
+            f"(sequence {sector.seq}; release keys: {listed}); "
+            "add it with `lcm certs build` and pass the new sector with --certs"
+        )
+    return sector
+
+
+def current_sector(session: Session, known: list[KnownRelease]) -> bytes | None:
+    """certs.sector of the repo's newest published release, when --certs is not given."""
+    published = [k for k in known if not k.release.draft and k.manifest is not None]
+    for k in sorted(published, key=lambda k: k.manifest.seq if k.manifest else -1, reverse=True):
+        for asset in session.assets(k.release):
+            if asset.name == SECTOR_ASSET and asset.state == "uploaded":
+                return session.download(asset, sf.MAX_SECTOR_SIZE)
+    return None
+
+
+def _highest(known: list[KnownRelease]) -> KnownRelease | None:
+    with_seq = [k for k in known if k.manifest is not None]
+    return max(with_seq, key=lambda k: k.manifest.seq if k.manifest else -1, default=None)
+
+
+def _assets_hold(session: Session, release: GitRelease, wanted: dict[str, bytes]) -> bool:
+    present = {a.name: a for a in session.assets(release)}
+    for name, data in wanted.items():
+        asset = present.get(name)
+        if asset is None or not asset_matches(asset, data, fetcher(session, asset, len(data))):
+            return False
+    return True
+
+
+class Publisher:
+    def __init__(
+        self, session: Session, req: PublishRequest, progress: ProgressCallback | None = None
+    ) -> None:
+        self.session = session
+        self.req = req
+        self.progress = progress
+        self.warnings: list[str] = []
+
+    def run(self) -> PublishResult:
+        req, session = self.req, self.session
+        spec = build_spec(req)
+        repo = session.repo(req.repo)
+        known = [read_known(session, r, self.warnings) for r in session.releases(repo)]
+        sector_bytes = req.sector
+        where = "(--certs)"
+        if sector_bytes is None:
+            sector_bytes = current_sector(session, known)
+            where = "(from the latest release)"
+            if sector_bytes is None:
+                raise SourceError(
+                    f"{req.repo} has no published cert sector yet: pass --certs certs.sector"
+                )
+        check_sector(sector_bytes, req.repo, req.signer, where)
+
+        same_tag = [k for k in known if k.release.tag_name == req.tag]
+        published = next((k for k in same_tag if not k.release.draft), None)
+        drafts = sorted((k for k in same_tag if k.release.draft), key=lambda k: k.release.id)
+        if published is not None:
+            done = self.already_published(spec, published, sector_bytes)
+            if done is not None:
+                return self.finish(repo, known, done)
+            if not req.force:
+                raise ReleaseConflictError(
+                    f"{req.tag} is already published with different content "
+                    f"(sequence {published.manifest.seq if published.manifest else '?'}); "
+                    "publish a new tag, or pass --force to replace it under a new sequence number"
+                )
+            # --force: back to a draft while its assets change, so no device sees a mix.
+            session.call(
+                f"turning {req.tag} back into a draft",
+                lambda: published.release.update_release(
+                    req.tag, req.notes, draft=True, prerelease=req.prerelease
+                ),
+            )
+            drafts = [published, *drafts]
+
+        # The draft being resumed (for --force: the replaced release) may keep its own
+        # manifest only when it describes this very content; otherwise its sequence
+        # counts as used too (see choose_manifest), so --force never reuses one.
+        resume = drafts[0] if drafts else None
+        highest = _highest(
+            [k for k in known if resume is None or k.release.id != resume.release.id]
+        )
+        draft = self.find_or_create_draft(repo, drafts)
+        manifest_bytes, seq = self.choose_manifest(spec, resume, highest)
+
+        assets = release_assets(
+            manifest_bytes, spec.pack, sector_bytes, None if req.prerelease else req.tag
+        )
+        outcomes: dict[str, str] = {}
+        for name, data in assets.items():
+            outcomes[name] = session.upload(draft, name, data, self.progress)
+        for asset in session.assets(draft):
+            if asset.name not in assets:
+                session.delete_asset(draft, asset.name)
+                outcomes[asset.name] = "removed"
+        if not _assets_hold(session, draft, assets):
+            raise HostError(f"{req.tag}: the draft's assets do not match after upload; re-run")
+        session.call(
+            f"publishing {req.tag}",
+            lambda: draft.update_release(
+                req.tag,
+                req.notes,
+                draft=False,
+                prerelease=req.prerelease,
+                make_latest="false" if req.prerelease else "true",
+            ),
+        )
+        result = PublishResult(
+            req.tag, seq, spec.channel, spec.kind, "published", draft.html_url, outcomes
+        )
+        return self.finish(repo, known, result)
+
+    def already_published(
+        self, spec: ReleaseSpec, published: KnownRelease, sector_bytes: bytes
+    ) -> PublishResult | None:
+        """A result when the tag is published with exactly this content, else None."""
+        m, data = published.manifest, published.manifest_bytes
+        if m is None or data is None or not spec.same_content(m):
+            return None
+        wanted = release_assets(data, spec.pack, sector_bytes, None)
+        if not _assets_hold(self.session, published.release, wanted):
+            return None
+        return PublishResult(
+            self.req.tag,
+            m.seq,
+            m.channel,
+            m.kind,
+            "already published",
+            published.release.html_url,
+            {name: "kept" for name in wanted},
+        )
+
+    def find_or_create_draft(self, repo: Repository, drafts: list[KnownRelease]) -> GitRelease:
+        req, session = self.req, self.session
+        if drafts:
+            for extra in drafts[1:]:
+                # A crash between creating a draft and hearing back can leave two.
+                session.call(
+                    f"deleting a duplicate draft of {req.tag}", extra.release.delete_release
+                )
+            return drafts[0].release
+
+        def step() -> GitRelease:
+            for release in repo.get_releases():
+                if release.tag_name == req.tag and release.draft:
+                    return release  # the previous attempt did create it
+            return repo.create_git_release(
+                req.tag,
+                name=req.tag,
+                message=req.notes,
+                draft=True,
+                prerelease=req.prerelease,
+                make_latest="false",
+            )
+
+        return session.call(f"creating the draft {req.tag}", step)
+
+    def choose_manifest(
+        self, spec: ReleaseSpec, draft: KnownRelease | None, highest: KnownRelease | None
+    ) -> tuple[bytes, int]:
+        req = self.req
+        max_other = highest.manifest.seq if highest and highest.manifest else 0
+        if req.seq is not None and req.seq <= max_other:
+            assert highest is not None
+            raise ReleaseConflictError(
+                f"--seq {req.seq} is not above sequence {max_other} of release "
+                f"{highest.release.tag_name}: devices would refuse it as a roll-back"
+            )
+        if draft is not None and draft.manifest is not None and draft.manifest_bytes is not None:
+            m = draft.manifest
+            reusable = (
+                spec.same_content(m)
+                and m.key_id == req.signer.key_id
+                and m.seq > max_other
+                and (req.seq is None or req.seq == m.seq)
+            )
+            if reusable:
+                return draft.manifest_bytes, m.seq
+            max_other = max(max_other, m.seq)
+        seq = req.seq if req.seq is not None else max_other + 1
+        if seq > 0xFFFFFFFF:
+            raise ReleaseConflictError("the sequence number would overflow 32 bits")
+        return spec.sign(seq, int(time.time()), req.signer), seq
+
+    def finish(
+        self, repo: Repository, known: list[KnownRelease], result: PublishResult
+    ) -> PublishResult:
+        newest = (result.seq, result.tag)
+        for k in known:
+            if k.manifest is not None and not k.release.draft and k.release.tag_name != result.tag:
+                newest = max(newest, (k.manifest.seq, k.release.tag_name))
+        result.beta_pointer = self.update_beta_pointer(repo, newest[1])
+        result.warnings = self.warnings
+        result.retries = self.session.retries
+        return result
+
+    def update_beta_pointer(self, repo: Repository, tag: str) -> str | None:
+        """Point beta.tag on the latest full release at `tag`, the newest published release."""
+        session = self.session
+
+        def latest() -> GitRelease | None:
+            try:
+                return repo.get_latest_release()
+            except GithubException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+
+        full = session.call("finding the latest full release", latest)
+        if full is None:
+            self.warnings.append(
+                "no full release yet: beta devices find prereleases through beta.tag on the "
+                "latest full release, so they cannot see this one until a full release exists"
+            )
+            return None
+        session.upload(full, BETA_POINTER_ASSET, (tag + "\n").encode(), None, "text/plain")
+        return f"{full.tag_name}/{BETA_POINTER_ASSET} -> {tag}"
+
+
+def publish(
+    session: Session, req: PublishRequest, progress: ProgressCallback | None = None
+) -> PublishResult:
+    return Publisher(session, req, progress).run()

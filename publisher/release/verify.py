@@ -1,0 +1,287 @@
+"""`lcm release verify`: check a published release exactly as a device would.
+
+Only browser URLs (the same resolution code as the device,
+`lcm_device.release`), then the whole chain; the first failure is raised
+as a VerifyError naming the asset:
+
+  certs.sector  verifies against the pinned roots (--root) or the trusted
+                sector (--certs; identical bytes, or a valid rotation of it)
+  manifest.lcm  signed by a release key of that sector, for this repo, with
+                a sequence above --installed-seq, and for this tag's version
+  pack.lcm      exactly the declared size; every file's SHA-256 as listed
+  SHA256SUMS    matches the verified assets (humans rely on it)
+  beta.tag      on a full release: a valid tag whose release is at least as new
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from cert_sector import manifest as mf
+from cert_sector import sector as sf
+from cert_sector.assets import (
+    BETA_POINTER_ASSET,
+    MANIFEST_ASSET,
+    MAX_TAG,
+    PACK_ASSET,
+    SECTOR_ASSET,
+    SUMS_ASSET,
+)
+from cert_sector.errors import TrustError
+from lcm_device.release import (
+    beta_pointer_url,
+    check_tag,
+    download_url,
+    latest_url,
+    tag_from_location,
+    tag_from_pointer,
+)
+from publisher.release.errors import VerifyError
+from publisher.release.web import Browser
+
+# SHA256SUMS lists a handful of assets: a few hundred bytes.
+MAX_SUMS_SIZE = 4096
+MAX_POINTER_SIZE = MAX_TAG + 2
+
+
+@dataclass
+class Trust:
+    """What the verifier starts from: pinned roots, or a trusted cert sector's bytes."""
+
+    roots: list[bytes] = field(default_factory=list)
+    threshold: int = 1
+    sector: bytes | None = None
+
+
+@dataclass
+class VerifyResult:
+    repo: str
+    tag: str
+    seq: int
+    version: str
+    channel: str
+    kind: str
+    boards: list[str]
+    files: int
+    pack_size: int
+    sector_seq: int
+    beta_pointer: str | None
+    requests: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _trust_error(asset: str, exc: TrustError) -> VerifyError:
+    return VerifyError(asset, f"{exc} ({type(exc).__name__})")
+
+
+def check_sector(data: bytes, repo: str, trust: Trust, now: int | None) -> sf.Sector:
+    try:
+        if trust.sector is not None:
+            trusted = sf.parse_sector(trust.sector)
+            if data == trust.sector:
+                # The very sector the caller trusts: only its repo and own roots to check.
+                return sf.verify_sector(
+                    data, sf.PinnedRoots(repo, trusted.roots, trusted.threshold), now
+                )
+            if trusted.repo != repo:
+                raise VerifyError("--certs", f"is a sector for {trusted.repo}, not {repo}")
+            return sf.verify_sector(data, trusted, now)
+        return sf.verify_sector(data, sf.PinnedRoots(repo, trust.roots, trust.threshold), now)
+    except TrustError as exc:
+        raise _trust_error(SECTOR_ASSET, exc) from None
+
+
+class _FileChecker:
+    """Hashes the pack's bytes file by file (manifest order) and checks each file's SHA-256."""
+
+    def __init__(self, files: list[mf.FileEntry]) -> None:
+        self._files = iter(files)
+        self._current: mf.FileEntry | None = None
+        self._left = 0
+        self._hash = hashlib.sha256()
+        self._next()
+
+    def _next(self) -> None:
+        # Finish every file whose bytes are all in (empty files at once).
+        while True:
+            current = self._current
+            if current is not None:
+                if self._left:
+                    return
+                if self._hash.digest() != current.sha256:
+                    raise VerifyError(
+                        PACK_ASSET,
+                        f"file {current.path} does not match its SHA-256 in the manifest",
+                    )
+            self._current = next(self._files, None)
+            if self._current is None:
+                return
+            self._left = self._current.size
+            self._hash = hashlib.sha256()
+
+    def feed(self, view: memoryview) -> None:
+        while view and self._current is not None:
+            take = view[: self._left]
+            self._hash.update(take)
+            self._left -= len(take)
+            view = view[len(take) :]
+            self._next()
+
+    def done(self) -> bool:
+        return self._current is None
+
+
+class Verifier:
+    def __init__(self, web_url: str, repo: str, trust: Trust, now: int | None = None) -> None:
+        self.web_url = web_url.rstrip("/")
+        self.repo = repo
+        self.trust = trust
+        self.now = now
+        self.browser = Browser()
+
+    def url(self, tag: str, name: str) -> str:
+        return download_url(self.web_url, self.repo, tag, name)
+
+    def resolve(self, tag: str | None, channel: str) -> str:
+        """The tag to verify: given, the latest full release, or the beta pointer's."""
+        if tag is not None:
+            try:
+                return check_tag(tag)
+            except TrustError as exc:
+                raise VerifyError("--tag", str(exc)) from None
+        location = self.browser.location(latest_url(self.web_url, self.repo), "latest release")
+        try:
+            latest = tag_from_location(location, self.repo)
+        except TrustError as exc:
+            raise VerifyError("latest release", str(exc)) from None
+        if latest is None:
+            raise VerifyError("latest release", f"{self.repo} has no published full release")
+        if channel == "stable":
+            return latest
+        pointer = self.browser.fetch(
+            beta_pointer_url(self.web_url, self.repo), MAX_POINTER_SIZE, BETA_POINTER_ASSET
+        )
+        try:
+            return tag_from_pointer(pointer)
+        except TrustError as exc:
+            raise VerifyError(BETA_POINTER_ASSET, f"of {latest}: {exc}") from None
+
+    def manifest(
+        self, tag: str, sector: sf.Sector, installed_seq: int
+    ) -> tuple[mf.Manifest, bytes]:
+        data = self.browser.fetch(
+            self.url(tag, MANIFEST_ASSET), mf.MAX_MANIFEST_SIZE, MANIFEST_ASSET
+        )
+        try:
+            # Any channel here: which channel a device follows decided the tag already.
+            m = mf.verify_manifest(data, sector, self.repo, installed_seq, channel="beta")
+        except TrustError as exc:
+            raise _trust_error(MANIFEST_ASSET, exc) from None
+        if "v" + m.version != tag:
+            raise VerifyError(
+                MANIFEST_ASSET, f"is for version {m.version}, but the release tag is {tag}"
+            )
+        if m.pack_name != PACK_ASSET:
+            raise VerifyError(MANIFEST_ASSET, f"names pack {m.pack_name!r}, not {PACK_ASSET}")
+        return m, data
+
+    def pack(self, tag: str, m: mf.Manifest) -> bytes:
+        """Stream the pack, checking each file's hash as its bytes pass; its SHA-256."""
+        whole = hashlib.sha256()
+        files = _FileChecker(m.files)
+        got = 0
+        for chunk in self.browser.stream(self.url(tag, PACK_ASSET), m.pack_size, PACK_ASSET):
+            whole.update(chunk)
+            got += len(chunk)
+            files.feed(memoryview(chunk))
+        if got != m.pack_size or not files.done():
+            raise VerifyError(PACK_ASSET, f"is {got} bytes, the manifest declares {m.pack_size}")
+        if whole.digest() != m.pack_sha256:
+            raise VerifyError(PACK_ASSET, "does not match the manifest's pack SHA-256")
+        return whole.digest()
+
+    def sums(self, tag: str, expected: dict[str, bytes]) -> None:
+        data = self.browser.fetch(self.url(tag, SUMS_ASSET), MAX_SUMS_SIZE, SUMS_ASSET)
+        want = "".join(f"{digest.hex()}  {name}\n" for name, digest in sorted(expected.items()))
+        if data != want.encode():
+            raise VerifyError(SUMS_ASSET, "does not list the SHA-256 of the verified assets")
+
+    def pointer(self, tag: str, m: mf.Manifest, sector: sf.Sector) -> str | None:
+        """A full release's beta.tag must name a release at least as new as itself."""
+        if m.channel != "stable":
+            return None
+        data = self.browser.fetch(
+            self.url(tag, BETA_POINTER_ASSET), MAX_POINTER_SIZE, BETA_POINTER_ASSET
+        )
+        try:
+            target = tag_from_pointer(data)
+        except TrustError as exc:
+            raise VerifyError(BETA_POINTER_ASSET, str(exc)) from None
+        if target == tag:
+            return target
+        try:
+            other, _ = self.manifest(target, sector, -1)
+        except VerifyError as exc:
+            raise VerifyError(
+                BETA_POINTER_ASSET, f"points at {target}, which fails: {exc}"
+            ) from None
+        if other.seq < m.seq:
+            raise VerifyError(
+                BETA_POINTER_ASSET,
+                f"points at {target} (sequence {other.seq}), older than {tag} ({m.seq})",
+            )
+        return target
+
+    def run(self, tag: str | None, channel: str, installed_seq: int = -1) -> VerifyResult:
+        try:
+            tag = self.resolve(tag, channel)
+            sector_bytes = self.browser.fetch(
+                self.url(tag, SECTOR_ASSET), sf.MAX_SECTOR_SIZE, SECTOR_ASSET
+            )
+            sector = check_sector(sector_bytes, self.repo, self.trust, self.now)
+            m, manifest_bytes = self.manifest(tag, sector, installed_seq)
+            pack_digest = self.pack(tag, m)
+            self.sums(
+                tag,
+                {
+                    MANIFEST_ASSET: hashlib.sha256(manifest_bytes).digest(),
+                    PACK_ASSET: pack_digest,
+                    SECTOR_ASSET: hashlib.sha256(sector_bytes).digest(),
+                },
+            )
+            pointer = self.pointer(tag, m, sector)
+        finally:
+            self.browser.close()
+        return VerifyResult(
+            self.repo,
+            tag,
+            m.seq,
+            m.version,
+            m.channel,
+            m.kind,
+            list(m.boards),
+            len(m.files),
+            m.pack_size,
+            sector.seq,
+            pointer,
+            self.browser.requests,
+        )
+
+
+def verify_release(
+    web_url: str,
+    repo: str,
+    trust: Trust,
+    *,
+    tag: str | None = None,
+    channel: str = "stable",
+    installed_seq: int = -1,
+    now: int | None = None,
+) -> VerifyResult:
+    if channel not in ("stable", "beta"):
+        raise VerifyError("--channel", f"must be stable or beta, not {channel!r}")
+    return Verifier(web_url, repo, trust, now).run(tag, channel, installed_seq)

@@ -1,0 +1,70 @@
+"""Bounded downloads through browser URLs, the way a device fetches a release.
+
+No API, no token: `/OWNER/REPO/releases/latest` for the tag (a 302), then
+`/releases/download/TAG/NAME`, which redirects to the CDN. Every download has
+a maximum length; a server that sends more is refused, not believed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import requests
+
+from publisher.release.errors import VerifyError
+
+# Seconds without progress before a download is abandoned (slow-retrieval attack).
+STALL_TIMEOUT_S = 30
+CHUNK = 64 * 1024
+USER_AGENT = "lcm-release-verify"
+
+
+class Browser:
+    """A keep-alive HTTP client for browser URLs; errors name the asset being fetched."""
+
+    def __init__(self) -> None:
+        self.http = requests.Session()
+        self.http.headers["User-Agent"] = USER_AGENT
+        self.requests = 0
+
+    def close(self) -> None:
+        self.http.close()
+
+    def location(self, url: str, what: str) -> str | None:
+        """The Location of a redirect at `url` (not followed)."""
+        self.requests += 1
+        try:
+            with self.http.get(url, allow_redirects=False, timeout=STALL_TIMEOUT_S) as resp:
+                if resp.status_code in (301, 302, 303, 307, 308):
+                    return resp.headers.get("Location")
+                if resp.status_code == 404:
+                    raise VerifyError(what, f"not found at {url} (404): no such repository?")
+                raise VerifyError(what, f"{url} answered {resp.status_code}, not a redirect")
+        except requests.RequestException as exc:
+            raise VerifyError(what, f"cannot reach {url}: {exc}") from None
+
+    def stream(self, url: str, max_size: int, what: str) -> Iterator[bytes]:
+        """The body at `url` in chunks; refuses more than `max_size` bytes."""
+        self.requests += 1
+        try:
+            with self.http.get(url, stream=True, timeout=STALL_TIMEOUT_S) as resp:
+                if resp.status_code == 404:
+                    raise VerifyError(what, f"missing from the release (404 at {url})")
+                if resp.status_code != 200:
+                    raise VerifyError(what, f"download failed: {resp.status_code} at {url}")
+                declared = resp.headers.get("Content-Length")
+                if declared is not None and declared.isdigit() and int(declared) > max_size:
+                    raise VerifyError(
+                        what, f"is {declared} bytes, more than the {max_size} allowed"
+                    )
+                got = 0
+                for chunk in resp.iter_content(CHUNK):
+                    got += len(chunk)
+                    if got > max_size:
+                        raise VerifyError(what, f"more than the {max_size} bytes allowed")
+                    yield chunk
+        except requests.RequestException as exc:
+            raise VerifyError(what, f"download from {url} failed: {exc}") from None
+
+    def fetch(self, url: str, max_size: int, what: str) -> bytes:
+        return b"".join(self.stream(url, max_size, what))
