@@ -1,0 +1,93 @@
+"""The only place where MicroPython and CPython differ for the device code.
+
+Everything else in `lcm_device/` imports these names from here and never
+checks `sys.implementation`: the same modules run on a board, in the unix
+port (tests, `lcm device simulate`) and on CPython (unit tests).
+"""
+
+import os
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
+
+
+try:
+    from time import sleep_ms, ticks_diff, ticks_ms
+except ImportError:  # CPython
+    from time import monotonic, sleep
+
+    def ticks_ms():
+        return int(monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+    def sleep_ms(ms):
+        sleep(ms / 1000)
+
+
+def random_bytes(n):
+    """`n` unpredictable bytes (os.urandom exists on the unix port, ESP32 and ESP8266)."""
+    try:
+        return os.urandom(n)
+    except (AttributeError, NotImplementedError):
+        import random
+
+        return bytes(random.getrandbits(8) for _ in range(n))
+
+
+def exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def is_dir(path):
+    try:
+        return os.stat(path)[0] & 0x4000 != 0
+    except OSError:
+        return False
+
+
+def file_size(path):
+    """Size in bytes, or -1 when the file does not exist."""
+    try:
+        return os.stat(path)[6]
+    except OSError:
+        return -1
+
+
+def listdir(path):
+    """Names in a folder; empty when it does not exist."""
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def free_bytes(path):
+    """Free bytes on the filesystem holding `path`, or None when the port cannot tell."""
+    statvfs = getattr(os, "statvfs", None)
+    if statvfs is None:
+        return None
+    try:
+        st = statvfs(path or "/")
+    except OSError:
+        return None
+    return st[0] * st[4]
+
+
+def collect():
+    """Run the garbage collector where there is one to ask (keeps peak heap low)."""
+    try:
+        import gc
+
+        gc.collect()
+    except ImportError:
+        pass
