@@ -1,0 +1,319 @@
+"""The REST subset under /api/v3 that PyGithub uses, and uploads under /api/uploads.
+
+Routes (OWNER/REPO are case-insensitive, as on GitHub):
+
+  GET    /rate_limit
+  GET    /user
+  GET    /repos/O/R
+  GET    /repos/O/R/releases                    paginated, drafts only with the token
+  POST   /repos/O/R/releases
+  GET    /repos/O/R/releases/latest
+  GET    /repos/O/R/releases/tags/TAG
+  GET    /repos/O/R/releases/ID        PATCH, DELETE
+  GET    /repos/O/R/releases/ID/assets          paginated
+  GET    /repos/O/R/releases/assets/ID PATCH, DELETE
+         (GET with `Accept: application/octet-stream`: 302 to a signed asset URL)
+  POST   /api/uploads/repos/O/R/releases/ID/assets?name=&label=   raw body
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from typing import Any
+from urllib.parse import urlencode
+
+from publisher.host import names, render
+from publisher.host.errors import ApiError, not_found, validation_failed
+from publisher.host.exchange import Request, Response, json_response, redirect
+from publisher.host.state import HostState
+from publisher.host.store import MAKE_LATEST_VALUES, Release, Repo
+from publisher.host.urlsign import OBJECTS_PREFIX
+
+API_PREFIX = "/api/v3"
+UPLOADS_PREFIX = "/api/uploads"
+MAX_ASSET_BYTES = 2 * 1024**3  # GitHub refuses release assets of 2 GiB and more
+UPLOAD_CHUNK = 64 * 1024
+DEFAULT_PER_PAGE = 30
+MAX_PER_PAGE = 100
+_CONTENT_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$")
+
+RELEASE_STRINGS = ("tag_name", "target_commitish", "name", "body")
+RELEASE_BOOLS = ("draft", "prerelease")
+
+
+def handle_api(state: HostState, req: Request) -> Response:
+    """A request under /api/v3: faults, auth, rate limit, then the route."""
+    if state.faults.take("status502"):
+        return json_response(502, {"message": "Server Error"})
+    if req.auth == "invalid":
+        raise ApiError(401, "Bad credentials")
+    parts = req.segments(API_PREFIX)
+    if parts == ["rate_limit"] and req.method == "GET":
+        return rate_limit(state, req)
+    if req.authenticated:
+        rate_headers = state.limiter.authenticated()
+    else:
+        rate_headers = state.limiter.anonymous(req.client_ip)
+    try:
+        response = route_api(state, req, parts)
+    except ApiError as exc:
+        exc.headers = {**rate_headers, **exc.headers}
+        raise
+    response.headers = {**rate_headers, **response.headers}
+    return response
+
+
+def route_api(state: HostState, req: Request, parts: list[str]) -> Response:
+    method = req.method
+    if method in ("POST", "PATCH", "DELETE", "PUT") and not req.authenticated:
+        raise ApiError(401, "Requires authentication")
+    if parts == ["user"] and method == "GET":
+        if not req.authenticated:
+            raise ApiError(401, "Requires authentication")
+        return json_response(200, render.user(req.urls))
+    if len(parts) < 3 or parts[0] != "repos":
+        raise not_found()
+    store = state.store
+    repo = store.read(lambda: store.repo(parts[1] + "/" + parts[2]))
+    rest = parts[3:]
+    if not rest and method == "GET":
+        return json_response(200, render.repo_json(req.urls, repo))
+    if not rest or rest[0] != "releases":
+        raise not_found()
+    rest = rest[1:]
+    if not rest:
+        if method == "GET":
+            return list_releases(state, req, repo)
+        if method == "POST":
+            return create_release(state, req, repo)
+    elif rest == ["latest"] and method == "GET":
+        rel = store.read(lambda: store.latest(repo))
+        if rel is None:
+            raise not_found()
+        return release_response(state, req, rel)
+    elif len(rest) == 2 and rest[0] == "tags" and method == "GET":
+        rel = store.read(lambda: store.release_by_tag(repo, rest[1]))
+        return release_response(state, req, rel)
+    elif len(rest) == 2 and rest[0] == "assets":
+        return asset_route(state, req, repo, parse_id(rest[1]))
+    elif len(rest) == 1:
+        return release_route(state, req, repo, parse_id(rest[0]))
+    elif len(rest) == 2 and rest[1] == "assets" and method == "GET":
+        rel_id = parse_id(rest[0])
+        rel = store.read(lambda: store.release(repo, rel_id, drafts=req.authenticated))
+        assets = store.read(lambda: store.assets_of(rel))
+        page, link = paginate(req, assets)
+        body = [render.asset_json(req.urls, rel, a) for a in page]
+        return json_response(200, body, link)
+    raise not_found()
+
+
+def parse_id(text: str) -> int:
+    if not text.isdigit() or len(text) > 18:
+        raise not_found()
+    return int(text)
+
+
+def rate_limit(state: HostState, req: Request) -> Response:
+    """GET /rate_limit: does not count against the limit, as on GitHub."""
+    if req.authenticated:
+        headers = state.limiter.authenticated(count=False)
+    else:
+        headers = state.limiter.anonymous(req.client_ip, count=False)
+    core = {
+        "limit": int(headers["X-RateLimit-Limit"]),
+        "remaining": int(headers["X-RateLimit-Remaining"]),
+        "reset": int(headers["X-RateLimit-Reset"]),
+        "used": int(headers["X-RateLimit-Used"]),
+        "resource": "core",
+    }
+    return json_response(200, {"resources": {"core": core}, "rate": core}, headers)
+
+
+def paginate(req: Request, items: list[Any]) -> tuple[list[Any], dict[str, str]]:
+    """GitHub's `page`/`per_page` with a `Link` header (absolute URLs on this host)."""
+    per_page = _int_param(req, "per_page", DEFAULT_PER_PAGE)
+    per_page = min(max(per_page, 1), MAX_PER_PAGE)
+    page = max(_int_param(req, "page", 1), 1)
+    last = max(1, -(-len(items) // per_page))
+    chunk = items[(page - 1) * per_page : page * per_page]
+
+    def url(n: int) -> str:
+        query = {**req.query, "per_page": str(per_page), "page": str(n)}
+        return f"{req.urls.web}{req.path}?{urlencode(query)}"
+
+    links = []
+    if page < last:
+        links += [f'<{url(page + 1)}>; rel="next"', f'<{url(last)}>; rel="last"']
+    if page > 1:
+        links += [f'<{url(1)}>; rel="first"', f'<{url(min(page - 1, last))}>; rel="prev"']
+    return chunk, ({"Link": ", ".join(links)} if links else {})
+
+
+def _int_param(req: Request, name: str, default: int) -> int:
+    text = req.query.get(name, "")
+    return int(text) if text.isdigit() and len(text) < 10 else default
+
+
+def release_response(state: HostState, req: Request, rel: Release, status: int = 200) -> Response:
+    store = state.store
+    return json_response(status, store.read(lambda: render.release_json(req.urls, store, rel)))
+
+
+def list_releases(state: HostState, req: Request, repo: Repo) -> Response:
+    store = state.store
+    rels = store.read(lambda: store.releases_of(repo, drafts=req.authenticated))
+    page, link = paginate(req, rels)
+    body = store.read(lambda: [render.release_json(req.urls, store, r) for r in page])
+    return json_response(200, body, link)
+
+
+def release_fields(body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """The release fields of a create/update body, type-checked as GitHub does (422)."""
+    fields: dict[str, Any] = {}
+    for key in RELEASE_STRINGS:
+        if key in body and body[key] is not None:
+            if not isinstance(body[key], str):
+                raise validation_failed("Release", "invalid", key, f"{key} must be a string")
+            fields[key] = body[key]
+    for key in RELEASE_BOOLS:
+        if key in body and body[key] is not None:
+            if not isinstance(body[key], bool):
+                raise validation_failed("Release", "invalid", key, f"{key} must be a boolean")
+            fields[key] = body[key]
+    if "tag_name" in fields:
+        names.check_tag_name(fields["tag_name"])
+    make_latest = body.get("make_latest")
+    if make_latest is not None and make_latest not in MAKE_LATEST_VALUES:
+        raise validation_failed(
+            "Release", "invalid", "make_latest", "make_latest must be true, false or legacy"
+        )
+    return fields, make_latest
+
+
+def create_release(state: HostState, req: Request, repo: Repo) -> Response:
+    fields, make_latest = release_fields(req.json_body())
+    names.check_tag_name(fields.get("tag_name"))
+    rel = state.store.create_release(repo, fields, render.HOST_USER, make_latest)
+    return release_response(state, req, rel, 201)
+
+
+def release_route(state: HostState, req: Request, repo: Repo, rel_id: int) -> Response:
+    store = state.store
+    if req.method == "GET":
+        rel = store.read(lambda: store.release(repo, rel_id, drafts=req.authenticated))
+        return release_response(state, req, rel)
+    if req.method == "PATCH":
+        fields, make_latest = release_fields(req.json_body())
+        if fields.get("draft") is True:
+            fields["published_at"] = None
+        rel = store.update_release(repo, rel_id, fields, make_latest)
+        return release_response(state, req, rel)
+    if req.method == "DELETE":
+        store.delete_release(repo, rel_id)
+        return Response(204)
+    raise not_found()
+
+
+def asset_route(state: HostState, req: Request, repo: Repo, asset_id: int) -> Response:
+    store = state.store
+    if req.method == "GET":
+        rel, asset = store.read(lambda: store.asset(repo, asset_id, drafts=req.authenticated))
+        if "application/octet-stream" in (req.headers.get("Accept") or ""):
+            if asset.state != "uploaded":
+                raise not_found()
+            query = state.signer.query(asset.id)
+            return redirect(f"{req.urls.web}{OBJECTS_PREFIX}{asset.id}/{asset.name}?{query}")
+        return json_response(200, render.asset_json(req.urls, rel, asset))
+    if req.method == "PATCH":
+        body = req.json_body()
+        name = body.get("name")
+        label = body.get("label")
+        if name is not None and not isinstance(name, str):
+            raise validation_failed("ReleaseAsset", "invalid", "name")
+        if label is not None and not isinstance(label, str):
+            raise validation_failed("ReleaseAsset", "invalid", "label")
+        new_name = names.rewrite_asset_name(name) if name is not None else None
+        asset = store.update_asset(repo, asset_id, new_name, label)
+        rel, asset = store.read(lambda: store.asset(repo, asset_id, drafts=True))
+        return json_response(200, render.asset_json(req.urls, rel, asset))
+    if req.method == "DELETE":
+        store.delete_asset(repo, asset_id)
+        return Response(204)
+    raise not_found()
+
+
+def handle_upload(state: HostState, req: Request) -> Response:
+    """POST /api/uploads/repos/O/R/releases/ID/assets?name=&label=: the raw body is the asset."""
+    if state.faults.take("status502"):
+        return json_response(502, {"message": "Server Error"})
+    if req.auth == "invalid":
+        raise ApiError(401, "Bad credentials")
+    parts = req.segments(UPLOADS_PREFIX)
+    shape_ok = len(parts) == 6 and parts[0] == "repos" and parts[3] == "releases"
+    if not shape_ok or parts[5] != "assets":
+        raise not_found()
+    if req.method != "POST":
+        raise not_found()
+    if not req.authenticated:
+        raise ApiError(401, "Requires authentication")
+    store = state.store
+    repo = store.read(lambda: store.repo(parts[1] + "/" + parts[2]))
+    rel_id = parse_id(parts[4])
+    if req.body_length is None:
+        raise ApiError(411, "Content-Length required: asset uploads are not chunked")
+    if req.body_length >= MAX_ASSET_BYTES:
+        raise validation_failed(
+            "ReleaseAsset", "invalid", "size", f"assets must be smaller than {MAX_ASSET_BYTES}"
+        )
+    raw_name = req.query.get("name")
+    if not raw_name:
+        raise validation_failed("ReleaseAsset", "missing_field", "name")
+    name = names.rewrite_asset_name(raw_name)
+    label = req.query.get("label", "")
+    if len(label) > names.MAX_LABEL:
+        raise validation_failed("ReleaseAsset", "invalid", "label")
+    content_type = (req.headers.get("Content-Type") or "").split(";")[0].strip()
+    if not _CONTENT_TYPE.match(content_type):
+        content_type = "application/octet-stream"
+    asset = store.begin_upload(repo, rel_id, name, label, content_type, render.HOST_USER)
+    tmp = store.new_upload_file()
+    complete = receive_body(state, req, tmp)
+    if complete is None:
+        # The client went away (or a fault cut it): the asset stays "starter".
+        return Response(0, drop=True)
+    size, digest = complete
+    asset = store.finish_upload(asset.id, tmp, size, digest)
+    rel, asset = store.read(lambda: store.asset(repo, asset.id, drafts=True))
+    return json_response(201, render.asset_json(req.urls, rel, asset))
+
+
+def receive_body(state: HostState, req: Request, tmp: Any) -> tuple[int, str] | None:
+    """Stream the body to `tmp`, hashing it; None (file removed) if it ends early."""
+    drop_after = req.body_left // 2 if state.faults.take("drop_upload") else None
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(tmp, "wb") as f:
+            while req.body_left > 0:
+                want = UPLOAD_CHUNK
+                if drop_after is not None:
+                    want = min(want, drop_after - size)
+                    if want <= 0:
+                        raise ConnectionAbortedError("injected drop_upload fault")
+                chunk = req.read(want)
+                if not chunk:
+                    raise ConnectionAbortedError("client closed the upload early")
+                digest.update(chunk)
+                f.write(chunk)
+                size += len(chunk)
+            if drop_after is not None:
+                raise ConnectionAbortedError("injected drop_upload fault")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:
+        os.unlink(tmp)
+        return None
+    return size, digest.hexdigest()

@@ -1,0 +1,189 @@
+"""The browser URLs devices use, with GitHub's redirect chain, and the signed asset URLs.
+
+  /O/R/releases                          200, a small HTML list
+  /O/R/releases/latest                   302 /O/R/releases/tag/TAG (or /O/R/releases if none)
+  /O/R/releases/tag/TAG                  200, a small HTML page (drafts: 404)
+  /O/R/releases/latest/download/NAME     302 /O/R/releases/download/TAG/NAME
+  /O/R/releases/download/TAG/NAME        302 /api/objects/ID/NAME?expires=..&sig=..
+  /api/objects/ID/NAME?expires=&sig=     the bytes: Content-Length, Range/206/416, ETag
+
+None of these count against the API rate limit. A draft is only reachable as
+`untagged-…` and only with the token, as a signed-in maintainer on GitHub.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import html
+import re
+from urllib.parse import quote
+
+from publisher.host.errors import ApiError, not_found
+from publisher.host.exchange import FileBody, Request, Response, html_response, redirect
+from publisher.host.state import HostState
+from publisher.host.store import Asset, Release, Repo
+from publisher.host.urlsign import OBJECTS_PREFIX
+
+_RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")
+
+
+def handle_browser(state: HostState, req: Request) -> Response:
+    if req.method not in ("GET", "HEAD"):
+        raise not_found()
+    parts = req.segments("")
+    if len(parts) < 3 or parts[2] != "releases":
+        raise not_found()
+    store = state.store
+    repo = store.read(lambda: store.repo(parts[0] + "/" + parts[1]))
+    rest = parts[3:]
+    base = f"{req.urls.web}/{repo.full_name}/releases"
+    response: Response
+    if not rest:
+        response = releases_page(state, repo)
+    elif rest == ["latest"]:
+        latest = store.read(lambda: store.latest(repo))
+        if latest is None:
+            response = redirect(base)
+        else:
+            response = redirect(f"{base}/tag/{quote(latest.tag_name, safe='/')}")
+    elif rest[0] == "tag" and len(rest) >= 2:
+        rel = find_release(state, req, repo, "/".join(rest[1:]))
+        response = tag_page(state, rel)
+    elif len(rest) == 3 and rest[:2] == ["latest", "download"]:
+        latest = store.read(lambda: store.latest(repo))
+        if latest is None:
+            raise not_found()
+        store.read(lambda: downloadable(state, latest, rest[2]))
+        tag = quote(latest.tag_name, safe="/")
+        response = redirect(f"{base}/download/{tag}/{quote(rest[2])}")
+    elif rest[0] == "download" and len(rest) >= 3:
+        rel = find_release(state, req, repo, "/".join(rest[1:-1]))
+        asset = store.read(lambda: downloadable(state, rel, rest[-1]))
+        query = state.signer.query(asset.id)
+        response = redirect(f"{req.urls.web}{OBJECTS_PREFIX}{asset.id}/{quote(asset.name)}?{query}")
+    else:
+        raise not_found()
+    response.head_only = req.method == "HEAD"
+    return response
+
+
+def find_release(state: HostState, req: Request, repo: Repo, tag: str) -> Release:
+    """A published release by tag, or a draft by `untagged-…` for the token holder only."""
+    store = state.store
+    if tag.startswith("untagged-"):
+        if not req.authenticated:
+            raise not_found()
+        untagged = tag.removeprefix("untagged-")
+        return store.read(lambda: store.draft_by_untagged(repo, untagged))
+    return store.read(lambda: store.release_by_tag(repo, tag))
+
+
+def downloadable(state: HostState, rel: Release, name: str) -> Asset:
+    asset = state.store.asset_named(rel, name)
+    if asset.state != "uploaded":
+        raise not_found()
+    return asset
+
+
+def releases_page(state: HostState, repo: Repo) -> Response:
+    store = state.store
+    rels = store.read(lambda: store.releases_of(repo, drafts=False))
+    items = "".join(
+        f'<li><a href="releases/tag/{html.escape(quote(r.tag_name, safe="/"))}">'
+        f"{html.escape(r.tag_name)}</a>{' (pre-release)' if r.prerelease else ''}</li>"
+        for r in rels
+    )
+    title = html.escape(repo.full_name)
+    return html_response(200, f"<!doctype html><title>{title} releases</title><ul>{items}</ul>\n")
+
+
+def tag_page(state: HostState, rel: Release) -> Response:
+    store = state.store
+    assets = store.read(lambda: [a for a in store.assets_of(rel) if a.state == "uploaded"])
+    tag = html.escape(rel.tag_name)
+    items = "".join(
+        f'<li><a href="../download/{html.escape(quote(rel.tag_name, safe="/"))}/'
+        f'{html.escape(quote(a.name))}">{html.escape(a.name)}</a> {a.size} bytes</li>'
+        for a in assets
+    )
+    return html_response(200, f"<!doctype html><title>{tag}</title><ul>{items}</ul>\n")
+
+
+def handle_object(state: HostState, req: Request) -> Response:
+    """A signed asset URL: the bytes, honouring Range, If-Range and If-None-Match."""
+    if req.method not in ("GET", "HEAD"):
+        raise ApiError(405, "Method Not Allowed")
+    parts = req.segments(OBJECTS_PREFIX)
+    if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 18:
+        raise not_found()
+    asset_id = int(parts[0])
+    state.signer.check(asset_id, req.query.get("expires"), req.query.get("sig"))
+    store = state.store
+    asset = store.read(lambda: store.assets.get(asset_id))
+    if asset is None or asset.state != "uploaded" or asset.sha256 is None:
+        raise not_found()
+    path = store.asset_path(asset)
+    etag = f'"{asset.sha256}"'
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Content-Disposition": f"attachment; filename={asset.name}",
+        "Accept-Ranges": "bytes",
+        "ETag": etag,
+        "Last-Modified": email.utils.formatdate(asset.updated_at, usegmt=True),
+    }
+    head_only = req.method == "HEAD"
+    if etag_matches(req.headers.get("If-None-Match"), etag):
+        return Response(304, headers, head_only=True)
+    size = asset.size
+    wanted = req.headers.get("Range")
+    if_range = req.headers.get("If-Range")
+    if wanted is not None and (if_range is None or if_range.strip() == etag):
+        try:
+            span = parse_range(wanted, size)
+        except RangeNotSatisfiable:
+            headers["Content-Range"] = f"bytes */{size}"
+            return Response(416, headers, b"", head_only=head_only)
+        if span is not None:
+            start, end = span
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            body = FileBody(path, start, end - start + 1)
+            return Response(206, headers, body, head_only=head_only)
+    if not head_only:
+        store.count_download(asset)
+    return Response(200, headers, FileBody(path, 0, size), head_only=head_only)
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    return any(t.strip().removeprefix("W/") in (etag, "*") for t in header.split(","))
+
+
+class RangeNotSatisfiable(Exception):
+    """The range starts at or after the end of the asset: 416."""
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """(first, last) of one byte range, or None to ignore the header (serve it all).
+
+    Several ranges, or syntax that is not a byte range, are ignored as RFC 9110
+    allows: the client gets the whole asset with 200.
+    """
+    m = _RANGE.match(header.strip())
+    if m is None:
+        return None
+    first, last = m.group(1), m.group(2)
+    if not first and not last:
+        return None
+    if not first:  # suffix: the last N bytes
+        n = int(last)
+        if n == 0 or size == 0:
+            raise RangeNotSatisfiable
+        return max(0, size - n), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if end < start:
+        return None
+    if start >= size:
+        raise RangeNotSatisfiable
+    return start, min(end, size - 1)

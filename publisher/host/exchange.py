@@ -1,0 +1,119 @@
+"""One request and its answer, as the routes see them (independent of http.server)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from email.message import Message
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import parse_qsl, unquote
+
+from publisher.host.errors import ApiError
+from publisher.host.render import Urls
+
+MAX_JSON_BODY = 1024 * 1024  # a release's JSON is a few KB; anything near this is abuse
+
+
+@dataclass
+class Request:
+    method: str
+    path: str  # without the query, still percent-encoded
+    query: dict[str, str]
+    headers: Message
+    client_ip: str
+    urls: Urls
+    rfile: BinaryIO
+    body_length: int | None  # Content-Length, None when absent
+    body_read: int = 0
+    # The token check: "none" (no Authorization), "valid" or "invalid".
+    auth: str = "none"
+
+    @classmethod
+    def parse_target(cls, target: str) -> tuple[str, dict[str, str]]:
+        path, _, query = target.partition("?")
+        return path, dict(parse_qsl(query, keep_blank_values=True))
+
+    def segments(self, prefix: str) -> list[str]:
+        """The decoded path segments after `prefix`; a `..` or empty segment is refused."""
+        rest = self.path[len(prefix) :].strip("/")
+        parts = [unquote(p) for p in rest.split("/")] if rest else []
+        if any(p in ("", ".", "..") or "/" in p or "\x00" in p for p in parts):
+            raise ApiError(400, "Malformed path")
+        return parts
+
+    @property
+    def authenticated(self) -> bool:
+        return self.auth == "valid"
+
+    @property
+    def body_left(self) -> int:
+        return (self.body_length or 0) - self.body_read
+
+    def read(self, n: int) -> bytes:
+        """Up to `n` body bytes (fewer only when the client hangs up)."""
+        n = min(n, self.body_left)
+        if n <= 0:
+            return b""
+        data = self.rfile.read(n)
+        self.body_read += len(data)
+        return data
+
+    def json_body(self) -> dict[str, Any]:
+        if self.body_length is None or self.body_length == 0:
+            return {}
+        if self.body_length > MAX_JSON_BODY:
+            raise ApiError(413, f"Request body is larger than {MAX_JSON_BODY} bytes")
+        raw = self.read(self.body_length)
+        if len(raw) != self.body_length:
+            raise ApiError(400, "Problems parsing JSON: the body ended early")
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeError):
+            raise ApiError(400, "Problems parsing JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "Problems parsing JSON: expected an object")
+        return body
+
+
+@dataclass
+class FileBody:
+    """`length` bytes of `path` from `start`: an asset download, streamed by the handler."""
+
+    path: Path
+    start: int
+    length: int
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | FileBody = b""
+    # True when the connection must be closed without any answer (a dropped upload).
+    drop: bool = False
+    # True for HEAD: headers (with the body's length) only.
+    head_only: bool = False
+
+    @property
+    def length(self) -> int:
+        return self.body.length if isinstance(self.body, FileBody) else len(self.body)
+
+
+def json_response(status: int, value: Any, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(value, indent=1).encode()
+    return Response(
+        status, {"Content-Type": "application/json; charset=utf-8", **(headers or {})}, body
+    )
+
+
+def error_response(exc: ApiError) -> Response:
+    return json_response(exc.status, exc.body(), exc.headers)
+
+
+def redirect(location: str, status: int = 302) -> Response:
+    return Response(status, {"Location": location, "Cache-Control": "no-cache"})
+
+
+def html_response(status: int, html: str) -> Response:
+    return Response(status, {"Content-Type": "text/html; charset=utf-8"}, html.encode())

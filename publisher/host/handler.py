@@ -1,0 +1,263 @@
+"""The HTTP/1.1 handler: parses a request, routes it, writes the answer, logs it.
+
+Keep-alive works because every answer has a Content-Length and every request
+body is either read or, when too large to drain, the connection is closed.
+Any unexpected exception becomes a 500 with GitHub-style JSON (and a log
+line), never a traceback sent to the client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import socket
+from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING, Any
+
+from publisher.host.api import API_PREFIX, UPLOADS_PREFIX, handle_api, handle_upload
+from publisher.host.browser import handle_browser, handle_object
+from publisher.host.errors import DOCS_URL, ApiError
+from publisher.host.exchange import FileBody, Request, Response, error_response
+from publisher.host.faults import RequestRecord
+from publisher.host.render import Urls
+from publisher.host.urlsign import OBJECTS_PREFIX
+
+if TYPE_CHECKING:
+    from publisher.host.server import HostServer
+
+log = logging.getLogger("lcm.host")
+
+SEND_CHUNK = 64 * 1024
+DRAIN_LIMIT = 64 * 1024 * 1024  # read and discard up to this much of an unused body
+IDLE_TIMEOUT = 120  # seconds a kept-alive connection may sit idle or a read may stall
+_HOST_HEADER = re.compile(
+    r"^[A-Za-z0-9.\-]{1,253}(:\d{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:\d{1,5})?$"
+)
+
+
+class CountingWriter:
+    """Wraps the socket writer to count the bytes sent (the request log's bytes_sent)."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.count = 0
+
+    def write(self, data: bytes) -> int:
+        self.raw.write(data)
+        self.count += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def close(self) -> None:
+        self.raw.close()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.raw.closed)
+
+
+class HostHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "lcm-host"
+    sys_version = ""
+    timeout = IDLE_TIMEOUT
+    host: HostServer
+    connection_id: int
+    wfile: Any
+
+    def setup(self) -> None:
+        self.host = self.server.host  # type: ignore[attr-defined]
+        self.connection_id = self.host._new_connection(self.request)
+        if self.host.tls_context is not None:
+            self.request.settimeout(self.timeout)
+            # The handshake runs here, in this connection's thread, so a slow or
+            # broken client cannot hold up accept().
+            self.request = self.host.tls_context.wrap_socket(self.request, server_side=True)
+            self.host._track_socket(self.connection_id, self.request)
+        super().setup()
+        self.wfile = CountingWriter(self.wfile)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.host._forget_connection(self.connection_id)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    # Every method goes through dispatch; unknown methods get 501 via send_error.
+    def do_GET(self) -> None:
+        self.dispatch()
+
+    do_HEAD = do_POST = do_PATCH = do_DELETE = do_PUT = do_OPTIONS = do_GET
+
+    def urls(self) -> Urls:
+        scheme = "https" if self.host.tls_context is not None else "http"
+        given = self.headers.get("Host", "")
+        if not _HOST_HEADER.match(given):
+            given = self.host.authority
+        return Urls(f"{scheme}://{given}")
+
+    def build_request(self) -> Request:
+        path, query = Request.parse_target(self.path)
+        if not path.startswith("/"):
+            raise ApiError(400, "Malformed request target")
+        if self.headers.get("Transfer-Encoding"):
+            # Only Content-Length bodies; a chunked body cannot be told apart
+            # from the next request, so the connection is closed after the answer.
+            self.close_connection = True
+            raise ApiError(411, "Length Required: send a Content-Length, not chunked bodies")
+        length_text = self.headers.get("Content-Length")
+        length = None
+        if length_text is not None:
+            if not length_text.strip().isdigit() or len(length_text) > 18:
+                self.close_connection = True
+                raise ApiError(400, "Malformed Content-Length")
+            length = int(length_text)
+        return Request(
+            method=self.command,
+            path=path,
+            query=query,
+            headers=self.headers,
+            client_ip=self.client_address[0],
+            urls=self.urls(),
+            rfile=self.rfile,  # type: ignore[arg-type]
+            body_length=length,
+            auth=self.host.state.check_token(self.headers.get("Authorization")),
+        )
+
+    def route(self, req: Request) -> Response:
+        state = self.host.state
+        if req.path == API_PREFIX or req.path.startswith(API_PREFIX + "/"):
+            return handle_api(state, req)
+        if req.path.startswith(UPLOADS_PREFIX + "/"):
+            return handle_upload(state, req)
+        if req.path.startswith(OBJECTS_PREFIX):
+            return handle_object(state, req)
+        return handle_browser(state, req)
+
+    def dispatch(self) -> None:
+        start = self.wfile.count
+        path, query = self.path.partition("?")[0], self.path.partition("?")[2]
+        req: Request | None = None
+        try:
+            req = self.build_request()
+            response = self.route(req)
+        except ApiError as exc:
+            response = error_response(exc)
+        except Exception:
+            log.exception("internal error answering %s %s", self.command, path)
+            response = error_response(ApiError(500, "Server Error"))
+        if req is not None and req.method == "HEAD":
+            response.head_only = True
+        status = 0
+        try:
+            if response.drop:
+                self.close_connection = True
+            else:
+                if req is not None:
+                    self.drain(req)
+                status = response.status
+                self.write_response(response)
+        except OSError:
+            self.close_connection = True
+        self.host._record(
+            RequestRecord(
+                self.command, path, query, status, self.wfile.count - start, self.connection_id
+            )
+        )
+
+    def drain(self, req: Request) -> None:
+        """Read what is left of an unused body, so the connection can stay alive."""
+        left = req.body_left
+        if left <= 0:
+            return
+        if left > DRAIN_LIMIT:
+            self.close_connection = True
+            return
+        while req.body_left > 0:
+            if not req.read(min(SEND_CHUNK, req.body_left)):
+                self.close_connection = True
+                return
+
+    def write_response(self, response: Response) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(response.length))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if response.head_only or response.status in (204, 304):
+            return
+        if isinstance(response.body, FileBody):
+            self.send_file(response.body)
+        else:
+            self.wfile.write(response.body)
+
+    def send_file(self, body: FileBody) -> None:
+        faults = self.host.state.faults
+        cut = None
+        stall = False
+        if faults.take("drop_download"):
+            cut = body.length // 2
+        elif faults.take("stall_download"):
+            cut = body.length // 2
+            stall = True
+        limit = body.length if cut is None else cut
+        with open(body.path, "rb") as f:
+            f.seek(body.start)
+            sent = 0
+            while sent < limit:
+                chunk = f.read(min(SEND_CHUNK, limit - sent))
+                if not chunk:
+                    break  # the file shrank under us: the client sees a short body
+                self.wfile.write(chunk)
+                sent += len(chunk)
+        if cut is not None:
+            self.wfile.flush()
+            if stall:
+                # Send nothing more until the server stops: a slow-retrieval attack.
+                self.host.state.stopping.wait()
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (bad request line, huge headers): JSON, then close."""
+        self.close_connection = True
+        body = json.dumps(
+            {
+                "message": message or self.responses.get(code, ("Error",))[0],
+                "documentation_url": DOCS_URL,
+                "status": str(code),
+            }
+        ).encode()
+        start = self.wfile.count if isinstance(self.wfile, CountingWriter) else 0
+        try:
+            self.send_response(code, message)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except OSError:
+            return
+        sent = self.wfile.count - start if isinstance(self.wfile, CountingWriter) else 0
+        target = getattr(self, "path", "") or ""
+        self.host._record(
+            RequestRecord(
+                getattr(self, "command", None) or "",
+                target.partition("?")[0],
+                target.partition("?")[2],
+                code,
+                sent,
+                self.connection_id,
+            )
+        )

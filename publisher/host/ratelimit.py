@@ -1,0 +1,61 @@
+"""GitHub's primary rate limit for the REST API: per client IP for anonymous requests.
+
+Each client IP gets `limit` requests per hour window (60 by default, as
+GitHub); the answer carries `X-RateLimit-*` headers, and when the window is
+used up the API answers 403 with GitHub's message. Browser URLs do not count.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from publisher.host.errors import ApiError
+
+WINDOW = 3600
+AUTHENTICATED_LIMIT = 5000
+RATE_DOCS = (
+    "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-primary-rate-limits"
+)
+
+
+class RateLimiter:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used: dict[str, tuple[int, int]] = {}  # key -> (window reset time, used)
+        self._lock = threading.Lock()
+
+    def take(self, key: str, limit: int, count: bool = True) -> dict[str, str]:
+        """Count one request for `key`; the headers to send, or 403 when exhausted."""
+        now = int(time.time())
+        with self._lock:
+            reset, used = self._used.get(key, (now + WINDOW, 0))
+            if reset <= now:
+                reset, used = now + WINDOW, 0
+            allowed = used < limit
+            if allowed and count:
+                used += 1
+            self._used[key] = (reset, used)
+        headers = {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": str(max(0, limit - used)),
+            "X-RateLimit-Reset": str(reset),
+            "X-RateLimit-Used": str(used),
+            "X-RateLimit-Resource": "core",
+        }
+        if not allowed:
+            ip = key.removeprefix("ip:")
+            raise ApiError(
+                403,
+                f"API rate limit exceeded for {ip}. (But here's the good news: Authenticated "
+                "requests get a higher rate limit. Check out the documentation for more details.)",
+                headers=headers,
+                documentation_url=RATE_DOCS,
+            )
+        return headers
+
+    def anonymous(self, client_ip: str, count: bool = True) -> dict[str, str]:
+        return self.take("ip:" + client_ip, self.limit, count)
+
+    def authenticated(self, count: bool = True) -> dict[str, str]:
+        return self.take("token", AUTHENTICATED_LIMIT, count)

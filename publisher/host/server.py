@@ -1,0 +1,197 @@
+"""Wiring: the threaded HTTP/1.1 server, TLS, and `start_host` for tests and the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import socket
+import ssl
+import threading
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from publisher.host.errors import HostError
+from publisher.host.faults import RequestRecord
+from publisher.host.handler import HostHandler
+from publisher.host.names import is_repo_name
+from publisher.host.ratelimit import RateLimiter
+from publisher.host.state import HostState
+from publisher.host.store import Store
+
+log = logging.getLogger("lcm.host")
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128
+    host: HostServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that breaks a TLS handshake or hangs up is not our failure.
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class HostServer:
+    """A running host. `requests`, `inject_fault` and `expire_signed_urls` are for tests."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        bind: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        rate_limit: int = 60,
+        tls: tuple[str | Path, str | Path] | None = None,
+        repos: tuple[str, ...] | list[str] = (),
+    ) -> None:
+        if rate_limit < 0:
+            raise HostError("--rate-limit must be 0 or more")
+        self.state = HostState(Store(Path(data_dir)), token, RateLimiter(rate_limit))
+        for full_name in repos:
+            self.create_repo(full_name)
+        self.tls_context = _tls_context(tls) if tls else None
+        server_class = _Server6 if ":" in bind else _Server
+        try:
+            self._httpd = server_class((bind, port), HostHandler)
+        except OSError as exc:
+            raise HostError(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
+        self._httpd.host = self
+        self.bind = bind
+        self.port: int = self._httpd.server_address[1]
+        self.requests: list[RequestRecord] = []
+        self._ids = itertools.count(1)
+        self._open: dict[int, socket.socket] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    # -- addresses ------------------------------------------------------------
+
+    @property
+    def authority(self) -> str:
+        host = "127.0.0.1" if self.bind in ("0.0.0.0", "") else self.bind
+        host = f"[{host}]" if ":" in host else host
+        return f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.tls_context is not None else "http"
+        return f"{scheme}://{self.authority}"
+
+    @property
+    def api_url(self) -> str:
+        return self.url + "/api/v3"
+
+    @property
+    def store(self) -> Store:
+        return self.state.store
+
+    # -- running --------------------------------------------------------------
+
+    def start(self) -> HostServer:
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name=f"lcm-host-{self.port}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        self._httpd.serve_forever()
+
+    def shutdown(self) -> None:
+        """Stop accepting, wake stalled handlers, close every open connection."""
+        self.state.stopping.set()
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join()
+        self._httpd.server_close()
+        with self._lock:
+            sockets = list(self._open.values())
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self) -> HostServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    # -- repos ----------------------------------------------------------------
+
+    def create_repo(self, full_name: str) -> None:
+        """Make OWNER/NAME exist (idempotent): GitHub repos are not created by the API here."""
+        if not is_repo_name(full_name):
+            raise HostError(f"not a repository name: {full_name!r} (expected OWNER/NAME)")
+        self.state.store.ensure_repo(full_name)
+
+    # -- test instrumentation -------------------------------------------------
+
+    def inject_fault(self, kind: str, count: int = 1) -> None:
+        """Make the next `count` matching requests fail; kinds in `faults.FAULT_KINDS`."""
+        self.state.faults.inject(kind, count)
+
+    def expire_signed_urls(self) -> None:
+        self.state.signer.expire_all()
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def _record(self, record: RequestRecord) -> None:
+        with self._lock:
+            self.requests.append(record)
+
+    def _new_connection(self, sock: socket.socket) -> int:
+        with self._lock:
+            conn_id = next(self._ids)
+            self._open[conn_id] = sock
+        return conn_id
+
+    def _track_socket(self, conn_id: int, sock: socket.socket) -> None:
+        with self._lock:
+            self._open[conn_id] = sock
+
+    def _forget_connection(self, conn_id: int) -> None:
+        with self._lock:
+            self._open.pop(conn_id, None)
+
+
+def _tls_context(tls: tuple[str | Path, str | Path]) -> ssl.SSLContext:
+    certfile, keyfile = tls
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(str(certfile), str(keyfile))
+    except (OSError, ssl.SSLError) as exc:
+        raise HostError(f"cannot load TLS certificate {certfile} / key {keyfile}: {exc}") from None
+    return context
+
+
+def start_host(
+    data_dir: Path | str,
+    *,
+    bind: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    rate_limit: int = 60,
+    tls: tuple[str | Path, str | Path] | None = None,
+    repos: tuple[str, ...] | list[str] = (),
+) -> HostServer:
+    """Start a host serving `data_dir` in a background thread; `.shutdown()` stops it."""
+    host = HostServer(
+        Path(data_dir),
+        bind=bind,
+        port=port,
+        token=token,
+        rate_limit=rate_limit,
+        tls=tls,
+        repos=repos,
+    )
+    return host.start()
