@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from publisher.commands import certs, device, keys
+from publisher.commands import certs, device, keys, logs
 from publisher.commands import release as release_commands
 
 app = typer.Typer(
@@ -17,6 +17,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(certs.app, name="certs")
 app.add_typer(device.app, name="device")
 app.add_typer(release_commands.app, name="release")
+app.command("logs")(logs.logs)
 
 
 def main() -> None:

@@ -1,0 +1,139 @@
+"""`lcm logs`: print devices' UDP log lines live, or the flash ring of a simulated device.
+
+The line format is defined once, in `lcm_device.log` (the device side), and
+parsed here with the same code. Everything a device sends is untrusted text:
+control characters are escaped before they reach the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Annotated, Any
+
+import typer
+
+from lcm_device import log as device_log
+from publisher.console import command_edge, err
+from publisher.errors import PublisherError
+
+# Longest datagram read; device lines are far shorter (see lcm_device.log).
+MAX_DATAGRAM = 2048
+
+
+class LogsError(PublisherError):
+    """`lcm logs` cannot listen or cannot read a ring."""
+
+
+def clean(text: str) -> str:
+    """`text` with control characters shown as escapes (no terminal escape injection)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def record(line: str, received: float | None, source: str | None) -> dict[str, Any]:
+    """One log line as a dict; a line that is not in the device format keeps its raw text."""
+    parsed = device_log.parse_line(line)
+    rec: dict[str, Any] = {
+        "device": None,
+        "seq": None,
+        "time": None,
+        "uptime": None,
+        "text": clean(line),
+    }
+    if parsed is not None:
+        device, seq, when, text = parsed
+        rec.update(device=clean(device), seq=seq, text=clean(text))
+        if when.startswith("+"):
+            rec["uptime"] = clean(when)
+        else:
+            rec["time"] = clean(when)
+    if received is not None:
+        rec["received"] = device_log.iso_time(received)
+    if source is not None:
+        rec["source"] = source
+    return rec
+
+
+def render(rec: dict[str, Any]) -> str:
+    """`TIME DEVICE #SEQ TEXT`; when the device has no clock, the host's receive time
+    stands in and the device's uptime follows it."""
+    when = rec["time"] or rec.get("received")
+    if when is None:
+        when = rec["uptime"] or "-"
+    elif rec["uptime"]:
+        when += " (up " + rec["uptime"][1:] + ")"
+    if rec["device"] is None:
+        source = rec.get("source") or "?"
+        return f"{when} ? [{source}] {rec['text']}"
+    return f"{when} {rec['device']} #{rec['seq']} {rec['text']}"
+
+
+def emit(rec: dict[str, Any], as_json: bool) -> None:
+    sys.stdout.write((json.dumps(rec, sort_keys=True) if as_json else render(rec)) + "\n")
+    sys.stdout.flush()
+
+
+def print_ring(state: Path, as_json: bool) -> None:
+    ring = state / device_log.RING.lstrip("/")
+    old = state / device_log.RING_OLD.lstrip("/")
+    if not state.is_dir():
+        raise LogsError(f"--state {state}: no such folder")
+    if not ring.exists() and not old.exists():
+        raise LogsError(f"--state {state}: no log ring at {ring}")
+    for line in device_log.read_ring(SimpleNamespace(root=str(state))):
+        emit(record(line, None, None), as_json)
+
+
+def listen(bind: str, port: int) -> socket.socket:
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((bind, port))
+    except OSError as exc:
+        raise LogsError(f"cannot listen on UDP {bind}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def follow(sock: socket.socket, count: int, as_json: bool) -> None:
+    seen = 0
+    while count == 0 or seen < count:
+        data, (host, port) = sock.recvfrom(MAX_DATAGRAM)
+        received = time.time()
+        for line in data.decode("utf-8", "replace").splitlines():
+            if line.strip():
+                emit(record(line, received, f"{host}:{port}"), as_json)
+                seen += 1
+
+
+@command_edge
+def logs(
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="UDP port (0: any free port).")
+    ] = device_log.DEFAULT_PORT,
+    bind: Annotated[str, typer.Option("--bind", help="Address to listen on.")] = "0.0.0.0",
+    state: Annotated[
+        Path | None,
+        typer.Option("--state", help="Print the flash log ring of a simulated device and exit."),
+    ] = None,
+    count: Annotated[
+        int, typer.Option("--count", min=0, help="Stop after this many lines (0: run until ^C).")
+    ] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Print device log lines live (UDP, as LCM's port 45678) with device id and time."""
+    if state is not None:
+        print_ring(state, as_json)
+        return
+    sock = listen(bind, port)
+    host, actual = sock.getsockname()[:2]
+    err.print(f"listening on UDP {host}:{actual} (Ctrl-C to stop)", highlight=False)
+    try:
+        follow(sock, count, as_json)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()

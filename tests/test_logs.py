@@ -1,0 +1,223 @@
+"""`lcm logs` against real MicroPython processes on loopback, and the flash ring across restarts.
+
+The device side runs from .mpy in the unix port with the life-cycle HAL
+double (`tests/device/test_log_micropython.py`); `lcm logs` runs as its own
+process, listening on a free port on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lcm_device import log as device_log
+from publisher.micropython import build_mpy, run_micropython
+from tests.device.test_log_micropython import HAL_DOUBLE
+
+LCM = [sys.executable, "-c", "from publisher.cli import main; main()"]
+DEVICE = "240ac4123456"
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_mpy(tmp_path_factory.mktemp("mpy"))
+
+
+def device(build: Path, workdir: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` in the unix port with the device code and the HAL double importable."""
+    (workdir / "haldouble.py").write_text(HAL_DOUBLE)
+    (workdir / "snippet.py").write_text(textwrap.dedent(code))
+    return run_micropython(["snippet.py"], path=[build, workdir], cwd=workdir, timeout=60)
+
+
+def lcm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*LCM, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+class Listener:
+    """`lcm logs --bind 127.0.0.1 --port 0 --count N` as a process; `port` is where it listens."""
+
+    def __init__(self, count: int, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [*LCM, "logs", "--bind", "127.0.0.1", "--port", "0", "--count", str(count), *extra],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stderr is not None
+        banner = self.proc.stderr.readline()
+        assert "listening on UDP 127.0.0.1:" in banner, banner
+        self.port = int(banner.split("127.0.0.1:")[1].split()[0])
+
+    def output(self) -> str:
+        out, err = self.proc.communicate(timeout=60)
+        assert self.proc.returncode == 0, err
+        return out
+
+
+@pytest.fixture
+def listener() -> Iterator[type[Listener]]:
+    started: list[Listener] = []
+
+    def start(count: int, *extra: str) -> Listener:
+        one = Listener(count, *extra)
+        started.append(one)
+        return one
+
+    yield start  # type: ignore[misc]
+    for one in started:
+        if one.proc.poll() is None:
+            one.proc.kill()
+            one.proc.wait()
+
+
+def test_lcm_logs_prints_a_micropython_udp_line_with_device_and_time(
+    build: Path, tmp_path: Path, listener
+) -> None:
+    logs = listener(2)
+    device(
+        build,
+        tmp_path,
+        f"""
+        from haldouble import Hal
+        from lcm_device import log
+        log.setup(Hal(), {{"log_host": "127.0.0.1", "log_port": {logs.port}}})
+        log.log("offline: ring and console only")
+        log.online(True)
+        log.log("update check: nothing new")
+        log.setup(Hal(clock=1795939658), {{"log_host": "127.0.0.1", "log_port": {logs.port}}})
+        log.log("clock known")
+        """,
+    )
+    lines = logs.output().splitlines()
+    assert len(lines) == 2
+    # No device clock: the host's receive time stands in, with the device's uptime.
+    received, rest = lines[0].split(" (up ", 1)
+    assert (
+        abs(
+            datetime.datetime.fromisoformat(received.replace("Z", "+00:00")).timestamp()
+            - datetime.datetime.now(datetime.UTC).timestamp()
+        )
+        < 3600
+    )
+    assert rest.endswith(f") {DEVICE} #2 update check: nothing new")
+    assert lines[1] == f"2026-11-29T08:07:38Z {DEVICE} #3 clock known"
+
+
+def test_lcm_logs_json_and_hostile_datagrams(build: Path, tmp_path: Path, listener) -> None:
+    logs = listener(3, "--json")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(b"\x1b[2J not a device line \xff\n", ("127.0.0.1", logs.port))
+        s.sendto(b"cafe 9 +1s bell\x07 and [bold]markup[/bold]\n", ("127.0.0.1", logs.port))
+    device(
+        build,
+        tmp_path,
+        f"""
+        from haldouble import Hal
+        from lcm_device import log
+        log.setup(Hal(clock=1795939658), {{"log_host": "127.0.0.1", "log_port": {logs.port}}})
+        log.online(True)
+        log.log("json line")
+        """,
+    )
+    recs = [json.loads(line) for line in logs.output().splitlines()]
+    assert recs[0]["device"] is None
+    assert recs[0]["text"] == "\\x1b[2J not a device line \ufffd"
+    assert recs[1]["device"] == "cafe"
+    assert recs[1]["text"] == "bell\\x07 and [bold]markup[/bold]"
+    assert recs[1]["uptime"] == "+1s"
+    assert recs[2]["device"] == DEVICE
+    assert recs[2]["seq"] == 1
+    assert recs[2]["time"] == "2026-11-29T08:07:38Z"
+    assert recs[2]["text"] == "json line"
+    assert recs[2]["source"].startswith("127.0.0.1:")
+
+
+def test_ring_survives_a_restart(build: Path, tmp_path: Path) -> None:
+    for boot in range(3):
+        device(
+            build,
+            tmp_path,
+            f"""
+            from haldouble import Hal
+            from lcm_device import log
+            log.setup(Hal(), {{}})
+            log.log("boot {boot} a")
+            log.log("boot {boot} b")
+            """,
+        )
+    result = lcm("logs", "--state", str(tmp_path / "state"))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines == [
+        f"+0s {DEVICE} #{seq} boot {boot} {x}"
+        for seq, (boot, x) in enumerate(((b, x) for b in range(3) for x in "ab"), start=1)
+    ]
+
+
+def test_torn_ring_write_loses_at_most_that_line(build: Path, tmp_path: Path) -> None:
+    # Three lines, then the power is cut half way through the fourth line's write.
+    cut = device(
+        build,
+        tmp_path,
+        """
+        from haldouble import Hal
+        from lcm_device import log
+        log.setup(Hal(), {})
+        for i in range(3):
+            log.log("kept %d" % i)
+        log.setup(Hal(cut_at=1), {})
+        log.log("torn by the power cut")
+        print("NOT REACHED")
+        """,
+    )
+    assert cut.returncode == 76
+    assert "NOT REACHED" not in cut.stdout
+    ring = (tmp_path / "state/lcm/state/log.ring").read_bytes()
+    assert not ring.endswith(b"\n")  # the cut really left half a record
+    device(
+        build,
+        tmp_path,
+        """
+        from haldouble import Hal
+        from lcm_device import log
+        log.setup(Hal(), {})
+        log.log("after the cut")
+        """,
+    )
+    result = lcm("logs", "--state", str(tmp_path / "state"), "--json")
+    assert result.returncode == 0, result.stderr
+    texts = [json.loads(line)["text"] for line in result.stdout.splitlines()]
+    assert texts == ["kept 0", "kept 1", "kept 2", "after the cut"]
+
+
+def test_lcm_logs_refuses_bad_arguments(tmp_path: Path) -> None:
+    missing = lcm("logs", "--state", str(tmp_path / "nope"))
+    assert missing.returncode == 1
+    assert "no such folder" in missing.stderr
+    empty = lcm("logs", "--state", str(tmp_path))
+    assert empty.returncode == 1
+    assert "no log ring" in empty.stderr
+    bad_port = lcm("logs", "--port", "70000")
+    assert bad_port.returncode == 2
+    assert "--port" in bad_port.stderr
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        busy = lcm("logs", "--bind", "127.0.0.1", "--port", str(port))
+    assert busy.returncode == 1
+    assert f"cannot listen on UDP 127.0.0.1:{port}" in busy.stderr
+
+
+def test_iso_time_matches_the_calendar() -> None:
+    for t in (0, 59, 86399, 86400, 951782400, 1709164800, 1795939658, 4102444800, 4107542399):
+        expected = datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert device_log.iso_time(t) == expected
