@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from publisher.commands import certs, device, keys, logs
+from publisher.commands import host as host_commands
 from publisher.commands import release as release_commands
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app.add_typer(certs.app, name="certs")
 app.add_typer(device.app, name="device")
 app.add_typer(release_commands.app, name="release")
 app.command("logs")(logs.logs)
+app.command("host")(host_commands.host)
 
 
 def main() -> None:

@@ -1,0 +1,71 @@
+"""`lcm host`: serve a GitHub-compatible release host (REST API, uploads, browser URLs)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from publisher.console import command_edge, err, out
+from publisher.errors import PublisherError
+from publisher.host.server import HostServer
+
+
+@command_edge
+def host(
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="TCP port (0 = any free one).")
+    ] = 8000,
+    bind: Annotated[
+        str, typer.Option("--bind", help="Address to listen on (0.0.0.0 for a LAN fleet).")
+    ] = "127.0.0.1",
+    data: Annotated[
+        Path, typer.Option("--data", help="Folder for releases and assets (kept across restarts).")
+    ] = Path("lcm-host-data"),
+    token_env: Annotated[
+        str,
+        typer.Option("--token-env", help="Env var holding the token that allows writes."),
+    ] = "LCM_HOST_TOKEN",
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", help="PEM certificate chain: serve HTTPS.")
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert.")
+    ] = None,
+    rate_limit: Annotated[
+        int,
+        typer.Option("--rate-limit", min=0, help="Anonymous API requests per hour per client IP."),
+    ] = 60,
+    repo: Annotated[
+        list[str] | None,
+        typer.Option("--repo", help="OWNER/NAME to serve (created if new); repeatable."),
+    ] = None,
+) -> None:
+    """Serve releases the way GitHub does, for PyGithub and for devices, until Ctrl-C."""
+    if (tls_cert is None) != (tls_key is None):
+        raise PublisherError("give both --tls-cert and --tls-key, or neither")
+    token = os.environ.get(token_env) or None
+    tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
+    server = HostServer(
+        data,
+        bind=bind,
+        port=port,
+        token=token,
+        rate_limit=rate_limit,
+        tls=tls,
+        repos=repo or [],
+    )
+    if token is None:
+        err.print(f"warning: ${token_env} is not set: the host is read-only (writes answer 401)")
+    repos = ", ".join(sorted(server.store.repos)) or "none (add with --repo OWNER/NAME)"
+    out.print(f"lcm host serving {data} at {server.url}", highlight=False)
+    out.print(f"  API base URL  {server.api_url}", highlight=False)
+    out.print(f"  repos         {repos}", highlight=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        out.print("stopped")
+    finally:
+        server.shutdown()

@@ -1,0 +1,96 @@
+"""`lcm host` on the command line: serves until interrupted, refuses bad arguments clearly."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from publisher.cli import app
+
+runner = CliRunner()
+
+
+def lcm_host(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", "from publisher.cli import main; main()", "host", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **(env or {})},
+        cwd=tmp_path,
+    )
+
+
+def test_serves_until_interrupted_and_token_comes_from_env(tmp_path):
+    proc = lcm_host(
+        tmp_path,
+        "--port", "0", "--data", "store", "--repo", "acme/widget", "--token-env", "MY_TOKEN",
+        env={"MY_TOKEN": "s3cret"},
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert "lcm host serving store at http://127.0.0.1:" in first
+        port = int(first.rsplit(":", 1)[1])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for method, path, token, status in [
+            ("GET", "/api/v3/repos/acme/widget", None, 200),
+            ("GET", "/api/v3/user", "wrong", 401),
+            ("GET", "/api/v3/user", "s3cret", 200),
+        ]:
+            headers = {"Authorization": "token " + token} if token else {}
+            conn.request(method, path, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            assert response.status == status, path
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _out, errors = proc.communicate(timeout=60)
+    assert proc.returncode == 0, errors
+    assert "s3cret" not in first and "s3cret" not in errors
+    assert (tmp_path / "store" / "meta.json").exists()
+
+
+def test_refuses_half_a_tls_pair():
+    result = runner.invoke(app, ["host", "--tls-cert", "cert.pem"])
+    assert result.exit_code == 1
+    assert "give both --tls-cert and --tls-key" in result.output
+
+
+def test_refuses_unreadable_tls_files(tmp_path):
+    result = runner.invoke(
+        app,
+        ["host", "--data", str(tmp_path / "d"), "--port", "0",
+         "--tls-cert", str(tmp_path / "missing.pem"), "--tls-key", str(tmp_path / "k.pem")],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "cannot load TLS certificate" in result.output
+
+
+def test_refuses_a_bad_repo_name(tmp_path):
+    result = runner.invoke(
+        app, ["host", "--data", str(tmp_path / "d"), "--port", "0", "--repo", "no-slash"]
+    )
+    assert result.exit_code == 1
+    assert "not a repository name: 'no-slash'" in result.output
+
+
+def test_refuses_a_corrupt_data_folder(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "meta.json").write_text("{not json")
+    result = runner.invoke(app, ["host", "--data", str(tmp_path / "d"), "--port", "0"])
+    assert result.exit_code == 1
+    assert "is not a valid host metadata file" in result.output
+
+
+def test_refuses_a_port_out_of_range():
+    result = runner.invoke(app, ["host", "--port", "70000"])
+    assert result.exit_code == 2
+    assert "65535" in result.output
