@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import threading
 from pathlib import Path
 
 import pytest
-from github import GithubException
+from github import BadCredentialsException, GithubException, UnknownObjectException
 
-from tests.hostserver import TEST_REPO, github_client, running_host
+from tests.hostserver import TEST_REPO, TEST_TOKEN, github_client, running_host
 
 
 @pytest.fixture
@@ -22,22 +24,298 @@ def repo(host):
     return github_client(host).get_repo(TEST_REPO)
 
 
-def write(tmp_path: Path, name: str, data: bytes) -> str:
-    path = tmp_path / name
-    path.write_bytes(data)
-    return str(path)
+def upload(rel, name: str, data: bytes, **kw):
+    return rel.upload_asset_from_memory(io.BytesIO(data), len(data), name, **kw)
 
 
 def test_draft_upload_publish_and_download(tmp_path, host, repo):
     rel = repo.create_git_release("v1.0.0", "one", "notes", draft=True)
-    assert rel.draft and rel.upload_url.endswith("/assets{?name,label}")
-    assert rel.upload_url.startswith(host.url + "/api/uploads/")
+    assert rel.draft and rel.published_at is None
+    assert (
+        rel.upload_url
+        == f"{host.url}/api/uploads/repos/{TEST_REPO}/releases/{rel.id}/assets{{?name,label}}"
+    )
     data = b"pack bytes " * 1000
-    asset = rel.upload_asset(write(tmp_path, "pack.lcm", data))
-    assert (asset.name, asset.size, asset.state) == ("pack.lcm", len(data), "uploaded")
+    path = tmp_path / "pack.lcm"
+    path.write_bytes(data)
+    asset = rel.upload_asset(str(path), label="the pack")
+    assert (asset.name, asset.label, asset.size, asset.state) == (
+        "pack.lcm",
+        "the pack",
+        len(data),
+        "uploaded",
+    )
     assert asset.digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert "/releases/download/untagged-" in asset.browser_download_url
+
     published = rel.update_release(name="one", message="notes", draft=False)
-    assert not published.draft
+    assert not published.draft and published.published_at is not None
+    assert published.html_url == f"{host.url}/{TEST_REPO}/releases/tag/v1.0.0"
+    listed = published.get_assets()[0]
+    assert (
+        listed.browser_download_url == f"{host.url}/{TEST_REPO}/releases/download/v1.0.0/pack.lcm"
+    )
     assert repo.get_latest_release().tag_name == "v1.0.0"
-    _status, _headers, chunks = asset.download_asset()
+    assert repo.get_release("v1.0.0").id == rel.id
+    _status, _headers, chunks = listed.download_asset()
     assert b"".join(chunks) == data
+
+
+def test_every_url_points_at_the_host(host, repo):
+    rel = repo.create_git_release("v1.0.0", "one", "", draft=False)
+    upload(rel, "a.bin", b"a")
+    raw = repo.get_release(rel.id).raw_data
+    urls = [raw["url"], raw["assets_url"], raw["upload_url"], raw["html_url"]]
+    urls += [raw["assets"][0]["url"], raw["assets"][0]["browser_download_url"]]
+    assert all(u.startswith(host.url + "/") for u in urls)
+
+
+def test_duplicate_asset_name_is_422_already_exists(repo):
+    rel = repo.create_git_release("v1.0.0", "one", "", draft=True)
+    upload(rel, "manifest.lcm", b"first")
+    with pytest.raises(GithubException) as caught:
+        upload(rel, "manifest.lcm", b"second")
+    assert caught.value.status == 422
+    assert caught.value.data["errors"] == [
+        {"resource": "ReleaseAsset", "code": "already_exists", "field": "name"}
+    ]
+    # The first upload is intact.
+    assert [(a.name, a.size) for a in rel.get_assets()] == [("manifest.lcm", 5)]
+
+
+def test_asset_names_are_rewritten_as_github_does(repo):
+    rel = repo.create_git_release("v1.0.0", "one", "", draft=True)
+    assert upload(rel, "my file (1).zip", b"x").name == "my.file.1.zip"
+    assert upload(rel, "a~b:c.bin", b"x").name == "a.b.c.bin"
+    assert upload(rel, "SHA256SUMS", b"x").name == "SHA256SUMS"
+    with pytest.raises(GithubException) as caught:
+        upload(rel, "(~)", b"x")
+    assert caught.value.status == 422
+    assert caught.value.data["errors"][0]["field"] == "name"
+
+
+def test_rename_and_delete_asset(repo):
+    rel = repo.create_git_release("v1.0.0", "one", "", draft=True)
+    first = upload(rel, "a.bin", b"a")
+    upload(rel, "b.bin", b"b")
+    assert first.update_asset("c (copy).bin", label="L").name == "c.copy.bin"
+    with pytest.raises(GithubException) as caught:
+        first.update_asset("b.bin")
+    assert caught.value.data["errors"][0]["code"] == "already_exists"
+    assert first.delete_asset()
+    assert [a.name for a in rel.get_assets()] == ["b.bin"]
+    with pytest.raises(UnknownObjectException):
+        repo.get_release_asset(first.id).name  # noqa: B018
+
+
+def test_list_releases_paginates_with_link(host, repo):
+    for n in range(7):
+        repo.create_git_release(f"v1.0.{n}", f"r{n}", "", draft=False)
+    client = github_client(host, per_page=3)
+    paged = client.get_repo(TEST_REPO).get_releases()
+    assert [r.tag_name for r in paged] == [f"v1.0.{n}" for n in reversed(range(7))]
+    assert paged.totalCount == 7
+    api_pages = [r for r in host.requests if r.path.endswith("/releases") and r.method == "GET"]
+    assert len(api_pages) >= 3
+
+
+def test_drafts_are_listed_only_with_the_token(host, repo):
+    repo.create_git_release("v1.0.0", "one", "", draft=False)
+    draft = repo.create_git_release("v1.1.0", "two", "", draft=True)
+    assert [r.tag_name for r in repo.get_releases()] == ["v1.1.0", "v1.0.0"]
+    anonymous = github_client(host, token=None).get_repo(TEST_REPO)
+    assert [r.tag_name for r in anonymous.get_releases()] == ["v1.0.0"]
+    with pytest.raises(UnknownObjectException):
+        anonymous.get_release(draft.id).tag_name  # noqa: B018 (lazy object: fetch)
+    # A draft is never found by tag, not even with the token.
+    with pytest.raises(UnknownObjectException):
+        repo.get_release("v1.1.0")
+
+
+def test_tag_of_a_published_release_cannot_be_reused(repo):
+    repo.create_git_release("v1.0.0", "one", "", draft=False)
+    with pytest.raises(GithubException) as caught:
+        repo.create_git_release("v1.0.0", "again", "", draft=False)
+    assert caught.value.status == 422
+    assert caught.value.data["errors"][0] == {
+        "resource": "Release",
+        "code": "already_exists",
+        "field": "tag_name",
+    }
+    # A draft with the tag may exist (as on GitHub) but cannot be published over it.
+    draft = repo.create_git_release("v1.0.0", "draft", "", draft=True)
+    with pytest.raises(GithubException) as caught:
+        draft.update_release("draft", "", draft=False)
+    assert caught.value.status == 422
+
+
+def test_invalid_release_fields_are_422(host, repo):
+    for bad_tag in ["", "has space", "../x", "untagged-abc", "x" * 300]:
+        with pytest.raises(GithubException) as caught:
+            repo.create_git_release(bad_tag, "n", "", draft=True)
+        assert caught.value.status == 422, bad_tag
+    # PyGithub checks these itself; the host refuses them too, for other clients.
+    for field, value in [("make_latest", "maybe"), ("draft", "yes"), ("name", 5)]:
+        with pytest.raises(GithubException) as caught:
+            repo._requester.requestJsonAndCheck(
+                "POST", repo.url + "/releases", input={"tag_name": "v1.0.0", field: value}
+            )
+        assert caught.value.status == 422
+        assert caught.value.data["errors"][0]["field"] == field
+
+
+def latest_tag(repo) -> str:
+    return repo.get_latest_release().tag_name
+
+
+def test_prereleases_and_drafts_are_never_latest(repo):
+    with pytest.raises(UnknownObjectException):
+        latest_tag(repo)
+    repo.create_git_release("v1.0.0-beta.1", "b", "", prerelease=True)
+    repo.create_git_release("v1.0.0", "d", "", draft=True)
+    with pytest.raises(UnknownObjectException):
+        latest_tag(repo)
+    repo.create_git_release("v0.9.0", "full", "")
+    repo.create_git_release("v1.1.0-beta.1", "b2", "", prerelease=True)
+    assert latest_tag(repo) == "v0.9.0"
+
+
+def test_make_latest_true_false_and_legacy(repo):
+    v1 = repo.create_git_release("v1.0.0", "one", "")
+    repo.create_git_release("v2.0.0", "two", "", make_latest="false")
+    assert latest_tag(repo) == "v1.0.0"
+    repo.create_git_release("v3.0.0", "three", "")  # default "true" for a new release
+    assert latest_tag(repo) == "v3.0.0"
+    v1.update_release("one", "", make_latest="true")
+    assert latest_tag(repo) == "v1.0.0"
+    v1.update_release("one", "", make_latest="legacy")
+    assert latest_tag(repo) == "v3.0.0"  # legacy: the newest full release
+
+
+def test_publishing_a_draft_makes_it_latest_and_deleting_falls_back(repo):
+    v1 = repo.create_git_release("v1.0.0", "one", "")
+    draft = repo.create_git_release("v1.1.0", "two", "", draft=True)
+    assert latest_tag(repo) == "v1.0.0"
+    draft.update_release("two", "", draft=False)
+    assert latest_tag(repo) == "v1.1.0"
+    draft.delete_release()
+    assert latest_tag(repo) == "v1.0.0"
+    v1.delete_release()
+    with pytest.raises(UnknownObjectException):
+        latest_tag(repo)
+
+
+def test_delete_release_removes_its_assets(host, repo):
+    rel = repo.create_git_release("v1.0.0", "one", "")
+    asset = upload(rel, "pack.lcm", b"bytes")
+    rel.delete_release()
+    with pytest.raises(UnknownObjectException):
+        repo.get_release(rel.id).tag_name  # noqa: B018
+    with pytest.raises(UnknownObjectException):
+        repo.get_release_asset(asset.id).name  # noqa: B018
+    assert not (host.store.asset_path(asset)).exists()
+
+
+def test_wrong_token_is_401_bad_credentials(host):
+    with pytest.raises(BadCredentialsException) as caught:
+        github_client(host, token="wrong").get_repo(TEST_REPO)
+    assert caught.value.status == 401
+    assert caught.value.data["message"] == "Bad credentials"
+
+
+def test_writes_without_a_token_are_401(host, repo):
+    rel = repo.create_git_release("v1.0.0", "one", "", draft=False)
+    anonymous = github_client(host, token=None).get_repo(TEST_REPO)
+    with pytest.raises(GithubException) as caught:
+        anonymous.create_git_release("v2.0.0", "two", "")
+    assert caught.value.status == 401
+    assert caught.value.data["message"] == "Requires authentication"
+    public = anonymous.get_release(rel.id)
+    with pytest.raises(GithubException) as caught:
+        upload(public, "x.bin", b"x")
+    assert caught.value.status == 401
+    assert [r.tag_name for r in anonymous.get_releases()] == ["v1.0.0"]
+
+
+def test_unknown_things_are_404(host, repo):
+    client = github_client(host)
+    with pytest.raises(UnknownObjectException):
+        client.get_repo("acme/missing")
+    with pytest.raises(UnknownObjectException):
+        repo.get_release(999_999).tag_name  # noqa: B018
+    with pytest.raises(UnknownObjectException):
+        repo.get_release("v9.9.9")
+    with pytest.raises(UnknownObjectException):
+        repo.get_release_asset(999_999).name  # noqa: B018
+
+
+def test_502_is_retried_by_pygithub_or_reported(host):
+    host.inject_fault("status502", 2)
+    assert github_client(host).get_repo(TEST_REPO).full_name == TEST_REPO
+    host.inject_fault("status502", 1)
+    with pytest.raises(GithubException) as caught:
+        github_client(host, retry=None).get_repo(TEST_REPO)
+    assert caught.value.status == 502
+    assert [r.status for r in host.requests].count(502) == 3
+
+
+def test_dropped_upload_leaves_a_starter_asset_until_deleted(host, repo):
+    rel = repo.create_git_release("v1.0.0", "one", "", draft=True)
+    host.inject_fault("drop_upload")
+    no_retry = github_client(host, retry=None).get_repo(TEST_REPO).get_release(rel.id)
+    with pytest.raises(Exception):  # noqa: B017 (the connection breaks: requests' error)
+        upload(no_retry, "pack.lcm", b"p" * 200_000)
+    [starter] = rel.get_assets()
+    assert (starter.name, starter.state, starter.digest) == ("pack.lcm", "starter", None)
+    with pytest.raises(GithubException) as caught:
+        upload(rel, "pack.lcm", b"p" * 200_000)
+    assert caught.value.status == 422
+    starter.delete_asset()
+    assert upload(rel, "pack.lcm", b"p" * 200_000).state == "uploaded"
+    assert not list(host.store.tmp_dir.iterdir())
+
+
+def test_concurrent_uploads_are_safe(host, repo):
+    rel = repo.create_git_release("v1.0.0", "one", "", draft=True)
+    payloads = {f"file{n}.bin": bytes([n]) * (50_000 + n) for n in range(8)}
+    results: dict[str, object] = {}
+
+    def send(name: str, data: bytes) -> None:
+        client_rel = github_client(host).get_repo(TEST_REPO).get_release(rel.id)
+        try:
+            results[name] = upload(client_rel, name, data).digest
+        except GithubException as exc:
+            results[name] = exc.status
+
+    # Eight different names at once, plus four racing for one name.
+    jobs = [threading.Thread(target=send, args=item) for item in payloads.items()]
+    racers = [
+        threading.Thread(target=lambda n=n: results.__setitem__(f"race{n}", race(n)))
+        for n in range(4)
+    ]
+
+    def race(n: int) -> object:
+        client_rel = github_client(host).get_repo(TEST_REPO).get_release(rel.id)
+        try:
+            return upload(client_rel, "same.bin", bytes([n]) * 30_000).state
+        except GithubException as exc:
+            return exc.status
+
+    for job in jobs + racers:
+        job.start()
+    for job in jobs + racers:
+        job.join()
+    for name, data in payloads.items():
+        assert results[name] == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert sorted(str(results[f"race{n}"]) for n in range(4)) == ["422", "422", "422", "uploaded"]
+    assert len(list(rel.get_assets())) == 9
+
+
+def test_token_can_be_sent_as_bearer(host):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", host.port, timeout=30)
+    conn.request("GET", "/api/v3/user", headers={"Authorization": "Bearer " + TEST_TOKEN})
+    response = conn.getresponse()
+    assert response.status == 200
+    assert b'"login"' in response.read()
