@@ -1,0 +1,1 @@
+"""Device-side tools of the publisher: factory images, flashing, simulation."""
