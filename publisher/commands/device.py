@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import typer
 
+from publisher.commands import device_image
+
 app = typer.Typer(
     help="Factory images, flashing, and simulated devices on the MicroPython unix port.",
     no_args_is_help=True,
 )
+app.command("image")(device_image.image)
+app.command("flash")(device_image.flash)
+app.command("install")(device_image.install)

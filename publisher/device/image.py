@@ -245,7 +245,7 @@ def _esptool_message(exc: Exception) -> str:
     return str(exc)
 
 
-def _looks_like_esp32_family(data: bytes) -> int | None:
+def esp32_family_chip_id(data: bytes) -> int | None:
     """The chip id if `data` starts with an ESP32-family (extended header) image."""
     if len(data) < 24 or data[0] != _IMAGE_MAGIC:
         return None
@@ -277,7 +277,7 @@ def parse_partition_table(data: bytes) -> tuple[Partition, ...]:
 def _check_esp32(board: Board, data: bytes, flash_size: int) -> FirmwareInfo:
     from esptool.targets import ESP32ROM
 
-    if data[:1] == bytes([_IMAGE_MAGIC]) and _looks_like_esp32_family(data) is None:
+    if data[:1] == bytes([_IMAGE_MAGIC]) and esp32_family_chip_id(data) is None:
         raise ImageError(
             "the firmware has no ESP32 image header (ESP-IDF extended header): "
             "is it an esp8266 firmware?"
@@ -333,7 +333,7 @@ def _check_esp32(board: Board, data: bytes, flash_size: int) -> FirmwareInfo:
 
 
 def _check_esp8266(board: Board, data: bytes, flash_size: int) -> FirmwareInfo:
-    chip_id = _looks_like_esp32_family(data)
+    chip_id = esp32_family_chip_id(data)
     if chip_id is not None:
         raise ImageError(f"the firmware is for {_chip_name_for_id(chip_id)}, not {board.name}")
     _load_image(board.chip, data, "the firmware")
@@ -485,8 +485,9 @@ def wifi_qr_text(ssid: str, password: str) -> str:
 # ---------------------------------------------------------------- filesystem
 
 
-def device_files(settings: DeviceSettings, main_shim: Path = MAIN_SHIM) -> dict[str, bytes]:
+def device_files(settings: DeviceSettings, main_shim: Path | None = None) -> dict[str, bytes]:
     """Every file the device starts with: path on the device -> bytes."""
+    main_shim = main_shim or MAIN_SHIM
     try:
         shim = main_shim.read_bytes()
     except OSError as exc:
@@ -577,7 +578,7 @@ def build_factory_image(
     firmware: bytes,
     flash_size_text: str,
     settings: DeviceSettings,
-    main_shim: Path = MAIN_SHIM,
+    main_shim: Path | None = None,
 ) -> FactoryImage:
     """Validate everything, then build and merge. Nothing is written here."""
     board = get_board(board_name)

@@ -1,0 +1,263 @@
+"""`lcm device image | flash | install`: put lcm on a board, once, by cable.
+
+Registered on the `lcm device` group in `publisher/commands/device.py`.
+Secrets (Wi-Fi and setup passwords) come from environment variables named
+on the command line, never from the command line itself.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from publisher.console import command_edge, out, print_json
+from publisher.device import flash as flashing
+from publisher.device import image as img
+from publisher.fsutil import write_atomic
+
+
+class BoardName(StrEnum):
+    esp32 = "esp32"
+    esp8266 = "esp8266"
+
+
+class Channel(StrEnum):
+    stable = "stable"
+    beta = "beta"
+
+
+BoardOpt = Annotated[BoardName, typer.Option("--board", help="Target board family.")]
+RepoOpt = Annotated[str, typer.Option("--repo", help="The app repo OWNER/NAME to follow.")]
+RootOpt = Annotated[
+    list[Path], typer.Option("--root", help="App repo root public key (.pub); repeatable.")
+]
+ThresholdOpt = Annotated[
+    int, typer.Option("--threshold", min=1, help="App root signatures needed (k of n).")
+]
+ManagerRepoOpt = Annotated[
+    str | None, typer.Option("--manager-repo", help="The manager's own repo OWNER/NAME.")
+]
+ManagerRootOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--manager-root", help="Manager repo root public key (.pub); repeatable."),
+]
+ManagerThresholdOpt = Annotated[
+    int, typer.Option("--manager-threshold", min=1, help="Manager root signatures needed.")
+]
+ChannelOpt = Annotated[Channel, typer.Option("--channel", help="Release channel to follow.")]
+WebUrlOpt = Annotated[
+    str, typer.Option("--web-url", help="Browser base URL: GitHub, or an lcm host.")
+]
+WifiSsidOpt = Annotated[
+    str | None, typer.Option("--wifi-ssid", help="Home network to join (optional).")
+]
+WifiPasswordEnvOpt = Annotated[
+    str | None,
+    typer.Option("--wifi-password-env", help="Name of the env var holding the Wi-Fi password."),
+]
+SetupPasswordEnvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--setup-password-env",
+        help="Env var holding the setup network's WPA2 password (default: a new random one).",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _env_secret(var: str | None, what: str) -> str | None:
+    if var is None:
+        return None
+    value = os.environ.get(var)
+    if value is None:
+        raise img.ImageError(f"environment variable {var} ({what}) is not set")
+    return value
+
+
+def _settings(
+    board: BoardName,
+    repo: str,
+    root: list[Path],
+    threshold: int,
+    manager_repo: str | None,
+    manager_root: list[Path] | None,
+    manager_threshold: int,
+    channel: Channel,
+    web_url: str,
+    wifi_ssid: str | None,
+    wifi_password_env: str | None,
+    setup_password_env: str | None,
+) -> img.DeviceSettings:
+    setup_password = _env_secret(setup_password_env, "setup password")
+    return img.DeviceSettings(
+        board=board.value,
+        repo=repo,
+        app_roots=img.load_roots(root, threshold, "app"),
+        app_threshold=threshold,
+        manager_repo=manager_repo,
+        manager_roots=(
+            img.load_roots(manager_root, manager_threshold, "manager") if manager_root else []
+        ),
+        manager_threshold=manager_threshold,
+        channel=channel.value,
+        web_url=web_url,
+        wifi_ssid=wifi_ssid,
+        wifi_password=_env_secret(wifi_password_env, "Wi-Fi password"),
+        setup_password=(
+            setup_password if setup_password is not None else img.generate_setup_password()
+        ),
+    )
+
+
+def _print_setup(settings: img.DeviceSettings, mac: bytes | None) -> None:
+    out.print("[bold]setup network[/] (when the board has no working Wi-Fi):")
+    if mac is not None:
+        ssid = img.setup_ssid(mac)
+        out.print(f"  name     {ssid}")
+    else:
+        ssid = None
+        out.print("  name     LCM-XXXXXX  (XXXXXX: last 3 bytes of the board's Wi-Fi MAC, hex)")
+    out.print(f"  password {settings.setup_password}  (WPA2; stored in the image's config)")
+    if ssid is not None:
+        out.print("  scan to join:")
+        out.print(img.wifi_qr_text(ssid, settings.setup_password), highlight=False)
+    else:
+        out.print("  add --mac to print a QR code for one board (esptool read-mac shows it)")
+
+
+@command_edge
+def image(
+    board: BoardOpt,
+    firmware: Annotated[
+        Path, typer.Option("--firmware", help="MicroPython .bin from micropython.org/download.")
+    ],
+    repo: RepoOpt,
+    root: RootOpt,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Factory image to write.")],
+    threshold: ThresholdOpt = 1,
+    manager_repo: ManagerRepoOpt = None,
+    manager_root: ManagerRootOpt = None,
+    manager_threshold: ManagerThresholdOpt = 1,
+    channel: ChannelOpt = Channel.stable,
+    web_url: WebUrlOpt = img.DEFAULT_WEB_URL,
+    wifi_ssid: WifiSsidOpt = None,
+    wifi_password_env: WifiPasswordEnvOpt = None,
+    setup_password_env: SetupPasswordEnvOpt = None,
+    flash_size: Annotated[
+        str, typer.Option("--flash-size", help="The board's flash: 2MB, 4MB, 8MB, 16MB.")
+    ] = "4MB",
+    mac: Annotated[
+        str | None, typer.Option("--mac", help="A board's MAC, to print its setup QR code.")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build one factory image: MicroPython + lcm + config + pinned keys, for esptool."""
+    mac_bytes = img.parse_mac(mac) if mac else None
+    settings = _settings(
+        board,
+        repo,
+        root,
+        threshold,
+        manager_repo,
+        manager_root,
+        manager_threshold,
+        channel,
+        web_url,
+        wifi_ssid,
+        wifi_password_env,
+        setup_password_env,
+    )
+    factory = img.build_factory_image(
+        board.value, img.read_firmware(firmware), flash_size, settings
+    )
+    write_atomic(output, factory.data, mode=0o600)  # holds the Wi-Fi and setup passwords
+    fs = factory.firmware.filesystem
+    if as_json:
+        print_json(
+            {
+                "output": str(output),
+                "board": board.value,
+                "flash_offset": factory.flash_offset,
+                "filesystem": {"offset": fs.offset, "size": fs.size},
+                "files": sorted(factory.files),
+                "setup_ssid": img.setup_ssid(mac_bytes) if mac_bytes else "LCM-XXXXXX",
+                "setup_password": settings.setup_password,
+            }
+        )
+        return
+    used = sum(len(d) for d in factory.files.values())
+    out.print(f"firmware  {firmware} ({factory.firmware.size} bytes, checked by esptool)")
+    out.print(
+        f"filesystem LittleFS at {fs.offset:#x}, {fs.size // 1024} KiB: "
+        f"{len(factory.files)} files, {used // 1024} KiB"
+    )
+    out.print(f"wrote     {output} ({len(factory.data)} bytes, mode 0600)")
+    out.print(
+        f"flash it: lcm device flash --port PORT --board {board.value} {output}"
+        f"  (writes at {factory.flash_offset:#x})"
+    )
+    _print_setup(settings, mac_bytes)
+
+
+@command_edge
+def flash(
+    image_file: Annotated[Path, typer.Argument(help="Factory image from lcm device image.")],
+    port: Annotated[str, typer.Option("--port", help="Serial port, e.g. /dev/ttyUSB0.")],
+    board: BoardOpt,
+    baud: Annotated[int, typer.Option("--baud", min=9600, help="Serial speed.")] = (
+        flashing.DEFAULT_BAUD
+    ),
+    connect_attempts: Annotated[
+        int, typer.Option("--connect-attempts", min=1, help="Tries to reach the bootloader.")
+    ] = 7,
+) -> None:
+    """Write a factory image with esptool at the board's firmware offset."""
+    b = img.get_board(board.value)
+    out.print(f"flashing {image_file} to {board.value} on {port} at {b.firmware_offset:#x}")
+    flashing.flash(board.value, port, image_file, baud, connect_attempts)
+    out.print("done: the board reboots into lcm; join its LCM-XXXXXX network to set it up")
+
+
+@command_edge
+def install(
+    port: Annotated[str, typer.Option("--port", help="Serial port of a MicroPython board.")],
+    board: BoardOpt,
+    repo: RepoOpt,
+    root: RootOpt,
+    threshold: ThresholdOpt = 1,
+    manager_repo: ManagerRepoOpt = None,
+    manager_root: ManagerRootOpt = None,
+    manager_threshold: ManagerThresholdOpt = 1,
+    channel: ChannelOpt = Channel.stable,
+    web_url: WebUrlOpt = img.DEFAULT_WEB_URL,
+    wifi_ssid: WifiSsidOpt = None,
+    wifi_password_env: WifiPasswordEnvOpt = None,
+    setup_password_env: SetupPasswordEnvOpt = None,
+) -> None:
+    """Copy lcm (the same files as a factory image) onto a board already running MicroPython."""
+    settings = _settings(
+        board,
+        repo,
+        root,
+        threshold,
+        manager_repo,
+        manager_root,
+        manager_threshold,
+        channel,
+        web_url,
+        wifi_ssid,
+        wifi_password_env,
+        setup_password_env,
+    )
+    img.check_settings(settings)
+    files = img.device_files(settings)
+    with tempfile.TemporaryDirectory(prefix="lcm-install-") as staging:
+        out.print(f"copying {len(files)} files to the board on {port} (mpremote)")
+        flashing.install(port, files, Path(staging))
+    out.print("done: the board was reset and runs lcm")
+    _print_setup(settings, None)

@@ -1,0 +1,144 @@
+"""Put lcm on a board: flash a factory image (esptool), or copy files onto MicroPython (mpremote).
+
+Both talk to the board over its serial port. A port that does not exist, or
+where no board answers, ends in a `FlashError` naming the port; the board's
+flash is untouched until esptool has connected and identified the chip.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from publisher.device.image import (
+    Board,
+    ImageError,
+    MiB,
+    esp32_family_chip_id,
+    get_board,
+)
+from publisher.errors import PublisherError
+
+# The largest flash a supported board has; a factory image is never longer.
+MAX_FACTORY_IMAGE = 16 * MiB
+DEFAULT_BAUD = 460800
+# mpremote copies ~200 KiB of .mpy over a 115200 baud REPL in well under this.
+INSTALL_TIMEOUT_S = 600
+
+
+class FlashError(PublisherError):
+    """The board could not be flashed or reached."""
+
+
+def check_factory_image(board: Board, path: Path) -> int:
+    """Refuse a file that is not a factory image for `board`; returns its size."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_FACTORY_IMAGE:
+            raise FlashError(f"{path} is {size} bytes, larger than any {board.name} flash")
+        with path.open("rb") as f:
+            head = f.read(24)
+    except OSError as exc:
+        raise FlashError(f"cannot read {path}: {exc.strerror}") from None
+    if not head or head[0] != 0xE9:
+        raise FlashError(f"{path} is not an ESP firmware image (build it with lcm device image)")
+    chip_id = esp32_family_chip_id(head)
+    if board.name == "esp32" and chip_id != 0:
+        raise FlashError(f"{path} is not an esp32 image (esp8266 or another ESP32 variant)")
+    if board.name == "esp8266" and chip_id is not None:
+        raise FlashError(f"{path} is an ESP32-family image, not an esp8266 one")
+    return size
+
+
+def esptool_flash_args(
+    board: Board, port: str, path: Path, baud: int, connect_attempts: int
+) -> list[str]:
+    """esptool's command line: write the factory image where MicroPython's download goes."""
+    return [
+        "--chip",
+        board.chip,
+        "--port",
+        port,
+        "--baud",
+        str(baud),
+        "--connect-attempts",
+        str(connect_attempts),
+        "write-flash",
+        f"{board.firmware_offset:#x}",
+        str(path),
+    ]
+
+
+def flash(
+    board_name: str,
+    port: str,
+    path: Path,
+    baud: int = DEFAULT_BAUD,
+    connect_attempts: int = 7,
+) -> None:
+    """esptool write-flash with its own progress output; errors name the port."""
+    import esptool
+
+    try:
+        board = get_board(board_name)
+    except ImageError as exc:
+        raise FlashError(str(exc)) from None
+    check_factory_image(board, path)
+    try:
+        esptool.main(esptool_flash_args(board, port, path, baud, connect_attempts))
+    except esptool.FatalError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise FlashError(f"no {board.name} answered on {port}: {first}") from None
+    except OSError as exc:  # serial errors are OSErrors
+        raise FlashError(f"serial port {port}: {exc}") from None
+
+
+# ---------------------------------------------------------------- mpremote
+
+
+def stage_files(files: dict[str, bytes], staging: Path) -> None:
+    """Write the device's files under `staging`, laid out as on the board."""
+    for device_path, data in files.items():
+        local = staging / device_path.lstrip("/")
+        local.parent.mkdir(parents=True, exist_ok=True)
+        local.write_bytes(data)
+
+
+def mpremote_install_args(port: str, top_level: Sequence[str]) -> list[str]:
+    """One mpremote session: copy each top-level entry to the board's root, then reset.
+
+    Run with the staging folder as the working directory, so `cp -r lcm :`
+    lands in `/lcm` on the board.
+    """
+    args = [sys.executable, "-m", "mpremote", "connect", port]
+    for name in top_level:
+        args += ["fs", "cp", "-r", name, ":", "+"]
+    return [*args, "reset"]
+
+
+def install(port: str, files: dict[str, bytes], staging: Path) -> str:
+    """Copy `files` onto the board on `port` with mpremote; returns mpremote's output."""
+    stage_files(files, staging)
+    top = sorted({p.lstrip("/").split("/", 1)[0] for p in files})
+    args = mpremote_install_args(port, top)
+    try:
+        proc = subprocess.run(
+            args,
+            cwd=staging,
+            capture_output=True,
+            text=True,
+            timeout=INSTALL_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise FlashError(
+            f"the board on {port} stopped answering during the copy "
+            f"({INSTALL_TIMEOUT_S} s): run lcm device install again"
+        ) from None
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        reason = detail[-1] if detail else f"mpremote exited {proc.returncode}"
+        raise FlashError(f"no MicroPython board answered on {port}: {reason}")
+    return proc.stdout

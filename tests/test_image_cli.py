@@ -1,0 +1,243 @@
+"""`lcm device image | flash | install` through the real CLI: options, secrets, refusals.
+
+No board is attached here: flashing is checked up to the serial port (a
+missing port, and a pseudo-terminal where no bootloader answers), and the
+mpremote install by its command line and its error when no board answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from publisher.cli import app
+from publisher.device import flash as flashing
+from publisher.device import image as img
+from tests.test_image import esp32_firmware, esp8266_firmware, littlefs_files
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def shim(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # The ENGINE's lcm_device/main.py is the shim; a test-only stand-in until it lands.
+    if not img.MAIN_SHIM.is_file():
+        path = tmp_path_factory.mktemp("shim") / "main.py"
+        path.write_text("# test stand-in for lcm_device/main.py\n")
+        monkeypatch.setattr(img, "MAIN_SHIM", path)
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> dict[str, Path]:
+    (tmp_path / "esp32.bin").write_bytes(esp32_firmware())
+    (tmp_path / "esp8266.bin").write_bytes(esp8266_firmware())
+    assert runner.invoke(app, ["keys", "new", "root", "--dir", str(tmp_path)]).exit_code == 0
+    assert runner.invoke(app, ["keys", "new", "mgr", "--dir", str(tmp_path)]).exit_code == 0
+    return {
+        "esp32": tmp_path / "esp32.bin",
+        "esp8266": tmp_path / "esp8266.bin",
+        "root": tmp_path / "root.pub",
+        "mgr": tmp_path / "mgr.pub",
+        "out": tmp_path / "factory.bin",
+    }
+
+
+def image_args(inputs: dict[str, Path], board: str = "esp32", *extra: str) -> list[str]:
+    return [
+        "device",
+        "image",
+        "--board",
+        board,
+        "--firmware",
+        str(inputs[board]),
+        "--repo",
+        "alice/thermo",
+        "--root",
+        str(inputs["root"]),
+        "-o",
+        str(inputs["out"]),
+        *extra,
+    ]
+
+
+def test_image_command_takes_secrets_from_env(
+    inputs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME_WIFI_PW", "correct horse battery")
+    monkeypatch.setenv("SETUP_PW", "setup-secret-42")
+    args = image_args(
+        inputs,
+        "esp8266",
+        "--manager-repo",
+        "lcm-org/lcm",
+        "--manager-root",
+        str(inputs["mgr"]),
+        "--wifi-ssid",
+        "Home",
+        "--wifi-password-env",
+        "HOME_WIFI_PW",
+        "--setup-password-env",
+        "SETUP_PW",
+        "--flash-size",
+        "2MB",
+        "--mac",
+        "5c:cf:7f:01:02:03",
+    )
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "LCM-010203" in result.output and "setup-secret-42" in result.output
+    assert "writes at 0x0" in result.output
+    assert "█" in result.output or "▀" in result.output  # the QR code
+    assert stat.S_IMODE(inputs["out"].stat().st_mode) == 0o600
+    data = inputs["out"].read_bytes()
+    region = img.Region(0x100000, (2 * img.MiB - 20480) // 4096 * 4096 - 0x100000)
+    files = littlefs_files(data[region.offset : region.end], region)
+    cfg = json.loads(files["/lcm/state/config.json"])
+    assert cfg["wifi_ssid"] == "Home" and cfg["wifi_password"] == "correct horse battery"
+    assert cfg["setup_password"] == "setup-secret-42"
+    assert cfg["manager_repo"] == "lcm-org/lcm" and len(cfg["manager_roots"]) == 1
+    assert cfg["board"] == "esp8266" and cfg["channel"] == "stable"
+
+
+def test_image_json_and_generated_setup_password(inputs: dict[str, Path]) -> None:
+    result = runner.invoke(app, [*image_args(inputs), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["flash_offset"] == 0x1000
+    assert report["filesystem"] == {"offset": 0x200000, "size": 0x200000}
+    assert "/main.py" in report["files"] and "/lcm/state/config.json" in report["files"]
+    assert report["setup_ssid"] == "LCM-XXXXXX"
+    password = report["setup_password"]
+    assert len(password) == img.GENERATED_PASSWORD_LENGTH
+    data = inputs["out"].read_bytes()
+    fs = img.Region(0x200000, 0x200000)
+    files = littlefs_files(data[fs.offset - 0x1000 : fs.end - 0x1000], fs)
+    assert json.loads(files["/lcm/state/config.json"])["setup_password"] == password
+
+
+def refused(args: list[str], *needles: str) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "error:" in result.output and "Traceback" not in result.output
+    for needle in needles:
+        assert needle in result.output, result.output
+    return result.output
+
+
+def test_image_refusals_write_nothing(inputs: dict[str, Path]) -> None:
+    refused(
+        image_args(inputs, "esp32", "--wifi-ssid", "x", "--wifi-password-env", "NO_SUCH"), "NO_SUCH"
+    )
+    bad_fw = inputs["root"]  # a PEM file is not firmware
+    args = image_args(inputs)
+    args[args.index("--firmware") + 1] = str(bad_fw)
+    refused(args, "not an ESP firmware image")
+    args = image_args(inputs, "esp8266")
+    args[args.index("--firmware") + 1] = str(inputs["esp32"])
+    refused(args, "for ESP32, not esp8266")
+    args = image_args(inputs)
+    args[args.index("--repo") + 1] = "not a repo"
+    refused(args, "--repo")
+    args = image_args(inputs)
+    not_a_key = inputs["out"].parent / "notakey.pub"
+    not_a_key.write_text("hello")
+    args[args.index("--root") + 1] = str(not_a_key)
+    refused(args, "notakey.pub is not a public key")
+    refused(image_args(inputs, "esp32", "--mac", "zz"), "not a MAC")
+    missing = image_args(inputs)
+    missing[missing.index("--firmware") + 1] = str(inputs["out"].parent / "missing.bin")
+    refused(missing, "missing.bin")
+    assert not inputs["out"].exists()
+    usage = runner.invoke(app, [*image_args(inputs)[:3], "esp31"])
+    assert usage.exit_code == 2 and "esp31" in usage.output
+
+
+# ---------------------------------------------------------------- flash
+
+
+def test_flash_args_put_the_image_at_the_firmware_offset(tmp_path: Path) -> None:
+    esp32 = flashing.esptool_flash_args(img.BOARDS["esp32"], "/dev/ttyUSB0", tmp_path, 460800, 7)
+    assert esp32[-3:] == ["write-flash", "0x1000", str(tmp_path)]
+    assert esp32[:4] == ["--chip", "esp32", "--port", "/dev/ttyUSB0"]
+    esp8266 = flashing.esptool_flash_args(img.BOARDS["esp8266"], "COM3", tmp_path, 115200, 2)
+    assert esp8266[-3:] == ["write-flash", "0x0", str(tmp_path)]
+    assert "--connect-attempts" in esp8266 and "2" in esp8266
+
+
+def test_flash_without_a_board_names_the_port(inputs: dict[str, Path]) -> None:
+    inputs["out"].write_bytes(esp32_firmware())
+    port = "/dev/lcm-test-no-such-port"
+    refused(
+        ["device", "flash", "--port", port, "--board", "esp32", str(inputs["out"])],
+        f"no esp32 answered on {port}",
+    )
+
+
+def test_flash_where_nothing_answers(inputs: dict[str, Path]) -> None:
+    # A pseudo-terminal is a port that opens but where no bootloader ever answers.
+    leader, follower = os.openpty()
+    try:
+        port = os.ttyname(follower)
+        inputs["out"].write_bytes(esp32_firmware())
+        args = ["device", "flash", "--port", port, "--board", "esp32", str(inputs["out"])]
+        refused([*args, "--connect-attempts", "1"], f"no esp32 answered on {port}")
+    finally:
+        os.close(leader)
+        os.close(follower)
+
+
+def test_flash_refuses_an_image_for_the_other_board(inputs: dict[str, Path]) -> None:
+    inputs["out"].write_bytes(esp8266_firmware())
+    refused(
+        ["device", "flash", "--port", "/dev/null", "--board", "esp32", str(inputs["out"])],
+        "not an esp32 image",
+    )
+    inputs["out"].write_bytes(b"hello")
+    refused(
+        ["device", "flash", "--port", "/dev/null", "--board", "esp8266", str(inputs["out"])],
+        "not an ESP firmware image",
+    )
+
+
+# ---------------------------------------------------------------- install
+
+
+def test_install_command_line_and_staging(tmp_path: Path) -> None:
+    files = {"/main.py": b"shim", "/lcm/m0/lcm_device/boot.mpy": b"M", "/lcm/state/c.json": b"{}"}
+    flashing.stage_files(files, tmp_path)
+    assert (tmp_path / "main.py").read_bytes() == b"shim"
+    assert (tmp_path / "lcm/m0/lcm_device/boot.mpy").read_bytes() == b"M"
+    args = flashing.mpremote_install_args("/dev/ttyACM0", ["lcm", "main.py"])
+    assert args == [
+        sys.executable,
+        "-m",
+        "mpremote",
+        "connect",
+        "/dev/ttyACM0",
+        "fs",
+        "cp",
+        "-r",
+        "lcm",
+        ":",
+        "+",
+        "fs",
+        "cp",
+        "-r",
+        "main.py",
+        ":",
+        "+",
+        "reset",
+    ]
+
+
+def test_install_without_a_board_names_the_port(inputs: dict[str, Path]) -> None:
+    port = "/dev/lcm-test-no-such-port"
+    args = ["device", "install", "--port", port, "--board", "esp32"]
+    args += ["--repo", "alice/thermo", "--root", str(inputs["root"])]
+    refused(args, f"no MicroPython board answered on {port}", "failed to access")
