@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from cert_sector.encoding import check_repo
 from cert_sector.errors import FormatError
 from publisher.errors import PublisherError
-from publisher.micropython import DEVICE_PACKAGES, REPO_ROOT, build_mpy
+from publisher.micropython import DEVICE_PACKAGES, REPO_ROOT, build_mpy, source_files
 from publisher.signing import load_public_key
 
 KiB = 1024
@@ -480,6 +480,33 @@ def wifi_qr_text(ssid: str, password: str) -> str:
     buf = io.StringIO()
     segno.make(wifi_qr_payload(ssid, password), error="m").terminal(out=buf, compact=True)
     return buf.getvalue()
+
+
+# ---------------------------------------------------------------- mip package
+
+
+def mip_package(root: Path = REPO_ROOT, version: str = "0.1.0") -> dict[str, Any]:
+    """The repo's package.json for mip: the lcm layout, installed with target="/".
+
+    Sources are relative URLs (mip resolves them against package.json's own
+    URL), so `mip.install("github:OWNER/lcm", target="/")` works for any fork.
+    """
+    urls: list[list[str]] = []
+    if (root / "lcm_device" / "main.py").is_file():
+        urls.append(["main.py", "lcm_device/main.py"])
+    for rel in source_files(DEVICE_PACKAGES, root):
+        urls.append([f"{MANAGER_SLOT.lstrip('/')}/{rel.as_posix()}", rel.as_posix()])
+    return {"urls": urls, "deps": [], "version": version}
+
+
+def mip_package_text(root: Path = REPO_ROOT) -> str:
+    """package.json as committed: one file per line, so diffs show what moved."""
+    pkg = mip_package(root)
+    lines = ",\n".join("    " + json.dumps(u) for u in pkg["urls"])
+    return (
+        '{\n  "urls": [\n' + lines + '\n  ],\n  "deps": [],\n'
+        f'  "version": {json.dumps(pkg["version"])}\n}}\n'
+    )
 
 
 # ---------------------------------------------------------------- filesystem

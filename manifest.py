@@ -1,0 +1,20 @@
+# ruff: noqa: F821  (metadata, package: given by tools/manifestfile.py when it runs this file)
+# Freeze lcm into a MicroPython firmware (tools/manifestfile.py format).
+#
+# In the board's manifest (FROZEN_MANIFEST), add:
+#     include("/path/to/lcm/manifest.py")
+# then build the port as usual. Frozen modules sit behind the filesystem on
+# sys.path, so the manager slot the boot shim puts first (/lcm/m0, /lcm/m1)
+# still wins: a frozen manager can update itself without a reflash.
+# The boot shim itself is not frozen: MicroPython runs /main.py from the
+# filesystem; copy lcm_device/main.py there (lcm device install does).
+
+metadata(
+    description="lcm: signed, atomic, self-updating life-cycle manager for MicroPython devices",
+    version="0.1.0",
+    license="MIT",
+)
+
+# Pure-Python formats and the P-256 verifier, then the device code.
+package("cert_sector")
+package("lcm_device")
