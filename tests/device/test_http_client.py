@@ -1,0 +1,236 @@
+"""The device HTTP client in the MicroPython unix port: what a correct server gets.
+
+Header case, chunked and Content-Length bodies, bodies to close, redirects
+(relative, absolute to another host, scheme-relative), follow=False, Range
+206, statuses, keep-alive reuse counted in connections, read_all.
+"""
+
+import hashlib
+import random
+
+import pytest
+
+from tests.test_http_servers import CLOSE, DRIVER, RawServer, chunked, parse_lines, response
+
+BODY = random.Random(4).randbytes(5000)
+SHA = hashlib.sha256(BODY).hexdigest()
+
+
+def _range_route(req):
+    spec = req.headers.get("range", "")
+    first, _, last = spec.removeprefix("bytes=").partition("-")
+    first = int(first)
+    last = int(last) if last else len(BODY) - 1
+    last = min(last, len(BODY) - 1)
+    part = BODY[first : last + 1]
+    return [response(206, part, [("Content-Range", f"bytes {first}-{last}/{len(BODY)}")])]
+
+
+@pytest.fixture
+def servers():
+    other = RawServer({"/asset": [response(200, BODY)]})
+    routes = {
+        "/plain": [response(200, BODY, [("Content-Type", "application/octet-stream")])],
+        "/chunked": [
+            response(200, chunked(BODY, 333), [("Transfer-Encoding", "chunked")], length=False)
+        ],
+        "/chunked-ext": [
+            response(
+                200,
+                b"a;name=value\r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\n",
+                [("transfer-encoding", "Chunked")],
+                length=False,
+            )
+        ],
+        "/lower": [
+            b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\nCONTENT-TYPE: text/x\r\n"
+            b'eTaG: "abc"\r\n\r\n' % len(BODY) + BODY
+        ],
+        "/upper-location": [b"HTTP/1.1 302 Found\r\nLOCATION: /plain\r\nContent-Length: 0\r\n\r\n"],
+        "/dir/relative": [response(302, b"moved", [("Location", "target")])],
+        "/dir/target": [response(200, BODY)],
+        "/other-host": [response(302, b"", [("Location", other.url("/asset", "localhost"))])],
+        "/scheme-relative": [response(307, b"", [("Location", f"//localhost:{other.port}/asset")])],
+        "/to-close": [b"HTTP/1.0 200 OK\r\nContent-Type: x\r\n\r\n" + BODY, CLOSE],
+        "/latest": [
+            response(302, b"<html>redirect</html>", [("Location", "/o/r/releases/tag/v1.2.3")])
+        ],
+        "/range": _range_route,
+        "/missing": [response(404, b"not here")],
+        "/busy": [response(503, b"later", [("Retry-After", "30")])],
+        "/pointer": [response(200, b"v2.0.0-beta.1\n")],
+        "/once": [response(200, b"first"), CLOSE],
+        "/interim": [b"HTTP/1.1 100 Continue\r\n\r\n" + response(200, b"after interim")],
+        "/empty": [response(204, b"", length=False)],
+    }
+    main = RawServer(routes)
+    yield main, other
+    main.close()
+    other.close()
+
+
+def run(mpy, body):
+    proc = mpy.run(DRIVER + body, timeout=60)
+    return parse_lines(proc.stdout), proc.stdout
+
+
+def test_bodies_header_case_and_framing(mpy, servers):
+    main, _ = servers
+    lines, out = run(
+        mpy,
+        f"""
+c = Client(bytearray(1024), timeout_ms=3000)
+for path in ("/plain", "/chunked", "/lower", "/to-close", "/upper-location", "/interim"):
+    fetch(c, "{main.url()}" + path)
+r = c.get("{main.url("/lower")}")
+print("HDR", r.header("ETag"), r.header("content-type"), r.header("X-Unknown"), r.length)
+r.close()
+fetch(c, "{main.url("/chunked-ext")}")
+fetch(c, "{main.url("/empty")}")
+""",
+    )
+    for fields in lines[:5]:
+        assert fields[:4] == ["OK", "200", str(len(BODY)), SHA], out
+    assert lines[5][:3] == ["OK", "200", "13"], out
+    assert lines[6] == ["HDR", '"abc"', "text/x", "None", str(len(BODY))], out
+    assert lines[7][:3] == ["OK", "200", "10"], out
+    assert lines[8][:3] == ["OK", "204", "0"], out
+
+
+def test_redirects_relative_absolute_and_scheme_relative(mpy, servers):
+    main, other = servers
+    lines, out = run(
+        mpy,
+        f"""
+c = Client(bytearray(1024), timeout_ms=3000)
+for path in ("/dir/relative", "/other-host", "/scheme-relative"):
+    fetch(c, "{main.url()}" + path)
+    print("URL", c._resp is None, c.requests)
+r = c.get("{main.url("/dir/relative")}")
+print("FINAL", r.status, r.url)
+r.close()
+""",
+    )
+    assert lines[0][:4] == ["OK", "200", str(len(BODY)), SHA], out
+    assert lines[2][:4] == ["OK", "200", str(len(BODY)), SHA], out
+    assert lines[4][:4] == ["OK", "200", str(len(BODY)), SHA], out
+    # Two requests per redirect: the 3xx and the target.
+    assert [line[2] for line in lines[1:6:2]] == ["2", "4", "6"], out
+    assert lines[6] == ["FINAL", "200", main.url("/dir/target")], out
+    assert [r.path for r in other.requests] == ["/asset", "/asset"]
+    assert all(r.headers["host"] == f"localhost:{other.port}" for r in other.requests)
+
+
+def test_follow_false_returns_the_redirect_with_its_location(mpy, servers):
+    main, _ = servers
+    lines, out = run(
+        mpy,
+        f"""
+c = Client(bytearray(512), timeout_ms=3000)
+fetch(c, "{main.url("/latest")}", follow=False)
+print("STATS", c.requests, c.connections)
+""",
+    )
+    assert lines[0][:3] == ["OK", "302", "21"], out
+    assert lines[0][-1] == "/o/r/releases/tag/v1.2.3", out
+    assert lines[1] == ["STATS", "1", "1"], out
+    assert main.requests[0].method == "GET" and main.requests[0].headers["user-agent"] == "lcm"
+
+
+def test_range_requests_get_exactly_the_bytes_asked(mpy, servers):
+    main, _ = servers
+    lines, out = run(
+        mpy,
+        f"""
+c = Client(bytearray(1024), timeout_ms=3000)
+fetch(c, "{main.url("/range")}", start=100, end=1099)
+fetch(c, "{main.url("/range")}", start=4000)
+fetch(c, "{main.url("/range")}", start=4990, end=99999)
+""",
+    )
+    assert lines[0] == [
+        "OK",
+        "206",
+        "1000",
+        hashlib.sha256(BODY[100:1100]).hexdigest(),
+        "100",
+        str(len(BODY)),
+        "None",
+    ], out
+    assert lines[1][:6] == [
+        "OK",
+        "206",
+        "1000",
+        hashlib.sha256(BODY[4000:]).hexdigest(),
+        "4000",
+        "5000",
+    ], out
+    assert lines[2][:3] == ["OK", "206", "10"], out
+    assert [r.headers["range"] for r in main.requests] == [
+        "bytes=100-1099",
+        "bytes=4000-",
+        "bytes=4990-99999",
+    ]
+
+
+def test_statuses_are_refused_with_the_status(mpy, servers):
+    main, _ = servers
+    lines, out = run(
+        mpy,
+        f"""
+c = Client(bytearray(1024), timeout_ms=3000)
+for path in ("/missing", "/busy"):
+    try:
+        c.get("{main.url()}" + path)
+    except StatusError as e:
+        print("STATUS", e.status, e.retry_after, e)
+""",
+    )
+    assert lines[0][:3] == ["STATUS", "404", "None"], out
+    assert lines[1][:3] == ["STATUS", "503", "30"], out
+    assert "HTTP 503 from " + main.url("/busy") in out
+
+
+def test_keep_alive_reuses_one_connection_and_reconnects_when_closed(mpy, servers):
+    main, _ = servers
+    lines, out = run(
+        mpy,
+        f"""
+c = Client(bytearray(1024), timeout_ms=3000)
+for path in ("/plain", "/chunked", "/lower", "/range", "/upper-location", "/missing"):
+    try:
+        fetch(c, "{main.url()}" + path, start=0 if path == "/range" else None)
+    except StatusError:
+        pass
+print("STATS", c.requests, c.connections)
+p = c.get("{main.url("/pointer")}").read_all(64)
+print("PTR", p)
+fetch(c, "{main.url("/once")}")
+fetch(c, "{main.url("/plain")}")
+print("STATS", c.requests, c.connections, c.bytes_in)
+""",
+    )
+    assert ["STATS", "7", "1"] in lines, out
+    assert main.connections >= 2
+    assert ["PTR", "b'v2.0.0-beta.1\\n'"] in lines, out
+    last = lines[-1]
+    # /once closed the connection after its answer: /plain needed a fresh one.
+    assert last[:3] == ["STATS", "10", "2"], out
+    assert int(last[3]) > 5 * len(BODY)
+
+
+def test_read_all_refuses_a_long_body(mpy, servers):
+    main, _ = servers
+    lines, out = run(
+        mpy,
+        f"""
+c = Client(bytearray(1024), timeout_ms=3000)
+for path in ("/plain", "/chunked", "/to-close"):
+    try:
+        c.get("{main.url()}" + path).read_all(64)
+    except LimitError as e:
+        print("LIMIT", e)
+""",
+    )
+    assert [line[0] for line in lines] == ["LIMIT"] * 3, out
+    assert "body longer than 64 bytes" in out
