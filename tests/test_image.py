@@ -400,3 +400,18 @@ def test_setup_network_name_and_qr() -> None:
         img.parse_mac("24:0a:c4")
     pw = img.generate_setup_password()
     assert img.check_setup_password(pw, "x") == pw and pw != img.generate_setup_password()
+
+
+def test_setup_network_name_matches_the_device() -> None:
+    from lcm_device import wifi
+
+    mac = img.parse_mac("24-0A-C4-FE-01-9B")
+
+    class Hal:
+        def unique_id(self) -> bytes:
+            return mac
+
+    assert img.setup_ssid(mac) == wifi.ap_name(Hal()) == "LCM-FE019B"
+    # The password the image stores is one the device accepts as is (not the derived one).
+    stored = img.generate_setup_password()
+    assert wifi.ap_password(Hal(), {"setup_password": stored}) == stored
