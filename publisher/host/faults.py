@@ -16,7 +16,7 @@ FAULT_KINDS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class RequestRecord:
     method: str
     path: str  # without the query

@@ -31,6 +31,8 @@ log = logging.getLogger("lcm.host")
 
 SEND_CHUNK = 64 * 1024
 DRAIN_LIMIT = 64 * 1024 * 1024  # read and discard up to this much of an unused body
+LINGER_SECONDS = 2  # how long a closing connection keeps reading what the client sends
+LINGER_BYTES = 1024 * 1024
 IDLE_TIMEOUT = 120  # seconds a kept-alive connection may sit idle or a read may stall
 _HOST_HEADER = re.compile(
     r"^[A-Za-z0-9.\-]{1,253}(:\d{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:\d{1,5})?$"
@@ -68,6 +70,7 @@ class HostHandler(BaseHTTPRequestHandler):
     host: HostServer
     connection_id: int
     wfile: Any
+    _headers_buffer: list[bytes]  # http.server's pending status line and headers
 
     def setup(self) -> None:
         self.host = self.server.host  # type: ignore[attr-defined]
@@ -143,7 +146,7 @@ class HostHandler(BaseHTTPRequestHandler):
 
     def dispatch(self) -> None:
         start = self.wfile.count
-        path, query = self.path.partition("?")[0], self.path.partition("?")[2]
+        path, _, query = self.path.partition("?")
         req: Request | None = None
         try:
             req = self.build_request()
@@ -155,22 +158,20 @@ class HostHandler(BaseHTTPRequestHandler):
             response = error_response(ApiError(500, "Server Error"))
         if req is not None and req.method == "HEAD":
             response.head_only = True
-        status = 0
+        record = RequestRecord(self.command, path, query, 0, 0, self.connection_id)
         try:
             if response.drop:
                 self.close_connection = True
+                self.host._record(record)
             else:
                 if req is not None:
                     self.drain(req)
-                status = response.status
-                self.write_response(response)
+                self.write_response(response, record)
+            if self.close_connection and req is not None and req.body_left > 0:
+                self.linger()
         except OSError:
             self.close_connection = True
-        self.host._record(
-            RequestRecord(
-                self.command, path, query, status, self.wfile.count - start, self.connection_id
-            )
-        )
+        record.bytes_sent = self.wfile.count - start
 
     def drain(self, req: Request) -> None:
         """Read what is left of an unused body, so the connection can stay alive."""
@@ -185,30 +186,41 @@ class HostHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
 
-    def write_response(self, response: Response) -> None:
+    def write_response(self, response: Response, record: RequestRecord) -> None:
+        """Write the answer. The request is logged just before its first byte leaves, so a
+        test that has read an answer always finds its record (bytes_sent is the plan, then
+        corrected to what was written)."""
+        has_body = not response.head_only and response.status not in (204, 304)
+        cut, stall = None, False
+        if has_body and isinstance(response.body, FileBody):
+            faults = self.host.state.faults
+            if faults.take("drop_download"):
+                cut = response.body.length // 2
+            elif faults.take("stall_download"):
+                cut, stall = response.body.length // 2, True
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(response.length))
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
-        if response.head_only or response.status in (204, 304):
+        self._headers_buffer.append(b"\r\n")
+        planned = sum(len(line) for line in self._headers_buffer)
+        if has_body:
+            planned += response.length if cut is None else cut
+        record.status = response.status
+        record.bytes_sent = planned
+        self.host._record(record)
+        self.flush_headers()
+        if not has_body:
             return
         if isinstance(response.body, FileBody):
-            self.send_file(response.body)
+            self.send_file(response.body, cut, stall)
         else:
             self.wfile.write(response.body)
 
-    def send_file(self, body: FileBody) -> None:
-        faults = self.host.state.faults
-        cut = None
-        stall = False
-        if faults.take("drop_download"):
-            cut = body.length // 2
-        elif faults.take("stall_download"):
-            cut = body.length // 2
-            stall = True
+    def send_file(self, body: FileBody, cut: int | None, stall: bool) -> None:
+        """Stream the asset; with a fault, only `cut` bytes, then close (or stall)."""
         limit = body.length if cut is None else cut
         with open(body.path, "rb") as f:
             f.seek(body.start)
@@ -228,9 +240,30 @@ class HostHandler(BaseHTTPRequestHandler):
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
 
+    def linger(self) -> None:
+        """Close gently after an error: send our FIN, then read (and drop) what the client
+        still sends for a moment, so that closing with unread input does not reset the
+        connection and destroy the error answer before the client has read it."""
+        try:
+            self.wfile.flush()
+            self.connection.settimeout(LINGER_SECONDS)
+            self.connection.shutdown(socket.SHUT_WR)
+            received = 0
+            while received < LINGER_BYTES:
+                chunk = self.connection.recv(SEND_CHUNK)
+                if not chunk:
+                    break
+                received += len(chunk)
+        except OSError:
+            pass
+
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """http.server's own errors (bad request line, huge headers): JSON, then close."""
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":
+            # Garbage request lines are parsed as HTTP/0.9, which has no status
+            # line; answer with one so the client can tell what went wrong.
+            self.request_version = "HTTP/1.0"
         body = json.dumps(
             {
                 "message": message or self.responses.get(code, ("Error",))[0],
@@ -238,7 +271,12 @@ class HostHandler(BaseHTTPRequestHandler):
                 "status": str(code),
             }
         ).encode()
-        start = self.wfile.count if isinstance(self.wfile, CountingWriter) else 0
+        target = getattr(self, "path", "") or ""
+        path, _, query = target.partition("?")
+        command = getattr(self, "command", None) or ""
+        record = RequestRecord(command, path, query, code, len(body), self.connection_id)
+        start = self.wfile.count
+        self.host._record(record)
         try:
             self.send_response(code, message)
             self.send_header("Content-Type", "application/json; charset=utf-8")
@@ -249,15 +287,6 @@ class HostHandler(BaseHTTPRequestHandler):
                 self.wfile.write(body)
         except OSError:
             return
-        sent = self.wfile.count - start if isinstance(self.wfile, CountingWriter) else 0
-        target = getattr(self, "path", "") or ""
-        self.host._record(
-            RequestRecord(
-                getattr(self, "command", None) or "",
-                target.partition("?")[0],
-                target.partition("?")[2],
-                code,
-                sent,
-                self.connection_id,
-            )
-        )
+        finally:
+            record.bytes_sent = self.wfile.count - start
+        self.linger()

@@ -43,7 +43,7 @@ class RateLimiter:
             "X-RateLimit-Used": str(used),
             "X-RateLimit-Resource": "core",
         }
-        if not allowed:
+        if not allowed and count:
             ip = key.removeprefix("ip:")
             raise ApiError(
                 403,

@@ -96,8 +96,12 @@ class HostServer:
     # -- running --------------------------------------------------------------
 
     def start(self) -> HostServer:
+        # A short poll interval only makes shutdown() quick (tests start many hosts).
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name=f"lcm-host-{self.port}", daemon=True
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"lcm-host-{self.port}",
+            daemon=True,
         )
         self._thread.start()
         return self
