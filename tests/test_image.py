@@ -415,3 +415,46 @@ def test_setup_network_name_matches_the_device() -> None:
     # The password the image stores is one the device accepts as is (not the derived one).
     stored = img.generate_setup_password()
     assert wifi.ap_password(Hal(), {"setup_password": stored}) == stored
+
+
+DEVICE_READS_CONFIG = """
+import json, binascii
+from lcm_device import config
+from lcm_device.hal.unix import UnixHal
+from cert_sector.keys import check_public_key, key_id_hex
+cfg = config.load(UnixHal())
+ids = [key_id_hex(check_public_key(binascii.unhexlify(k), "root")) for k in cfg["app_roots"]]
+print(json.dumps({"repo": cfg["repo"], "board": cfg["board"], "channel": cfg["channel"],
+                  "web_url": cfg["web_url"], "ids": ids, "wifi": cfg["wifi_ssid"]}))
+"""
+
+
+def test_the_device_code_in_the_image_reads_its_config(
+    tmp_path: Path, keys: dict[str, Path], main_shim: Path
+) -> None:
+    """The image's own .mpy files, run by MicroPython, load its config and pinned keys."""
+    from cert_sector.keys import key_id_hex
+
+    root = img.load_public_key(keys["app-root-2"])
+    s = settings(keys, app_roots=[root], web_url="http://10.0.0.2:8080", wifi_ssid="Home")
+    factory = img.build_factory_image("esp8266", esp8266_firmware(), "2MB", s, main_shim)
+    region = factory.firmware.filesystem
+    board = tmp_path / "board"
+    for path, data in littlefs_files(factory.data[region.offset : region.end], region).items():
+        (board / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (board / path.lstrip("/")).write_bytes(data)
+    script = tmp_path / "read_config.py"
+    script.write_text(DEVICE_READS_CONFIG)
+    proc = run_micropython(
+        [str(script)], path=[board / "lcm" / "m0"], extra_env={"LCM_ROOT": str(board)}
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen == {
+        "repo": "alice/thermo",
+        "board": "esp8266",
+        "channel": "stable",
+        "web_url": "http://10.0.0.2:8080",
+        "ids": [key_id_hex(root)],
+        "wifi": "Home",
+    }
