@@ -254,18 +254,23 @@ class Session:
         data: bytes,
         progress: ProgressCallback | None = None,
         content_type: str = "application/octet-stream",
+        known: list[GitReleaseAsset] | None = None,
     ) -> str:
         """Make asset `name` of `release` hold `data`: "kept", "uploaded" or "replaced".
 
-        Each attempt first looks at what the host has: the same bytes are kept
-        (an earlier run or a lost response already uploaded them); a partial or
-        different asset of that name is deleted and uploaded again.
+        Each attempt first looks at what the host has (the first one may use
+        `known`, a fresh listing the caller already holds): the same bytes are
+        kept (an earlier run or a lost response already uploaded them); a
+        partial or different asset of that name is deleted and uploaded again.
         """
         outcome = "uploaded"
+        listing = known
 
         def step() -> str:
-            nonlocal outcome
-            for asset in release.get_assets():
+            nonlocal outcome, listing
+            present = listing if listing is not None else list(release.get_assets())
+            listing = None  # a retry looks again: the failed attempt may have left something
+            for asset in present:
                 if asset.name != name:
                     continue
                 if asset_matches(asset, data, fetcher(self, asset, len(data))):
@@ -279,7 +284,7 @@ class Session:
                 body, len(data), name, content_type=content_type
             )
             if uploaded.size != len(data):
-                raise HostError(f"{name}: the host stored {uploaded.size} of {len(data)} bytes")
+                raise PartialUploadError(f"the host stored {uploaded.size} of {len(data)} bytes")
             return outcome
 
         return self.call(f"uploading {name} to {release.tag_name}", step)

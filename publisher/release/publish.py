@@ -26,6 +26,7 @@ from typing import Any
 
 from github import GithubException
 from github.GitRelease import GitRelease
+from github.GitReleaseAsset import GitReleaseAsset
 from github.Repository import Repository
 
 from cert_sector import manifest as mf
@@ -104,7 +105,8 @@ def build_spec(req: PublishRequest) -> ReleaseSpec:
 
 
 def read_known(session: Session, release: GitRelease, warnings: list[str]) -> KnownRelease:
-    for asset in session.assets(release):
+    # The release list already embeds each release's assets: no request per release.
+    for asset in release.assets:
         if asset.name != MANIFEST_ASSET or asset.state != "uploaded":
             continue
         data = session.download(asset, mf.MAX_MANIFEST_SIZE)
@@ -147,8 +149,8 @@ def _highest(known: list[KnownRelease]) -> KnownRelease | None:
     return max(with_seq, key=lambda k: k.manifest.seq if k.manifest else -1, default=None)
 
 
-def _assets_hold(session: Session, release: GitRelease, wanted: dict[str, bytes]) -> bool:
-    present = {a.name: a for a in session.assets(release)}
+def _assets_hold(session: Session, assets: list[GitReleaseAsset], wanted: dict[str, bytes]) -> bool:
+    present = {a.name: a for a in assets}
     for name, data in wanted.items():
         asset = present.get(name)
         if asset is None or not asset_matches(asset, data, fetcher(session, asset, len(data))):
@@ -217,15 +219,18 @@ class Publisher:
             manifest_bytes, spec.pack, sector_bytes, None if req.prerelease else req.tag
         )
         outcomes: dict[str, str] = {}
+        present = session.assets(draft)
         for name, data in assets.items():
-            outcomes[name] = session.upload(draft, name, data, self.progress)
-        for asset in session.assets(draft):
+            outcomes[name] = session.upload(draft, name, data, self.progress, known=present)
+        present = session.assets(draft)
+        for asset in present:
             if asset.name not in assets:
-                session.delete_asset(draft, asset.name)
+                # A stray (e.g. beta.tag of a run that was not --prerelease) is removed.
+                session.call(f"removing {asset.name} from {req.tag}", asset.delete_asset)
                 outcomes[asset.name] = "removed"
-        if not _assets_hold(session, draft, assets):
+        if not _assets_hold(session, present, assets):
             raise HostError(f"{req.tag}: the draft's assets do not match after upload; re-run")
-        session.call(
+        released = session.call(
             f"publishing {req.tag}",
             lambda: draft.update_release(
                 req.tag,
@@ -236,7 +241,7 @@ class Publisher:
             ),
         )
         result = PublishResult(
-            req.tag, seq, spec.channel, spec.kind, "published", draft.html_url, outcomes
+            req.tag, seq, spec.channel, spec.kind, "published", released.html_url, outcomes
         )
         return self.finish(repo, known, result)
 
@@ -248,7 +253,7 @@ class Publisher:
         if m is None or data is None or not spec.same_content(m):
             return None
         wanted = release_assets(data, spec.pack, sector_bytes, None)
-        if not _assets_hold(self.session, published.release, wanted):
+        if not _assets_hold(self.session, list(published.release.assets), wanted):
             return None
         return PublishResult(
             self.req.tag,
@@ -343,7 +348,10 @@ class Publisher:
                 "latest full release, so they cannot see this one until a full release exists"
             )
             return None
-        session.upload(full, BETA_POINTER_ASSET, (tag + "\n").encode(), None, "text/plain")
+        # The release list embeds the assets: a pointer that is already right costs nothing.
+        session.upload(
+            full, BETA_POINTER_ASSET, (tag + "\n").encode(), None, "text/plain", full.assets
+        )
         return f"{full.tag_name}/{BETA_POINTER_ASSET} -> {tag}"
 
 

@@ -1,0 +1,512 @@
+"""`lcm release publish|verify|list` end to end against a real `lcm host`, through PyGithub.
+
+Nothing is faked: the host is the real one on loopback, the publisher talks
+to it with PyGithub, and `verify` downloads through the browser URLs a device
+uses. Faults (502 storms, dropped uploads) are injected by the host itself.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from github import Auth, Github
+from typer.testing import CliRunner
+
+from cert_sector import manifest as mf
+from cert_sector.assets import (
+    BETA_POINTER_ASSET,
+    MANIFEST_ASSET,
+    PACK_ASSET,
+    SECTOR_ASSET,
+    SUMS_ASSET,
+)
+from publisher import signing
+from publisher.cli import app
+from publisher.host.server import HostServer, start_host
+from publisher.release import github as gh
+from publisher.release.errors import VerifyError
+from publisher.release.publish import PublishRequest, publish
+from publisher.release.verify import Trust, verify_release
+from tests.keyfactory import make_manifest, make_sector
+from tests.test_release_build import esp32_image
+
+TOKEN = "lcm-test-token-5f2c9a"
+REPO = "acme/widget"
+APP = {
+    "main.py": b"import widget\nwidget.run()\n",
+    "widget/__init__.py": b"def run():\n    print('widget 1')\n",
+    "widget/led.py": b"PIN = 2\n",
+    "data/config.json": b'{"blink": 3}\n',
+}
+
+
+@dataclass
+class World:
+    tmp: Path
+    host: HostServer
+    root_pub: Path
+    key: Path
+    sector: Path
+    signer: signing.Signer
+    root: signing.Signer
+    app: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"GITHUB_TOKEN": TOKEN, "LCM_GITHUB_API": self.host.api_url}
+
+    def github(self) -> Github:
+        return Github(
+            base_url=self.host.api_url,
+            auth=Auth.Token(TOKEN),
+            retry=None,
+            seconds_between_requests=None,
+            seconds_between_writes=None,
+        )
+
+    def releases(self, repo: str = REPO) -> list:
+        return list(self.github().get_repo(repo).get_releases())
+
+
+def write_app(root: Path, files: dict[str, bytes]) -> Path:
+    for path, data in files.items():
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return root
+
+
+@pytest.fixture
+def world(tmp_path):
+    host = start_host(tmp_path / "host", token=TOKEN, repos=[REPO, "acme/other"])
+    _, root_pub, root = signing.generate(tmp_path / "keys", "root", None)
+    key, _, signer = signing.generate(tmp_path / "keys", "release", None)
+    sector = tmp_path / "certs.sector"
+    sector.write_bytes(make_sector(REPO, [root], [signer]))
+    try:
+        yield World(
+            tmp_path, host, root_pub, key, sector, signer, root, write_app(tmp_path / "app", APP)
+        )
+    finally:
+        host.shutdown()
+
+
+def lcm(world: World, *args: str, code: int = 0, env: dict[str, str] | None = None):
+    result = CliRunner().invoke(app, list(args), env=world.env if env is None else env)
+    assert result.exit_code == code, result.output
+    return result
+
+
+def publish_cli(world: World, tag: str, *extra: str, source: Path | None = None, code: int = 0):
+    args = [
+        "release",
+        "publish",
+        str(source or world.app),
+        "--repo",
+        REPO,
+        "--tag",
+        tag,
+        "--key",
+        str(world.key),
+        "--certs",
+        str(world.sector),
+        "--retry-delay",
+        "0",
+        *extra,
+    ]
+    result = lcm(world, *args, code=code)
+    return json.loads(result.stdout) if code == 0 and "--json" in extra else result
+
+
+def verify_cli(world: World, *extra: str, code: int = 0):
+    args = ["release", "verify", "--repo", REPO, "--root", str(world.root_pub), *extra]
+    return lcm(world, *args, code=code)
+
+
+def test_publish_then_verify_and_list(world):
+    out = publish_cli(world, "v1.0.0", "--board", "esp32", "--json")
+    assert (out["state"], out["seq"], out["channel"], out["kind"]) == (
+        "published",
+        1,
+        "stable",
+        "files",
+    )
+    assert set(out["assets"]) == {
+        PACK_ASSET,
+        SECTOR_ASSET,
+        SUMS_ASSET,
+        BETA_POINTER_ASSET,
+        MANIFEST_ASSET,
+    }
+    assert out["url"].endswith(f"/{REPO}/releases/tag/v1.0.0")
+
+    (release,) = world.releases()
+    assert (release.tag_name, release.draft, release.prerelease) == ("v1.0.0", False, False)
+
+    ok = json.loads(verify_cli(world, "--json").stdout)
+    assert (ok["valid"], ok["tag"], ok["seq"], ok["files"]) == (True, "v1.0.0", 1, len(APP))
+    assert ok["boards"] == ["esp32"]
+    # The same with the trusted sector instead of pinned roots, and by tag.
+    lcm(world, "release", "verify", "--repo", REPO, "--certs", str(world.sector), "--tag", "v1.0.0")
+
+    rows = json.loads(lcm(world, "release", "list", "--repo", REPO, "--json").stdout)
+    assert [(r["tag"], r["sequence"], r["channel"], r["kind"], r["state"]) for r in rows] == [
+        ("v1.0.0", 1, "stable", "files", "published")
+    ]
+    assert rows[0]["assets"][PACK_ASSET] == sum(len(d) for d in APP.values())
+    table = lcm(world, "release", "list", "--repo", REPO).stdout
+    assert "v1.0.0" in table and "stable" in table
+
+
+def test_the_token_is_never_printed(world):
+    result = publish_cli(world, "v1.0.0")
+    assert TOKEN not in result.output
+    assert "published" in result.output
+
+
+@pytest.mark.parametrize(
+    ("asset", "tamper", "named"),
+    [
+        (PACK_ASSET, lambda b: b[:5] + bytes([b[5] ^ 1]) + b[6:], "file data/config.json"),
+        (MANIFEST_ASSET, lambda b: b[:12] + b"\xff" + b[13:], "bad manifest signature"),
+        (SECTOR_ASSET, lambda b: b[:-1] + bytes([b[-1] ^ 1]), "signed by 0 of the trusted roots"),
+        (SUMS_ASSET, lambda b: b"0" + b[1:], "does not list the SHA-256"),
+        (BETA_POINTER_ASSET, lambda b: b"v0.0.1\n", "points at v0.0.1"),
+        (PACK_ASSET, lambda b: b + b"extra", "more than the"),
+    ],
+)
+def test_tampering_any_asset_fails_verify_naming_it(world, asset, tamper, named):
+    publish_cli(world, "v1.0.0")
+    verify_cli(world)
+    # Someone with the token but not the release key replaces an asset.
+    release = world.github().get_repo(REPO).get_release("v1.0.0")
+    (old,) = [a for a in release.get_assets() if a.name == asset]
+    _, _, chunks = old.download_asset()
+    original = b"".join(chunks)
+    old.delete_asset()
+    forged = tamper(original)
+    release.upload_asset_from_memory(
+        io.BytesIO(forged), len(forged), asset, "application/octet-stream"
+    )
+    result = verify_cli(world, code=1)
+    assert f"error: {asset}: " in result.output
+    assert named in result.output
+
+
+def test_publishing_twice_is_idempotent(world):
+    first = publish_cli(world, "v1.0.0", "--json")
+    world.host.clear_requests()
+    second = publish_cli(world, "v1.0.0", "--json")
+    assert second["state"] == "already published"
+    assert second["seq"] == first["seq"] == 1
+    assert set(second["assets"].values()) == {"kept"}
+    uploads = [r for r in world.host.requests if r.method == "POST"]
+    assert uploads == []
+    assert [r.tag_name for r in world.releases()] == ["v1.0.0"]
+    verify_cli(world)
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no exception handler sees it."""
+
+
+def _kill_at(monkeypatch, k: int, after: bool) -> list[str]:
+    """Make the k-th API step die before it runs, or after it ran but before its answer."""
+    original = gh.Session.call
+    counter = itertools.count()
+    steps: list[str] = []
+
+    def call(self, what, step):
+        n = next(counter)
+        steps.append(what)
+        if n == k and not after:
+            raise Killed(what)
+        result = original(self, what, step)
+        if n == k and after:
+            raise Killed(what)
+        return result
+
+    monkeypatch.setattr(gh.Session, "call", call)
+    return steps
+
+
+def _session(world: World) -> gh.Session:
+    return gh.Session(world.host.api_url, TOKEN, retry=gh.RetryPolicy(base_delay=0))
+
+
+def _request(
+    world: World, tag: str, repo: str = REPO, sector: bytes | None = None
+) -> PublishRequest:
+    return PublishRequest(
+        source=world.app,
+        repo=repo,
+        tag=tag,
+        signer=world.signer,
+        sector=sector or world.sector.read_bytes(),
+    )
+
+
+# Steps that change the host: killing one after it ran (its answer lost) differs
+# from killing the next one before it runs.
+MUTATING = ("creating", "uploading", "removing", "publishing", "deleting", "turning")
+
+
+def test_publish_killed_at_any_step_then_rerun_ends_with_one_release(world, monkeypatch):
+    # The steps of a publish when a release exists already.
+    publish(_session(world), _request(world, "v1.0.0"))
+    steps = _kill_at(monkeypatch, -1, False)
+    publish(_session(world), _request(world, "v1.1.0"))
+    monkeypatch.undo()
+    kills = [(k, False) for k in range(len(steps))]
+    kills += [(k, True) for k, what in enumerate(steps) if what.startswith(MUTATING)]
+    assert len(steps) > 8 and len(kills) > len(steps)
+
+    for n, (k, after) in enumerate(kills):
+        # A fresh repo each time, with a published release already there.
+        repo = f"acme/kill{n}"
+        world.host.create_repo(repo)
+        sector = make_sector(repo, [world.root], [world.signer])
+        publish(_session(world), _request(world, "v1.0.0", repo, sector))
+        _kill_at(monkeypatch, k, after)
+        with pytest.raises(Killed):
+            publish(_session(world), _request(world, "v1.1.0", repo, sector))
+        monkeypatch.undo()
+        result = publish(_session(world), _request(world, "v1.1.0", repo, sector))
+        assert result.state in ("published", "already published"), (steps[k], after)
+        releases = world.releases(repo)
+        assert sorted((r.tag_name, r.draft) for r in releases) == [
+            ("v1.0.0", False),
+            ("v1.1.0", False),
+        ], (steps[k], after)
+        seqs = sorted(mf.parse_manifest(_manifest_of(world, r)).seq for r in releases)
+        assert seqs == [1, 2], (steps[k], after)
+        latest = verify_release(world.host.url, repo, Trust(sector=sector))
+        assert (latest.tag, latest.seq, latest.beta_pointer) == ("v1.1.0", 2, "v1.1.0")
+
+
+def _manifest_of(world: World, release) -> bytes:
+    (asset,) = [a for a in release.get_assets() if a.name == MANIFEST_ASSET]
+    _, _, chunks = asset.download_asset()
+    return b"".join(chunks)
+
+
+def test_wrong_or_missing_token(world):
+    env = {**world.env, "GITHUB_TOKEN": "not-the-token"}
+    args = ["release", "publish", str(world.app), "--repo", REPO, "--tag", "v1.0.0"]
+    args += ["--key", str(world.key), "--certs", str(world.sector)]
+    result = lcm(world, *args, code=1, env=env)
+    assert "rejected the token in $GITHUB_TOKEN (401" in result.output
+    assert "not-the-token" not in result.output
+    env = {k: v for k, v in world.env.items() if k != "GITHUB_TOKEN"}
+    env_clean = {**env, "GITHUB_TOKEN": ""}
+    assert "$GITHUB_TOKEN is not set" in lcm(world, *args, code=1, env=env_clean).output
+    result = lcm(world, *args, "--token-env", "MY_TOKEN", code=1, env={**env, "MY_TOKEN": "x"})
+    assert "$MY_TOKEN" in result.output
+    assert world.releases() == []
+
+
+def test_missing_repo(world):
+    args = ["release", "publish", str(world.app), "--repo", "acme/nope", "--tag", "v1.0.0"]
+    args += ["--key", str(world.key), "--certs", str(world.sector)]
+    assert "repository acme/nope not found" in lcm(world, *args, code=1).output
+    result = lcm(
+        world, "release", "verify", "--repo", "acme/nope", "--root", str(world.root_pub), code=1
+    )
+    assert "error: latest release: " in result.output
+
+
+def test_sequence_must_exceed_every_release_drafts_included(world):
+    publish_cli(world, "v1.0.0", "--seq", "5")
+    result = publish_cli(world, "v1.1.0", "--seq", "3", code=1)
+    assert "--seq 3 is not above sequence 5 of release v1.0.0" in result.output
+    assert "--seq 5 is not above" in publish_cli(world, "v1.1.0", "--seq", "5", code=1).output
+    # A draft's manifest counts too (a publish that died before publishing).
+    draft = world.github().get_repo(REPO).create_git_release("v9.0.0", "v9.0.0", "", draft=True)
+    manifest, _ = make_manifest(REPO, world.signer, {"main.py": b"x"}, seq=9, version="9.0.0")
+    draft.upload_asset_from_memory(io.BytesIO(manifest), len(manifest), MANIFEST_ASSET)
+    assert publish_cli(world, "v1.1.0", "--json")["seq"] == 10
+
+
+def test_same_tag_different_content_needs_force_and_a_new_sequence(world):
+    publish_cli(world, "v1.0.0")
+    (world.app / "widget" / "led.py").write_bytes(b"PIN = 4\n")
+    result = publish_cli(world, "v1.0.0", code=1)
+    assert "v1.0.0 is already published with different content (sequence 1)" in result.output
+    assert "--force" in result.output
+    out = publish_cli(world, "v1.0.0", "--force", "--json")
+    assert (out["state"], out["seq"]) == ("published", 2)
+    assert [r.tag_name for r in world.releases()] == ["v1.0.0"]
+    ok = json.loads(verify_cli(world, "--json", "--installed-seq", "1").stdout)
+    assert ok["seq"] == 2
+
+
+def test_key_not_in_the_cert_sector(world):
+    other_key, _, _ = signing.generate(world.tmp / "keys", "stranger", None)
+    args = ["release", "publish", str(world.app), "--repo", REPO, "--tag", "v1.0.0"]
+    args += ["--key", str(other_key), "--certs", str(world.sector)]
+    result = lcm(world, *args, code=1)
+    assert "is not a release key of the cert sector (--certs)" in result.output
+    assert world.releases() == []
+    # A sector of another repo is refused as well.
+    _, _, root = signing.generate(world.tmp / "k2", "root", None)
+    (world.tmp / "other.sector").write_bytes(make_sector("acme/other", [root], [world.signer]))
+    args[-1] = str(world.tmp / "other.sector")
+    args[args.index("--key") + 1] = str(world.key)
+    assert "sector is for acme/other" in lcm(world, *args, code=1).output
+    # Without --certs and no release yet there is no sector to check against.
+    args = args[:-2]
+    assert "pass --certs" in lcm(world, *args, code=1).output
+
+
+def test_later_releases_reuse_the_published_sector(world):
+    publish_cli(world, "v1.0.0")
+    args = ["release", "publish", str(world.app), "--repo", REPO, "--tag", "v1.0.1"]
+    lcm(world, *args, "--key", str(world.key))
+    verify_cli(world)
+
+
+def test_bad_source(world, tmp_path):
+    result = publish_cli(world, "v1.0.0", source=tmp_path / "missing", code=1)
+    assert "does not exist" in result.output
+    (tmp_path / "empty").mkdir()
+    assert (
+        "holds no files" in publish_cli(world, "v1.0.0", source=tmp_path / "empty", code=1).output
+    )
+    big = write_app(tmp_path / "big", {"main.py": b"x"})
+    with open(big / "blob.bin", "wb") as f:
+        f.truncate(mf.MAX_FILE_SIZE + 1)  # sparse: refused from its size, never read
+    assert "more than 16777216 per file" in publish_cli(world, "v1.0.0", source=big, code=1).output
+    esc = write_app(tmp_path / "esc", {"main.py": b"x"})
+    os.symlink(world.key, esc / "key.pem")
+    result = publish_cli(world, "v1.0.0", source=esc, code=1)
+    assert "'key.pem' is a symlink to" in result.output and "outside SOURCE" in result.output
+    assert "--tag 'latest' is not v + MAJOR" in publish_cli(world, "latest", code=1).output
+    assert world.releases() == []
+
+
+def test_502_storm_is_retried(world):
+    world.host.inject_fault("status502", 6)
+    out = publish_cli(world, "v1.0.0", "--json")
+    assert out["state"] == "published"
+    assert out["retries"] >= 6
+    assert [r.status for r in world.host.requests].count(502) == 6
+    verify_cli(world)
+
+
+def test_endless_502_storm_fails_clearly_and_a_rerun_finishes(world):
+    world.host.inject_fault("status502", 1000)
+    result = publish_cli(world, "v1.0.0", "--retries", "3", code=1)
+    assert "kept failing (502" in result.output and "after 3 attempts" in result.output
+    world.host.state.faults._pending.clear()  # the outage is over
+    assert publish_cli(world, "v1.0.0", "--json")["state"] == "published"
+    assert [r.tag_name for r in world.releases()] == ["v1.0.0"]
+    verify_cli(world)
+
+
+def test_dropped_uploads_are_replaced(world):
+    world.host.inject_fault("drop_upload", 3)
+    out = publish_cli(world, "v1.0.0", "--json")
+    assert out["state"] == "published"
+    (release,) = world.releases()
+    assert {a.state for a in release.get_assets()} == {"uploaded"}
+    verify_cli(world)
+
+
+def test_upload_dropped_every_time_fails_then_rerun_completes(world):
+    world.host.inject_fault("drop_upload", 1000)
+    result = publish_cli(world, "v1.0.0", "--retries", "2", code=1)
+    assert "uploading pack.lcm to v1.0.0" in result.output
+    assert "failed after 2 attempts" in result.output
+    world.host.state.faults._pending.clear()
+    (draft,) = world.releases()
+    assert draft.draft  # nothing half-uploaded is visible to devices
+    assert "latest release" in verify_cli(world, code=1).output
+    assert publish_cli(world, "v1.0.0", "--json")["state"] == "published"
+    verify_cli(world)
+
+
+def test_beta_channel_pointer(world):
+    out = publish_cli(world, "v1.1.0-beta.1", "--prerelease", "--json")
+    assert out["channel"] == "beta"
+    assert any("no full release yet" in w for w in out["warnings"])
+    publish_cli(world, "v1.0.0", "--seq", "5")
+    verify_cli(world, "--channel", "beta")  # the pointer names v1.0.0 itself
+    out = publish_cli(world, "v1.1.0-beta.2", "--prerelease", "--json")
+    assert out["beta_pointer"] == "v1.0.0/beta.tag -> v1.1.0-beta.2"
+    beta = json.loads(verify_cli(world, "--channel", "beta", "--json").stdout)
+    assert (beta["tag"], beta["channel"], beta["seq"]) == ("v1.1.0-beta.2", "beta", 6)
+    stable = json.loads(verify_cli(world, "--json").stdout)
+    assert (stable["tag"], stable["beta_pointer"]) == ("v1.0.0", "v1.1.0-beta.2")
+    out = publish_cli(world, "v1.1.0", "--json")
+    assert out["beta_pointer"] == "v1.1.0/beta.tag -> v1.1.0"
+    beta = json.loads(verify_cli(world, "--channel", "beta", "--json").stdout)
+    assert beta["tag"] == "v1.1.0"
+
+
+def test_firmware_release(world, tmp_path):
+    image = tmp_path / "micropython.bin"
+    image.write_bytes(esp32_image())
+    out = publish_cli(
+        world, "v2.0.0", "--kind", "firmware", "--board", "esp32", "--json", source=image
+    )
+    assert out["kind"] == "firmware"
+    ok = json.loads(verify_cli(world, "--json").stdout)
+    assert (ok["kind"], ok["files"], ok["pack_size"]) == ("firmware", 1, image.stat().st_size)
+    elf = tmp_path / "app.elf"
+    elf.write_bytes(b"\x7fELF" + bytes(60))
+    result = publish_cli(
+        world, "v2.0.1", "--kind", "firmware", "--board", "esp32", source=elf, code=1
+    )
+    assert "not an ESP firmware image" in result.output
+
+
+def test_verify_argument_errors(world):
+    base = ["release", "verify", "--repo", REPO]
+    assert "either --root" in lcm(world, *base, code=1).output
+    both = [*base, "--root", str(world.root_pub), "--certs", str(world.sector)]
+    assert "either --root" in lcm(world, *both, code=1).output
+    tagged = [*base, "--root", str(world.root_pub), "--tag", "v1.0.0", "--channel", "beta"]
+    assert "not both" in lcm(world, *tagged, code=1).output
+    publish_cli(world, "v1.0.0")
+    assert (
+        "certs.sector: missing from the release (404"
+        in verify_cli(world, "--tag", "v7.0.0", code=1).output
+    )
+    assert (
+        "--channel: must be stable or beta"
+        in verify_cli(world, "--channel", "nightly", code=1).output
+    )
+    _, wrong_root, _ = signing.generate(world.tmp / "k3", "root", None)
+    result = lcm(world, *base, "--root", str(wrong_root), code=1)
+    assert "certs.sector: sector signed by 0 of the trusted roots" in result.output
+    assert "not above the installed 1" in verify_cli(world, "--installed-seq", "1", code=1).output
+
+
+def test_web_url_is_derived_from_the_api_url():
+    assert gh.web_url_for("https://api.github.com") == "https://github.com"
+    assert gh.web_url_for("https://ghe.example/api/v3/") == "https://ghe.example"
+    assert gh.web_url_for("http://127.0.0.1:8000/api/v3") == "http://127.0.0.1:8000"
+    with pytest.raises(Exception, match="pass --web-url"):
+        gh.web_url_for("https://example.com/weird")
+
+
+def test_verify_rejects_a_manifest_from_another_tag(world):
+    publish_cli(world, "v1.0.0")
+    publish_cli(world, "v1.0.1")
+    repo = world.github().get_repo(REPO)
+    old = _manifest_of(world, repo.get_release("v1.0.0"))
+    new = repo.get_release("v1.0.1")
+    (asset,) = [a for a in new.get_assets() if a.name == MANIFEST_ASSET]
+    asset.delete_asset()
+    new.upload_asset_from_memory(io.BytesIO(old), len(old), MANIFEST_ASSET)
+    result = verify_cli(world, code=1)
+    assert "manifest.lcm: is for version 1.0.0, but the release tag is v1.0.1" in result.output
+    with pytest.raises(VerifyError) as info:
+        verify_release(world.host.url, REPO, Trust(sector=world.sector.read_bytes()))
+    assert info.value.asset == MANIFEST_ASSET
