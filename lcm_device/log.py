@@ -41,41 +41,47 @@ _hal = None
 _dev = "000000000000"
 _seq = 0
 _size = 0  # bytes in the current half
-_torn = False  # the current half does not end with a newline (power cut mid-write)
+_torn = False  # the current half may end in a torn record (power cut mid-write)
 _online = False
-_host = BROADCAST
-_port = DEFAULT_PORT
+_target = (BROADCAST, DEFAULT_PORT)
 _sock = None
-_addr = None
 _boot_ms = ticks_ms()
 
 
 def setup(hal, cfg):
     """Remember the HAL and the UDP target; continue the sequence from the ring."""
-    global _hal, _dev, _seq, _size, _torn, _host, _port
+    global _hal, _dev, _seq, _size, _torn, _target
     _hal = hal
     try:
         _dev = binascii.hexlify(hal.unique_id()).decode()
+        _target = (cfg.get("log_host") or BROADCAST, int(cfg.get("log_port") or DEFAULT_PORT))
     except Exception:
         pass
     try:
-        _host = cfg.get("log_host") or BROADCAST
-        _port = int(cfg.get("log_port") or DEFAULT_PORT)
+        for line in read_ring(hal):
+            _seq = max(_seq, int(line.split(" ", 2)[1]))
     except Exception:
         pass
     try:
-        _seq = max(_seq, _last_seq(hal))
+        from lcm_device.hal.fs import makedirs
+
+        makedirs(hal.fs, hal.root + "/lcm/state")
     except Exception:
         pass
     try:
-        _size, _torn = _tail(hal.root + RING)
+        # A current half that does not end with a newline was cut mid-write.
+        path = hal.root + RING
+        _size = max(0, file_size(path))
+        with open(path, "rb") as f:
+            f.seek(_size - 1)
+            _torn = f.read(1) != b"\n"
     except Exception:
-        _size, _torn = 0, False
+        _torn = _size > 0
 
 
 def online(up=True):
     """Tell the logger whether the network is up (the manager calls this after Wi-Fi)."""
-    global _online, _sock, _addr
+    global _online, _sock
     _online = up
     if not up and _sock is not None:
         try:
@@ -83,21 +89,25 @@ def online(up=True):
         except Exception:
             pass
         _sock = None
-        _addr = None
 
 
 def log(text):
     """Print `text`, append it to the ring, and send it over UDP when online. Never raises."""
-    global _seq
+    global _seq, _sock
     try:
         _seq += 1
-        line = format_line(_dev, _seq, _clock(), text)
-    except Exception:
-        return
-    try:
+        when = None
+        if _hal is not None:
+            try:
+                when = _hal.time()
+            except Exception:
+                pass
+        if when is None:
+            when = "+" + str(ticks_diff(ticks_ms(), _boot_ms) // 1000) + "s"
+        line = format_line(_dev, _seq, when, text)
         print(line)
     except Exception:
-        pass
+        return
     if _hal is not None:
         try:
             _append(line)
@@ -105,33 +115,26 @@ def log(text):
             pass
     if _online:
         try:
-            _send(line)
+            if _sock is None:
+                import socket
+
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+                except Exception:
+                    pass
+                _sock = (s, socket.getaddrinfo(_target[0], _target[1])[0][-1])
+            _sock[0].sendto(line.encode() + b"\n", _sock[1])
         except Exception:
             pass
 
 
 def format_line(dev, seq, when, text):
     """One log line; `when` is Unix seconds (int) or a string such as `+12s`."""
-    text = str(text).replace("\n", " ").replace("\r", " ")
-    if len(text) > _MAX_TEXT:
-        text = text[:_MAX_TEXT]
+    text = str(text).replace("\n", " ").replace("\r", " ")[:_MAX_TEXT]
     if not isinstance(when, str):
         when = iso_time(when)
     return dev + " " + str(seq) + " " + when + " " + text
-
-
-def parse_line(line):
-    """(device, seq, time, text) of a log line, or None when it is not one."""
-    parts = line.split(" ", 3)
-    if len(parts) < 3:
-        return None
-    try:
-        seq = int(parts[1])
-    except ValueError:
-        return None
-    if not parts[0] or seq < 0:
-        return None
-    return parts[0], seq, parts[2], parts[3] if len(parts) > 3 else ""
 
 
 def iso_time(t):
@@ -153,119 +156,45 @@ def iso_time(t):
 
 
 def read_ring(hal):
-    """Yield the buffered lines, oldest first (only `hal.root` is used)."""
+    """Yield the buffered lines, oldest first; torn records are skipped (only `hal.root`
+    is used, so CPython can read a simulated device's ring)."""
     for path in (hal.root + RING_OLD, hal.root + RING):
-        for line in _records(path):
-            yield line
-
-
-def _clock():
-    t = None
-    if _hal is not None:
         try:
-            t = _hal.time()
-        except Exception:
-            t = None
-    if t is not None:
-        return t
-    return "+" + str(ticks_diff(ticks_ms(), _boot_ms) // 1000) + "s"
-
-
-def _records(path):
-    """Valid records of one ring half; a missing or unreadable file ends it."""
-    try:
-        with open(path, "rb") as f:
-            while True:
-                raw = f.readline(MAX_RECORD)
-                if not raw:
-                    break
-                line = _check_record(raw)
-                if line is not None:
-                    yield line
-    except OSError:
-        return
-
-
-def _check_record(raw):
-    if raw[-1:] != b"\n":
-        return None
-    space = raw.find(b" ")
-    if space <= 0:
-        return None
-    try:
-        n = int(raw[:space])
-        body = raw[space + 1 : -1]
-        if n != len(body):
-            return None
-        return body.decode()
-    except (ValueError, UnicodeError):
-        return None
-
-
-def _last_seq(hal):
-    last = 0
-    for line in read_ring(hal):
-        parsed = parse_line(line)
-        if parsed is not None and parsed[1] > last:
-            last = parsed[1]
-    return last
-
-
-def _tail(path):
-    """(size, torn) of the current half."""
-    size = file_size(path)
-    if size <= 0:
-        return 0, False
-    with open(path, "rb") as f:
-        f.seek(size - 1)
-        return size, f.read(1) != b"\n"
+            with open(path, "rb") as f:
+                while True:
+                    raw = f.readline(MAX_RECORD)
+                    if not raw:
+                        break
+                    space = raw.find(b" ")
+                    if raw[-1:] != b"\n" or space <= 0:
+                        continue
+                    try:
+                        if int(raw[:space]) == len(raw) - space - 2:
+                            yield raw[space + 1 : -1].decode()
+                    except (ValueError, UnicodeError):
+                        pass
+        except OSError:
+            pass
 
 
 def _append(line):
     global _size, _torn
     body = line.encode()
     rec = str(len(body)).encode() + b" " + body + b"\n"
-    if _torn:
-        rec = b"\n" + rec
     fs = _hal.fs
     if _size and _size + len(rec) > _HALF:
         # Rename is atomic: the ring holds the old half or the new one, never neither.
         fs.rename(_hal.root + RING, _hal.root + RING_OLD)
         _size = 0
-        if _torn:
-            rec = rec[1:]
         _torn = False
-    f = _open_append(fs, _hal.root + RING)
+    if _torn:
+        # The next record after a torn one starts on a fresh line.
+        rec = b"\n" + rec
+    f = fs.open_append(_hal.root + RING)
     try:
-        # Until the write completes, a reset would leave a torn record: start the
-        # next one on a fresh line in that case.
-        _torn = True
+        _torn = True  # until the write is complete
         f.write(rec)
         _torn = False
     finally:
         f.close()
     _size += len(rec)
-
-
-def _open_append(fs, path):
-    # The HAL contract's `fs` may grow `open_append`; until it does, appending
-    # (one small write per line) goes straight to the file.
-    opener = getattr(fs, "open_append", None)
-    if opener is not None:
-        return opener(path)
-    return open(path, "ab")
-
-
-def _send(line):
-    global _sock, _addr
-    import socket
-
-    if _sock is None:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        except Exception:
-            pass
-        _addr = socket.getaddrinfo(_host, _port)[0][-1]
-        _sock = s
-    _sock.sendto(line.encode() + b"\n", _addr)

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 from lcm_device import log as device_log
+from publisher.commands.logs import parse_line
 from publisher.micropython import build_mpy, run_micropython
-from tests.device.test_log_micropython import HAL_DOUBLE
+from tests.device.test_log_micropython import DEVICE, DEVICE_ENV
 
 LCM = [sys.executable, "-c", "from publisher.cli import main; main()"]
-DEVICE = "240ac4123456"
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +31,16 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_mpy(tmp_path_factory.mktemp("mpy"))
 
 
-def device(build: Path, workdir: Path, code: str) -> subprocess.CompletedProcess[str]:
-    """Run `code` in the unix port with the device code and the HAL double importable."""
-    (workdir / "haldouble.py").write_text(HAL_DOUBLE)
+def device(build: Path, workdir: Path, code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` in the unix port from .mpy, with the unix HAL's flash in `workdir`."""
     (workdir / "snippet.py").write_text(textwrap.dedent(code))
-    return run_micropython(["snippet.py"], path=[build, workdir], cwd=workdir, timeout=60)
+    return run_micropython(
+        ["snippet.py"],
+        path=[build],
+        cwd=workdir,
+        timeout=60,
+        extra_env={**DEVICE_ENV, **env},
+    )
 
 
 def lcm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -87,13 +92,18 @@ def test_lcm_logs_prints_a_micropython_udp_line_with_device_and_time(
         build,
         tmp_path,
         f"""
-        from haldouble import Hal
+        from lcm_device.hal.unix import UnixHal
         from lcm_device import log
-        log.setup(Hal(), {{"log_host": "127.0.0.1", "log_port": {logs.port}}})
+
+        class Clock(UnixHal):
+            def time(self):
+                return 1795939658
+
+        log.setup(UnixHal(), {{"log_host": "127.0.0.1", "log_port": {logs.port}}})
         log.log("offline: ring and console only")
         log.online(True)
         log.log("update check: nothing new")
-        log.setup(Hal(clock=1795939658), {{"log_host": "127.0.0.1", "log_port": {logs.port}}})
+        log.setup(Clock(), {{"log_host": "127.0.0.1", "log_port": {logs.port}}})
         log.log("clock known")
         """,
     )
@@ -121,9 +131,14 @@ def test_lcm_logs_json_and_hostile_datagrams(build: Path, tmp_path: Path, listen
         build,
         tmp_path,
         f"""
-        from haldouble import Hal
+        from lcm_device.hal.unix import UnixHal
         from lcm_device import log
-        log.setup(Hal(clock=1795939658), {{"log_host": "127.0.0.1", "log_port": {logs.port}}})
+
+        class Clock(UnixHal):
+            def time(self):
+                return 1795939658
+
+        log.setup(Clock(), {{"log_host": "127.0.0.1", "log_port": {logs.port}}})
         log.online(True)
         log.log("json line")
         """,
@@ -147,14 +162,14 @@ def test_ring_survives_a_restart(build: Path, tmp_path: Path) -> None:
             build,
             tmp_path,
             f"""
-            from haldouble import Hal
+            from lcm_device.hal.unix import UnixHal
             from lcm_device import log
-            log.setup(Hal(), {{}})
+            log.setup(UnixHal(), {{}})
             log.log("boot {boot} a")
             log.log("boot {boot} b")
             """,
         )
-    result = lcm("logs", "--state", str(tmp_path / "state"))
+    result = lcm("logs", "--state", str(tmp_path))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines == [
@@ -164,36 +179,46 @@ def test_ring_survives_a_restart(build: Path, tmp_path: Path) -> None:
 
 
 def test_torn_ring_write_loses_at_most_that_line(build: Path, tmp_path: Path) -> None:
-    # Three lines, then the power is cut half way through the fourth line's write.
+    # Three lines, then the power is cut half way through the fourth line's write
+    # (flash mutation 1 opens the ring for appending, 2 is the write).
+    device(
+        build,
+        tmp_path,
+        """
+        from lcm_device.hal.unix import UnixHal
+        from lcm_device import log
+        log.setup(UnixHal(), {})
+        for i in range(3):
+            log.log("kept %d" % i)
+        """,
+    )
     cut = device(
         build,
         tmp_path,
         """
-        from haldouble import Hal
+        from lcm_device.hal.unix import UnixHal
         from lcm_device import log
-        log.setup(Hal(), {})
-        for i in range(3):
-            log.log("kept %d" % i)
-        log.setup(Hal(cut_at=1), {})
+        log.setup(UnixHal(), {})
         log.log("torn by the power cut")
         print("NOT REACHED")
         """,
+        LCM_FAULT_AT="2",
     )
-    assert cut.returncode == 76
+    assert cut.returncode == 76, cut.stdout + cut.stderr
     assert "NOT REACHED" not in cut.stdout
-    ring = (tmp_path / "state/lcm/state/log.ring").read_bytes()
+    ring = (tmp_path / "lcm/state/log.ring").read_bytes()
     assert not ring.endswith(b"\n")  # the cut really left half a record
     device(
         build,
         tmp_path,
         """
-        from haldouble import Hal
+        from lcm_device.hal.unix import UnixHal
         from lcm_device import log
-        log.setup(Hal(), {})
+        log.setup(UnixHal(), {})
         log.log("after the cut")
         """,
     )
-    result = lcm("logs", "--state", str(tmp_path / "state"), "--json")
+    result = lcm("logs", "--state", str(tmp_path), "--json")
     assert result.returncode == 0, result.stderr
     texts = [json.loads(line)["text"] for line in result.stdout.splitlines()]
     assert texts == ["kept 0", "kept 1", "kept 2", "after the cut"]
@@ -221,3 +246,10 @@ def test_iso_time_matches_the_calendar() -> None:
     for t in (0, 59, 86399, 86400, 951782400, 1709164800, 1795939658, 4102444800, 4107542399):
         expected = datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         assert device_log.iso_time(t) == expected
+
+
+def test_parse_line_refuses_other_text() -> None:
+    assert parse_line("240ac4123456 7 +3s hello world") == (DEVICE, 7, "+3s", "hello world")
+    assert parse_line("240ac4123456 7 +3s") == (DEVICE, 7, "+3s", "")
+    for bad in ("garbage", "a b", "a -1 c", "a x c", " 1 c", "a ١ c"):
+        assert parse_line(bad) is None, bad

@@ -1,7 +1,7 @@
 """`lcm logs`: print devices' UDP log lines live, or the flash ring of a simulated device.
 
-The line format is defined once, in `lcm_device.log` (the device side), and
-parsed here with the same code. Everything a device sends is untrusted text:
+The line format is defined in `lcm_device.log` (the device side, which only
+writes it) and parsed here. Everything a device sends is untrusted text:
 control characters are escaped before they reach the terminal.
 """
 
@@ -34,9 +34,17 @@ def clean(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def parse_line(line: str) -> tuple[str, int, str, str] | None:
+    """(device, seq, time, text) of a line in the `lcm_device.log` format, else None."""
+    parts = line.split(" ", 3)
+    if len(parts) < 3 or not parts[0] or not (parts[1].isascii() and parts[1].isdigit()):
+        return None
+    return parts[0], int(parts[1]), parts[2], parts[3] if len(parts) > 3 else ""
+
+
 def record(line: str, received: float | None, source: str | None) -> dict[str, Any]:
     """One log line as a dict; a line that is not in the device format keeps its raw text."""
-    parsed = device_log.parse_line(line)
+    parsed = parse_line(line)
     rec: dict[str, Any] = {
         "device": None,
         "seq": None,

@@ -1,0 +1,320 @@
+"""lcm_device.schedule in the real MicroPython unix port: rules, persistence, power cuts, watcher.
+
+Each process is one boot of the device; the state folder carries over between
+processes as flash does. Randomness is replaced by a scripted sequence where
+a test needs exact numbers.
+"""
+
+import textwrap
+
+from tests.device.test_log_micropython import DEVICE_ENV, HAL_DOUBLE, compile_module
+
+HELPERS = """
+import json
+from lcm_device import schedule
+from lcm_device.schedule import Schedule
+
+def seq(*values):
+    it = iter(values)
+    return lambda: next(it)
+
+def saved():
+    with open("lcm/state/schedule.json") as f:
+        return json.loads(f.read())
+"""
+
+
+# Most tests: the light HAL double. Power cuts: the real unix HAL (imported by the test).
+PRELUDE = HAL_DOUBLE + HELPERS
+# Big modules first: less fragmentation in the 24 KB heap.
+CUT_PRELUDE = "from lcm_device.hal.unix import UnixHal\nimport gc\ngc.collect()\n" + HELPERS
+# The watcher logs: load the logger first, as the manager's boot does.
+LOGGING_PRELUDE = "from lcm_device import log\n" + PRELUDE
+
+
+def run(mpy, code, env=None, prelude=PRELUDE, **kw):
+    """Run `code` after the prelude; the prelude is compiled with mpy-cross, as the device
+    code is, so that compiling it does not eat the 24 KB heap of the second pass."""
+    extra = compile_module(mpy.workdir, "prelude", prelude)
+    return mpy.run(
+        "from prelude import *\n" + textwrap.dedent(code),
+        extra_env={**DEVICE_ENV, **(env or {})},
+        extra_path=extra,
+        **kw,
+    )
+
+
+def test_fresh_device_checks_soon_then_at_the_jittered_interval(mpy):
+    out = run(
+        mpy,
+        """
+        s = Schedule(Hal(), {}, rand=seq(0.5, 0.0, 0.999999))
+        s.on_boot(100, True)
+        print("FRESH", s.seconds_until_due(100), s.due(105), s.due(104))
+        s.record_success(105)
+        print("LOW", s.seconds_until_due(105))
+        s.record_success(200)
+        print("HIGH", s.seconds_until_due(200))
+        print("SAVED", saved()["remaining"], saved()["failures"], saved()["requested"])
+        """,
+    ).stdout
+    assert "FRESH 5 True False" in out  # no saved state: within 10 s
+    assert "LOW 10800" in out  # 4 h - 25 %
+    assert "HIGH 17999" in out  # just under 4 h + 25 %
+    assert "SAVED 17999 0 False" in out
+
+
+def test_failures_back_off_with_full_jitter_up_to_the_cap(mpy):
+    out = run(
+        mpy,
+        """
+        top = Schedule(Hal(), {"check_interval_s": 3600}, rand=lambda: 0.999999)
+        other = Hal(root="other")
+        low = Schedule(other, {"check_interval_s": 3600}, rand=lambda: 0.0)
+        tops = []
+        lows = []
+        for i in range(12):
+            top.record_failure(0)
+            low.record_failure(0)
+            tops.append(top.seconds_until_due(0))
+            lows.append(low.seconds_until_due(0))
+        print("TOPS", tops)
+        print("LOWS", set(lows))
+        top.record_success(0)
+        print("RESET", top.failures, top.seconds_until_due(0) >= 2700)
+        """,
+    ).stdout
+    tops = eval(out.split("TOPS ")[1].splitlines()[0])
+    # Ceiling doubles from 60 s and stops at 2 x interval.
+    assert tops[:7] == [59, 119, 239, 479, 959, 1919, 3839]
+    assert tops[7:] == [7199] * 5
+    assert "LOWS {10}" in out  # never sooner than 10 s
+    assert "RESET 0 True" in out
+
+
+def test_power_on_spreads_over_the_window_and_reset_keeps_the_deadline(mpy):
+    run(
+        mpy,
+        """
+        s = Schedule(Hal(), {"power_on_window_s": 7200}, rand=seq(0.5, 0.25))
+        s.on_boot(0, True)
+        s.record_success(0)  # next check in 4 h - 25 % + 0.25 * 2 * 25 % = 12600 s
+        s.checkpoint(3599)  # too soon to rewrite flash
+        print("AFTER", saved()["remaining"])
+        s.checkpoint(3600)
+        print("CHECKPOINT", saved()["remaining"])
+        """,
+    )
+    out = run(
+        mpy,
+        """
+        # A reset (not a power-on): the saved seconds-remaining carry over.
+        s = Schedule(Hal(), {"power_on_window_s": 7200}, rand=seq(0.75))
+        s.on_boot(5, False)
+        print("RESET", s.seconds_until_due(5))
+        # Power-on: the old deadline is dropped for a uniform draw over the window.
+        s = Schedule(Hal(), {"power_on_window_s": 7200}, rand=seq(0.75))
+        s.on_boot(5, True)
+        print("POWERON", s.seconds_until_due(5))
+        """,
+    ).stdout
+    assert "RESET 9000" in out
+    assert "POWERON 5400" in out
+
+
+def test_known_wall_clock_counts_the_time_spent_off(mpy):
+    run(
+        mpy,
+        """
+        s = Schedule(Hal(clock=1795939658), {}, rand=seq(0.5, 0.5))
+        s.on_boot(0, False)
+        s.record_success(0)
+        print(saved())
+        """,
+    )
+    out = run(
+        mpy,
+        """
+        s = Schedule(Hal(clock=1795939658 + 3600), {})
+        s.on_boot(0, False)
+        print("LEFT", s.seconds_until_due(0))
+        s = Schedule(Hal(clock=1795939658 + 86400), {})
+        s.on_boot(0, False)
+        print("OVERDUE", s.due(0))
+        """,
+    ).stdout
+    assert "LEFT 10800" in out  # 14400 - 3600
+    assert "OVERDUE True" in out
+
+
+def test_request_survives_a_reset_until_a_check_is_recorded(mpy):
+    run(
+        mpy,
+        """
+        s = Schedule(Hal(), {}, rand=seq(0.5, 0.5))
+        s.on_boot(0, True)
+        s.record_success(0)
+        schedule.request_check(Hal(), {})
+        """,
+    )
+    out = run(
+        mpy,
+        """
+        s = Schedule(Hal(), {}, rand=seq(0.5))
+        s.on_boot(0, True)
+        print("DUE", s.due(0), s.seconds_until_due(0))
+        s.record_success(1)
+        print("AFTER", s.due(2), saved()["requested"])
+        """,
+    ).stdout
+    assert "DUE True 0" in out
+    assert "AFTER False False" in out
+
+
+def test_bad_config_and_damaged_state_fall_back_safely(mpy):
+    out = run(
+        mpy,
+        """
+        import os
+        s = Schedule(Hal(), {"check_interval_s": "often", "power_on_window_s": -5})
+        print("CFG", s.interval, s.window, s.cap)
+        s = Schedule(Hal(), {"check_interval_s": 1})
+        print("CLAMP", s.interval)
+        os.mkdir("lcm")
+        os.mkdir("lcm/state")
+        for bad in ("{not json", '{"failures": "x", "remaining": 5, "requested": false}', "[]",
+                    '{"failures": 99999, "remaining": -7, "requested": true}'):
+            with open("lcm/state/schedule.json", "w") as f:
+                f.write(bad)
+            s = Schedule(Hal(), {}, rand=seq(0.0))
+            s.on_boot(0, True)
+            print("STATE", s.failures, s.remaining, s.requested, s.due(0))
+        """,
+    ).stdout
+    assert "CFG 14400 0 28800" in out
+    assert "CLAMP 60" in out
+    states = [line for line in out.splitlines() if line.startswith("STATE")]
+    # Unreadable state counts as none (check soon); a valid one is clamped to sane bounds.
+    assert states[:3] == ["STATE 0 0 False True"] * 3
+    assert states[3] == "STATE 20 0 True True"
+
+
+def test_a_power_cut_while_saving_keeps_the_old_or_the_new_state(mpy):
+    run(
+        mpy,
+        """
+        s = Schedule(Hal(), {}, rand=seq(0.5, 0.5))
+        s.on_boot(0, True)
+        s.record_success(0)
+        print(saved())
+        """,
+    )
+    # Flash mutations of a save: 1 creates the temp file, 2 writes it, 3 renames it.
+    for cut_at in (1, 2, 3):
+        proc = run(
+            mpy,
+            """
+            s = Schedule(UnixHal(), {})
+            s.record_failure(0)
+            print("NOT REACHED")
+            """,
+            env={"LCM_FAULT_AT": str(cut_at)},
+            prelude=CUT_PRELUDE,
+            check=False,
+        )
+        assert proc.returncode == 76, proc.stdout + proc.stderr
+        out = run(
+            mpy,
+            """
+            s = Schedule(UnixHal(), {})
+            print("STATE", s.failures, s.remaining)
+            """,
+            prelude=CUT_PRELUDE,
+        ).stdout
+        assert "STATE 0 14400" in out
+    out = run(
+        mpy,
+        """
+        s = Schedule(UnixHal(), {}, rand=seq(0.5))
+        s.record_failure(0)
+        print("SAVED", saved()["failures"])
+        """,
+        env={"LCM_FAULT_AT": "4"},
+        prelude=CUT_PRELUDE,
+    ).stdout
+    assert "SAVED 1" in out
+
+
+def test_watcher_resets_into_the_manager_unless_the_app_holds(mpy):
+    proc = run(
+        mpy,
+        """
+        hal = Hal()
+        s = Schedule(hal, {}, rand=seq(0.5, 0.5))
+        s.on_boot(0, True)
+        s.record_success(0)
+        w = schedule.Watcher(hal, s)
+        print("EARLY", w.poll(100))
+        schedule.hold()
+        print("HELD", w.poll(20000), schedule._held)
+        schedule.hold(False)
+        w.poll(20001)
+        print("NOT REACHED")
+        """,
+        check=False,
+        prelude=LOGGING_PRELUDE,
+    )
+    assert proc.returncode == 75, proc.stderr
+    assert "EARLY False" in proc.stdout
+    assert "HELD False True" in proc.stdout
+    assert "check due, waiting while the app holds" in proc.stdout
+    assert "check due, resetting into the manager" in proc.stdout
+    assert "NOT REACHED" not in proc.stdout
+    out = run(mpy, 'print("REQUESTED", saved()["requested"])').stdout
+    assert "REQUESTED True" in out
+
+
+def test_arm_timer_polls_through_the_board_timer(mpy):
+    proc = run(
+        mpy,
+        """
+        class TimerHal(Hal):
+            def timer(self, period_ms, callback):
+                self.period = period_ms
+                self.callback = callback
+                return "timer"
+
+        hal = TimerHal()
+        schedule.request_check(hal, {})
+        w = schedule.arm_timer(hal, {})
+        print("PERIOD", hal.period, w.timer)
+        hal.callback()  # the timer fires
+        print("NOT REACHED")
+        """,
+        check=False,
+        prelude=LOGGING_PRELUDE,
+    )
+    assert proc.returncode == 75, proc.stdout + proc.stderr
+    assert "PERIOD 1000 timer" in proc.stdout
+    assert "NOT REACHED" not in proc.stdout
+
+
+def test_unix_port_without_timer_gets_a_watcher_to_poll(mpy):
+    out = run(
+        mpy,
+        """
+        w = schedule.arm_timer(Hal(), {})
+        print("TIMER", hasattr(w, "timer"), w.poll(schedule.uptime_s()))
+        """,
+    ).stdout
+    assert "TIMER False False" in out
+
+
+def test_default_jitter_differs_between_devices(mpy):
+    draws = set()
+    for _ in range(2):
+        out = run(mpy, 'print("DRAW", schedule.uniform(), schedule.uniform())').stdout
+        draws.add(out.split("DRAW ")[1].strip())
+    assert len(draws) == 2
+    for pair in draws:
+        assert all(0 <= float(x) < 1 for x in pair.split())
