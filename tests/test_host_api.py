@@ -319,3 +319,21 @@ def test_token_can_be_sent_as_bearer(host):
     response = conn.getresponse()
     assert response.status == 200
     assert b'"login"' in response.read()
+
+
+def test_secondary_rate_limit_answers_403_with_retry_after(host):
+    host.inject_fault("secondary_rate_limit")
+    with pytest.raises(GithubException) as caught:
+        github_client(host, retry=None).get_repo(TEST_REPO)
+    assert caught.value.status == 403
+    assert "secondary rate limit" in caught.value.data["message"]
+    # PyGithub's default retry waits Retry-After and goes on.
+    host.inject_fault("secondary_rate_limit")
+    assert github_client(host).get_repo(TEST_REPO).full_name == TEST_REPO
+    assert [r.status for r in host.requests].count(403) == 2
+
+
+def test_tags_with_a_slash(repo):
+    rel = repo.create_git_release("app/v1.0.0", "one", "")
+    assert repo.get_release("app/v1.0.0").id == rel.id
+    assert repo.get_latest_release().tag_name == "app/v1.0.0"

@@ -439,3 +439,16 @@ def test_start_host_refuses_a_busy_port(tmp_path, host):
 
     with pytest.raises(HostError, match=r"cannot listen on 127\.0\.0\.1"):
         start_host(tmp_path / "other", port=host.port)
+
+
+def test_signed_urls_can_name_another_host(tmp_path):
+    with running_host(tmp_path, asset_host="localhost") as host:
+        publish(host, "v1.0.0", {"pack.lcm": PACK})
+        client = Client(host)
+        response, _ = client.get(f"/{TEST_REPO}/releases/download/v1.0.0/pack.lcm")
+        signed = response.getheader("Location")
+        assert signed.startswith(f"http://localhost:{host.port}/api/objects/")
+        cdn = http.client.HTTPConnection("localhost", host.port, timeout=30)
+        cdn.request("GET", signed.split(str(host.port), 1)[1])
+        response = cdn.getresponse()
+        assert response.status == 200 and response.read() == PACK

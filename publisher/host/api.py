@@ -29,7 +29,6 @@ from publisher.host.errors import ApiError, not_found, validation_failed
 from publisher.host.exchange import Request, Response, json_response, redirect
 from publisher.host.state import HostState
 from publisher.host.store import MAKE_LATEST_VALUES, Release, Repo
-from publisher.host.urlsign import OBJECTS_PREFIX
 
 API_PREFIX = "/api/v3"
 UPLOADS_PREFIX = "/api/uploads"
@@ -39,14 +38,19 @@ DEFAULT_PER_PAGE = 30
 MAX_PER_PAGE = 100
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+$")
 
+SECONDARY_DOCS = (
+    "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits"
+)
+
 RELEASE_STRINGS = ("tag_name", "target_commitish", "name", "body")
 RELEASE_BOOLS = ("draft", "prerelease")
 
 
 def handle_api(state: HostState, req: Request) -> Response:
     """A request under /api/v3: faults, auth, rate limit, then the route."""
-    if state.faults.take("status502"):
-        return json_response(502, {"message": "Server Error"})
+    injected = injected_failure(state)
+    if injected is not None:
+        return injected
     if req.auth == "invalid":
         raise ApiError(401, "Bad credentials")
     parts = req.segments(API_PREFIX)
@@ -63,6 +67,21 @@ def handle_api(state: HostState, req: Request) -> Response:
         raise
     response.headers = {**rate_headers, **response.headers}
     return response
+
+
+def injected_failure(state: HostState) -> Response | None:
+    """A 502 or a secondary rate limit injected by a test, as GitHub sends them."""
+    if state.faults.take("status502"):
+        return json_response(502, {"message": "Server Error"})
+    if state.faults.take("secondary_rate_limit"):
+        body = {
+            "message": "You have exceeded a secondary rate limit. Please wait a few minutes "
+            "before you try again.",
+            "documentation_url": SECONDARY_DOCS,
+            "status": "403",
+        }
+        return json_response(403, body, {"Retry-After": "1"})
+    return None
 
 
 def route_api(state: HostState, req: Request, parts: list[str]) -> Response:
@@ -93,8 +112,9 @@ def route_api(state: HostState, req: Request, parts: list[str]) -> Response:
         if rel is None:
             raise not_found()
         return release_response(state, req, rel)
-    elif len(rest) == 2 and rest[0] == "tags" and method == "GET":
-        rel = store.read(lambda: store.release_by_tag(repo, rest[1]))
+    elif len(rest) >= 2 and rest[0] == "tags" and method == "GET":
+        tag = "/".join(rest[1:])  # PyGithub sends a tag's "/" as %2F; both work
+        rel = store.read(lambda: store.release_by_tag(repo, tag))
         return release_response(state, req, rel)
     elif len(rest) == 2 and rest[0] == "assets":
         return asset_route(state, req, repo, parse_id(rest[1]))
@@ -225,7 +245,7 @@ def asset_route(state: HostState, req: Request, repo: Repo, asset_id: int) -> Re
             if asset.state != "uploaded":
                 raise not_found()
             query = state.signer.query(asset.id)
-            return redirect(f"{req.urls.web}{OBJECTS_PREFIX}{asset.id}/{asset.name}?{query}")
+            return redirect(req.urls.signed_asset(asset, query))
         return json_response(200, render.asset_json(req.urls, rel, asset))
     if req.method == "PATCH":
         body = req.json_body()
@@ -247,8 +267,9 @@ def asset_route(state: HostState, req: Request, repo: Repo, asset_id: int) -> Re
 
 def handle_upload(state: HostState, req: Request) -> Response:
     """POST /api/uploads/repos/O/R/releases/ID/assets?name=&label=: the raw body is the asset."""
-    if state.faults.take("status502"):
-        return json_response(502, {"message": "Server Error"})
+    injected = injected_failure(state)
+    if injected is not None:
+        return injected
     if req.auth == "invalid":
         raise ApiError(401, "Bad credentials")
     parts = req.segments(UPLOADS_PREFIX)

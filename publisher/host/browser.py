@@ -60,7 +60,7 @@ def handle_browser(state: HostState, req: Request) -> Response:
         rel = find_release(state, req, repo, "/".join(rest[1:-1]))
         asset = store.read(lambda: downloadable(state, rel, rest[-1]))
         query = state.signer.query(asset.id)
-        response = redirect(f"{req.urls.web}{OBJECTS_PREFIX}{asset.id}/{quote(asset.name)}?{query}")
+        response = redirect(req.urls.signed_asset(asset, query))
     else:
         raise not_found()
     response.head_only = req.method == "HEAD"

@@ -38,7 +38,7 @@ class Request:
         """The decoded path segments after `prefix`; a `..` or empty segment is refused."""
         rest = self.path[len(prefix) :].strip("/")
         parts = [unquote(p) for p in rest.split("/")] if rest else []
-        if any(p in ("", ".", "..") or "/" in p or "\x00" in p for p in parts):
+        if any(p in ("", ".", "..") or "\x00" in p for p in parts):
             raise ApiError(400, "Malformed path")
         return parts
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 FAULT_KINDS = (
     "status502",  # the next API requests (REST or upload) answer 502
+    "secondary_rate_limit",  # the next API requests answer 403 with Retry-After: 1
     "drop_upload",  # the next uploads: part of the body is read, then the connection closes
     "drop_download",  # the next asset downloads: part of the body is sent, then it closes
     "stall_download",  # the next asset downloads: part is sent, then nothing (not closed)

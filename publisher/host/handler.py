@@ -104,7 +104,10 @@ class HostHandler(BaseHTTPRequestHandler):
         given = self.headers.get("Host", "")
         if not _HOST_HEADER.match(given):
             given = self.host.authority
-        return Urls(f"{scheme}://{given}")
+        assets = ""
+        if self.host.asset_host is not None:
+            assets = f"{scheme}://{self.host.asset_host}:{self.host.port}"
+        return Urls(f"{scheme}://{given}", assets)
 
     def build_request(self) -> Request:
         path, query = Request.parse_target(self.path)

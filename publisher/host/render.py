@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import quote
 
 from publisher.host.store import Asset, Release, Repo, Store
+from publisher.host.urlsign import OBJECTS_PREFIX
 
 HOST_USER = "lcm-host"
 HOST_USER_ID = 1
@@ -34,6 +35,9 @@ class Urls:
     """Base URLs as the client sees this host: `web` is e.g. `http://127.0.0.1:8000`."""
 
     web: str
+    # Where signed asset URLs point: this host unless `asset_host` names another
+    # name for it, so a client must follow a redirect to another host as on GitHub.
+    assets: str = ""
 
     @property
     def api(self) -> str:
@@ -46,6 +50,10 @@ class Urls:
     def repo_api(self, repo: Repo | str) -> str:
         name = repo if isinstance(repo, str) else repo.full_name
         return f"{self.api}/repos/{name}"
+
+    def signed_asset(self, asset: Asset, query: str) -> str:
+        base = self.assets or self.web
+        return f"{base}{OBJECTS_PREFIX}{asset.id}/{quote(asset.name)}?{query}"
 
     def release_tag(self, rel: Release) -> str:
         """The tag as it appears in browser URLs: drafts only have `untagged-…`."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -21,6 +22,8 @@ from publisher.host.state import HostState
 from publisher.host.store import Store
 
 log = logging.getLogger("lcm.host")
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,252}$")
 
 
 class _Server(ThreadingHTTPServer):
@@ -51,9 +54,12 @@ class HostServer:
         rate_limit: int = 60,
         tls: tuple[str | Path, str | Path] | None = None,
         repos: tuple[str, ...] | list[str] = (),
+        asset_host: str | None = None,
     ) -> None:
         if rate_limit < 0:
             raise HostError("--rate-limit must be 0 or more")
+        if asset_host is not None and not _HOSTNAME.match(asset_host):
+            raise HostError(f"not a host name: {asset_host!r}")
         self.state = HostState(Store(Path(data_dir)), token, RateLimiter(rate_limit))
         for full_name in repos:
             self.create_repo(full_name)
@@ -65,6 +71,7 @@ class HostServer:
             raise HostError(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
         self._httpd.host = self
         self.bind = bind
+        self.asset_host = asset_host
         self.port: int = self._httpd.server_address[1]
         self.requests: list[RequestRecord] = []
         self._ids = itertools.count(1)
@@ -76,7 +83,7 @@ class HostServer:
 
     @property
     def authority(self) -> str:
-        host = "127.0.0.1" if self.bind in ("0.0.0.0", "") else self.bind
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.bind, self.bind)
         host = f"[{host}]" if ":" in host else host
         return f"{host}:{self.port}"
 
@@ -187,8 +194,14 @@ def start_host(
     rate_limit: int = 60,
     tls: tuple[str | Path, str | Path] | None = None,
     repos: tuple[str, ...] | list[str] = (),
+    asset_host: str | None = None,
 ) -> HostServer:
-    """Start a host serving `data_dir` in a background thread; `.shutdown()` stops it."""
+    """Start a host serving `data_dir` in a background thread; `.shutdown()` stops it.
+
+    `repos` are created if missing (OWNER/NAME). `asset_host` (e.g. "localhost"
+    when clients use 127.0.0.1) makes signed asset URLs name another host, as
+    GitHub's CDN does, so clients must follow a cross-host redirect (with SNI).
+    """
     host = HostServer(
         Path(data_dir),
         bind=bind,
@@ -197,5 +210,6 @@ def start_host(
         rate_limit=rate_limit,
         tls=tls,
         repos=repos,
+        asset_host=asset_host,
     )
     return host.start()
