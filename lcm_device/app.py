@@ -1,0 +1,67 @@
+"""The API apps use, imported as `lcm` (the manager slot holds a tiny `lcm.py` re-exporting it).
+
+import lcm
+lcm.confirm()          # this (trial) version works: keep it
+lcm.request_update()   # check for an update now (resets into the manager)
+lcm.status()           # {"app": tag, "slot": ..., "trial": bool, "manager": tag, ...}
+"""
+
+from lcm_device import slots
+
+
+def _hal():
+    from lcm_device.hal import get
+
+    return get()
+
+
+def _log(text):
+    try:
+        from lcm_device.log import log
+
+        log(text)
+    except ImportError:
+        print(text)
+
+
+def confirm():
+    """Confirm the running app if it is in trial; True when this call confirmed it."""
+    hal = _hal()
+    st = slots.load(hal)
+    tag = st.get("app_tag")
+    if slots.confirm(hal, st, "app"):
+        _log("app: confirmed " + str(tag))
+        return True
+    return False
+
+
+def request_update():
+    """Ask for an update check now: saved across the reset, then the manager runs it."""
+    hal = _hal()
+    try:
+        from lcm_device import schedule
+
+        schedule.request_check(hal, _config(hal))
+    except ImportError:
+        pass
+    _log("app: update check requested")
+    hal.reset()
+
+
+def _config(hal):
+    from lcm_device import config
+
+    return config.load(hal)
+
+
+def status():
+    st = slots.load(_hal())
+    return {
+        "app": st.get("app_tag"),
+        "slot": st.get("app"),
+        "trial": slots.in_trial(st, "app"),
+        "previous": st.get("app_prev_tag"),
+        "refused": st.get("app_bad"),
+        "manager": st.get("mgr_tag"),
+        "manager_slot": st.get("mgr"),
+    }

@@ -1,0 +1,218 @@
+"""What the device does at every boot, after /main.py picked the manager slot.
+
+  config -> log -> network (Wi-Fi or setup portal) -> update checks when due
+  (manager first, then app) -> confirm a manager in trial -> run the app.
+
+The app runs from its slot (/lcm/appN/main.py, imported as module `main`).
+In trial mode each boot is counted first (slots.count_trial_boot); an app
+that raises, at import or later, resets the board, which counts as a failed
+trial boot, and after `trial_boots` of them the previous slot comes back.
+A trial app is confirmed when it calls `lcm.confirm()`, when it has run for
+`confirm_after_s` (a HAL timer, on boards), or when its main module returns.
+
+A manager in trial (counted by /main.py) is confirmed once it has completed
+its update checks: the proof that the new manager can still update.
+"""
+
+import sys
+
+from lcm_device import config, slots
+from lcm_device.compat import collect
+
+_log = print
+
+
+def log(text):
+    _log(text)
+
+
+def main():
+    global _log
+    from lcm_device.hal import get
+
+    hal = get()
+    cfg = config.load(hal)
+    try:
+        from lcm_device import log as logmod
+
+        logmod.setup(hal, cfg)
+        _log = logmod.log
+    except ImportError:
+        pass
+    st = slots.load(hal)
+    log(
+        "boot: manager "
+        + st["mgr"]
+        + " "
+        + str(st.get("mgr_tag") or "(factory)")
+        + _trial(st, "mgr")
+        + ", app "
+        + str(st.get("app_tag"))
+        + _trial(st, "app")
+    )
+    sched = _checks(hal, cfg)
+    run_app(hal, cfg, sched)
+
+
+def _trial(st, kind):
+    t = st.get(kind + "_trial")
+    return "" if t is None else " (trial boot " + str(t) + ")"
+
+
+def _checks(hal, cfg):
+    """Update checks when due; resets when something was installed. Returns the schedule."""
+    sched = None
+    now = 0
+    try:
+        from lcm_device import schedule
+
+        now = schedule.uptime_s()
+        sched = schedule.Schedule(hal, cfg)
+        sched.on_boot(now, _reset_cause(hal) == "power")
+    except ImportError:
+        pass
+    due = getattr(hal, "check_now", False) or sched is None or sched.due(now)
+    if not due:
+        log("check: not due for " + str(sched.seconds_until_due(now)) + " s")
+        _confirm_manager(hal)
+        return sched
+    if not _network(hal, cfg):
+        log("check: no network")
+        if sched is not None:
+            sched.record_failure(now)
+        return sched
+    from lcm_device.update import BUF_SIZE, Updater
+
+    buf = bytearray(BUF_SIZE)
+    results = []
+    for kind in ("mgr", "app"):
+        result = Updater(hal, cfg, kind, buf, log).check()
+        results.append(result)
+        collect()
+        if result == "installed" and kind == "mgr":
+            hal.reset()
+    Updater = buf = None
+    _unload(_ENGINE_MODULES)
+    # This manager reached the server and ran both checks: it works.
+    _confirm_manager(hal)
+    if sched is not None:
+        if "failed" in results:
+            sched.record_failure(now)
+        else:
+            sched.record_success(now)
+    if results[-1] == "installed":
+        hal.reset()
+    return sched
+
+
+# Loaded for a check only: dropped before the app runs, to give it their heap.
+_ENGINE_MODULES = (
+    "lcm_device.update",
+    "lcm_device.fetch",
+    "lcm_device.http",
+    "lcm_device.trust",
+    "lcm_device.release",
+    "cert_sector.manifest",
+    "cert_sector.sector",
+    "cert_sector.encoding",
+    "cert_sector.semver",
+    "cert_sector.keys",
+    "cert_sector.assets",
+)
+
+
+def _unload(names):
+    for name in names:
+        if name in sys.modules:
+            del sys.modules[name]
+    collect()
+
+
+def _reset_cause(hal):
+    fn = getattr(hal, "reset_cause", None)
+    return fn() if fn else "power"
+
+
+def _network(hal, cfg):
+    radio = getattr(hal, "has_radio", None)
+    if radio is not None and not radio():
+        return True  # the unix port without a radio script: the host's network is up
+    try:
+        from lcm_device import wifi
+
+        return wifi.connect_or_setup(hal, cfg) is not None
+    except ImportError:
+        log("wifi: no Wi-Fi module in this manager")
+        return False
+
+
+def _confirm_manager(hal):
+    st = slots.load(hal)
+    if slots.in_trial(st, "mgr"):
+        tag = st.get("mgr_tag")
+        slots.confirm(hal, st, "mgr")
+        log("manager: confirmed " + str(tag))
+
+
+def run_app(hal, cfg, sched=None):
+    st = slots.load(hal)
+    if not st.get("app"):
+        log("app: none installed yet")
+        return
+    if slots.count_trial_boot(hal, st, "app") == "rolled back":
+        log(
+            "app: "
+            + str(st.get("app_bad"))
+            + " failed "
+            + str(st.get("trial_boots", 3))
+            + " trial boots; rolled back to "
+            + str(st.get("app_tag"))
+        )
+        if not st.get("app"):
+            return
+    tag = st.get("app_tag")
+    if slots.in_trial(st, "app"):
+        log(
+            "app: trial boot "
+            + str(st["app_trial"])
+            + " of "
+            + str(st.get("trial_boots", 3))
+            + " for "
+            + str(tag)
+        )
+        _arm_confirm(hal, cfg)
+    else:
+        log("app: starting " + str(tag))
+    _arm_schedule(hal, cfg, sched)
+    path = slots.slot_dir(hal, st["app"])
+    sys.path.insert(0, path)
+    collect()
+    try:
+        __import__("main")
+    except Exception as exc:
+        log("app: " + str(tag) + " failed: " + exc.__class__.__name__ + ": " + str(exc))
+        hal.reset()
+    # The app's main module returned normally: it ran healthy.
+    from lcm_device.app import confirm
+
+    confirm()
+
+
+def _arm_confirm(hal, cfg):
+    after = getattr(hal, "after", None)
+    if after is None:
+        return
+    from lcm_device.app import confirm
+
+    after(int(cfg.get("confirm_after_s") or 30) * 1000, confirm)
+
+
+def _arm_schedule(hal, cfg, sched):
+    if sched is None:
+        return
+    try:
+        from lcm_device import schedule
+
+        schedule.arm_timer(hal, cfg, sched)
+    except ImportError:
+        pass

@@ -1,0 +1,139 @@
+"""Downloads for the update engine: small assets to flash, and pack ranges that resume.
+
+Both stream through the caller's memoryview into flash and hash on the way.
+Drops and stalls are retried (`_RETRIES` in a row without progress); a pack
+range resumes with Range from the last byte written, so a cut costs at most
+the bytes that were in flight (one buffer). The pack's signed CDN URL is
+resolved once (the 302 of the browser download URL) and re-resolved when the
+CDN says it expired (403/404/410).
+"""
+
+import hashlib
+
+from lcm_device.compat import const
+from lcm_device.http import NetworkError, ProtocolError, StalledError, StatusError, join_url
+
+_RETRIES = const(3)
+_REDIRECTS = (301, 302, 303, 307, 308)
+_EXPIRED = (403, 404, 410)
+
+
+class Refused(Exception):
+    """A release refused for a reason that retrying will not change; the message says why."""
+
+
+def download(client, fs, url, path, limit, io, headers=None, log=print):
+    """GET `url` into the file `path`, at most `limit` bytes; (size, sha256, etag).
+
+    A StatusError (304 for an unchanged If-None-Match, 404, ...) is passed on.
+    """
+    failures = 0
+    while True:
+        try:
+            return _download_once(client, fs, url, path, limit, io, headers)
+        except (NetworkError, StalledError) as exc:
+            failures += 1
+            if failures > _RETRIES:
+                raise
+            log("download: retrying " + url.split("?")[0][-60:] + " (" + str(exc) + ")")
+
+
+def _download_once(client, fs, url, path, limit, io, headers):
+    resp = client.get(url, max_bytes=limit, headers=headers)
+    etag = resp.header("etag")
+    h = hashlib.sha256()
+    total = 0
+    f = fs.open_write(path)
+    try:
+        while True:
+            n = resp.readinto(io)
+            if not n:
+                break
+            chunk = io[:n]
+            f.write(chunk)
+            h.update(chunk)
+            total += n
+    finally:
+        f.close()
+        resp.close()
+    return total, h.digest(), etag
+
+
+class PackStream:
+    """Byte ranges of the pack asset, [start, end), over one kept-alive connection."""
+
+    def __init__(self, client, url, size, log=print):
+        self.client = client
+        self.url = url
+        self.size = size
+        self.log = log
+        self.cdn = None
+        self.resp = None
+        self.pos = 0
+        self.end = 0
+        self.resumes = 0
+        self.requests = 0
+
+    def open(self, start, end):
+        self.close()
+        self.pos = start
+        self.end = end
+
+    def close(self):
+        if self.resp is not None:
+            self.resp.close()
+            self.resp = None
+
+    def _request(self):
+        client = self.client
+        url = self.cdn or self.url
+        n = self.end - self.pos
+        self.requests += 1
+        resp = client.get(url, start=self.pos, end=self.end - 1, max_bytes=n, follow=False)
+        if resp.status in _REDIRECTS:
+            resp.close()
+            if resp.location is None:
+                raise ProtocolError("pack redirect without Location")
+            self.cdn = join_url(url, resp.location)
+            resp = client.get(self.cdn, start=self.pos, end=self.end - 1, max_bytes=n)
+        if resp.range_total != self.size:
+            resp.close()
+            raise Refused(
+                "pack is "
+                + str(resp.range_total)
+                + " bytes on the server, the manifest says "
+                + str(self.size)
+            )
+        self.resp = resp
+
+    def readinto(self, mv):
+        """Next bytes of the open range into `mv` (no longer than what is left of the range)."""
+        failures = 0
+        while True:
+            try:
+                if self.resp is None:
+                    self._request()
+                got = self.resp.readinto(mv)
+                if not got:
+                    raise NetworkError("pack range ended early at byte " + str(self.pos))
+                self.pos += got
+                return got
+            except StatusError as exc:
+                self.resp = None
+                if exc.status not in _EXPIRED or self.cdn is None:
+                    raise
+                # The signed CDN URL expired: ask the download URL for a fresh one.
+                self.cdn = None
+                failures += 1
+                if failures > _RETRIES:
+                    raise
+                self.log("download: asset URL expired (HTTP " + str(exc.status) + "), renewing")
+            except (NetworkError, StalledError) as exc:
+                if self.resp is not None:
+                    self.resp.close()
+                self.resp = None
+                failures += 1
+                if failures > _RETRIES:
+                    raise
+                self.resumes += 1
+                self.log("download: resuming pack at byte " + str(self.pos) + " (" + str(exc) + ")")

@@ -1,0 +1,73 @@
+"""Flash mutations, and the few tree helpers built on them.
+
+Every write, rename, remove, mkdir and rmdir of the device goes through an
+`Fs` object, so the unix HAL can cut the power at the k-th one (fault
+injection). Helpers here only combine those primitives; reading is plain
+`open(path, "rb")`, which changes nothing.
+
+`rename` replaces an existing target atomically: the property every state
+switch relies on. LittleFS (the ESP32/ESP8266 default) and POSIX both
+guarantee it.
+"""
+
+import os
+
+from lcm_device.compat import exists, is_dir, listdir
+
+
+class Fs:
+    """Plain flash mutations (boards); the unix HAL subclasses it to inject power cuts."""
+
+    def open_write(self, path):
+        return open(path, "wb")
+
+    def open_append(self, path):
+        return open(path, "ab")
+
+    def rename(self, old, new):
+        os.rename(old, new)
+
+    def remove(self, path):
+        os.remove(path)
+
+    def mkdir(self, path):
+        os.mkdir(path)
+
+    def rmdir(self, path):
+        os.rmdir(path)
+
+
+def makedirs(fs, path):
+    """Create `path` and its missing parents."""
+    if not path or is_dir(path):
+        return
+    parent = path[: path.rfind("/")]
+    if parent and parent != path:
+        makedirs(fs, parent)
+    fs.mkdir(path)
+
+
+def remove_tree(fs, path):
+    """Remove a file or a folder with everything in it; absent is fine."""
+    if is_dir(path):
+        for name in listdir(path):
+            remove_tree(fs, path + "/" + name)
+        fs.rmdir(path)
+    elif exists(path):
+        fs.remove(path)
+
+
+def remove_if_exists(fs, path):
+    if exists(path):
+        fs.remove(path)
+
+
+def write_atomic(fs, path, data):
+    """Replace `path` by `data` with temp + rename: a power cut leaves the old or the new file."""
+    tmp = path + ".tmp"
+    f = fs.open_write(tmp)
+    try:
+        f.write(data)
+    finally:
+        f.close()
+    fs.rename(tmp, path)

@@ -1,0 +1,172 @@
+"""The unix-port HAL: flash is a folder, a reset is a process exit, power cuts on demand.
+
+`lcm device simulate` and the tests run the device in the MicroPython unix
+port with the device's flash in a folder (`LCM_ROOT`, else the current
+directory). A reset exits with EXIT_RESET and the simulator restarts the
+process like a board would.
+
+Fault injection: with `LCM_FAULT_AT=k` the k-th flash mutation of the
+process (a `write` call, a file creation, rename, remove, mkdir, rmdir) cuts
+the power instead: a write is cut half way, then the process exits with
+EXIT_POWER_CUT. MicroPython has no `os._exit`, so the cut is a SystemExit;
+the flash is marked dead first, so `finally` blocks that run on the way out
+cannot change anything more, as after a real power cut.
+"""
+
+import hashlib
+import os
+import time
+
+from lcm_device.hal.fs import Fs
+
+EXIT_RESET = 75
+EXIT_POWER_CUT = 76
+RTC_FILE = "/.rtc"
+
+
+class PowerCut(SystemExit):
+    """Raised by the fault injector; not an Exception, so nothing catches it by accident."""
+
+
+class FaultyFs(Fs):
+    """Flash mutations counted; the `fault_at`-th one cuts the power."""
+
+    def __init__(self, fault_at=0):
+        self.fault_at = fault_at
+        self.mutations = 0
+        self.dead = False
+
+    def _tick(self):
+        # True when this mutation is the one that cuts the power.
+        if self.dead:
+            raise PowerCut(EXIT_POWER_CUT)
+        self.mutations += 1
+        return self.mutations == self.fault_at
+
+    def cut(self):
+        self.dead = True
+        print("lcm-hal: power cut at flash mutation " + str(self.mutations))
+        raise PowerCut(EXIT_POWER_CUT)
+
+    def open_write(self, path):
+        if self._tick():
+            open(path, "wb").close()  # created and truncated, nothing written
+            self.cut()
+        return _CountedFile(self, open(path, "wb"))
+
+    def open_append(self, path):
+        if self._tick():
+            open(path, "ab").close()
+            self.cut()
+        return _CountedFile(self, open(path, "ab"))
+
+    def rename(self, old, new):
+        if self._tick():
+            self.cut()  # a rename is atomic: cut before it happens
+        os.rename(old, new)
+
+    def remove(self, path):
+        if self._tick():
+            self.cut()
+        os.remove(path)
+
+    def mkdir(self, path):
+        if self._tick():
+            self.cut()
+        os.mkdir(path)
+
+    def rmdir(self, path):
+        if self._tick():
+            self.cut()
+        os.rmdir(path)
+
+
+class _CountedFile:
+    def __init__(self, fs, f):
+        self._fs = fs
+        self._f = f
+
+    def write(self, data):
+        if self._fs._tick():
+            self._f.write(data[: len(data) // 2])
+            self._f.close()
+            self._fs.cut()
+        return self._f.write(data)
+
+    def flush(self):
+        self._f.flush()
+
+    def close(self):
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+class UnixHal:
+    board = "unix"
+
+    def __init__(self, root=None):
+        getenv = getattr(os, "getenv", None)
+        env = getenv if getenv else (lambda name: os.environ.get(name))
+        self.root = (root or env("LCM_ROOT") or os.getcwd()).rstrip("/")
+        self.fs = FaultyFs(int(env("LCM_FAULT_AT") or 0))
+        self._clock = env("LCM_CLOCK") != "unknown"
+        self._mac = env("LCM_MAC")
+        # Set by the simulator: why this process started, and a check requested from outside.
+        self._cause = env("LCM_BOOT_CAUSE") or "power"
+        self.check_now = env("LCM_CHECK_NOW") == "1"
+
+    def reset(self, code=EXIT_RESET):
+        print("lcm-hal: reset")
+        raise SystemExit(code)
+
+    def time(self):
+        """Unix seconds (the host's clock), or None when the simulation says it is unknown."""
+        return int(time.time()) if self._clock else None
+
+    def rtc_read(self):
+        # Survives a reset (process exit 75) but not a power cut: the simulator
+        # deletes the file when the process exits with EXIT_POWER_CUT.
+        try:
+            with open(self.root + RTC_FILE, "rb") as f:
+                return f.read(64)
+        except OSError:
+            return b""
+
+    def rtc_write(self, data):
+        # Not flash: written directly, never counted as a flash mutation.
+        with open(self.root + RTC_FILE, "wb") as f:
+            f.write(data)
+
+    def unique_id(self):
+        if self._mac:
+            import binascii
+
+            return binascii.unhexlify(self._mac)
+        return hashlib.sha256(self.root.encode()).digest()[:6]
+
+    def wlan(self, mode):
+        # The scripted radio (Wi-Fi setup tests); imported only when Wi-Fi is used.
+        from lcm_device.hal.fakeradio import wlan
+
+        return wlan(mode, self.root)
+
+    def reset_cause(self):
+        """ "power" after a power-on or power cut, "reset" after a reset (the simulator knows)."""
+        return self._cause
+
+    def has_radio(self):
+        """Whether a radio script exists; without one the network counts as up.
+
+        The path rule is fakeradio.script_path's, repeated here so that a boot
+        without Wi-Fi does not pay for importing the fake radio.
+        """
+        from lcm_device.compat import exists
+
+        getenv = getattr(os, "getenv", None)
+        path = getenv("LCM_RADIO_SCRIPT") if getenv else os.environ.get("LCM_RADIO_SCRIPT")
+        return exists(path or self.root + "/lcm/state/radio.json")

@@ -1,0 +1,68 @@
+"""Installed cert sectors: what a repo's manifests and TLS connections are checked against.
+
+Each repo the device follows (kind "app" and the manager, "mgr") has one
+installed sector at /lcm/state/certs/KIND.sector, with the ETag it was
+served with in KIND.etag (sent as If-None-Match, so an unchanged sector
+costs no body bytes). A new sector is downloaded to KIND.sector.new,
+verified against the installed one (or the pinned roots the first time,
+rules S1-S7 in cert_sector.sector) and swapped in with one atomic rename:
+that rename is the sector's A/B switch. The installed file was verified
+before it was installed, so loading it only parses it.
+"""
+
+import binascii
+
+from lcm_device.compat import file_size
+
+CERTS = "/lcm/state/certs/"
+# A bootstrap TLS anchor (DER) for the first contact, before any sector is installed.
+BOOTSTRAP_CA = CERTS + "bootstrap.der"
+
+
+def sector_path(hal, kind):
+    return hal.root + CERTS + kind + ".sector"
+
+
+def etag_path(hal, kind):
+    return hal.root + CERTS + kind + ".etag"
+
+
+def read_small(path, limit):
+    """The bytes of a small file (at most `limit`), or None when it does not exist."""
+    n = file_size(path)
+    if n < 0:
+        return None
+    if n > limit:
+        raise ValueError(path + " is larger than " + str(limit) + " bytes")
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def installed(hal, kind, repo):
+    """The installed Sector of `repo`, or None (none yet, or one for another repo)."""
+    from cert_sector.sector import MAX_SECTOR_SIZE, parse_sector
+
+    data = read_small(sector_path(hal, kind), MAX_SECTOR_SIZE)
+    if data is None:
+        return None
+    sector = parse_sector(data)
+    if sector.repo != repo:
+        return None
+    return sector
+
+
+def pinned(repo, roots_hex, threshold):
+    """The pinned roots from the config (hex of uncompressed points)."""
+    from cert_sector.sector import PinnedRoots
+
+    roots = [binascii.unhexlify(r) for r in roots_hex]
+    return PinnedRoots(repo, roots, threshold or 1)
+
+
+def tls_anchors(hal, sector):
+    """DER CAs for the HTTP client: the sector's, plus the bootstrap anchor if provisioned."""
+    cas = list(sector.cas) if sector is not None else []
+    boot = read_small(hal.root + BOOTSTRAP_CA, 8192)
+    if boot:
+        cas.append(boot)
+    return cas or None

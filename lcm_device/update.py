@@ -1,0 +1,557 @@
+"""The update engine: find, fetch, verify and install a release into the inactive slot.
+
+One `Updater` serves one kind of software: the app ("app": the configured
+repo, app0/app1) or the manager itself ("mgr": the manager repo, m0/m1).
+`check()` runs one cycle and never raises for anything the network or a
+release can do; it returns what happened:
+
+  "idle"       nothing new (one request: the /releases/latest redirect)
+  "installed"  a release was installed and switched to (trial mode); reset next
+  "refused"    a release failed a trust rule or a limit; logged with the reason
+  "failed"     the network failed (retried next check); partial work is resumed then
+
+The cycle, and why it is safe (docs/device.md, "Update engine"):
+
+  1. tag: GET /releases/latest without following; the Location names the tag
+     (beta devices read the `beta.tag` pointer). Same tag as installed, or a
+     tag that failed its trial before: idle.
+  2. cert sector: GET certs.sector with If-None-Match; a new one is verified
+     against the installed sector (or the pinned roots) and swapped in
+     atomically (trust.py). Its CAs become the TLS anchors.
+  3. manifest: downloaded to /lcm/SLOT.lcm.new (at most MAX_MANIFEST_SIZE),
+     signature checked from flash with the sector's release keys, header
+     checked (repo, board, channel, manager version, sequence above the
+     installed one). If it equals the manifest already staged in the
+     inactive slot, the slot's files are kept (resume); else the slot is
+     wiped and the manifest renamed to /lcm/SLOT.lcm.
+  4. plan: the file records are streamed from flash next to the active
+     slot's manifest (both sorted by path); each file is done (already in
+     the slot), copied (same path, size, sha256 as the active slot) or
+     fetched from a pack offset. One 9-byte record per file goes to
+     /lcm/state/plan.bin so that adjacent fetched files become one Range
+     request without holding a list in memory. Free space is checked.
+  5. fetch: copies and pack ranges stream into the inactive slot, hashed on
+     the way; a bad hash refuses the release.
+  6. verify: every file of the slot is hashed again against the manifest.
+  7. switch: one atomic rename of boot.json makes the slot active in trial.
+"""
+
+import hashlib
+import struct
+
+from cert_sector.assets import MANIFEST_ASSET, PACK_ASSET, SECTOR_ASSET
+from cert_sector.errors import TrustError
+from cert_sector.manifest import (
+    MAX_MANIFEST_SIZE,
+    SIGNATURE_BLOCK,
+    ManifestReader,
+    check_header,
+    check_signature,
+)
+from lcm_device import release, slots, trust
+from lcm_device.compat import collect, const, file_size, free_bytes
+from lcm_device.fetch import PackStream, Refused, download
+from lcm_device.hal.fs import makedirs, remove_if_exists, remove_tree
+from lcm_device.http import Client, HTTPError, StatusError
+
+BUF_SIZE = 2048
+_NET = const(1024)  # first half of the buffer: the HTTP client's; second half: file data
+_DONE = const(0)
+_COPY = const(1)
+_GET = const(2)
+_REC = const(9)
+_FREE_MARGIN = const(4096)
+
+
+class Updater:
+    def __init__(self, hal, cfg, kind, buf, log=print):
+        self.hal = hal
+        self.cfg = cfg
+        self.kind = kind
+        self.log = log
+        if kind == "app":
+            self.repo = cfg.get("repo")
+            self.roots = cfg.get("app_roots") or []
+            self.threshold = cfg.get("app_threshold") or 1
+            self.channel = cfg.get("channel") or "stable"
+        else:
+            self.repo = cfg.get("manager_repo")
+            self.roots = cfg.get("manager_roots") or []
+            self.threshold = cfg.get("manager_threshold") or 1
+            self.channel = "stable"
+        self.web = cfg.get("web_url") or "https://github.com"
+        mv = memoryview(buf)
+        self.net = mv[:_NET]
+        self.io = mv[_NET:]
+        self.client = None
+        # Figures for `lcm device simulate` and the benchmarks.
+        self.stats = {"pack_bytes": 0, "copied": 0, "fetched": 0, "resumes": 0}
+
+    # -- the cycle ---------------------------------------------------------
+
+    def check(self):
+        name = "manager" if self.kind == "mgr" else "app"
+        if not self.repo:
+            self.log(name + ": no repo configured, nothing to check")
+            return "idle"
+        st = slots.load(self.hal)
+        if slots.in_trial(st, self.kind):
+            self.log(name + ": in trial, no update check until it is confirmed")
+            return "idle"
+        tag = None
+        try:
+            sector = self._installed_sector()
+            self.client = Client(
+                self.net,
+                ca_ders=trust.tls_anchors(self.hal, sector),
+                timeout_ms=self.cfg.get("http_timeout_ms") or 10000,
+                min_rate=self.cfg.get("min_rate") or 256,
+            )
+            tag = self._latest_tag()
+            if tag is None:
+                self.log(name + ": " + self.repo + " has no release yet")
+                return "idle"
+            if tag == st.get(self.kind + "_tag"):
+                self.log(name + ": " + tag + " is installed, nothing new")
+                return "idle"
+            if tag == st.get(self.kind + "_bad"):
+                self.log(name + ": " + tag + " failed its trial before; waiting for a newer one")
+                return "idle"
+            self.log(
+                name + ": " + tag + " available (installed " + str(st.get(self.kind + "_tag")) + ")"
+            )
+            self._install(st, tag, sector)
+            return "installed"
+        except (TrustError, Refused) as exc:
+            self.log(name + ": refused " + str(tag) + ": " + _why(exc))
+            return "refused"
+        except (HTTPError, OSError) as exc:
+            self.log(name + ": check failed: " + _why(exc))
+            return "failed"
+        finally:
+            if self.client is not None:
+                self.stats["requests"] = self.client.requests
+                self.stats["connections"] = self.client.connections
+                self.stats["bytes_in"] = self.client.bytes_in
+                self.client.close()
+                self.client = None
+            collect()
+
+    def _install(self, st, tag, sector):
+        hal = self.hal
+        sector = self._refresh_sector(tag, sector)
+        slot = slots.inactive(st, self.kind)
+        m = self._fetch_manifest(tag, sector, st, slot)
+        self.log("manifest: " + self.repo + " " + m.version + " sequence " + str(m.seq))
+        self._plan_and_fetch(st, slot, m, tag)
+        self._verify_slot(slot)
+        slots.switch(hal, st, self.kind, slot, tag, m.seq, self.cfg.get("trial_boots") or 3)
+        self.log(
+            ("manager" if self.kind == "mgr" else "app")
+            + ": switched to "
+            + slot
+            + " ("
+            + tag
+            + "), trial boot next"
+        )
+
+    # -- 1. the tag --------------------------------------------------------
+
+    def _latest_tag(self):
+        if self.channel == "beta":
+            resp = self.client.get(
+                release.beta_pointer_url(self.web, self.repo), max_bytes=release.MAX_TAG + 2
+            )
+            try:
+                return release.tag_from_pointer(resp.read_all(release.MAX_TAG + 2))
+            finally:
+                resp.close()
+        resp = self.client.get(release.latest_url(self.web, self.repo), follow=False)
+        resp.close()
+        if resp.status not in (301, 302, 303, 307, 308):
+            raise Refused("/releases/latest answered " + str(resp.status) + ", not a redirect")
+        return release.tag_from_location(resp.location, self.repo)
+
+    def _url(self, tag, name):
+        return release.download_url(self.web, self.repo, tag, name)
+
+    # -- 2. the cert sector ------------------------------------------------
+
+    def _installed_sector(self):
+        return trust.installed(self.hal, self.kind, self.repo)
+
+    def _refresh_sector(self, tag, sector):
+        from cert_sector.sector import MAX_SECTOR_SIZE, verify_sector
+
+        hal = self.hal
+        path = trust.sector_path(hal, self.kind)
+        new = path + ".new"
+        makedirs(hal.fs, hal.root + trust.CERTS[:-1])
+        headers = None
+        if sector is not None:
+            etag = trust.read_small(trust.etag_path(hal, self.kind), 200)
+            if etag:
+                headers = {"If-None-Match": etag.decode()}
+        try:
+            _, digest, etag = download(
+                self.client,
+                hal.fs,
+                self._url(tag, SECTOR_ASSET),
+                new,
+                MAX_SECTOR_SIZE,
+                self.io,
+                headers,
+                self.log,
+            )
+        except StatusError as exc:
+            if exc.status == 304:
+                return sector
+            if exc.status == 404 and sector is not None:
+                self.log("cert sector: none in " + tag + ", keeping the installed one")
+                return sector
+            raise
+        if sector is not None and digest == _file_sha(path, self.io):
+            return sector
+        data = trust.read_small(new, MAX_SECTOR_SIZE)
+        trusted = sector
+        if trusted is None:
+            trusted = trust.pinned(self.repo, self.roots, self.threshold)
+        try:
+            fresh = verify_sector(data, trusted, hal.time())
+        except TrustError as exc:
+            raise Refused("cert sector: " + _why(exc)) from None
+        data = None
+        hal.fs.rename(new, path)  # the sector's atomic A/B swap
+        if etag:
+            from lcm_device.hal.fs import write_atomic
+
+            write_atomic(hal.fs, trust.etag_path(hal, self.kind), etag.encode())
+        self.log(
+            "cert sector: installed sequence "
+            + str(fresh.seq)
+            + " ("
+            + str(fresh.threshold)
+            + " of "
+            + str(len(fresh.roots))
+            + " roots, "
+            + str(len(fresh.release_keys))
+            + " release keys, "
+            + str(len(fresh.cas))
+            + " CAs)"
+        )
+        fresh.body = b""
+        return fresh
+
+    # -- 3. the manifest ---------------------------------------------------
+
+    def _fetch_manifest(self, tag, sector, st, slot):
+        hal = self.hal
+        if sector is None:
+            raise Refused("no cert sector installed for " + self.repo)
+        final = slots.manifest_path(hal, slot)
+        new = final + ".new"
+        makedirs(hal.fs, hal.root + "/lcm")
+        size, digest, _ = download(
+            self.client,
+            hal.fs,
+            self._url(tag, MANIFEST_ASSET),
+            new,
+            MAX_MANIFEST_SIZE,
+            self.io,
+            None,
+            self.log,
+        )
+        m = self.read_manifest(new, sector)
+        installed = st.get(self.kind + "_seq")
+        try:
+            check_header(
+                m,
+                self.repo,
+                -1 if installed is None else installed,
+                self.cfg.get("board") or hal.board,
+                self.channel,
+                self._manager_version(st),
+            )
+        except TrustError as exc:
+            raise Refused("manifest: " + _why(exc)) from None
+        if m.kind != "files":
+            raise Refused("manifest: kind " + m.kind + " is not supported by this manager")
+        if m.pack_name != PACK_ASSET:
+            raise Refused("manifest: unexpected pack name " + repr(m.pack_name))
+        # The same manifest already staged in this slot: keep its files (resume).
+        if file_size(final) == size and _file_sha(final, self.io) == digest:
+            hal.fs.remove(new)
+            self.log("staging: resuming " + slot)
+            return m
+        slots.forget_previous(hal, st, self.kind)
+        remove_if_exists(hal.fs, final)
+        remove_tree(hal.fs, slots.slot_dir(hal, slot))
+        hal.fs.rename(new, final)
+        return m
+
+    def read_manifest(self, path, sector):
+        """Check a manifest file's signature (hashing it from flash); its header."""
+        size = file_size(path)
+        if size <= SIGNATURE_BLOCK:
+            raise Refused("manifest: truncated (" + str(size) + " bytes)")
+        body = size - SIGNATURE_BLOCK
+        h = hashlib.sha256()
+        io = self.io
+        with open(path, "rb") as f:
+            left = body
+            while left:
+                n = f.readinto(io[: min(left, len(io))])
+                if not n:
+                    raise Refused("manifest: file shorter than it was")
+                h.update(io[:n])
+                left -= n
+            trailer = f.read(SIGNATURE_BLOCK)
+        try:
+            check_signature(h.digest(), trailer[:8], trailer[8:], sector)
+        except TrustError as exc:
+            raise Refused("manifest: " + _why(exc)) from None
+        with open(path, "rb") as f:
+            return ManifestReader(stream=f, body_size=body).header()
+
+    def _manager_version(self, st):
+        tag = st.get("mgr_tag")
+        if tag and tag[0] == "v":
+            return tag[1:]
+        from lcm_device.version import MANAGER_VERSION
+
+        return MANAGER_VERSION
+
+    # -- 4/5. plan and fetch -----------------------------------------------
+
+    def _plan_and_fetch(self, st, slot, m, tag):
+        hal = self.hal
+        plan = hal.root + "/lcm/state/plan.bin"
+        active = st.get(self.kind)
+        need, get_bytes = self._plan(slot, active, plan)
+        free = free_bytes(hal.root or "/")
+        if free is not None and free < need + _FREE_MARGIN:
+            raise Refused(
+                "not enough flash: " + str(need) + " bytes to write, " + str(free) + " free"
+            )
+        self.log(
+            "download: "
+            + str(get_bytes)
+            + " bytes of the pack, "
+            + str(need - get_bytes)
+            + " bytes copied locally"
+        )
+        pack = PackStream(self.client, self._url(tag, PACK_ASSET), m.pack_size, self.log)
+        try:
+            self._fetch(slot, active, plan, pack)
+        finally:
+            pack.close()
+            self.stats["resumes"] = pack.resumes
+            self.stats["pack_requests"] = pack.requests
+
+    def _files(self, slot):
+        """(open manifest file, generator of FileEntry) of the slot's manifest."""
+        path = slots.manifest_path(self.hal, slot)
+        f = open(path, "rb")  # noqa: SIM115 (returned: the caller closes it)
+        reader = ManifestReader(stream=f, body_size=file_size(path) - SIGNATURE_BLOCK)
+        reader.header()
+        return f, reader.files()
+
+    def _plan(self, slot, active, plan):
+        hal = self.hal
+        base = slots.slot_dir(hal, slot) + "/"
+        old = _OldFiles(self, active)
+        need = 0
+        get_bytes = 0
+        mf, files = self._files(slot)
+        out = hal.fs.open_write(plan)
+        try:
+            for e in files:
+                target = base + e.path
+                have = file_size(target)
+                if have == e.size and _file_sha(target, self.io) == e.sha256:
+                    rec = (_DONE, 0, 0)
+                elif old.same(e):
+                    rec = (_COPY, 0, 0)
+                    need += e.size
+                else:
+                    if have < 0 or have >= e.size:
+                        have = 0  # absent, complete but wrong, or too long: from scratch
+                    rec = (_GET, e.offset + have, e.offset + e.size)
+                    need += e.size - have
+                    get_bytes += e.size - have
+                out.write(struct.pack(">BII", rec[0], rec[1], rec[2]))
+        finally:
+            out.close()
+            mf.close()
+            old.close()
+        return need, get_bytes
+
+    def _fetch(self, slot, active, plan, pack):
+        hal = self.hal
+        base = slots.slot_dir(hal, slot) + "/"
+        src = slots.slot_dir(hal, active) + "/" if active else None
+        mf, files = self._files(slot)
+        index = 0
+        pf = None
+        try:
+            pf = open(plan, "rb")  # noqa: SIM115 (closed in finally, with the manifest)
+            for e in files:
+                action, start, end = struct.unpack(">BII", pf.read(_REC))
+                index += 1
+                if action == _DONE:
+                    continue
+                target = base + e.path
+                _parent(hal.fs, target)
+                if action == _COPY and self._copy(src + e.path, target, e):
+                    self.stats["copied"] += 1
+                    continue
+                if action == _COPY:
+                    start, end = e.offset, e.offset + e.size  # the local copy was bad
+                self._get(pack, pf, index, e, target, start, end)
+                self.stats["fetched"] += 1
+        finally:
+            if pf is not None:
+                pf.close()
+            mf.close()
+
+    def _copy(self, source, target, e):
+        h = hashlib.sha256()
+        io = self.io
+        out = self.hal.fs.open_write(target)
+        try:
+            with open(source, "rb") as f:
+                while True:
+                    n = f.readinto(io)
+                    if not n:
+                        break
+                    out.write(io[:n])
+                    h.update(io[:n])
+        except OSError:
+            return False
+        finally:
+            out.close()
+        return h.digest() == e.sha256 and file_size(target) == e.size
+
+    def _get(self, pack, pf, index, e, target, start, end):
+        fs = self.hal.fs
+        have = start - e.offset
+        h = hashlib.sha256()
+        io = self.io
+        if have:
+            _hash_prefix(target, have, h, io)
+            out = fs.open_append(target)
+        else:
+            out = fs.open_write(target)
+        try:
+            if start < end and (pack.resp is None or pack.pos != start or pack.end < end):
+                pack.open(start, _run_end(pf, index, end))
+            left = end - start
+            while left:
+                n = pack.readinto(io[: min(left, len(io))])
+                out.write(io[:n])
+                h.update(io[:n])
+                left -= n
+                self.stats["pack_bytes"] += n
+        finally:
+            out.close()
+        if h.digest() != e.sha256:
+            fs.remove(target)
+            raise Refused("file " + e.path + ": downloaded bytes do not match the manifest sha256")
+
+    # -- 6. verify ---------------------------------------------------------
+
+    def _verify_slot(self, slot):
+        base = slots.slot_dir(self.hal, slot) + "/"
+        mf, files = self._files(slot)
+        count = 0
+        try:
+            for e in files:
+                target = base + e.path
+                if file_size(target) != e.size or _file_sha(target, self.io) != e.sha256:
+                    remove_if_exists(self.hal.fs, target)
+                    raise Refused("verify: " + e.path + " in " + slot + " does not match")
+                count += 1
+        finally:
+            mf.close()
+        self.log("verify: " + str(count) + " files of " + slot + " match the manifest")
+
+
+class _OldFiles:
+    """The active slot's manifest walked alongside the new one (both sorted by path)."""
+
+    def __init__(self, updater, active):
+        self.f = None
+        self.cur = None
+        if active is None or file_size(slots.manifest_path(updater.hal, active)) < 0:
+            return
+        try:
+            self.f, self.it = updater._files(active)
+            self.cur = next(self.it, None)
+        except (OSError, TrustError):
+            self.close()
+
+    def same(self, e):
+        raw = e.path.encode()
+        try:
+            while self.cur is not None and self.cur.path.encode() < raw:
+                self.cur = next(self.it, None)
+        except TrustError:
+            self.cur = None
+        c = self.cur
+        return c is not None and c.path == e.path and c.size == e.size and c.sha256 == e.sha256
+
+    def close(self):
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+        self.cur = None
+
+
+def _run_end(pf, index, end):
+    """End of the run of adjacent fetched ranges starting with record `index - 1`."""
+    pos = pf.tell()
+    try:
+        while True:
+            raw = pf.read(_REC)
+            if len(raw) < _REC:
+                return end
+            action, start, stop = struct.unpack(">BII", raw)
+            if action != _GET or start != end:
+                return end
+            end = stop
+    finally:
+        pf.seek(pos)
+
+
+def _parent(fs, target):
+    i = target.rfind("/")
+    makedirs(fs, target[:i])
+
+
+def _hash_prefix(path, n, h, io):
+    with open(path, "rb") as f:
+        while n:
+            got = f.readinto(io[: min(n, len(io))])
+            if not got:
+                raise OSError("partial file shorter than expected")
+            h.update(io[:got])
+            n -= got
+
+
+def _file_sha(path, io):
+    """SHA-256 of a file on flash, or None when it does not exist."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while True:
+                n = f.readinto(io)
+                if not n:
+                    break
+                h.update(io[:n])
+    except OSError:
+        return None
+    return h.digest()
+
+
+def _why(exc):
+    return exc.__class__.__name__ + ": " + str(exc)

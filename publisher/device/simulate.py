@@ -1,0 +1,241 @@
+"""A simulated device: the real device code in the MicroPython unix port, restarted like a board.
+
+`provision(...)` turns a blank state folder into a factory-fresh device: the
+manager compiled to .mpy in `lcm/m0/`, the `/main.py` shim, `config.json`
+with the pinned root keys and, for HTTPS, a bootstrap trust anchor.
+`simulate(...)` boots it again and again: exit code 75 is a reset, 76 a
+power cut (RTC memory is lost), 0 means the app returned. It returns a
+`SimStatus` (timeline lines and the device's final state), which
+`lcm device simulate` prints and `lcm demo` uses in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cert_sector.encoding import check_repo
+from cert_sector.errors import FormatError
+from publisher.errors import PublisherError
+from publisher.fsutil import write_atomic
+from publisher.micropython import REPO_ROOT, build_mpy, run_micropython
+
+EXIT_APP_DONE = 0
+EXIT_RESET = 75
+EXIT_POWER_CUT = 76
+BOOT_JSON = Path("lcm/state/boot.json")
+CONFIG_JSON = Path("lcm/state/config.json")
+BOOTSTRAP_CA = Path("lcm/state/certs/bootstrap.der")
+# What apps import as `lcm`: the manager slot's tiny re-export of lcm_device.app.
+LCM_SHIM = "from lcm_device.app import confirm, request_update, status  # noqa: F401\n"
+# Compiled into the manager but never imported there: the source of /main.py.
+_NOT_IN_SLOT = ("lcm_device/main.mpy",)
+
+
+class SimulateError(PublisherError):
+    """The simulation could not start or the device did not behave like a board."""
+
+
+@dataclass
+class SimStatus:
+    boots: int = 0
+    exits: list[int] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        st = self.state
+        return {
+            "app": st.get("app_tag"),
+            "app_slot": st.get("app"),
+            "trial": st.get("app_trial") is not None,
+            "refused_tag": st.get("app_bad"),
+            "manager": st.get("mgr_tag"),
+            "manager_slot": st.get("mgr"),
+            "boots": self.boots,
+            "exits": self.exits,
+        }
+
+
+def manager_files(build: Path) -> dict[str, bytes]:
+    """The files of a manager slot, by path inside the slot (.mpy modules and lcm.py)."""
+    files = {"lcm.py": LCM_SHIM.encode()}
+    for mpy in sorted(build.rglob("*.mpy")):
+        rel = mpy.relative_to(build).as_posix()
+        if rel not in _NOT_IN_SLOT:
+            files[rel] = mpy.read_bytes()
+    return files
+
+
+def der_from_pem(pem: bytes) -> bytes:
+    """The first certificate of a PEM file as DER (what the device's TLS client loads)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    try:
+        return x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER)
+    except ValueError as exc:
+        raise SimulateError(f"--https-ca is not a PEM certificate: {exc}") from None
+
+
+def provision(
+    state: Path,
+    *,
+    web_url: str,
+    repo: str,
+    roots: Sequence[bytes],
+    manager_repo: str | None = None,
+    manager_roots: Sequence[bytes] = (),
+    board: str = "esp32",
+    https_ca: bytes | None = None,
+    build: Path | None = None,
+    settings: dict[str, Any] | None = None,
+) -> bool:
+    """Make `state` a factory-fresh device; False (nothing changed) when it already is one."""
+    state = Path(state)
+    if (state / "main.py").exists():
+        return False
+    try:
+        check_repo(repo)
+        if manager_repo:
+            check_repo(manager_repo)
+    except FormatError as exc:
+        raise SimulateError(str(exc)) from None
+    if not roots:
+        raise SimulateError("at least one --root public key is needed for the app repo")
+    if manager_repo and not manager_roots:
+        raise SimulateError("--manager-repo needs at least one --manager-root public key")
+    if not web_url.startswith(("http://", "https://")):
+        raise SimulateError(f"--web-url must be an http(s) URL, got {web_url!r}")
+    if state.exists() and any(state.iterdir()):
+        raise SimulateError(f"{state} is not empty and holds no simulated device")
+    build_dir = build or Path(tempfile.mkdtemp(prefix="lcm-mpy-"))
+    build_mpy(build_dir)
+    slot = state / "lcm" / "m0"
+    for rel, data in manager_files(build_dir).items():
+        dest = slot / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+    if build is None:
+        shutil.rmtree(build_dir, ignore_errors=True)
+    cfg: dict[str, Any] = {
+        "web_url": web_url,
+        "repo": repo,
+        "app_roots": [r.hex() for r in roots],
+        "board": board,
+    }
+    if manager_repo:
+        cfg["manager_repo"] = manager_repo
+        cfg["manager_roots"] = [r.hex() for r in manager_roots]
+    cfg.update(settings or {})
+    (state / CONFIG_JSON).parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(state / CONFIG_JSON, json.dumps(cfg, indent=1).encode())
+    if https_ca is not None:
+        (state / BOOTSTRAP_CA).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(state / BOOTSTRAP_CA, https_ca)
+    # Last: its presence marks a provisioned device.
+    write_atomic(state / "main.py", (REPO_ROOT / "lcm_device" / "main.py").read_bytes())
+    return True
+
+
+def read_state(state: Path) -> dict[str, Any]:
+    try:
+        value = json.loads((Path(state) / BOOT_JSON).read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def boot_once(
+    state: Path,
+    *,
+    heap: str | None = None,
+    cause: str = "power",
+    check_now: bool = False,
+    fault_at: int = 0,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+) -> tuple[int, list[str]]:
+    """One boot of the device: (exit code, output lines)."""
+    extra = {
+        "LCM_ROOT": str(Path(state).resolve()),
+        "LCM_BOOT_CAUSE": cause,
+        "LCM_CHECK_NOW": "1" if check_now else "0",
+        "LCM_FAULT_AT": str(fault_at),
+    }
+    extra.update(env or {})
+    proc = run_micropython(
+        ["main.py"], path=[], heap=heap, timeout=timeout, cwd=Path(state), extra_env=extra
+    )
+    lines = (proc.stdout + proc.stderr).splitlines()
+    return proc.returncode, lines
+
+
+def simulate(
+    state: Path,
+    *,
+    heap: str | None = None,
+    once: bool = True,
+    max_boots: int = 20,
+    fault_at: int = 0,
+    interval_s: float = 0,
+    on_line: Callable[[str], None] | None = None,
+    env: dict[str, str] | None = None,
+) -> SimStatus:
+    """Boot a provisioned device until its app returns (`once`) or `max_boots` boots.
+
+    With `once` the first boot checks for an update at once and the run ends
+    after the app returns from the boot that follows (the trial boot after an
+    install). `fault_at` cuts the power at that flash mutation of the first
+    boot only, as the power-cut tests do.
+    """
+    state = Path(state)
+    if not (state / "main.py").exists():
+        raise SimulateError(f"{state} is not a provisioned device (no main.py): provision it first")
+    status = SimStatus()
+    cause = "power"
+    check_now = True
+    while status.boots < max_boots:
+        status.boots += 1
+        code, lines = boot_once(
+            state,
+            heap=heap,
+            cause=cause,
+            check_now=check_now,
+            fault_at=fault_at if status.boots == 1 else 0,
+            env=env,
+        )
+        status.exits.append(code)
+        for line in [f"--- boot {status.boots}", *lines, f"--- exit {_exit_name(code)}"]:
+            status.lines.append(line)
+            if on_line is not None:
+                on_line(line)
+        check_now = False
+        if code == EXIT_POWER_CUT:
+            (state / ".rtc").unlink(missing_ok=True)
+            cause = "power"
+            continue
+        if code == EXIT_RESET:
+            cause = "reset"
+            continue
+        if once:
+            break
+        # The app returned (or crashed): a board's watchdog would restart it.
+        cause = "reset"
+        time.sleep(interval_s)
+    status.state = read_state(state)
+    return status
+
+
+def _exit_name(code: int) -> str:
+    return {
+        EXIT_APP_DONE: "0 (app returned)",
+        EXIT_RESET: "75 (reset)",
+        EXIT_POWER_CUT: "76 (power cut)",
+    }.get(code, f"{code} (crash)")

@@ -1,0 +1,130 @@
+"""Helpers for the update-engine tests: publish signed releases on `lcm host`, run a device.
+
+Releases are uploaded through PyGithub exactly as a maintainer's tool would:
+a draft, its assets, then published (so a device never sees half a release).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cert_sector.assets import MANIFEST_ASSET, PACK_ASSET, SECTOR_ASSET
+from publisher.device.simulate import SimStatus, provision, simulate
+from publisher.signing import Signer
+from tests.hostserver import TEST_REPO, github_client
+from tests.keyfactory import make_manifest, make_sector, new_signer
+
+# The engine's modules load into the GC heap on the unix port (a board would run
+# them from ROMFS or frozen): below this heap a full update cycle cannot load
+# them. bench/bench_update.py reports the measured minimum and the working heap.
+ENGINE_HEAP_KB = 160
+
+APP_OK = "import lcm\nprint('APP', lcm.status()['app'], 'running')\n"
+
+
+def app_files(version: str, n: int = 20, size: int = 300, broken: bool = False) -> dict[str, bytes]:
+    """An app of `n` files: main.py prints its version; lib/mNN.py are `size`-byte modules."""
+    files = {}
+    for i in range(n - 1):
+        body = f"# module {i}\nVALUE = {i}\n".encode()
+        files[f"lib/m{i:02d}.py"] = body + b"#" * max(0, size - len(body) - 1) + b"\n"
+    main = "raise RuntimeError('v%s is broken')\n" % version if broken else APP_OK
+    files["main.py"] = main.encode()
+    return files
+
+
+@dataclass
+class Repo:
+    """A repo on the host with its keys, the current sector and a release counter."""
+
+    host: Any
+    name: str = TEST_REPO
+    root: Signer = field(default_factory=new_signer)
+    release_key: Signer = field(default_factory=new_signer)
+    sector: bytes = b""
+    sector_seq: int = 1
+    seq: int = 0
+
+    def __post_init__(self) -> None:
+        self.sector = make_sector(self.name, [self.root], [self.release_key])
+        self.gh = github_client(self.host).get_repo(self.name)
+
+    def publish(
+        self,
+        version: str,
+        files: dict[str, bytes],
+        *,
+        seq: int | None = None,
+        manifest: bytes | None = None,
+        pack: bytes | None = None,
+        sector: bytes | None = None,
+        key: Signer | None = None,
+        **kw: Any,
+    ) -> tuple[bytes, bytes]:
+        """Publish tag v`version`; returns (manifest, pack) as uploaded."""
+        if seq is None:
+            self.seq += 1
+            seq = self.seq
+        m, p = make_manifest(
+            self.name, key or self.release_key, files, seq=seq, version=version, **kw
+        )
+        m = m if manifest is None else manifest
+        p = p if pack is None else pack
+        rel = self.gh.create_git_release(f"v{version}", f"v{version}", "", draft=True)
+        for name, data in (
+            (SECTOR_ASSET, self.sector if sector is None else sector),
+            (MANIFEST_ASSET, m),
+            (PACK_ASSET, p),
+        ):
+            rel.upload_asset_from_memory(data, len(data), name)
+        rel.update_release(f"v{version}", "", draft=False)
+        return m, p
+
+
+def new_device(tmp_path: Path, mpy: Any, host: Any, repo: Repo, **settings: Any) -> Path:
+    state = tmp_path / "device"
+    cfg = {"http_timeout_ms": 2000}
+    cfg.update(settings)
+    provision(
+        state,
+        web_url=host.url,
+        repo=repo.name,
+        roots=[repo.root.public_key],
+        board="esp32",
+        build=mpy.build,
+        settings=cfg,
+    )
+    return state
+
+
+def engine_heap(mpy: Any) -> str | None:
+    """The fixture's heap, raised to what the engine's code needs (see ENGINE_HEAP_KB)."""
+    heap = mpy.heap
+    if heap is None:
+        return None
+    kb = int(heap.lower().rstrip("k"))
+    return f"{max(kb, ENGINE_HEAP_KB)}k"
+
+
+def run(state: Path, mpy: Any, **kw: Any) -> SimStatus:
+    return simulate(state, heap=engine_heap(mpy), **kw)
+
+
+def slot_is_complete(state: Path, slot: str) -> bool:
+    """Every file of the slot matches the slot's signed manifest (checked on CPython)."""
+    import hashlib
+
+    from cert_sector.manifest import parse_manifest
+
+    m = parse_manifest((state / "lcm" / f"{slot}.lcm").read_bytes())
+    for e in m.files:
+        path = state / "lcm" / slot / e.path
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).digest() != e.sha256:
+            return False
+    return True
+
+
+def text(status: SimStatus) -> str:
+    return "\n".join(status.lines)

@@ -1,0 +1,111 @@
+"""The update engine end to end: the manager in the MicroPython unix port against `lcm host`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.device.enginekit import Repo, app_files, new_device, run, slot_is_complete, text
+from tests.hostserver import running_host
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Any]:
+    with running_host(tmp_path) as h:
+        yield h
+
+
+def pack_bytes(host: Any, since: int) -> int:
+    """Bytes the host sent for asset objects (status, headers, body) since request `since`."""
+    return sum(r.bytes_sent for r in host.requests[since:] if r.path.startswith("/api/objects/"))
+
+
+def test_blank_device_installs_v1_and_confirms_it(tmp_path: Path, mpy: Any, host: Any) -> None:
+    repo = Repo(host)
+    repo.publish("1.0.0", app_files("1.0.0"))
+    state = new_device(tmp_path, mpy, host, repo)
+
+    status = run(state, mpy)
+
+    out = text(status)
+    assert status.exits == [75, 0], out
+    assert "app: switched to app0 (v1.0.0), trial boot next" in out
+    assert "app: trial boot 1 of 3 for v1.0.0" in out
+    assert "APP v1.0.0 running" in out
+    assert "app: confirmed v1.0.0" in out
+    assert status.state["app"] == "app0" and status.state["app_trial"] is None
+    assert slot_is_complete(state, "app0")
+
+
+def test_one_changed_file_of_twenty_downloads_only_its_bytes(
+    tmp_path: Path, mpy: Any, host: Any
+) -> None:
+    repo = Repo(host)
+    v1 = app_files("1.0.0")
+    repo.publish("1.0.0", v1)
+    state = new_device(tmp_path, mpy, host, repo)
+    assert run(state, mpy).state["app_tag"] == "v1.0.0"
+    v2 = dict(v1)
+    v2["lib/m07.py"] = v1["lib/m07.py"].replace(b"VALUE = 7", b"VALUE = 8")
+    manifest, _ = repo.publish("1.0.1", v2)
+    since = len(host.requests)
+
+    status = run(state, mpy)
+
+    out = text(status)
+    assert status.state["app_tag"] == "v1.0.1", out
+    changed = len(v2["lib/m07.py"])
+    assert f"download: {changed} bytes of the pack, " in out
+    body = [r for r in host.requests[since:] if r.path.startswith("/api/objects/")]
+    # certs.sector unchanged: 304 with no body (If-None-Match); manifest: 200; pack: one 206.
+    assert sorted(r.status for r in body) == [200, 206, 304], body
+    headers_allowance = 600 * len(body)
+    assert pack_bytes(host, since) <= changed + len(manifest) + headers_allowance
+    (ranged,) = [r for r in body if r.status == 206]
+    # The one range request carries that file's bytes and its headers, nothing more.
+    assert changed < ranged.bytes_sent < changed + 600
+    assert slot_is_complete(state, "app1")
+
+
+def test_idle_check_is_one_small_request(tmp_path: Path, mpy: Any, host: Any) -> None:
+    repo = Repo(host)
+    repo.publish("1.0.0", app_files("1.0.0", n=3))
+    state = new_device(tmp_path, mpy, host, repo)
+    run(state, mpy)
+    since = len(host.requests)
+
+    status = run(state, mpy)
+
+    assert "app: v1.0.0 is installed, nothing new" in text(status)
+    idle = host.requests[since:]
+    assert len(idle) == 1, idle
+    assert idle[0].path == "/acme/widget/releases/latest" and idle[0].status == 302
+    assert idle[0].bytes_sent <= 2048
+
+
+def test_broken_v3_rolls_back_to_v2_and_is_not_offered_again(
+    tmp_path: Path, mpy: Any, host: Any
+) -> None:
+    repo = Repo(host)
+    repo.publish("2.0.0", app_files("2.0.0", n=4))
+    state = new_device(tmp_path, mpy, host, repo, trial_boots=2)
+    assert run(state, mpy).state["app_tag"] == "v2.0.0"
+    repo.publish("3.0.0", app_files("3.0.0", n=4, broken=True))
+
+    status = run(state, mpy)
+
+    out = text(status)
+    # install + reset, two failed trial boots (reset each), then the roll-back boot.
+    assert status.exits == [75, 75, 75, 0], out
+    assert out.count("RuntimeError: v3.0.0 is broken") == 2
+    assert "app: v3.0.0 failed 2 trial boots; rolled back to v2.0.0" in out
+    assert "APP v2.0.0 running" in out
+    assert status.state["app_tag"] == "v2.0.0" and status.state["app_bad"] == "v3.0.0"
+    again = run(state, mpy)
+    assert "v3.0.0 failed its trial before; waiting for a newer one" in text(again)
+    assert again.exits == [0]
+    repo.publish("3.0.1", app_files("3.0.1", n=4))
+    assert run(state, mpy).state["app_tag"] == "v3.0.1"
