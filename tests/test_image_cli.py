@@ -170,8 +170,61 @@ def test_flash_args_put_the_image_at_the_firmware_offset(tmp_path: Path) -> None
     assert "--connect-attempts" in esp8266 and "2" in esp8266
 
 
-def test_flash_without_a_board_names_the_port(inputs: dict[str, Path]) -> None:
+@pytest.fixture(scope="module")
+def factory_esp32() -> bytes:
+    s = img.DeviceSettings(
+        board="esp32",
+        repo="alice/thermo",
+        app_roots=[bytes.fromhex(KEY)],
+        setup_password="flash-test-pw",
+    )
+    return img.build_factory_image("esp32", esp32_firmware(), "4MB", s).data
+
+
+# A valid P-256 point (the generator), enough for a config the image check accepts.
+KEY = (
+    "046b17d1f2e12c4247f8bce6e563a440f277037d812deb33a0f4a13945d898c296"
+    "4fe342e2fe1a7f9b8ee7eb4a7c0f9e162bce33576b315ececbb6406837bf51f5"
+)
+
+
+def test_factory_config_reads_back(factory_esp32: bytes) -> None:
+    cfg = img.factory_config(img.BOARDS["esp32"], factory_esp32)
+    assert cfg["setup_password"] == "flash-test-pw" and cfg["repo"] == "alice/thermo"
+    with pytest.raises(img.ImageError, match="not for esp8266"):
+        esp32_fs = factory_esp32[0x200000 - 0x1000 :]  # moved to where an ESP8266 has it
+        img.factory_config(img.BOARDS["esp8266"], b"\xff" * 0x100000 + esp32_fs)
+    with pytest.raises(img.ImageError, match="no lcm filesystem at 0x200000"):
+        img.factory_config(img.BOARDS["esp32"], esp32_firmware())
+
+
+def test_mac_is_read_from_esptool_output(capsys: pytest.CaptureFixture[str]) -> None:
+    from esptool.cmds import read_mac
+
+    class Chip:  # esptool asks the chip's eFuses; this one has a fixed MAC
+        def read_mac(self, kind: str = "BASE_MAC") -> tuple[int, ...] | None:
+            return None if kind == "EUI64" else (0x24, 0x0A, 0xC4, 0x12, 0xAB, 0xCD)
+
+    read_mac(Chip())  # type: ignore[arg-type]
+    text = "Chip type:          ESP32-D0WD-V3\n" + capsys.readouterr().out + "Uploading stub...\n"
+    mac = flashing.mac_from_esptool_output(text)
+    assert mac == bytes.fromhex("240ac412abcd") and img.setup_ssid(mac) == "LCM-12ABCD"
+    assert flashing.mac_from_esptool_output("Connecting....\n") is None
+
+
+def test_flash_refuses_an_image_without_lcm(inputs: dict[str, Path]) -> None:
     inputs["out"].write_bytes(esp32_firmware())
+    refused(
+        ["device", "flash", "--port", "/dev/null", "--board", "esp32", str(inputs["out"])],
+        "no lcm filesystem",
+        "lcm device image",
+    )
+
+
+def test_flash_without_a_board_names_the_port(
+    inputs: dict[str, Path], factory_esp32: bytes
+) -> None:
+    inputs["out"].write_bytes(factory_esp32)
     port = "/dev/lcm-test-no-such-port"
     refused(
         ["device", "flash", "--port", port, "--board", "esp32", str(inputs["out"])],
@@ -179,12 +232,12 @@ def test_flash_without_a_board_names_the_port(inputs: dict[str, Path]) -> None:
     )
 
 
-def test_flash_where_nothing_answers(inputs: dict[str, Path]) -> None:
+def test_flash_where_nothing_answers(inputs: dict[str, Path], factory_esp32: bytes) -> None:
     # A pseudo-terminal is a port that opens but where no bootloader ever answers.
     leader, follower = os.openpty()
     try:
         port = os.ttyname(follower)
-        inputs["out"].write_bytes(esp32_firmware())
+        inputs["out"].write_bytes(factory_esp32)
         args = ["device", "flash", "--port", port, "--board", "esp32", str(inputs["out"])]
         refused([*args, "--connect-attempts", "1"], f"no esp32 answered on {port}")
     finally:

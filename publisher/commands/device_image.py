@@ -114,7 +114,7 @@ def _settings(
     )
 
 
-def _print_setup(settings: img.DeviceSettings, mac: bytes | None) -> None:
+def _print_setup_network(password: str, mac: bytes | None) -> None:
     out.print("[bold]setup network[/] (when the board has no working Wi-Fi):")
     if mac is not None:
         ssid = img.setup_ssid(mac)
@@ -122,10 +122,10 @@ def _print_setup(settings: img.DeviceSettings, mac: bytes | None) -> None:
     else:
         ssid = None
         out.print("  name     LCM-XXXXXX  (XXXXXX: last 3 bytes of the board's Wi-Fi MAC, hex)")
-    out.print(f"  password {settings.setup_password}  (WPA2; stored in the image's config)")
+    out.print(f"  password {password}  (WPA2; stored in the board's config)")
     if ssid is not None:
         out.print("  scan to join:")
-        out.print(img.wifi_qr_text(ssid, settings.setup_password), highlight=False)
+        out.print(img.wifi_qr_text(ssid, password), highlight=False)
     else:
         out.print("  add --mac to print a QR code for one board (esptool read-mac shows it)")
 
@@ -201,7 +201,7 @@ def image(
         f"flash it: lcm device flash --port PORT --board {board.value} {output}"
         f"  (writes at {factory.flash_offset:#x})"
     )
-    _print_setup(settings, mac_bytes)
+    _print_setup_network(settings.setup_password, mac_bytes)
 
 
 @command_edge
@@ -219,8 +219,11 @@ def flash(
     """Write a factory image with esptool at the board's firmware offset."""
     b = img.get_board(board.value)
     out.print(f"flashing {image_file} to {board.value} on {port} at {b.firmware_offset:#x}")
-    flashing.flash(board.value, port, image_file, baud, connect_attempts)
-    out.print("done: the board reboots into lcm; join its LCM-XXXXXX network to set it up")
+    flashed = flashing.flash(board.value, port, image_file, baud, connect_attempts)
+    out.print("done: the board reboots into lcm")
+    password = flashed.config.get("setup_password")
+    if isinstance(password, str):
+        _print_setup_network(password, flashed.mac)
 
 
 @command_edge
@@ -260,4 +263,4 @@ def install(
         out.print(f"copying {len(files)} files to the board on {port} (mpremote)")
         flashing.install(port, files, Path(staging))
     out.print("done: the board was reset and runs lcm")
-    _print_setup(settings, None)
+    _print_setup_network(settings.setup_password, None)

@@ -7,16 +7,21 @@ flash is untouched until esptool has connected and identified the chip.
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from publisher.device.image import (
     Board,
     ImageError,
     MiB,
     esp32_family_chip_id,
+    factory_config,
     get_board,
 )
 from publisher.errors import PublisherError
@@ -24,6 +29,9 @@ from publisher.errors import PublisherError
 # The largest flash a supported board has; a factory image is never longer.
 MAX_FACTORY_IMAGE = 16 * MiB
 DEFAULT_BAUD = 460800
+# Enough of esptool's output to find the MAC and the reason of a failure.
+ESPTOOL_OUTPUT_KEPT = 64 * 1024
+_MAC_LINE = re.compile(r"^MAC:\s*((?:[0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2})", re.MULTILINE)
 # mpremote copies ~200 KiB of .mpy over a 115200 baud REPL in well under this.
 INSTALL_TIMEOUT_S = 600
 
@@ -71,28 +79,68 @@ def esptool_flash_args(
     ]
 
 
+@dataclass(frozen=True)
+class Flashed:
+    mac: bytes | None  # as esptool read it while connected
+    config: dict[str, Any]  # the image's /lcm/state/config.json
+
+
+def _echo_stdout(chunk: bytes) -> None:
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.flush()
+
+
 def flash(
     board_name: str,
     port: str,
     path: Path,
     baud: int = DEFAULT_BAUD,
     connect_attempts: int = 7,
-) -> None:
-    """esptool write-flash with its own progress output; errors name the port."""
-    import esptool
+    echo: Callable[[bytes], None] = _echo_stdout,
+) -> Flashed:
+    """esptool write-flash, its progress echoed as it runs; errors name the port.
 
+    esptool runs as a child process so its output (progress, the MAC it read)
+    can be shown and parsed at once.
+    """
     try:
         board = get_board(board_name)
     except ImageError as exc:
         raise FlashError(str(exc)) from None
     check_factory_image(board, path)
     try:
-        esptool.main(esptool_flash_args(board, port, path, baud, connect_attempts))
-    except esptool.FatalError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise FlashError(f"no {board.name} answered on {port}: {first}") from None
-    except OSError as exc:  # serial errors are OSErrors
-        raise FlashError(f"serial port {port}: {exc}") from None
+        config = factory_config(board, path.read_bytes())
+    except ImageError as exc:
+        raise FlashError(f"{path}: {exc}") from None
+    args = [sys.executable, "-m", "esptool"]
+    args += esptool_flash_args(board, port, path, baud, connect_attempts)
+    tail = bytearray()
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+        assert proc.stdout is not None
+        while chunk := os.read(proc.stdout.fileno(), 4096):
+            echo(chunk)
+            tail += chunk
+            del tail[:-ESPTOOL_OUTPUT_KEPT]
+        code = proc.wait()
+    text = tail.decode("utf-8", "replace")
+    if code != 0:
+        raise FlashError(f"no {board.name} answered on {port}: {_esptool_reason(text)}")
+    return Flashed(mac_from_esptool_output(text), config)
+
+
+def mac_from_esptool_output(text: str) -> bytes | None:
+    """The MAC esptool prints after connecting (`MAC:` and six hex bytes)."""
+    found = _MAC_LINE.search(text)
+    return bytes.fromhex(found.group(1).replace(":", "")) if found else None
+
+
+def _esptool_reason(text: str) -> str:
+    """esptool's own one-line reason, from 'A fatal error occurred: ...'."""
+    found = re.search(r"A fatal error occurred:\s*(.+)", text)
+    if found:
+        return found.group(1).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "esptool failed"
 
 
 # ---------------------------------------------------------------- mpremote

@@ -574,6 +574,54 @@ def build_filesystem(files: dict[str, bytes], region: Region) -> bytes:
     return image
 
 
+# ---------------------------------------------------------------- reading an image back
+
+MAX_CONFIG_SIZE = 16 * KiB
+
+
+def factory_filesystem(board: Board, data: bytes) -> Region:
+    """Where a factory image (as written by `merge`) keeps its filesystem."""
+    base = board.firmware_offset
+    end = base + len(data)
+    if board.name == "esp8266":
+        return Region(ESP8266_FS_START, max(0, end - ESP8266_FS_START) // BLOCK_SIZE * BLOCK_SIZE)
+    table_at = PARTITION_TABLE_OFFSET - base
+    parts = parse_partition_table(data[table_at : table_at + PARTITION_TABLE_SIZE])
+    vfs = [p for p in parts if p.type == _TYPE_DATA and p.label == "vfs"]
+    if vfs:
+        return Region(vfs[0].offset, vfs[0].size)
+    last = max((p.offset + p.size for p in parts), default=end)
+    return Region(last, max(0, end - last))
+
+
+def factory_config(board: Board, data: bytes) -> dict[str, Any]:
+    """The /lcm/state/config.json inside a factory image; ImageError if it has none."""
+    from littlefs import LittleFSError
+
+    region = factory_filesystem(board, data)
+    start = region.offset - board.firmware_offset
+    chunk = data[start : start + region.size]
+    if region.block_count < 2 or len(chunk) < region.size:
+        raise ImageError(
+            f"the image has no lcm filesystem at {region.offset:#x}: build it with lcm device image"
+        )
+    fs = new_littlefs(region, bytearray(chunk))
+    try:
+        fs.mount()
+        if fs.stat(CONFIG_PATH).size > MAX_CONFIG_SIZE:
+            raise ImageError(f"{CONFIG_PATH} in the image is larger than {MAX_CONFIG_SIZE} bytes")
+        with fs.open(CONFIG_PATH, "rb") as f:
+            cfg = json.loads(f.read())
+    except (LittleFSError, ValueError) as exc:
+        raise ImageError(
+            f"the image has no lcm filesystem at {region.offset:#x} ({exc}): "
+            "build it with lcm device image"
+        ) from None
+    if not isinstance(cfg, dict) or cfg.get("board") != board.name:
+        raise ImageError(f"the image's config is not for {board.name}")
+    return cfg
+
+
 # ---------------------------------------------------------------- merge
 
 
