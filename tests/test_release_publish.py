@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from github import Auth, Github
+import requests
+from github import Auth, Github, GithubException
 from typer.testing import CliRunner
 
 from cert_sector import manifest as mf
@@ -30,7 +31,7 @@ from publisher import signing
 from publisher.cli import app
 from publisher.host.server import HostServer, start_host
 from publisher.release import github as gh
-from publisher.release.errors import VerifyError
+from publisher.release.errors import HostError, VerifyError
 from publisher.release.publish import PublishRequest, publish
 from publisher.release.verify import Trust, verify_release
 from tests.keyfactory import make_manifest, make_sector
@@ -149,7 +150,7 @@ def test_publish_then_verify_and_list(world):
     (release,) = world.releases()
     assert (release.tag_name, release.draft, release.prerelease) == ("v1.0.0", False, False)
 
-    ok = json.loads(verify_cli(world, "--json").stdout)
+    ok = json.loads(verify_cli(world, "--json", "--web-url", world.host.url).stdout)
     assert (ok["valid"], ok["tag"], ok["seq"], ok["files"]) == (True, "v1.0.0", 1, len(APP))
     assert ok["boards"] == ["esp32"]
     # The same with the trusted sector instead of pinned roots, and by tag.
@@ -387,6 +388,12 @@ def test_bad_source(world, tmp_path):
     result = publish_cli(world, "v1.0.0", source=esc, code=1)
     assert "'key.pem' is a symlink to" in result.output and "outside SOURCE" in result.output
     assert "--tag 'latest' is not v + MAJOR" in publish_cli(world, "latest", code=1).output
+    assert (
+        "--kind must be files or firmware"
+        in publish_cli(world, "v1.0.0", "--kind", "x", code=1).output
+    )
+    result = publish_cli(world, "v1.0.0", "--kind", "firmware", "--compile-mpy", code=1)
+    assert "--compile-mpy is for app folders" in result.output
     assert world.releases() == []
 
 
@@ -510,3 +517,84 @@ def test_verify_rejects_a_manifest_from_another_tag(world):
     with pytest.raises(VerifyError) as info:
         verify_release(world.host.url, REPO, Trust(sector=world.sector.read_bytes()))
     assert info.value.asset == MANIFEST_ASSET
+
+
+def test_progress_bars_on_stderr_unless_json(world):
+    result = publish_cli(world, "v1.0.0")
+    assert "pack.lcm" in result.stderr and "certs.sector" in result.stderr
+    assert "published: acme/widget v1.0.0 (sequence 1, stable)" in result.stdout
+    out = CliRunner().invoke(
+        app,
+        [
+            "release",
+            "publish",
+            str(world.app),
+            "--repo",
+            REPO,
+            "--tag",
+            "v1.0.1",
+            "--key",
+            str(world.key),
+            "--json",
+        ],
+        env=world.env,
+    )
+    assert out.exit_code == 0, out.output
+    assert out.stderr == ""
+    assert json.loads(out.stdout)["seq"] == 2
+
+
+def test_list_without_token_and_an_exhausted_rate_limit(world, tmp_path):
+    publish_cli(world, "v1.0.0", "--board", "esp8266")
+    world.github().get_repo(REPO).create_git_release("v2.0.0", "v2.0.0", "", draft=True)
+    anonymous = {"LCM_GITHUB_API": world.host.api_url, "GITHUB_TOKEN": ""}
+    rows = json.loads(lcm(world, "release", "list", "--repo", REPO, "--json", env=anonymous).stdout)
+    assert [(r["tag"], r["boards"]) for r in rows] == [("v1.0.0", ["esp8266"])]  # no draft
+    rows = json.loads(lcm(world, "release", "list", "--repo", REPO, "--json").stdout)
+    assert [(r["tag"], r["state"], r["problem"]) for r in rows] == [
+        ("v1.0.0", "published", None),
+        ("v2.0.0", "draft", "no manifest.lcm"),
+    ]
+    # Anonymous API requests are limited (60 an hour on GitHub; 2 here): a list
+    # of an empty repo costs 2, so the second one finds the limit used up.
+    with start_host(tmp_path / "limited", token=TOKEN, repos=[REPO], rate_limit=2) as limited:
+        env = {"LCM_GITHUB_API": limited.api_url, "GITHUB_TOKEN": ""}
+        lcm(world, "release", "list", "--repo", REPO, env=env)
+        result = lcm(world, "release", "list", "--repo", REPO, code=1, env=env)
+        assert "the API rate limit is used up until" in result.output
+
+
+def test_retry_policy_honours_secondary_rate_limits_and_gives_up_on_client_errors():
+    waits: list[float] = []
+    session = gh.Session(
+        "http://127.0.0.1:9/api/v3", None, retry=gh.RetryPolicy(attempts=3, sleep=waits.append)
+    )
+    answers = [
+        GithubException(
+            403, {"message": "You have exceeded a secondary rate limit"}, {"Retry-After": "7"}
+        ),
+        GithubException(502, {"message": "Bad Gateway"}, {}),
+    ]
+
+    def flaky() -> str:
+        if answers:
+            raise answers.pop(0)
+        return "done"
+
+    assert session.call("a step", flaky) == "done"
+    assert waits[0] == 7 and 0 <= waits[1] <= 2 and session.retries == 2
+
+    def unprocessable() -> str:
+        raise GithubException(422, {"message": "Validation Failed"}, {})
+
+    waits.clear()
+    with pytest.raises(HostError, match="another step: 422 Validation Failed"):
+        session.call("another step", unprocessable)
+    assert waits == []  # a client error is not retried
+
+    def down() -> str:
+        raise requests.ConnectionError("connection refused")
+
+    with pytest.raises(HostError, match=r"connection to .* failed after 3 attempts"):
+        session.call("a third step", down)
+    assert len(waits) == 2

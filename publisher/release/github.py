@@ -188,6 +188,17 @@ class Session:
                     f"{what}: the host rejected the token in ${self.token_env} "
                     f"(401 {message}); check that it is set and still valid"
                 )
+            headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+            if status in (403, 429) and headers.get("x-ratelimit-remaining") == "0":
+                reset = headers.get("x-ratelimit-reset", "")
+                when = (
+                    time.strftime("%H:%M:%S UTC", time.gmtime(int(reset)))
+                    if reset.isdigit()
+                    else "the next hour"
+                )
+                return HostError(
+                    f"{what}: the API rate limit is used up until {when} ({status} {message})"
+                )
             if status == 403 and not _is_secondary_rate_limit(exc):
                 return HostError(
                     f"{what}: forbidden (403 {message}); the token in ${self.token_env} "
