@@ -67,6 +67,9 @@ class HostHandler(BaseHTTPRequestHandler):
     server_version = "lcm-host"
     sys_version = ""
     timeout = IDLE_TIMEOUT
+    # Headers and body go out in separate writes; with Nagle's algorithm and
+    # delayed ACKs each kept-alive request could wait ~40 ms for nothing.
+    disable_nagle_algorithm = True
     host: HostServer
     connection_id: int
     wfile: Any
@@ -214,13 +217,11 @@ class HostHandler(BaseHTTPRequestHandler):
         record.status = response.status
         record.bytes_sent = planned
         self.host._record(record)
+        if has_body and not isinstance(response.body, FileBody):
+            self._headers_buffer.append(response.body)  # one write for a small answer
         self.flush_headers()
-        if not has_body:
-            return
-        if isinstance(response.body, FileBody):
+        if has_body and isinstance(response.body, FileBody):
             self.send_file(response.body, cut, stall)
-        else:
-            self.wfile.write(response.body)
 
     def send_file(self, body: FileBody, cut: int | None, stall: bool) -> None:
         """Stream the asset; with a fault, only `cut` bytes, then close (or stall)."""
