@@ -327,6 +327,7 @@ def test_sequence_must_exceed_every_release_drafts_included(world):
     result = publish_cli(world, "v1.1.0", "--seq", "3", code=1)
     assert "--seq 3 is not above sequence 5 of release v1.0.0" in result.output
     assert "--seq 5 is not above" in publish_cli(world, "v1.1.0", "--seq", "5", code=1).output
+    assert [r.tag_name for r in world.releases()] == ["v1.0.0"]  # refused before any write
     # A draft's manifest counts too (a publish that died before publishing).
     draft = world.github().get_repo(REPO).create_git_release("v9.0.0", "v9.0.0", "", draft=True)
     manifest, _ = make_manifest(REPO, world.signer, {"main.py": b"x"}, seq=9, version="9.0.0")

@@ -196,6 +196,18 @@ class Publisher:
                     f"(sequence {published.manifest.seq if published.manifest else '?'}); "
                     "publish a new tag, or pass --force to replace it under a new sequence number"
                 )
+            drafts = [published, *drafts]
+
+        # The draft being resumed (for --force: the replaced release) may keep its own
+        # manifest only when it describes this very content; otherwise its sequence
+        # counts as used too (see choose_manifest), so --force never reuses one.
+        # Everything is decided before the first write to the host.
+        resume = drafts[0] if drafts else None
+        highest = _highest(
+            [k for k in known if resume is None or k.release.id != resume.release.id]
+        )
+        manifest_bytes, seq = self.choose_manifest(spec, resume, highest)
+        if published is not None:
             # --force: back to a draft while its assets change, so no device sees a mix.
             session.call(
                 f"turning {req.tag} back into a draft",
@@ -203,17 +215,7 @@ class Publisher:
                     req.tag, req.notes, draft=True, prerelease=req.prerelease
                 ),
             )
-            drafts = [published, *drafts]
-
-        # The draft being resumed (for --force: the replaced release) may keep its own
-        # manifest only when it describes this very content; otherwise its sequence
-        # counts as used too (see choose_manifest), so --force never reuses one.
-        resume = drafts[0] if drafts else None
-        highest = _highest(
-            [k for k in known if resume is None or k.release.id != resume.release.id]
-        )
         draft = self.find_or_create_draft(repo, drafts)
-        manifest_bytes, seq = self.choose_manifest(spec, resume, highest)
 
         assets = release_assets(
             manifest_bytes, spec.pack, sector_bytes, None if req.prerelease else req.tag
