@@ -1,0 +1,64 @@
+"""Power cut at every flash mutation of an update (the MCUboot simulator's method).
+
+For k = 1, 2, ... the update from v1 to v2 runs with the k-th flash
+mutation (write, file creation, rename, remove, mkdir, rmdir; a write is
+cut half way) cutting the power, on a copy of the same v1 device. After the
+cut the device boots again without a fault: it must run a complete,
+verified app (v1 or v2). Then a later check must finish the update. The
+loop ends at the first k the update completes without reaching.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from tests.device.enginekit import Repo, app_files, new_device, run, slot_is_complete, text
+from tests.hostserver import running_host
+
+
+def running_app(state: Path, out: str, status: Any) -> str:
+    """The version the last boot ran, after checking its slot is complete and verified."""
+    st = status.state
+    assert st.get("app") in ("app0", "app1"), out
+    assert slot_is_complete(state, st["app"]), out
+    last_boot = out.rsplit("--- boot", 1)[1]
+    assert f"APP {st['app_tag']} running" in last_boot, out
+    return st["app_tag"]
+
+
+def test_power_cut_at_every_flash_mutation_recovers(tmp_path: Path, mpy: Any) -> None:
+    with running_host(tmp_path) as host:
+        repo = Repo(host)
+        v1 = app_files("1.0.0", n=4, size=1500)
+        repo.publish("1.0.0", v1)
+        golden = new_device(tmp_path, mpy, host, repo)
+        assert run(golden, mpy).state["app_tag"] == "v1.0.0"
+        v2 = dict(v1)
+        v2["lib/m01.py"] = b"VALUE = 'changed'\n" * 100
+        v2["lib/m02.py"] = b"VALUE = 'new file'\n" * 100
+        repo.publish("1.1.0", v2)
+
+        tried = recovered = 0
+        k = 0
+        while True:
+            k += 1
+            state = tmp_path / f"cut{k}"
+            shutil.copytree(golden, state)
+            status = run(state, mpy, fault_at=k)
+            out = text(status)
+            if 76 not in status.exits:
+                # The whole update ran without reaching the k-th mutation: every point tried.
+                assert status.state["app_tag"] == "v1.1.0", out
+                break
+            tried += 1
+            assert status.exits[0] == 76, out
+            assert running_app(state, out, status) in ("v1.0.0", "v1.1.0")
+            later = run(state, mpy)
+            later_out = text(later)
+            assert running_app(state, later_out, later) == "v1.1.0", later_out
+            recovered += 1
+            shutil.rmtree(state)
+        print(f"power cut points tried: {tried}, recovered: {recovered} (100 %)")
+        assert tried > 20 and recovered == tried
