@@ -452,3 +452,30 @@ def test_signed_urls_can_name_another_host(tmp_path):
         cdn.request("GET", signed.split(str(host.port), 1)[1])
         response = cdn.getresponse()
         assert response.status == 200 and response.read() == PACK
+
+
+def test_refused_upload_body_is_drained_and_the_connection_kept(host):
+    rel = publish(host, "v1.0.0", {}, draft=True)
+    upload_path = rel.upload_url.split("{")[0][len(host.url) :] + "?name=big.bin"
+    conn = http.client.HTTPConnection("127.0.0.1", host.port, timeout=30)
+    conn.request("POST", upload_path, body=b"x" * 3_000_000)  # no token
+    response = conn.getresponse()
+    assert response.status == 401
+    assert json.loads(response.read())["message"] == "Requires authentication"
+    conn.request("GET", f"/{TEST_REPO}/releases/latest")
+    assert conn.getresponse().status == 302
+    assert len({r.connection_id for r in host.requests if not r.path.startswith("/api/v3")}) == 1
+
+
+def test_download_count_and_api_download_redirect(host):
+    rel = publish(host, "v1.0.0", {"pack.lcm": PACK})
+    asset = rel.get_assets()[0]
+    client = Client(host)
+    for _ in range(2):
+        signed = resolve(client, f"/{TEST_REPO}/releases/latest/download/pack.lcm")
+        assert client.get(signed)[1] == PACK
+    api_asset = f"/api/v3/repos/{TEST_REPO}/releases/assets/{asset.id}"
+    response, body = client.get(api_asset)
+    assert json.loads(body)["download_count"] == 2
+    response, _ = client.get(api_asset, Accept="application/octet-stream")
+    assert response.status == 302 and "/api/objects/" in response.getheader("Location")

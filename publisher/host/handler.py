@@ -173,7 +173,7 @@ class HostHandler(BaseHTTPRequestHandler):
                 if req is not None:
                     self.drain(req)
                 self.write_response(response, record)
-            if self.close_connection and req is not None and req.body_left > 0:
+            if self.close_connection and (req is None or req.body_left > 0):
                 self.linger()
         except OSError:
             self.close_connection = True

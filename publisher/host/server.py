@@ -122,6 +122,7 @@ class HostServer:
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join()
+            self._thread = None
         self._httpd.server_close()
         with self._lock:
             sockets = list(self._open.values())
