@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from github import Auth, Github, GithubException
+from github import Github, GithubException
 from typer.testing import CliRunner
 
 from cert_sector import manifest as mf
@@ -29,11 +29,12 @@ from cert_sector.assets import (
 )
 from publisher import signing
 from publisher.cli import app
-from publisher.host.server import HostServer, start_host
+from publisher.host.server import HostServer
 from publisher.release import github as gh
 from publisher.release.errors import HostError, VerifyError
 from publisher.release.publish import PublishRequest, publish
 from publisher.release.verify import Trust, verify_release
+from tests.hostserver import github_client, running_host
 from tests.keyfactory import make_manifest, make_sector
 from tests.test_release_build import esp32_image
 
@@ -63,13 +64,7 @@ class World:
         return {"GITHUB_TOKEN": TOKEN, "LCM_GITHUB_API": self.host.api_url}
 
     def github(self) -> Github:
-        return Github(
-            base_url=self.host.api_url,
-            auth=Auth.Token(TOKEN),
-            retry=None,
-            seconds_between_requests=None,
-            seconds_between_writes=None,
-        )
+        return github_client(self.host, TOKEN, retry=None)
 
     def releases(self, repo: str = REPO) -> list:
         return list(self.github().get_repo(repo).get_releases())
@@ -85,17 +80,13 @@ def write_app(root: Path, files: dict[str, bytes]) -> Path:
 
 @pytest.fixture
 def world(tmp_path):
-    host = start_host(tmp_path / "host", token=TOKEN, repos=[REPO, "acme/other"])
-    _, root_pub, root = signing.generate(tmp_path / "keys", "root", None)
-    key, _, signer = signing.generate(tmp_path / "keys", "release", None)
-    sector = tmp_path / "certs.sector"
-    sector.write_bytes(make_sector(REPO, [root], [signer]))
-    try:
-        yield World(
-            tmp_path, host, root_pub, key, sector, signer, root, write_app(tmp_path / "app", APP)
-        )
-    finally:
-        host.shutdown()
+    with running_host(tmp_path, token=TOKEN, repos=(REPO, "acme/other")) as host:
+        _, root_pub, root = signing.generate(tmp_path / "keys", "root", None)
+        key, _, signer = signing.generate(tmp_path / "keys", "release", None)
+        sector = tmp_path / "certs.sector"
+        sector.write_bytes(make_sector(REPO, [root], [signer]))
+        app_dir = write_app(tmp_path / "app", APP)
+        yield World(tmp_path, host, root_pub, key, sector, signer, root, app_dir)
 
 
 def lcm(world: World, *args: str, code: int = 0, env: dict[str, str] | None = None):
@@ -558,7 +549,7 @@ def test_list_without_token_and_an_exhausted_rate_limit(world, tmp_path):
     ]
     # Anonymous API requests are limited (60 an hour on GitHub; 2 here): a list
     # of an empty repo costs 2, so the second one finds the limit used up.
-    with start_host(tmp_path / "limited", token=TOKEN, repos=[REPO], rate_limit=2) as limited:
+    with running_host(tmp_path / "limited", token=TOKEN, repos=(REPO,), rate_limit=2) as limited:
         env = {"LCM_GITHUB_API": limited.api_url, "GITHUB_TOKEN": ""}
         lcm(world, "release", "list", "--repo", REPO, env=env)
         result = lcm(world, "release", "list", "--repo", REPO, code=1, env=env)
