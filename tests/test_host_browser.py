@@ -479,3 +479,37 @@ def test_download_count_and_api_download_redirect(host):
     assert json.loads(body)["download_count"] == 2
     response, _ = client.get(api_asset, Accept="application/octet-stream")
     assert response.status == 302 and "/api/objects/" in response.getheader("Location")
+
+
+def test_restart_after_a_cut_upload_and_a_cut_metadata_write(tmp_path):
+    data = tmp_path / "data"
+    with running_host(tmp_path, data_dir=data) as host:
+        rel = publish(host, "v1.0.0", {"pack.lcm": PACK})
+        host.inject_fault("drop_upload")
+        cut = github_client(host, retry=None).get_repo(TEST_REPO).get_release(rel.id)
+        with pytest.raises(Exception):  # noqa: B017 (connection cut mid-upload)
+            cut.upload_asset_from_memory(io.BytesIO(b"s" * 9000), 9000, "SHA256SUMS")
+    # What a crash leaves: a half-written upload and a metadata temp file never renamed.
+    (data / "tmp" / "upload-crashed").write_bytes(b"half")
+    (data / ".meta.json.crashed").write_bytes(b'{"format": 1, "torn')
+    with running_host(tmp_path, data_dir=data) as host:
+        assets = {
+            a.name: a.state
+            for a in github_client(host).get_repo(TEST_REPO).get_release(rel.id).get_assets()
+        }
+        assert assets == {"pack.lcm": "uploaded", "SHA256SUMS": "starter"}
+        assert not list((data / "tmp").iterdir())
+        assert not list(data.glob(".meta.json.*"))
+        signed = resolve(Client(host), f"/{TEST_REPO}/releases/latest/download/pack.lcm")
+        assert Client(host).get(signed)[1] == PACK
+
+
+def test_an_internal_error_is_a_json_500_without_traceback(host, monkeypatch):
+    def broken(repo):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(host.store, "latest", broken)
+    response, body = Client(host).get(f"/{TEST_REPO}/releases/latest")
+    assert response.status == 500
+    assert json.loads(body)["message"] == "Server Error"
+    assert b"disk on fire" not in body and b"Traceback" not in body

@@ -99,6 +99,9 @@ class Store:
         for leftover in self.tmp_dir.iterdir():
             # Uploads cut by a restart: their assets stay "starter", as on GitHub.
             leftover.unlink(missing_ok=True)
+        for torn in self.root.glob("." + META_FILE + ".*"):
+            # A metadata write cut before its rename: meta.json itself is whole.
+            torn.unlink(missing_ok=True)
         self.next_id = FIRST_ID
         self.repos: dict[str, Repo] = {}
         self.releases: dict[int, Release] = {}
