@@ -31,7 +31,7 @@ def app_files(version: str, n: int = 20, size: int = 300, broken: bool = False) 
         body = f"# module {i}\nVALUE = {i}\n".encode()
         files[f"lib/m{i:02d}.py"] = body + b"#" * max(0, size - len(body) - 1) + b"\n"
     main = "raise RuntimeError('v%s is broken')\n" % version if broken else APP_OK
-    files["main.py"] = main.encode()
+    files["main.py"] = f"# app {version}\n{main}".encode()
     return files
 
 
