@@ -11,6 +11,9 @@ import io
 import itertools
 import json
 import os
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -590,3 +593,27 @@ def test_retry_policy_honours_secondary_rate_limits_and_gives_up_on_client_error
     with pytest.raises(HostError, match=r"connection to .* failed after 3 attempts"):
         session.call("a third step", down)
     assert len(waits) == 2
+
+
+def test_sigkill_mid_publish_then_rerun_ends_with_one_release(world, tmp_path):
+    """A real `lcm release publish` process killed with SIGKILL once its first upload landed."""
+    # A pack of a few MB, so the kill usually lands during the uploads.
+    big = write_app(tmp_path / "bigapp", {**APP, "data/blob.bin": os.urandom(6 * 1024 * 1024)})
+    args = [sys.executable, "-c", "from publisher.cli import main; main()", "release", "publish"]
+    args += [str(big), "--repo", REPO, "--tag", "v3.0.0", "--key", str(world.key)]
+    args += ["--certs", str(world.sector), "--json"]
+    env = {**os.environ, **world.env}
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        while proc.poll() is None and not any(
+            r.path.startswith("/api/uploads/") for r in list(world.host.requests)
+        ):
+            threading.Event().wait(0.005)
+    finally:
+        proc.kill()
+        proc.communicate()
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["state"] in ("published", "already published")
+    assert [(r.tag_name, r.draft) for r in world.releases()] == [("v3.0.0", False)]
+    verify_cli(world, "--tag", "v3.0.0")
