@@ -93,6 +93,9 @@ class HostHandler(BaseHTTPRequestHandler):
         finally:
             self.host._forget_connection(self.connection_id)
 
+    def version_string(self) -> str:
+        return self.server_version
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
