@@ -39,6 +39,8 @@ def main():
         _log = logmod.log
     except ImportError:
         pass
+    _gestures(hal, cfg)
+    cfg = config.load(hal)  # a gesture may have changed it (forget Wi-Fi, factory reset)
     st = slots.load(hal)
     log(
         "boot: manager "
@@ -52,6 +54,18 @@ def main():
     )
     sched = _checks(hal, cfg)
     run_app(hal, cfg, sched)
+
+
+def _gestures(hal, cfg):
+    # Power-cycle counting (lcm_device.gestures), on power-on boots; `gestures:
+    # false` in the config turns it off (test rigs that cut power on purpose).
+    if cfg.get("gestures") is False:
+        return
+    try:
+        from lcm_device import gestures
+    except ImportError:
+        return
+    gestures.at_boot(hal, cfg, _reset_cause(hal) == "power")
 
 
 def _trial(st, kind):
@@ -171,7 +185,8 @@ def run_app(hal, cfg, sched=None):
         if not st.get("app"):
             return
     tag = st.get("app_tag")
-    if slots.in_trial(st, "app"):
+    trial = slots.in_trial(st, "app")
+    if trial:
         log(
             "app: trial boot "
             + str(st["app_trial"])
@@ -180,10 +195,9 @@ def run_app(hal, cfg, sched=None):
             + " for "
             + str(tag)
         )
-        _arm_confirm(hal, cfg)
     else:
         log("app: starting " + str(tag))
-    _arm_schedule(hal, cfg, sched)
+    _arm_watcher(hal, cfg, sched, trial)
     path = slots.slot_dir(hal, st["app"])
     sys.path.insert(0, path)
     collect()
@@ -198,21 +212,34 @@ def run_app(hal, cfg, sched=None):
     confirm()
 
 
-def _arm_confirm(hal, cfg):
-    after = getattr(hal, "after", None)
-    if after is None:
-        return
-    from lcm_device.app import confirm
+def _arm_watcher(hal, cfg, sched, trial):
+    """While the app runs: scheduled checks, gesture settling, and the trial's confirmation.
 
-    after(int(cfg.get("confirm_after_s") or 30) * 1000, confirm)
-
-
-def _arm_schedule(hal, cfg, sched):
-    if sched is None:
-        return
+    lcm_device.checktimer polls these from a timer on boards; the unix port
+    has no timer, so there a trial app is confirmed by lcm.confirm() or by
+    its main module returning.
+    """
     try:
-        from lcm_device import schedule
+        from lcm_device import checktimer
+    except ImportError:
+        return None
+    also = []
+    try:
+        from lcm_device import gestures
 
-        schedule.arm_timer(hal, cfg, sched)
+        also.append(lambda now_s: gestures.settle(hal, now_s))
     except ImportError:
         pass
+    if trial:
+        after = int(cfg.get("confirm_after_s") or 30)
+        pending = [True]
+
+        def confirm_when_healthy(now_s):
+            if pending[0] and now_s >= after:
+                pending[0] = False
+                from lcm_device.app import confirm
+
+                confirm()
+
+        also.append(confirm_when_healthy)
+    return checktimer.arm_timer(hal, cfg, sched, also)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from publisher.commands import device_image
+from publisher.commands import device_image, simulate
 
 app = typer.Typer(
     help="Factory images, flashing, and simulated devices on the MicroPython unix port.",
@@ -17,3 +17,4 @@ app = typer.Typer(
 app.command("image")(device_image.image)
 app.command("flash")(device_image.flash)
 app.command("install")(device_image.install)
+app.command("simulate")(simulate.simulate_command)

@@ -46,10 +46,13 @@ class Repo:
     sector: bytes = b""
     sector_seq: int = 1
     seq: int = 0
+    verify: str | None = None  # CA bundle for PyGithub when the host speaks HTTPS
+    cas: list[bytes] = field(default_factory=list)  # TLS anchors (DER) in the sector
 
     def __post_init__(self) -> None:
-        self.sector = make_sector(self.name, [self.root], [self.release_key])
-        self.gh = github_client(self.host).get_repo(self.name)
+        self.sector = make_sector(self.name, [self.root], [self.release_key], cas=self.cas)
+        kw = {} if self.verify is None else {"verify": self.verify}
+        self.gh = github_client(self.host, **kw).get_repo(self.name)
 
     def publish(
         self,
@@ -85,7 +88,8 @@ class Repo:
 
 def new_device(tmp_path: Path, mpy: Any, host: Any, repo: Repo, **settings: Any) -> Path:
     state = tmp_path / "device"
-    cfg = {"http_timeout_ms": 2000}
+    # No power-cycle gestures: the power-cut tests cycle power on purpose.
+    cfg = {"http_timeout_ms": 2000, "gestures": False}
     cfg.update(settings)
     provision(
         state,
