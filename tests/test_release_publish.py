@@ -19,6 +19,9 @@ from pathlib import Path
 
 import pytest
 import requests
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from github import Github, GithubException
 from typer.testing import CliRunner
 
@@ -617,3 +620,35 @@ def test_sigkill_mid_publish_then_rerun_ends_with_one_release(world, tmp_path):
     assert json.loads(rerun.stdout)["state"] in ("published", "already published")
     assert [(r.tag_name, r.draft) for r in world.releases()] == [("v3.0.0", False)]
     verify_cli(world, "--tag", "v3.0.0")
+
+
+def test_https_host_verified_with_the_sectors_cas(world, tmp_path):
+    """Over HTTPS, verify checks the host's certificate against the trusted sector's CAs."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    certfile, keyfile = tmp_path / "host.pem", tmp_path / "host.key"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(certfile))
+    cert.private_key_pem.write_to_path(str(keyfile))
+    ca_pem = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_pem))
+    ca_der = x509.load_pem_x509_certificate(ca_pem.read_bytes()).public_bytes(Encoding.DER)
+    with running_host(
+        tmp_path / "tls", token=TOKEN, repos=(REPO,), tls=(certfile, keyfile)
+    ) as host:
+        assert host.url.startswith("https://")
+        with_ca = tmp_path / "with-ca.sector"
+        with_ca.write_bytes(make_sector(REPO, [world.root], [world.signer], cas=[ca_der]))
+        # The publisher (PyGithub, requests) takes the CA bundle from the environment.
+        env = {"GITHUB_TOKEN": TOKEN, "LCM_GITHUB_API": host.api_url}
+        args = ["release", "publish", str(world.app), "--repo", REPO, "--tag", "v1.0.0"]
+        args += ["--key", str(world.key), "--certs", str(with_ca)]
+        lcm(world, *args, env={**env, "REQUESTS_CA_BUNDLE": str(ca_pem)})
+        verify = ["release", "verify", "--repo", REPO]
+        ok = lcm(world, *verify, "--certs", str(with_ca), env=env)
+        assert "valid: acme/widget v1.0.0" in ok.stdout
+        # Without the CA (a sector without it, no --ca-file) the host is not trusted.
+        result = lcm(world, *verify, "--root", str(world.root_pub), code=1, env=env)
+        assert "error: latest release: cannot reach" in result.output
+        assert "CERTIFICATE_VERIFY_FAILED" in result.output
+        ok = lcm(world, *verify, "--root", str(world.root_pub), "--ca-file", str(ca_pem), env=env)
+        assert "valid: acme/widget v1.0.0" in ok.stdout

@@ -201,6 +201,13 @@ def verify_command(
     installed_seq: Annotated[
         int, typer.Option("--installed-seq", help="Refuse sequences not above this one.")
     ] = -1,
+    ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca-file",
+            help="PEM trust anchors for HTTPS (default: the CAs of --certs, else the system's).",
+        ),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Download a release through browser URLs only and check it as a device would."""
@@ -221,6 +228,7 @@ def verify_command(
         channel=channel or "stable",
         installed_seq=installed_seq,
         now=int(time.time()),
+        ca_file=str(ca_file) if ca_file is not None else None,
     )
     if as_json:
         print_json({"valid": True, **result.as_json()})

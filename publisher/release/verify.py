@@ -135,13 +135,30 @@ class _FileChecker:
         return self._current is None
 
 
+def tls_anchors(trust: Trust) -> list[bytes]:
+    """The CAs a device would check the hosts' TLS with: those of the sector it trusts."""
+    if trust.sector is None:
+        return []
+    try:
+        return sf.parse_sector(trust.sector).cas
+    except TrustError as exc:
+        raise VerifyError("--certs", str(exc)) from None
+
+
 class Verifier:
-    def __init__(self, web_url: str, repo: str, trust: Trust, now: int | None = None) -> None:
+    def __init__(
+        self,
+        web_url: str,
+        repo: str,
+        trust: Trust,
+        now: int | None = None,
+        ca_file: str | None = None,
+    ) -> None:
         self.web_url = web_url.rstrip("/")
         self.repo = repo
         self.trust = trust
         self.now = now
-        self.browser = Browser()
+        self.browser = Browser(tls_anchors(trust), ca_file)
 
     def url(self, tag: str, name: str) -> str:
         return download_url(self.web_url, self.repo, tag, name)
@@ -281,7 +298,10 @@ def verify_release(
     channel: str = "stable",
     installed_seq: int = -1,
     now: int | None = None,
+    ca_file: str | None = None,
 ) -> VerifyResult:
+    """Verify a release; over HTTPS the TLS anchors are `ca_file`, else the CAs of the
+    trusted sector (as on a device), else the system's."""
     if channel not in ("stable", "beta"):
         raise VerifyError("--channel", f"must be stable or beta, not {channel!r}")
-    return Verifier(web_url, repo, trust, now).run(tag, channel, installed_seq)
+    return Verifier(web_url, repo, trust, now, ca_file).run(tag, channel, installed_seq)

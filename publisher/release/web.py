@@ -7,9 +7,13 @@ a maximum length; a server that sends more is refused, not believed.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from publisher.release.errors import VerifyError
 
@@ -19,22 +23,45 @@ CHUNK = 64 * 1024
 USER_AGENT = "lcm-release-verify"
 
 
+def _der_to_pem(der: bytes) -> bytes:
+    try:
+        return x509.load_der_x509_certificate(der).public_bytes(Encoding.PEM)
+    except ValueError as exc:
+        raise VerifyError("--certs", f"holds a CA certificate that does not parse: {exc}") from None
+
+
 class Browser:
     """A keep-alive HTTP client for browser URLs; errors name the asset being fetched."""
 
-    def __init__(self) -> None:
+    def __init__(self, ca_certs: list[bytes] | None = None, ca_file: str | None = None) -> None:
+        """TLS anchors: `ca_file` (PEM), else `ca_certs` (DER, as a cert sector holds them),
+        else the system's."""
         self.http = requests.Session()
         self.http.headers["User-Agent"] = USER_AGENT
         self.requests = 0
+        self._bundle: tempfile.TemporaryDirectory[str] | None = None
+        # Passed with every request: a session-wide setting would lose to REQUESTS_CA_BUNDLE.
+        self.verify: str | None = None
+        if ca_file is not None:
+            self.verify = ca_file
+        elif ca_certs:
+            self._bundle = tempfile.TemporaryDirectory(prefix="lcm-verify-")
+            path = Path(self._bundle.name) / "cas.pem"
+            path.write_bytes(b"".join(_der_to_pem(der) for der in ca_certs))
+            self.verify = str(path)
 
     def close(self) -> None:
         self.http.close()
+        if self._bundle is not None:
+            self._bundle.cleanup()
 
     def location(self, url: str, what: str) -> str | None:
         """The Location of a redirect at `url` (not followed)."""
         self.requests += 1
         try:
-            with self.http.get(url, allow_redirects=False, timeout=STALL_TIMEOUT_S) as resp:
+            with self.http.get(
+                url, allow_redirects=False, timeout=STALL_TIMEOUT_S, verify=self.verify
+            ) as resp:
                 if resp.status_code in (301, 302, 303, 307, 308):
                     return resp.headers.get("Location")
                 if resp.status_code == 404:
@@ -47,7 +74,9 @@ class Browser:
         """The body at `url` in chunks; refuses more than `max_size` bytes."""
         self.requests += 1
         try:
-            with self.http.get(url, stream=True, timeout=STALL_TIMEOUT_S) as resp:
+            with self.http.get(
+                url, stream=True, timeout=STALL_TIMEOUT_S, verify=self.verify
+            ) as resp:
                 if resp.status_code == 404:
                     raise VerifyError(what, f"missing from the release (404 at {url})")
                 if resp.status_code != 200:
