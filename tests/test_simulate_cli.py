@@ -54,7 +54,8 @@ def test_once_installs_and_prints_timeline_and_json(tmp_path: Path) -> None:
         lines = result.output.splitlines()
         assert lines[0] == f"provisioned a blank device in {state}"
         assert "boot 1" in lines
-        assert any(line.endswith("app: switched to app0 (v1.0.0), trial boot next") for line in lines)
+        switched = "app: switched to app0 (v1.0.0), trial boot next"
+        assert any(line.endswith(switched) for line in lines)
         assert "exit 75 (reset)" in lines and "exit 0 (app returned)" in lines
         assert "  | APP v1.0.0 running" in lines
         status = json.loads(lines[-1])

@@ -28,6 +28,10 @@ def timeline_line(line: str) -> str:
     return f"  | {line}"
 
 
+def print_line(line: str) -> None:
+    out.print(timeline_line(line), highlight=False, markup=False, soft_wrap=True)
+
+
 @command_edge
 def simulate_command(
     state: Annotated[Path, typer.Option("--state", help="Folder holding the device's flash.")],
@@ -87,7 +91,7 @@ def simulate_command(
         heap=heap,
         once=once,
         max_boots=max_boots,
-        on_line=lambda line: out.print(timeline_line(line), highlight=False, markup=False, soft_wrap=True),
+        on_line=print_line,
         interval_s=1.0,
     )
     if as_json:
