@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import stat
+import subprocess
 import sys
+import threading
+import tty
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +25,7 @@ from typer.testing import CliRunner
 from publisher.cli import app
 from publisher.device import flash as flashing
 from publisher.device import image as img
+from publisher.micropython import micropython_command
 from tests.test_image import esp32_firmware, esp8266_firmware, littlefs_files
 
 runner = CliRunner()
@@ -267,26 +274,12 @@ def test_install_command_line_and_staging(tmp_path: Path) -> None:
     assert (tmp_path / "main.py").read_bytes() == b"shim"
     assert (tmp_path / "lcm/m0/lcm_device/boot.mpy").read_bytes() == b"M"
     args = flashing.mpremote_install_args("/dev/ttyACM0", ["lcm", "main.py"])
-    assert args == [
-        sys.executable,
-        "-m",
-        "mpremote",
-        "connect",
-        "/dev/ttyACM0",
-        "fs",
-        "cp",
-        "-r",
-        "lcm",
-        ":",
-        "+",
-        "fs",
-        "cp",
-        "-r",
-        "main.py",
-        ":",
-        "+",
-        "reset",
-    ]
+    mpremote = [sys.executable, "-m", "mpremote", "connect", "/dev/ttyACM0", "resume"]
+    copy_lcm = ["fs", "cp", "-r", "lcm", ":lcm"]
+    copy_main = ["fs", "cp", "-r", "main.py", ":main.py"]
+    assert args == [*mpremote, *copy_lcm, "+", *copy_main, "+", "reset"]
+    no_reset = flashing.mpremote_install_args("/dev/ttyACM0", ["lcm"], reset=False)
+    assert no_reset == [*mpremote, *copy_lcm]
 
 
 def test_install_without_a_board_names_the_port(inputs: dict[str, Path]) -> None:
@@ -294,3 +287,74 @@ def test_install_without_a_board_names_the_port(inputs: dict[str, Path]) -> None
     args = ["device", "install", "--port", port, "--board", "esp32"]
     args += ["--repo", "alice/thermo", "--root", str(inputs["root"])]
     refused(args, f"no MicroPython board answered on {port}", "failed to access")
+
+
+@pytest.fixture
+def serial_micropython(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """MicroPython's REPL on a serial port: the unix port on one pty, relayed to another.
+
+    Only the USB-UART is missing: mpremote opens the port as it would a
+    board's and speaks the raw REPL to the real interpreter, whose current
+    folder stands in for the board's filesystem.
+    """
+    board = tmp_path / "board"
+    board.mkdir()
+    dev_leader, dev_follower = pty.openpty()
+    host_leader, host_follower = pty.openpty()
+    for fd in (dev_leader, dev_follower, host_leader, host_follower):
+        tty.setraw(fd)
+    proc = subprocess.Popen(
+        micropython_command(),
+        stdin=dev_follower,
+        stdout=dev_follower,
+        stderr=dev_follower,
+        cwd=board,
+    )
+    stop = threading.Event()
+
+    def relay() -> None:
+        peer = {dev_leader: host_leader, host_leader: dev_leader}
+        while not stop.is_set():
+            ready, _, _ = select.select(list(peer), [], [], 0.05)
+            for fd in ready:
+                try:
+                    os.write(peer[fd], os.read(fd, 4096))
+                except OSError:
+                    return
+
+    thread = threading.Thread(target=relay, daemon=True)
+    thread.start()
+    try:
+        yield os.ttyname(host_follower), board
+    finally:
+        stop.set()
+        proc.kill()
+        proc.wait()
+        thread.join()
+        for fd in (dev_leader, dev_follower, host_leader, host_follower):
+            os.close(fd)
+
+
+def test_install_copies_the_image_files_onto_micropython(
+    inputs: dict[str, Path], serial_micropython: tuple[str, Path]
+) -> None:
+    port, board = serial_micropython
+    args = ["device", "install", "--port", port, "--board", "esp32"]
+    args += ["--repo", "alice/thermo", "--root", str(inputs["root"]), "--channel", "beta"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "LCM-XXXXXX" in result.output
+    copied = {
+        "/" + p.relative_to(board).as_posix(): p.read_bytes()
+        for p in board.rglob("*")
+        if p.is_file()
+    }
+    cfg = json.loads(copied["/lcm/state/config.json"])
+    assert cfg["repo"] == "alice/thermo" and cfg["channel"] == "beta" and cfg["board"] == "esp32"
+    assert cfg["app_roots"] == [img.load_public_key(inputs["root"]).hex()]
+    # Everything else is byte for byte what a factory image holds.
+    same = img.DeviceSettings(board="esp32", repo="alice/thermo", app_roots=[])
+    expected = img.device_files(same)
+    assert set(copied) == set(expected)
+    del copied[img.CONFIG_PATH], expected[img.CONFIG_PATH]
+    assert copied == expected
