@@ -170,6 +170,16 @@ class Verifier:
                 return check_tag(tag)
             except TrustError as exc:
                 raise VerifyError("--tag", str(exc)) from None
+        if channel == "beta":
+            # As the device (lcm_device/update.py): one GET of the pointer, which the
+            # host redirects to the latest full release's beta.tag asset.
+            pointer = self.browser.fetch(
+                beta_pointer_url(self.web_url, self.repo), MAX_POINTER_SIZE, BETA_POINTER_ASSET
+            )
+            try:
+                return tag_from_pointer(pointer)
+            except TrustError as exc:
+                raise VerifyError(BETA_POINTER_ASSET, f"of the latest release: {exc}") from None
         location = self.browser.location(latest_url(self.web_url, self.repo), "latest release")
         try:
             latest = tag_from_location(location, self.repo)
@@ -177,15 +187,7 @@ class Verifier:
             raise VerifyError("latest release", str(exc)) from None
         if latest is None:
             raise VerifyError("latest release", f"{self.repo} has no published full release")
-        if channel == "stable":
-            return latest
-        pointer = self.browser.fetch(
-            beta_pointer_url(self.web_url, self.repo), MAX_POINTER_SIZE, BETA_POINTER_ASSET
-        )
-        try:
-            return tag_from_pointer(pointer)
-        except TrustError as exc:
-            raise VerifyError(BETA_POINTER_ASSET, f"of {latest}: {exc}") from None
+        return latest
 
     def manifest(
         self, tag: str, sector: sf.Sector, installed_seq: int
