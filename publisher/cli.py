@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from publisher.commands import certs, device, keys, logs
+from publisher.commands import demo as demo_command
 from publisher.commands import host as host_commands
 from publisher.commands import release as release_commands
 
@@ -20,6 +21,7 @@ app.add_typer(device.app, name="device")
 app.add_typer(release_commands.app, name="release")
 app.command("logs")(logs.logs)
 app.command("host")(host_commands.host)
+app.command("demo")(demo_command.demo)
 
 
 def main() -> None:

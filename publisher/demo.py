@@ -1,0 +1,250 @@
+"""`lcm demo`: the whole product on one machine, narrated.
+
+Everything is real except the hardware: `lcm host` on a free loopback port
+stands in for GitHub, the keys and cert sectors are made as a maintainer
+makes them, releases go through PyGithub exactly as `lcm release publish`
+sends them, and the device is the manager's own code running in the
+MicroPython unix port with an ESP8266-sized heap (`lcm device simulate`).
+
+The story: publish the manager and app v1 → a blank device installs v1 →
+publish v2 → the device updates and confirms it → publish a v3 that crashes
+at import → the device tries it, fails its trial boots and rolls back to v2.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from publisher import certs, signing
+from publisher.device.simulate import manager_files, provision, simulate
+from publisher.errors import PublisherError
+from publisher.fsutil import write_atomic
+from publisher.host.server import HostServer, start_host
+from publisher.micropython import REPO_ROOT, build_mpy
+from publisher.release.github import Session
+from publisher.release.publish import PublishRequest, publish
+
+OWNER = "lcm-demo"
+MANAGER_REPO = f"{OWNER}/manager"
+APP_REPO = f"{OWNER}/sensor"
+EXAMPLE_APP = REPO_ROOT / "examples" / "sensor"
+DEMO_HEAP = "64k"  # an ESP8266's ~30 KB free heap, doubled for the 64-bit unix port
+
+# The broken v3: an app that raises at import, as a bad release would.
+BROKEN_LINE = 'raise RuntimeError("v3: sensor driver not found")  # the bug this demo ships\n'
+
+
+class DemoError(PublisherError):
+    """A demo step did not end as the story says it must."""
+
+
+@dataclass
+class Repo:
+    """One repo of the demo: its keys and current cert sector."""
+
+    name: str
+    root: signing.Signer
+    root_pub: Path
+    release_pem: Path
+    sector: bytes
+
+
+def make_repo(name: str, keydir: Path) -> Repo:
+    """Root and release keys (as `lcm keys new`) and a first cert sector (as `lcm certs build`)."""
+    short = name.split("/")[1]
+    root_pem, root_pub, root = signing.generate(keydir, f"{short}-root", None)
+    release_pem, release_pub, _ = signing.generate(keydir, f"{short}-release", None)
+    sector, _ = certs.build_sector(repo=name, root_keys=[root_pem], release_keys=[release_pub])
+    return Repo(name, root, root_pub, release_pem, sector)
+
+
+def app_version(workdir: Path, version: str, broken: bool = False) -> Path:
+    """A copy of the example app with its VERSION set (and, for v3, the bug)."""
+    dest = workdir / f"sensor-{version}"
+    shutil.copytree(EXAMPLE_APP, dest, ignore=shutil.ignore_patterns("__pycache__"))
+    main = dest / "main.py"
+    text = main.read_text().replace('VERSION = "1.0.0"', f'VERSION = "{version}"')
+    if broken:
+        text = text.replace("import lcm\n", "import lcm\n\n" + BROKEN_LINE, 1)
+    main.write_text(text)
+    return dest
+
+
+class Demo:
+    """The demo's state: a host, two repos, a device folder; `run()` tells the story."""
+
+    def __init__(self, console: Console, workdir: Path, heap: str = DEMO_HEAP) -> None:
+        self.console = console
+        self.workdir = workdir
+        self.heap = heap
+        self.token = secrets.token_hex(16)
+        self.host: HostServer | None = None
+        self.session: Session | None = None
+        self.manager: Repo | None = None
+        self.app: Repo | None = None
+
+    def say(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
+    def step(self, title: str) -> None:
+        self.console.rule(f"[bold cyan]{title}", align="left")
+
+    def start(self) -> None:
+        self.step("1. A release host on loopback (stands in for GitHub)")
+        self.host = start_host(
+            self.workdir / "host", token=self.token, repos=(MANAGER_REPO, APP_REPO)
+        )
+        self.session = Session(self.host.api_url, self.token)
+        self.say(f"lcm host serving {self.host.url} (REST API at {self.host.api_url})")
+
+        self.step("2. Keys and cert sectors, as a maintainer makes them")
+        keydir = self.workdir / "keys"
+        self.manager = make_repo(MANAGER_REPO, keydir)
+        self.app = make_repo(APP_REPO, keydir)
+        for repo in (self.manager, self.app):
+            self.say(
+                f"{repo.name}: root key {repo.root.key_id.hex()}, "
+                f"cert sector of {len(repo.sector)} bytes"
+            )
+
+    def publish(self, repo: Repo, source: Path, tag: str, *, compile_mpy: bool = False) -> None:
+        assert self.session is not None
+        req = PublishRequest(
+            source=source,
+            repo=repo.name,
+            tag=tag,
+            signer=signing.load_signer(repo.release_pem),
+            sector=repo.sector,
+            compile_mpy=compile_mpy,
+        )
+        result = publish(self.session, req)
+        self.say(
+            f"published {repo.name} {result.tag} (sequence {result.seq}, "
+            f"{len(result.assets)} assets: {', '.join(sorted(result.assets))})"
+        )
+
+    def publish_manager(self) -> None:
+        """The manager's own release: its modules as .mpy, exactly what a manager slot holds."""
+        assert self.manager is not None
+        build = build_mpy(self.workdir / "mpy")
+        source = self.workdir / "manager-release"
+        for rel, data in manager_files(build).items():
+            dest = source / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(data)
+        self.publish(self.manager, source, "v0.1.0")
+
+    def provision_device(self) -> Path:
+        """A factory-fresh simulated board pinned to both repos' roots (as `lcm device image`)."""
+        assert self.host is not None and self.manager is not None and self.app is not None
+        state = self.workdir / "device"
+        provision(
+            state,
+            web_url=self.host.url,
+            repo=self.app.name,
+            roots=[self.app.root.public_key],
+            manager_repo=self.manager.name,
+            manager_roots=[self.manager.root.public_key],
+            board="esp8266",
+            build=self.workdir / "mpy",
+            # A simulated board logs to loopback only: never broadcast from a workstation.
+            settings={"log_host": "127.0.0.1"},
+        )
+        self.say(f"simulated ESP8266 in {state} (MicroPython unix port, -X heapsize={self.heap})")
+        return state
+
+    def run_device(self, state: Path, expect_app: str, expect_refused: str | None = None) -> None:
+        """Boot the device until its app runs; check it ends on `expect_app`."""
+
+        def show(line: str) -> None:
+            if line.startswith("--- "):
+                self.console.print(f"  [dim]{line}[/]", highlight=False)
+            else:
+                self.console.print(f"  [green]device[/] {line}", highlight=False)
+
+        status = simulate(state, heap=self.heap, on_line=show)
+        got = status.state.get("app_tag")
+        if got != expect_app:
+            raise DemoError(f"the device runs {got}, expected {expect_app}")
+        if status.state.get("app_trial") is not None:
+            raise DemoError(f"{got} is still in trial: the app did not confirm itself")
+        if expect_refused and status.state.get("app_bad") != expect_refused:
+            raise DemoError(f"the device did not roll back from {expect_refused}")
+
+    def stop(self) -> None:
+        if self.host is not None:
+            self.host.shutdown()
+            self.host = None
+
+
+def tell_story(demo: Demo) -> None:
+    """Steps 3-7: publish, install, update, roll back."""
+    assert demo.manager is not None and demo.app is not None
+    demo.step("3. Publish the manager and app v1.0.0")
+    demo.publish_manager()
+    demo.publish(demo.app, app_version(demo.workdir, "1.0.0"), "v1.0.0", compile_mpy=True)
+
+    demo.step("4. A blank device installs v1.0.0")
+    state = demo.provision_device()
+    demo.run_device(state, "v1.0.0")
+    demo.say("[bold green]v1.0.0 installed[/] and confirmed by the app")
+
+    demo.step("5. Publish v1.1.0; the device fetches only what changed")
+    demo.publish(demo.app, app_version(demo.workdir, "1.1.0"), "v1.1.0", compile_mpy=True)
+    demo.run_device(state, "v1.1.0")
+    demo.say("[bold green]v1.1.0 installed[/] and confirmed by the app")
+
+    demo.step("6. Publish a broken v1.2.0 (it raises at import)")
+    demo.publish(
+        demo.app, app_version(demo.workdir, "1.2.0", broken=True), "v1.2.0", compile_mpy=True
+    )
+    demo.run_device(state, "v1.1.0", expect_refused="v1.2.0")
+    demo.say("[bold green]rolled back to v1.1.0[/]: v1.2.0 failed its trial boots")
+
+
+def run_demo(console: Console, *, keep: bool = False, heap: str = DEMO_HEAP) -> None:
+    """Tell the whole story; with `keep`, leave the host running and say how to use it."""
+    workdir = Path(tempfile.mkdtemp(prefix="lcm-demo-"))
+    demo = Demo(console, workdir, heap)
+    try:
+        demo.start()
+        tell_story(demo)
+        demo.step("7. Done")
+        if keep:
+            keep_running(demo)
+    finally:
+        demo.stop()
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def keep_running(demo: Demo) -> None:
+    """`--keep`: say how to point a second simulated device at the host, serve until Ctrl-C."""
+    assert demo.host is not None and demo.app is not None
+    demo.say(f"the host keeps running at {demo.host.url}; files in {demo.workdir}")
+    demo.say("a second simulated device, in another terminal:")
+    demo.say(
+        f"  lcm device simulate --state {demo.workdir / 'device2'} --web-url {demo.host.url} "
+        f"--repo {demo.app.name} --root {demo.app.root_pub} --heap {demo.heap}"
+    )
+    token_file = demo.workdir / "token"
+    write_atomic(token_file, demo.token.encode(), mode=0o600)
+    demo.say(f"publish more (the host's write token is in {token_file}, mode 0600):")
+    demo.say(
+        f"  LCM_DEMO_TOKEN=$(cat {token_file}) lcm release publish DIR "
+        f"--repo {demo.app.name} --tag v1.3.0 --key {demo.app.release_pem} "
+        f"--certs SECTOR --api-url {demo.host.api_url} --token-env LCM_DEMO_TOKEN"
+    )
+    demo.say("Ctrl-C stops the host.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
