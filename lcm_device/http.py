@@ -1,9 +1,8 @@
 """A small streaming HTTP/1.1 client for the device (MicroPython and CPython).
 
-One preallocated buffer (the caller's) holds the request while it is sent and
-the status line and headers while they are parsed in place; only a fixed set
-of headers is kept as strings. Bodies go straight from the socket into the
-caller's memoryview with `readinto`.
+The caller's preallocated buffer holds the status line and headers, parsed
+in place; only a fixed set of headers is kept as strings. Bodies go straight
+from the socket into the caller's memoryview with `readinto`.
 
 What a server can make us do is bounded: every header line must fit the
 buffer, the header block and header count are capped, bodies are capped per
@@ -11,43 +10,27 @@ request (`max_bytes`), at most 5 redirects, every socket operation has a
 timeout, headers must arrive within the timeout and bodies at `min_rate`.
 Every refusal is an `HTTPError` subclass whose message names what was wrong.
 Limits and caveats (ESP8266 TLS) are in docs/device.md, "HTTP client".
-The code is written for a small .mpy: few functions, short messages.
+The code is kept small on purpose (few functions, short messages): a loaded
+.mpy costs heap on the unix port and on boards that do not freeze it.
 """
 
 import select
 import socket
 
-try:
-    from micropython import const
-except ImportError:
-
-    def const(x):
-        return x
-
-
-try:  # MicroPython
-    from time import ticks_diff, ticks_ms
-except ImportError:  # CPython: private shims (compat.py did not exist when this landed)
-    from time import monotonic
-
-    def ticks_ms():
-        return int(monotonic() * 1000)
-
-    def ticks_diff(a, b):
-        return a - b
-
+from lcm_device.compat import const, ticks_diff, ticks_ms
 
 try:
     _Timeout = TimeoutError
 except NameError:  # MicroPython: timeouts are OSError(ETIMEDOUT or EAGAIN)
     _Timeout = ()
 
-# MicroPython (whose sockets lack recv_into) reads non-blocking and polls.
+# MicroPython's readinto blocks until the buffer is full, so there (sockets
+# without recv_into) reads are non-blocking and wait in poll; CPython blocks
+# with a timeout.
 _POLL = not hasattr(socket.socket, "recv_into")
 
 _MAX_REDIRECTS = const(5)
 _MAX_HEADERS = const(64)
-_MAX_HEADER_BYTES = const(8192)
 # A redirect's or an error's body is read (to keep the connection) up to this.
 _DRAIN = const(2048)
 
@@ -74,33 +57,24 @@ class HTTPError(Exception):
     """Base of every client refusal; the message names what was wrong."""
 
 
-class ProtocolError(HTTPError):
-    """The server broke HTTP: status line, headers, chunking, Content-Range, 200 for a range."""
+# The subclasses are made with type(): a class statement costs more heap each.
+# The server broke HTTP: status line, headers, chunking, Content-Range, 200 for a range.
+ProtocolError = type("ProtocolError", (HTTPError,), {})
+# A size or count limit was exceeded (line, headers, body, redirects).
+LimitError = type("LimitError", (HTTPError,), {})
+# A connect or read timeout, or a transfer below the minimum rate.
+StalledError = type("StalledError", (HTTPError,), {})
+# Name lookup, connect or TLS failure, a reset, or the connection closed early.
+NetworkError = type("NetworkError", (HTTPError,), {})
+# An HTTP status the caller cannot use; `.status`, `.retry_after` (seconds or None).
+StatusError = type("StatusError", (HTTPError,), {})
 
 
-class LimitError(HTTPError):
-    """A size or count limit was exceeded (line, header block, headers, body, redirects)."""
-
-
-class StalledError(HTTPError):
-    """A connect or read timeout, or a transfer below the minimum rate."""
-
-
-class NetworkError(HTTPError):
-    """Name lookup, connect or TLS failure, a reset, or the connection closed early."""
-
-
-class StatusError(HTTPError):
-    """An HTTP status the caller cannot use (4xx, 5xx, 1xx, other 3xx)."""
-
-    def __init__(self, message, status, retry_after=None):
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after  # seconds from Retry-After (429/503), or None
-
-
-def _timed_out(exc):
-    return isinstance(exc, _Timeout) or (exc.args and exc.args[0] in (110, 11))
+def _net(exc, what):
+    # The HTTPError for a socket/TLS OSError.
+    if isinstance(exc, _Timeout) or (exc.args and exc.args[0] in (110, 11)):
+        return StalledError(what + " timed out")
+    return NetworkError("%s failed: %s" % (what, exc))
 
 
 def _clean(text, what, low=" "):
@@ -112,7 +86,7 @@ def _clean(text, what, low=" "):
 
 
 def _number(text):
-    # A decimal header number; None when it is not one.
+    # A decimal header number, or None.
     text = text.strip()
     return int(text) if text.isdigit() and len(text) < 13 else None
 
@@ -138,7 +112,7 @@ def split_url(url):
 
 
 def join_url(base, location):
-    """Resolve a Location (absolute, scheme-relative, absolute-path or relative)."""
+    """Resolve a Location: absolute, scheme-relative, absolute-path or relative (no ../)."""
     i = _clean(location, "Location").find("://")
     if i > 0 and location[:i].isalpha():
         return location
@@ -157,122 +131,76 @@ def join_url(base, location):
 
 
 class Response:
-    """Status and kept headers of one response; the body is streamed with readinto."""
+    """Status and kept headers of one response; the body is streamed with readinto.
 
-    def __init__(self, client, url, status, kept, max_bytes):
+    The body state lives in the client (one response at a time): a Response is a
+    small object, and one left over from an earlier get() reads nothing.
+    """
+
+    # Set on the instance only when present: a small heap has room for a small
+    # instance dict but not always for a bigger one.
+    location = length = range_start = range_total = None
+
+    def __init__(self, client, url, status, kept):
         self._client = client
         self.url = url
         self.status = status
         self._kept = kept
-        self.location = kept[0]
-        self.length = None
-        self.range_start = None
-        self.range_total = None
-        self._max = max_bytes
-        self._got = 0
-        # LENGTH: body bytes to come; CHUNKED: bytes left in this chunk, -1 before the first.
-        self._left = -1
-        self._mode = _NONE
-        self._done = False
-        self._keep = True
-        self._t0 = ticks_ms()
+        if kept[0] is not None:
+            self.location = kept[0]
 
     def header(self, name):
         """A kept header's value (name case-insensitive), or None."""
         key = name.lower().encode()
         return self._kept[_KEPT.index(key)] if key in _KEPT else None
 
-    def readinto(self, mv):
-        """Body bytes into `mv` (not the client's own buffer); 0 at the end."""
-        if not isinstance(mv, memoryview):
+    def readinto(self, mv, n=-1):
+        """Body bytes into `mv`; 0 at the end.
+
+        `mv` may be the client's own buffer from its first byte (one buffer for
+        everything): bytes still pending in it always lie past what is copied.
+        Raises LimitError past max_bytes, StalledError on a read timeout or
+        below min_rate, NetworkError when the body is cut, ProtocolError on bad
+        chunking. (mv None: discard up to n bytes, to drain.)
+        """
+        c = self._client
+        if c._resp is not self:
+            return 0
+        if mv is not None and not isinstance(mv, memoryview):
             mv = memoryview(mv)  # slicing a bytearray would copy
-        return self._read(mv, len(mv))
+        return c._read(mv, len(mv) if n < 0 else n)
 
     def read_all(self, limit):
         """The whole (small) body as bytes; LimitError when it is longer than `limit`."""
         out = memoryview(bytearray(limit + 1))
         n = 0
         while n <= limit:
-            got = self._read(out[n:], limit + 1 - n)
+            got = self.readinto(out[n:])
             if not got:
                 return bytes(out[:n])
             n += got
-        self._finish(False)
+        self.close()
         raise LimitError("body longer than %d bytes" % limit)
 
     def close(self):
         """Finish: drain a short rest so the connection can be reused, else drop it."""
+        c = self._client
         budget = _DRAIN
         try:
-            while budget > 0 and self._mode != _TO_CLOSE and not self._left > budget:
-                got = self._read(None, budget)
-                if not got:
-                    break
-                budget -= got
+            while c._resp is self and budget > 0 and c._mode != _TO_CLOSE and c._left <= budget:
+                budget -= c._read(None, budget) or budget
         except HTTPError:
             pass
-        self._finish(False)
-
-    def _finish(self, keep):
-        if not self._done:
-            self._done = True
-            self._client._release(self, keep and self._keep)
-
-    def _read(self, mv, n):
-        # mv None discards up to n body bytes (draining before connection reuse).
-        if self._done or not n:
-            return 0
-        c = self._client
-        mode = self._mode
-        try:
-            if mode == _CHUNKED and self._left < 1:
-                if not self._left and c._line("chunk end") != 0:
-                    raise ProtocolError("chunk data longer than its size")
-                size = c._chunk_size()
-                if not size:
-                    for _ in range(_MAX_HEADERS):  # trailers, up to the empty line
-                        if not c._line("trailer"):
-                            break
-                    else:
-                        raise LimitError("more than %d trailer lines" % _MAX_HEADERS)
-                    self._finish(True)
-                    return 0
-                if self._got + size > self._max:
-                    raise LimitError("chunk of %d bytes passes max_bytes %d" % (size, self._max))
-                self._left = size
-            if mode == _TO_CLOSE:
-                # At the cap read one more byte to tell "ended exactly" from "too long".
-                n = min(n, max(self._max - self._got, 1))
-            elif n > self._left:
-                n = self._left
-            got = c._recv(mv, n) if n > 0 else 0
-            if not got:
-                if mode in (_TO_CLOSE, _NONE) or (mode == _LENGTH and not self._left):
-                    self._finish(mode != _TO_CLOSE)
-                    return 0
-                raise NetworkError(
-                    "connection closed after %d body bytes (Content-Length %s) from %s"
-                    % (self._got, self.length, self.url[:100])
-                )
-            self._got += got
-            self._left -= got
-            if self._got > self._max:
-                raise LimitError("body passes max_bytes %d from %s" % (self._max, self.url[:100]))
-            ms = ticks_diff(ticks_ms(), self._t0)
-            if ms > c.timeout_ms and self._got * 1000 < c.min_rate * ms:
-                raise StalledError(
-                    "transfer below %d bytes/s (%d bytes in %d ms)" % (c.min_rate, self._got, ms)
-                )
-            return got
-        except HTTPError:
-            self._finish(False)
-            raise
+        if c._resp is self:
+            c.close()
 
 
 class Client:
     """HTTP(S) client over one preallocated buffer; keeps one connection alive."""
 
     def __init__(self, buf, *, ca_ders=None, timeout_ms=10000, min_rate=256, user_agent="lcm"):
+        # Every attribute is made here, so the instance dict is allocated once,
+        # early, while a small heap still has a contiguous block for it.
         self._buf = memoryview(buf)
         self._cas = ca_ders
         self.timeout_ms = timeout_ms
@@ -281,48 +209,45 @@ class Client:
         self.requests = 0
         self.connections = 0  # new TCP (+TLS) connections: handshakes
         self.bytes_in = 0  # every byte read from sockets, headers included
-        self.verifies_tls = None  # set at the first TLS connection
-        self._ctx = None
-        self._sock = None
-        self._key = None
+        self.verifies_tls = None  # whether TLS checks certificates (set at the first TLS use)
+        self._tls = self._sock = self._key = self._poll = None
+        # Read but unconsumed bytes: self._buf[_pos:_end]; _at: start of the last line.
+        self._pos = self._end = self._at = 0
+        # The open response and its body state (one at a time): bytes allowed,
+        # bytes read, bytes left (LENGTH: of the body; CHUNKED: of this chunk, -1
+        # before the first), framing, whether the connection may be reused, start.
         self._resp = None
-        self._poll = None
-        # Read but unconsumed bytes: self._buf[_pos:_end].
-        self._pos = 0
-        self._end = 0
-        self._at = 0  # start of the line _line() returned
+        self._max = self._got = self._left = self._t0 = 0
+        self._mode = _NONE
+        self._keep = False
 
-    def close(self):
-        """Drop the open response and the kept-alive connection."""
-        if self._resp:
-            self._resp._finish(False)
-        self._release(None, False)
+    def close(self, keep=False):
+        """Drop the open response and the kept-alive connection.
 
-    def _release(self, resp, keep):
-        # resp None: drop whatever is open. Bytes after a response's end are junk:
-        # never reuse such a connection.
-        if resp is None or self._resp is resp:
-            self._resp = None
-            if (not keep or self._pos != self._end) and self._sock:
-                try:
-                    self._sock.close()
-                except OSError:
-                    pass
-                self._sock = self._key = None
-                self._pos = self._end = 0
+        (Internally close(True) ends a fully read response and keeps the
+        connection for reuse, unless bytes follow the response: junk.)
+        """
+        self._resp = None
+        if (not keep or not self._keep or self._pos != self._end) and self._sock:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+            self._sock = self._key = None
+            self._pos = self._end = 0
 
     def _connect(self, key):
-        self._release(None, False)
+        self.close()
         scheme, host, port = key
         sock = socket.socket()
-        what = "connect to"
+        what = "connect to %s:%d" % (host, port)
         try:
             addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
             sock.settimeout(self.timeout_ms / 1000)
             sock.connect(addr)
             if scheme == "https":
-                what = "TLS with"
-                if not self._ctx:
+                what = "TLS with %s:%d" % (host, port)
+                if not self._tls:
                     import ssl
 
                     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -341,24 +266,20 @@ class Client:
                         if hasattr(ctx, "check_hostname"):
                             ctx.check_hostname = False
                         ctx.verify_mode = ssl.CERT_NONE
-                    self._ctx = ctx
-                sock = self._ctx.wrap_socket(sock, server_hostname=host)
+                    self._tls = ctx
+                sock = self._tls.wrap_socket(sock, server_hostname=host)
             if _POLL:
                 sock.setblocking(False)
                 self._poll = select.poll()
         except (OSError, ValueError, IndexError) as exc:
             sock.close()
-            if _timed_out(exc):
-                raise StalledError("%s %s:%d timed out" % (what, host, port)) from None
-            raise NetworkError("%s %s:%d failed: %s" % (what, host, port, exc)) from None
+            raise _net(exc, what) from None
         self.connections += 1
         self._sock = sock
         self._key = key
 
     def _io(self, mv, send=False):
-        # One read into mv, or a whole send of mv; errors named and typed.
-        # CPython: blocking sockets with a timeout. MicroPython: readinto blocks
-        # until the buffer is full, so its sockets are non-blocking and we poll.
+        # One read into mv (bytes read), or a whole send of mv; errors named and typed.
         sock = self._sock
         try:
             while True:
@@ -380,11 +301,7 @@ class Client:
                     if not mv:
                         return
         except OSError as exc:
-            if _timed_out(exc):
-                raise StalledError(
-                    "no data from %s in %d ms" % (self._key[1], self.timeout_ms)
-                ) from None
-            raise NetworkError("connection to %s failed: %s" % (self._key[1], exc)) from None
+            raise _net(exc, ("send to " if send else "read from ") + self._key[1]) from None
 
     def _fill(self):
         # More bytes after the pending ones, compacting first; -1 when the buffer is full.
@@ -421,12 +338,11 @@ class Client:
         while True:
             while i < self._end:
                 if buf[i] == 10:
-                    start = self._pos
+                    self._at = self._pos
                     self._pos = i + 1
-                    if i > start and buf[i - 1] == 13:
+                    if i > self._at and buf[i - 1] == 13:
                         i -= 1
-                    self._at = start
-                    return i - start
+                    return i - self._at
                 i += 1
             i -= self._pos
             got = self._fill()
@@ -436,22 +352,13 @@ class Client:
             if not got:
                 raise NetworkError("connection closed in the %s" % what)
 
-    def _chunk_size(self):
-        n = self._line("chunk size line")
-        line = bytes(self._buf[self._at : self._at + n]).split(b";", 1)[0].strip()
-        size = 0
-        for c in line:
-            d = b"0123456789abcdefABCDEF".find(bytes((c,)))
-            if d < 0 or len(line) > 8:
-                break
-            size = size * 16 + (d if d < 16 else d - 6)
-        else:
-            if line:
-                return size
-        raise ProtocolError("bad chunk size line %r" % line[:20])
-
     def get(self, url, *, start=None, end=None, max_bytes=65536, follow=True, headers=None):
-        """GET url, following redirects; with start, require a matching 206."""
+        """GET url and return its Response (see docs/device.md, "HTTP client").
+
+        Follows up to 5 redirects unless follow=False (then a 3xx is returned);
+        with start (and end, inclusive) sends Range and requires a 206 whose
+        Content-Range answers exactly; any other non-2xx raises StatusError.
+        """
         if self._resp:
             self._resp.close()
         ranged = start is not None
@@ -459,8 +366,39 @@ class Client:
             end is not None and not ranged
         ):
             raise HTTPError("bad byte range %s-%s" % (start, end))
+        extra = "" if not ranged else "Range: bytes=%d-%s\r\n" % (start, "" if end is None else end)
+        for name, value in headers.items() if headers else ():
+            extra += "%s: %s\r\n" % (_clean(name, "header name"), _clean(value, name, "\x1f"))
         for _ in range(_MAX_REDIRECTS + 1):
-            resp = self._request(url, start, end, max_bytes, headers)
+            scheme, host, port, path = split_url(url)
+            key = (scheme, host, port)
+            text = (
+                "GET %s HTTP/1.1\r\nHost: %s%s\r\nUser-Agent: %s\r\n"
+                "Accept-Encoding: identity\r\n%s\r\n"
+                % (
+                    path,
+                    host,
+                    "" if port == (80 if scheme == "http" else 443) else ":%d" % port,
+                    self.user_agent,
+                    extra,
+                )
+            )
+            if len(text) > len(self._buf):  # bounded like every line we read
+                raise LimitError("request longer than the %d-byte buffer" % len(self._buf))
+            text = memoryview(text.encode())
+            self.requests += 1
+            # A reused connection the server closed meanwhile gets one fresh try.
+            for reuse in (self._sock is not None and self._key == key, False):
+                if not reuse:
+                    self._connect(key)
+                try:
+                    self._io(text, True)
+                    resp = self._head(url, max_bytes)
+                    break
+                except HTTPError as exc:
+                    self.close()
+                    if not reuse or not isinstance(exc, NetworkError):
+                        raise
             status = resp.status
             if status in (301, 302, 303, 307, 308):
                 if not follow:
@@ -472,13 +410,14 @@ class Client:
                 continue
             if not 200 <= status < 300:
                 resp.close()
-                raise StatusError(
-                    "HTTP %d from %s" % (status, url[:100]), status, _number(resp._kept[7] or "")
-                )
+                exc = StatusError("HTTP %d from %s" % (status, url[:100]))
+                exc.status = status
+                exc.retry_after = _number(resp._kept[7] or "")
+                raise exc
             if (status == 206) != ranged:
-                resp._finish(False)
+                self.close()
                 raise ProtocolError(
-                    "got %d, range %s-%s, from %s" % (status, start, end, url[:100])
+                    "got %d for range %s-%s from %s" % (status, start, end, url[:100])
                 )
             if ranged:
                 # "bytes FIRST-LAST/TOTAL" answering exactly what was asked.
@@ -494,7 +433,7 @@ class Client:
                     or last != (total - 1 if end is None or end >= total else end)
                     or resp.length not in (None, last - first + 1)
                 ):
-                    resp._finish(False)
+                    self.close()
                     raise ProtocolError(
                         "Content-Range %r (Content-Length %s) does not answer bytes=%s-%s"
                         % (text[:60], resp.length, start, "" if end is None else end)
@@ -504,116 +443,126 @@ class Client:
             return resp
         raise LimitError("more than %d redirects, last to %s" % (_MAX_REDIRECTS, url[:100]))
 
-    def _request(self, url, start, end, max_bytes, headers):
-        scheme, host, port, path = split_url(url)
-        key = (scheme, host, port)
-        reused = self._sock is not None and self._key == key
-        # The request is bounded by the buffer size like every line we read.
-        text = (
-            "GET %s HTTP/1.1\r\nHost: %s%s\r\nUser-Agent: %s\r\nAccept-Encoding: identity\r\n"
-            % (
-                path,
-                host,
-                "" if port == (80 if scheme == "http" else 443) else ":%d" % port,
-                self.user_agent,
-            )
-        )
-        if start is not None:
-            text += "Range: bytes=%d-%s\r\n" % (start, "" if end is None else end)
-        for name, value in headers.items() if headers else ():
-            text += "%s: %s\r\n" % (_clean(name, "header name"), _clean(value, name, "\x1f"))
-        text = (text + "\r\n").encode()
-        n = len(text)
-        if n > len(self._buf):
-            raise LimitError("request longer than the %d-byte buffer" % len(self._buf))
-        self.requests += 1
-        for attempt in (reused, False):
-            if not attempt:
-                self._connect(key)
-            try:
-                self._io(memoryview(text), True)
-                return self._head(url, max_bytes)
-            except HTTPError as exc:
-                self._release(None, False)
-                # A kept-alive connection the server closed meanwhile: one fresh try.
-                if not attempt or not isinstance(exc, NetworkError):
-                    raise
-
     def _head(self, url, max_bytes):
-        # Status line and headers parsed in the buffer; a 1xx is skipped (twice at most).
+        # Status line and headers parsed in the buffer (a 1xx is refused as a status).
         t0 = ticks_ms()
         buf = self._buf
-        for _ in range(3):
-            n = self._line("status line")
-            line = bytes(buf[self._at : self._at + min(n, 40)])
-            if (
-                line[:7] != b"HTTP/1."
-                or line[7:9] not in (b"0 ", b"1 ")
-                or not line[9:12].isdigit()
-                or line[12:13] not in (b"", b" ")
-            ):
-                raise ProtocolError("garbage status line %r" % line)
-            kept = [None] * len(_KEPT)
-            total = n
-            count = 0
-            while True:
-                n = self._line("header line")
-                if not n:
-                    break
-                start = self._at
-                end = start + n
-                total += n
-                count += 1
-                if ticks_diff(ticks_ms(), t0) > self.timeout_ms:
-                    raise StalledError("headers not complete in %d ms" % self.timeout_ms)
-                if total > _MAX_HEADER_BYTES or count > _MAX_HEADERS:
-                    raise LimitError(
-                        "more than %d headers or %d header bytes"
-                        % (_MAX_HEADERS, _MAX_HEADER_BYTES)
-                    )
-                i = start
-                while i < end and 32 < buf[i] < 127 and buf[i] != 58:
-                    if 65 <= buf[i] <= 90:
-                        buf[i] += 32  # lower-case the name in place
-                    i += 1
-                if i in (start, end) or buf[i] != 58:
-                    raise ProtocolError(
-                        "malformed header %r" % bytes(buf[start : min(end, start + 40)])
-                    )
-                name = buf[start:i]
-                for k in range(len(_KEPT)):
-                    if name == _KEPT[k]:
-                        try:
-                            value = bytes(buf[i + 1 : end]).decode().strip()
-                        except UnicodeError:
-                            value = None
-                        if value is None or kept[k] not in (None, value):
-                            raise ProtocolError("bad or repeated %s header" % _KEPT[k].decode())
-                        kept[k] = value
-            status = int(line[9:12])
-            if status >= 200:
+        n = self._line("status line")
+        line = bytes(buf[self._at : self._at + min(n, 40)])
+        if (
+            line[:9] not in (b"HTTP/1.1 ", b"HTTP/1.0 ")
+            or not line[9:12].isdigit()
+            or line[12:13] not in (b"", b" ")
+        ):
+            raise ProtocolError("garbage status line %r" % line)
+        kept = [None] * len(_KEPT)
+        count = 0
+        while True:
+            n = self._line("header line")
+            if not n:
                 break
-        resp = Response(self, url, status, kept, max_bytes)
-        self._resp = resp
+            start = i = self._at
+            end = start + n
+            count += 1
+            if ticks_diff(ticks_ms(), t0) > self.timeout_ms:
+                raise StalledError("headers not complete in %d ms" % self.timeout_ms)
+            if count > _MAX_HEADERS:  # with lines bounded by the buffer: the block is too
+                raise LimitError("more than %d headers" % _MAX_HEADERS)
+            while i < end and 32 < buf[i] < 127 and buf[i] != 58:
+                if 65 <= buf[i] <= 90:
+                    buf[i] += 32  # lower-case the name in place
+                i += 1
+            if i in (start, end) or buf[i] != 58:
+                raise ProtocolError(
+                    "malformed header %r" % bytes(buf[start : min(end, start + 40)])
+                )
+            name = buf[start:i]
+            for k in range(len(_KEPT)):
+                if name == _KEPT[k]:
+                    try:
+                        value = bytes(buf[i + 1 : end]).decode().strip()
+                    except UnicodeError:
+                        value = None
+                    if value is None or kept[k] not in (None, value):
+                        raise ProtocolError("bad or repeated %s header" % _KEPT[k].decode())
+                    kept[k] = value
+        status = int(line[9:12])
+        resp = self._resp = Response(self, url, status, kept)
         te, length, conn = kept[3], kept[1], (kept[4] or "").lower()
-        resp._keep = "keep-alive" in conn if line[7] == 48 else "close" not in conn
-        if status < 200:
-            raise ProtocolError("too many 1xx responses")
+        self._keep = "keep-alive" in conn if line[7] == 48 else "close" not in conn
+        self._max = max_bytes
+        self._got = 0
+        self._left = -1
+        self._mode = _NONE
         if te is not None:
             if length is not None or te.lower() != "chunked":
                 raise ProtocolError("unsupported Transfer-Encoding %r" % te[:40])
-            resp._mode = _CHUNKED
-        elif length is not None and status not in (204, 304):
-            resp.length = resp._left = _number(length)
-            if resp.length is None:
+            self._mode = _CHUNKED
+        elif status in (204, 304):
+            pass
+        elif length is not None:
+            self._left = _number(length)
+            if self._left is None:
                 raise ProtocolError("bad Content-Length %r" % length[:40])
-            resp._mode = _LENGTH
-            if resp.length > max_bytes and status < 300:
-                raise LimitError(
-                    "Content-Length %d passes max_bytes %d from %s"
-                    % (resp.length, max_bytes, url[:100])
-                )
-        elif status not in (204, 304):
-            resp._mode = _TO_CLOSE
-        resp._t0 = ticks_ms()
+            resp.length = self._left
+            self._mode = _LENGTH
+            if self._left > max_bytes and status < 300:
+                raise LimitError("Content-Length %d passes max_bytes %d" % (self._left, max_bytes))
+        else:
+            self._mode = _TO_CLOSE
+        self._t0 = ticks_ms()
         return resp
+
+    def _read(self, mv, n):
+        # The open response's body into mv (None: discard); see Response.readinto.
+        mode = self._mode
+        try:
+            if mode == _CHUNKED and self._left < 1:
+                if not self._left and self._line("chunk end"):
+                    raise ProtocolError("chunk data longer than its size")
+                k = self._line("chunk size line")
+                line = bytes(self._buf[self._at : self._at + k]).split(b";", 1)[0]
+                try:
+                    size = int(line, 16) if len(line) < 9 else -1
+                except ValueError:
+                    size = -1
+                if size < 0:
+                    raise ProtocolError("bad chunk size %r" % line[:20])
+                if not size:
+                    for _ in range(_MAX_HEADERS):  # trailers, up to the empty line
+                        if not self._line("trailer"):
+                            break
+                    else:
+                        raise LimitError("more than %d trailer lines" % _MAX_HEADERS)
+                    self.close(True)
+                    return 0
+                if self._got + size > self._max:
+                    raise LimitError("chunk of %d bytes passes max_bytes %d" % (size, self._max))
+                self._left = size
+            if mode == _TO_CLOSE:
+                # At the cap read one more byte to tell "ended exactly" from "too long".
+                n = min(n, max(self._max - self._got, 1))
+            elif n > self._left:
+                n = self._left
+            got = self._recv(mv, n) if n > 0 else 0
+            if not got:
+                if mode in (_TO_CLOSE, _NONE) or (mode == _LENGTH and not self._left):
+                    self.close(mode != _TO_CLOSE)
+                    return 0
+                raise NetworkError(
+                    "connection closed after %d body bytes (Content-Length %s)"
+                    % (self._got, self._resp.length)
+                )
+            self._got += got
+            self._left -= got
+            if self._got > self._max:
+                raise LimitError("body passes max_bytes %d" % self._max)
+            ms = ticks_diff(ticks_ms(), self._t0)
+            if ms > self.timeout_ms and self._got * 1000 < self.min_rate * ms:
+                raise StalledError(
+                    "transfer below %d bytes/s (%d bytes in %d ms)" % (self.min_rate, self._got, ms)
+                )
+            return got
+        except HTTPError:
+            self.close()
+            raise

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -195,13 +196,19 @@ class RawServer:
 
 
 DRIVER = """
-import binascii, hashlib
-from lcm_device.http import *
-
-data = memoryview(bytearray(1024))
+# The buffer first, like the engine: allocated before the code loads, it does not
+# depend on finding a contiguous block in a heap the loaded code fragmented. The
+# client parses headers in it and bodies are read into it too (one buffer).
+BUF = bytearray(1024)
+data = memoryview(BUF)
+from lcm_device.http import Client, HTTPError
+# (Few globals: a bigger globals dict needs a contiguous block a 24k heap may lack;
+# test bodies import other names inside main.)
 
 
 def fetch(c, url, **kw):
+    import binascii, hashlib
+
     try:
         r = c.get(url, **kw)
         h = hashlib.sha256()
@@ -217,6 +224,13 @@ def fetch(c, url, **kw):
     except HTTPError as e:
         print("ERR", type(e).__name__, e)
 """
+
+
+def driver_script(body: str) -> str:
+    """DRIVER plus `body` run inside a function (locals do not grow the globals dict)."""
+    return (
+        DRIVER + "\n\ndef main():\n" + textwrap.indent(body.strip("\n"), "    ") + "\n\n\nmain()\n"
+    )
 
 
 def parse_lines(stdout: str) -> list[list[str]]:
