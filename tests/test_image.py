@@ -458,3 +458,12 @@ def test_the_device_code_in_the_image_reads_its_config(
         "ids": [key_id_hex(root)],
         "wifi": "Home",
     }
+
+
+def test_config_without_a_repo_leaves_it_to_the_setup_page(keys: dict[str, Path]) -> None:
+    s = settings(keys, repo=None, app_roots=[])
+    with pytest.raises(img.ImageError, match="--repo is needed"):
+        img.check_settings(s)
+    img.check_settings(s, require_repo=False)
+    cfg = json.loads(img.config_json(s))
+    assert "repo" not in cfg and "app_roots" not in cfg and cfg["setup_password"]

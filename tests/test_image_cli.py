@@ -358,3 +358,22 @@ def test_install_copies_the_image_files_onto_micropython(
     assert set(copied) == set(expected)
     del copied[img.CONFIG_PATH], expected[img.CONFIG_PATH]
     assert copied == expected
+
+
+def test_install_asks_the_board_which_port_it_runs(
+    inputs: dict[str, Path], serial_micropython: tuple[str, Path]
+) -> None:
+    # Without --board the board is asked (sys.platform); the unix port is neither ESP.
+    port, board = serial_micropython
+    refused(
+        ["device", "install", "--port", port], f"the board on {port} runs MicroPython for 'linux'"
+    )
+    assert list(board.iterdir()) == []  # nothing copied
+
+
+def test_install_refuses_bad_options_before_touching_the_board(inputs: dict[str, Path]) -> None:
+    port = "/dev/lcm-test-no-such-port"
+    refused(
+        ["device", "install", "--port", port, "--root", str(inputs["root"])], "--root needs --repo"
+    )
+    refused(["device", "install", "--port", port, "--repo", "a/b"], "--root")

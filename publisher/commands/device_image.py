@@ -80,9 +80,9 @@ def _env_secret(var: str | None, what: str) -> str | None:
 
 
 def _settings(
-    board: BoardName,
-    repo: str,
-    root: list[Path],
+    board: str,
+    repo: str | None,
+    root: list[Path] | None,
     threshold: int,
     manager_repo: str | None,
     manager_root: list[Path] | None,
@@ -95,9 +95,9 @@ def _settings(
 ) -> img.DeviceSettings:
     setup_password = _env_secret(setup_password_env, "setup password")
     return img.DeviceSettings(
-        board=board.value,
+        board=board,
         repo=repo,
-        app_roots=img.load_roots(root, threshold, "app"),
+        app_roots=img.load_roots(root, threshold, "app") if root else [],
         app_threshold=threshold,
         manager_repo=manager_repo,
         manager_roots=(
@@ -159,7 +159,7 @@ def image(
     """Build one factory image: MicroPython + lcm + config + pinned keys, for esptool."""
     mac_bytes = img.parse_mac(mac) if mac else None
     settings = _settings(
-        board,
+        board.value,
         repo,
         root,
         threshold,
@@ -229,9 +229,15 @@ def flash(
 @command_edge
 def install(
     port: Annotated[str, typer.Option("--port", help="Serial port of a MicroPython board.")],
-    board: BoardOpt,
-    repo: RepoOpt,
-    root: RootOpt,
+    board: Annotated[
+        BoardName | None, typer.Option("--board", help="Board family (default: ask the board).")
+    ] = None,
+    repo: Annotated[
+        str | None, typer.Option("--repo", help="App repo OWNER/NAME (default: setup page).")
+    ] = None,
+    root: Annotated[
+        list[Path] | None, typer.Option("--root", help="App repo root public key; repeatable.")
+    ] = None,
     threshold: ThresholdOpt = 1,
     manager_repo: ManagerRepoOpt = None,
     manager_root: ManagerRootOpt = None,
@@ -244,7 +250,7 @@ def install(
 ) -> None:
     """Copy lcm (the same files as a factory image) onto a board already running MicroPython."""
     settings = _settings(
-        board,
+        board.value if board else "",
         repo,
         root,
         threshold,
@@ -257,10 +263,15 @@ def install(
         wifi_password_env,
         setup_password_env,
     )
-    img.check_settings(settings)
+    img.check_settings(settings, require_repo=False)
+    if not board:
+        settings.board = flashing.detect_board(port)
+        out.print(f"the board on {port} runs MicroPython for {settings.board}")
     files = img.device_files(settings)
     with tempfile.TemporaryDirectory(prefix="lcm-install-") as staging:
         out.print(f"copying {len(files)} files to the board on {port} (mpremote)")
         flashing.install(port, files, Path(staging))
     out.print("done: the board was reset and runs lcm")
+    if settings.repo is None:
+        out.print("no --repo: pick the app repo on the setup page")
     _print_setup_network(settings.setup_password, None)

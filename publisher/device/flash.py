@@ -34,6 +34,7 @@ ESPTOOL_OUTPUT_KEPT = 64 * 1024
 _MAC_LINE = re.compile(r"^MAC:\s*((?:[0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2})", re.MULTILINE)
 # mpremote copies ~200 KiB of .mpy over a 115200 baud REPL in well under this.
 INSTALL_TIMEOUT_S = 600
+DETECT_TIMEOUT_S = 30
 
 
 class FlashError(PublisherError):
@@ -167,6 +168,31 @@ def mpremote_install_args(port: str, top_level: Sequence[str], reset: bool = Tru
     for name in top_level:
         args += ["fs", "cp", "-r", name, ":" + name, "+"]
     return [*args, "reset"] if reset else args[:-1]
+
+
+def detect_board(port: str) -> str:
+    """Ask the MicroPython on `port` which port it is (`sys.platform`): esp32 or esp8266."""
+    args = [sys.executable, "-m", "mpremote", "connect", port, "resume"]
+    args += ["exec", "import sys; print('platform=' + sys.platform)"]
+    try:
+        proc = subprocess.run(
+            args, capture_output=True, text=True, timeout=DETECT_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise FlashError(
+            f"no MicroPython board answered on {port} in {DETECT_TIMEOUT_S} s"
+        ) from None
+    found = re.search(r"platform=(\w+)", proc.stdout)
+    if proc.returncode != 0 or not found:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        reason = detail[-1] if detail else f"mpremote exited {proc.returncode}"
+        raise FlashError(f"no MicroPython board answered on {port}: {reason}")
+    platform = found.group(1)
+    if platform not in ("esp32", "esp8266"):
+        raise FlashError(
+            f"the board on {port} runs MicroPython for {platform!r}, not esp32 or esp8266"
+        )
+    return platform
 
 
 def install(port: str, files: dict[str, bytes], staging: Path, reset: bool = True) -> str:

@@ -139,7 +139,7 @@ class DeviceSettings:
     """Everything that goes into /lcm/state/config.json."""
 
     board: str
-    repo: str
+    repo: str | None  # None: set on the setup page (lcm device install without --repo)
     app_roots: list[bytes]
     app_threshold: int = 1
     manager_repo: str | None = None
@@ -406,8 +406,10 @@ def load_roots(paths: Sequence[Path], threshold: int, what: str) -> list[bytes]:
     return roots
 
 
-def check_settings(s: DeviceSettings) -> None:
+def check_settings(s: DeviceSettings, require_repo: bool = True) -> None:
     """Refuse settings the device could not use; messages name the bad value."""
+    if require_repo and s.repo is None:
+        raise ImageError("--repo is needed: the app repo the device follows")
     for repo, what in ((s.repo, "--repo"), (s.manager_repo, "--manager-repo")):
         if repo is None:
             continue
@@ -417,8 +419,10 @@ def check_settings(s: DeviceSettings) -> None:
             raise ImageError(f"{what}: {exc}") from None
     if s.channel not in CHANNELS:
         raise ImageError(f"channel {s.channel!r} must be one of {', '.join(CHANNELS)}")
-    if not s.app_roots:
+    if s.repo is not None and not s.app_roots:
         raise ImageError("at least one app root public key (--root) is needed")
+    if s.repo is None and s.app_roots:
+        raise ImageError("--root needs --repo: the keys are pinned for one repo")
     if bool(s.manager_repo) != bool(s.manager_roots):
         raise ImageError("--manager-repo and --manager-root go together")
     s.web_url = check_web_url(s.web_url)
@@ -435,12 +439,13 @@ def config_json(s: DeviceSettings) -> bytes:
     cfg: dict[str, Any] = {
         "board": s.board,
         "web_url": s.web_url,
-        "repo": s.repo,
-        "app_roots": [k.hex() for k in s.app_roots],
-        "app_threshold": s.app_threshold,
         "channel": s.channel,
         "setup_password": s.setup_password,
     }
+    if s.repo is not None:
+        cfg["repo"] = s.repo
+        cfg["app_roots"] = [k.hex() for k in s.app_roots]
+        cfg["app_threshold"] = s.app_threshold
     if s.manager_repo:
         cfg["manager_repo"] = s.manager_repo
         cfg["manager_roots"] = [k.hex() for k in s.manager_roots]
