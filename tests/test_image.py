@@ -373,6 +373,12 @@ def test_refuses_oversize_content(keys: dict[str, Path], main_shim: Path) -> Non
     assert "overruns its app partition" in refusal(
         keys, main_shim, "esp32", esp32_firmware(small_app)
     )
+    overlapping = [*STOCK_4MIB[:3], ("vfs", 1, 0x81, 0x10000, 0x200000)]
+    assert "overlaps its filesystem partition at 0x10000" in refusal(
+        keys, main_shim, "esp32", esp32_firmware(overlapping)
+    )
+    too_big = [*STOCK_4MIB[:3], ("vfs", 1, 0x81, 0x200000, 0x400000)]
+    assert "does not fit a 4 MB flash" in refusal(keys, main_shim, "esp32", esp32_firmware(too_big))
     big = esp8266_firmware() + b"\xff" * 0x100000
     assert "overruns the filesystem at 0x100000" in refusal(keys, main_shim, "esp8266", big)
 

@@ -322,6 +322,10 @@ def _check_esp32(board: Board, data: bytes, flash_size: int) -> FirmwareInfo:
         # A table that ends after the app leaves the rest of the flash to the filesystem.
         last = max(p.offset + p.size for p in parts)
         fs = Region(last, flash_size - last)
+    if fs.offset < end:
+        raise ImageError(
+            f"the firmware (up to {end:#x}) overlaps its filesystem partition at {fs.offset:#x}"
+        )
     if fs.size < 2 * BLOCK_SIZE or fs.end > flash_size:
         raise ImageError(
             f"the filesystem region {fs.offset:#x}+{fs.size:#x} does not fit a "
