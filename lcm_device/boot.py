@@ -85,7 +85,13 @@ def _checks(hal, cfg):
         sched.on_boot(now, _reset_cause(hal) == "power")
     except ImportError:
         pass
-    due = getattr(hal, "check_now", False) or sched is None or sched.due(now)
+    # A manager in trial checks at once: completing a check is what confirms it.
+    due = (
+        getattr(hal, "check_now", False)
+        or slots.in_trial(slots.load(hal), "mgr")
+        or sched is None
+        or sched.due(now)
+    )
     if not due:
         log("check: not due for " + str(sched.seconds_until_due(now)) + " s")
         _confirm_manager(hal)
@@ -107,7 +113,10 @@ def _checks(hal, cfg):
             hal.reset()
     Updater = buf = None
     _unload(_ENGINE_MODULES)
-    # This manager reached the server and ran both checks: it works.
+    if "crashed" in results and slots.in_trial(slots.load(hal), "mgr"):
+        log("manager: crashed in its trial; resetting (counts as a failed trial boot)")
+        hal.reset()
+    # This manager ran both checks: it works.
     _confirm_manager(hal)
     if sched is not None:
         if "failed" in results:

@@ -9,6 +9,7 @@ release can do; it returns what happened:
   "installed"  a release was installed and switched to (trial mode); reset next
   "refused"    a release failed a trust rule or a limit; logged with the reason
   "failed"     the network failed (retried next check); partial work is resumed then
+  "crashed"    an unexpected error (a bug, MemoryError); logged, the app still runs
 
 The cycle, and why it is safe (docs/device.md, "Update engine"):
 
@@ -128,6 +129,10 @@ class Updater:
         except (HTTPError, OSError) as exc:
             self.log(name + ": check failed: " + _why(exc))
             return "failed"
+        except Exception as exc:
+            # A bug (or MemoryError) must not keep the app from running: report it.
+            self.log(name + ": check crashed: " + _why(exc))
+            return "crashed"
         finally:
             if self.client is not None:
                 self.stats["requests"] = self.client.requests

@@ -16,6 +16,7 @@ from typing import Any
 
 from tests.device.enginekit import Repo, app_files, new_device, run, slot_is_complete, text
 from tests.hostserver import running_host
+from tests.keyfactory import make_sector, new_signer
 
 
 def running_app(state: Path, out: str, status: Any) -> str:
@@ -35,9 +36,14 @@ def test_power_cut_at_every_flash_mutation_recovers(tmp_path: Path, mpy: Any) ->
         repo.publish("1.0.0", v1)
         golden = new_device(tmp_path, mpy, host, repo)
         assert run(golden, mpy).state["app_tag"] == "v1.0.0"
+        first_sector = repo.sector
         v2 = dict(v1)
         v2["lib/m01.py"] = b"VALUE = 'changed'\n" * 100
         v2["lib/m02.py"] = b"VALUE = 'new file'\n" * 100
+        # v2 also rotates the release key: the cert-sector swap is cut everywhere too.
+        new_key = new_signer()
+        repo.sector = make_sector(repo.name, [repo.root], [new_key], seq=2)
+        repo.release_key = new_key
         repo.publish("1.1.0", v2)
 
         tried = recovered = 0
@@ -55,9 +61,12 @@ def test_power_cut_at_every_flash_mutation_recovers(tmp_path: Path, mpy: Any) ->
             tried += 1
             assert status.exits[0] == 76, out
             assert running_app(state, out, status) in ("v1.0.0", "v1.1.0")
+            sector = (state / "lcm/state/certs/app.sector").read_bytes()
+            assert sector in (first_sector, repo.sector), out
             later = run(state, mpy)
             later_out = text(later)
             assert running_app(state, later_out, later) == "v1.1.0", later_out
+            assert (state / "lcm/state/certs/app.sector").read_bytes() == repo.sector
             recovered += 1
             shutil.rmtree(state)
         print(f"power cut points tried: {tried}, recovered: {recovered} (100 %)")
