@@ -3,12 +3,12 @@
 All times passed in are seconds on one monotonic base (`uptime_s()` on the
 device, a simulated clock in the fleet benchmark). Boards often have no real
 clock, so what survives a reboot is not a deadline but the *seconds remaining*
-until the next check (`remaining`), saved with every change and refreshed by
-`checkpoint()` at most once per _CHECKPOINT_S. At boot the deadline is rebuilt
-as `now + remaining` (minus the time elapsed since the save when the wall
-clock was known at both ends). The saved value can only be stale by the
-time the device ran after the last save, so a crash loop delays a check by at
-most _CHECKPOINT_S, never fires one early.
+until the next check (`remaining`), saved with every change and refreshed
+hourly while an app runs (`lcm_device.checktimer`). At boot the deadline is
+rebuilt as `now + remaining` (minus the time elapsed since the save when the
+wall clock was known at both ends). The saved value can only be stale by the
+time the device ran after the last save, so a crash loop delays a check by
+at most that hour, never fires one early.
 
 Rules (the maths is in docs/lifecycle.md):
 - after a successful check: the next one in `check_interval_s` +/- 25 %;
@@ -18,36 +18,32 @@ Rules (the maths is in docs/lifecycle.md):
 - at power-on: uniform over `power_on_window_s` (default: the interval), so a
   fleet switched on together keeps its steady-state rate (LCM checked 1 s
   after every power-on);
-- a requested check (app, gesture, timer) is due at once, and stays requested
-  across a reset until a check is recorded;
+- a requested check (app, gesture, timer: the REQUEST file) is due at once,
+  and stays requested across resets until a check is recorded;
 - no saved state (new or factory-reset device): due within _MIN_S.
 
-`arm_timer(hal, cfg)` lets checks happen while an app runs: a periodic timer
-polls a `Watcher`; when a check is due and the app has not called `hold()`,
-it saves the request and resets into the manager (exit code 75 on the unix
-port, see docs/device.md).
+Checks while an app runs: `lcm_device.checktimer.arm_timer(hal, cfg)`.
 """
 
 import json
 
-from lcm_device.compat import const, random_bytes, ticks_diff, ticks_ms
-from lcm_device.hal.fs import makedirs, write_atomic
+from lcm_device.compat import const, exists, random_bytes, ticks_diff, ticks_ms
+from lcm_device.hal.fs import makedirs, remove_if_exists, write_atomic
 
 PATH = "/lcm/state/schedule.json"
+# An empty file: a check was asked for (app, gesture, button, timer). Creating it
+# needs no schedule code, so asking is cheap; the next recorded check removes it.
+REQUEST = "/lcm/state/check.now"
 DEFAULT_INTERVAL_S = 14400
 MIN_INTERVAL_S = 60
 MAX_INTERVAL_S = 30 * 86400
 # Largest schedule.json read back (it is about 80 bytes).
 MAX_STATE_BYTES = 192
-# Timer period of the watcher while an app runs.
-POLL_MS = 1000
 
 _BASE_S = const(30)
 _MIN_S = const(10)
 _JITTER_PCT = const(25)
 _MAX_DOUBLINGS = const(20)
-_CHECKPOINT_S = const(3600)
-_EXIT_RESET = const(75)
 
 _seeded = False
 
@@ -83,7 +79,7 @@ class Schedule:
         self.cap = 2 * self.interval
         self.rand = rand or uniform
         self.failures = 0
-        self.requested = False
+        self.requested = hal is not None and exists(hal.root + REQUEST)
         self.remaining = None  # seconds to the next check at the last save; None: no state
         self.wall = None  # wall clock at the last save, when known
         self.next = 0  # deadline on this boot's monotonic base
@@ -97,7 +93,6 @@ class Schedule:
             remaining = int(state["remaining"])
             wall = state.get("wall")
             wall = None if wall is None else int(wall)
-            self.requested = state["requested"] is True
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             # Missing or damaged: no state (a MemoryError is not damage: it propagates).
             return
@@ -141,20 +136,20 @@ class Schedule:
         ceiling = min(self.cap, _BASE_S << self.failures)
         self._set(now_s, max(_MIN_S, int(self.rand() * ceiling)))
 
-    def request_now(self, now_s):
+    def request_now(self):
         """Ask for a check as soon as possible (kept across a reset)."""
         self.requested = True
-        self._save(now_s)
-
-    def checkpoint(self, now_s):
-        """Refresh the saved seconds-remaining once per _CHECKPOINT_S (called by the watcher)."""
-        if now_s - self.saved_at >= _CHECKPOINT_S:
-            self._save(now_s)
+        if self.hal is not None:
+            request_check(self.hal)
 
     def _set(self, now_s, left):
-        self.requested = False
         self.next = now_s + left
         self._save(now_s)
+        if self.requested:
+            # After the save: a cut in between only repeats the check.
+            self.requested = False
+            if self.hal is not None:
+                remove_if_exists(self.hal.fs, self.hal.root + REQUEST)
 
     def _wall(self):
         try:
@@ -171,18 +166,17 @@ class Schedule:
         state = {
             "failures": self.failures,
             "remaining": self.remaining,
-            "requested": self.requested,
             "wall": self.wall,
         }
         try:
             makedirs(self.hal.fs, self.hal.root + "/lcm/state")
-            write_atomic(self.hal.fs, self.hal.root + PATH, json.dumps(state))
+            write_atomic(self.hal.fs, self.hal.root + PATH, json.dumps(state).encode())
         except Exception as exc:
             # A full or failing flash must not stop the check itself.
-            _log("schedule: cannot save state: " + repr(exc))
+            safe_log("schedule: cannot save state: " + repr(exc))
 
 
-def _log(text):
+def safe_log(text):
     # Imported when needed: the manager has loaded it already, and a test or a
     # tight heap that only computes the schedule does not pay for it. Logging
     # never stops the caller (not even a MemoryError while importing).
@@ -194,9 +188,10 @@ def _log(text):
         pass
 
 
-def request_check(hal, cfg):
-    """Save a check request; the manager acts on it at its next boot (app's `check now`)."""
-    Schedule(hal, cfg).request_now(uptime_s())
+def request_check(hal):
+    """Ask for a check at the manager's next boot (the app's `check now`): creates REQUEST."""
+    makedirs(hal.fs, hal.root + "/lcm/state")
+    hal.fs.open_write(hal.root + REQUEST).close()
 
 
 _last_ticks = ticks_ms()
@@ -206,85 +201,9 @@ _uptime_ms = 0
 def uptime_s():
     """Seconds since this module was imported. ticks_ms wraps (every ~12 days on
     MicroPython), so elapsed ticks are accumulated: call it at least every few days
-    (the watcher polls every POLL_MS)."""
+    (the check timer polls every second)."""
     global _last_ticks, _uptime_ms
     t = ticks_ms()
     _uptime_ms += ticks_diff(t, _last_ticks)
     _last_ticks = t
     return _uptime_ms // 1000
-
-
-_held = False
-
-
-def hold(on=True):
-    """The app forbids (True) or allows again (False) a reset into the manager for a check."""
-    global _held
-    _held = bool(on)
-
-
-class Watcher:
-    """Polled by a timer while the app runs; resets into the manager when a check is due."""
-
-    def __init__(self, hal, sched, also=()):
-        self.hal = hal
-        self.sched = sched
-        self.also = also  # more pollers, e.g. the gesture counter's `settle(now_s)`
-        self.waiting = False
-
-    def poll(self, now_s):
-        """One tick: returns True when a reset was asked for."""
-        for fn in self.also:
-            try:
-                fn(now_s)
-            except Exception:
-                pass
-        self.sched.checkpoint(now_s)
-        if not self.sched.due(now_s):
-            return False
-        if _held:
-            if not self.waiting:
-                _log("schedule: check due, waiting while the app holds")
-                self.waiting = True
-            return False
-        _log("schedule: check due, resetting into the manager")
-        self.sched.request_now(now_s)
-        self.hal.reset(_EXIT_RESET)
-        return True
-
-
-def arm_timer(hal, cfg, sched=None, also=()):
-    """Start polling with a periodic timer where the board has one; returns the Watcher
-    (the unix port has no machine.Timer: there the caller polls it)."""
-    if sched is None:
-        sched = Schedule(hal, cfg)
-        sched.on_boot(uptime_s(), False)
-    w = Watcher(hal, sched, also)
-    timer = getattr(hal, "timer", None)
-    if timer is not None:
-        # A HAL timer calls back from the main loop (the HAL's business).
-        w.timer = timer(POLL_MS, lambda: w.poll(uptime_s()))
-        return w
-    try:
-        from machine import Timer
-    except ImportError:
-        return w
-    for timer_id in (-1, 0):  # -1: virtual timer (ESP8266); 0: hardware timer (ESP32)
-        try:
-            w.timer = Timer(timer_id)
-            w.timer.init(period=POLL_MS, mode=Timer.PERIODIC, callback=lambda _t: _later(w))
-            break
-        except Exception:
-            continue
-    return w
-
-
-def _later(w):
-    # machine.Timer callbacks may run in interrupt context: poll from the main
-    # loop instead (machine.reset() from there resets the board as it should).
-    try:
-        from micropython import schedule
-
-        schedule(lambda _: w.poll(uptime_s()), None)
-    except Exception:
-        pass

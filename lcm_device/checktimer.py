@@ -1,0 +1,103 @@
+"""Checks while an app runs, without the app's cooperation.
+
+The manager's boot calls `arm_timer(hal, cfg)` before it starts the app. A
+periodic timer (machine.Timer, or the HAL's `timer(period_ms, fn)`) polls a
+`Watcher` every POLL_MS from the main loop: when the schedule says a check is
+due and the app has not called `hold()`, it saves the request (so the manager
+checks at once) and resets into the manager (`hal.reset(75)`; the unix HAL
+exits with 75 and `lcm device simulate` restarts it). While held, the check
+waits and happens as soon as the app calls `hold(False)`.
+
+The watcher also refreshes the schedule's saved seconds-remaining once per
+_CHECKPOINT_S, and runs extra pollers (`also`), e.g. the gesture counter's
+`settle(hal, now_s)`. The unix port has no machine.Timer: there the caller
+polls the returned Watcher itself.
+
+Kept apart from `schedule` so that the manager, which only computes the
+schedule, does not load it, and the app, which only needs this, stays light.
+"""
+
+from lcm_device.compat import const
+from lcm_device.schedule import Schedule, safe_log, uptime_s
+
+# Timer period of the watcher while an app runs.
+POLL_MS = 1000
+
+_CHECKPOINT_S = const(3600)
+_EXIT_RESET = const(75)
+
+_held = False
+
+
+def hold(on=True):
+    """The app forbids (True) or allows again (False) a reset into the manager for a check."""
+    global _held
+    _held = bool(on)
+
+
+class Watcher:
+    """Polled by a timer while the app runs; resets into the manager when a check is due."""
+
+    def __init__(self, hal, sched, also=()):
+        self.hal = hal
+        self.sched = sched
+        self.also = also  # more pollers, e.g. the gesture counter's `settle(now_s)`
+        self.waiting = False
+
+    def poll(self, now_s):
+        """One tick: returns True when a reset was asked for."""
+        for fn in self.also:
+            try:
+                fn(now_s)
+            except Exception:
+                pass
+        if now_s - self.sched.saved_at >= _CHECKPOINT_S:
+            self.sched._save(now_s)
+        if not self.sched.due(now_s):
+            return False
+        if _held:
+            if not self.waiting:
+                safe_log("schedule: check due, waiting while the app holds")
+                self.waiting = True
+            return False
+        safe_log("schedule: check due, resetting into the manager")
+        self.sched.request_now()
+        self.hal.reset(_EXIT_RESET)
+        return True
+
+
+def arm_timer(hal, cfg, sched=None, also=()):
+    """Start polling with a periodic timer where the board has one; returns the Watcher
+    (the unix port has no machine.Timer: there the caller polls it)."""
+    if sched is None:
+        sched = Schedule(hal, cfg)
+        sched.on_boot(uptime_s(), False)
+    w = Watcher(hal, sched, also)
+    timer = getattr(hal, "timer", None)
+    if timer is not None:
+        # A HAL timer calls back from the main loop (the HAL's business).
+        w.timer = timer(POLL_MS, lambda: w.poll(uptime_s()))
+        return w
+    try:
+        from machine import Timer
+    except ImportError:
+        return w
+    for timer_id in (-1, 0):  # -1: virtual timer (ESP8266); 0: hardware timer (ESP32)
+        try:
+            w.timer = Timer(timer_id)
+            w.timer.init(period=POLL_MS, mode=Timer.PERIODIC, callback=lambda _t: _later(w))
+            break
+        except Exception:
+            continue
+    return w
+
+
+def _later(w):
+    # machine.Timer callbacks may run in interrupt context: poll from the main
+    # loop instead (machine.reset() from there resets the board as it should).
+    try:
+        from micropython import schedule
+
+        schedule(lambda _: w.poll(uptime_s()), None)
+    except Exception:
+        pass
