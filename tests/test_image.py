@@ -24,9 +24,11 @@ from esptool.bin_image import (
     ESP8266ROMFirmwareImage,
 )
 
+from publisher.device import firmware
 from publisher.device import image as img
+from publisher.device import settings as device_settings
 from publisher.micropython import REPO_ROOT, run_micropython, source_files
-from publisher.signing import generate
+from publisher.signing import generate, load_public_key
 
 MiB = 1024 * 1024
 
@@ -119,18 +121,18 @@ def expected_paths() -> set[str]:
     return {"/main.py", "/lcm/state/config.json", *mpys}
 
 
-def settings(keys: dict[str, Path], **overrides: object) -> img.DeviceSettings:
+def settings(keys: dict[str, Path], **overrides: object) -> device_settings.DeviceSettings:
     base: dict[str, object] = {
         "board": "",
         "repo": "alice/thermo",
-        "app_roots": [img.load_public_key(keys["app-root-1"])],
+        "app_roots": [load_public_key(keys["app-root-1"])],
         "setup_password": "setup-pass-123",
     }
     base.update(overrides)
-    return img.DeviceSettings(**base)  # type: ignore[arg-type]
+    return device_settings.DeviceSettings(**base)  # type: ignore[arg-type]
 
 
-def littlefs_files(region_bytes: bytes, region: img.Region) -> dict[str, bytes]:
+def littlefs_files(region_bytes: bytes, region: firmware.Region) -> dict[str, bytes]:
     fs = img.new_littlefs(region, bytearray(region_bytes))
     fs.mount()
     found = {}
@@ -208,8 +210,8 @@ def test_esp32_image_reads_back_everywhere(
     tmp_path: Path, keys: dict[str, Path], main_shim: Path
 ) -> None:
     fw = esp32_firmware()
-    roots = [img.load_public_key(keys["app-root-1"]), img.load_public_key(keys["app-root-2"])]
-    mgr = img.load_public_key(keys["mgr-root"])
+    roots = [load_public_key(keys["app-root-1"]), load_public_key(keys["app-root-2"])]
+    mgr = load_public_key(keys["mgr-root"])
     s = settings(
         keys,
         app_roots=roots,
@@ -226,7 +228,7 @@ def test_esp32_image_reads_back_everywhere(
 
     # Placement: MicroPython's ESP32 layout, flashed at 0x1000.
     assert factory.flash_offset == 0x1000
-    assert factory.firmware.filesystem == img.Region(0x200000, 0x200000)
+    assert factory.firmware.filesystem == firmware.Region(0x200000, 0x200000)
     assert len(factory.data) == 0x400000 - 0x1000
     # merge-bin writes the flash size into the bootloader header (0x20 = 4 MB).
     assert factory.data[:3] == fw[:3] and factory.data[3] >> 4 == 0x2
@@ -278,7 +280,7 @@ def test_esp32_table_without_vfs_gives_the_rest_of_the_flash(
 ) -> None:
     fw = esp32_firmware(STOCK_4MIB_PLUS)
     factory = img.build_factory_image("esp32", fw, "8MB", settings(keys), main_shim)
-    assert factory.firmware.filesystem == img.Region(0x200000, 0x600000)
+    assert factory.firmware.filesystem == firmware.Region(0x200000, 0x600000)
     assert len(factory.data) == 0x800000 - 0x1000
 
 
@@ -309,7 +311,7 @@ def test_esp8266_image_reads_back(
 
 def refusal(keys: dict[str, Path], main_shim: Path, board: str, fw: bytes, **kw: object) -> str:
     flash = str(kw.pop("flash", "4MB"))
-    with pytest.raises(img.ImageError) as exc:
+    with pytest.raises(firmware.ImageError) as exc:
         img.build_factory_image(board, fw, flash, settings(keys, **kw), main_shim)
     return str(exc.value)
 
@@ -384,42 +386,45 @@ def test_refuses_oversize_content(keys: dict[str, Path], main_shim: Path) -> Non
 
 
 def test_threshold_and_duplicate_roots(keys: dict[str, Path]) -> None:
-    with pytest.raises(img.ImageError, match="threshold 3"):
-        img.load_roots([keys["app-root-1"], keys["app-root-2"]], 3, "app")
-    with pytest.raises(img.ImageError, match="twice"):
-        img.load_roots([keys["app-root-1"], keys["app-root-1"]], 1, "app")
+    with pytest.raises(firmware.ImageError, match="threshold 3"):
+        device_settings.load_roots([keys["app-root-1"], keys["app-root-2"]], 3, "app")
+    with pytest.raises(firmware.ImageError, match="twice"):
+        device_settings.load_roots([keys["app-root-1"], keys["app-root-1"]], 1, "app")
 
 
 # ---------------------------------------------------------------- setup network
 
 
 def test_setup_network_name_and_qr() -> None:
-    mac = img.parse_mac("24:0a:c4:12:ab:cd")
-    assert img.setup_ssid(mac) == "LCM-12ABCD"
+    mac = device_settings.parse_mac("24:0a:c4:12:ab:cd")
+    assert device_settings.setup_ssid(mac) == "LCM-12ABCD"
     assert (
-        img.wifi_qr_payload("LCM-12ABCD", "p;ss:word")
+        device_settings.wifi_qr_payload("LCM-12ABCD", "p;ss:word")
         == "WIFI:T:WPA;S:LCM-12ABCD;P:p\\;ss\\:word;;"
     )
-    qr = img.wifi_qr_text("LCM-12ABCD", "password1")
+    qr = device_settings.wifi_qr_text("LCM-12ABCD", "password1")
     assert len(qr.splitlines()) > 10
-    with pytest.raises(img.ImageError, match="not a MAC"):
-        img.parse_mac("24:0a:c4")
-    pw = img.generate_setup_password()
-    assert img.check_setup_password(pw, "x") == pw and pw != img.generate_setup_password()
+    with pytest.raises(firmware.ImageError, match="not a MAC"):
+        device_settings.parse_mac("24:0a:c4")
+    pw = device_settings.generate_setup_password()
+    assert (
+        device_settings.check_setup_password(pw, "x") == pw
+        and pw != device_settings.generate_setup_password()
+    )
 
 
 def test_setup_network_name_matches_the_device() -> None:
     from lcm_device import wifi
 
-    mac = img.parse_mac("24-0A-C4-FE-01-9B")
+    mac = device_settings.parse_mac("24-0A-C4-FE-01-9B")
 
     class Hal:
         def unique_id(self) -> bytes:
             return mac
 
-    assert img.setup_ssid(mac) == wifi.ap_name(Hal()) == "LCM-FE019B"
+    assert device_settings.setup_ssid(mac) == wifi.ap_name(Hal()) == "LCM-FE019B"
     # The password the image stores is one the device accepts as is (not the derived one).
-    stored = img.generate_setup_password()
+    stored = device_settings.generate_setup_password()
     assert wifi.ap_password(Hal(), {"setup_password": stored}) == stored
 
 
@@ -441,7 +446,7 @@ def test_the_device_code_in_the_image_reads_its_config(
     """The image's own .mpy files, run by MicroPython, load its config and pinned keys."""
     from cert_sector.keys import key_id_hex
 
-    root = img.load_public_key(keys["app-root-2"])
+    root = load_public_key(keys["app-root-2"])
     s = settings(keys, app_roots=[root], web_url="http://10.0.0.2:8080", wifi_ssid="Home")
     factory = img.build_factory_image("esp8266", esp8266_firmware(), "2MB", s, main_shim)
     region = factory.firmware.filesystem
@@ -468,8 +473,8 @@ def test_the_device_code_in_the_image_reads_its_config(
 
 def test_config_without_a_repo_leaves_it_to_the_setup_page(keys: dict[str, Path]) -> None:
     s = settings(keys, repo=None, app_roots=[])
-    with pytest.raises(img.ImageError, match="--repo is needed"):
-        img.check_settings(s)
-    img.check_settings(s, require_repo=False)
-    cfg = json.loads(img.config_json(s))
+    with pytest.raises(firmware.ImageError, match="--repo is needed"):
+        device_settings.check_settings(s)
+    device_settings.check_settings(s, require_repo=False)
+    cfg = json.loads(device_settings.config_json(s))
     assert "repo" not in cfg and "app_roots" not in cfg and cfg["setup_password"]

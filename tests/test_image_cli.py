@@ -23,9 +23,12 @@ import pytest
 from typer.testing import CliRunner
 
 from publisher.cli import app
+from publisher.device import firmware
 from publisher.device import flash as flashing
 from publisher.device import image as img
+from publisher.device import settings as device_settings
 from publisher.micropython import micropython_command
+from publisher.signing import load_public_key
 from tests.test_image import esp32_firmware, esp8266_firmware, littlefs_files
 
 runner = CliRunner()
@@ -103,7 +106,7 @@ def test_image_command_takes_secrets_from_env(
     assert "█" in result.output or "▀" in result.output  # the QR code
     assert stat.S_IMODE(inputs["out"].stat().st_mode) == 0o600
     data = inputs["out"].read_bytes()
-    region = img.Region(0x100000, (2 * img.MiB - 20480) // 4096 * 4096 - 0x100000)
+    region = firmware.Region(0x100000, (2 * firmware.MiB - 20480) // 4096 * 4096 - 0x100000)
     files = littlefs_files(data[region.offset : region.end], region)
     cfg = json.loads(files["/lcm/state/config.json"])
     assert cfg["wifi_ssid"] == "Home" and cfg["wifi_password"] == "correct horse battery"
@@ -121,9 +124,9 @@ def test_image_json_and_generated_setup_password(inputs: dict[str, Path]) -> Non
     assert "/main.py" in report["files"] and "/lcm/state/config.json" in report["files"]
     assert report["setup_ssid"] == "LCM-XXXXXX"
     password = report["setup_password"]
-    assert len(password) == img.GENERATED_PASSWORD_LENGTH
+    assert len(password) == device_settings.GENERATED_PASSWORD_LENGTH
     data = inputs["out"].read_bytes()
-    fs = img.Region(0x200000, 0x200000)
+    fs = firmware.Region(0x200000, 0x200000)
     files = littlefs_files(data[fs.offset - 0x1000 : fs.end - 0x1000], fs)
     assert json.loads(files["/lcm/state/config.json"])["setup_password"] == password
 
@@ -169,17 +172,19 @@ def test_image_refusals_write_nothing(inputs: dict[str, Path]) -> None:
 
 
 def test_flash_args_put_the_image_at_the_firmware_offset(tmp_path: Path) -> None:
-    esp32 = flashing.esptool_flash_args(img.BOARDS["esp32"], "/dev/ttyUSB0", tmp_path, 460800, 7)
+    esp32 = flashing.esptool_flash_args(
+        firmware.BOARDS["esp32"], "/dev/ttyUSB0", tmp_path, 460800, 7
+    )
     assert esp32[-3:] == ["write-flash", "0x1000", str(tmp_path)]
     assert esp32[:4] == ["--chip", "esp32", "--port", "/dev/ttyUSB0"]
-    esp8266 = flashing.esptool_flash_args(img.BOARDS["esp8266"], "COM3", tmp_path, 115200, 2)
+    esp8266 = flashing.esptool_flash_args(firmware.BOARDS["esp8266"], "COM3", tmp_path, 115200, 2)
     assert esp8266[-3:] == ["write-flash", "0x0", str(tmp_path)]
     assert "--connect-attempts" in esp8266 and "2" in esp8266
 
 
 @pytest.fixture(scope="module")
 def factory_esp32() -> bytes:
-    s = img.DeviceSettings(
+    s = device_settings.DeviceSettings(
         board="esp32",
         repo="alice/thermo",
         app_roots=[bytes.fromhex(KEY)],
@@ -196,13 +201,13 @@ KEY = (
 
 
 def test_factory_config_reads_back(factory_esp32: bytes) -> None:
-    cfg = img.factory_config(img.BOARDS["esp32"], factory_esp32)
+    cfg = img.factory_config(firmware.BOARDS["esp32"], factory_esp32)
     assert cfg["setup_password"] == "flash-test-pw" and cfg["repo"] == "alice/thermo"
-    with pytest.raises(img.ImageError, match="not for esp8266"):
+    with pytest.raises(firmware.ImageError, match="not for esp8266"):
         esp32_fs = factory_esp32[0x200000 - 0x1000 :]  # moved to where an ESP8266 has it
-        img.factory_config(img.BOARDS["esp8266"], b"\xff" * 0x100000 + esp32_fs)
-    with pytest.raises(img.ImageError, match="no lcm filesystem at 0x200000"):
-        img.factory_config(img.BOARDS["esp32"], esp32_firmware())
+        img.factory_config(firmware.BOARDS["esp8266"], b"\xff" * 0x100000 + esp32_fs)
+    with pytest.raises(firmware.ImageError, match="no lcm filesystem at 0x200000"):
+        img.factory_config(firmware.BOARDS["esp32"], esp32_firmware())
 
 
 def test_mac_is_read_from_esptool_output(capsys: pytest.CaptureFixture[str]) -> None:
@@ -215,7 +220,7 @@ def test_mac_is_read_from_esptool_output(capsys: pytest.CaptureFixture[str]) -> 
     read_mac(Chip())  # type: ignore[arg-type]
     text = "Chip type:          ESP32-D0WD-V3\n" + capsys.readouterr().out + "Uploading stub...\n"
     mac = flashing.mac_from_esptool_output(text)
-    assert mac == bytes.fromhex("240ac412abcd") and img.setup_ssid(mac) == "LCM-12ABCD"
+    assert mac == bytes.fromhex("240ac412abcd") and device_settings.setup_ssid(mac) == "LCM-12ABCD"
     assert flashing.mac_from_esptool_output("Connecting....\n") is None
 
 
@@ -351,12 +356,12 @@ def test_install_copies_the_image_files_onto_micropython(
     }
     cfg = json.loads(copied["/lcm/state/config.json"])
     assert cfg["repo"] == "alice/thermo" and cfg["channel"] == "beta" and cfg["board"] == "esp32"
-    assert cfg["app_roots"] == [img.load_public_key(inputs["root"]).hex()]
+    assert cfg["app_roots"] == [load_public_key(inputs["root"]).hex()]
     # Everything else is byte for byte what a factory image holds.
-    same = img.DeviceSettings(board="esp32", repo="alice/thermo", app_roots=[])
+    same = device_settings.DeviceSettings(board="esp32", repo="alice/thermo", app_roots=[])
     expected = img.device_files(same)
     assert set(copied) == set(expected)
-    del copied[img.CONFIG_PATH], expected[img.CONFIG_PATH]
+    del copied[device_settings.CONFIG_PATH], expected[device_settings.CONFIG_PATH]
     assert copied == expected
 
 

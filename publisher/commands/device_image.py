@@ -18,6 +18,8 @@ import typer
 from publisher.console import command_edge, out, print_json
 from publisher.device import flash as flashing
 from publisher.device import image as img
+from publisher.device import settings as device_settings
+from publisher.device.firmware import ImageError, get_board, read_firmware
 from publisher.fsutil import write_atomic
 
 
@@ -75,7 +77,7 @@ def _env_secret(var: str | None, what: str) -> str | None:
         return None
     value = os.environ.get(var)
     if value is None:
-        raise img.ImageError(f"environment variable {var} ({what}) is not set")
+        raise ImageError(f"environment variable {var} ({what}) is not set")
     return value
 
 
@@ -92,16 +94,18 @@ def _settings(
     wifi_ssid: str | None,
     wifi_password_env: str | None,
     setup_password_env: str | None,
-) -> img.DeviceSettings:
+) -> device_settings.DeviceSettings:
     setup_password = _env_secret(setup_password_env, "setup password")
-    return img.DeviceSettings(
+    return device_settings.DeviceSettings(
         board=board,
         repo=repo,
-        app_roots=img.load_roots(root, threshold, "app") if root else [],
+        app_roots=device_settings.load_roots(root, threshold, "app") if root else [],
         app_threshold=threshold,
         manager_repo=manager_repo,
         manager_roots=(
-            img.load_roots(manager_root, manager_threshold, "manager") if manager_root else []
+            device_settings.load_roots(manager_root, manager_threshold, "manager")
+            if manager_root
+            else []
         ),
         manager_threshold=manager_threshold,
         channel=channel.value,
@@ -109,7 +113,9 @@ def _settings(
         wifi_ssid=wifi_ssid,
         wifi_password=_env_secret(wifi_password_env, "Wi-Fi password"),
         setup_password=(
-            setup_password if setup_password is not None else img.generate_setup_password()
+            setup_password
+            if setup_password is not None
+            else device_settings.generate_setup_password()
         ),
     )
 
@@ -117,7 +123,7 @@ def _settings(
 def _print_setup_network(password: str, mac: bytes | None) -> None:
     out.print("[bold]setup network[/] (when the board has no working Wi-Fi):")
     if mac is not None:
-        ssid = img.setup_ssid(mac)
+        ssid = device_settings.setup_ssid(mac)
         out.print(f"  name     {ssid}")
     else:
         ssid = None
@@ -125,7 +131,7 @@ def _print_setup_network(password: str, mac: bytes | None) -> None:
     out.print(f"  password {password}  (WPA2; stored in the board's config)")
     if ssid is not None:
         out.print("  scan to join:")
-        out.print(img.wifi_qr_text(ssid, password), highlight=False)
+        out.print(device_settings.wifi_qr_text(ssid, password), highlight=False)
     else:
         out.print("  add --mac to print a QR code for one board (esptool read-mac shows it)")
 
@@ -144,7 +150,7 @@ def image(
     manager_root: ManagerRootOpt = None,
     manager_threshold: ManagerThresholdOpt = 1,
     channel: ChannelOpt = Channel.stable,
-    web_url: WebUrlOpt = img.DEFAULT_WEB_URL,
+    web_url: WebUrlOpt = device_settings.DEFAULT_WEB_URL,
     wifi_ssid: WifiSsidOpt = None,
     wifi_password_env: WifiPasswordEnvOpt = None,
     setup_password_env: SetupPasswordEnvOpt = None,
@@ -157,7 +163,7 @@ def image(
     as_json: JsonOpt = False,
 ) -> None:
     """Build one factory image: MicroPython + lcm + config + pinned keys, for esptool."""
-    mac_bytes = img.parse_mac(mac) if mac else None
+    mac_bytes = device_settings.parse_mac(mac) if mac else None
     settings = _settings(
         board.value,
         repo,
@@ -172,9 +178,7 @@ def image(
         wifi_password_env,
         setup_password_env,
     )
-    factory = img.build_factory_image(
-        board.value, img.read_firmware(firmware), flash_size, settings
-    )
+    factory = img.build_factory_image(board.value, read_firmware(firmware), flash_size, settings)
     write_atomic(output, factory.data, mode=0o600)  # holds the Wi-Fi and setup passwords
     fs = factory.firmware.filesystem
     if as_json:
@@ -185,7 +189,7 @@ def image(
                 "flash_offset": factory.flash_offset,
                 "filesystem": {"offset": fs.offset, "size": fs.size},
                 "files": sorted(factory.files),
-                "setup_ssid": img.setup_ssid(mac_bytes) if mac_bytes else "LCM-XXXXXX",
+                "setup_ssid": device_settings.setup_ssid(mac_bytes) if mac_bytes else "LCM-XXXXXX",
                 "setup_password": settings.setup_password,
             }
         )
@@ -217,7 +221,7 @@ def flash(
     ] = 7,
 ) -> None:
     """Write a factory image with esptool at the board's firmware offset."""
-    b = img.get_board(board.value)
+    b = get_board(board.value)
     out.print(f"flashing {image_file} to {board.value} on {port} at {b.firmware_offset:#x}")
     flashed = flashing.flash(board.value, port, image_file, baud, connect_attempts)
     out.print("done: the board reboots into lcm")
@@ -243,7 +247,7 @@ def install(
     manager_root: ManagerRootOpt = None,
     manager_threshold: ManagerThresholdOpt = 1,
     channel: ChannelOpt = Channel.stable,
-    web_url: WebUrlOpt = img.DEFAULT_WEB_URL,
+    web_url: WebUrlOpt = device_settings.DEFAULT_WEB_URL,
     wifi_ssid: WifiSsidOpt = None,
     wifi_password_env: WifiPasswordEnvOpt = None,
     setup_password_env: SetupPasswordEnvOpt = None,
@@ -263,7 +267,7 @@ def install(
         wifi_password_env,
         setup_password_env,
     )
-    img.check_settings(settings, require_repo=False)
+    device_settings.check_settings(settings, require_repo=False)
     if not board:
         settings.board = flashing.detect_board(port)
         out.print(f"the board on {port} runs MicroPython for {settings.board}")

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from publisher.device.image import (
+from publisher.device.firmware import (
     Board,
     ImageError,
     MiB,
     esp32_family_chip_id,
-    factory_config,
     get_board,
 )
+from publisher.device.image import factory_config
 from publisher.errors import PublisherError
 
 # The largest flash a supported board has; a factory image is never longer.
