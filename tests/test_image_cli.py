@@ -102,7 +102,7 @@ def test_image_command_takes_secrets_from_env(
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "LCM-010203" in result.output and "setup-secret-42" in result.output
-    assert "writes at 0x0" in result.output
+    assert "write-flash at 0x0" in result.output
     assert "█" in result.output or "▀" in result.output  # the QR code
     assert stat.S_IMODE(inputs["out"].stat().st_mode) == 0o600
     data = inputs["out"].read_bytes()

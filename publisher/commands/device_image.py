@@ -195,16 +195,14 @@ def image(
         )
         return
     used = sum(len(d) for d in factory.files.values())
-    out.print(f"firmware  {firmware} ({factory.firmware.size} bytes, checked by esptool)")
+    out.print(f"firmware   {firmware} ({factory.firmware.size} bytes, checked by esptool)")
     out.print(
         f"filesystem LittleFS at {fs.offset:#x}, {fs.size // 1024} KiB: "
         f"{len(factory.files)} files, {used // 1024} KiB"
     )
-    out.print(f"wrote     {output} ({len(factory.data)} bytes, mode 0600)")
-    out.print(
-        f"flash it: lcm device flash --port PORT --board {board.value} {output}"
-        f"  (writes at {factory.flash_offset:#x})"
-    )
+    out.print(f"wrote      {output} ({len(factory.data)} bytes, mode 0600)")
+    out.print(f"flash it   lcm device flash --port PORT --board {board.value} {output}")
+    out.print(f"           (esptool write-flash at {factory.flash_offset:#x})")
     _print_setup_network(settings.setup_password, mac_bytes)
 
 
