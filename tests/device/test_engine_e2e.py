@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,36 @@ def test_broken_v3_rolls_back_to_v2_and_is_not_offered_again(
     assert again.exits == [0]
     repo.publish("3.0.1", app_files("3.0.1", n=4))
     assert run(state, mpy).state["app_tag"] == "v3.0.1"
+
+
+def test_dropped_pack_transfer_resumes_from_the_last_byte(
+    tmp_path: Path, mpy: Any, host: Any
+) -> None:
+    repo = Repo(host)
+    _, pack = repo.publish("1.0.0", app_files("1.0.0", n=10, size=2000))
+    url = f"{host.url}/{repo.name}/releases/download/v1.0.0/pack.lcm"
+    host.clear_requests()
+    host.inject_fault("drop_download", 2)
+
+    code = f"""
+import hashlib
+from lcm_device.fetch import PackStream
+from lcm_device.http import Client
+buf = memoryview(bytearray(2048))
+client = Client(buf[:1024], timeout_ms=2000)
+pack = PackStream(client, {url!r}, {len(pack)}, log=print)
+pack.open(0, {len(pack)})
+h = hashlib.sha256()
+got = 0
+while got < {len(pack)}:
+    n = pack.readinto(buf[1024 : 1024 + min(1024, {len(pack)} - got)])
+    h.update(buf[1024 : 1024 + n])
+    got += n
+print("read", got, "resumes", pack.resumes, "sha", h.digest() == {hashlib.sha256(pack).digest()!r})
+"""
+    out = mpy.run(code).stdout
+    assert out.count("download: resuming pack at byte") == 2, out
+    # Every byte was read once: each resume starts at the first byte not yet received.
+    assert f"read {len(pack)} resumes 2 sha True" in out, out
+    ranged = [r for r in host.requests if r.status == 206]
+    assert len(ranged) == 3, host.requests
