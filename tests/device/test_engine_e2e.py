@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from tests.device.enginekit import Repo, app_files, new_device, run, slot_is_complete, text
+from tests.device.enginekit import (
+    Repo,
+    app_files,
+    engine_heap,
+    new_device,
+    run,
+    slot_is_complete,
+    text,
+)
 from tests.hostserver import running_host
 
 
@@ -137,7 +145,7 @@ while got < {len(pack)}:
     got += n
 print("read", got, "resumes", pack.resumes, "sha", h.digest() == {hashlib.sha256(pack).digest()!r})
 """
-    out = mpy.run(code).stdout
+    out = mpy.run(code, heap=engine_heap(mpy)).stdout
     assert out.count("download: resuming pack at byte") == 2, out
     # Every byte was read once: each resume starts at the first byte not yet received.
     assert f"read {len(pack)} resumes 2 sha True" in out, out
