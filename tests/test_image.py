@@ -275,6 +275,22 @@ def test_esp32_image_reads_back_everywhere(
     assert listing == {p: hashlib.sha256(d).hexdigest() for p, d in files.items()}
 
 
+def test_esp32_filesystem_placement_rules() -> None:
+    part = firmware.Partition
+    ota = [
+        part("nvs", 1, 2, 0x9000, 0x4000),
+        part("otadata", 1, 0, 0xD000, 0x2000),
+        part("ota_0", 0, 0x10, 0x10000, 0x180000),
+        part("ota_1", 0, 0x11, 0x190000, 0x180000),
+    ]
+    assert firmware.esp32_filesystem(ota, 4 * MiB) == img.Region(0x310000, 0xF0000)
+    both = [*ota, part("factory", 0, 0, 0x310000, 0x10000)]
+    with pytest.raises(img.ImageError, match="no 'vfs' partition"):
+        firmware.esp32_filesystem(both, 4 * MiB)
+    with pytest.raises(img.ImageError, match="ffat"):
+        firmware.esp32_filesystem([*ota, part("ffat", 1, 0x81, 0x310000, 0xF0000)], 4 * MiB)
+
+
 def test_esp32_table_without_vfs_gives_the_rest_of_the_flash(
     keys: dict[str, Path], main_shim: Path
 ) -> None:

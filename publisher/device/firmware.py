@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,6 +209,34 @@ def parse_partition_table(data: bytes) -> tuple[Partition, ...]:
     return tuple(parts)
 
 
+def esp32_filesystem(parts: Sequence[Partition], flash_size: int) -> Region:
+    """The region MicroPython's ESP32 port mounts at `/`, as its main.c and flashbdev.py find it.
+
+    A `vfs` data partition if the table has one. Otherwise (tables such as
+    partitions-4MiBplus.csv) the port creates one at boot, from the end of
+    the `factory` app partition (or of `ota_1` in a table without `factory`)
+    to the end of the flash (micropython/micropython#17337).
+    """
+    by_label = {p.label: p for p in parts}
+    vfs = by_label.get("vfs")
+    if vfs is not None and vfs.type == _TYPE_DATA:
+        return Region(vfs.offset, vfs.size)
+    if "ffat" in by_label:
+        raise ImageError(
+            "the firmware's partition table has an 'ffat' partition (TinyUF2 layout, "
+            "512-byte FAT blocks): not supported, use the stock MicroPython download"
+        )
+    factory, ota_1 = by_label.get("factory"), by_label.get("ota_1")
+    app = factory if ota_1 is None else ota_1 if factory is None else None
+    if app is None or app.type != _TYPE_APP:
+        raise ImageError(
+            "the firmware's partition table has no 'vfs' partition and no single "
+            "'factory' or 'ota_1' app to put the filesystem after"
+        )
+    start = app.offset + app.size
+    return Region(start, max(0, flash_size - start))
+
+
 def _check_esp32(board: Board, data: bytes, flash_size: int) -> FirmwareInfo:
     from esptool.targets import ESP32ROM
 
@@ -249,13 +278,7 @@ def _check_esp32(board: Board, data: bytes, flash_size: int) -> FirmwareInfo:
             f"the firmware ({len(data)} bytes) overruns its app partition "
             f"({app_part.offset:#x}+{app_part.size:#x})"
         )
-    vfs = [p for p in parts if p.type == _TYPE_DATA and p.label == "vfs"]
-    if vfs:
-        fs = Region(vfs[0].offset, vfs[0].size)
-    else:
-        # A table that ends after the app leaves the rest of the flash to the filesystem.
-        last = max(p.offset + p.size for p in parts)
-        fs = Region(last, flash_size - last)
+    fs = esp32_filesystem(parts, flash_size)
     if fs.offset < end:
         raise ImageError(
             f"the firmware (up to {end:#x}) overlaps its filesystem partition at {fs.offset:#x}"
@@ -305,8 +328,4 @@ def factory_filesystem(board: Board, data: bytes) -> Region:
         return Region(ESP8266_FS_START, max(0, end - ESP8266_FS_START) // BLOCK_SIZE * BLOCK_SIZE)
     table_at = PARTITION_TABLE_OFFSET - base
     parts = parse_partition_table(data[table_at : table_at + PARTITION_TABLE_SIZE])
-    vfs = [p for p in parts if p.type == _TYPE_DATA and p.label == "vfs"]
-    if vfs:
-        return Region(vfs[0].offset, vfs[0].size)
-    last = max((p.offset + p.size for p in parts), default=end)
-    return Region(last, max(0, end - last))
+    return esp32_filesystem(parts, end)
