@@ -74,7 +74,7 @@ def _net(exc, what):
     # The HTTPError for a socket/TLS OSError.
     if isinstance(exc, _Timeout) or (exc.args and exc.args[0] in (110, 11)):
         return StalledError(what + " timed out")
-    return NetworkError("%s failed: %s" % (what, exc))
+    return NetworkError("%s failed: %s" % (what, " ".join(str(exc).split())))
 
 
 def _clean(text, what, low=" "):
