@@ -4,8 +4,8 @@ Where the filesystem goes (see docs/hobbyist.md for the sources):
 
 - ESP32: MicroPython's download is bootloader (0x1000) + partition table
   (0x8000) + app (0x10000). The filesystem is the partition table's `vfs`
-  data partition; a table that ends after the app (`partitions-4MiBplus.csv`)
-  leaves the rest of the flash to the filesystem.
+  data partition; without one (`partitions-4MiBplus.csv`) the port puts it
+  after the `factory` app, up to the end of the flash.
 - ESP8266: the firmware is flashed at 0x0 and the filesystem starts at
   0x100000 (`esp8266_2MiB.ld`), running to the flash end minus the 20 KiB of
   SDK parameters (`modules/flashbdev.py`).
