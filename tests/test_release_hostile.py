@@ -1,0 +1,170 @@
+"""`lcm release verify` against a hostile web server (a real HTTP server on loopback).
+
+The server serves a genuinely signed release but misbehaves on purpose:
+endless bodies, lying or missing Content-Length, truncation, redirect loops,
+odd Location headers. Every case must end in a clear error naming the asset.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from cert_sector.assets import MANIFEST_ASSET, PACK_ASSET, SECTOR_ASSET, SUMS_ASSET
+from publisher.release.build import release_assets
+from publisher.release.errors import VerifyError
+from publisher.release.verify import Trust, verify_release
+from tests.keyfactory import make_manifest, make_sector, new_signer
+
+REPO = "acme/widget"
+TAG = "v1.0.0"
+FILES = {"main.py": b"print('hi')\n", "lib/a.py": b"A = 1\n" * 50}
+
+Behaviour = Callable[[BaseHTTPRequestHandler, bytes], None]
+
+
+def honest(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def endless(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+    """No Content-Length, and the body never ends (until the client hangs up)."""
+    handler.send_response(200)
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+    try:
+        handler.wfile.write(body)
+        while True:
+            handler.wfile.write(b"\0" * 65536)
+    except OSError:
+        pass
+
+
+def truncated(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+    """Announces the full length, sends half, closes."""
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+    handler.wfile.write(body[: len(body) // 2])
+    handler.close_connection = True
+
+
+def huge_length(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Length", str(1 << 40))
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+    handler.close_connection = True
+
+
+def redirect_loop(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+    handler.send_response(302)
+    handler.send_header("Location", handler.path)
+    handler.send_header("Content-Length", "0")
+    handler.end_headers()
+
+
+class Release:
+    def __init__(self) -> None:
+        root, key = new_signer(), new_signer()
+        self.sector = make_sector(REPO, [root], [key])
+        manifest, pack = make_manifest(REPO, key, FILES, version=TAG[1:])
+        self.assets = release_assets(manifest, pack, self.sector, TAG)
+        self.behaviour: dict[str, Behaviour] = {}
+        self.latest_location: str | None = f"/{REPO}/releases/tag/{TAG}"
+
+
+@contextmanager
+def hostile_server(release: Release) -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if self.path == f"/{REPO}/releases/latest":
+                self.send_response(302)
+                if release.latest_location is not None:
+                    self.send_header("Location", release.latest_location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            prefix = f"/{REPO}/releases/download/{TAG}/"
+            name = self.path[len(prefix) :] if self.path.startswith(prefix) else None
+            if name not in release.assets:
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            release.behaviour.get(name, honest)(self, release.assets[name])
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    # A short poll interval only makes shutdown quick.
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def verify(release: Release, url: str):
+    return verify_release(url, REPO, Trust(sector=release.sector))
+
+
+def test_the_honest_server_verifies():
+    release = Release()
+    with hostile_server(release) as url:
+        result = verify(release, url)
+    assert (result.tag, result.files, result.beta_pointer) == (TAG, 2, TAG)
+
+
+@pytest.mark.parametrize(
+    ("asset", "behaviour", "message"),
+    [
+        (PACK_ASSET, endless, "more than the"),
+        (MANIFEST_ASSET, endless, "more than the"),
+        (SECTOR_ASSET, endless, "more than the 4096 bytes allowed"),
+        (SUMS_ASSET, endless, "more than the 4096 bytes allowed"),
+        (PACK_ASSET, truncated, "download from"),
+        (MANIFEST_ASSET, truncated, "download from"),
+        (PACK_ASSET, huge_length, "is 1099511627776 bytes, more than"),
+        (SECTOR_ASSET, redirect_loop, "download from"),
+    ],
+)
+def test_misbehaving_asset_downloads_are_refused_by_name(asset, behaviour, message):
+    release = Release()
+    release.behaviour[asset] = behaviour
+    with hostile_server(release) as url, pytest.raises(VerifyError) as info:
+        verify(release, url)
+    assert info.value.asset == asset
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [
+        (None, "no Location in the latest-release redirect"),
+        ("/evil/repo/releases/tag/v1.0.0", "unexpected latest-release redirect"),
+        (f"/{REPO}/releases/tag/v1.0.0;rm -rf", "invalid release tag"),
+        (f"/{REPO}/releases", "has no published full release"),
+    ],
+)
+def test_odd_latest_redirects_are_refused(location, message):
+    release = Release()
+    release.latest_location = location
+    with hostile_server(release) as url, pytest.raises(VerifyError) as info:
+        verify(release, url)
+    assert info.value.asset == "latest release"
+    assert message in str(info.value)
