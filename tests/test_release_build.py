@@ -8,7 +8,7 @@ import shutil
 import subprocess
 
 import pytest
-from esptool.bin_image import ELFSection, ESP32FirmwareImage
+from esptool.bin_image import ELFSection, ESP32FirmwareImage, ESP8266ROMFirmwareImage
 
 from cert_sector import manifest as mf
 from cert_sector import sector as sf
@@ -246,3 +246,20 @@ def test_release_assets_and_sums_check_with_sha256sum(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "beta.tag" not in build.release_assets(b"M", b"P", b"S", None)
+
+
+def test_esp8266_firmware_image(tmp_path):
+    image = ESP8266ROMFirmwareImage()
+    image.segments = [ELFSection(b".data", 0x3FFE8000, b"\x11" * 100, 0)]
+    image.entrypoint = 0x40100000
+    _, data = image.save(None)
+    path = tmp_path / "esp8266.bin"
+    path.write_bytes(data)
+    assert firmware.load_firmware(path, ["esp8266"])[0].data == data
+    with pytest.raises(SourceError, match="not a valid esp32 firmware image"):
+        firmware.load_firmware(path, ["esp32"])
+    corrupt = bytearray(data)
+    corrupt[20] ^= 0x40
+    path.write_bytes(bytes(corrupt))
+    with pytest.raises(SourceError, match="checksum"):
+        firmware.load_firmware(path, ["esp8266"])
