@@ -1,0 +1,229 @@
+"""The portal's HTML, streamed in small pieces (never built whole: 24 KB heap).
+
+Plain HTML and inline CSS: no JavaScript, no external resources, one column
+that reads on a 360 px phone. Every string that came from the air (SSIDs) or
+from the form goes through `esc`.
+"""
+
+from lcm_device.compat import const
+
+_MAX_LISTED = const(24)
+_STYLE = (
+    "<style>"
+    "body{font:16px/1.45 system-ui,sans-serif;margin:0 auto;max-width:32em;padding:12px;"
+    "color:#1a1a1a;background:#f6f7f9}"
+    "h1{font-size:1.3em;margin:.2em 0 .6em}"
+    "fieldset{background:#fff;border:1px solid #d5d8dd;border-radius:10px;margin:0 0 14px;"
+    "padding:6px 12px 12px}"
+    "legend{font-weight:600;padding:0 4px}"
+    "label{display:block;margin:8px 0 2px}"
+    ".n{display:flex;align-items:center;gap:10px;margin:0;padding:11px 2px;"
+    "border-bottom:1px solid #eee}"
+    ".n span{flex:1;overflow-wrap:anywhere}"
+    ".s{color:#2a7;letter-spacing:-2px}.s i{color:#ccc;font-style:normal}"
+    "input[type=text],input[type=password],select{width:100%;box-sizing:border-box;"
+    "padding:10px;font-size:16px;border:1px solid #bbb;border-radius:6px}"
+    "button{width:100%;padding:13px;font-size:17px;border:0;border-radius:8px;"
+    "background:#0a66c2;color:#fff;margin:4px 0}"
+    "button.r{background:#e8eaee;color:#1a1a1a}"
+    ".e{background:#fde2e1;border:1px solid #e5a4a0;border-radius:8px;padding:10px}"
+    ".ok{background:#dff5e3;border:1px solid #8fd19e;border-radius:8px;padding:10px}"
+    ".w{background:#fff4d6;border-radius:6px;padding:8px;font-size:.92em}"
+    "code{overflow-wrap:anywhere}small{color:#555}"
+    "</style>"
+)
+
+
+def esc(text):
+    """`text` safe inside HTML element content and double- or single-quoted attributes."""
+    return (
+        text.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&quot;")
+        .replace("'", "&#39;")
+    )
+
+
+def head(out, title):
+    out.write(
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        "<title>"
+    )
+    out.write(esc(title))
+    out.write("</title>")
+    out.write(_STYLE)
+    out.write("</head><body>")
+
+
+def tail(out):
+    out.write("</body></html>")
+
+
+def _bars(rssi):
+    n = 4 if rssi >= -55 else 3 if rssi >= -67 else 2 if rssi >= -78 else 1
+    return (
+        '<span class="s" aria-label="signal '
+        + str(n)
+        + ' of 4">'
+        + "▮" * n
+        + ("<i>" + "▮" * (4 - n) + "</i>" if n < 4 else "")
+        + "</span>"
+    )
+
+
+def networks(scan):
+    """(ssid, rssi, secured) strongest first, one per name; hidden and non-UTF-8 names skipped."""
+    scan.sort(key=lambda net: -net[3])
+    seen = []
+    for net in scan:
+        if len(seen) >= _MAX_LISTED:
+            return
+        raw = bytes(net[0])
+        if not raw or raw in seen:
+            continue
+        try:
+            ssid = raw.decode()
+        except UnicodeError:
+            continue
+        seen.append(raw)
+        yield ssid, net[3], net[4] != 0
+
+
+def _field(out, label, name, value, kind="text", extra=""):
+    out.write('<label for="' + name + '">' + label + "</label>")
+    out.write('<input type="' + kind + '" id="' + name + '" name="' + name + '" value="')
+    out.write(esc(value))
+    out.write('"' + extra + ">")
+
+
+def form_page(out, device, scan, token, cfg, fields=None, error=None):
+    """The setup form; `fields` refills what the user typed (never the password)."""
+    fields = fields or {}
+    head(out, "Set up " + device)
+    out.write("<h1>Set up " + esc(device) + "</h1>")
+    if error:
+        out.write('<p class="e" role="alert">')
+        out.write(esc(error))
+        out.write("</p>")
+    out.write('<form method="post" action="/save"><input type="hidden" name="t" value="')
+    out.write(esc(token))
+    out.write('"><fieldset><legend>Wi-Fi network</legend>')
+    chosen = fields.get("ssid")
+    listed = 0
+    for ssid, rssi, secured in networks(scan):
+        listed += 1
+        out.write('<label class="n"><input type="radio" name="ssid" value="')
+        out.write(esc(ssid))
+        out.write('"' + (" checked" if ssid == chosen else "") + "><span>")
+        out.write(esc(ssid))
+        out.write(
+            '</span><span title="secured">🔒</span>' if secured else "</span><small>open</small>"
+        )
+        out.write(_bars(rssi) + "</label>")
+    if not listed:
+        out.write("<p><small>No networks found. Refresh, or enter a hidden one.</small></p>")
+    out.write('<label class="n"><input type="radio" name="ssid" value=""')
+    out.write((" checked" if not chosen else "") + "><span>Other (hidden) network</span></label>")
+    _field(
+        out,
+        "Hidden network name",
+        "hidden_ssid",
+        fields.get("hidden_ssid", ""),
+        extra=' maxlength="32" autocapitalize="none" autocorrect="off"',
+    )
+    _field(out, "Password", "password", "", "password", ' maxlength="64" autocomplete="off"')
+    out.write("</fieldset>")
+    if not cfg.get("repo"):
+        _app_fields(out, cfg, fields)
+    _optional_fields(out, fields)
+    out.write('<button type="submit">Connect</button></form>')
+    out.write(
+        '<form method="get" action="/"><button class="r" type="submit">'
+        "Refresh network list</button></form>"
+    )
+    tail(out)
+
+
+def _app_fields(out, cfg, fields):
+    out.write("<fieldset><legend>App</legend>")
+    _field(
+        out,
+        "Repository (owner/name)",
+        "repo",
+        fields.get("repo", ""),
+        extra=' maxlength="201" autocapitalize="none" autocorrect="off" placeholder="owner/name"',
+    )
+    beta = fields.get("channel") == "beta"
+    out.write(
+        '<label for="channel">Channel</label><select id="channel" name="channel">'
+        '<option value="stable">stable</option><option value="beta"'
+        + (" selected" if beta else "")
+        + ">beta</option></select>"
+    )
+    if not cfg.get("app_roots"):
+        _field(
+            out,
+            "Root key fingerprint (from the app's maintainer)",
+            "fingerprint",
+            fields.get("fingerprint", ""),
+            extra=' maxlength="96" autocapitalize="none" placeholder="key id, 16+ hex digits"',
+        )
+        out.write(
+            '<label class="w"><input type="checkbox" name="tofu" value="1"'
+            + (" checked" if fields.get("tofu") == "1" else "")
+            + "> <b>Trust on first use</b> instead: the device will trust whatever "
+            "root key the repository's first release names. Only safe if nobody can "
+            "tamper with the download the first time.</label>"
+        )
+    out.write("</fieldset>")
+
+
+def _optional_fields(out, fields):
+    out.write("<details><summary>Optional settings</summary><fieldset>")
+    _field(
+        out,
+        "Log host (UDP, empty = broadcast)",
+        "log_host",
+        fields.get("log_host", ""),
+        extra=' maxlength="64" autocapitalize="none"',
+    )
+    _field(
+        out,
+        "Update check interval (hours, 1-168)",
+        "interval_h",
+        fields.get("interval_h", ""),
+        extra=' inputmode="numeric" maxlength="3"',
+    )
+    out.write("</fieldset></details>")
+
+
+def result_page(out, device, ssid, reason):
+    """After an attempt: connected (setup ends) or why not (the old settings are kept)."""
+    if reason is None:
+        head(out, device + ": connected")
+        out.write('<h1>Connected</h1><p class="ok">')
+        out.write(esc(device) + " joined <b>" + esc(ssid) + "</b> and saved the settings.")
+        out.write(
+            "</p><p>The setup network closes now. Your phone goes back to its usual "
+            "network by itself.</p>"
+        )
+    else:
+        head(out, device + ": not connected")
+        out.write('<h1>Not connected</h1><p class="e" role="alert">Could not join <b>')
+        out.write(esc(ssid) + "</b>: " + esc(reason) + ".</p>")
+        out.write(
+            "<p>Nothing was changed. Check the password and try again.</p>"
+            '<form method="get" action="/"><button type="submit">Back</button></form>'
+        )
+    tail(out)
+
+
+def message_page(out, title, text):
+    head(out, title)
+    out.write(
+        "<h1>" + esc(title) + '</h1><p class="e">' + esc(text) + "</p>"
+        '<form method="get" action="/"><button type="submit">Back to setup</button></form>'
+    )
+    tail(out)

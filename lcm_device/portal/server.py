@@ -1,0 +1,176 @@
+"""The portal's HTTP server: one connection at a time, small buffers, timeouts.
+
+`HttpServer.handle(route)` accepts one connection, reads one request with
+`request.read_request` (limits and the overall deadline live there), calls
+`route(req, out)` and closes. Every socket read and write waits at most
+_WAIT_MS, so a client that stops sending or reading costs at most that long. A refused request gets
+its status and a short text naming the problem. Responses close the
+connection, so bodies need no length and pages stream straight out.
+"""
+
+import errno
+import select
+import socket
+
+from lcm_device.compat import const
+from lcm_device.log import log
+from lcm_device.portal.request import RequestError, read_request
+
+_WAIT_MS = const(5000)
+_REQUEST_BUF = const(1024)
+_OUT_BUF = const(512)
+_REASONS = {
+    200: "OK",
+    204: "No Content",
+    302: "Found",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    411: "Length Required",
+    413: "Content Too Large",
+    414: "URI Too Long",
+    415: "Unsupported Media Type",
+    431: "Request Header Fields Too Large",
+    501: "Not Implemented",
+    505: "HTTP Version Not Supported",
+}
+# No scripts, frames or outside resources even if escaping ever failed.
+_SECURITY = (
+    "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'; "
+    "form-action 'self'; frame-ancestors 'none'\r\n"
+    "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"
+    "Cache-Control: no-store\r\nConnection: close\r\n"
+)
+
+
+class Conn:
+    """A client socket read and written without blocking, waiting in poll.
+
+    MicroPython's blocking `readinto` waits until the whole buffer is full,
+    which a request never fills: so the socket is non-blocking, a read returns
+    what has arrived, and an empty read waits in poll up to _WAIT_MS.
+    """
+
+    def __init__(self, sock):
+        self.sock = sock
+        sock.setblocking(False)
+        self.poller = select.poll()
+        self.poller.register(sock, select.POLLIN)
+        self._recv = getattr(sock, "recv_into", None) or sock.readinto
+
+    def _wait(self, event):
+        self.poller.modify(self.sock, event)
+        if not self.poller.poll(_WAIT_MS):
+            raise OSError(errno.ETIMEDOUT, "client timed out")
+
+    def readinto(self, mv):
+        while True:
+            try:
+                n = self._recv(mv)
+            except OSError as e:
+                if e.args[0] != errno.EAGAIN:
+                    raise
+                n = None
+            if n is not None:
+                return n  # 0: the client closed
+            self._wait(select.POLLIN)
+
+    def sendall(self, data):
+        mv = memoryview(data)
+        i = 0
+        while i < len(mv):
+            try:
+                n = self.sock.send(mv[i:])
+            except OSError as e:
+                if e.args[0] != errno.EAGAIN:
+                    raise
+                n = 0
+            if n:
+                i += n
+            else:
+                self._wait(select.POLLOUT)
+
+    def close(self):
+        self.sock.close()
+
+
+class Out:
+    """Buffered writes to the connection; `body=False` (HEAD) drops everything after headers."""
+
+    def __init__(self, sock, buf):
+        self.sock = sock
+        self.buf = buf
+        self.n = 0
+        self.body = True
+        self.in_body = False
+
+    def write(self, data):
+        if self.in_body and not self.body:
+            return
+        if isinstance(data, str):
+            data = data.encode()
+        k = len(data)
+        if self.n + k > len(self.buf):
+            self.flush()
+        if k > len(self.buf):
+            self.sock.sendall(data)
+            return
+        self.buf[self.n : self.n + k] = data
+        self.n += k
+
+    def flush(self):
+        if self.n:
+            self.sock.sendall(self.buf[: self.n])
+            self.n = 0
+
+    def start(self, status, ctype="text/html; charset=utf-8", extra=""):
+        self.write("HTTP/1.1 " + str(status) + " " + _REASONS.get(status, "Error") + "\r\n")
+        self.write("Content-Type: " + ctype + "\r\n" + _SECURITY + extra + "\r\n")
+        self.in_body = True
+
+    def redirect(self, location):
+        self.start(302, "text/plain", "Location: " + location + "\r\nContent-Length: 0\r\n")
+
+    def text(self, status, text):
+        self.start(status, "text/plain; charset=utf-8")
+        self.write(text + "\n")
+
+
+class HttpServer:
+    def __init__(self, bind, port):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(socket.getaddrinfo(bind, port)[0][-1])
+        self.sock.listen(2)
+        self.sock.setblocking(False)
+        self.inbuf = bytearray(_REQUEST_BUF)
+        self.outbuf = memoryview(bytearray(_OUT_BUF))
+
+    def handle(self, route):
+        """Serve one waiting connection, if any; what the client did wrong never raises."""
+        try:
+            sock, _ = self.sock.accept()
+        except OSError:
+            return
+        conn = Conn(sock)
+        out = Out(conn, self.outbuf)
+        try:
+            try:
+                req = read_request(conn, self.inbuf)
+            except RequestError as e:
+                out.text(e.status, e.message)
+            else:
+                out.body = req.method != "HEAD"
+                route(req, out)
+            out.flush()
+        except OSError:
+            pass  # the client went away or stopped reading: nothing to answer
+        except Exception as e:  # a bug or MemoryError must not end setup mode
+            log("portal: request failed: " + repr(e))
+        finally:
+            conn.close()
+
+    def close(self):
+        self.sock.close()
