@@ -336,10 +336,34 @@ def test_same_tag_different_content_needs_force_and_a_new_sequence(world):
     publish_cli(world, "v1.0.0")
     (world.app / "widget" / "led.py").write_bytes(b"PIN = 4\n")
     result = publish_cli(world, "v1.0.0", code=1)
-    assert "v1.0.0 is already published with different content (sequence 1)" in result.output
+    assert (
+        "v1.0.0 is already published with different content "
+        "(sequence 1: file widget/led.py differs)" in result.output
+    )
     assert "--force" in result.output
+    result = publish_cli(world, "v1.0.0", "--prerelease", code=1)
+    assert "its channel is 'stable'" in result.output
     out = publish_cli(world, "v1.0.0", "--force", "--json")
     assert (out["state"], out["seq"]) == ("published", 2)
+    # The same files with a rotated cert sector are different content too.
+    rotated = world.tmp / "rotated.sector"
+    rotated.write_bytes(make_sector(REPO, [world.root], [world.signer], seq=2))
+    result = lcm(
+        world,
+        "release",
+        "publish",
+        str(world.app),
+        "--repo",
+        REPO,
+        "--tag",
+        "v1.0.0",
+        "--key",
+        str(world.key),
+        "--certs",
+        str(rotated),
+        code=1,
+    )
+    assert "its certs.sector differs or is missing" in result.output
     assert [r.tag_name for r in world.releases()] == ["v1.0.0"]
     ok = json.loads(verify_cli(world, "--json", "--installed-seq", "1").stdout)
     assert ok["seq"] == 2

@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import requests
 from github import Auth, Github, GithubException
@@ -35,8 +35,6 @@ API_URL_ENV = "LCM_GITHUB_API"
 DEFAULT_TOKEN_ENV = "GITHUB_TOKEN"
 # Seconds before PyGithub gives up on one request (a stalled host).
 REQUEST_TIMEOUT_S = 60
-# Largest asset `download` reads when comparing an already-uploaded asset.
-MAX_COMPARE_DOWNLOAD = 64 * 1024 * 1024
 
 T = TypeVar("T")
 ProgressCallback = Callable[[str, int, int], None]
@@ -299,24 +297,3 @@ class Session:
             return outcome
 
         return self.call(f"uploading {name} to {release.tag_name}", step)
-
-    def delete_asset(self, release: GitRelease, name: str) -> bool:
-        def step() -> bool:
-            found = False
-            for asset in release.get_assets():
-                if asset.name == name:
-                    asset.delete_asset()
-                    found = True
-            return found
-
-        return self.call(f"deleting {name} from {release.tag_name}", step)
-
-
-def describe_release(release: GitRelease) -> dict[str, Any]:
-    return {
-        "tag": release.tag_name,
-        "id": release.id,
-        "draft": release.draft,
-        "prerelease": release.prerelease,
-        "url": release.html_url,
-    }

@@ -158,6 +158,23 @@ def _assets_hold(session: Session, assets: list[GitReleaseAsset], wanted: dict[s
     return True
 
 
+def _difference(spec: ReleaseSpec, m: mf.Manifest) -> str:
+    """What differs between the content being published and a published manifest."""
+    for field_name in ("kind", "channel", "min_manager"):
+        if getattr(m, field_name) != getattr(spec, field_name):
+            return f"its {field_name} is {getattr(m, field_name)!r}"
+    if list(m.boards) != list(spec.boards):
+        return f"its boards are {','.join(m.boards) or 'any'}"
+    published = {f.path: f.sha256 for f in m.files}
+    mine = {f.path: f.sha256 for f in spec.entries}
+    changed = sorted(p for p in published.keys() | mine.keys() if published.get(p) != mine.get(p))
+    if changed:
+        if len(changed) == 1:
+            return f"file {changed[0]} differs"
+        return f"files {changed[0]} and {len(changed) - 1} more differ"
+    return "its manifest differs"
+
+
 class Publisher:
     def __init__(
         self, session: Session, req: PublishRequest, progress: ProgressCallback | None = None
@@ -188,12 +205,12 @@ class Publisher:
         drafts = sorted((k for k in same_tag if k.release.draft), key=lambda k: k.release.id)
         if published is not None:
             done = self.already_published(spec, published, sector_bytes)
-            if done is not None:
+            if isinstance(done, PublishResult):
                 return self.finish(repo, known, done)
             if not req.force:
                 raise ReleaseConflictError(
                     f"{req.tag} is already published with different content "
-                    f"(sequence {published.manifest.seq if published.manifest else '?'}); "
+                    f"(sequence {published.manifest.seq if published.manifest else '?'}: {done}); "
                     "publish a new tag, or pass --force to replace it under a new sequence number"
                 )
             drafts = [published, *drafts]
@@ -249,14 +266,21 @@ class Publisher:
 
     def already_published(
         self, spec: ReleaseSpec, published: KnownRelease, sector_bytes: bytes
-    ) -> PublishResult | None:
-        """A result when the tag is published with exactly this content, else None."""
+    ) -> PublishResult | str:
+        """A result when the tag is published with exactly this content, else what differs."""
         m, data = published.manifest, published.manifest_bytes
-        if m is None or data is None or not spec.same_content(m):
-            return None
+        if m is None or data is None:
+            return "it has no readable manifest.lcm"
+        if not spec.same_content(m):
+            return _difference(spec, m)
         wanted = release_assets(data, spec.pack, sector_bytes, None)
-        if not _assets_hold(self.session, list(published.release.assets), wanted):
-            return None
+        present = {a.name: a for a in published.release.assets}
+        for name, blob in wanted.items():
+            asset = present.get(name)
+            if asset is None or not asset_matches(
+                asset, blob, fetcher(self.session, asset, len(blob))
+            ):
+                return f"its {name} differs or is missing"
         return PublishResult(
             self.req.tag,
             m.seq,
