@@ -24,7 +24,8 @@ how long a connection attempt takes before it succeeds or fails.
 The script is read from `$LCM_RADIO_SCRIPT` (a path) or else
 `<root>/lcm/state/radio.json`, and read again on every `scan()` and
 `connect()`: a test changes the air (a router coming back) by rewriting the
-file (atomically) while the device runs.
+file (atomically) while the device runs. Write it as UTF-8: MicroPython's
+json does not join `\\u` surrogate pairs (emoji).
 
 Status numbers are the ESP32 port's `network.STAT_*` values, so the code
 that reads them is the code that runs on a board.

@@ -21,6 +21,11 @@ _STYLE = (
     "border-bottom:1px solid #eee}"
     ".n span{flex:1;overflow-wrap:anywhere}"
     ".s{color:#2a7;letter-spacing:-2px}.s i{color:#ccc;font-style:normal}"
+    # A padlock drawn in CSS: phones' emoji fonts vary, and images are not allowed (CSP).
+    ".l{display:inline-block;position:relative;width:11px;height:8px;margin:6px 8px 0;"
+    "background:#444;border-radius:2px}.l:before{content:'';position:absolute;left:1px;"
+    "top:-7px;width:5px;height:6px;border:2px solid #444;border-bottom:0;"
+    "border-radius:5px 5px 0 0}"
     "input[type=text],input[type=password],select{width:100%;box-sizing:border-box;"
     "padding:10px;font-size:16px;border:1px solid #bbb;border-radius:6px}"
     "button{width:100%;padding:13px;font-size:17px;border:0;border-radius:8px;"
@@ -119,7 +124,9 @@ def form_page(out, device, scan, token, cfg, fields=None, error=None):
         out.write('"' + (" checked" if ssid == chosen else "") + "><span>")
         out.write(esc(ssid))
         out.write(
-            '</span><span title="secured">🔒</span>' if secured else "</span><small>open</small>"
+            '</span><i class="l" role="img" aria-label="secured" title="secured"></i>'
+            if secured
+            else "</span><small>open</small>"
         )
         out.write(_bars(rssi) + "</label>")
     if not listed:

@@ -91,6 +91,7 @@ class SetupSim:
     """A running simulated device; `stop()` (or the context manager) ends it."""
 
     process: subprocess.Popen[str]
+    state: Path
     url: str
     address: str
     dns_port: int
@@ -225,7 +226,7 @@ def start_setup(
             encoding="utf-8",
             errors="replace",
         )
-        sim = SetupSim(proc, "", bind, dns_port, "", None)
+        sim = SetupSim(proc, state, "", bind, dns_port, "", None)
         threading.Thread(target=_pump, args=(proc.stdout, sim._queue), daemon=True).start()
         try:
             ready = sim.wait_for(_READY.pattern)
