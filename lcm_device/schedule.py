@@ -40,7 +40,10 @@ MAX_INTERVAL_S = 30 * 86400
 # Largest schedule.json read back (it is about 80 bytes).
 MAX_STATE_BYTES = 192
 
-_BASE_S = const(30)
+# Back-off base: a check is never urgent, and after a network outage the retries
+# of the devices that failed come back at about ln(outage / base) times the steady
+# rate (docs/lifecycle.md), so the base is minutes, not seconds.
+_BASE_S = const(300)
 _MIN_S = const(10)
 _JITTER_PCT = const(25)
 _MAX_DOUBLINGS = const(20)

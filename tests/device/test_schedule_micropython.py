@@ -109,9 +109,9 @@ def test_failures_back_off_with_full_jitter_up_to_the_cap(mpy):
         """,
     ).stdout
     tops = eval(out.split("TOPS ")[1].splitlines()[0])
-    # Ceiling doubles from 60 s and stops at 2 x interval.
-    assert tops[:7] == [59, 119, 239, 479, 959, 1919, 3839]
-    assert tops[7:] == [7199] * 5
+    # Ceiling doubles from 10 min and stops at 2 x interval.
+    assert tops[:4] == [599, 1199, 2399, 4799]
+    assert tops[4:] == [7199] * 8
     assert "LOWS {10}" in out  # never sooner than 10 s
     assert "RESET 0 True" in out
 
