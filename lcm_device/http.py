@@ -77,10 +77,13 @@ def _net(exc, what):
     return NetworkError("%s failed: %s" % (what, " ".join(str(exc).split())))
 
 
-def _clean(text, what, low=" "):
+def _clean(text, what, low=32):
     # URLs and header values go into the request: printable ASCII above `low`.
-    for c in text:
-        if not low < c < "\x7f":
+    # Checked as bytes: a str per character may intern new strings (heap).
+    # MicroPython: a str's buffer is its UTF-8 bytes (no copy).
+    data = memoryview(text) if _POLL else text.encode()
+    for i in range(len(data)):
+        if not low < data[i] < 127:
             raise HTTPError("%s has an invalid character: %r" % (what, text[:100]))
     return text
 
@@ -93,15 +96,17 @@ def _number(text):
 
 def split_url(url):
     """(scheme, host, port, path) of an http(s) URL; HTTPError naming what is wrong."""
+    # Slices, not splits: a signed URL is long and a small heap is short.
     i = _clean(url, "URL").find("://")
     scheme = url[:i].lower()
-    rest = url[i + 3 :].split("#", 1)[0]
-    j = len(rest)
+    end = url.find("#")
+    end = len(url) if end < 0 else end
+    j = end
     for sep in "/?":
-        k = rest.find(sep)
+        k = url.find(sep, i + 3, end)
         if 0 <= k < j:
             j = k
-    host, path = rest[:j].lower(), rest[j:]
+    host, path = url[i + 3 : j].lower(), url[j:end]
     port = 80 if scheme == "http" else 443
     if ":" in host:
         host, port = host.rsplit(":", 1)
@@ -368,31 +373,19 @@ class Client:
             raise HTTPError("bad byte range %s-%s" % (start, end))
         extra = "" if not ranged else "Range: bytes=%d-%s\r\n" % (start, "" if end is None else end)
         for name, value in headers.items() if headers else ():
-            extra += "%s: %s\r\n" % (_clean(name, "header name"), _clean(value, name, "\x1f"))
+            extra += "%s: %s\r\n" % (_clean(name, "header name"), _clean(value, name, 31))
         for _ in range(_MAX_REDIRECTS + 1):
             scheme, host, port, path = split_url(url)
             key = (scheme, host, port)
-            text = (
-                "GET %s HTTP/1.1\r\nHost: %s%s\r\nUser-Agent: %s\r\n"
-                "Accept-Encoding: identity\r\n%s\r\n"
-                % (
-                    path,
-                    host,
-                    "" if port == (80 if scheme == "http" else 443) else ":%d" % port,
-                    self.user_agent,
-                    extra,
-                )
-            )
-            if len(text) > len(self._buf):  # bounded like every line we read
-                raise LimitError("request longer than the %d-byte buffer" % len(self._buf))
-            text = memoryview(text.encode())
+            if port != (80 if scheme == "http" else 443):
+                host += ":%d" % port
             self.requests += 1
             # A reused connection the server closed meanwhile gets one fresh try.
             for reuse in (self._sock is not None and self._key == key, False):
                 if not reuse:
                     self._connect(key)
                 try:
-                    self._io(text, True)
+                    self._io(self._compose(path, host, extra), True)
                     resp = self._head(url, max_bytes)
                     break
                 except HTTPError as exc:
@@ -443,6 +436,32 @@ class Client:
             return resp
         raise LimitError("more than %d redirects, last to %s" % (_MAX_REDIRECTS, url[:100]))
 
+    def _compose(self, path, host, extra):
+        # The request, written into the buffer piece by piece: no request-sized
+        # string (a long signed URL) needs a free block in a fragmented heap.
+        # Nothing is pending in the buffer between responses.
+        buf = self._buf
+        pos = 0
+        for piece in (
+            "GET ",
+            path,
+            " HTTP/1.1\r\nHost: ",
+            host,
+            "\r\nUser-Agent: ",
+            self.user_agent,
+            "\r\nAccept-Encoding: identity\r\n",
+            extra,
+            "\r\n",
+        ):
+            # MicroPython: a str's buffer is its UTF-8 bytes (no copy).
+            piece = memoryview(piece) if _POLL else piece.encode()
+            n = len(piece)
+            if pos + n > len(buf):
+                raise LimitError("request longer than the %d-byte buffer" % len(buf))
+            buf[pos : pos + n] = piece
+            pos += n
+        return buf[:pos]
+
     def _head(self, url, max_bytes):
         # Status line and headers parsed in the buffer (a 1xx is refused as a status).
         t0 = ticks_ms()
@@ -479,8 +498,14 @@ class Client:
             name = buf[start:i]
             for k in range(len(_KEPT)):
                 if name == _KEPT[k]:
+                    # Trimmed in the buffer, then one str made straight from it.
+                    i += 1
+                    while i < end and buf[i] in (32, 9):
+                        i += 1
+                    while end > i and buf[end - 1] in (32, 9):
+                        end -= 1
                     try:
-                        value = bytes(buf[i + 1 : end]).decode().strip()
+                        value = str(buf[i:end], "utf-8")
                     except UnicodeError:
                         value = None
                     if value is None or kept[k] not in (None, value):
