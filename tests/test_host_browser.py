@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import trustme
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from publisher.host.server import start_host
 from publisher.host.urlsign import UrlSigner
@@ -139,7 +142,7 @@ def test_range_requests(host):
     response, body = client.get(signed, Range=f"bytes=10200-{size + 500}")
     assert response.status == 206 and body == PACK[10200:]
     response, body = client.get(signed, Range=f"bytes={size}-")
-    assert response.status == 416 and body == b""
+    assert response.status == 416 and "has 10240 bytes" in json.loads(body)["message"]
     assert response.getheader("Content-Range") == f"bytes */{size}"
     # Several ranges or nonsense: the whole asset, as RFC 9110 allows.
     for ignored in ["bytes=0-1,5-6", "items=0-1", "bytes=5-1"]:
@@ -513,3 +516,71 @@ def test_an_internal_error_is_a_json_500_without_traceback(host, monkeypatch):
     assert response.status == 500
     assert json.loads(body)["message"] == "Server Error"
     assert b"disk on fire" not in body and b"Traceback" not in body
+
+
+# Extra (headers, body) for fuzzed requests: each body matches its Content-Length.
+EXTRAS = [
+    (b"", b""),
+    (b"Range: bytes=-\r\n", b""),
+    (b"Range: bytes=99999999999-\r\n", b""),
+    (b"Content-Length: 4\r\n", b'{"a"'),
+    (b"Authorization: token\r\n", b""),
+    (b"Authorization: token test-token\r\nContent-Length: 2\r\n", b"{}"),
+    (b"Authorization: token test-token\r\nContent-Length: 6\r\n", b'{"x":['),
+    (b"If-None-Match: *\r\n", b""),
+    (b"Content-Length: -1\r\n", b""),
+    (b"Host: [::1\r\n", b""),
+]
+
+
+def raw_exchange(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        # The host may answer and close before reading it all.
+        with contextlib.suppress(OSError):
+            sock.sendall(request)
+        reply = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                reply += chunk
+    return reply
+
+
+def test_http_09_requests_are_refused_with_a_status_line(host):
+    reply = raw_exchange(host.port, b"GET /\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.")
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert b" 400 " in head.split(b"\r\n")[0] and "HTTP/1" in json.loads(body)["message"]
+
+
+def test_fuzzed_requests_always_get_an_answer_never_a_traceback(tmp_path):
+    with running_host(tmp_path) as host:
+        publish(host, "v1.0.0", {"pack.lcm": PACK})
+        signed = resolve(Client(host), f"/{TEST_REPO}/releases/latest/download/pack.lcm")
+        signed_path = signed[len(host.url) :]
+        prefixes = ["/", f"/{TEST_REPO}/releases/", "/api/v3/repos/", "/api/uploads/repos/"]
+        prefixes += ["/api/objects/", signed_path, f"/api/v3/repos/{TEST_REPO}/releases/"]
+
+        @settings(max_examples=120, deadline=None, derandomize=True, database=None)
+        @given(
+            method=st.sampled_from(["GET", "HEAD", "POST", "PATCH", "DELETE", "PUT", "X"]),
+            prefix=st.sampled_from(prefixes),
+            tail=st.text(st.characters(min_codepoint=1, max_codepoint=0x2FF), max_size=40),
+            extra=st.sampled_from(EXTRAS),
+        )
+        def check(method: str, prefix: str, tail: str, extra: tuple[bytes, bytes]) -> None:
+            headers, body = extra
+            target = (prefix + tail).encode("utf-8", "surrogateescape")
+            request = method.encode() + b" " + target + b" HTTP/1.1\r\nHost: h\r\n" + headers
+            request += b"Connection: close\r\n\r\n" + body
+            reply = raw_exchange(host.port, request)
+            assert reply.startswith(b"HTTP/1."), reply[:100]
+            head, _, answer = reply.partition(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            assert status != 500 and b"Traceback" not in answer
+            if status >= 400 and method != "HEAD":
+                assert "message" in json.loads(answer)
+
+        check()
+        # Whatever came before, the host still works.
+        response, body = Client(host).get(signed_path)
+        assert response.status == 200 and body == PACK

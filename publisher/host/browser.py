@@ -19,7 +19,14 @@ import re
 from urllib.parse import quote
 
 from publisher.host.errors import ApiError, not_found
-from publisher.host.exchange import FileBody, Request, Response, html_response, redirect
+from publisher.host.exchange import (
+    FileBody,
+    Request,
+    Response,
+    error_response,
+    html_response,
+    redirect,
+)
 from publisher.host.state import HostState
 from publisher.host.store import Asset, Release, Repo
 from publisher.host.urlsign import OBJECTS_PREFIX
@@ -141,8 +148,11 @@ def handle_object(state: HostState, req: Request) -> Response:
         try:
             span = parse_range(wanted, size)
         except RangeNotSatisfiable:
-            headers["Content-Range"] = f"bytes */{size}"
-            return Response(416, headers, b"", head_only=head_only)
+            error = ApiError(416, f"Range Not Satisfiable: the asset has {size} bytes")
+            answer = error_response(error)
+            answer.headers["Content-Range"] = f"bytes */{size}"
+            answer.head_only = head_only
+            return answer
         if span is not None:
             start, end = span
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"

@@ -93,6 +93,16 @@ class HostHandler(BaseHTTPRequestHandler):
         finally:
             self.host._forget_connection(self.connection_id)
 
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":
+            # An HTTP/0.9 answer has no status line or headers: nothing to tell
+            # the client what went wrong. Only HTTP/1.x is served.
+            self.send_error(400, "HTTP/1.0 or HTTP/1.1 required")
+            return False
+        return True
+
     def version_string(self) -> str:
         return self.server_version
 

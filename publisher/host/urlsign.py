@@ -18,6 +18,7 @@ from publisher.host.errors import ApiError
 
 URL_LIFETIME = 300  # seconds, as GitHub's signed asset URLs
 OBJECTS_PREFIX = "/api/objects/"
+SIG_HEX_LENGTH = 64  # hex of an HMAC-SHA256
 
 
 class UrlSigner:
@@ -38,8 +39,17 @@ class UrlSigner:
 
     def check(self, asset_id: int, expires_text: str | None, sig: str | None) -> None:
         """Refuse (403, as the CDN does) a URL that is unsigned, forged or expired."""
-        if not expires_text or not sig or not expires_text.isdigit() or len(expires_text) > 12:
+        well_formed = (
+            expires_text is not None
+            and sig is not None
+            and 0 < len(expires_text) <= 12
+            and all(c in "0123456789" for c in expires_text)
+            and len(sig) == SIG_HEX_LENGTH
+            and all(c in "0123456789abcdef" for c in sig)
+        )
+        if not well_formed:
             raise ApiError(403, "Signed URL required: missing or malformed expires/sig")
+        assert expires_text is not None and sig is not None
         expires = int(expires_text)
         with self._lock:
             current = self._key
