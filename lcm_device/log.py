@@ -77,6 +77,9 @@ def setup(hal, cfg):
             _torn = f.read(1) != b"\n"
     except Exception:
         _torn = _size > 0
+    if _torn:
+        # The torn line's number may have gone out over UDP: never reuse it.
+        _seq += 1
 
 
 def online(up=True):
