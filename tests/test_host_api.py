@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
 import threading
 from pathlib import Path
 
 import pytest
 from github import BadCredentialsException, GithubException, UnknownObjectException
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.hostserver import TEST_REPO, TEST_TOKEN, github_client, running_host
 
@@ -312,8 +315,6 @@ def test_concurrent_uploads_are_safe(host, repo):
 
 
 def test_token_can_be_sent_as_bearer(host):
-    import http.client
-
     conn = http.client.HTTPConnection("127.0.0.1", host.port, timeout=30)
     conn.request("GET", "/api/v3/user", headers={"Authorization": "Bearer " + TEST_TOKEN})
     response = conn.getresponse()
@@ -337,3 +338,43 @@ def test_tags_with_a_slash(repo):
     rel = repo.create_git_release("app/v1.0.0", "one", "")
     assert repo.get_release("app/v1.0.0").id == rel.id
     assert repo.get_latest_release().tag_name == "app/v1.0.0"
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=6,
+)
+RELEASE_KEYS = ["tag_name", "name", "body", "draft", "prerelease", "make_latest", "x"]
+
+
+def test_fuzzed_release_bodies_get_201_200_or_a_clear_error(host, repo):
+    rel = repo.create_git_release("v0.0.1", "seed", "", draft=True)
+    requester = repo._requester
+    statuses = set()
+
+    @settings(max_examples=80, deadline=None, derandomize=True, database=None)
+    @given(
+        method=st.sampled_from(["POST", "PATCH"]),
+        body=st.dictionaries(st.sampled_from(RELEASE_KEYS), JSON_VALUES | st.sampled_from(
+            ["v1.0.0", "true", "false", "legacy", "a b", "../x"]
+        )),
+    )  # fmt: skip
+    def check(method: str, body: dict) -> None:
+        url = repo.url + "/releases" if method == "POST" else rel.url
+        try:
+            requester.requestJsonAndCheck(method, url, input=body)
+            statuses.add(200)
+        except GithubException as exc:
+            assert exc.status in (400, 422), (body, exc.status, exc.data)
+            assert exc.data["message"]
+            statuses.add(exc.status)
+
+    check()
+    assert 422 in statuses
+    deep = b"[" * 200_000
+    conn = http.client.HTTPConnection("127.0.0.1", host.port, timeout=30)
+    headers = {"Authorization": "token " + TEST_TOKEN}
+    conn.request("POST", f"/api/v3/repos/{TEST_REPO}/releases", body=deep, headers=headers)
+    response = conn.getresponse()
+    assert response.status == 400 and b"Problems parsing JSON" in response.read()

@@ -69,7 +69,7 @@ class Request:
             raise ApiError(400, "Problems parsing JSON: the body ended early")
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeError):
+        except (ValueError, UnicodeError, RecursionError):
             raise ApiError(400, "Problems parsing JSON") from None
         if not isinstance(body, dict):
             raise ApiError(400, "Problems parsing JSON: expected an object")
