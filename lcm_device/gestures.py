@@ -63,7 +63,9 @@ STATE_FILES = (
 _MAX_COUNT = const(99)
 _POLL_MS = const(100)
 
-_pending = 0  # count left to clear by settle()
+# settle() has looked at the counter in this process. Module state is lost when the
+# boot unloads this module to free heap: a fresh import then reads the file once.
+_settled = False
 
 
 def action_for(count):
@@ -79,13 +81,13 @@ def action_for(count):
 def at_boot(hal, cfg, power_on, sleep=sleep_ms):
     """Count this boot, run a finished gesture or the button; returns the action done
     (CHECK, FORGET_WIFI, FACTORY_RESET, SETUP) or None. Blocks only during a gesture."""
-    global _pending
+    global _settled
     count = read(hal)
     if power_on:
         count = min(count + 1, _MAX_COUNT)
         _write(hal, count)
     if count < 2:
-        _pending = count
+        _settled = count == 0
         return button(hal, cfg, sleep)
     log("gesture: power cycle %d; keep the power on %d s to end" % (count, QUICK_S))
     sleep(QUICK_S * 1000)
@@ -101,16 +103,18 @@ def at_boot(hal, cfg, power_on, sleep=sleep_ms):
             sleep(1000)
         perform(hal, cfg, action)
     _write(hal, 0)
-    _pending = 0
+    _settled = True
     return action
 
 
 def settle(hal, now_s):
-    """Clear a single power-on's count once the device has been up QUICK_S seconds."""
-    global _pending
-    if _pending and now_s >= QUICK_S:
-        _pending = 0
-        _write(hal, 0)
+    """Clear a single power-on's count once the device has been up QUICK_S seconds
+    (reads the counter once per process, writes only when it is not already 0)."""
+    global _settled
+    if not _settled and now_s >= QUICK_S:
+        _settled = True
+        if read(hal):
+            _write(hal, 0)
 
 
 def perform(hal, cfg, action):

@@ -215,6 +215,23 @@ def test_a_long_enough_boot_settles_and_a_reset_does_not_count(mpy):
     assert "AFTER RESET 0" in out
 
 
+def test_settle_in_a_later_process_clears_the_count(mpy):
+    """The boot unloads this module before the app runs; the app-time timer imports it
+    again and settles from the file."""
+    run(mpy, "boot(Hal())")
+    assert state(mpy, "gesture").read_text() == "1"
+    out = run(
+        mpy,
+        """
+        gestures.settle(Hal(), 5)
+        print("COUNT", gestures.read(Hal()))
+        """,
+    ).stdout
+    assert "COUNT 0" in out
+    assert "ACTION None" in run(mpy, "boot(Hal())").stdout  # the next power-on is count 1
+    assert state(mpy, "gesture").read_text() == "1"
+
+
 def test_damaged_counter_counts_as_zero(mpy):
     preset(mpy)
     state(mpy, "gesture").write_bytes(b"\xff\x00garbage")
