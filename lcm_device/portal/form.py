@@ -67,29 +67,40 @@ def _unquote(raw, name):
 
 def parse(body):
     """Known fields of an urlencoded body as str; unknown names are ignored, repeats refused."""
+    body = bytes(body)
     fields = {}
     count = 0
-    for part in bytes(body).split(b"&"):
-        if not part:
-            continue
-        count += 1
-        if count > _MAX_FIELDS:
-            raise FormError("", "too many form fields")
-        eq = part.find(b"=")
-        raw_name, raw_value = (part, b"") if eq < 0 else (part[:eq], part[eq + 1 :])
-        try:
-            name = _unquote(raw_name, "?").decode()
-        except UnicodeError:
-            continue  # not one of ours
-        if name not in FIELDS:
-            continue
-        if name in fields:
-            raise FormError(name, "field " + name + " was sent twice")
-        try:
-            fields[name] = _unquote(raw_value, name).decode()
-        except UnicodeError:
-            raise FormError(name, LABELS.get(name, name) + " is not valid UTF-8") from None
+    start = 0
+    n = len(body)
+    while start < n:
+        # Walk the body in place: no list of parts (a body of 1000 '&' must stay cheap).
+        end = body.find(b"&", start)
+        if end < 0:
+            end = n
+        if end > start:
+            count += 1
+            if count > _MAX_FIELDS:
+                raise FormError("", "too many form fields")
+            _field(body[start:end], fields)
+        start = end + 1
     return fields
+
+
+def _field(part, fields):
+    eq = part.find(b"=")
+    raw_name, raw_value = (part, b"") if eq < 0 else (part[:eq], part[eq + 1 :])
+    try:
+        name = _unquote(raw_name, "?").decode()
+    except (UnicodeError, FormError):
+        return  # not one of ours
+    if name not in FIELDS:
+        return
+    if name in fields:
+        raise FormError(name, "field " + name + " was sent twice")
+    try:
+        fields[name] = _unquote(raw_value, name).decode()
+    except UnicodeError:
+        raise FormError(name, LABELS.get(name, name) + " is not valid UTF-8") from None
 
 
 def _printable(name, value):

@@ -113,15 +113,17 @@ def _request_line(buf, start, stop):
         raise RequestError(505, "unsupported HTTP version " + repr(version[:16]))
     if method not in _METHODS:
         raise RequestError(405, "method " + repr(method[:16]) + " not allowed")
-    if target.startswith("http://"):  # absolute form: keep the path
+    authority = None
+    if target.startswith("http://"):  # absolute form: its authority is the host (RFC 9112 3.2.2)
         slash = target.find("/", 7)
+        authority = (target[7:slash] if slash >= 0 else target[7:]).lower()
         target = target[slash:] if slash >= 0 else "/"
     if not target.startswith("/"):
         raise RequestError(400, "request target must start with '/'")
     q = target.find("?")
     if q >= 0:
-        return method, target[:q], target[q + 1 :]
-    return method, target, ""
+        return method, target[:q], target[q + 1 :], authority
+    return method, target, "", authority
 
 
 def _header(buf, start, stop):
@@ -156,7 +158,7 @@ def read_request(reader, buf):
     start, stop = lines.line(414, "request line")
     while start == stop:  # tolerate blank lines before the request line (RFC 9112 2.2)
         start, stop = lines.line(414, "request line")
-    method, path, query = _request_line(buf, start, stop)
+    method, path, query, authority = _request_line(buf, start, stop)
     host = ""
     ctype = ""
     length = None
@@ -190,4 +192,4 @@ def read_request(reader, buf):
         body = lines.read_body(length)
     elif length:
         raise RequestError(400, method + " with a body")
-    return Request(method, path, query, host, ctype, body)
+    return Request(method, path, query, authority or host, ctype, body)

@@ -1,0 +1,240 @@
+"""The portal's HTTP side in the unix port: OS probes, routes, CSRF, limits, a malformed batch."""
+
+from __future__ import annotations
+
+import random
+import socket
+import urllib.parse
+
+import pytest
+
+from publisher.device.setup_sim import SetupSim
+from tests.test_portal_support import (  # noqa: F401  (fixtures)
+    FORM,
+    form_body,
+    http,
+    portal,
+    portal_build,
+    read_config,
+    token,
+)
+
+# (host, path, what the OS gets when there is no captive portal). Any other
+# answer makes the OS open its captive-portal sheet; a redirect to the portal
+# makes that sheet show the setup page.
+PROBES = [
+    ("connectivitycheck.gstatic.com", "/generate_204", "204"),  # Android
+    ("clients3.google.com", "/generate_204", "204"),  # Android, ChromeOS
+    ("www.google.com", "/gen_204", "204"),  # Android (newer)
+    ("captive.apple.com", "/hotspot-detect.html", "Success"),  # iOS, macOS
+    ("www.apple.com", "/library/test/success.html", "Success"),  # older iOS
+    ("www.msftconnecttest.com", "/connecttest.txt", "Microsoft Connect Test"),  # Windows 10+
+    ("www.msftncsi.com", "/ncsi.txt", "Microsoft NCSI"),  # Windows 7/8
+    ("www.msftconnecttest.com", "/redirect", ""),  # Windows opens this when captive
+    ("detectportal.firefox.com", "/canonical.html", "captive-portal"),  # Firefox
+    ("detectportal.firefox.com", "/success.txt", "success"),  # Firefox
+    ("connectivity-check.ubuntu.com", "/", "204"),  # NetworkManager
+    ("nmcheck.gnome.org", "/check_network_status.txt", "NetworkManager is online"),
+]
+
+
+@pytest.mark.parametrize(("host", "path", "online"), PROBES)
+def test_os_probe_opens_the_portal(
+    portal: SetupSim,  # noqa: F811
+    host: str,
+    path: str,
+    online: str,
+) -> None:
+    base = urllib.parse.urlsplit(portal.url).netloc
+    status, headers, body = http(f"http://{base}{path}", headers={"Host": host})
+    # Not the "online" answer: a redirect to the portal's own address.
+    assert status == 302, (status, body)
+    assert headers["Location"] == portal.url
+    assert online not in body or not online
+    status, headers, body = http(headers["Location"])
+    assert status == 200
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "Set up LCM-B3C4D5" in body
+
+
+def test_unknown_paths_on_the_portal_redirect_to_its_root(portal: SetupSim) -> None:  # noqa: F811
+    for path in ("/favicon.ico", "/admin", "/save", "/%00", "/a/b/c?x=1"):
+        status, headers, _ = http(portal.url.rstrip("/") + path)
+        assert status == 302 and headers["Location"] == portal.url
+
+
+def test_head_answers_headers_only_and_pages_carry_security_headers(
+    portal: SetupSim,  # noqa: F811
+) -> None:
+    base = urllib.parse.urlsplit(portal.url)
+    with socket.create_connection((base.hostname, base.port), timeout=30) as s:
+        s.sendall(f"HEAD / HTTP/1.1\r\nHost: {base.netloc}\r\n\r\n".encode())
+        raw = read_all(s)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert body == b""
+    _, headers, _ = http(portal.url)
+    assert "default-src 'none'" in headers["Content-Security-Policy"]
+    assert headers["Cache-Control"] == "no-store"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_form_without_the_sessions_token_is_refused(portal: SetupSim) -> None:  # noqa: F811
+    save = portal.url + "save"
+    fields = {"ssid": "home", "password": "p&ss w%rd+\"'😀x", "tofu": "1"}
+    real = token(http(portal.url)[2])
+    near = real[:-1] + ("1" if real[-1] == "0" else "0")  # one digit off
+    for t in (None, "", "0" * 32 if real != "0" * 32 else "1" * 32, near, real + "0"):
+        body = dict(fields) if t is None else {**fields, "t": t}
+        status, _, page = http(save, form_body(body), FORM)
+        assert status == 403, page
+        assert "Form expired" in page
+    assert read_config(portal.state).get("wifi_ssid") == "old-net"
+
+
+def test_submission_must_be_a_form(portal: SetupSim) -> None:  # noqa: F811
+    t = token(http(portal.url)[2])
+    body = form_body({"t": t, "ssid": "home", "password": "x" * 8})
+    status, _, page = http(portal.url + "save", body, {"Content-Type": "text/plain"})
+    assert status == 415, page
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"ssid=%zz", "bad %-escape in field ssid"),
+        (b"ssid=%ff%fe", "Network is not valid UTF-8"),
+        (b"ssid=a&ssid=b", "field ssid was sent twice"),
+        (b"x=1&" * 30, "too many form fields"),
+        (b"ssid=&hidden_ssid=", "a network name is 1 to 32 bytes"),
+        (b"ssid=" + b"a" * 33, "a network name is 1 to 32 bytes"),
+        (b"ssid=home&password=short", "8 to 63 characters"),
+        (b"ssid=home&password=" + b"p" * 64, "8 to 63 characters"),
+        (b"ssid=a%0Ab&password=", "control character"),
+        (b"ssid=home&password=12345678&repo=a/b/c", "owner/name"),
+        (b"ssid=home&password=12345678&repo=o/r", "trust on first use"),
+        (b"ssid=home&password=12345678&repo=o/r&fingerprint=xyz", "16 to 64 hex digits"),
+        (b"ssid=home&password=12345678&repo=o/r&tofu=1&channel=nightly", "stable or beta"),
+        (b"ssid=home&password=12345678&interval_h=0", "1 to 168 hours"),
+        (b"ssid=home&password=12345678&log_host=a%20b", "log host"),
+    ],
+)
+def test_invalid_submissions_show_the_form_with_the_reason(
+    portal: SetupSim,  # noqa: F811
+    body: bytes,
+    message: str,
+) -> None:
+    t = token(http(portal.url)[2])
+    data = b"t=" + t.encode() + b"&" + body
+    status, _, page = http(portal.url + "save", data, FORM)
+    assert status == 400, page
+    assert message in page.replace("&#39;", "'")
+    assert 'name="t" value="' + t in page  # the form again, ready to correct
+    assert read_config(portal.state).get("wifi_ssid") == "old-net"
+
+
+def test_hidden_network_joins_by_name(portal: SetupSim) -> None:  # noqa: F811
+    t = token(http(portal.url)[2])
+    body = form_body(
+        {
+            "t": t,
+            "ssid": "",
+            "hidden_ssid": "attic",
+            "password": "attic-secret",
+            "repo": "octo/app",
+            "fingerprint": "0123 4567 89ab cdef",
+        }
+    )
+    status, _, page = http(portal.url + "save", body, FORM)
+    assert status == 200 and "<h1>Connected</h1>" in page
+    assert portal.wait() == 0
+    cfg = read_config(portal.state)
+    assert cfg["wifi_ssid"] == "attic"
+    assert cfg["app_root_fingerprint"] == "0123456789abcdef"
+    assert "app_trust_first_use" not in cfg
+
+
+def read_all(s: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        try:
+            data = s.recv(65536)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def malformed_requests() -> list[bytes]:
+    rng = random.Random(80)
+    batch = [
+        b"",
+        b"\r\n\r\n",
+        b"GET\r\n\r\n",
+        b"GET / HTTP/1.1",
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"GET / HTTP/1.1 extra\r\n\r\n",
+        b"BREW / HTTP/1.1\r\n\r\n",
+        b"GET " + b"/" * 5000 + b" HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 5000 + b"\r\n\r\n",
+        b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 100 + b"\r\n",
+        b"GET / HTTP/1.1\r\nX: y\r\n continued\r\n\r\n",
+        b"GET / HTTP/1.1\r\nno colon here\r\n\r\n",
+        b"GET / HTTP/1.1\r\n: empty name\r\n\r\n",
+        b"GET /\x00 HTTP/1.1\r\n\r\n",
+        "GET /caf\u00e9 HTTP/1.1\r\n\r\n".encode(),
+        b"GET / HTTP/1.1\r\nHost: a\x01b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: \xff\xfe\r\n\r\n",
+        b"POST /save HTTP/1.1\r\n\r\n",
+        b"POST /save HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
+        b"POST /save HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        b"POST /save HTTP/1.1\r\nContent-Length: 1e3\r\n\r\n",
+        b"POST /save HTTP/1.1\r\nContent-Length: 2000\r\n\r\n" + b"a" * 2000,
+        b"POST /save HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc",
+        b"POST /save HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        b"POST /save HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+        b"POST /save HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 1024\r\n\r\n" + b"&" * 1024,
+        b"POST /save HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 20\r\n\r\nssid=%%%%%%%%%%%%%%%",
+        b"GET http://evil.example HTTP/1.1\r\n\r\n",
+        b"GET http://evil.example/x?y HTTP/1.1\r\n\r\n",
+        b"GET * HTTP/1.1\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(256)),  # a TLS hello
+    ]
+    for _ in range(40):
+        batch.append(bytes(rng.randrange(256) for _ in range(rng.randint(1, 3000))))
+    for _ in range(20):  # valid-looking starts cut at a random byte
+        good = b"POST /save HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\nssid=abcdefg"
+        batch.append(good[: rng.randint(1, len(good) - 1)])
+    return batch
+
+
+def test_malformed_batch_no_crash_no_hang_keeps_serving(portal: SetupSim) -> None:  # noqa: F811
+    base = urllib.parse.urlsplit(portal.url)
+    statuses = []
+    for raw in malformed_requests():
+        with socket.create_connection((base.hostname, base.port), timeout=30) as s:
+            try:
+                s.sendall(raw)
+                s.shutdown(socket.SHUT_WR)  # what was sent is all there is
+            except OSError:
+                pass  # refused and closed before we finished sending: fine
+            reply = read_all(s)
+        if reply:
+            statuses.append((int(reply.split(b" ", 2)[1]), raw[:60]))
+    assert statuses, "the portal answered nothing"
+    # Refused with a status naming the problem, or sent to the portal; never served as valid.
+    assert all(code in (302, 403) or 400 <= code < 600 for code, _ in statuses), statuses
+    # A client that sends half a request and then nothing is dropped after the read timeout.
+    with socket.create_connection((base.hostname, base.port), timeout=60) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: ")
+        assert read_all(s) == b""
+    status, _, page = http(portal.url)
+    assert status == 200 and "Set up LCM-B3C4D5" in page
+    out = portal.output()
+    assert "Traceback" not in out and "request failed" not in out, out
+    assert portal.process.poll() is None
