@@ -215,23 +215,24 @@ class Killed(BaseException):
 
 
 def _kill_at(monkeypatch, k: int, after: bool) -> list[str]:
-    """Make the k-th API step die before it runs, or after it ran but before its answer."""
-    original = gh.Session.call
+    """Make the process "die" at its k-th HTTP request: before it is sent, or after the
+    host answered but before the answer is used. Returns the requests seen ("GET /path")."""
+    original = requests.adapters.HTTPAdapter.send
     counter = itertools.count()
-    steps: list[str] = []
+    seen: list[str] = []
 
-    def call(self, what, step):
+    def send(self, request, *args, **kwargs):
         n = next(counter)
-        steps.append(what)
+        seen.append(f"{request.method} {request.path_url.split('?')[0]}")
         if n == k and not after:
-            raise Killed(what)
-        result = original(self, what, step)
+            raise Killed(seen[-1])
+        response = original(self, request, *args, **kwargs)
         if n == k and after:
-            raise Killed(what)
-        return result
+            raise Killed(seen[-1])
+        return response
 
-    monkeypatch.setattr(gh.Session, "call", call)
-    return steps
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
+    return seen
 
 
 def _session(world: World) -> gh.Session:
@@ -250,20 +251,15 @@ def _request(
     )
 
 
-# Steps that change the host: killing one after it ran (its answer lost) differs
-# from killing the next one before it runs.
-MUTATING = ("creating", "uploading", "removing", "publishing", "deleting", "turning")
-
-
 def test_publish_killed_at_any_step_then_rerun_ends_with_one_release(world, monkeypatch):
     # The steps of a publish when a release exists already.
     publish(_session(world), _request(world, "v1.0.0"))
     steps = _kill_at(monkeypatch, -1, False)
     publish(_session(world), _request(world, "v1.1.0"))
     monkeypatch.undo()
-    kills = [(k, False) for k in range(len(steps))]
-    kills += [(k, True) for k, what in enumerate(steps) if what.startswith(MUTATING)]
-    assert len(steps) > 8 and len(kills) > len(steps)
+    # Every request: before it leaves, and after the host acted on it (answer lost).
+    kills = list(itertools.product(range(len(steps)), (False, True)))
+    assert len(steps) > 8
 
     for n, (k, after) in enumerate(kills):
         # A fresh repo each time, with a published release already there.
@@ -286,6 +282,50 @@ def test_publish_killed_at_any_step_then_rerun_ends_with_one_release(world, monk
         assert seqs == [1, 2], (steps[k], after)
         latest = verify_release(world.host.url, repo, Trust(sector=sector))
         assert (latest.tag, latest.seq, latest.beta_pointer) == ("v1.1.0", 2, "v1.1.0")
+
+
+def test_force_killed_at_any_step_never_reuses_the_sequence(world, monkeypatch, tmp_path):
+    """--force replaces v1.0.0 (sequence 2) with new files; killed anywhere and re-run, the
+    result has a sequence above 2, so devices that installed the old content update."""
+    changed = write_app(tmp_path / "changed", {**APP, "widget/led.py": b"PIN = 5\n"})
+
+    def forced(repo: str, sector: bytes) -> PublishRequest:
+        req = _request(world, "v1.0.0", repo, sector)
+        req.source, req.force = changed, True
+        return req
+
+    def prepare(repo: str) -> bytes:
+        world.host.create_repo(repo)
+        sector = make_sector(repo, [world.root], [world.signer])
+        publish(_session(world), _request(world, "v0.9.0", repo, sector))
+        publish(_session(world), _request(world, "v1.0.0", repo, sector))
+        return sector
+
+    sector = prepare("acme/force-count")
+    steps = _kill_at(monkeypatch, -1, False)
+    publish(_session(world), forced("acme/force-count", sector))
+    monkeypatch.undo()
+    assert any(s.startswith("PATCH /api/v3/repos/acme/force-count/releases/assets/") for s in steps)
+    kills = list(itertools.product(range(len(steps)), (False, True)))
+
+    for n, (k, after) in enumerate(kills):
+        repo = f"acme/force{n}"
+        sector = prepare(repo)
+        _kill_at(monkeypatch, k, after)
+        with pytest.raises(Killed):
+            publish(_session(world), forced(repo, sector))
+        monkeypatch.undo()
+        result = publish(_session(world), forced(repo, sector))
+        assert result.seq > 2, (steps[k], after, result.seq)
+        releases = world.releases(repo)
+        assert sorted((r.tag_name, r.draft) for r in releases) == [
+            ("v0.9.0", False),
+            ("v1.0.0", False),
+        ], (steps[k], after)
+        verified = verify_release(world.host.url, repo, Trust(sector=sector), installed_seq=2)
+        assert (verified.tag, verified.seq) == ("v1.0.0", result.seq)
+        names = {a.name for r in releases for a in r.get_assets()}
+        assert "manifest.lcm.replaced" not in names
 
 
 def _manifest_of(world: World, release) -> bytes:

@@ -41,6 +41,10 @@ from publisher.release.github import ProgressCallback, Session, asset_matches, f
 from publisher.release.source import MAX_PACK_SIZE, collect
 from publisher.signing import Signer
 
+# While a draft's manifest.lcm is being replaced, the old one is kept under this
+# name, so its sequence number stays on record (see set_aside_old_manifest).
+REPLACED_MANIFEST = "manifest.lcm.replaced"
+
 
 @dataclass
 class PublishRequest:
@@ -79,11 +83,16 @@ class PublishResult:
 
 @dataclass
 class KnownRelease:
-    """A release of the repo and what its manifest says (None: no readable manifest)."""
+    """A release of the repo and what its manifest says (None: no readable manifest).
+
+    `max_seq` also counts a manifest set aside while being replaced (REPLACED_MANIFEST),
+    so a run killed between replacing and uploading never forgets a used sequence.
+    """
 
     release: GitRelease
     manifest: mf.Manifest | None
     manifest_bytes: bytes | None
+    max_seq: int | None = None
 
 
 def build_spec(req: PublishRequest) -> ReleaseSpec:
@@ -105,16 +114,21 @@ def build_spec(req: PublishRequest) -> ReleaseSpec:
 
 
 def read_known(session: Session, release: GitRelease, warnings: list[str]) -> KnownRelease:
+    known = KnownRelease(release, None, None)
     # The release list already embeds each release's assets: no request per release.
     for asset in release.assets:
-        if asset.name != MANIFEST_ASSET or asset.state != "uploaded":
+        if asset.name not in (MANIFEST_ASSET, REPLACED_MANIFEST) or asset.state != "uploaded":
             continue
         data = session.download(asset, mf.MAX_MANIFEST_SIZE)
         try:
-            return KnownRelease(release, mf.parse_manifest(data), data)
+            m = mf.parse_manifest(data)
         except TrustError as exc:
-            warnings.append(f"release {release.tag_name}: unreadable manifest ignored ({exc})")
-    return KnownRelease(release, None, None)
+            warnings.append(f"release {release.tag_name}: unreadable {asset.name} ignored ({exc})")
+            continue
+        known.max_seq = max(m.seq, known.max_seq or 0)
+        if asset.name == MANIFEST_ASSET:
+            known.manifest, known.manifest_bytes = m, data
+    return known
 
 
 def check_sector(data: bytes, repo: str, signer: Signer, where: str) -> sf.Sector:
@@ -145,8 +159,8 @@ def current_sector(session: Session, known: list[KnownRelease]) -> bytes | None:
 
 
 def _highest(known: list[KnownRelease]) -> KnownRelease | None:
-    with_seq = [k for k in known if k.manifest is not None]
-    return max(with_seq, key=lambda k: k.manifest.seq if k.manifest else -1, default=None)
+    with_seq = [k for k in known if k.max_seq is not None]
+    return max(with_seq, key=lambda k: k.max_seq or 0, default=None)
 
 
 def _assets_hold(session: Session, assets: list[GitReleaseAsset], wanted: dict[str, bytes]) -> bool:
@@ -239,6 +253,8 @@ class Publisher:
         )
         outcomes: dict[str, str] = {}
         present = session.assets(draft)
+        if self.set_aside_old_manifest(draft, present, manifest_bytes):
+            present = session.assets(draft)
         for name, data in assets.items():
             outcomes[name] = session.upload(draft, name, data, self.progress, known=present)
         present = session.assets(draft)
@@ -319,14 +335,9 @@ class Publisher:
     def choose_manifest(
         self, spec: ReleaseSpec, draft: KnownRelease | None, highest: KnownRelease | None
     ) -> tuple[bytes, int]:
+        """The manifest to upload and its sequence: the draft's own when it still fits."""
         req = self.req
-        max_other = highest.manifest.seq if highest and highest.manifest else 0
-        if req.seq is not None and req.seq <= max_other:
-            assert highest is not None
-            raise ReleaseConflictError(
-                f"--seq {req.seq} is not above sequence {max_other} of release "
-                f"{highest.release.tag_name}: devices would refuse it as a roll-back"
-            )
+        max_other = (highest.max_seq or 0) if highest else 0
         if draft is not None and draft.manifest is not None and draft.manifest_bytes is not None:
             m = draft.manifest
             reusable = (
@@ -337,11 +348,44 @@ class Publisher:
             )
             if reusable:
                 return draft.manifest_bytes, m.seq
-            max_other = max(max_other, m.seq)
-        seq = req.seq if req.seq is not None else max_other + 1
+        # Every sequence seen so far counts as used, the resumed draft's too.
+        used, where = max_other, highest
+        if draft is not None and (draft.max_seq or 0) > used:
+            used, where = draft.max_seq or 0, draft
+        if req.seq is not None and req.seq <= used:
+            assert where is not None
+            raise ReleaseConflictError(
+                f"--seq {req.seq} is not above sequence {used} of release "
+                f"{where.release.tag_name}: devices would refuse it as a roll-back"
+            )
+        seq = req.seq if req.seq is not None else used + 1
         if seq > 0xFFFFFFFF:
             raise ReleaseConflictError("the sequence number would overflow 32 bits")
         return spec.sign(seq, int(time.time()), req.signer), seq
+
+    def set_aside_old_manifest(
+        self, draft: GitRelease, present: list[GitReleaseAsset], manifest: bytes
+    ) -> bool:
+        """Rename a different manifest.lcm to REPLACED_MANIFEST rather than deleting it.
+
+        Its sequence stays visible to a re-run until the new manifest is up (the
+        set-aside copy is removed with the other strays just before publishing).
+        """
+        old = next((a for a in present if a.name == MANIFEST_ASSET), None)
+        if old is None or old.state != "uploaded":
+            return False
+        if asset_matches(old, manifest, fetcher(self.session, old, len(manifest))):
+            return False
+        session = self.session
+        for asset in present:
+            if asset.name == REPLACED_MANIFEST:
+                # An older set-aside copy: the current manifest's sequence is above it.
+                session.call(f"removing {REPLACED_MANIFEST}", asset.delete_asset)
+        session.call(
+            f"setting aside the replaced {MANIFEST_ASSET}",
+            lambda: old.update_asset(REPLACED_MANIFEST),
+        )
+        return True
 
     def finish(
         self, repo: Repository, known: list[KnownRelease], result: PublishResult
