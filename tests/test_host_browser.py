@@ -584,3 +584,21 @@ def test_fuzzed_requests_always_get_an_answer_never_a_traceback(tmp_path):
         # Whatever came before, the host still works.
         response, body = Client(host).get(signed_path)
         assert response.status == 200 and body == PACK
+
+
+def test_chunked_download_fault_sends_chunked_framing(host):
+    publish(host, "v1.0.0", {"pack.lcm": PACK})
+    client = Client(host)
+    signed = resolve(client, f"/{TEST_REPO}/releases/latest/download/pack.lcm")
+    host.inject_fault("chunked_download")
+    host.clear_requests()
+    response, body = client.get(signed, Range="bytes=5-2004")
+    assert response.status == 206 and body == PACK[5:2005]
+    assert response.getheader("Transfer-Encoding") == "chunked"
+    assert response.getheader("Content-Length") is None
+    [record] = host.requests
+    assert record.bytes_sent > 2000 + len("3e8\r\n\r\n") * 2
+    # The next download is framed with Content-Length again, on the same connection.
+    response, body = client.get(signed)
+    assert response.getheader("Content-Length") == str(len(PACK)) and body == PACK
+    assert len({r.connection_id for r in host.requests}) == 1

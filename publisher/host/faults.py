@@ -14,6 +14,7 @@ FAULT_KINDS = (
     "drop_upload",  # the next uploads: part of the body is read, then the connection closes
     "drop_download",  # the next asset downloads: part of the body is sent, then it closes
     "stall_download",  # the next asset downloads: part is sent, then nothing (not closed)
+    "chunked_download",  # the next asset downloads (HTTP/1.1): chunked, no Content-Length
 )
 
 

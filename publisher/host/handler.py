@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("lcm.host")
 
 SEND_CHUNK = 64 * 1024
+CHUNKED_PIECE = 1000  # small, odd-sized chunks so a client meets many chunk boundaries
 DRAIN_LIMIT = 64 * 1024 * 1024  # read and discard up to this much of an unused body
 LINGER_SECONDS = 2  # how long a closing connection keeps reading what the client sends
 LINGER_BYTES = 1024 * 1024
@@ -37,6 +38,15 @@ IDLE_TIMEOUT = 120  # seconds a kept-alive connection may sit idle or a read may
 _HOST_HEADER = re.compile(
     r"^[A-Za-z0-9.\-]{1,253}(:\d{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:\d{1,5})?$"
 )
+
+
+def chunked_length(length: int) -> int:
+    """Bytes on the wire for `length` body bytes sent in CHUNKED_PIECE chunks."""
+    full, rest = divmod(length, CHUNKED_PIECE)
+    framed = full * (len(b"%x" % CHUNKED_PIECE) + 4 + CHUNKED_PIECE)
+    if rest:
+        framed += len(b"%x" % rest) + 4 + rest
+    return framed + len(b"0\r\n\r\n")
 
 
 class CountingWriter:
@@ -210,22 +220,29 @@ class HostHandler(BaseHTTPRequestHandler):
         test that has read an answer always finds its record (bytes_sent is the plan, then
         corrected to what was written)."""
         has_body = not response.head_only and response.status not in (204, 304)
-        cut, stall = None, False
+        cut, stall, chunked = None, False, False
         if has_body and isinstance(response.body, FileBody):
             faults = self.host.state.faults
             if faults.take("drop_download"):
                 cut = response.body.length // 2
             elif faults.take("stall_download"):
                 cut, stall = response.body.length // 2, True
+            elif self.request_version == "HTTP/1.1" and faults.take("chunked_download"):
+                chunked = True
         self.send_response(response.status)
         for name, value in response.headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(response.length))
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(response.length))
         if self.close_connection:
             self.send_header("Connection", "close")
         self._headers_buffer.append(b"\r\n")
         planned = sum(len(line) for line in self._headers_buffer)
-        if has_body:
+        if has_body and chunked:
+            planned += chunked_length(response.length)
+        elif has_body:
             planned += response.length if cut is None else cut
         record.status = response.status
         record.bytes_sent = planned
@@ -234,20 +251,25 @@ class HostHandler(BaseHTTPRequestHandler):
             self._headers_buffer.append(response.body)  # one write for a small answer
         self.flush_headers()
         if has_body and isinstance(response.body, FileBody):
-            self.send_file(response.body, cut, stall)
+            self.send_file(response.body, cut, stall, chunked)
 
-    def send_file(self, body: FileBody, cut: int | None, stall: bool) -> None:
-        """Stream the asset; with a fault, only `cut` bytes, then close (or stall)."""
+    def send_file(self, body: FileBody, cut: int | None, stall: bool, chunked: bool) -> None:
+        """Stream the asset; with a fault, only `cut` bytes, then close (or stall), or
+        in small chunks with chunked framing."""
         limit = body.length if cut is None else cut
+        piece = CHUNKED_PIECE if chunked else SEND_CHUNK
         with open(body.path, "rb") as f:
             f.seek(body.start)
             sent = 0
             while sent < limit:
-                chunk = f.read(min(SEND_CHUNK, limit - sent))
-                if not chunk:
-                    break  # the file shrank under us: the client sees a short body
-                self.wfile.write(chunk)
-                sent += len(chunk)
+                data = f.read(min(piece, limit - sent))
+                if not data:
+                    self.close_connection = True
+                    return  # the file shrank under us: the client sees a short body
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+                sent += len(data)
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
         if cut is not None:
             self.wfile.flush()
             if stall:
