@@ -31,6 +31,8 @@ _POLL = not hasattr(socket.socket, "recv_into")
 
 _MAX_REDIRECTS = const(5)
 _MAX_HEADERS = const(64)
+# A header line we do not keep may be this long (read past, not stored).
+_MAX_SKIP = const(8192)
 # A redirect's or an error's body is read (to keep the connection) up to this.
 _DRAIN = const(2048)
 
@@ -336,13 +338,20 @@ class Client:
         self._pos += n
         return n
 
-    def _line(self, what):
+    def _line(self, what, skip=False):
         # Length of the next line without its CRLF; it starts at self._buf[self._at].
+        # With skip, a header line longer than the buffer is read past and -1
+        # returned, unless it is one we keep: CDNs send Content-Security-Policy
+        # lines of kilobytes, and only Location (say) must fit the buffer.
         buf = self._buf
         i = self._pos
+        skipped = 0
         while True:
             while i < self._end:
                 if buf[i] == 10:
+                    if skipped:
+                        self._pos = i + 1
+                        return -1
                     self._at = self._pos
                     self._pos = i + 1
                     if i > self._at and buf[i - 1] == 13:
@@ -353,7 +362,17 @@ class Client:
             got = self._fill()
             i += self._pos
             if got < 0:
-                raise LimitError("%s longer than the %d-byte buffer" % (what, len(buf)))
+                head = bytes(buf[0:24]).lower()
+                refuse = not skip or skipped > _MAX_SKIP
+                for name in _KEPT:
+                    refuse = refuse or (not skipped and head.startswith(name + b":"))
+                if refuse:
+                    raise LimitError(
+                        "%s longer than %d bytes" % (what, _MAX_SKIP if skipped else len(buf))
+                    )
+                skipped += self._end
+                self._pos = self._end = i = 0
+                continue
             if not got:
                 raise NetworkError("connection closed in the %s" % what)
 
@@ -385,7 +404,28 @@ class Client:
                 if not reuse:
                     self._connect(key)
                 try:
-                    self._io(self._compose(path, host, extra), True)
+                    # The request is written into the buffer piece by piece: no
+                    # request-sized string (a long signed URL) needs a free block
+                    # in a fragmented heap. Nothing is pending between responses.
+                    pos = 0
+                    for piece in (
+                        "GET ",
+                        path,
+                        " HTTP/1.1\r\nHost: ",
+                        host,
+                        "\r\nUser-Agent: ",
+                        self.user_agent,
+                        "\r\nAccept-Encoding: identity\r\n",
+                        extra,
+                        "\r\n",
+                    ):
+                        # MicroPython: a str's buffer is its UTF-8 bytes (no copy).
+                        piece = memoryview(piece) if _POLL else piece.encode()
+                        if pos + len(piece) > len(self._buf):
+                            raise LimitError("request longer than %d bytes" % len(self._buf))
+                        self._buf[pos : pos + len(piece)] = piece
+                        pos += len(piece)
+                    self._io(self._buf[:pos], True)
                     resp = self._head(url, max_bytes)
                     break
                 except HTTPError as exc:
@@ -436,32 +476,6 @@ class Client:
             return resp
         raise LimitError("more than %d redirects, last to %s" % (_MAX_REDIRECTS, url[:100]))
 
-    def _compose(self, path, host, extra):
-        # The request, written into the buffer piece by piece: no request-sized
-        # string (a long signed URL) needs a free block in a fragmented heap.
-        # Nothing is pending in the buffer between responses.
-        buf = self._buf
-        pos = 0
-        for piece in (
-            "GET ",
-            path,
-            " HTTP/1.1\r\nHost: ",
-            host,
-            "\r\nUser-Agent: ",
-            self.user_agent,
-            "\r\nAccept-Encoding: identity\r\n",
-            extra,
-            "\r\n",
-        ):
-            # MicroPython: a str's buffer is its UTF-8 bytes (no copy).
-            piece = memoryview(piece) if _POLL else piece.encode()
-            n = len(piece)
-            if pos + n > len(buf):
-                raise LimitError("request longer than the %d-byte buffer" % len(buf))
-            buf[pos : pos + n] = piece
-            pos += n
-        return buf[:pos]
-
     def _head(self, url, max_bytes):
         # Status line and headers parsed in the buffer (a 1xx is refused as a status).
         t0 = ticks_ms()
@@ -477,16 +491,18 @@ class Client:
         kept = [None] * len(_KEPT)
         count = 0
         while True:
-            n = self._line("header line")
+            n = self._line("header line", True)
             if not n:
                 break
-            start = i = self._at
-            end = start + n
             count += 1
             if ticks_diff(ticks_ms(), t0) > self.timeout_ms:
                 raise StalledError("headers not complete in %d ms" % self.timeout_ms)
-            if count > _MAX_HEADERS:  # with lines bounded by the buffer: the block is too
+            if count > _MAX_HEADERS:  # lines are bounded too: the whole block is
                 raise LimitError("more than %d headers" % _MAX_HEADERS)
+            if n < 0:
+                continue
+            start = i = self._at
+            end = start + n
             while i < end and 32 < buf[i] < 127 and buf[i] != 58:
                 if 65 <= buf[i] <= 90:
                     buf[i] += 32  # lower-case the name in place

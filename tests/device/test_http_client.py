@@ -56,6 +56,28 @@ def servers():
             response(302, b"<html>redirect</html>", [("Location", "/o/r/releases/tag/v1.2.3")])
         ],
         "/range": _range_route,
+        "/github-like": [
+            response(
+                302,
+                b"<html><body>You are being redirected.</body></html>",
+                [
+                    ("Server", "GitHub.com"),
+                    ("Content-Type", "text/html; charset=utf-8"),
+                    ("Vary", "X-PJAX, X-PJAX-Container, Turbo-Visit, Turbo-Frame, Accept-Encoding"),
+                    ("Location", "https://github.com/o/r/releases/tag/v1.2.3"),
+                    ("Cache-Control", "no-cache"),
+                    ("Strict-Transport-Security", "max-age=31536000; includeSubdomains; preload"),
+                    ("X-Frame-Options", "deny"),
+                    ("Referrer-Policy", "no-referrer-when-downgrade"),
+                    # Several KB on github.com: longer than the buffer, not kept, skipped.
+                    (
+                        "Content-Security-Policy",
+                        "default-src 'none'; " + "img-src x.example; " * 200,
+                    ),
+                    ("X-GitHub-Request-Id", "C0DE:1234:5678:9ABC:DEF0"),
+                ],
+            )
+        ],
         "/missing": [response(404, b"not here")],
         "/busy": [response(503, b"later", [("Retry-After", "30")])],
         "/pointer": [response(200, b"v2.0.0-beta.1\n")],
@@ -131,6 +153,26 @@ r.close()
     assert lines[6] == ["FINAL", "200", main.url("/dir/target")], out
     assert [r.path for r in other.requests] == ["/asset", "/asset"]
     assert all(r.headers["host"] == f"localhost:{other.port}" for r in other.requests)
+
+
+def test_long_unkept_headers_are_skipped_with_a_small_buffer(mpy, servers):
+    main, _ = servers
+    lines, out = run(
+        mpy,
+        f"""
+c = Client(memoryview(BUF)[:512], timeout_ms=3000)
+r = c.get("{main.url("/github-like")}", follow=False)
+print("LOC", r.status, r.location, r.header("content-type").split(";")[0])
+r.close()
+fetch(c, "{main.url("/plain")}")
+print("STATS", c.requests, c.connections)
+""",
+    )
+    assert lines[0] == ["LOC", "302", "https://github.com/o/r/releases/tag/v1.2.3", "text/html"], (
+        out
+    )
+    assert lines[1][:4] == ["OK", "200", str(len(BODY)), SHA], out
+    assert lines[2] == ["STATS", "2", "1"], out
 
 
 def test_follow_false_returns_the_redirect_with_its_location(mpy, servers):
