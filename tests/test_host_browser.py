@@ -602,3 +602,25 @@ def test_chunked_download_fault_sends_chunked_framing(host):
     response, body = client.get(signed)
     assert response.getheader("Content-Length") == str(len(PACK)) and body == PACK
     assert len({r.connection_id for r in host.requests}) == 1
+
+
+def test_close_after_response_fault_drops_a_kept_alive_connection(host):
+    publish(host, "v1.0.0", {"pack.lcm": PACK})
+    client = Client(host)
+    host.inject_fault("close_after_response")
+    response, _ = client.get(f"/{TEST_REPO}/releases/latest")
+    assert response.status == 302 and response.getheader("Connection") is None
+    # Reusing it fails; the client must open a new connection (http.client does so
+    # on the next request).
+    with pytest.raises(http.client.RemoteDisconnected):
+        client.get(f"/{TEST_REPO}/releases/latest")
+    response, _ = client.get(f"/{TEST_REPO}/releases/latest")
+    assert response.status == 302
+    assert len({r.connection_id for r in host.requests if r.path.endswith("/latest")}) == 2
+
+
+def test_unknown_fault_kinds_are_refused(host):
+    with pytest.raises(ValueError, match="unknown fault 'explode'"):
+        host.inject_fault("explode")
+    with pytest.raises(ValueError, match=">= 0"):
+        host.inject_fault("status502", -1)

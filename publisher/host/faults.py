@@ -15,6 +15,7 @@ FAULT_KINDS = (
     "drop_download",  # the next asset downloads: part of the body is sent, then it closes
     "stall_download",  # the next asset downloads: part is sent, then nothing (not closed)
     "chunked_download",  # the next asset downloads (HTTP/1.1): chunked, no Content-Length
+    "close_after_response",  # the next answers: connection closed after it, unannounced
 )
 
 

@@ -196,6 +196,10 @@ class HostHandler(BaseHTTPRequestHandler):
                 if req is not None:
                     self.drain(req)
                 self.write_response(response, record)
+                if self.host.state.faults.take("close_after_response"):
+                    # A kept-alive connection the server drops while the client
+                    # thinks it can reuse it (idle timeouts do this on real CDNs).
+                    self.close_connection = True
             if self.close_connection and (req is None or req.body_left > 0):
                 self.linger()
         except OSError:
