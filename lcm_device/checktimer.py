@@ -80,24 +80,26 @@ def arm_timer(hal, cfg, sched=None, also=()):
         return w
     try:
         from machine import Timer
+        from micropython import schedule
     except ImportError:
         return w
+
+    # Made once, here: the timer callback may run where allocating is not allowed,
+    # so it only queues the poll for the main loop (where machine.reset() works).
+    def tick(_arg):
+        w.poll(uptime_s())
+
+    def irq(_timer):
+        try:
+            schedule(tick, None)
+        except RuntimeError:
+            pass  # the queue is full: the next tick tries again
+
     for timer_id in (-1, 0):  # -1: virtual timer (ESP8266); 0: hardware timer (ESP32)
         try:
             w.timer = Timer(timer_id)
-            w.timer.init(period=POLL_MS, mode=Timer.PERIODIC, callback=lambda _t: _later(w))
+            w.timer.init(period=POLL_MS, mode=Timer.PERIODIC, callback=irq)
             break
         except Exception:
             continue
     return w
-
-
-def _later(w):
-    # machine.Timer callbacks may run in interrupt context: poll from the main
-    # loop instead (machine.reset() from there resets the board as it should).
-    try:
-        from micropython import schedule
-
-        schedule(lambda _: w.poll(uptime_s()), None)
-    except Exception:
-        pass

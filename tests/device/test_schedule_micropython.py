@@ -319,6 +319,53 @@ def test_arm_timer_polls_through_the_board_timer(mpy):
     assert "NOT REACHED" not in proc.stdout
 
 
+# A stand-in for the boards' machine.Timer (the unix port has none): Timer(-1) is
+# refused as on an ESP32, Timer(0) keeps its callback for the test to fire.
+FAKE_MACHINE = """
+class Timer:
+    PERIODIC = 1
+    fired = []
+
+    def __init__(self, timer_id):
+        if timer_id < 0:
+            raise ValueError("no virtual timers")
+        self.timer_id = timer_id
+
+    def init(self, period, mode, callback):
+        print("TIMER", self.timer_id, period, mode)
+        Timer.fired.append(callback)
+"""
+
+
+def test_arm_timer_uses_machine_timer_and_polls_from_the_main_loop(mpy):
+    compile_module(mpy.workdir, "machine", FAKE_MACHINE)
+    out = run(
+        mpy,
+        """
+        from lcm_device import checktimer
+        import machine
+
+        class Board(Hal):
+            def reset(self, code):
+                # machine.reset() does not return on a board; here: say so and stop polling.
+                print("RESET", code)
+                self.reset_code = code
+
+        hal = Board()
+        schedule.request_check(hal)
+        w = checktimer.arm_timer(hal, {})
+        machine.Timer.fired[0](w.timer)  # the timer interrupt: it queues the poll
+        for _ in range(100):  # the main loop: the queued poll runs between bytecodes
+            if getattr(hal, "reset_code", None):
+                break
+        print("REQUESTED", requested())
+        """,
+    ).stdout
+    assert "TIMER 0 1000 1" in out
+    assert "RESET 75" in out
+    assert "REQUESTED True" in out
+
+
 def test_unix_port_without_timer_gets_a_watcher_to_poll(mpy):
     out = run(
         mpy,
