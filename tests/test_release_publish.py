@@ -251,11 +251,21 @@ def _request(
     )
 
 
-def test_publish_killed_at_any_step_then_rerun_ends_with_one_release(world, monkeypatch):
+@pytest.mark.parametrize("tag", ["v1.1.0", "v1.1.0-beta.1"])
+def test_publish_killed_at_any_step_then_rerun_ends_with_one_release(world, monkeypatch, tag):
+    """Killed at every HTTP request of a publish, then re-run: one complete release (for
+    a prerelease, the beta pointer on v1.0.0 is moved too, by delete + upload)."""
+    beta = "-" in tag
+
+    def request(repo: str, sector: bytes) -> PublishRequest:
+        req = _request(world, tag, repo, sector)
+        req.prerelease = beta
+        return req
+
     # The steps of a publish when a release exists already.
     publish(_session(world), _request(world, "v1.0.0"))
     steps = _kill_at(monkeypatch, -1, False)
-    publish(_session(world), _request(world, "v1.1.0"))
+    publish(_session(world), request(REPO, world.sector.read_bytes()))
     monkeypatch.undo()
     # Every request: before it leaves, and after the host acted on it (answer lost).
     kills = list(itertools.product(range(len(steps)), (False, True)))
@@ -269,19 +279,22 @@ def test_publish_killed_at_any_step_then_rerun_ends_with_one_release(world, monk
         publish(_session(world), _request(world, "v1.0.0", repo, sector))
         _kill_at(monkeypatch, k, after)
         with pytest.raises(Killed):
-            publish(_session(world), _request(world, "v1.1.0", repo, sector))
+            publish(_session(world), request(repo, sector))
         monkeypatch.undo()
-        result = publish(_session(world), _request(world, "v1.1.0", repo, sector))
+        result = publish(_session(world), request(repo, sector))
         assert result.state in ("published", "already published"), (steps[k], after)
         releases = world.releases(repo)
-        assert sorted((r.tag_name, r.draft) for r in releases) == [
-            ("v1.0.0", False),
-            ("v1.1.0", False),
+        assert sorted((r.tag_name, r.draft, r.prerelease) for r in releases) == [
+            ("v1.0.0", False, False),
+            (tag, False, beta),
         ], (steps[k], after)
         seqs = sorted(mf.parse_manifest(_manifest_of(world, r)).seq for r in releases)
         assert seqs == [1, 2], (steps[k], after)
-        latest = verify_release(world.host.url, repo, Trust(sector=sector))
-        assert (latest.tag, latest.seq, latest.beta_pointer) == ("v1.1.0", 2, "v1.1.0")
+        channel = "beta" if beta else "stable"
+        newest = verify_release(world.host.url, repo, Trust(sector=sector), channel=channel)
+        assert (newest.tag, newest.seq) == (tag, 2), (steps[k], after)
+        stable = verify_release(world.host.url, repo, Trust(sector=sector))
+        assert stable.beta_pointer == tag, (steps[k], after)
 
 
 def test_force_killed_at_any_step_never_reuses_the_sequence(world, monkeypatch, tmp_path):
