@@ -612,7 +612,8 @@ def test_close_after_response_fault_drops_a_kept_alive_connection(host):
     assert response.status == 302 and response.getheader("Connection") is None
     # Reusing it fails; the client must open a new connection (http.client does so
     # on the next request).
-    with pytest.raises(http.client.RemoteDisconnected):
+    # (RemoteDisconnected, or a reset if the request raced the close).
+    with pytest.raises(ConnectionError):
         client.get(f"/{TEST_REPO}/releases/latest")
     response, _ = client.get(f"/{TEST_REPO}/releases/latest")
     assert response.status == 302

@@ -195,8 +195,11 @@ class HostHandler(BaseHTTPRequestHandler):
             else:
                 if req is not None:
                     self.drain(req)
+                # Taken before the answer leaves: a fault injected after a client
+                # has read an answer never applies to that answer.
+                close_after = self.host.state.faults.take("close_after_response")
                 self.write_response(response, record)
-                if self.host.state.faults.take("close_after_response"):
+                if close_after:
                     # A kept-alive connection the server drops while the client
                     # thinks it can reuse it (idle timeouts do this on real CDNs).
                     self.close_connection = True
