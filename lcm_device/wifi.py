@@ -51,6 +51,17 @@ _FAILURES = {
 }
 
 
+def seconds(cfg, key, default):
+    """A duration setting; a missing, mistyped or negative one takes the default (and says so)."""
+    value = cfg.get(key)
+    if value is None:
+        return default
+    if type(value) is not int or value < 0:  # bool is not a duration either
+        log("wifi: ignoring " + key + "=" + repr(value) + ", using " + str(default))
+        return default
+    return value
+
+
 def ap_name(hal):
     """`LCM-XXXXXX` from the last three bytes of the MAC."""
     return "LCM-" + binascii.hexlify(bytes(hal.unique_id())[-3:]).decode().upper()
@@ -105,13 +116,14 @@ def station(sta, cfg):
     ssid = cfg.get("wifi_ssid")
     if not ssid:
         return False
-    wait_ms = int(cfg.get("wifi_wait_s", DEFAULT_WAIT_S)) * 1000
+    wait_ms = seconds(cfg, "wifi_wait_s", DEFAULT_WAIT_S) * 1000
     start = ticks_ms()
     attempt = 0
     while True:
         attempt += 1
         left = wait_ms - ticks_diff(ticks_ms(), start)
-        reason = join(sta, ssid, cfg.get("wifi_password", ""), max(1000, min(_ATTEMPT_MS, left)))
+        password = cfg.get("wifi_password") or ""
+        reason = join(sta, ssid, password, max(1000, min(_ATTEMPT_MS, left)))
         if reason is None:
             log("wifi: connected to " + repr(ssid) + " at " + sta.ifconfig()[0])
             return True
@@ -170,12 +182,8 @@ def _save_json(hal, cfg):
     hal.fs.rename(path + ".tmp", path)
 
 
-def setup_mode(hal, cfg, *, http_port=80, dns_port=53, bind="0.0.0.0"):
-    """Run the access point, DNS and portal; True when the station is up, False on timeout."""
-    from lcm_device.portal.session import Session
-
-    sta = hal.wlan(STA)
-    sta.active(True)
+def start_ap(hal, cfg):
+    """Bring up the setup access point; (the AP interface, its name)."""
     ap = hal.wlan(AP)
     ap.active(True)
     name = ap_name(hal)
@@ -185,13 +193,24 @@ def setup_mode(hal, cfg, *, http_port=80, dns_port=53, bind="0.0.0.0"):
         log("wifi: setup network " + name + " (OPEN: setup_open is set)")
     else:
         ap.config(essid=name, password=password, authmode=AUTH_WPA2_PSK)
+        # On the serial console for whoever holds the device (also on its label).
         log("wifi: setup network " + name + " password " + password)
+    return ap, name
+
+
+def setup_mode(hal, cfg, *, http_port=80, dns_port=53, bind="0.0.0.0"):
+    """Run the access point, DNS and portal; True when the station is up, False on timeout."""
+    from lcm_device.portal.session import Session
+
+    sta = hal.wlan(STA)
+    sta.active(True)
+    ap, name = start_ap(hal, cfg)
     address = bind if bind != "0.0.0.0" else ap.ifconfig()[0]
     retry = None
     if cfg.get("wifi_ssid"):
-        every = int(cfg.get("wifi_retry_s", DEFAULT_RETRY_S)) * 1000
-        retry = BackgroundRetry(sta, cfg["wifi_ssid"], cfg.get("wifi_password", ""), every)
-    timeout_ms = int(cfg.get("setup_timeout_s", DEFAULT_SETUP_TIMEOUT_S)) * 1000
+        every = seconds(cfg, "wifi_retry_s", DEFAULT_RETRY_S) * 1000
+        retry = BackgroundRetry(sta, cfg["wifi_ssid"], cfg.get("wifi_password") or "", every)
+    timeout_ms = seconds(cfg, "setup_timeout_s", DEFAULT_SETUP_TIMEOUT_S) * 1000
 
     def save(updates):
         merged = dict(cfg)

@@ -27,6 +27,10 @@ The script is read from `$LCM_RADIO_SCRIPT` (a path) or else
 file (atomically) while the device runs. Write it as UTF-8: MicroPython's
 json does not join `\\u` surrogate pairs (emoji).
 
+What the access point shows on the air (active, essid, authmode, password)
+is written to `radio-ap.json` next to the script whenever it changes, so a
+test can check the setup network as a phone would see it.
+
 Status numbers are the ESP32 port's `network.STAT_*` values, so the code
 that reads them is the code that runs on a board.
 """
@@ -122,7 +126,17 @@ class FakeWLAN:
         self._active = bool(on)
         if not self._active:
             self.disconnect()
+        self._show()
         return None
+
+    def _show(self):
+        if self.mode != AP:
+            return
+        air = dict(self._conf)
+        air["active"] = self._active
+        path = self.path[:-5] if self.path.endswith(".json") else self.path
+        with open(path + "-ap.json", "w") as f:
+            json.dump(air, f)
 
     def scan(self):
         if self.mode != STA or not self._active:
@@ -206,6 +220,7 @@ class FakeWLAN:
                 if k not in ("essid", "ssid", "password", "key", "authmode", "channel", "hidden"):
                     raise ValueError("unknown config parameter " + k)
                 self._conf["essid" if k == "ssid" else "password" if k == "key" else k] = kwargs[k]
+            self._show()
             return None
         if len(args) != 1:
             raise TypeError("config() takes one parameter name or keyword arguments")

@@ -175,6 +175,7 @@ def start_setup(
     heap: str | None = None,
     data_heap: int = 0,
     build_dir: Path | None = None,
+    ready: bool = True,
     bind: str = "127.0.0.1",
 ) -> SetupSim:
     """Start a simulated device in setup mode (`mode="connect"`: station first).
@@ -183,7 +184,8 @@ def start_setup(
     without `radio_script`, `lcm/state/radio.json` its air. `heap` is a unix
     port heap size such as "24k"; `data_heap` (bytes) leaves only that much
     heap free once the code is loaded (see DEVICE_SCRIPT). Returns once the
-    portal listens.
+    portal listens (`ready=False`: at once, for a device that may never
+    need setup mode; then use `wait_for`).
     """
     if mode not in ("setup", "connect"):
         raise SetupSimError(f"mode must be 'setup' or 'connect', not {mode!r}")
@@ -228,15 +230,17 @@ def start_setup(
         )
         sim = SetupSim(proc, state, "", bind, dns_port, "", None)
         threading.Thread(target=_pump, args=(proc.stdout, sim._queue), daemon=True).start()
+        if not ready:
+            return sim
         try:
-            ready = sim.wait_for(_READY.pattern)
+            line = sim.wait_for(_READY.pattern)
         except SetupSimError as exc:
             sim.stop()
             last = str(exc)
             if "EADDRINUSE" in last or "Errno 98" in last:
                 continue  # another process took the port in between: new ports
             raise
-        sim.url = ready.group(1)
+        sim.url = line.group(1)
         ap = _AP.search(sim.output())
         if ap:
             sim.ap_name, sim.ap_password = ap.group(1), ap.group(2)
