@@ -20,7 +20,7 @@ Rules (the maths is in docs/lifecycle.md):
   after every power-on);
 - a requested check (app, gesture, timer: the REQUEST file) is due at once,
   and stays requested across resets until a check is recorded;
-- no saved state (new or factory-reset device): due within _MIN_S.
+- no saved state (new or factory-reset device): due at once.
 
 Checks while an app runs: `lcm_device.checktimer.arm_timer(hal, cfg)`.
 """
@@ -108,7 +108,7 @@ class Schedule:
         if self.requested:
             left = 0
         elif self.remaining is None:
-            left = int(self.rand() * _MIN_S)
+            left = 0  # a new device has no app yet: check at its first boot
         elif power_on:
             left = int(self.rand() * self.window)
         else:
