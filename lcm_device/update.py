@@ -55,12 +55,13 @@ from lcm_device.fetch import PackStream, Refused, download
 from lcm_device.hal.fs import makedirs, remove_if_exists, remove_tree
 from lcm_device.http import Client, HTTPError, StatusError
 
-BUF_SIZE = 2048
-_NET = const(1024)  # first half of the buffer: the HTTP client's; second half: file data
+BUF_SIZE = 3072
+_NET = const(1024)  # the HTTP client's part of the buffer (header lines); the rest: file data
 _DONE = const(0)
 _COPY = const(1)
 _GET = const(2)
 _REC = const(9)
+_BATCH = const(32)
 _FREE_MARGIN = const(4096)
 
 
@@ -369,6 +370,9 @@ class Updater:
         get_bytes = 0
         mf, files = self._files(slot)
         out = hal.fs.open_write(plan)
+        # Records are written _BATCH at a time: fewer, larger flash writes.
+        batch = bytearray(_REC * _BATCH)
+        n = 0
         try:
             for e in files:
                 target = base + e.path
@@ -384,7 +388,13 @@ class Updater:
                     rec = (_GET, e.offset + have, e.offset + e.size)
                     need += e.size - have
                     get_bytes += e.size - have
-                out.write(struct.pack(">BII", rec[0], rec[1], rec[2]))
+                struct.pack_into(">BII", batch, n, rec[0], rec[1], rec[2])
+                n += _REC
+                if n == len(batch):
+                    out.write(batch)
+                    n = 0
+            if n:
+                out.write(memoryview(batch)[:n])
         finally:
             out.close()
             mf.close()

@@ -187,13 +187,17 @@ def simulate(
     interval_s: float = 0,
     on_line: Callable[[str], None] | None = None,
     env: dict[str, str] | None = None,
+    check_after_cut: bool = False,
+    on_exit: Callable[[int, SimStatus], None] | None = None,
 ) -> SimStatus:
     """Boot a provisioned device until its app returns (`once`) or `max_boots` boots.
 
     With `once` the first boot checks for an update at once and the run ends
     after the app returns from the boot that follows (the trial boot after an
     install). `fault_at` cuts the power at that flash mutation of the first
-    boot only, as the power-cut tests do.
+    boot only, as the power-cut tests do; `check_after_cut` asks for a check
+    at the boot after a power cut, and `on_exit(code, status)` sees the
+    flash between boots (status.state is the boot.json of that moment).
     """
     state = Path(state)
     if not (state / "main.py").exists():
@@ -217,9 +221,13 @@ def simulate(
             if on_line is not None:
                 on_line(line)
         check_now = False
+        if on_exit is not None:
+            status.state = read_state(state)
+            on_exit(code, status)
         if code == EXIT_POWER_CUT:
             (state / ".rtc").unlink(missing_ok=True)
             cause = "power"
+            check_now = check_after_cut
             continue
         if code == EXIT_RESET:
             cause = "reset"
