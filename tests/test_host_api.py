@@ -378,3 +378,15 @@ def test_fuzzed_release_bodies_get_201_200_or_a_clear_error(host, repo):
     conn.request("POST", f"/api/v3/repos/{TEST_REPO}/releases", body=deep, headers=headers)
     response = conn.getresponse()
     assert response.status == 400 and b"Problems parsing JSON" in response.read()
+
+
+def test_a_storage_failure_is_a_500_naming_it(host, repo, monkeypatch, tmp_path):
+    rel = repo.create_git_release("v1.0.0", "one", "", draft=True)
+    monkeypatch.setattr(host.store, "new_upload_file", lambda: tmp_path / "gone" / "upload")
+    no_retry = github_client(host, retry=None).get_repo(TEST_REPO).get_release(rel.id)
+    with pytest.raises(GithubException) as caught:
+        upload(no_retry, "pack.lcm", b"p" * 1000)
+    assert caught.value.status == 500
+    assert caught.value.data["message"].startswith("cannot store the asset: ")
+    [asset] = rel.get_assets()
+    assert asset.state == "starter"  # as a failed upload on GitHub: delete, then retry

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -311,30 +312,46 @@ def handle_upload(state: HostState, req: Request) -> Response:
     return json_response(201, render.asset_json(req.urls, rel, asset))
 
 
-def receive_body(state: HostState, req: Request, tmp: Any) -> tuple[int, str] | None:
-    """Stream the body to `tmp`, hashing it; None (file removed) if it ends early."""
+class ClientGone(Exception):
+    """The uploading client stopped sending (or a drop_upload fault cut it)."""
+
+
+def receive_body(state: HostState, req: Request, tmp: Path) -> tuple[int, str] | None:
+    """Stream the body to `tmp`, hashing it; None (file removed) if the client went away.
+
+    A failure to store the bytes (disk full) is the host's: a 500 naming it.
+    """
     drop_after = req.body_left // 2 if state.faults.take("drop_upload") else None
     digest = hashlib.sha256()
     size = 0
     try:
         with open(tmp, "wb") as f:
             while req.body_left > 0:
-                want = UPLOAD_CHUNK
-                if drop_after is not None:
-                    want = min(want, drop_after - size)
-                    if want <= 0:
-                        raise ConnectionAbortedError("injected drop_upload fault")
-                chunk = req.read(want)
-                if not chunk:
-                    raise ConnectionAbortedError("client closed the upload early")
+                want = UPLOAD_CHUNK if drop_after is None else min(UPLOAD_CHUNK, drop_after - size)
+                chunk = read_upload(req, want)
                 digest.update(chunk)
                 f.write(chunk)
                 size += len(chunk)
             if drop_after is not None:
-                raise ConnectionAbortedError("injected drop_upload fault")
+                raise ClientGone("injected drop_upload fault")
             f.flush()
             os.fsync(f.fileno())
-    except OSError:
-        os.unlink(tmp)
+    except ClientGone:
+        tmp.unlink(missing_ok=True)
         return None
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ApiError(500, f"cannot store the asset: {exc.strerror or exc}") from None
     return size, digest.hexdigest()
+
+
+def read_upload(req: Request, want: int) -> bytes:
+    if want <= 0:
+        raise ClientGone("injected drop_upload fault")
+    try:
+        chunk = req.read(want)
+    except OSError:  # reset, timeout
+        raise ClientGone("the upload connection broke") from None
+    if not chunk:
+        raise ClientGone("client closed the upload early")
+    return chunk
