@@ -7,11 +7,10 @@ class Esp32Hal(BoardHal):
     board = "esp32"
 
     def partitions(self):
-        """(running, next update) OTA partitions: `esp32.Partition` objects."""
+        """The `esp32.Partition` class (RUNNING, get_next_update, ...) for firmware updates."""
         from esp32 import Partition
 
-        running = Partition(Partition.RUNNING)
-        return running, running.get_next_update()
+        return Partition
 
     def mark_app_valid(self):
         """Keep the running firmware: cancel the bootloader's roll-back."""

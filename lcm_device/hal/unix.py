@@ -155,6 +155,12 @@ class UnixHal:
 
         return wlan(mode, self.root)
 
+    def partitions(self):
+        """ESP32 OTA partitions simulated with files (lcm_device.hal.simpartition)."""
+        from lcm_device.hal.simpartition import SimPartitions
+
+        return SimPartitions(self.root, self.fs)
+
     def reset_cause(self):
         """ "power" after a power-on or power cut, "reset" after a reset (the simulator knows)."""
         return self._cause

@@ -116,8 +116,8 @@ def test_board_hal_runs_against_stub_shaped_modules(mpy: Any, board: str) -> Non
     extra = ""
     if board == "esp32":
         extra = (
-            "running, nxt = hal.partitions()\n"
-            "print('ota', running.id, nxt.id)\n"
+            "P = hal.partitions()\n"
+            "print('ota', P(P.RUNNING).id, P(P.RUNNING).get_next_update().id)\n"
             "hal.mark_app_valid()\nprint('valid', calls)\n"
         )
     else:
