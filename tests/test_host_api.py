@@ -390,3 +390,20 @@ def test_a_storage_failure_is_a_500_naming_it(host, repo, monkeypatch, tmp_path)
     assert caught.value.data["message"].startswith("cannot store the asset: ")
     [asset] = rel.get_assets()
     assert asset.state == "starter"  # as a failed upload on GitHub: delete, then retry
+
+
+def test_a_failed_metadata_write_changes_nothing(host, repo, monkeypatch):
+    repo.create_git_release("v1.0.0", "one", "")
+
+    def disk_full(path, data, mode=0o644):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("publisher.host.store.write_atomic", disk_full)
+    no_retry = github_client(host, retry=None).get_repo(TEST_REPO)
+    with pytest.raises(GithubException) as caught:
+        no_retry.create_git_release("v2.0.0", "two", "")
+    assert caught.value.status == 500
+    assert caught.value.data["message"] == "cannot save host metadata: No space left on device"
+    monkeypatch.undo()
+    assert [r.tag_name for r in repo.get_releases()] == ["v1.0.0"]
+    assert repo.get_latest_release().tag_name == "v1.0.0"

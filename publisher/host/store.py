@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from publisher.fsutil import write_atomic
-from publisher.host.errors import HostError, not_found, validation_failed
+from publisher.host.errors import ApiError, HostError, not_found, validation_failed
 
 META_FILE = "meta.json"
 META_FORMAT = 1
@@ -102,15 +102,15 @@ class Store:
         for torn in self.root.glob("." + META_FILE + ".*"):
             # A metadata write cut before its rename: meta.json itself is whole.
             torn.unlink(missing_ok=True)
-        self.next_id = FIRST_ID
-        self.repos: dict[str, Repo] = {}
-        self.releases: dict[int, Release] = {}
-        self.assets: dict[int, Asset] = {}
         self._load()
 
     # -- persistence ---------------------------------------------------------
 
     def _load(self) -> None:
+        self.next_id = FIRST_ID
+        self.repos: dict[str, Repo] = {}
+        self.releases: dict[int, Release] = {}
+        self.assets: dict[int, Asset] = {}
         path = self.root / META_FILE
         if not path.exists():
             return
@@ -143,7 +143,12 @@ class Store:
         """Run `func` under the lock and persist; on an error nothing is saved."""
         with self._lock:
             result = func()
-            self._save()
+            try:
+                self._save()
+            except OSError as exc:
+                # Back to what is on disk, so memory never claims an unsaved change.
+                self._load()
+                raise ApiError(500, f"cannot save host metadata: {exc.strerror or exc}") from None
             return result
 
     def read(self, func: Callable[[], T]) -> T:
@@ -171,6 +176,13 @@ class Store:
             return repo
 
         return self.change(create)
+
+    def _current(self, repo: Repo) -> Repo:
+        """The live record of `repo` (a request may hold one from before a reload)."""
+        current = self.repos.get(repo.full_name)
+        if current is None:
+            raise not_found()
+        return current
 
     def repo(self, full_name: str) -> Repo:
         """The repo, case-insensitively as GitHub matches owner/name; 404 when unknown."""
@@ -258,6 +270,7 @@ class Store:
         self, repo: Repo, fields: dict[str, Any], author: str, make_latest: str | None
     ) -> Release:
         def create() -> Release:
+            current = self._current(repo)
             now = time.time()
             rel = Release(
                 id=self._new_id(),
@@ -275,7 +288,7 @@ class Store:
             )
             self._check_tag_free(rel)
             self.releases[rel.id] = rel
-            self._apply_make_latest(repo, rel, make_latest, newly=not rel.draft)
+            self._apply_make_latest(current, rel, make_latest, newly=not rel.draft)
             return rel
 
         return self.change(create)
@@ -284,6 +297,7 @@ class Store:
         self, repo: Repo, release_id: int, fields: dict[str, Any], make_latest: str | None
     ) -> Release:
         def update() -> Release:
+            current = self._current(repo)
             rel = self.release(repo, release_id, drafts=True)
             candidate = dataclasses.replace(rel, **fields)
             newly = rel.draft and not candidate.draft
@@ -291,19 +305,20 @@ class Store:
                 candidate.published_at = time.time()
             self._check_tag_free(candidate)
             self.releases[rel.id] = candidate
-            self._apply_make_latest(repo, candidate, make_latest, newly)
+            self._apply_make_latest(current, candidate, make_latest, newly)
             return candidate
 
         return self.change(update)
 
     def delete_release(self, repo: Repo, release_id: int) -> None:
         def delete() -> None:
+            current = self._current(repo)
             rel = self.release(repo, release_id, drafts=True)
             for asset in self.assets_of(rel):
                 self._drop_asset(asset)
             del self.releases[rel.id]
-            if repo.latest_id == rel.id:
-                repo.latest_id = None
+            if current.latest_id == rel.id:
+                current.latest_id = None
 
         self.change(delete)
 
