@@ -165,13 +165,19 @@ class Updater:
 
     def _latest_tag(self):
         if self.channel == "beta":
-            resp = self.client.get(
-                release.beta_pointer_url(self.web, self.repo), max_bytes=release.MAX_TAG + 2
-            )
             try:
-                return release.tag_from_pointer(resp.read_all(release.MAX_TAG + 2))
-            finally:
-                resp.close()
+                resp = self.client.get(
+                    release.beta_pointer_url(self.web, self.repo), max_bytes=release.MAX_TAG + 2
+                )
+            except StatusError as exc:
+                if exc.status != 404:
+                    raise
+                resp = None  # no pointer published (yet): the latest full release
+            if resp is not None:
+                try:
+                    return release.tag_from_pointer(resp.read_all(release.MAX_TAG + 2))
+                finally:
+                    resp.close()
         resp = self.client.get(release.latest_url(self.web, self.repo), follow=False)
         resp.close()
         if resp.status not in (301, 302, 303, 307, 308):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cert_sector.assets import MANIFEST_ASSET, PACK_ASSET, SECTOR_ASSET
+from cert_sector.assets import BETA_POINTER_ASSET, MANIFEST_ASSET, PACK_ASSET, SECTOR_ASSET
 from publisher.device.simulate import SimStatus, provision, simulate
 from publisher.signing import Signer
 from tests.hostserver import TEST_REPO, github_client
@@ -64,6 +64,7 @@ class Repo:
         pack: bytes | None = None,
         sector: bytes | None = None,
         key: Signer | None = None,
+        prerelease: bool = False,
         **kw: Any,
     ) -> tuple[bytes, bytes]:
         """Publish tag v`version`; returns (manifest, pack) as uploaded."""
@@ -75,15 +76,24 @@ class Repo:
         )
         m = m if manifest is None else manifest
         p = p if pack is None else pack
-        rel = self.gh.create_git_release(f"v{version}", f"v{version}", "", draft=True)
+        rel = self.gh.create_git_release(
+            f"v{version}", f"v{version}", "", draft=True, prerelease=prerelease
+        )
         for name, data in (
             (SECTOR_ASSET, self.sector if sector is None else sector),
             (MANIFEST_ASSET, m),
             (PACK_ASSET, p),
         ):
             rel.upload_asset_from_memory(data, len(data), name)
-        rel.update_release(f"v{version}", "", draft=False)
+        rel.update_release(f"v{version}", "", draft=False, prerelease=prerelease)
         return m, p
+
+    def point_beta(self, stable_version: str, tag: str) -> None:
+        """Upload the `beta.tag` pointer (naming `tag`) to the release v`stable_version`."""
+        data = (tag + "\n").encode()
+        self.gh.get_release(f"v{stable_version}").upload_asset_from_memory(
+            data, len(data), BETA_POINTER_ASSET
+        )
 
 
 def new_device(tmp_path: Path, mpy: Any, host: Any, repo: Repo, **settings: Any) -> Path:

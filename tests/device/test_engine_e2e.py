@@ -151,3 +151,22 @@ print("read", got, "resumes", pack.resumes, "sha", h.digest() == {hashlib.sha256
     assert f"read {len(pack)} resumes 2 sha True" in out, out
     ranged = [r for r in host.requests if r.status == 206]
     assert len(ranged) == 3, host.requests
+
+
+def test_beta_channel_follows_the_pointer_and_stable_devices_do_not(
+    tmp_path: Path, mpy: Any, host: Any
+) -> None:
+    repo = Repo(host)
+    repo.publish("1.0.0", app_files("1.0.0", n=3))
+    stable = new_device(tmp_path / "s", mpy, host, repo)
+    beta = new_device(tmp_path / "b", mpy, host, repo, channel="beta")
+    # No pointer yet: a beta device installs the latest full release.
+    assert run(beta, mpy).state["app_tag"] == "v1.0.0"
+    assert run(stable, mpy).state["app_tag"] == "v1.0.0"
+    repo.publish("1.1.0-beta.1", app_files("1.1.0-beta.1", n=3), channel="beta", prerelease=True)
+    repo.point_beta("1.0.0", "v1.1.0-beta.1")
+
+    assert run(beta, mpy).state["app_tag"] == "v1.1.0-beta.1"
+    status = run(stable, mpy)
+    assert "app: v1.0.0 is installed, nothing new" in text(status)
+    assert status.state["app_tag"] == "v1.0.0"
