@@ -98,7 +98,10 @@ def join(sta, ssid, password, timeout_ms=_ATTEMPT_MS):
         sta.disconnect()
     except OSError:
         pass
-    sta.connect(ssid, password)
+    try:
+        sta.connect(ssid, password)
+    except OSError as e:  # boards refuse some names outright, or are busy scanning
+        return "the radio refused the attempt (" + str(e) + ")"
     start = ticks_ms()
     while True:
         if sta.isconnected():
@@ -158,7 +161,10 @@ class BackgroundRetry:
     def restart(self):
         # The user's attempt replaced the station's connection; start the retry over.
         self.last = ticks_ms()
-        self.sta.connect(self.ssid, self.password)
+        try:
+            self.sta.connect(self.ssid, self.password)
+        except OSError as e:
+            log("wifi: background retry failed: " + str(e))
 
 
 def save_config(hal, cfg):
