@@ -625,3 +625,15 @@ def test_unknown_fault_kinds_are_refused(host):
         host.inject_fault("explode")
     with pytest.raises(ValueError, match=">= 0"):
         host.inject_fault("status502", -1)
+
+
+def test_head_on_the_api_answers_headers_only(host):
+    client = Client(host)
+    response, body = client.get(f"/api/v3/repos/{TEST_REPO}", method="HEAD")
+    assert response.status == 200 and body == b""
+    assert int(response.getheader("Content-Length")) > 100
+    response, body = client.get(f"/api/v3/repos/{TEST_REPO}/releases/latest", method="HEAD")
+    assert response.status == 404 and body == b""
+    # The kept-alive connection is still in step.
+    response, body = client.get(f"/api/v3/repos/{TEST_REPO}")
+    assert response.status == 200 and json.loads(body)["full_name"] == TEST_REPO

@@ -55,7 +55,7 @@ def handle_api(state: HostState, req: Request) -> Response:
     if req.auth == "invalid":
         raise ApiError(401, "Bad credentials")
     parts = req.segments(API_PREFIX)
-    if parts == ["rate_limit"] and req.method == "GET":
+    if parts == ["rate_limit"] and req.route_method == "GET":
         return rate_limit(state, req)
     if req.authenticated:
         rate_headers = state.limiter.authenticated()
@@ -86,7 +86,7 @@ def injected_failure(state: HostState) -> Response | None:
 
 
 def route_api(state: HostState, req: Request, parts: list[str]) -> Response:
-    method = req.method
+    method = req.route_method
     if method in ("POST", "PATCH", "DELETE", "PUT") and not req.authenticated:
         raise ApiError(401, "Requires authentication")
     if parts == ["user"] and method == "GET":
@@ -223,16 +223,16 @@ def create_release(state: HostState, req: Request, repo: Repo) -> Response:
 
 def release_route(state: HostState, req: Request, repo: Repo, rel_id: int) -> Response:
     store = state.store
-    if req.method == "GET":
+    if req.route_method == "GET":
         rel = store.read(lambda: store.release(repo, rel_id, drafts=req.authenticated))
         return release_response(state, req, rel)
-    if req.method == "PATCH":
+    if req.route_method == "PATCH":
         fields, make_latest = release_fields(req.json_body())
         if fields.get("draft") is True:
             fields["published_at"] = None
         rel = store.update_release(repo, rel_id, fields, make_latest)
         return release_response(state, req, rel)
-    if req.method == "DELETE":
+    if req.route_method == "DELETE":
         store.delete_release(repo, rel_id)
         return Response(204)
     raise not_found()
@@ -240,7 +240,7 @@ def release_route(state: HostState, req: Request, repo: Repo, rel_id: int) -> Re
 
 def asset_route(state: HostState, req: Request, repo: Repo, asset_id: int) -> Response:
     store = state.store
-    if req.method == "GET":
+    if req.route_method == "GET":
         rel, asset = store.read(lambda: store.asset(repo, asset_id, drafts=req.authenticated))
         if "application/octet-stream" in (req.headers.get("Accept") or ""):
             if asset.state != "uploaded":
@@ -248,7 +248,7 @@ def asset_route(state: HostState, req: Request, repo: Repo, asset_id: int) -> Re
             query = state.signer.query(asset.id)
             return redirect(req.urls.signed_asset(asset, query))
         return json_response(200, render.asset_json(req.urls, rel, asset))
-    if req.method == "PATCH":
+    if req.route_method == "PATCH":
         body = req.json_body()
         name = body.get("name")
         label = body.get("label")
@@ -260,7 +260,7 @@ def asset_route(state: HostState, req: Request, repo: Repo, asset_id: int) -> Re
         asset = store.update_asset(repo, asset_id, new_name, label)
         rel, asset = store.read(lambda: store.asset(repo, asset_id, drafts=True))
         return json_response(200, render.asset_json(req.urls, rel, asset))
-    if req.method == "DELETE":
+    if req.route_method == "DELETE":
         store.delete_asset(repo, asset_id)
         return Response(204)
     raise not_found()

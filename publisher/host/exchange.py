@@ -43,6 +43,11 @@ class Request:
         return parts
 
     @property
+    def route_method(self) -> str:
+        """HEAD is routed as GET (the handler then sends the headers only)."""
+        return "GET" if self.method == "HEAD" else self.method
+
+    @property
     def authenticated(self) -> bool:
         return self.auth == "valid"
 
