@@ -11,6 +11,7 @@ release although the schedule says the next check is hours away.
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +90,24 @@ def test_five_quick_power_cycles_install_a_new_release_now(tmp_path: Path, mpy: 
         assert "APP v1.0.1 running" in out
         assert counter.read_text() == "0"
         assert not (state / "lcm/state/check.now").exists()
+
+    # The device's flash log, as `lcm logs --state` prints it: the whole story in order.
+    logs = subprocess.run(
+        [sys.executable, "-c", "from publisher.cli import main; main()", "logs", "--state", state],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.splitlines()
+    # (Lines printed just before a kill may not have reached the ring: the cut is real.)
+    story = [
+        "app: switched to app0 (v1.0.0), trial boot next",
+        "gesture: 5 power cycles = check in 6 s (cut the power to change)",
+        "gesture: check",
+        "app: switched to app1 (v1.0.1), trial boot next",
+    ]
+    found = [next(i for i, line in enumerate(logs) if line.endswith(s)) for s in story]
+    assert found == sorted(found), "\n".join(logs)
+    # Every line parsed: device time (the unix HAL knows the clock), one device, a number.
+    device = logs[0].split()[1]
+    assert all(line.split()[1] == device and line.split()[2].startswith("#") for line in logs)
