@@ -37,10 +37,13 @@ def tag_from_location(location, repo):
     if location is None:
         raise FormatError("no Location in the latest-release redirect")
     path = location.split("?", 1)[0]
-    marker = "/" + repo + _TAG_MARK
-    i = path.find(marker)
+    # GitHub redirects to the repo's canonical spelling: owner and name match
+    # case-insensitively, the tag keeps its case.
+    lowered = path.lower()
+    marker = ("/" + repo + _TAG_MARK).lower()
+    i = lowered.find(marker)
     if i < 0:
-        if path.rstrip("/").endswith("/" + repo + "/releases"):
+        if lowered.rstrip("/").endswith(("/" + repo + "/releases").lower()):
             return None
         raise FormatError("unexpected latest-release redirect to " + repr(location[:100]))
     return check_tag(path[i + len(marker) :])
