@@ -189,10 +189,12 @@ def simulate(
     env: dict[str, str] | None = None,
     check_after_cut: bool = False,
     on_exit: Callable[[int, SimStatus], None] | None = None,
+    check_first: bool = True,
 ) -> SimStatus:
     """Boot a provisioned device until its app returns (`once`) or `max_boots` boots.
 
-    With `once` the first boot checks for an update at once and the run ends
+    With `once` the first boot checks for an update at once (unless not
+    `check_first`: then the device's schedule decides) and the run ends
     after the app returns from the boot that follows (the trial boot after an
     install). `fault_at` cuts the power at that flash mutation of the first
     boot only, as the power-cut tests do; `check_after_cut` asks for a check
@@ -204,7 +206,7 @@ def simulate(
         raise SimulateError(f"{state} is not a provisioned device (no main.py): provision it first")
     status = SimStatus()
     cause = "power"
-    check_now = True
+    check_now = check_first
     while status.boots < max_boots:
         status.boots += 1
         code, lines = boot_once(

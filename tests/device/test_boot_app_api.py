@@ -1,0 +1,76 @@
+"""The `lcm` module apps import: status(), confirm(), request_update(); and trial rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.device.enginekit import Repo, app_files, new_device, run, text
+from tests.hostserver import running_host
+
+CONFIRMS_THEN_CRASHES = """import lcm
+st = lcm.status()
+print("STATUS", st["app"], st["slot"], st["trial"])
+lcm.confirm()
+print("AFTER", lcm.status()["trial"])
+raise RuntimeError("crash after confirming")
+"""
+
+REQUESTS_UPDATE = """import lcm
+import os
+if "please-check" in os.listdir("."):  # the test's way to press the app's "update" button
+    os.remove("please-check")
+    lcm.request_update()
+print("APP", lcm.status()["app"], "running")
+"""
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Any]:
+    with running_host(tmp_path) as h:
+        yield h
+
+
+def test_app_confirming_itself_is_kept_even_if_it_crashes_later(
+    tmp_path: Path, mpy: Any, host: Any
+) -> None:
+    repo = Repo(host)
+    repo.publish("1.0.0", app_files("1.0.0", n=2))
+    state = new_device(tmp_path, mpy, host, repo)
+    assert run(state, mpy).state["app_tag"] == "v1.0.0"
+    files = app_files("2.0.0", n=2)
+    files["main.py"] = CONFIRMS_THEN_CRASHES.encode()
+    repo.publish("2.0.0", files)
+
+    status = run(state, mpy, max_boots=4)
+
+    out = text(status)
+    assert "STATUS v2.0.0 app1 True" in out and "AFTER False" in out
+    assert "app: confirmed v2.0.0" in out
+    # Confirmed: its later crashes reset the board but never roll it back.
+    assert status.state["app_tag"] == "v2.0.0" and status.state["app_trial"] is None
+    assert "rolled back" not in out
+
+
+def test_app_requests_an_update_check(tmp_path: Path, mpy: Any, host: Any) -> None:
+    repo = Repo(host)
+    files = app_files("1.0.0", n=2)
+    files["main.py"] = REQUESTS_UPDATE.encode()
+    repo.publish("1.0.0", files)
+    state = new_device(tmp_path, mpy, host, repo, check_interval_s=86400, power_on_window_s=86400)
+    assert run(state, mpy).state["app_tag"] == "v1.0.0"
+    files = dict(files)
+    files["lib/m00.py"] = b"VALUE = 'two'\n"
+    repo.publish("2.0.0", files)
+
+    # No check is due at this boot (the schedule says a day); the app asks for one.
+    (state / "please-check").touch()
+    status = run(state, mpy, check_first=False)
+    out = text(status)
+    assert "check: not due for" in out.split("--- boot 2")[0], out
+    assert "app: update check requested" in out
+    assert status.state["app_tag"] == "v2.0.0", out
+    assert status.exits == [75, 75, 0], out
