@@ -170,3 +170,37 @@ def test_beta_channel_follows_the_pointer_and_stable_devices_do_not(
     status = run(stable, mpy)
     assert "app: v1.0.0 is installed, nothing new" in text(status)
     assert status.state["app_tag"] == "v1.0.0"
+
+
+def test_expired_signed_asset_url_is_renewed(tmp_path: Path, mpy: Any, host: Any) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    repo = Repo(host)
+    _, pack = repo.publish("1.0.0", app_files("1.0.0", n=4))
+    url = f"{host.url}/{repo.name}/releases/download/v1.0.0/pack.lcm"
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port)
+    conn.request("GET", parts.path)
+    signed = conn.getresponse().getheader("Location")
+    conn.close()
+    host.expire_signed_urls()
+    host.clear_requests()
+
+    code = f"""
+from lcm_device.fetch import PackStream
+from lcm_device.http import Client
+buf = memoryview(bytearray(2048))
+client = Client(buf[:1024], timeout_ms=2000)
+pack = PackStream(client, {url!r}, {len(pack)}, log=print)
+pack.cdn = {signed!r}  # resolved earlier; expired since
+pack.open(0, {len(pack)})
+got = 0
+while got < {len(pack)}:
+    got += pack.readinto(buf[1024 : 1024 + min(1024, {len(pack)} - got)])
+print("read", got)
+"""
+    out = mpy.run(code, heap=engine_heap(mpy)).stdout
+    assert "download: asset URL expired (HTTP 403), renewing" in out, out
+    assert f"read {len(pack)}" in out
+    assert [r.status for r in host.requests] == [403, 302, 206], host.requests
