@@ -106,7 +106,11 @@ def test_submission_must_be_a_form(portal: SetupSim) -> None:  # noqa: F811
         (b"ssid=%ff%fe", "Network is not valid UTF-8"),
         (b"ssid=a&ssid=b", "field ssid was sent twice"),
         (b"x=1&" * 30, "too many form fields"),
-        (b"ssid=&hidden_ssid=", "a network name is 1 to 32 bytes"),
+        (b"ssid=&hidden_ssid=", "pick a network, or type the name of a hidden one"),
+        (
+            b"ssid=&hidden_ssid=" + "é".encode() * 17,
+            "a network name is 1 to 32 bytes, this one is 34",
+        ),
         (b"ssid=" + b"a" * 33, "a network name is 1 to 32 bytes"),
         (b"ssid=home&password=short", "8 to 63 characters"),
         (b"ssid=home&password=" + b"p" * 64, "8 to 63 characters"),

@@ -161,7 +161,10 @@ def validate(fields, cfg):
     if ssid:
         check_ssid("ssid", ssid)
     else:
-        ssid = check_ssid("hidden_ssid", fields.get("hidden_ssid", "").strip())
+        ssid = fields.get("hidden_ssid", "").strip()
+        if not ssid:
+            raise FormError("ssid", "pick a network, or type the name of a hidden one")
+        check_ssid("hidden_ssid", ssid)
     password = check_password(fields.get("password", ""))
     settings = {"wifi_ssid": ssid, "wifi_password": password}
     repo = fields.get("repo", "").strip()
