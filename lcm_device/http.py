@@ -246,10 +246,13 @@ class Client:
     def _connect(self, key):
         self.close()
         scheme, host, port = key
-        sock = socket.socket()
         what = "connect to %s:%d" % (host, port)
+        sock = None
         try:
-            addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
+            # The first address, with its family (a name may resolve to IPv6).
+            ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+            sock = socket.socket(ai[0], socket.SOCK_STREAM)
+            addr = ai[-1]
             sock.settimeout(self.timeout_ms / 1000)
             sock.connect(addr)
             if scheme == "https":
@@ -279,7 +282,8 @@ class Client:
                 sock.setblocking(False)
                 self._poll = select.poll()
         except (OSError, ValueError, IndexError) as exc:
-            sock.close()
+            if sock:
+                sock.close()
             raise _net(exc, what) from None
         self.connections += 1
         self._sock = sock
@@ -295,7 +299,12 @@ class Client:
                         return sock.sendall(mv)
                     got = sock.recv_into(mv)
                 else:
-                    got = sock.write(mv) if send else sock.readinto(mv)
+                    try:
+                        got = sock.write(mv) if send else sock.readinto(mv)
+                    except OSError as exc:
+                        if exc.args[0] != 11:  # EAGAIN: not ready, wait below
+                            raise
+                        got = None
                 if got is None:
                     self._poll.register(sock, select.POLLOUT if send else select.POLLIN)
                     if not self._poll.poll(self.timeout_ms):

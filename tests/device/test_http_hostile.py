@@ -5,6 +5,9 @@ what was wrong, never a crash or a hang (the client has short timeouts here and
 the run has a process timeout), and the same client must work afterwards.
 """
 
+import contextlib
+import socket
+
 import pytest
 
 from tests.test_http_servers import (
@@ -222,3 +225,41 @@ print("STATS", c.requests, c.connections)
     assert "bad byte range None-5" in lines[5][2]
     assert "X has an invalid character" in lines[6][2]
     assert lines[7] == ["STATS", "0", "0"], proc.stdout
+
+
+def test_connect_refused_and_connect_timeout(mpy):
+    # A listener that never accepts, its backlog full: further SYNs go unanswered.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    silent_port = listener.getsockname()[1]
+    filler = []
+    for _ in range(3):
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect(listener.getsockname())
+        filler.append(sock)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    refused_port = closed.getsockname()[1]
+    closed.close()
+    try:
+        proc = mpy.run(
+            driver_script(
+                f"""
+c = Client(BUF, timeout_ms=500)
+fetch(c, "http://127.0.0.1:{silent_port}/")
+fetch(c, "http://127.0.0.1:{refused_port}/")
+"""
+            ),
+            timeout=60,
+        )
+    finally:
+        for sock in [*filler, listener]:
+            sock.close()
+    lines = parse_lines(proc.stdout)
+    assert lines[0][:2] == ["ERR", "StalledError"], proc.stdout
+    assert lines[0][2] == f"connect to 127.0.0.1:{silent_port} timed out"
+    assert lines[1][:2] == ["ERR", "NetworkError"], proc.stdout
+    assert lines[1][2].startswith(f"connect to 127.0.0.1:{refused_port} failed: ")
