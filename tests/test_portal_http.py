@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import random
+import re
 import socket
 import urllib.parse
+from pathlib import Path
 
 import pytest
 
-from publisher.device.setup_sim import SetupSim
+from publisher.device.setup_sim import SetupSim, start_setup
 from tests.test_portal_support import (  # noqa: F401  (fixtures)
+    DATA_HEAP,
     FORM,
     form_body,
     http,
+    make_state,
     portal,
     portal_build,
     read_config,
@@ -242,3 +246,25 @@ def test_malformed_batch_no_crash_no_hang_keeps_serving(portal: SetupSim) -> Non
     out = portal.output()
     assert "Traceback" not in out and "request failed" not in out, out
     assert portal.process.poll() is None
+
+
+def test_crowded_air_lists_the_24_strongest_within_the_heap_bar(
+    portal_build: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(24)
+    networks = [
+        {"ssid": f"{i:02d}-" + "é" * 14 + "x", "rssi": -30 - i, "auth": rng.choice([0, 3])}
+        for i in range(30)
+    ]
+    networks += [dict(net, rssi=net["rssi"] - 5) for net in networks[:10]]  # repeaters
+    state = make_state(tmp_path, {}, {"mac": "a4cf12b3c4d5", "networks": networks})
+    with start_setup(state, build_dir=portal_build, data_heap=DATA_HEAP) as sim:
+        try:
+            status, _, page = http(sim.url)
+        finally:
+            print(sim.output())
+    assert status == 200 and page.endswith("</html>")
+    listed = re.findall(r'name="ssid" value="([^"]*)"', page)
+    assert listed == [net["ssid"] for net in networks[:24]] + [""]
+    assert "request failed" not in sim.output()
