@@ -8,7 +8,10 @@ error), both trusted during a rotation, a name mismatch refused, and one
 handshake for several requests on a kept-alive connection.
 """
 
+import contextlib
+import socket
 import ssl
+import threading
 
 import pytest
 import trustme
@@ -119,3 +122,41 @@ print("VERIFIES", c.verifies_tls)
     assert "does not match with the expected CN" in lines[0][2], out
     assert lines[1][:3] == ["OK", "200", "2"], out
     assert lines[2] == ["VERIFIES", "False"], out
+
+
+def test_tls_handshake_stall_and_plain_http_on_an_https_url(mpy, cas):
+    _old, _new, folder = cas
+    # One TCP server never answers the ClientHello; the other answers in plain
+    # HTTP at once and hangs up.
+    plain = socket.socket()
+    plain.bind(("127.0.0.1", 0))
+    plain.listen(4)
+
+    def answer_in_plain_http():
+        with contextlib.suppress(OSError):
+            conn, _ = plain.accept()
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            conn.close()
+
+    thread = threading.Thread(target=answer_in_plain_http, daemon=True)
+    thread.start()
+    plain_port = plain.getsockname()[1]
+    try:
+        with RawServer({}) as silent:
+            lines, out = run(
+                mpy,
+                folder,
+                f"""
+c = Client(BUF, timeout_ms=800, ca_ders=[new])
+fetch(c, "https://127.0.0.1:{silent.port}/")
+fetch(c, "https://127.0.0.1:{plain_port}/")
+print("STATS", c.connections)
+""",
+            )
+    finally:
+        plain.close()
+        thread.join(5)
+    assert lines[0] == ["ERR", "StalledError", f"TLS with 127.0.0.1:{silent.port} timed out"], out
+    assert lines[1][:2] == ["ERR", "NetworkError"], out
+    assert lines[1][2].startswith(f"TLS with 127.0.0.1:{plain_port} failed: "), out
+    assert lines[2] == ["STATS", "0"], out
