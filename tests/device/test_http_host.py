@@ -274,3 +274,32 @@ print("STATS", c.requests, c.connections, c.verifies_tls)
     ], proc.stdout
     # Web and asset names are the same host here: one handshake for all five requests.
     assert lines[3] == ["STATS", "5", "1", "True"], proc.stdout
+
+
+def test_https_host_refuses_a_client_that_trusts_only_the_old_ca(mpy, tls_host, tmp_path):
+    host, ca = tls_host
+    old = trustme.CA(key_type=trustme.KeyType.RSA)
+    (tmp_path / "old.der").write_bytes(ssl.PEM_cert_to_DER_cert(old.cert_pem.bytes().decode()))
+    web = host.url.replace("127.0.0.1", "localhost")
+    proc = run(
+        mpy,
+        f"""
+old = open("{tmp_path / "old.der"}", "rb").read()
+new = open("{ca}", "rb").read()
+c = Client(BUF, timeout_ms=5000, ca_ders=[old])
+fetch(c, "{web}/{TEST_REPO}/releases/latest", follow=False)
+c = Client(BUF, timeout_ms=5000, ca_ders=[old, new])
+fetch(c, "{web}/{TEST_REPO}/releases/latest", follow=False)
+""",
+        min_kb=48,
+    )
+    lines = parse_lines(proc.stdout)
+    assert lines[0] == [
+        "ERR",
+        "NetworkError",
+        f"TLS with localhost:{host.port} failed: "
+        "The certificate is not correctly signed by the trusted CA",
+    ], proc.stdout
+    assert lines[1][:2] == ["OK", "302"], proc.stdout
+    # The refused handshake never reached HTTP: one request recorded, the second client's.
+    assert len(host.requests) == 1
