@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import queue
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -99,6 +100,7 @@ class SetupSim:
     ap_password: str | None
     lines: list[str] = field(default_factory=list)
     _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
+    _own_build: Path | None = None  # a build folder made for this device, removed by stop()
 
     def output(self) -> str:
         """Everything the device printed so far."""
@@ -153,6 +155,9 @@ class SetupSim:
                 self.process.kill()
                 self.process.wait()
         self._drain(0)
+        if self._own_build is not None:
+            shutil.rmtree(self._own_build, ignore_errors=True)
+            self._own_build = None
 
     def __enter__(self) -> SetupSim:
         return self
@@ -200,8 +205,9 @@ def start_setup(
     if not isinstance(radio, dict):
         raise SetupSimError(f"the radio script {script} must be a JSON object")
     (state / CONFIG).parent.mkdir(parents=True, exist_ok=True)
+    own_build = None
     if build_dir is None:
-        build_dir = Path(tempfile.mkdtemp(prefix="lcm-mpy-"))
+        build_dir = own_build = Path(tempfile.mkdtemp(prefix="lcm-mpy-"))
     build = build_mpy(build_dir)
     entry = build_dir / "setup_sim_main.py"
     entry.write_text(DEVICE_SCRIPT)
@@ -231,6 +237,7 @@ def start_setup(
         sim = SetupSim(proc, state, "", bind, dns_port, "", None)
         threading.Thread(target=_pump, args=(proc.stdout, sim._queue), daemon=True).start()
         if not ready:
+            sim._own_build = own_build
             return sim
         try:
             line = sim.wait_for(_READY.pattern)
@@ -239,10 +246,15 @@ def start_setup(
             last = str(exc)
             if "EADDRINUSE" in last or "Errno 98" in last:
                 continue  # another process took the port in between: new ports
+            if own_build is not None:
+                shutil.rmtree(own_build, ignore_errors=True)
             raise
+        sim._own_build = own_build
         sim.url = line.group(1)
         ap = _AP.search(sim.output())
         if ap:
             sim.ap_name, sim.ap_password = ap.group(1), ap.group(2)
         return sim
+    if own_build is not None:
+        shutil.rmtree(own_build, ignore_errors=True)
     raise SetupSimError(last)
