@@ -21,9 +21,9 @@ cut in the middle of a factory reset finishes it at the next boot.
 
 A single power-on (count 1) does not wait: the boot carries on and
 `settle(hal, now_s)` clears the count once the device has been up QUICK_S (the
-manager's loop and the app-time watcher call it). If that is late, the next
-power-on shows count 2 and waits, which clears it: a slow settle can never
-add up to an accidental gesture unless five cuts in a row each hit it.
+check timer polls it while the app runs). If that never happens (no app, the
+unix port), the next power-on shows count 2, waits QUICK_S and clears it: a
+late settle costs one wait, never an accidental gesture.
 
 The counter lives in a small file through `hal.fs` (temp + rename). RTC
 memory is not used: on these boards it survives a reset but not a power

@@ -20,7 +20,8 @@ _HALF bytes it is renamed over the old one, so the ring never exceeds about
 2 x _HALF bytes. Each record is `LEN LINE\\n` with LEN the byte length of
 LINE: a write torn by a power cut leaves a record whose length does not match
 (or has no newline), which `read_ring` skips, so a torn write loses at most
-that one line. The next record after a torn one starts on a fresh line.
+that one line (whose number is not reused: it may have gone out over UDP).
+The next record after a torn one starts on a fresh line.
 """
 
 import binascii
