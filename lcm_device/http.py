@@ -4,10 +4,11 @@ The caller's preallocated buffer holds the status line and headers, parsed
 in place; only a fixed set of headers is kept as strings. Bodies go straight
 from the socket into the caller's memoryview with `readinto`.
 
-What a server can make us do is bounded: every header line must fit the
-buffer, the header block and header count are capped, bodies are capped per
-request (`max_bytes`), at most 5 redirects, every socket operation has a
-timeout, headers must arrive within the timeout and bodies at `min_rate`.
+What a server can make us do is bounded: the status line and kept header
+lines must fit the buffer, other header lines are read past up to 8 KB, the
+header count is capped, bodies are capped per request (`max_bytes`), at most
+5 redirects, every socket operation has a timeout, headers must arrive within
+the timeout and bodies at `min_rate`.
 Every refusal is an `HTTPError` subclass whose message names what was wrong.
 Limits and caveats (ESP8266 TLS) are in docs/device.md, "HTTP client".
 The code is kept small on purpose (few functions, short messages): a loaded
@@ -24,10 +25,10 @@ try:
 except NameError:  # MicroPython: timeouts are OSError(ETIMEDOUT or EAGAIN)
     _Timeout = ()
 
-# MicroPython's readinto blocks until the buffer is full, so there (sockets
-# without recv_into) reads are non-blocking and wait in poll; CPython blocks
-# with a timeout.
-_POLL = not hasattr(socket.socket, "recv_into")
+# MicroPython (its sockets have no recv_into): readinto blocks until the buffer
+# is full, so there sockets are non-blocking and waits are in poll (CPython
+# blocks with a timeout); and a str's buffer is its UTF-8 bytes (no copies).
+_MPY = not hasattr(socket.socket, "recv_into")
 
 _MAX_REDIRECTS = const(5)
 _MAX_HEADERS = const(64)
@@ -83,7 +84,7 @@ def _clean(text, what, low=32):
     # URLs and header values go into the request: printable ASCII above `low`.
     # Checked as bytes: a str per character may intern new strings (heap).
     # MicroPython: a str's buffer is its UTF-8 bytes (no copy).
-    data = memoryview(text) if _POLL else text.encode()
+    data = memoryview(text) if _MPY else text.encode()
     for i in range(len(data)):
         if not low < data[i] < 127:
             raise HTTPError("%s has an invalid character: %r" % (what, text[:100]))
@@ -278,7 +279,7 @@ class Client:
                         ctx.verify_mode = ssl.CERT_NONE
                     self._tls = ctx
                 sock = self._tls.wrap_socket(sock, server_hostname=host)
-            if _POLL:
+            if _MPY:
                 sock.setblocking(False)
                 self._poll = select.poll()
         except (OSError, ValueError, IndexError) as exc:
@@ -294,7 +295,7 @@ class Client:
         sock = self._sock
         try:
             while True:
-                if not _POLL:
+                if not _MPY:
                     if send:
                         return sock.sendall(mv)
                     got = sock.recv_into(mv)
@@ -429,7 +430,7 @@ class Client:
                         "\r\n",
                     ):
                         # MicroPython: a str's buffer is its UTF-8 bytes (no copy).
-                        piece = memoryview(piece) if _POLL else piece.encode()
+                        piece = memoryview(piece) if _MPY else piece.encode()
                         if pos + len(piece) > len(self._buf):
                             raise LimitError("request longer than %d bytes" % len(self._buf))
                         self._buf[pos : pos + len(piece)] = piece
