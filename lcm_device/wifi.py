@@ -38,8 +38,13 @@ _ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 _DERIVED_LEN = const(12)
 _SALT = b"lcm setup network v1:"
 
-# `network.STAT_*` failure values of the ESP32 (200s) and ESP8266 (1..5) ports.
+# Failure values of `status()`: the ESP8266 port's STAT_* (2..4), and the
+# ESP32 port's, which are ESP-IDF disconnect reasons (15 and 200..212).
 _FAILURES = {
+    15: "wrong password (handshake timeout)",
+    210: "network not found (no compatible security)",
+    211: "network not found (security below the threshold)",
+    212: "network not found (signal too weak)",
     200: "the network stopped answering (beacon timeout)",
     201: "network not found",
     202: "wrong password",
