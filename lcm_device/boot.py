@@ -39,6 +39,7 @@ def main():
         _log = logmod.log
     except ImportError:
         pass
+    _firmware_booted(hal)
     _gestures(hal, cfg)
     cfg = config.load(hal)  # a gesture may have changed it (forget Wi-Fi, factory reset)
     st = slots.load(hal)
@@ -70,6 +71,39 @@ def _gestures(hal, cfg):
     _unload(("lcm_device.gestures",))
 
 
+def _firmware_booted(hal):
+    """After a firmware update: which OTA partition did the bootloader start?"""
+    sim = getattr(hal, "boot_firmware", None)
+    if sim is not None:
+        sim()  # the unix port plays ESP-IDF's bootloader (simpartition.py)
+    st = slots.load(hal)
+    nxt = st.get("fw_next")
+    if not nxt:
+        return
+    from lcm_device.update import partition_label
+
+    parts = hal.partitions()
+    running = partition_label(parts(parts.RUNNING))
+    tag, seq, label = nxt
+    if running == label:
+        st["fw_tag"], st["fw_seq"], st["fw_pending"] = tag, seq, True
+        log("firmware: " + tag + " booted from " + label + ", pending verification")
+    else:
+        # Never set (a power cut before set_boot) or rolled back by the bootloader.
+        log("firmware: " + tag + " did not boot; running " + running)
+    st["fw_next"] = None
+    slots.save(hal, st)
+
+
+def _firmware_valid(hal):
+    st = slots.load(hal)
+    if st.get("fw_pending"):
+        hal.partitions().mark_app_valid_cancel_rollback()
+        st["fw_pending"] = False
+        slots.save(hal, st)
+        log("firmware: " + str(st.get("fw_tag")) + " marked valid")
+
+
 def _trial(st, kind):
     t = st.get(kind + "_trial")
     return "" if t is None else " (trial boot " + str(t) + ")"
@@ -87,10 +121,13 @@ def _checks(hal, cfg):
         sched.on_boot(now, _reset_cause(hal) == "power")
     except ImportError:
         pass
-    # A manager in trial checks at once: completing a check is what confirms it.
+    # A manager in trial (or a new firmware) checks at once: completing a check
+    # is what confirms it.
+    st = slots.load(hal)
     due = (
         getattr(hal, "check_now", False)
-        or slots.in_trial(slots.load(hal), "mgr")
+        or slots.in_trial(st, "mgr")
+        or st.get("fw_pending")
         or sched is None
         or sched.due(now)
     )
@@ -115,11 +152,13 @@ def _checks(hal, cfg):
             hal.reset()
     Updater = buf = None
     _unload(_ENGINE_MODULES)
-    if "crashed" in results and slots.in_trial(slots.load(hal), "mgr"):
-        log("manager: crashed in its trial; resetting (counts as a failed trial boot)")
+    st = slots.load(hal)
+    if "crashed" in results and (slots.in_trial(st, "mgr") or st.get("fw_pending")):
+        log("manager: crashed on trial; resetting (a failed trial boot)")
         hal.reset()
-    # This manager ran both checks: it works.
+    # This manager (and firmware) ran both checks: it works.
     _confirm_manager(hal)
+    _firmware_valid(hal)
     if sched is not None:
         if "failed" in results:
             sched.record_failure(now)

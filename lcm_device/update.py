@@ -113,10 +113,14 @@ class Updater:
             if tag is None:
                 self.log(name + ": " + self.repo + " has no release yet")
                 return "idle"
-            if tag == st.get(self.kind + "_tag"):
+            if tag == st.get(self.kind + "_tag") or (
+                self.kind == "app" and tag == st.get("fw_tag")
+            ):
                 self.log(name + ": " + tag + " is installed, nothing new")
                 return "idle"
-            if tag == st.get(self.kind + "_bad"):
+            if tag == st.get(self.kind + "_bad") or (
+                self.kind == "app" and tag == st.get("fw_bad")
+            ):
                 self.log(name + ": " + tag + " failed its trial before; waiting for a newer one")
                 return "idle"
             self.log(
@@ -149,6 +153,9 @@ class Updater:
         slot = slots.inactive(st, self.kind)
         m = self._fetch_manifest(tag, sector, st, slot)
         self.log("manifest: " + self.repo + " " + m.version + " sequence " + str(m.seq))
+        if m.kind == "firmware":
+            self._install_firmware(st, m, tag, slots.manifest_path(hal, slot) + ".new")
+            return
         self._plan_and_fetch(st, slot, m, tag)
         self._verify_slot(slot)
         slots.switch(hal, st, self.kind, slot, tag, m.seq, self.cfg.get("trial_boots") or 3)
@@ -274,22 +281,24 @@ class Updater:
             self.log,
         )
         m = self.read_manifest(new, sector)
-        installed = st.get(self.kind + "_seq")
+        installed = _installed_seq(st, self.kind)
         try:
             check_header(
                 m,
                 self.repo,
-                -1 if installed is None else installed,
+                installed,
                 self.cfg.get("board") or hal.board,
                 self.channel,
                 self._manager_version(st),
             )
         except TrustError as exc:
             raise Refused("manifest: " + _why(exc)) from None
-        if m.kind != "files":
-            raise Refused("manifest: kind " + m.kind + " is not supported by this manager")
         if m.pack_name != PACK_ASSET:
             raise Refused("manifest: unexpected pack name " + repr(m.pack_name))
+        if m.kind == "firmware":
+            if self.kind != "app":
+                raise Refused("manifest: a manager release cannot be firmware")
+            return m  # stays at SLOT.lcm.new: firmware does not use the app slots
         # The same manifest already staged in this slot: keep its files (resume).
         if file_size(final) == size and _file_sha(final, self.io) == digest:
             hal.fs.remove(new)
@@ -479,6 +488,55 @@ class Updater:
             fs.remove(target)
             raise Refused("file " + e.path + ": downloaded bytes do not match the manifest sha256")
 
+    # -- firmware (ESP32 OTA partitions) ------------------------------------
+
+    def _install_firmware(self, st, m, tag, manifest):
+        """Stream firmware.bin into the next OTA partition (lcm_device.firmware), then boot it.
+
+        boot.json records `fw_next` (tag, sequence, partition) before set_boot:
+        the next boot sees which partition the bootloader chose and either
+        adopts the tag (`fw_tag`, marked valid after its first check) or, when
+        the bootloader went back, records it as `fw_bad`.
+        """
+        from lcm_device.firmware import FirmwareWriter
+
+        hal = self.hal
+        parts = hal.partitions() if hasattr(hal, "partitions") else None
+        if parts is None:
+            raise Refused("this board has no OTA partitions for a firmware release")
+        with open(manifest, "rb") as f:
+            reader = ManifestReader(stream=f, body_size=file_size(manifest) - SIGNATURE_BLOCK)
+            reader.header()
+            entries = reader.files()
+            e = next(entries)
+            for _ in entries:
+                pass  # M1-M3 over the whole record list
+        if m.file_count != 1 or e.path != "firmware.bin":
+            raise Refused("manifest: a firmware release holds exactly one file, firmware.bin")
+        target = next_partition(parts)
+        board = self.cfg.get("board") or hal.board
+        writer = FirmwareWriter(target, e.size, e.sha256, board)
+        self.log("firmware: " + str(e.size) + " bytes into " + partition_label(target))
+        pack = PackStream(self.client, self._url(tag, PACK_ASSET), m.pack_size, self.log)
+        try:
+            pack.open(e.offset, e.offset + e.size)
+            left = e.size
+            io = self.io
+            while left:
+                n = pack.readinto(io[: min(left, len(io))])
+                writer.write(io[:n])
+                left -= n
+                self.stats["pack_bytes"] += n
+        finally:
+            pack.close()
+        writer.finish()
+        self.log("firmware: written, hashed and read back")
+        st["fw_next"] = [tag, m.seq, partition_label(target)]
+        slots.save(hal, st)
+        writer.activate()
+        hal.fs.remove(manifest)
+        self.log("firmware: " + tag + " boots next from " + partition_label(target))
+
     # -- 6. verify ---------------------------------------------------------
 
     def _verify_slot(self, slot):
@@ -526,6 +584,27 @@ class _OldFiles:
             self.f.close()
             self.f = None
         self.cur = None
+
+
+def next_partition(parts):
+    """The OTA partition to write: esp32.Partition(RUNNING).get_next_update(), or the
+    simulated partitions' own get_next_update()."""
+    running = parts(parts.RUNNING)
+    nxt = getattr(running, "get_next_update", None)
+    return nxt() if nxt is not None else parts.get_next_update()
+
+
+def partition_label(p):
+    label = getattr(p, "label", None)
+    return label if label is not None else p.info()[4]
+
+
+def _installed_seq(st, kind):
+    seq = st.get(kind + "_seq")
+    seq = -1 if seq is None else seq
+    if kind == "app" and st.get("fw_seq") is not None:
+        seq = max(seq, st["fw_seq"])  # one repo, one sequence: files or firmware
+    return seq
 
 
 def _run_end(pf, index, end):

@@ -161,6 +161,13 @@ class UnixHal:
 
         return SimPartitions(self.root, self.fs)
 
+    def boot_firmware(self):
+        """Play ESP-IDF's bootloader at the start of a boot, once a firmware was written."""
+        from lcm_device.compat import exists
+
+        if exists(self.root + "/lcm/state/otadata.json"):
+            self.partitions().bootloader()
+
     def reset_cause(self):
         """ "power" after a power-on or power cut, "reset" after a reset (the simulator knows)."""
         return self._cause
