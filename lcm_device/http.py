@@ -331,7 +331,20 @@ class Client:
             return -1
         got = self._io(buf[self._end :])
         self._end += got
+        self._slow()  # a line dripped a byte at a time is a stall too
         return got
+
+    def _slow(self):
+        # Headers must be complete within timeout_ms; after that the body (chunk
+        # lines included) must average min_rate bytes/s, so a server dripping
+        # bytes just inside every read timeout cannot hold us for hours.
+        ms = ticks_diff(ticks_ms(), self._t0)
+        if ms > self.timeout_ms and self._got * 1000 < self.min_rate * ms:
+            if self._resp is None:
+                raise StalledError("headers not complete in %d ms" % self.timeout_ms)
+            raise StalledError(
+                "transfer below %d bytes/s (%d bytes in %d ms)" % (self.min_rate, self._got, ms)
+            )
 
     def _recv(self, mv, n):
         # Pending bytes first, else straight from the socket; mv None discards.
@@ -488,7 +501,8 @@ class Client:
 
     def _head(self, url, max_bytes):
         # Status line and headers parsed in the buffer (a 1xx is refused as a status).
-        t0 = ticks_ms()
+        self._t0 = ticks_ms()
+        self._got = 0
         buf = self._buf
         n = self._line("status line")
         line = bytes(buf[self._at : self._at + min(n, 40)])
@@ -505,8 +519,6 @@ class Client:
             if not n:
                 break
             count += 1
-            if ticks_diff(ticks_ms(), t0) > self.timeout_ms:
-                raise StalledError("headers not complete in %d ms" % self.timeout_ms)
             if count > _MAX_HEADERS:  # lines are bounded too: the whole block is
                 raise LimitError("more than %d headers" % _MAX_HEADERS)
             if n < 0:
@@ -542,7 +554,6 @@ class Client:
         te, length, conn = kept[3], kept[1], (kept[4] or "").lower()
         self._keep = "keep-alive" in conn if line[7] == 48 else "close" not in conn
         self._max = max_bytes
-        self._got = 0
         self._left = -1
         self._mode = _NONE
         if te is not None:
@@ -608,11 +619,7 @@ class Client:
             self._left -= got
             if self._got > self._max:
                 raise LimitError("body passes max_bytes %d" % self._max)
-            ms = ticks_diff(ticks_ms(), self._t0)
-            if ms > self.timeout_ms and self._got * 1000 < self.min_rate * ms:
-                raise StalledError(
-                    "transfer below %d bytes/s (%d bytes in %d ms)" % (self.min_rate, self._got, ms)
-                )
+            self._slow()
             return got
         except HTTPError:
             self.close()

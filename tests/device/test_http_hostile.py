@@ -40,6 +40,17 @@ def _drip_headers(req):
         yield Sleep(0.1)
 
 
+def _drip_within_a_line(head):
+    # Bytes of one line, each just inside the read timeout: no line ever completes.
+    def route(req):
+        yield head
+        for _ in range(200):
+            yield b"a"
+            yield Sleep(0.1)
+
+    return route
+
+
 def _range(first, last, total, body=None, length=True):
     def route(req):
         part = body if body is not None else b"r" * (last - first + 1)
@@ -105,6 +116,8 @@ ROUTES = {
     "/stall-body": [HEAD_OK + b"Content-Length: 1000\r\n\r\n" + b"x" * 100, HANG],
     "/drip-body": _drip_body,
     "/drip-headers": _drip_headers,
+    "/drip-header-line": _drip_within_a_line(HEAD_OK + b"X-Slow: "),
+    "/drip-chunk-line": _drip_within_a_line(CHUNKED_HEAD + b"5\r\nhello\r\n"),
 }
 
 # (path, get() keywords, error class, words the message must contain)
@@ -153,6 +166,8 @@ CASES = [
     ("/stall-body", "", "StalledError", "read from 127.0.0.1 timed out"),
     ("/drip-body", "", "StalledError", "transfer below 256 bytes/s"),
     ("/drip-headers", "", "StalledError", "headers not complete in 600 ms"),
+    ("/drip-header-line", "", "StalledError", "headers not complete in 600 ms"),
+    ("/drip-chunk-line", "", "StalledError", "transfer below 256 bytes/s (5 bytes in"),
 ]
 
 
