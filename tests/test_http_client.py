@@ -178,3 +178,19 @@ def test_cpython_tls_checks_the_ca_and_the_host_name(tmp_path):
         with pytest.raises(NetworkError, match="certificate verify failed"):
             only_old.get(srv.url("/x", "localhost"))
         assert srv.sni[:1] == ["localhost"]
+
+
+def test_github_sized_signed_location_needs_a_2k_buffer():
+    # github.com's signed release-asset URLs are 1 to 1.5 KB long.
+    signed = "/asset?" + "&".join(f"k{i}=" + "v" * 60 for i in range(20))
+    assert 1300 < len(signed) < 1500
+    routes = {
+        "/download": [response(302, b"", [("Location", signed)])],
+        "/asset": [response(200, BODY)],
+    }
+    with RawServer(routes) as srv:
+        resp = Client(bytearray(2048), timeout_ms=2000).get(srv.url("/download"))
+        assert resp.url == srv.url(signed) and _read(resp) == BODY
+        with pytest.raises(LimitError, match="header line longer than 1024 bytes"):
+            Client(bytearray(1024), timeout_ms=2000).get(srv.url("/download"))
+        assert srv.requests[1].path == signed
