@@ -265,6 +265,8 @@ def test_esp32_image_reads_back_everywhere(
         "wifi_ssid": "Home \u2615 net",
         "wifi_password": "hunter2hunter2",
         "setup_password": "setup-pass-123",
+        # A factory reset keeps these (and the manager's keys), not the owner's Wi-Fi.
+        "factory_keys": ["setup_password", "channel", "repo", "app_roots", "app_threshold"],
     }
     assert all(len(k) == 130 and k.startswith("04") for k in cfg["app_roots"])
     mpy = files["/lcm/m0/cert_sector/p256.mpy"]

@@ -142,6 +142,12 @@ def config_json(s: DeviceSettings) -> bytes:
     if s.wifi_ssid is not None:
         cfg["wifi_ssid"] = s.wifi_ssid
         cfg["wifi_password"] = s.wifi_password or ""
+    # A factory reset (gestures) keeps what the factory set: the setup password on
+    # the board's label and the app it was made for, but not the owner's Wi-Fi.
+    keep = ["setup_password", "channel"]
+    if s.repo is not None:
+        keep += ["repo", "app_roots", "app_threshold"]
+    cfg["factory_keys"] = keep
     return json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
 
 
