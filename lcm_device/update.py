@@ -515,6 +515,8 @@ class Updater:
             raise Refused("manifest: a firmware release holds exactly one file, firmware.bin")
         target = next_partition(parts)
         board = self.cfg.get("board") or hal.board
+        reader = entries = None
+        collect()  # the writer needs one contiguous 4 KB flash block
         writer = FirmwareWriter(target, e.size, e.sha256, board)
         self.log("firmware: " + str(e.size) + " bytes into " + partition_label(target))
         pack = PackStream(self.client, self._url(tag, PACK_ASSET), m.pack_size, self.log)

@@ -18,8 +18,9 @@ from tests.keyfactory import make_manifest, make_sector, new_signer
 
 # The engine's modules load into the GC heap on the unix port (a board would run
 # them from ROMFS or frozen): below this heap a full update cycle cannot load
-# them. bench/bench_update.py reports the measured minimum and the working heap.
-ENGINE_HEAP_KB = 160
+# them. bench/bench_update.py reports the measured minimum and the working heap
+# (136 KB for files); a firmware update also needs one contiguous 4 KB block.
+ENGINE_HEAP_KB = 192
 
 APP_OK = "import lcm\nprint('APP', lcm.status()['app'], 'running')\n"
 
