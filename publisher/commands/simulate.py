@@ -86,6 +86,13 @@ def simulate_command(
         https_ca=ca,
     ):
         out.print(f"provisioned a blank device in {state}", highlight=False, soft_wrap=True)
+    else:
+        # An existing device keeps its own settings, as a board in the field would.
+        out.print(
+            f"booting the device in {state} (its configuration is kept)",
+            highlight=False,
+            soft_wrap=True,
+        )
     status = simulate(
         state,
         heap=heap,
