@@ -421,13 +421,11 @@ class Updater:
         base = slots.slot_dir(hal, slot) + "/"
         src = slots.slot_dir(hal, active) + "/" if active else None
         mf, files = self._files(slot)
-        index = 0
         pf = None
         try:
             pf = open(plan, "rb")  # noqa: SIM115 (closed in finally, with the manifest)
             for e in files:
                 action, start, end = struct.unpack(">BII", pf.read(_REC))
-                index += 1
                 if action == _DONE:
                     continue
                 target = base + e.path
@@ -437,7 +435,7 @@ class Updater:
                     continue
                 if action == _COPY:
                     start, end = e.offset, e.offset + e.size  # the local copy was bad
-                self._get(pack, pf, index, e, target, start, end)
+                self._get(pack, pf, e, target, start, end)
                 self.stats["fetched"] += 1
         finally:
             if pf is not None:
@@ -462,7 +460,7 @@ class Updater:
             out.close()
         return h.digest() == e.sha256 and file_size(target) == e.size
 
-    def _get(self, pack, pf, index, e, target, start, end):
+    def _get(self, pack, pf, e, target, start, end):
         fs = self.hal.fs
         have = start - e.offset
         h = hashlib.sha256()
@@ -474,7 +472,7 @@ class Updater:
             out = fs.open_write(target)
         try:
             if start < end and (pack.resp is None or pack.pos != start or pack.end < end):
-                pack.open(start, _run_end(pf, index, end))
+                pack.open(start, _run_end(pf, end))
             left = end - start
             while left:
                 n = pack.readinto(io[: min(left, len(io))])
@@ -609,8 +607,8 @@ def _installed_seq(st, kind):
     return seq
 
 
-def _run_end(pf, index, end):
-    """End of the run of adjacent fetched ranges starting with record `index - 1`."""
+def _run_end(pf, end):
+    """End of the run of adjacent fetched ranges that starts with the record just read."""
     pos = pf.tell()
     try:
         while True:
