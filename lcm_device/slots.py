@@ -9,6 +9,7 @@ and the manager ("mgr": m0/m1). For kind K the keys are:
   K_prev_tag, K_prev_seq
   K_trial      None when confirmed; else the number of trial boots started
   K_bad        a tag that failed its trial: not offered again (a newer one is)
+  K_repo       the repo the installed tag and sequence belong to
   trial_boots  failed trial boots before roll-back (copied from the config at
                each switch, because /main.py counts manager trial boots
                before any manager code or config parsing runs)

@@ -97,6 +97,14 @@ class Updater:
             self.log(name + ": no repo configured, nothing to check")
             return "idle"
         st = slots.load(self.hal)
+        if st.get(self.kind + "_repo") not in (None, self.repo):
+            # The device was pointed at another repo (setup portal): what is installed
+            # says nothing about this one's tags and sequences.
+            self.log(name + ": repo changed to " + self.repo + ", installing it afresh")
+            for key in ("_tag", "_seq", "_bad", "_repo"):
+                st[self.kind + key] = None
+            if self.kind == "app":
+                st["fw_tag"] = st["fw_seq"] = st["fw_bad"] = None
         if slots.in_trial(st, self.kind):
             self.log(name + ": in trial, no update check until it is confirmed")
             return "idle"
@@ -158,6 +166,7 @@ class Updater:
             return
         self._plan_and_fetch(st, slot, m, tag)
         self._verify_slot(slot)
+        st[self.kind + "_repo"] = self.repo
         slots.switch(hal, st, self.kind, slot, tag, m.seq, self.cfg.get("trial_boots") or 3)
         self.log(
             ("manager" if self.kind == "mgr" else "app")
@@ -532,6 +541,7 @@ class Updater:
         writer.finish()
         self.log("firmware: written, hashed and read back")
         st["fw_next"] = [tag, m.seq, partition_label(target)]
+        st["app_repo"] = self.repo
         slots.save(hal, st)
         writer.activate()
         hal.fs.remove(manifest)

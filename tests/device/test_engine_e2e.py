@@ -204,3 +204,27 @@ print("read", got)
     assert "download: asset URL expired (HTTP 403), renewing" in out, out
     assert f"read {len(pack)}" in out
     assert [r.status for r in host.requests] == [403, 302, 206], host.requests
+
+
+def test_pointing_the_device_at_another_repo_installs_it_afresh(tmp_path: Path, mpy: Any) -> None:
+    import json
+
+    with running_host(tmp_path, repos=("acme/widget", "acme/gadget")) as host:
+        widget = Repo(host)
+        for i in range(3):  # the widget's sequence is 3 when the owner switches
+            widget.publish(f"1.0.{i}", app_files(f"1.0.{i}", n=2))
+        state = new_device(tmp_path, mpy, host, widget)
+        assert run(state, mpy).state["app_tag"] == "v1.0.2"
+        gadget = Repo(host, name="acme/gadget")
+        gadget.publish("0.1.0", app_files("0.1.0", n=2))
+        cfg_path = state / "lcm/state/config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["repo"] = gadget.name
+        cfg["app_roots"] = [gadget.root.public_key.hex()]
+        cfg_path.write_text(json.dumps(cfg))
+
+        status = run(state, mpy)
+
+        out = text(status)
+        assert "app: repo changed to acme/gadget, installing it afresh" in out
+        assert status.state["app_tag"] == "v0.1.0" and status.state["app_repo"] == "acme/gadget"
