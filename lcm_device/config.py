@@ -30,6 +30,9 @@ DEFAULTS = {
     "log_port": 45678,
     "trial_boots": 3,
     "confirm_after_s": 30,
+    "http_timeout_ms": 10000,
+    "min_rate": 256,
+    "gestures": True,
 }
 
 
