@@ -358,7 +358,7 @@ class Updater:
         plan = hal.root + "/lcm/state/plan.bin"
         active = st.get(self.kind)
         need, get_bytes = self._plan(slot, active, plan)
-        free = free_bytes(hal.root or "/")
+        free = hal.free_bytes() if hasattr(hal, "free_bytes") else free_bytes(hal.root or "/")
         if free is not None and free < need + _FREE_MARGIN:
             raise Refused(
                 "not enough flash: " + str(need) + " bytes to write, " + str(free) + " free"

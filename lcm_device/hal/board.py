@@ -59,6 +59,12 @@ class BoardHal:
 
         return bytes(machine.unique_id())
 
+    def free_bytes(self):
+        """Free bytes of the board's filesystem (os.statvfs)."""
+        from lcm_device.compat import free_bytes
+
+        return free_bytes("/")
+
     def wlan(self, mode):
         import network
 

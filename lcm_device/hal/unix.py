@@ -118,6 +118,8 @@ class UnixHal:
         self._mac = env("LCM_MAC")
         # Set by the simulator: why this process started, and a check requested from outside.
         self._cause = env("LCM_BOOT_CAUSE") or "power"
+        # A flash of this many KB (the folder lives on a big host disk otherwise).
+        self._flash_kb = int(env("LCM_FLASH_KB") or 0)
         self.check_now = env("LCM_CHECK_NOW") == "1"
 
     def reset(self, code=EXIT_RESET):
@@ -161,6 +163,14 @@ class UnixHal:
 
         return SimPartitions(self.root, self.fs)
 
+    def free_bytes(self):
+        """Free flash: LCM_FLASH_KB minus what the folder holds, else the host disk's."""
+        from lcm_device.compat import free_bytes
+
+        if not self._flash_kb:
+            return free_bytes(self.root)
+        return self._flash_kb * 1024 - _tree_size(self.root)
+
     def boot_firmware(self):
         """Play ESP-IDF's bootloader at the start of a boot, once a firmware was written."""
         from lcm_device.compat import exists
@@ -183,3 +193,11 @@ class UnixHal:
         getenv = getattr(os, "getenv", None)
         path = getenv("LCM_RADIO_SCRIPT") if getenv else os.environ.get("LCM_RADIO_SCRIPT")
         return exists(path or self.root + "/lcm/state/radio.json")
+
+
+def _tree_size(path):
+    from lcm_device.compat import file_size, is_dir, listdir
+
+    if not is_dir(path):
+        return max(file_size(path), 0)
+    return sum(_tree_size(path + "/" + name) for name in listdir(path))

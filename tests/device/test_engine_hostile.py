@@ -102,3 +102,22 @@ def test_server_that_stops_sending(device: Any, mpy: Any) -> None:
     host.inject_fault("stall_download", 10)
     out = refused(state, mpy, "check failed: StalledError")
     assert "download: retrying" in out
+
+
+def test_not_enough_flash_is_refused_before_writing(device: Any, mpy: Any) -> None:
+    _, repo, state = device
+    big = app_files("2.0.0", n=4, size=40_000)
+    repo.publish("2.0.0", big)
+    used = sum(p.stat().st_size for p in state.rglob("*") if p.is_file())
+    out = refused_with_env(state, mpy, {"LCM_FLASH_KB": str(used // 1024 + 60)})
+    assert "app: refused v2.0.0: Refused: not enough flash: " in out
+    assert not any((state / "lcm/app1").rglob("*.py"))
+
+
+def refused_with_env(state: Path, mpy: Any, env: dict[str, str]) -> str:
+    status = run(state, mpy, env=env)
+    out = text(status)
+    assert status.exits == [0], out
+    assert status.state["app_tag"] == "v1.0.0" and "APP v1.0.0 running" in out
+    assert slot_is_complete(state, "app0")
+    return out
