@@ -190,16 +190,18 @@ def simulate(
     check_after_cut: bool = False,
     on_exit: Callable[[int, SimStatus], None] | None = None,
     check_first: bool = True,
+    fault_boot: int = 1,
 ) -> SimStatus:
     """Boot a provisioned device until its app returns (`once`) or `max_boots` boots.
 
     With `once` the first boot checks for an update at once (unless not
     `check_first`: then the device's schedule decides) and the run ends
     after the app returns from the boot that follows (the trial boot after an
-    install). `fault_at` cuts the power at that flash mutation of the first
-    boot only, as the power-cut tests do; `check_after_cut` asks for a check
-    at the boot after a power cut, and `on_exit(code, status)` sees the
-    flash between boots (status.state is the boot.json of that moment).
+    install). `fault_at` cuts the power at that flash mutation of boot
+    number `fault_boot` only (the first by default), as the power-cut tests
+    do; `check_after_cut` asks for a check at the boot after a power cut, and
+    `on_exit(code, status)` sees the flash between boots (status.state is the
+    boot.json of that moment).
     """
     state = Path(state)
     if not (state / "main.py").exists():
@@ -214,7 +216,7 @@ def simulate(
             heap=heap,
             cause=cause,
             check_now=check_now,
-            fault_at=fault_at if status.boots == 1 else 0,
+            fault_at=fault_at if status.boots == fault_boot else 0,
             env=env,
         )
         status.exits.append(code)

@@ -71,3 +71,35 @@ def test_power_cut_at_every_flash_mutation_recovers(tmp_path: Path, mpy: Any) ->
             shutil.rmtree(state)
         print(f"power cut points tried: {tried}, recovered: {recovered} (100 %)")
         assert tried > 20 and recovered == tried
+
+
+def test_power_cut_in_the_trial_boot_and_its_confirmation(tmp_path: Path, mpy: Any) -> None:
+    """Cuts in boot 2 (trial count, app start, confirmation): never a lost or half app."""
+    with running_host(tmp_path) as host:
+        repo = Repo(host)
+        repo.publish("1.0.0", app_files("1.0.0", n=3))
+        golden = new_device(tmp_path, mpy, host, repo)
+        assert run(golden, mpy).state["app_tag"] == "v1.0.0"
+        repo.publish("1.1.0", app_files("1.1.0", n=3))
+        tried = 0
+        k = 0
+        while True:
+            k += 1
+            state = tmp_path / f"cut{k}"
+            shutil.copytree(golden, state)
+            status = run(state, mpy, fault_at=k, fault_boot=2)
+            out = text(status)
+            assert status.exits[0] == 75, out  # boot 1 installed and switched
+            if 76 not in status.exits:
+                assert status.state["app_tag"] == "v1.1.0" and status.state["app_trial"] is None
+                break
+            tried += 1
+            assert running_app(state, out, status) in ("v1.0.0", "v1.1.0")
+            later = run(state, mpy)
+            later_out = text(later)
+            # A trial interrupted by power cuts ends confirmed or rolled back, never stuck.
+            assert later.state["app_trial"] is None, later_out
+            assert running_app(state, later_out, later) == later.state["app_tag"]
+            shutil.rmtree(state)
+        print(f"trial-boot power cut points tried: {tried} (100 % recovered)")
+        assert tried >= 3
