@@ -80,7 +80,7 @@ def _firmware_booted(hal):
     nxt = st.get("fw_next")
     if not nxt:
         return
-    from lcm_device.update import partition_label
+    from lcm_device.install import partition_label
 
     parts = hal.partitions()
     running = partition_label(parts(parts.RUNNING))
@@ -172,6 +172,8 @@ def _checks(hal, cfg):
 # Loaded for a check only: dropped before the app runs, to give it their heap.
 _ENGINE_MODULES = (
     "lcm_device.update",
+    "lcm_device.install",
+    "lcm_device.refusal",
     "lcm_device.fetch",
     "lcm_device.http",
     "lcm_device.trust",

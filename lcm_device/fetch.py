@@ -12,14 +12,11 @@ import hashlib
 
 from lcm_device.compat import const
 from lcm_device.http import NetworkError, ProtocolError, StalledError, StatusError, join_url
+from lcm_device.refusal import Refused
 
 _RETRIES = const(3)
 _REDIRECTS = (301, 302, 303, 307, 308)
 _EXPIRED = (403, 404, 410)
-
-
-class Refused(Exception):
-    """A release refused for a reason that retrying will not change; the message says why."""
 
 
 def download(client, fs, url, path, limit, io, headers=None, log=print):

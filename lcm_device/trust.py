@@ -59,9 +59,34 @@ def pinned(repo, roots_hex, threshold):
     return PinnedRoots(repo, roots, threshold or 1)
 
 
-def tls_anchors(hal, sector):
-    """DER CAs for the HTTP client: the sector's, plus the bootstrap anchor if provisioned."""
-    cas = list(sector.cas) if sector is not None else []
+def cas_path(hal, kind):
+    return hal.root + CERTS + kind + ".cas"
+
+
+def save_cas(hal, kind, cas):
+    """Cache a newly installed sector's CAs (u16 length + DER each), so that a
+    check can set up TLS without parsing the sector (and its keys) first."""
+    from lcm_device.hal.fs import write_atomic
+
+    out = b""
+    for der in cas:
+        out += bytes((len(der) >> 8, len(der) & 255)) + der
+    write_atomic(hal.fs, cas_path(hal, kind), out)
+
+
+def tls_anchors(hal, kind, repo):
+    """DER CAs for the HTTP client: the installed sector's, plus the bootstrap anchor."""
+    data = read_small(cas_path(hal, kind), 16 * 1024)
+    if data is None:
+        sector = installed(hal, kind, repo)  # a sector installed before the cache existed
+        cas = list(sector.cas) if sector is not None else []
+    else:
+        cas = []
+        i = 0
+        while i + 2 <= len(data):
+            n = (data[i] << 8) | data[i + 1]
+            cas.append(data[i + 2 : i + 2 + n])
+            i += 2 + n
     boot = read_small(hal.root + BOOTSTRAP_CA, 8192)
     if boot:
         cas.append(boot)

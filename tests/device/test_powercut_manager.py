@@ -36,6 +36,8 @@ NEEDED = (
     "lcm_device/hal/fs",
     "lcm_device/hal/unix",
     "lcm_device/http",
+    "lcm_device/install",
+    "lcm_device/refusal",
     "lcm_device/release",
     "lcm_device/slots",
     "lcm_device/trust",
