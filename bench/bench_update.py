@@ -57,17 +57,22 @@ def installs(tmp: Path, host, repo: Repo, build: Path, heap_kb: int) -> bool:
     return status.state.get("app_tag") == "v1.0.0" and status.exits == [75, 0]
 
 
-def smallest_heap(tmp: Path, host, repo: Repo, build: Path) -> int:
+def smallest_heap(passes) -> int:
     low, high = 8, 512  # KB: fails at low (assumed), passes at high (checked)
-    if not installs(tmp, host, repo, build, high):
+    if not passes(high):
         raise SystemExit("the update cycle does not pass even at 512 KB")
     while high - low > 8:
         mid = (low + high) // 2 // 8 * 8
-        if installs(tmp, host, repo, build, mid):
+        if passes(mid):
             high = mid
         else:
             low = mid
     return high
+
+
+def idles(state: Path, heap_kb: int) -> bool:
+    status = simulate(state, heap=f"{heap_kb}k")
+    return status.exits == [0] and any("nothing new" in line for line in status.lines)
 
 
 def code_heap(build: Path) -> int:
@@ -76,7 +81,7 @@ def code_heap(build: Path) -> int:
         "import gc\ngc.collect()\na = gc.mem_alloc()\n"
         "from lcm_device.hal import unix, fs\n"
         "from lcm_device import compat, config, slots, boot, log, schedule, version\n"
-        "from lcm_device import update, fetch, trust, http, release\n"
+        "from lcm_device import update, install, refusal, fetch, trust, http, release\n"
         "from cert_sector import manifest, sector\n"
         "gc.collect()\nprint(gc.mem_alloc() - a)\n"
     )
@@ -88,12 +93,15 @@ def bench_heap(tmp: Path, build: Path) -> None:
     with running_host(tmp / "h1") as host:
         repo = Repo(host)
         repo.publish("1.0.0", app_files("1.0.0", n=FILES, size=FILE_SIZE))
-        heap = smallest_heap(tmp, host, repo, build)
+        heap = smallest_heap(lambda kb: installs(tmp, host, repo, build, kb))
+        idle_state = tmp / "heap512"  # installed by the first probe
+        idle_heap = smallest_heap(lambda kb: idles(idle_state, kb))
     code = code_heap(build)
     print(f"full update cycle, {FILES} files / {FILES * FILE_SIZE // 1024} KB, .mpy modules:")
     print(f"  smallest passing heap      {heap} KB (bar: 24 KB; aim 16 KB)")
     print(f"  of which engine code       {code // 1024} KB (bytecode in the heap on the unix port)")
     print(f"  working data (the rest)    {heap - code // 1024} KB")
+    print(f"idle check (one request), smallest heap: {idle_heap} KB")
 
 
 def bench_https(tmp: Path, build: Path) -> None:
