@@ -29,6 +29,7 @@ from publisher.device.firmware import (
     parse_flash_size,
 )
 from publisher.device.settings import CONFIG_PATH, DeviceSettings, check_settings, config_json
+from publisher.device.simulate import manager_files
 from publisher.micropython import DEVICE_PACKAGES, REPO_ROOT, build_mpy, source_files
 
 # littlefs settings of MicroPython's VfsLfs2 defaults (extmod/vfs_lfsx.c):
@@ -97,8 +98,9 @@ def device_files(settings: DeviceSettings, main_shim: Path | None = None) -> dic
     files = {"/main.py": shim}
     with tempfile.TemporaryDirectory(prefix="lcm-mpy-") as tmp:
         build = build_mpy(Path(tmp), DEVICE_PACKAGES)
-        for mpy in sorted(build.rglob("*.mpy")):
-            files[f"{MANAGER_SLOT}/{mpy.relative_to(build).as_posix()}"] = mpy.read_bytes()
+        # The same slot a manager release installs: .mpy modules and the `lcm` shim apps import.
+        for rel, data in manager_files(build).items():
+            files[f"{MANAGER_SLOT}/{rel}"] = data
     files[CONFIG_PATH] = config_json(settings)
     return files
 
