@@ -44,7 +44,8 @@ from lcm_device.http import Client, HTTPError, StatusError
 from lcm_device.refusal import Refused
 
 BUF_SIZE = 3072
-_NET = const(1024)  # the HTTP client's part of the buffer (header lines); the rest: file data
+_NET = const(2048)  # the HTTP client's part: a github.com signed asset URL is ~1.3 KB, and its
+# Location header and the request line must fit; the rest (1 KB): file data
 
 
 class Updater:
