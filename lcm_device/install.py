@@ -113,9 +113,13 @@ class Installer:
             return sector
         data = trust.read_small(new, MAX_SECTOR_SIZE)
         trusted = sector
-        if trusted is None:
-            trusted = trust.pinned(self.repo, self.roots, self.threshold)
         try:
+            if trusted is None and self.kind == "app" and not self.roots:
+                # No app roots pinned at build time: the setup page's fingerprint
+                # or trust on first use decides, once, from this first sector.
+                self._pin_first_sector(data)
+            if trusted is None:
+                trusted = trust.pinned(self.repo, self.roots, self.threshold)
             fresh = verify_sector(data, trusted, hal.time())
         except TrustError as exc:
             raise Refused("cert sector: " + _why(exc)) from None
@@ -143,6 +147,36 @@ class Installer:
         )
         fresh.body = b""
         return fresh
+
+    def _pin_first_sector(self, data):
+        """Pin the roots of the first app sector in the config; TrustError when refused."""
+        from cert_sector.keys import key_id_hex
+        from lcm_device import config
+        from lcm_device.firstpin import pin_in_config, roots_from_first_sector
+
+        cfg = self.cfg
+        fingerprint = cfg.get("app_root_fingerprint")
+        tofu = cfg.get("app_trust_first_use") is True
+        roots, threshold = roots_from_first_sector(
+            data, self.repo, fingerprint, tofu, self.hal.time()
+        )
+        pinned = pin_in_config(cfg, roots, threshold)
+        # Saved before the sector is swapped in: a power cut in between leaves the
+        # pin, and the next check verifies the same sector against it.
+        config.save(self.hal, pinned)
+        cfg.pop("app_root_fingerprint", None)
+        cfg.pop("app_trust_first_use", None)
+        cfg["app_roots"] = pinned["app_roots"]
+        cfg["app_threshold"] = threshold
+        self.roots = self.u.roots = pinned["app_roots"]
+        self.threshold = self.u.threshold = threshold
+        self.log(
+            "app: pinned root keys "
+            + " ".join(key_id_hex(r) for r in roots)
+            + " from the first sector ("
+            + ("fingerprint" if fingerprint else "trust on first use")
+            + ")"
+        )
 
     # -- 3. the manifest ---------------------------------------------------
 

@@ -107,8 +107,15 @@ def provision(
             check_repo(manager_repo)
     except FormatError as exc:
         raise SimulateError(str(exc)) from None
-    if not roots:
-        raise SimulateError("at least one --root public key is needed for the app repo")
+    first_use = settings or {}
+    if not roots and not (
+        first_use.get("app_root_fingerprint") or first_use.get("app_trust_first_use") is True
+    ):
+        # Without roots only the setup page's choices can pin them (lcm_device.firstpin).
+        raise SimulateError(
+            "at least one --root public key is needed for the app repo "
+            "(or a root fingerprint, or trust on first use)"
+        )
     if manager_repo and not manager_roots:
         raise SimulateError("--manager-repo needs at least one --manager-root public key")
     if not web_url.startswith(("http://", "https://")):
@@ -127,9 +134,10 @@ def provision(
     cfg: dict[str, Any] = {
         "web_url": web_url,
         "repo": repo,
-        "app_roots": [r.hex() for r in roots],
         "board": board,
     }
+    if roots:
+        cfg["app_roots"] = [r.hex() for r in roots]
     if manager_repo:
         cfg["manager_repo"] = manager_repo
         cfg["manager_roots"] = [r.hex() for r in manager_roots]
