@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import json
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import pytest
 import trustme
 from typer.testing import CliRunner
 
@@ -139,3 +148,90 @@ def test_without_once_the_device_keeps_booting_until_max_boots(tmp_path: Path) -
         assert any("check: not due for" in line for line in lines[lines.index("boot 3") :])
         status = json.loads(lines[-1])
         assert status["exits"] == [75, 0, 0] and status["app"] == "v1.0.0"
+
+
+def start_cli(*args: str) -> tuple[subprocess.Popen[str], queue.Queue[str | None]]:
+    """`lcm device simulate ARGS` as a subprocess; its output lines arrive on the queue."""
+    lcm = Path(sys.executable).parent / "lcm"
+    proc = subprocess.Popen(
+        [str(lcm), "device", "simulate", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return proc, lines
+
+
+def read_until(lines: queue.Queue[str | None], prefix: str, seen: list[str]) -> str:
+    while True:
+        line = lines.get(timeout=120)  # a hang guard, not a timed assertion
+        assert line is not None, "the command ended early:\n" + "\n".join(seen)
+        seen.append(line)
+        if line.strip().startswith(prefix):
+            return line.strip()
+
+
+def test_setup_serves_the_portal_until_stopped(tmp_path: Path) -> None:
+    radio = tmp_path / "radio.json"
+    radio.write_text(
+        json.dumps(
+            {
+                "mac": "a4cf12b3c4d5",
+                "networks": [
+                    {"ssid": "cafe & bar", "rssi": -60, "auth": 0},
+                    {"ssid": "home", "rssi": -50, "auth": 3, "password": "secret-pass"},
+                ],
+            }
+        )
+    )
+    proc, lines = start_cli(
+        "--state", str(tmp_path / "dev"), "--setup", "--radio-script", str(radio)
+    )
+    seen: list[str] = []
+    try:
+        url = read_until(lines, "setup mode: portal ", seen).split()[-1]
+        dns = read_until(lines, "DNS: ", seen)
+        network = read_until(lines, "setup network: ", seen)
+        assert url.startswith("http://127.0.0.1:")
+        assert re.fullmatch(r"DNS: 127\.0\.0\.1 port \d+", dns)
+        assert re.fullmatch(r"setup network: LCM-B3C4D5 password \S{8,}", network)
+
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            page = resp.read().decode()
+
+        assert resp.status == 200
+        assert "cafe &amp; bar" in page and "home" in page
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    assert code == 0, "\n".join(seen)
+    rest = []
+    while (line := lines.get(timeout=60)) is not None:
+        rest.append(line)
+    assert rest[-1] == "stopped", rest
+    # The simulated device stopped with the command: nothing listens there any more.
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(url, timeout=30)
+
+
+def test_setup_refuses_bad_arguments_with_a_clear_error(tmp_path: Path) -> None:
+    state = str(tmp_path / "dev")
+    cases = [
+        (["--setup"], f"no radio script at {tmp_path / 'dev' / 'lcm/state/radio.json'}"),
+        (["--setup", "--radio-script", str(tmp_path / "none.json")], "none.json"),
+        (["--radio-script", str(tmp_path / "r.json")], "--radio-script needs --setup"),
+        ([], "--web-url, --repo and --root are all needed to provision a device"),
+    ]
+    for extra, message in cases:
+        result = runner.invoke(app, ["device", "simulate", "--state", state, *extra])
+        assert result.exit_code == 1, (extra, result.output)
+        assert message in result.output, (extra, result.output)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +14,7 @@ import typer
 
 from publisher import signing
 from publisher.console import command_edge, out
+from publisher.device.setup_sim import SetupSim, start_setup
 from publisher.device.simulate import SimulateError, der_from_pem, provision, simulate
 
 _LOG_LINE = re.compile(r"^[0-9a-f]{12} \d+ (\S+) (.*)$")
@@ -36,12 +39,14 @@ def print_line(line: str) -> None:
 def simulate_command(
     state: Annotated[Path, typer.Option("--state", help="Folder holding the device's flash.")],
     web_url: Annotated[
-        str, typer.Option("--web-url", help="Browser base URL: https://github.com or an lcm host.")
-    ],
-    repo: Annotated[str, typer.Option("--repo", help="The app repo, OWNER/NAME.")],
+        str | None,
+        typer.Option("--web-url", help="Browser base URL: https://github.com or an lcm host."),
+    ] = None,
+    repo: Annotated[str | None, typer.Option("--repo", help="The app repo, OWNER/NAME.")] = None,
     root: Annotated[
-        list[Path], typer.Option("--root", help="Pinned root public key of the app repo (.pub).")
-    ],
+        list[Path] | None,
+        typer.Option("--root", help="Pinned root public key of the app repo (.pub)."),
+    ] = None,
     manager_repo: Annotated[
         str | None, typer.Option("--manager-repo", help="The manager's own repo, OWNER/NAME.")
     ] = None,
@@ -61,12 +66,32 @@ def simulate_command(
     board: Annotated[str, typer.Option("--board", help="Board the device claims to be.")] = "esp32",
     max_boots: Annotated[int, typer.Option("--max-boots", help="Stop after this many boots.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="End with a JSON status line.")] = False,
+    setup: Annotated[
+        bool,
+        typer.Option("--setup", help="Start in setup mode: serve the portal until Ctrl-C."),
+    ] = False,
+    radio_script: Annotated[
+        Path | None,
+        typer.Option(
+            "--radio-script",
+            help="With --setup: the fake radio's script (default: lcm/state/radio.json).",
+        ),
+    ] = None,
 ) -> None:
     """Simulate a device: provision a blank state folder, then boot it like a board."""
     if heap is not None and not _HEAP.match(heap):
         raise SimulateError(f"--heap must look like 160k or 2m, got {heap!r}")
     if max_boots < 1:
         raise SimulateError("--max-boots must be at least 1")
+    if radio_script is not None and not setup:
+        raise SimulateError("--radio-script needs --setup")
+    given = web_url is not None or repo is not None or bool(root)
+    if setup and not given:
+        # A board fresh from the factory without a repo: the portal asks for it.
+        serve_setup(state, radio_script, heap)
+        return
+    if web_url is None or repo is None or not root:
+        raise SimulateError("--web-url, --repo and --root are all needed to provision a device")
     roots = [signing.load_public_key(p) for p in root]
     manager_roots = [signing.load_public_key(p) for p in manager_root or []]
     ca = None
@@ -93,6 +118,9 @@ def simulate_command(
             highlight=False,
             soft_wrap=True,
         )
+    if setup:
+        serve_setup(state, radio_script, heap)
+        return
     status = simulate(
         state,
         heap=heap,
@@ -104,3 +132,47 @@ def simulate_command(
     if as_json:
         # One line, last: what scripts and CI parse.
         sys.stdout.write(json.dumps(status.as_json(), sort_keys=True) + "\n")
+
+
+def serve_setup(state: Path, radio_script: Path | None, heap: str | None) -> None:
+    """Run the device in setup mode, print how to reach it, relay its log until it ends."""
+    sim = start_setup(state, radio_script=radio_script, heap=heap)
+    # `kill`/terminate ends the simulated device too, like Ctrl-C.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        say(f"setup mode: portal {sim.url}")
+        say(f"  DNS: {sim.address} port {sim.dns_port}")
+        password = sim.ap_password or "(open network)"
+        say(f"  setup network: {sim.ap_name} password {password}")
+        say("  Ctrl-C stops the device")
+        code = _relay(sim)
+        say(f"the device left setup mode (exit {code})")
+    except KeyboardInterrupt:
+        say("stopped")
+    finally:
+        sim.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _relay(sim: SetupSim) -> int:
+    shown = 0
+    while True:
+        running = sim.process.poll() is None
+        sim.output()  # moves what the device printed into sim.lines
+        for line in sim.lines[shown:]:
+            print_line(line)
+        shown = len(sim.lines)
+        if not running:
+            code = sim.wait()
+            for line in sim.lines[shown:]:  # printed just before it ended
+                print_line(line)
+            return code
+        time.sleep(0.2)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def say(text: str) -> None:
+    out.print(text, highlight=False, markup=False, soft_wrap=True)
