@@ -38,12 +38,13 @@ class Fs:
 
 
 def makedirs(fs, path):
-    """Create `path` and its missing parents."""
+    """Create `path` and its missing parents (absolute or relative, e.g. a unix root "state")."""
+    path = path.rstrip("/")
     if not path or is_dir(path):
         return
-    parent = path[: path.rfind("/")]
-    if parent and parent != path:
-        makedirs(fs, parent)
+    cut = path.rfind("/")
+    if cut > 0:  # -1: a relative top folder has no parent to make; 0: the parent is "/"
+        makedirs(fs, path[:cut])
     fs.mkdir(path)
 
 
