@@ -4,6 +4,7 @@ import lcm
 lcm.confirm()          # this (trial) version works: keep it
 lcm.request_update()   # check for an update now (resets into the manager)
 lcm.status()           # {"app": tag, "slot": ..., "trial": bool, "manager": tag, ...}
+lcm.hold()             # do not reset me into the manager for a check now (lcm.hold(False): do)
 """
 
 from lcm_device import slots
@@ -46,6 +47,14 @@ def request_update():
         pass
     _log("app: update check requested")
     hal.reset()
+
+
+def hold(on=True):
+    """While held, a due check waits instead of resetting the board (lcm_device.checktimer)."""
+    # Imported here: the boot has loaded it already for the app's check timer.
+    from lcm_device import checktimer
+
+    checktimer.hold(on)
 
 
 def _config(hal):

@@ -33,7 +33,7 @@ BOOT_JSON = Path("lcm/state/boot.json")
 CONFIG_JSON = Path("lcm/state/config.json")
 BOOTSTRAP_CA = Path("lcm/state/certs/bootstrap.der")
 # What apps import as `lcm`: the manager slot's tiny re-export of lcm_device.app.
-LCM_SHIM = "from lcm_device.app import confirm, request_update, status  # noqa: F401\n"
+LCM_SHIM = "from lcm_device.app import confirm, hold, request_update, status  # noqa: F401\n"
 # Compiled into the manager but never imported there: the source of /main.py.
 _NOT_IN_SLOT = ("lcm_device/main.mpy",)
 

@@ -74,3 +74,38 @@ def test_app_requests_an_update_check(tmp_path: Path, mpy: Any, host: Any) -> No
     assert "app: update check requested" in out
     assert status.state["app_tag"] == "v2.0.0", out
     assert status.exits == [75, 75, 0], out
+
+
+HOLDS = """
+import lcm
+from lcm_device import schedule
+from lcm_device.checktimer import Watcher
+from lcm_device.hal import get
+
+hal = get()
+sched = schedule.Schedule(hal, {"check_interval_s": 60})
+sched.on_boot(0, False)  # a device without schedule state: a check is due at once
+watcher = Watcher(hal, sched)
+lcm.hold()
+print("HELD", watcher.poll(5), watcher.poll(6))
+lcm.hold(False)
+watcher.poll(7)  # due and no longer held: resets into the manager
+print("NOT REACHED")
+"""
+
+
+def test_app_holds_off_a_due_check_through_the_lcm_shim(mpy: Any) -> None:
+    from publisher.device.simulate import LCM_SHIM
+
+    shim = mpy.workdir / "slot"
+    shim.mkdir()
+    (shim / "lcm.py").write_text(LCM_SHIM)
+
+    proc = mpy.run(HOLDS, check=False, extra_path=(shim,), extra_env={"LCM_ROOT": str(mpy.workdir)})
+
+    out = proc.stdout + proc.stderr
+    assert "HELD False False" in out, out
+    assert out.count("schedule: check due, waiting while the app holds") == 1, out
+    assert "schedule: check due, resetting into the manager" in out, out
+    assert proc.returncode == 75 and "NOT REACHED" not in out, out
+    assert (mpy.workdir / "lcm" / "state" / "check.now").exists()
