@@ -17,9 +17,10 @@ its update checks: the proof that the new manager can still update.
 import sys
 
 from lcm_device import config, slots
-from lcm_device.compat import collect
+from lcm_device.compat import collect, const, sleep_ms
 
 _log = print
+_IDLE_POLL_MS = const(1000)  # without an app: how often the boot polls the check schedule
 
 
 def log(text):
@@ -224,6 +225,7 @@ def run_app(hal, cfg, sched=None):
     st = slots.load(hal)
     if not st.get("app"):
         log("app: none installed yet")
+        _wait_for_check(hal, cfg, sched)
         return
     if slots.count_trial_boot(hal, st, "app") == "rolled back":
         log(
@@ -235,6 +237,7 @@ def run_app(hal, cfg, sched=None):
             + str(st.get("app_tag"))
         )
         if not st.get("app"):
+            _wait_for_check(hal, cfg, sched)
             return
     tag = st.get("app_tag")
     trial = slots.in_trial(st, "app")
@@ -262,6 +265,36 @@ def run_app(hal, cfg, sched=None):
     from lcm_device.app import confirm
 
     confirm()
+
+
+def _wait_for_check(hal, cfg, sched):
+    """No app to run: stay up until the next check is due, then reset into the manager.
+
+    Returning would leave a board idle until someone resets it (a device whose
+    first check failed would never check again). The unix HAL does not wait:
+    `lcm device simulate` restarts it as a board's reset would, and its
+    `--once` run ends here.
+    """
+    if not getattr(hal, "waits_without_app", False):
+        return
+    watcher = _arm_watcher(hal, cfg, sched, False)
+    if watcher is None:
+        # No life-cycle modules in this manager: check again after one interval.
+        left = cfg.get("check_interval_s") or 14400
+        log("app: waiting " + str(left) + " s for the next check")
+        for _ in range(left):
+            sleep_ms(1000)
+        hal.reset()
+    from lcm_device.schedule import uptime_s
+
+    left = watcher.sched.seconds_until_due(uptime_s())
+    log("app: waiting " + str(left) + " s for the next check")
+    # A board's timer polls the watcher (during this sleep); without one, this loop does.
+    by_timer = getattr(watcher, "timer", None) is not None
+    while True:
+        sleep_ms(_IDLE_POLL_MS)
+        if not by_timer:
+            watcher.poll(uptime_s())
 
 
 def _arm_watcher(hal, cfg, sched, trial):

@@ -21,6 +21,8 @@ _CLOCK_SET_AFTER = 1704067200
 class BoardHal:
     board = "board"
     root = ""
+    # Without an app the boot waits for the next check, then resets (boot._wait_for_check).
+    waits_without_app = True
 
     def __init__(self):
         self.fs = Fs()

@@ -108,6 +108,8 @@ class _CountedFile:
 
 class UnixHal:
     board = "unix"
+    # Without an app the process ends: `lcm device simulate` restarts it (or stops, --once).
+    waits_without_app = False
 
     def __init__(self, root=None):
         getenv = getattr(os, "getenv", None)
