@@ -41,8 +41,9 @@ def main():
     except ImportError:
         pass
     _firmware_booted(hal)
-    _gestures(hal, cfg)
-    cfg = config.load(hal)  # a gesture may have changed it (forget Wi-Fi, factory reset)
+    if _gestures(hal, cfg) == "setup":
+        _setup_mode(hal, cfg)  # the button held at power-on
+    cfg = config.load(hal)  # a gesture or the portal may have changed it
     st = slots.load(hal)
     log(
         "boot: manager "
@@ -62,14 +63,32 @@ def _gestures(hal, cfg):
     # Power-cycle counting (lcm_device.gestures), on power-on boots; `gestures:
     # false` in the config turns it off (test rigs that cut power on purpose).
     if cfg.get("gestures") is False:
-        return
+        return None
     try:
         from lcm_device import gestures
     except ImportError:
-        return
-    gestures.at_boot(hal, cfg, _reset_cause(hal) == "power")
+        return None
+    action = gestures.at_boot(hal, cfg, _reset_cause(hal) == "power")
     # Its heap is needed by the check; checktimer imports it again for settle().
     _unload(("lcm_device.gestures",))
+    return action
+
+
+def _setup_mode(hal, cfg):
+    """Run one setup session (access point, DNS, portal); a check follows at once when
+    it connected, so a repo or network set on the page takes effect now."""
+    try:
+        from lcm_device import wifi
+    except ImportError:
+        log("wifi: no Wi-Fi module in this manager")
+        return
+    up = wifi.setup_mode(hal, cfg, **_portal_args(hal))
+    wifi = None
+    _unload([n for n in sys.modules if n.startswith(("lcm_device.portal", "lcm_device.wifi"))])
+    if up:
+        from lcm_device.schedule import request_check
+
+        request_check(hal)
 
 
 def _firmware_booted(hal):
@@ -207,10 +226,17 @@ def _network(hal, cfg):
     try:
         from lcm_device import wifi
 
-        return wifi.connect_or_setup(hal, cfg) is not None
+        return wifi.connect_or_setup(hal, cfg, **_portal_args(hal)) is not None
     except ImportError:
         log("wifi: no Wi-Fi module in this manager")
         return False
+
+
+def _portal_args(hal):
+    # Boards serve the portal on ports 80 and 53 of the access point; the unix
+    # HAL may name loopback ports (LCM_PORTAL) so a test or a simulation can reach it.
+    args = getattr(hal, "portal_args", None)
+    return args() if args is not None else {}
 
 
 def _confirm_manager(hal):

@@ -184,6 +184,15 @@ class UnixHal:
         """ "power" after a power-on or power cut, "reset" after a reset (the simulator knows)."""
         return self._cause
 
+    def portal_args(self):
+        """The setup portal's ports from LCM_PORTAL="HTTP,DNS" (on 127.0.0.1), else the defaults."""
+        getenv = getattr(os, "getenv", None)
+        ports = getenv("LCM_PORTAL") if getenv else os.environ.get("LCM_PORTAL")
+        if not ports:
+            return {}
+        http_port, dns_port = ports.split(",")
+        return {"http_port": int(http_port), "dns_port": int(dns_port), "bind": "127.0.0.1"}
+
     def has_radio(self):
         """Whether a radio script exists; without one the network counts as up.
 
