@@ -92,26 +92,53 @@ def _setup_mode(hal, cfg):
 
 
 def _firmware_booted(hal):
-    """After a firmware update: which OTA partition did the bootloader start?"""
+    """After a firmware update: which OTA partition did the bootloader start?
+
+    ESP-IDF boots a new image once, pending verification; a reset before it is
+    marked valid (a crash, or a firmware that never reaches Python) makes the
+    bootloader return to the old partition. Such an image is recorded as
+    `fw_bad`, so later checks do not offer it again (a newer tag is installed).
+    """
     sim = getattr(hal, "boot_firmware", None)
     if sim is not None:
         sim()  # the unix port plays ESP-IDF's bootloader (simpartition.py)
     st = slots.load(hal)
     nxt = st.get("fw_next")
-    if not nxt:
+    pending = st.get("fw_pending")
+    if not nxt and not isinstance(pending, str):
         return
     from lcm_device.install import partition_label
 
     parts = hal.partitions()
     running = partition_label(parts(parts.RUNNING))
-    tag, seq, label = nxt
-    if running == label:
-        st["fw_tag"], st["fw_seq"], st["fw_pending"] = tag, seq, True
-        log("firmware: " + tag + " booted from " + label + ", pending verification")
+    if nxt:
+        tag, seq, label = nxt[0], nxt[1], nxt[2]
+        if running == label:
+            st["fw_prev"] = [st.get("fw_tag"), st.get("fw_seq")]
+            st["fw_tag"], st["fw_seq"], st["fw_pending"] = tag, seq, label
+            log("firmware: " + tag + " booted from " + label + ", pending verification")
+        elif len(nxt) > 3:
+            # set_boot() ran (the 4th element says so), yet the old image runs.
+            st["fw_bad"] = tag
+            log("firmware: " + tag + " was rolled back by the bootloader; running " + running)
+        else:
+            # A power cut before set_boot(): a later check offers the release again.
+            log("firmware: " + tag + " did not boot; running " + running)
+        st["fw_next"] = None
+    elif running != pending:
+        # It booted, then a reset came before its first check marked it valid.
+        tag = st.get("fw_tag")
+        prev = st.get("fw_prev") or [None, None]
+        st["fw_bad"] = tag
+        st["fw_tag"], st["fw_seq"], st["fw_pending"] = prev[0], prev[1], False
+        log(
+            "firmware: "
+            + str(tag)
+            + " was rolled back by the bootloader before it was marked valid; running "
+            + running
+        )
     else:
-        # Never set (a power cut before set_boot) or rolled back by the bootloader.
-        log("firmware: " + tag + " did not boot; running " + running)
-    st["fw_next"] = None
+        return
     slots.save(hal, st)
 
 

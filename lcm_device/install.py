@@ -411,7 +411,8 @@ class Installer:
         boot.json records `fw_next` (tag, sequence, partition) before set_boot:
         the next boot sees which partition the bootloader chose and either
         adopts the tag (`fw_tag`, marked valid after its first check) or, when
-        the bootloader went back, records it as `fw_bad`.
+        the bootloader went back after set_boot (`fw_next`'s 4th element), records
+        it as `fw_bad` (lcm_device.boot._firmware_booted).
         """
         from lcm_device.firmware import FirmwareWriter
 
@@ -452,6 +453,10 @@ class Installer:
         st["app_repo"] = self.repo
         slots.save(hal, st)
         writer.activate()
+        # Recorded after set_boot(): if the old image runs at the next boot, the
+        # bootloader rolled the new one back (fw_bad) rather than it never being set.
+        st["fw_next"] = [tag, m.seq, partition_label(target), True]
+        slots.save(hal, st)
         hal.fs.remove(manifest)
         self.log("firmware: " + tag + " boots next from " + partition_label(target))
 

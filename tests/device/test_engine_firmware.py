@@ -89,3 +89,74 @@ def test_power_cut_at_every_flash_mutation_of_a_firmware_update(tmp_path: Path, 
             tried += 1
         print(f"firmware power cut points tried: {tried} (100 % recovered)")
         assert tried > 10
+
+
+def test_image_the_bootloader_rolled_back_is_not_offered_again(tmp_path: Path, mpy: Any) -> None:
+    image = esp_image(ESP32FirmwareImage)
+    with running_host(tmp_path) as host:
+        repo = Repo(host)
+        repo.publish("5.0.0", {"firmware.bin": image}, kind="firmware")
+        state = new_device(tmp_path, mpy, host, repo)
+
+        def new_image_crashes_at_start(code: int, status: Any) -> None:
+            # The new image crashed before reaching Python, and the reset that
+            # followed was its one try (what ESP-IDF's otadata holds by then).
+            if status.boots == 1:
+                assert code == 75
+                otadata = state / "lcm/state/otadata.json"
+                otadata.write_text(json.dumps({**json.loads(otadata.read_text()), "tried": True}))
+
+        status = run(state, mpy, on_exit=new_image_crashes_at_start)
+
+        out = text(status)
+        assert "firmware: v5.0.0 boots next from ota_1" in out, out
+        assert "firmware: v5.0.0 was rolled back by the bootloader; running ota_0" in out, out
+        assert json.loads((state / "lcm/state/otadata.json").read_text())["rolled_back"] == "ota_1"
+        assert status.state["fw_bad"] == "v5.0.0" and status.state.get("fw_tag") is None
+
+        again = text(run(state, mpy))
+        assert "app: v5.0.0 failed its trial before; waiting for a newer one" in again, again
+        assert "firmware: " not in again
+
+        repo.publish("5.0.1", {"firmware.bin": image}, kind="firmware")
+        status = run(state, mpy)
+        assert "firmware: v5.0.1 marked valid" in text(status)
+        assert status.state["fw_tag"] == "v5.0.1"
+
+
+def test_reset_before_the_new_image_is_marked_valid_rolls_it_back(tmp_path: Path, mpy: Any) -> None:
+    import shutil
+
+    image = esp_image(ESP32FirmwareImage)
+    with running_host(tmp_path) as host:
+        repo = Repo(host)
+        repo.publish("5.0.0", {"firmware.bin": image}, kind="firmware")
+        golden = new_device(tmp_path, mpy, host, repo)
+        first = run(golden, mpy, max_boots=1)  # writes the image, set_boot, reset
+        assert first.exits == [75] and first.state["fw_next"][0] == "v5.0.0", text(first)
+
+        # Cut the power at each flash mutation of the new image's first boot, until
+        # one falls after it booted and before its check marked it valid.
+        for k in range(1, 60):
+            state = tmp_path / f"cut{k}"
+            shutil.copytree(golden, state)
+            status = run(state, mpy, fault_at=k, check_first=False, max_boots=1)
+            out = text(status)
+            if status.state.get("fw_pending") == "ota_1" and status.exits == [76]:
+                break
+            shutil.rmtree(state)
+        else:
+            raise AssertionError("no power cut fell between the boot and its validation")
+        assert "pending verification" in out and "marked valid" not in out, out
+        assert status.state["fw_tag"] == "v5.0.0"  # adopted, not yet valid
+
+        status = run(state, mpy, check_first=False)
+
+        out = text(status)
+        assert (
+            "firmware: v5.0.0 was rolled back by the bootloader before it was marked valid; "
+            "running ota_0"
+        ) in out, out
+        assert status.state["fw_bad"] == "v5.0.0" and status.state.get("fw_tag") is None
+        assert not status.state.get("fw_pending")
+        assert "app: v5.0.0 failed its trial before" in text(run(state, mpy))
