@@ -18,3 +18,5 @@ metadata(
 # Pure-Python formats and the P-256 verifier, then the device code.
 package("cert_sector")
 package("lcm_device")
+# What apps `import lcm` (lcm_device/lcm.py, frozen as a top-level module too).
+module("lcm.py", base_path="lcm_device")

@@ -38,7 +38,10 @@ def test_package_json_lists_every_device_module() -> None:
     assert sources == device_sources() | shim
     for dest, src in committed["urls"]:
         assert (REPO_ROOT / src).is_file()
-        assert dest == ("main.py" if dest == "main.py" else f"lcm/m0/{src}")
+        if src == "lcm_device/lcm.py":  # the app shim: `import lcm` from the slot's root
+            assert dest == "lcm/m0/lcm.py"
+        else:
+            assert dest == ("main.py" if dest == "main.py" else f"lcm/m0/{src}")
 
 
 class Manifest:
@@ -72,7 +75,8 @@ def test_manifest_freezes_every_device_module() -> None:
     m = Manifest(REPO_ROOT)
     code = (REPO_ROOT / "manifest.py").read_text()
     exec(code, {"metadata": m.metadata, "package": m.package, "module": m.module})
-    assert m.frozen == device_sources()
+    # Every device module, and the app shim once more as the top-level `lcm`.
+    assert m.frozen == device_sources() | {"lcm.py"}
     assert m.meta["version"] == json.loads((REPO_ROOT / "package.json").read_text())["version"]
 
 

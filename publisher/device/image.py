@@ -70,8 +70,11 @@ def mip_package(root: Path = REPO_ROOT, version: str = "0.1.0") -> dict[str, Any
     urls: list[list[str]] = []
     if (root / "lcm_device" / "main.py").is_file():
         urls.append(["main.py", "lcm_device/main.py"])
+    slot = MANAGER_SLOT.lstrip("/")
     for rel in source_files(DEVICE_PACKAGES, root):
-        urls.append([f"{MANAGER_SLOT.lstrip('/')}/{rel.as_posix()}", rel.as_posix()])
+        # The app shim lives at the slot's root, where apps `import lcm` from.
+        dest = "lcm.py" if rel.as_posix() == "lcm_device/lcm.py" else rel.as_posix()
+        urls.append([f"{slot}/{dest}", rel.as_posix()])
     return {"urls": urls, "deps": [], "version": version}
 
 

@@ -33,9 +33,10 @@ BOOT_JSON = Path("lcm/state/boot.json")
 CONFIG_JSON = Path("lcm/state/config.json")
 BOOTSTRAP_CA = Path("lcm/state/certs/bootstrap.der")
 # What apps import as `lcm`: the manager slot's tiny re-export of lcm_device.app.
-LCM_SHIM = "from lcm_device.app import confirm, hold, request_update, status  # noqa: F401\n"
+LCM_SHIM_SOURCE = REPO_ROOT / "lcm_device" / "lcm.py"
+LCM_SHIM = LCM_SHIM_SOURCE.read_text()
 # Compiled into the manager but never imported there: the source of /main.py.
-_NOT_IN_SLOT = ("lcm_device/main.mpy",)
+_NOT_IN_SLOT = ("lcm_device/main.mpy", "lcm_device/lcm.mpy")
 
 
 class SimulateError(PublisherError):
