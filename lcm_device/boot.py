@@ -253,10 +253,14 @@ def _network(hal, cfg):
     try:
         from lcm_device import wifi
 
-        return wifi.connect_or_setup(hal, cfg, **_portal_args(hal)) is not None
+        up = wifi.connect_or_setup(hal, cfg, **_portal_args(hal)) is not None
     except ImportError:
         log("wifi: no Wi-Fi module in this manager")
         return False
+    if up and hal.time() is None and hasattr(hal, "sync_clock"):
+        # A known clock lets the engine refuse expired cert sectors (rule S7).
+        log("clock: set from NTP" if hal.sync_clock() else "clock: unknown (NTP failed)")
+    return up
 
 
 def _portal_args(hal):

@@ -46,6 +46,21 @@ class BoardHal:
             t += _EPOCH_2000
         return t if t >= _CLOCK_SET_AFTER else None
 
+    def sync_clock(self):
+        """Set the clock from NTP once the network is up (stock `ntptime`); True on success.
+
+        Without it the clock stays unknown and cert-sector expiry (rule S7)
+        cannot be enforced; a failure is not an error, the next boot tries again.
+        """
+        try:
+            import ntptime
+
+            ntptime.timeout = 2
+            ntptime.settime()
+        except (ImportError, OSError, OverflowError):
+            return False
+        return self.time() is not None
+
     def rtc_read(self):
         import machine
 

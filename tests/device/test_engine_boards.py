@@ -137,3 +137,28 @@ def test_board_hal_runs_against_stub_shaped_modules(mpy: Any, board: str) -> Non
         assert out[9:] == ["ota 1 ota_1", "valid ['reset', 'valid']"]
     else:
         assert out[9:] == ["ota None"]
+
+
+NTP = """
+ntptime = _Module()
+ntptime.fail = False
+def _settime():
+    calls.append("ntp timeout " + str(ntptime.timeout))
+    if ntptime.fail:
+        raise OSError(110)
+ntptime.settime = _settime
+sys.modules["ntptime"] = ntptime
+sys.modules["esp32"] = esp32
+from lcm_device.hal import get
+hal = get()
+print("synced", hal.sync_clock())
+ntptime.fail = True
+print("synced", hal.sync_clock())
+print(calls)
+"""
+
+
+def test_board_clock_set_from_ntp_and_failure_is_not_an_error(mpy: Any) -> None:
+    out = mpy.run(FAKES + NTP).stdout.splitlines()
+    # The unix port's clock is already set, so the HAL reports a known time after the call.
+    assert out == ["synced True", "synced False", "['ntp timeout 2', 'ntp timeout 2']"]
