@@ -32,6 +32,17 @@ class MicroPython:
         self.heap = heap
         self.workdir = workdir
 
+    def heap_at_least(self, kb: int) -> str | None:
+        """The selected heap raised to `kb` KB (None, the port's default, stays None).
+
+        For runs whose code alone does not fit the small-heap pass on the 64-bit
+        unix port (bytecode loads into the GC heap; a board runs it frozen): each
+        caller names its floor and why.
+        """
+        if self.heap is None:
+            return None
+        return f"{max(int(self.heap.lower().rstrip('k')), kb)}k"
+
     def run(
         self,
         code: str,

@@ -116,11 +116,7 @@ def new_device(tmp_path: Path, mpy: Any, host: Any, repo: Repo, **settings: Any)
 
 def engine_heap(mpy: Any) -> str | None:
     """The fixture's heap, raised to what the engine's code needs (see ENGINE_HEAP_KB)."""
-    heap = mpy.heap
-    if heap is None:
-        return None
-    kb = int(heap.lower().rstrip("k"))
-    return f"{max(kb, ENGINE_HEAP_KB)}k"
+    return mpy.heap_at_least(ENGINE_HEAP_KB)
 
 
 def run(state: Path, mpy: Any, **kw: Any) -> SimStatus:

@@ -81,18 +81,12 @@ def run(
         after=after,
         wrap=wrap,
     )
-    return mpy.run(code, heap=esp32_heap(mpy.heap)).stdout
+    return mpy.run(code, heap=mpy.heap_at_least(ESP32_MIN_HEAP_KB)).stdout
 
 
 # Firmware updates exist only on the ESP32 (about 100 KB of free heap or more);
 # the ESP8266-sized 24 KB pass of the device suite is raised to this.
 ESP32_MIN_HEAP_KB = 48
-
-
-def esp32_heap(heap: str | None) -> str | None:
-    if heap is None:
-        return None
-    return f"{max(int(heap.rstrip('kK')), ESP32_MIN_HEAP_KB)}k"
 
 
 def test_image_written_verified_and_booted_once_pending(mpy, tmp_path: Path) -> None:

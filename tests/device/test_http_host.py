@@ -48,10 +48,7 @@ SCENARIO_HEAP_KB = 28
 
 
 def run(mpy, body, min_kb=SCENARIO_HEAP_KB):
-    heap = mpy.heap
-    if heap and int(heap.rstrip("kK")) < min_kb:
-        heap = f"{min_kb}k"
-    return mpy.run(driver_script(body), heap=heap, timeout=60)
+    return mpy.run(driver_script(body), heap=mpy.heap_at_least(min_kb), timeout=60)
 
 
 def _download(web):

@@ -49,10 +49,7 @@ def run(mpy, folder, body):
     # 64-bit unix port TLS needs more than the 24 KB bar of plain HTTP (the
     # smallest heap that works is printed by bench/bench_http.py), so a smaller
     # --mpy-heap is raised to TLS_HEAP_KB here instead of failing for lack of it.
-    heap = mpy.heap
-    if heap and int(heap.rstrip("kK")) < TLS_HEAP_KB:
-        heap = f"{TLS_HEAP_KB}k"
-    proc = mpy.run(driver_script(prelude + body), timeout=60, heap=heap)
+    proc = mpy.run(driver_script(prelude + body), timeout=60, heap=mpy.heap_at_least(TLS_HEAP_KB))
     return parse_lines(proc.stdout), proc.stdout
 
 

@@ -141,8 +141,7 @@ def test_parsers_agree_with_cpython(mpy) -> None:
         "dns": [p.hex() for p in packets],
     }
     (mpy.workdir / "cases.json").write_text(json.dumps(cases))
-    heap = mpy.heap and f"{max(int(mpy.heap.rstrip('kK')), CODE_HEAP_KB)}k"
-    lines = mpy.run(SCRIPT, heap=heap).stdout.strip().splitlines()
+    lines = mpy.run(SCRIPT, heap=mpy.heap_at_least(CODE_HEAP_KB)).stdout.strip().splitlines()
     got = [json.loads(line) for line in lines]
     expected = (
         [form_outcome(b) for b in FORM_BODIES]
