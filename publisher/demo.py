@@ -25,7 +25,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from publisher import certs, signing
-from publisher.device.simulate import manager_files, provision, simulate
+from publisher.device.manager import manager_files
+from publisher.device.simulate import provision, simulate
 from publisher.errors import PublisherError
 from publisher.fsutil import write_atomic
 from publisher.host.server import HostServer, start_host

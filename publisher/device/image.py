@@ -28,8 +28,8 @@ from publisher.device.firmware import (
     get_board,
     parse_flash_size,
 )
+from publisher.device.manager import manager_files
 from publisher.device.settings import CONFIG_PATH, DeviceSettings, check_settings, config_json
-from publisher.device.simulate import manager_files
 from publisher.micropython import DEVICE_PACKAGES, REPO_ROOT, build_mpy, source_files
 
 # littlefs settings of MicroPython's VfsLfs2 defaults (extmod/vfs_lfsx.c):

@@ -22,6 +22,7 @@ from typing import Any
 
 from cert_sector.encoding import check_repo
 from cert_sector.errors import FormatError
+from publisher.device.manager import manager_files
 from publisher.errors import PublisherError
 from publisher.fsutil import write_atomic
 from publisher.micropython import REPO_ROOT, build_mpy, run_micropython
@@ -32,11 +33,6 @@ EXIT_POWER_CUT = 76
 BOOT_JSON = Path("lcm/state/boot.json")
 CONFIG_JSON = Path("lcm/state/config.json")
 BOOTSTRAP_CA = Path("lcm/state/certs/bootstrap.der")
-# What apps import as `lcm`: the manager slot's tiny re-export of lcm_device.app.
-LCM_SHIM_SOURCE = REPO_ROOT / "lcm_device" / "lcm.py"
-LCM_SHIM = LCM_SHIM_SOURCE.read_text()
-# Compiled into the manager but never imported there: the source of /main.py.
-_NOT_IN_SLOT = ("lcm_device/main.mpy", "lcm_device/lcm.mpy")
 
 
 class SimulateError(PublisherError):
@@ -62,16 +58,6 @@ class SimStatus:
             "boots": self.boots,
             "exits": self.exits,
         }
-
-
-def manager_files(build: Path) -> dict[str, bytes]:
-    """The files of a manager slot, by path inside the slot (.mpy modules and lcm.py)."""
-    files = {"lcm.py": LCM_SHIM.encode()}
-    for mpy in sorted(build.rglob("*.mpy")):
-        rel = mpy.relative_to(build).as_posix()
-        if rel not in _NOT_IN_SLOT:
-            files[rel] = mpy.read_bytes()
-    return files
 
 
 def der_from_pem(pem: bytes) -> bytes:

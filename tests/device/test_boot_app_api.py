@@ -95,11 +95,11 @@ print("NOT REACHED")
 
 
 def test_app_holds_off_a_due_check_through_the_lcm_shim(mpy: Any) -> None:
-    from publisher.device.simulate import LCM_SHIM
+    from publisher.device.manager import LCM_SHIM_SOURCE
 
     shim = mpy.workdir / "slot"
     shim.mkdir()
-    (shim / "lcm.py").write_text(LCM_SHIM)
+    (shim / "lcm.py").write_bytes(LCM_SHIM_SOURCE.read_bytes())
 
     # The unix port loads the code into the heap (a board runs it frozen): the engine's heap.
     proc = mpy.run(

@@ -7,7 +7,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from publisher.device.simulate import manager_files, provision
+from publisher.device.manager import manager_files
+from publisher.device.simulate import provision
 from tests.device.enginekit import Repo, app_files, run, slot_is_complete, text
 from tests.hostserver import running_host
 

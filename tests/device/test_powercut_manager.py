@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from publisher.device.simulate import manager_files, provision
+from publisher.device.manager import manager_files
+from publisher.device.simulate import provision
 from tests.device.enginekit import Repo, app_files, run, slot_is_complete, text
 from tests.device.test_engine_manager import tree_digest
 from tests.hostserver import running_host

@@ -1,0 +1,29 @@
+"""What a manager slot (/lcm/m0, /lcm/m1) holds, whichever way it gets onto a device.
+
+A factory image (`lcm device image`), a simulated device (`lcm device
+simulate`) and a manager release (`lcm demo`, or a maintainer publishing the
+manager) all install the same files: the device packages compiled to .mpy,
+and `lcm.py` at the slot's root, which apps `import lcm` from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from publisher.micropython import REPO_ROOT
+
+# What apps import as `lcm`: a re-export of lcm_device.app, installed at the slot's root.
+LCM_SHIM_SOURCE = REPO_ROOT / "lcm_device" / "lcm.py"
+# Compiled with the packages but not part of a slot: /main.py's source, and the
+# shim (it sits at the slot's root as lcm.py instead).
+_NOT_IN_SLOT = ("lcm_device/main.mpy", "lcm_device/lcm.mpy")
+
+
+def manager_files(build: Path) -> dict[str, bytes]:
+    """The files of a manager slot, by path inside the slot, from a `build_mpy` folder."""
+    files = {"lcm.py": LCM_SHIM_SOURCE.read_bytes()}
+    for mpy in sorted(build.rglob("*.mpy")):
+        rel = mpy.relative_to(build).as_posix()
+        if rel not in _NOT_IN_SLOT:
+            files[rel] = mpy.read_bytes()
+    return files
