@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.device.conftest import MicroPython
 from tests.device.enginekit import Repo, app_files, new_device, run, slot_is_complete, text
 from tests.hostserver import running_host
 from tests.keyfactory import make_manifest
@@ -110,15 +111,14 @@ CASES = {
 def installed(tmp_path_factory: pytest.TempPathFactory, mpy_build: Path) -> tuple[Repo, Path]:
     tmp = tmp_path_factory.mktemp("hostile")
 
-    class Build:
-        build = mpy_build
-        heap = None
+    # The module-scoped install runs at the port's default heap (the fixture's own is per test).
+    device = MicroPython(mpy_build, None, tmp)
 
     with running_host(tmp) as host:
         repo = Repo(host)
         repo.publish("1.0.0", app_files("1.0.0", n=3))
-        state = new_device(tmp, Build, host, repo, http_timeout_ms=1000)
-        assert run(state, Build).state["app_tag"] == "v1.0.0"
+        state = new_device(tmp, device, host, repo, http_timeout_ms=1000)
+        assert run(state, device).state["app_tag"] == "v1.0.0"
     return repo, state
 
 
