@@ -250,7 +250,7 @@ def keep_running(demo: Demo) -> None:
     demo.say(
         f"  LCM_DEMO_TOKEN=$(cat {token_file}) lcm release publish DIR "
         f"--repo {demo.app.name} --tag v1.3.0 --key {demo.app.release_pem} "
-        f"--certs SECTOR --api-url {demo.host.api_url} --token-env LCM_DEMO_TOKEN"
+        f"--api-url {demo.host.api_url} --token-env LCM_DEMO_TOKEN"
     )
     demo.say("Ctrl-C stops the host.")
     try:
