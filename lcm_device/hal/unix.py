@@ -123,6 +123,12 @@ class UnixHal:
         # A flash of this many KB (the folder lives on a big host disk otherwise).
         self._flash_kb = int(env("LCM_FLASH_KB") or 0)
         self.check_now = env("LCM_CHECK_NOW") == "1"
+        data_heap = env("LCM_DATA_HEAP")
+        if data_heap:
+            # A board running the manager from ROM: only this much heap for data.
+            from lcm_device.hal.rommodel import leave_data_heap
+
+            print("lcm-hal: code in ROM, data heap " + str(leave_data_heap(int(data_heap))))
 
     def reset(self, code=EXIT_RESET):
         print("lcm-hal: reset")

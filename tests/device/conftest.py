@@ -54,11 +54,10 @@ class MicroPython:
         extra_env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run `code` (dedented) as a script; by default fail the test on a non-zero exit."""
-        script = self.workdir / "snippet.py"
-        script.write_text(textwrap.dedent(code))
+        (self.workdir / "snippet.py").write_text(textwrap.dedent(code))
         proc = run_micropython(
-            [str(script)],
-            path=[self.build, *extra_path],
+            ["snippet.py"],
+            path=self._short_paths([self.build, *extra_path]),
             heap=heap or self.heap,
             timeout=timeout,
             cwd=self.workdir,
@@ -70,6 +69,23 @@ class MicroPython:
                 f"\n--- stderr\n{proc.stderr}"
             )
         return proc
+
+    def _short_paths(self, folders: list[Path]) -> list[str]:
+        """`folders` as short links relative to the working folder.
+
+        The strings MicroPython keeps for module paths live in its heap, so an
+        absolute temp path (whose length varies with the machine and the test's
+        name) would change what fits in the 24 KB pass from one machine to the next.
+        """
+        names = []
+        for i, folder in enumerate(folders):
+            link = self.workdir / f"_p{i}"
+            if link.is_symlink() and link.readlink() != Path(folder):
+                link.unlink()
+            if not link.is_symlink():
+                link.symlink_to(folder, target_is_directory=True)
+            names.append(link.name)
+        return names
 
 
 @pytest.fixture(scope="session")

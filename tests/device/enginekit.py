@@ -16,11 +16,14 @@ from publisher.signing import Signer
 from tests.hostserver import TEST_REPO, github_client
 from tests.keyfactory import make_manifest, make_sector, new_signer
 
-# The engine's modules load into the GC heap on the unix port (a board would run
-# them from ROMFS or frozen): below this heap a full update cycle cannot load
-# them. bench/bench_update.py reports the measured minimum and the working heap
-# (136 KB for files); a firmware update also needs one contiguous 4 KB block.
+# The engine's modules load into the GC heap on the unix port (a board runs them
+# from ROMFS or frozen): a whole process running a full update cycle needs about
+# this heap (bench/bench_update.py reports the measured minimum).
 ENGINE_HEAP_KB = 192
+# The small-heap pass runs the engine with its code "in ROM" (the unix HAL's ROM
+# model, lcm_device/hal/rommodel.py): the pass's heap (24 KB) is what is left for
+# data, and the process gets room for all the manager's code besides.
+ROM_MODEL_HEAP = "384k"
 
 APP_OK = "import lcm\nprint('APP', lcm.status()['app'], 'running')\n"
 
@@ -115,12 +118,44 @@ def new_device(tmp_path: Path, mpy: Any, host: Any, repo: Repo, **settings: Any)
 
 
 def engine_heap(mpy: Any) -> str | None:
-    """The fixture's heap, raised to what the engine's code needs (see ENGINE_HEAP_KB)."""
-    return mpy.heap_at_least(ENGINE_HEAP_KB)
+    """The process heap for an engine run: the port's default, or room for code in the
+    small-heap pass (where `engine_env` limits the data heap)."""
+    return None if mpy.heap is None else ROM_MODEL_HEAP
 
 
-def run(state: Path, mpy: Any, **kw: Any) -> SimStatus:
-    return simulate(state, heap=engine_heap(mpy), **kw)
+def data_heap_bytes(mpy: Any, at_least_kb: int = 0) -> int | None:
+    """The small-heap pass's heap in bytes, raised to `at_least_kb` (None in the default
+    pass). A caller that raises it names its floor and why."""
+    if mpy.heap is None:
+        return None
+    return max(int(mpy.heap.lower().rstrip("k")), at_least_kb) * 1024
+
+
+def engine_env(mpy: Any, at_least_kb: int = 0) -> dict[str, str]:
+    """Environment for an engine run: in the small-heap pass, the unix HAL's ROM model
+    leaves the pass's heap for data once the code is loaded."""
+    n = data_heap_bytes(mpy, at_least_kb)
+    return {} if n is None else {"LCM_DATA_HEAP": str(n)}
+
+
+def rom_prelude(mpy: Any) -> str:
+    """The same for a script that uses engine modules without the HAL."""
+    n = data_heap_bytes(mpy)
+    if n is None:
+        return ""
+    return f"from lcm_device.hal.rommodel import leave_data_heap\nleave_data_heap({n})\n"
+
+
+def run(
+    state: Path,
+    mpy: Any,
+    env: dict[str, str] | None = None,
+    data_at_least_kb: int = 0,
+    **kw: Any,
+) -> SimStatus:
+    """Boot the device with `simulate` in the fixture's heap (see `engine_env`)."""
+    memory = engine_env(mpy, data_at_least_kb)
+    return simulate(state, heap=engine_heap(mpy), env={**memory, **(env or {})}, **kw)
 
 
 def slot_is_complete(state: Path, slot: str) -> bool:

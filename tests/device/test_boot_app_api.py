@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from tests.device.enginekit import Repo, app_files, engine_heap, new_device, run, text
+from tests.device.enginekit import (
+    Repo,
+    app_files,
+    engine_env,
+    engine_heap,
+    new_device,
+    run,
+    text,
+)
 from tests.hostserver import running_host
 
 CONFIRMS_THEN_CRASHES = """import lcm
@@ -101,13 +109,12 @@ def test_app_holds_off_a_due_check_through_the_lcm_shim(mpy: Any) -> None:
     shim.mkdir()
     (shim / "lcm.py").write_bytes(LCM_SHIM_SOURCE.read_bytes())
 
-    # The unix port loads the code into the heap (a board runs it frozen): the engine's heap.
     proc = mpy.run(
         HOLDS,
         check=False,
         heap=engine_heap(mpy),
         extra_path=(shim,),
-        extra_env={"LCM_ROOT": str(mpy.workdir)},
+        extra_env={"LCM_ROOT": str(mpy.workdir), **engine_env(mpy)},
     )
 
     out = proc.stdout + proc.stderr

@@ -20,7 +20,7 @@ from typing import Any
 from publisher.device.setup_sim import free_port
 from publisher.device.simulate import provision
 from publisher.micropython import micropython_command, micropython_env
-from tests.device.enginekit import Repo, app_files, engine_heap
+from tests.device.enginekit import Repo, app_files, engine_env, engine_heap
 from tests.hostserver import running_host
 from tests.test_portal_support import FORM, form_body, http, token
 
@@ -54,6 +54,7 @@ def start(state: Path, mpy: Any, http_port: int, dns_port: int) -> subprocess.Po
             "LCM_ROOT": str(state),
             "LCM_BOOT_CAUSE": "power",
             "LCM_PORTAL": f"{http_port},{dns_port}",
+            **engine_env(mpy),
         }
     )
     return subprocess.Popen(

@@ -14,6 +14,7 @@ from tests.device.enginekit import (
     app_files,
     engine_heap,
     new_device,
+    rom_prelude,
     run,
     slot_is_complete,
     text,
@@ -145,7 +146,7 @@ while got < {len(pack)}:
     got += n
 print("read", got, "resumes", pack.resumes, "sha", h.digest() == {hashlib.sha256(pack).digest()!r})
 """
-    out = mpy.run(code, heap=engine_heap(mpy)).stdout
+    out = mpy.run(rom_prelude(mpy) + code, heap=engine_heap(mpy)).stdout
     assert out.count("download: resuming pack at byte") == 2, out
     # Every byte was read once: each resume starts at the first byte not yet received.
     assert f"read {len(pack)} resumes 2 sha True" in out, out
@@ -200,7 +201,7 @@ while got < {len(pack)}:
     got += pack.readinto(buf[1024 : 1024 + min(1024, {len(pack)} - got)])
 print("read", got)
 """
-    out = mpy.run(code, heap=engine_heap(mpy)).stdout
+    out = mpy.run(rom_prelude(mpy) + code, heap=engine_heap(mpy)).stdout
     assert "download: asset URL expired (HTTP 403), renewing" in out, out
     assert f"read {len(pack)}" in out
     assert [r.status for r in host.requests] == [403, 302, 206], host.requests

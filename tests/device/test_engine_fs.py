@@ -20,9 +20,12 @@ makedirs(fs, "state/lcm/state/certs/")
 makedirs(fs, "state/lcm/state")  # there already: nothing to do
 makedirs(fs, "{absolute}/a/b")
 print("MADE", fs.made)
-print("TOP", sorted(os.listdir(".")))
+# (without the runner's links to the code: see MicroPython._short_paths)
+def listing():
+    return sorted(n for n in os.listdir(".") if not n.startswith("_p"))
+print("TOP", listing())
 remove_tree(fs, "state")
-print("LEFT", sorted(os.listdir(".")))
+print("LEFT", listing())
 """
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from publisher.device.simulate import provision
 from publisher.micropython import micropython_command, micropython_env
-from tests.device.enginekit import Repo, app_files, engine_heap, run, text
+from tests.device.enginekit import Repo, app_files, engine_env, engine_heap, run, text
 from tests.hostserver import running_host
 
 
@@ -28,7 +28,7 @@ def power_on_until(state: Path, mpy: Any, marker: str) -> list[str]:
     if heap:
         cmd += ["-X", f"heapsize={heap}"]
     env = micropython_env([])
-    env.update({"LCM_ROOT": str(state.resolve()), "LCM_BOOT_CAUSE": "power"})
+    env.update({"LCM_ROOT": str(state.resolve()), "LCM_BOOT_CAUSE": "power", **engine_env(mpy)})
     proc = subprocess.Popen(
         [*cmd, "main.py"],
         cwd=state,

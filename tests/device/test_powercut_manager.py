@@ -35,6 +35,7 @@ NEEDED = (
     "lcm_device/fetch",
     "lcm_device/hal/__init__",
     "lcm_device/hal/fs",
+    "lcm_device/hal/rommodel",
     "lcm_device/hal/unix",
     "lcm_device/http",
     "lcm_device/install",
