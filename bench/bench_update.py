@@ -136,18 +136,64 @@ def idles(state: Path, heap_kb: int, rom: bool) -> bool:
     return status.exits == [0] and any("nothing new" in line for line in status.lines)
 
 
+# The modules a full update cycle imports.
+CYCLE_IMPORTS = (
+    "from lcm_device.hal import unix, fs\n"
+    "from lcm_device import compat, config, slots, boot, log, schedule, version\n"
+    "from lcm_device import update, install, refusal, fetch, trust, http, release\n"
+    "from cert_sector import manifest, sector\n"
+)
+
+
 def code_heap(build: Path) -> int:
     """GC heap taken by the modules a full update cycle imports (bytecode and globals)."""
     code = (
         "import gc\ngc.collect()\na = gc.mem_alloc()\n"
-        "from lcm_device.hal import unix, fs\n"
-        "from lcm_device import compat, config, slots, boot, log, schedule, version\n"
-        "from lcm_device import update, install, refusal, fetch, trust, http, release\n"
-        "from cert_sector import manifest, sector\n"
-        "gc.collect()\nprint(gc.mem_alloc() - a)\n"
+        + CYCLE_IMPORTS
+        + "gc.collect()\nprint(gc.mem_alloc() - a)\n"
     )
     proc = run_micropython(["-c", code], path=[build], heap="1m")
     return int(proc.stdout.strip())
+
+
+def import_objects(tmp: Path, build: Path) -> int:
+    """Bytes of module, dict, function, tuple and list objects the cycle's modules create
+    when imported from ROMFS: what a frozen module also keeps in RAM, which the ROM model
+    counts as code (a lower bound: class objects and dict tables are not told apart)."""
+    from mpremote.romfs import make_romfs
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        (tmp / "objects.img").write_bytes(make_romfs(str(build), mpy_cross=False))
+    code = (
+        "import gc, sys, vfs, micropython\n"
+        f"vfs.mount(vfs.VfsRom(open({str(tmp / 'objects.img')!r}, 'rb').read()), '/rom')\n"
+        "sys.path.insert(0, '/rom')\ngc.collect()\nmicropython.mem_info(1)\n"
+        + CYCLE_IMPORTS
+        + "gc.collect()\nmicropython.mem_info(1)\n"
+    )
+    proc = run_micropython(["-c", code], path=[], heap="1m")
+    before, after = (_blocks_by_kind(dump) for dump in proc.stdout.split("GC: total")[1:])
+    runtime = "MDBTL"  # module, dict, function (bytecode), tuple, list
+    return sum(after[k] - before[k] for k in runtime) * 32  # 32-byte blocks on 64-bit
+
+
+def _blocks_by_kind(dump: str) -> dict[str, int]:
+    """GC blocks per object kind in a `micropython.mem_info(1)` heap map."""
+    counts = dict.fromkeys("MDBTLSAFh", 0)
+    kind = None
+    for line in dump.splitlines():
+        if len(line) < 10 or line[8:10] != ": ":
+            continue
+        for ch in line[10:]:
+            if ch == "=":
+                if kind is not None:
+                    counts[kind] += 1
+            elif ch == ".":
+                kind = None
+            else:
+                kind = ch if ch in counts else "h"
+                counts[kind] += 1
+    return counts
 
 
 def bench_heap(tmp: Path, build: Path) -> None:
@@ -161,8 +207,10 @@ def bench_heap(tmp: Path, build: Path) -> None:
         heap = smallest_heap(lambda kb: installs(tmp, host, repo, build, kb, False), 8)
         idle_heap = smallest_heap(lambda kb: idles(idle_state, kb, False), 8)
     code = code_heap(build)
+    objects = import_objects(tmp, build)
     print(f"full update cycle, {FILES} files / {FILES * FILE_SIZE // 1024} KB, .mpy modules:")
     print(f"  code in ROM (as ROMFS), smallest data heap   {data} KB (bar: 24 KB; aim 16 KB)")
+    print(f"    + objects a frozen module also keeps in RAM  {objects / 1024:.1f} KB (at least)")
     print(f"  code in ROMFS, smallest data heap            {romfs} KB")
     print(f"  code in the heap, smallest -X heapsize       {heap} KB")
     print(f"    of which the engine's code                 {code // 1024} KB")
