@@ -76,6 +76,28 @@ def test_once_installs_and_prints_timeline_and_json(tmp_path: Path) -> None:
         assert any(line.endswith("nothing new") for line in again.output.splitlines())
 
 
+def test_data_heap_models_a_board_with_its_manager_frozen(tmp_path: Path) -> None:
+    with running_host(tmp_path) as host:
+        repo = Repo(host)
+        repo.publish("1.0.0", app_files("1.0.0", n=20, size=2048))
+        pub = write_root(tmp_path, repo)
+        args = simulate_args(tmp_path / "dev", host.url, pub, "--once", "--json")
+        args.remove("--heap")
+        args.remove(HEAP)
+
+        result = runner.invoke(app, [*args, "--data-heap", "24k"])
+
+        assert result.exit_code == 0, result.output
+        assert "  | lcm-hal: code in ROM, data heap 24576" in result.output.splitlines()
+        assert json.loads(result.output.splitlines()[-1])["app"] == "v1.0.0"
+
+        # With 4 KB for data the check runs out of heap, says so, and nothing is lost.
+        repo.publish("1.1.0", app_files("1.1.0", n=20, size=2048))
+        result = runner.invoke(app, [*args, "--data-heap", "4k"])
+        assert "MemoryError" in result.output, result.output
+        assert json.loads(result.output.splitlines()[-1])["app"] == "v1.0.0"
+
+
 def test_full_install_over_https_costs_few_handshakes(tmp_path: Path) -> None:
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
@@ -112,6 +134,7 @@ def test_refuses_bad_arguments_with_a_clear_error(tmp_path: Path) -> None:
     cases = [
         (["--repo", "not-a-repo"], "repo must be owner/name"),
         (["--heap", "lots"], "--heap must look like 160k"),
+        (["--data-heap", "24 KB"], "--data-heap must look like 24k"),
         (["--root", str(tmp_path / "missing.pub")], "missing.pub"),
         (["--https-ca", str(pub)], "--https-ca is not a PEM certificate"),
         (["--web-url", "ftp://example.org"], "--web-url must be an http(s) URL"),

@@ -21,6 +21,17 @@ _LOG_LINE = re.compile(r"^[0-9a-f]{12} \d+ (\S+) (.*)$")
 _HEAP = re.compile(r"^\d{1,6}[kKmM]?$")
 
 
+# The process heap with --data-heap: the manager's code, then the data heap.
+ROM_MODEL_HEAP = "512k"
+
+
+def size_bytes(size: str) -> int:
+    """Bytes of a size such as 24k, 2m or 4096."""
+    units = {"k": 1024, "m": 1024 * 1024}
+    unit = units.get(size[-1].lower(), 1)
+    return int(size.rstrip("kKmM")) * unit
+
+
 def timeline_line(line: str) -> str:
     """A device output line made readable: log lines lose the device id and sequence."""
     if line.startswith("--- "):
@@ -57,6 +68,14 @@ def simulate_command(
     heap: Annotated[
         str | None, typer.Option("--heap", help="MicroPython heap size, e.g. 160k.")
     ] = None,
+    data_heap: Annotated[
+        str | None,
+        typer.Option(
+            "--data-heap",
+            help="Model a board whose manager is frozen: load all its code first, then "
+            "leave only this much heap for data, e.g. 24k (docs/device.md, Memory).",
+        ),
+    ] = None,
     once: Annotated[
         bool, typer.Option("--once", help="One check/update cycle and its trial boot, then stop.")
     ] = False,
@@ -81,6 +100,13 @@ def simulate_command(
     """Simulate a device: provision a blank state folder, then boot it like a board."""
     if heap is not None and not _HEAP.match(heap):
         raise SimulateError(f"--heap must look like 160k or 2m, got {heap!r}")
+    env = {}
+    if data_heap is not None:
+        if not _HEAP.match(data_heap):
+            raise SimulateError(f"--data-heap must look like 24k, got {data_heap!r}")
+        env["LCM_DATA_HEAP"] = str(size_bytes(data_heap))
+        # Room for all of the manager's code (about 180 KB on this port) besides.
+        heap = heap or ROM_MODEL_HEAP
     if max_boots < 1:
         raise SimulateError("--max-boots must be at least 1")
     if radio_script is not None and not setup:
@@ -128,6 +154,7 @@ def simulate_command(
         max_boots=max_boots,
         on_line=print_line,
         interval_s=1.0,
+        env=env,
     )
     if as_json:
         # One line, last: what scripts and CI parse.
