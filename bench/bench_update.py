@@ -209,7 +209,7 @@ def bench_heap(tmp: Path, build: Path) -> None:
     code = code_heap(build)
     objects = import_objects(tmp, build)
     print(f"full update cycle, {FILES} files / {FILES * FILE_SIZE // 1024} KB, .mpy modules:")
-    print(f"  code in ROM (as ROMFS), smallest data heap   {data} KB (bar: 24 KB; aim 16 KB)")
+    print(f"  code frozen (ROM model), smallest data heap  {data} KB (bar: 24 KB; aim 16 KB)")
     print(f"    + objects a frozen module also keeps in RAM  {objects / 1024:.1f} KB (at least)")
     print(f"  code in ROMFS, smallest data heap            {romfs} KB")
     print(f"  code in the heap, smallest -X heapsize       {heap} KB")
@@ -265,9 +265,7 @@ def bench_cuts(tmp: Path, build: Path) -> None:
         url = f"{host.url}/{repo.name}/releases/download/v1.0.0/pack.lcm"
         host.inject_fault("drop_download", CUTS)
         code = f"""
-import contextlib
 import hashlib
-import io
 from lcm_device.fetch import PackStream
 from lcm_device.http import Client
 buf = memoryview(bytearray(2048))
