@@ -5,7 +5,9 @@
 #     include("/path/to/lcm/manifest.py")
 # then build the port as usual. Frozen modules sit behind the filesystem on
 # sys.path, so the manager slot the boot shim puts first (/lcm/m0, /lcm/m1)
-# still wins: a frozen manager can update itself without a reflash.
+# still wins: a frozen manager can update itself without a reflash (on an ESP32;
+# an ESP8266 has not the heap to run a manager from the filesystem, see
+# docs/hobbyist.md).
 # The boot shim itself is not frozen: MicroPython runs /main.py from the
 # filesystem; copy lcm_device/main.py there (lcm device install does).
 

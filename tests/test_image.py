@@ -77,7 +77,9 @@ def esp32_firmware(
     return bytes(out)
 
 
-def esp8266_firmware() -> bytes:
+def esp8266_firmware(frozen_manager: bool = True) -> bytes:
+    """An ESP8266 MicroPython download; with `frozen_manager`, built with lcm frozen in
+    (mpy-tool's list of frozen module names in the irom0 part)."""
     image = ESP8266ROMFirmwareImage()
     image.entrypoint = 0x40100000
     image.segments = [ELFSection(b".text", 0x40100000, b"esp8266-iram" * 64, 0)]
@@ -86,6 +88,8 @@ def esp8266_firmware() -> bytes:
     data = bytearray(other)
     data += b"\xff" * (0x9000 - len(data))
     data += b"irom0-text" * 1000  # the irom0 part MicroPython places at 0x9000
+    if frozen_manager:
+        data += b"lcm_device/__init__.py\x00lcm_device/app.py\x00lcm_device/boot.py\x00"
     return bytes(data)
 
 
@@ -309,8 +313,10 @@ def test_esp8266_image_reads_back(
     tmp_path: Path, keys: dict[str, Path], main_shim: Path, flash: str, blocks: int
 ) -> None:
     fw = esp8266_firmware()
-    expected = expected_paths()
+    # The manager is frozen into the firmware: the filesystem holds no manager code.
+    expected = {"/main.py", "/lcm/state/config.json"}
     factory = img.build_factory_image("esp8266", fw, flash, settings(keys), main_shim)
+    assert factory.firmware.frozen_manager
     region = factory.firmware.filesystem
     # flashbdev.py: (flash_size - 20480) // 4096 - 0x100000 // 4096 blocks from 0x100000.
     assert region.offset == 0x100000 and region.block_count == blocks
@@ -349,6 +355,18 @@ def test_refuses_firmware_for_another_chip(keys: dict[str, Path], main_shim: Pat
     assert "no ESP32 image header" in msg and "esp8266" in msg
     msg = refusal(keys, main_shim, "esp32", esp32_firmware(boot_cls=ESP32S3FirmwareImage))
     assert "ESP32-S3, not esp32" in msg
+
+
+def test_refuses_an_esp8266_firmware_without_the_manager_frozen_in(
+    keys: dict[str, Path], main_shim: Path
+) -> None:
+    # Loaded from .mpy files the manager would need about twice an ESP8266's free heap.
+    msg = refusal(keys, main_shim, "esp8266", esp8266_firmware(frozen_manager=False))
+    assert "does not have the lcm manager frozen in" in msg and "manifest.py" in msg
+    # An ESP32 has the heap for it: its image carries the manager as .mpy files.
+    factory = img.build_factory_image("esp32", esp32_firmware(), "4MB", settings(keys), main_shim)
+    assert not factory.firmware.frozen_manager
+    assert "/lcm/m0/lcm_device/boot.mpy" in factory.files
 
 
 def test_refuses_corrupt_or_incomplete_firmware(keys: dict[str, Path], main_shim: Path) -> None:
@@ -468,10 +486,11 @@ def test_the_device_code_in_the_image_reads_its_config(
 
     root = load_public_key(keys["app-root-2"])
     s = settings(keys, app_roots=[root], web_url="http://10.0.0.2:8080", wifi_ssid="Home")
-    factory = img.build_factory_image("esp8266", esp8266_firmware(), "2MB", s, main_shim)
+    factory = img.build_factory_image("esp32", esp32_firmware(), "4MB", s, main_shim)
     region = factory.firmware.filesystem
+    start = region.offset - factory.flash_offset  # the ESP32's image starts at 0x1000
     board = tmp_path / "board"
-    for path, data in littlefs_files(factory.data[region.offset : region.end], region).items():
+    for path, data in littlefs_files(factory.data[start : start + region.size], region).items():
         (board / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
         (board / path.lstrip("/")).write_bytes(data)
     script = tmp_path / "read_config.py"
@@ -483,7 +502,7 @@ def test_the_device_code_in_the_image_reads_its_config(
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen == {
         "repo": "alice/thermo",
-        "board": "esp8266",
+        "board": "esp32",
         "channel": "stable",
         "web_url": "http://10.0.0.2:8080",
         "ids": [key_id_hex(root)],

@@ -103,6 +103,7 @@ def test_image_command_takes_secrets_from_env(
     assert result.exit_code == 0, result.output
     assert "LCM-010203" in result.output and "setup-secret-42" in result.output
     assert "write-flash at 0x0" in result.output
+    assert "manager    frozen in the firmware" in result.output
     assert "█" in result.output or "▀" in result.output  # the QR code
     assert stat.S_IMODE(inputs["out"].stat().st_mode) == 0o600
     data = inputs["out"].read_bytes()
@@ -122,6 +123,8 @@ def test_image_json_and_generated_setup_password(inputs: dict[str, Path]) -> Non
     assert report["flash_offset"] == 0x1000
     assert report["filesystem"] == {"offset": 0x200000, "size": 0x200000}
     assert "/main.py" in report["files"] and "/lcm/state/config.json" in report["files"]
+    # A stock ESP32 firmware: the manager goes onto the filesystem as .mpy.
+    assert report["frozen_manager"] is False and "/lcm/m0/lcm.py" in report["files"]
     assert report["setup_ssid"] == "LCM-XXXXXX"
     password = report["setup_password"]
     assert len(password) == device_settings.GENERATED_PASSWORD_LENGTH
@@ -151,6 +154,11 @@ def test_image_refusals_write_nothing(inputs: dict[str, Path]) -> None:
     args = image_args(inputs, "esp8266")
     args[args.index("--firmware") + 1] = str(inputs["esp32"])
     refused(args, "for ESP32, not esp8266")
+    plain = inputs["out"].parent / "esp8266-plain.bin"
+    plain.write_bytes(esp8266_firmware(frozen_manager=False))
+    args = image_args(inputs, "esp8266")
+    args[args.index("--firmware") + 1] = str(plain)
+    refused(args, "does not have the lcm manager frozen in")
     args = image_args(inputs)
     args[args.index("--repo") + 1] = "not a repo"
     refused(args, "--repo")
@@ -363,6 +371,18 @@ def test_install_copies_the_image_files_onto_micropython(
     assert set(copied) == set(expected)
     del copied[device_settings.CONFIG_PATH], expected[device_settings.CONFIG_PATH]
     assert copied == expected
+
+
+def test_install_on_an_esp8266_needs_the_manager_frozen_in(
+    inputs: dict[str, Path], serial_micropython: tuple[str, Path]
+) -> None:
+    # The board is asked for its frozen modules (help('modules')); this firmware has none.
+    port, board = serial_micropython
+    refused(
+        ["device", "install", "--port", port, "--board", "esp8266"],
+        "does not have the lcm manager frozen in",
+    )
+    assert list(board.iterdir()) == []  # nothing copied
 
 
 def test_install_asks_the_board_which_port_it_runs(

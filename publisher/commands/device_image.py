@@ -189,6 +189,7 @@ def image(
                 "flash_offset": factory.flash_offset,
                 "filesystem": {"offset": fs.offset, "size": fs.size},
                 "files": sorted(factory.files),
+                "frozen_manager": factory.firmware.frozen_manager,
                 "setup_ssid": device_settings.setup_ssid(mac_bytes) if mac_bytes else "LCM-XXXXXX",
                 "setup_password": settings.setup_password,
             }
@@ -196,6 +197,10 @@ def image(
         return
     used = sum(len(d) for d in factory.files.values())
     out.print(f"firmware   {firmware} ({factory.firmware.size} bytes, checked by esptool)")
+    if factory.firmware.frozen_manager:
+        out.print("manager    frozen in the firmware (its code runs from flash)")
+    else:
+        out.print(f"manager    .mpy files in {img.MANAGER_SLOT} (loaded into the heap)")
     out.print(
         f"filesystem LittleFS at {fs.offset:#x}, {fs.size // 1024} KiB: "
         f"{len(factory.files)} files, {used // 1024} KiB"
@@ -269,7 +274,10 @@ def install(
     if not board:
         settings.board = flashing.detect_board(port)
         out.print(f"the board on {port} runs MicroPython for {settings.board}")
-    files = img.device_files(settings)
+    # An ESP8266 runs the manager only frozen into its firmware (docs/hobbyist.md).
+    frozen = settings.board == "esp8266" and flashing.has_frozen_manager(port)
+    img.check_manager_fits(settings.board, frozen)
+    files = img.device_files(settings, frozen_manager=frozen)
     with tempfile.TemporaryDirectory(prefix="lcm-install-") as staging:
         out.print(f"copying {len(files)} files to the board on {port} (mpremote)")
         flashing.install(port, files, Path(staging))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,7 @@ class FirmwareInfo:
     app: Region  # where the application image sits
     filesystem: Region
     partitions: tuple[Partition, ...] = ()
+    frozen_manager: bool = False  # the firmware has lcm_device frozen in (manifest.py)
 
 
 # ---------------------------------------------------------------- boards / sizes
@@ -313,11 +314,18 @@ def _check_esp8266(board: Board, data: bytes, flash_size: int) -> FirmwareInfo:
     )
 
 
+# mpy-tool lists a firmware's frozen modules by source path, each NUL-terminated,
+# in plain bytes of the image (neither ESP port compresses its application).
+FROZEN_MANAGER_NAME = b"lcm_device/boot.py\x00"
+
+
 def check_firmware(board: Board, data: bytes, flash_size: int) -> FirmwareInfo:
     """Validate a MicroPython download for `board` and find its filesystem region."""
     if board.name == "esp32":
-        return _check_esp32(board, data, flash_size)
-    return _check_esp8266(board, data, flash_size)
+        info = _check_esp32(board, data, flash_size)
+    else:
+        info = _check_esp8266(board, data, flash_size)
+    return replace(info, frozen_manager=FROZEN_MANAGER_NAME in data)
 
 
 def factory_filesystem(board: Board, data: bytes) -> Region:

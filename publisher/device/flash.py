@@ -170,10 +170,9 @@ def mpremote_install_args(port: str, top_level: Sequence[str], reset: bool = Tru
     return [*args, "reset"] if reset else args[:-1]
 
 
-def detect_board(port: str) -> str:
-    """Ask the MicroPython on `port` which port it is (`sys.platform`): esp32 or esp8266."""
-    args = [sys.executable, "-m", "mpremote", "connect", port, "resume"]
-    args += ["exec", "import sys; print('platform=' + sys.platform)"]
+def _ask_board(port: str, code: str) -> str:
+    """Run `code` on the MicroPython board on `port` (mpremote exec); returns its output."""
+    args = [sys.executable, "-m", "mpremote", "connect", port, "resume", "exec", code]
     try:
         proc = subprocess.run(
             args, capture_output=True, text=True, timeout=DETECT_TIMEOUT_S, check=False
@@ -182,17 +181,31 @@ def detect_board(port: str) -> str:
         raise FlashError(
             f"no MicroPython board answered on {port} in {DETECT_TIMEOUT_S} s"
         ) from None
-    found = re.search(r"platform=(\w+)", proc.stdout)
-    if proc.returncode != 0 or not found:
+    if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
         reason = detail[-1] if detail else f"mpremote exited {proc.returncode}"
         raise FlashError(f"no MicroPython board answered on {port}: {reason}")
+    return proc.stdout
+
+
+def detect_board(port: str) -> str:
+    """Ask the MicroPython on `port` which port it is (`sys.platform`): esp32 or esp8266."""
+    found = re.search(
+        r"platform=(\w+)", _ask_board(port, "import sys; print('platform=' + sys.platform)")
+    )
+    if not found:
+        raise FlashError(f"no MicroPython board answered on {port}: no platform in its answer")
     platform = found.group(1)
     if platform not in ("esp32", "esp8266"):
         raise FlashError(
             f"the board on {port} runs MicroPython for {platform!r}, not esp32 or esp8266"
         )
     return platform
+
+
+def has_frozen_manager(port: str) -> bool:
+    """Whether the firmware on `port` has lcm frozen in (`help('modules')` lists frozen ones)."""
+    return "lcm_device/boot" in _ask_board(port, "help('modules')")
 
 
 def install(port: str, files: dict[str, bytes], staging: Path, reset: bool = True) -> str:

@@ -91,21 +91,44 @@ def mip_package_text(root: Path = REPO_ROOT) -> str:
 # ---------------------------------------------------------------- filesystem
 
 
-def device_files(settings: DeviceSettings, main_shim: Path | None = None) -> dict[str, bytes]:
-    """Every file the device starts with: path on the device -> bytes."""
+def device_files(
+    settings: DeviceSettings, main_shim: Path | None = None, frozen_manager: bool = False
+) -> dict[str, bytes]:
+    """Every file the device starts with: path on the device -> bytes.
+
+    With `frozen_manager` the firmware holds the manager: the slot stays empty and
+    the boot shim's import falls through to the frozen modules (code in flash).
+    """
     main_shim = main_shim or MAIN_SHIM
     try:
         shim = main_shim.read_bytes()
     except OSError as exc:
         raise ImageError(f"cannot read the boot shim {main_shim}: {exc.strerror}") from None
     files = {"/main.py": shim}
-    with tempfile.TemporaryDirectory(prefix="lcm-mpy-") as tmp:
-        build = build_mpy(Path(tmp), DEVICE_PACKAGES)
-        # The same slot a manager release installs: .mpy modules and the `lcm` shim apps import.
-        for rel, data in manager_files(build).items():
-            files[f"{MANAGER_SLOT}/{rel}"] = data
+    if not frozen_manager:
+        with tempfile.TemporaryDirectory(prefix="lcm-mpy-") as tmp:
+            build = build_mpy(Path(tmp), DEVICE_PACKAGES)
+            # The slot a manager release installs: .mpy modules and the `lcm` shim apps import.
+            for rel, data in manager_files(build).items():
+                files[f"{MANAGER_SLOT}/{rel}"] = data
     files[CONFIG_PATH] = config_json(settings)
     return files
+
+
+def check_manager_fits(board_name: str, frozen_manager: bool) -> None:
+    """Refuse to put the manager as .mpy files on an ESP8266.
+
+    A full update cycle needs about 14 KB of an ESP8266's ~30 KB of free heap with
+    the manager frozen, but about 68 KB with its .mpy bytecode loaded into the heap
+    (docs/device.md, "Memory"): such a board could never boot the manager.
+    """
+    if board_name == "esp8266" and not frozen_manager:
+        raise ImageError(
+            "this ESP8266 firmware does not have the lcm manager frozen in, and an "
+            "ESP8266's heap (about 30 KB free) cannot hold it loaded from .mpy files "
+            "(about 68 KB): build MicroPython with FROZEN_MANIFEST including lcm's "
+            "manifest.py (docs/hobbyist.md) and pass that firmware"
+        )
 
 
 def new_littlefs(region: Region, buffer: bytearray | None = None) -> Any:
@@ -226,6 +249,7 @@ def build_factory_image(
     settings.board = board.name
     check_settings(settings)
     info = check_firmware(board, firmware, flash_size)
-    files = device_files(settings, main_shim)
+    check_manager_fits(board.name, info.frozen_manager)
+    files = device_files(settings, main_shim, info.frozen_manager)
     fs_image = build_filesystem(files, info.filesystem)
     return FactoryImage(merge(info, firmware, fs_image), info, files, settings)
