@@ -313,8 +313,8 @@ def test_esp8266_image_reads_back(
     tmp_path: Path, keys: dict[str, Path], main_shim: Path, flash: str, blocks: int
 ) -> None:
     fw = esp8266_firmware()
-    # The manager is frozen into the firmware: the filesystem holds no manager code.
-    expected = {"/main.py", "/lcm/state/config.json"}
+    # The manager is frozen into the firmware: the slot holds only the app's `lcm` shim.
+    expected = {"/main.py", "/lcm/state/config.json", "/lcm/m0/lcm.py"}
     factory = img.build_factory_image("esp8266", fw, flash, settings(keys), main_shim)
     assert factory.firmware.frozen_manager
     region = factory.firmware.filesystem

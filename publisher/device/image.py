@@ -28,7 +28,7 @@ from publisher.device.firmware import (
     get_board,
     parse_flash_size,
 )
-from publisher.device.manager import manager_files
+from publisher.device.manager import LCM_SHIM_SOURCE, manager_files
 from publisher.device.settings import CONFIG_PATH, DeviceSettings, check_settings, config_json
 from publisher.micropython import DEVICE_PACKAGES, REPO_ROOT, build_mpy, source_files
 
@@ -96,8 +96,10 @@ def device_files(
 ) -> dict[str, bytes]:
     """Every file the device starts with: path on the device -> bytes.
 
-    With `frozen_manager` the firmware holds the manager: the slot stays empty and
-    the boot shim's import falls through to the frozen modules (code in flash).
+    With `frozen_manager` the firmware holds the manager: the slot holds only the
+    `lcm` shim apps import, and the boot shim's imports fall through to the frozen
+    modules (code in flash). The shim must be there: without it `import lcm`
+    would find the /lcm data folder (on sys.path as "") before the frozen module.
     """
     main_shim = main_shim or MAIN_SHIM
     try:
@@ -105,7 +107,9 @@ def device_files(
     except OSError as exc:
         raise ImageError(f"cannot read the boot shim {main_shim}: {exc.strerror}") from None
     files = {"/main.py": shim}
-    if not frozen_manager:
+    if frozen_manager:
+        files[f"{MANAGER_SLOT}/lcm.py"] = LCM_SHIM_SOURCE.read_bytes()
+    else:
         with tempfile.TemporaryDirectory(prefix="lcm-mpy-") as tmp:
             build = build_mpy(Path(tmp), DEVICE_PACKAGES)
             # The slot a manager release installs: .mpy modules and the `lcm` shim apps import.

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,28 @@ def test_blank_device_installs_v1_and_confirms_it(tmp_path: Path, mpy: Any, host
     assert "app: confirmed v1.0.0" in out
     assert status.state["app"] == "app0" and status.state["app_trial"] is None
     assert slot_is_complete(state, "app0")
+
+
+def test_a_device_with_its_manager_frozen_boots_from_an_empty_slot(
+    tmp_path: Path, mpy: Any, host: Any
+) -> None:
+    """An ESP8266 image's slot holds only the `lcm` shim: the imports fall through to
+    the frozen manager (here the compiled modules behind the slot on sys.path, where
+    `.frozen` sits on a board), and `import lcm` still finds the shim, not /lcm."""
+    repo = Repo(host)
+    repo.publish("1.0.0", app_files("1.0.0"))
+    state = new_device(tmp_path, mpy, host, repo)
+    frozen = tmp_path / "frozen"
+    frozen.mkdir()
+    for package in ("lcm_device", "cert_sector"):
+        shutil.move(state / "lcm" / "m0" / package, frozen / package)
+
+    status = run(state, mpy, env={"MICROPYPATH": os.pathsep.join([".frozen", str(frozen)])})
+
+    out = text(status)
+    assert status.exits == [75, 0], out
+    assert "APP v1.0.0 running" in out and "app: confirmed v1.0.0" in out
+    assert [p.name for p in (state / "lcm" / "m0").iterdir()] == ["lcm.py"]
 
 
 def test_one_changed_file_of_twenty_downloads_only_its_bytes(
