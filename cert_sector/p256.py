@@ -20,7 +20,8 @@ additions are cheaper; a negative digit negates y for free), so a verify
 costs 258 doublings and about 150 additions, and the tables hold only four
 points each (the heap, not the clock, is the scarcer resource on an
 ESP8266). They are made affine with one modular inversion (Montgomery's
-trick). The G table is built on first use and kept.
+trick). G's table is a constant (frozen into flash on a board, so no heap);
+tests/test_p256.py checks it against `_table(_GX, _GY)`.
 """
 
 try:
@@ -42,7 +43,19 @@ _GY = const(0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5)
 _WINDOW_POINTS = const(4)
 _DIGITS = const(87)
 
-_G_TABLE = None
+# Affine 1·G .. 4·G: the first coordinates of _table(_GX, _GY), written out.
+_G_XS = (
+    0x6B17D1F2E12C4247F8BCE6E563A440F277037D812DEB33A0F4A13945D898C296,
+    0x7CF27B188D034F7E8A52380304B51AC3C08969E277F21B35A60B48FC47669978,
+    0x5ECBE4D1A6330A44C8F7EF951D4BF165E6C6B721EFADA985FB41661BC6E7FD6C,
+    0xE2534A3532D08FBBA02DDE659EE62BD0031FE2DB785596EF509302446B030852,
+)
+_G_YS = (
+    0x4FE342E2FE1A7F9B8EE7EB4A7C0F9E162BCE33576B315ECECBB6406837BF51F5,
+    0x07775510DB8ED040293D9AC69F7430DBBA7DADE63CE982299E04B79D227873D1,
+    0x8734640C4998FF7E374B06CE1A64A2ECD82AB036384FB83D9A79B127A27D5032,
+    0xE0F1575A4C633CC719DFEE5FDA862D764EFC96C3F30EE0055C42C23F184ED8C6,
+)
 
 
 def _double(x, y, z):
@@ -141,7 +154,6 @@ def _decode_point(public_key):
 
 def verify_p256(public_key, digest, signature):
     """True only when `signature` (64 bytes r‖s) by `public_key` (65 bytes) signs `digest`."""
-    global _G_TABLE
     try:
         if len(digest) != 32 or len(signature) != 64:  # Rule V1
             return False
@@ -160,9 +172,7 @@ def verify_p256(public_key, digest, signature):
     u1 = _signed_digits(e * w % n)
     u2 = _signed_digits(r * w % n)
 
-    if _G_TABLE is None:
-        _G_TABLE = _table(_GX, _GY)
-    gx, gy = _G_TABLE
+    gx, gy = _G_XS, _G_YS
     qx, qy = _table(q[0], q[1])
 
     # Rule V4: interleaved signed 3-bit windows, most significant first; a

@@ -44,6 +44,13 @@ def main():
     if _gestures(hal, cfg) == "setup":
         _setup_mode(hal, cfg)  # the button held at power-on
     cfg = config.load(hal)  # a gesture or the portal may have changed it
+    _log_boot(hal)
+    sched = _checks(hal, cfg)
+    run_app(hal, cfg, sched)
+
+
+def _log_boot(hal):
+    # Its own frame: the state read for the line is freed before the check.
     st = slots.load(hal)
     log(
         "boot: manager "
@@ -55,8 +62,6 @@ def main():
         + str(st.get("app_tag"))
         + _trial(st, "app")
     )
-    sched = _checks(hal, cfg)
-    run_app(hal, cfg, sched)
 
 
 def _gestures(hal, cfg):
@@ -178,6 +183,7 @@ def _checks(hal, cfg):
         or sched is None
         or sched.due(now)
     )
+    st = None  # the engine reads the state itself: one copy in the heap, not two
     if not due:
         log("check: not due for " + str(sched.seconds_until_due(now)) + " s")
         _confirm_manager(hal)

@@ -98,3 +98,13 @@ def test_public_key_validation() -> None:
     tampered = bytearray(SIGNER.public_key)
     tampered[-1] ^= 1
     assert not public_key_is_valid(bytes(tampered))
+
+
+def test_the_written_out_g_table_is_one_to_four_times_g() -> None:
+    from cert_sector import p256
+
+    assert tuple(map(tuple, p256._table(p256._GX, p256._GY))) == (p256._G_XS, p256._G_YS)
+    # And independently of _table: k·G from the cryptography package.
+    for k in range(1, 5):
+        point = ec.derive_private_key(k, ec.SECP256R1()).public_key().public_numbers()
+        assert (p256._G_XS[k - 1], p256._G_YS[k - 1]) == (point.x, point.y)
