@@ -36,6 +36,9 @@ _MAX_HEADERS = const(64)
 _MAX_SKIP = const(8192)
 # A redirect's or an error's body is read (to keep the connection) up to this.
 _DRAIN = const(2048)
+# A Location longer than this (a signed asset URL: github.com's are ~1.3 KB) is
+# kept in the client's URL slot, not made into a str (see Client.__init__).
+_LONG_VALUE = const(256)
 
 # Body framing.
 _LENGTH = const(0)
@@ -80,15 +83,34 @@ def _net(exc, what):
     return NetworkError("%s failed: %s" % (what, " ".join(str(exc).split())))
 
 
+def _bytes_of(url):
+    # A URL's bytes: a str's UTF-8 buffer on MicroPython (no copy), its encoding on
+    # CPython; a URL held in a client's slot is a memoryview already.
+    if isinstance(url, str):
+        return memoryview(url) if _MPY else url.encode()
+    return url
+
+
 def _clean(text, what, low=32):
     # URLs and header values go into the request: printable ASCII above `low`.
     # Checked as bytes: a str per character may intern new strings (heap).
-    # MicroPython: a str's buffer is its UTF-8 bytes (no copy).
-    data = memoryview(text) if _MPY else text.encode()
+    data = _bytes_of(text)
     for i in range(len(data)):
         if not low < data[i] < 127:
-            raise HTTPError("%s has an invalid character: %r" % (what, text[:100]))
+            raise HTTPError("%s has an invalid character: %r" % (what, _show(text)))
     return text
+
+
+def _show(url):
+    # The start of a URL for a message (a slot URL is a memoryview).
+    return url[:100] if isinstance(url, str) else bytes(url[:100])
+
+
+def _find(data, byte, start, end):
+    for k in range(start, end):
+        if data[k] == byte:
+            return k
+    return -1
 
 
 def _number(text):
@@ -99,29 +121,54 @@ def _number(text):
 
 def split_url(url):
     """(scheme, host, port, path) of an http(s) URL; HTTPError naming what is wrong."""
-    # Slices, not splits: a signed URL is long and a small heap is short.
-    i = _clean(url, "URL").find("://")
-    scheme = url[:i].lower()
-    end = url.find("#")
-    end = len(url) if end < 0 else end
+    scheme, host, port, start, end = _url_parts(url)
+    path = url[start:end]
+    return scheme, host, port, path if path[:1] == "/" else "/" + path
+
+
+def _url_parts(url):
+    # (scheme, host, port, start, end): the path is bytes start..end of the URL,
+    # left in place because a signed URL is long (github.com's: about 1.3 KB) and
+    # a small heap may have no free block that size for a copy. `url` is a str or
+    # the memoryview of a client's URL slot.
+    data = _bytes_of(_clean(url, "URL"))
+    n = len(data)
+    i = 0
+    while i + 2 < n and not (data[i] == 58 and data[i + 1] == 47 and data[i + 2] == 47):
+        i += 1  # to "://"
+    if i + 2 >= n:
+        i = -1
+    scheme = str(data[: max(i, 0)], "utf-8").lower()
+    end = _find(data, 35, 0, n)  # "#"
+    end = n if end < 0 else end
     j = end
-    for sep in "/?":
-        k = url.find(sep, i + 3, end)
+    for sep in (47, 63):  # "/", "?"
+        k = _find(data, sep, i + 3, end)
         if 0 <= k < j:
             j = k
-    host, path = url[i + 3 : j].lower(), url[j:end]
+    host = str(data[i + 3 : j], "utf-8").lower()
     port = 80 if scheme == "http" else 443
     if ":" in host:
         host, port = host.rsplit(":", 1)
         port = int(port) if port.isdigit() and 0 < int(port) < 65536 else 0
     if i < 1 or scheme not in ("http", "https") or not port or not host or "@" in host:
-        raise HTTPError("unsupported URL %r" % url[:100])
-    return scheme, host, port, path if path[:1] == "/" else "/" + path
+        raise HTTPError("unsupported URL %r" % _show(url))
+    return scheme, host, port, j, end
 
 
 def join_url(base, location):
-    """Resolve a Location: absolute, scheme-relative, absolute-path or relative (no ../)."""
-    i = _clean(location, "Location").find("://")
+    """Resolve a Location: absolute, scheme-relative, absolute-path or relative (no ../).
+
+    A long Location (kept in a client's URL slot) must be absolute, and so must the
+    base of a relative one: they are never copied to be joined.
+    """
+    data = _bytes_of(_clean(location, "Location"))
+    head = str(data[:8], "utf-8").lower()
+    if head.startswith(("http://", "https://")):
+        return location
+    if not isinstance(location, str) or not isinstance(base, str):
+        raise LimitError("a relative Location joined to a URL over %d bytes" % _LONG_VALUE)
+    i = location.find("://")
     if i > 0 and location[:i].isalpha():
         return location
     scheme, host, port, path = split_url(base)
@@ -206,7 +253,9 @@ class Response:
 class Client:
     """HTTP(S) client over one preallocated buffer; keeps one connection alive."""
 
-    def __init__(self, buf, *, ca_ders=None, timeout_ms=10000, min_rate=256, user_agent="lcm"):
+    def __init__(
+        self, buf, *, slot=None, ca_ders=None, timeout_ms=10000, min_rate=256, user_agent="lcm"
+    ):
         # Every attribute is made here, so the instance dict is allocated once,
         # early, while a small heap still has a contiguous block for it.
         self._buf = memoryview(buf)
@@ -219,6 +268,12 @@ class Client:
         self.bytes_in = 0  # every byte read from sockets, headers included
         self.verifies_tls = None  # whether TLS checks certificates (set at the first TLS use)
         self._tls = self._sock = self._key = self._poll = None
+        # The URL slot: a long Location (a signed asset URL) is copied here and
+        # used in place, as a memoryview, instead of becoming a str that needs a
+        # free block its size in a heap the work before may have fragmented. It
+        # holds one URL: the next long Location replaces it. Best given by the
+        # caller, allocated early with `buf`; else made at the first long Location.
+        self._slot = slot
         # Read but unconsumed bytes: self._buf[_pos:_end]; _at: start of the last line.
         self._pos = self._end = self._at = 0
         # The open response and its body state (one at a time): bytes allowed,
@@ -399,6 +454,26 @@ class Client:
             if not got:
                 raise NetworkError("connection closed in the %s" % what)
 
+    def _keep_location(self, base, value):
+        # A long Location goes into the URL slot, resolved against the request's
+        # URL there and then (joining later would need a str of its length).
+        head = str(value[:8], "utf-8").lower()
+        prefix = ""
+        if not head.startswith(("http://", "https://")):
+            if not isinstance(base, str):
+                raise LimitError("a relative Location after a URL over %d bytes" % _LONG_VALUE)
+            two = str(value[:2], "utf-8")
+            prefix = join_url(base, two)[: -len(two)]
+        if self._slot is None:
+            self._slot = memoryview(bytearray(len(self._buf)))
+        slot = self._slot
+        n = len(prefix) + len(value)
+        if n > len(slot):
+            raise LimitError("Location longer than %d bytes" % len(slot))
+        slot[: len(prefix)] = _bytes_of(prefix)
+        slot[len(prefix) : n] = value
+        return memoryview(slot)[:n]
+
     def get(self, url, *, start=None, end=None, max_bytes=65536, follow=True, headers=None):
         """GET url and return its Response (see docs/device.md, "HTTP client").
 
@@ -417,7 +492,8 @@ class Client:
         for name, value in headers.items() if headers else ():
             extra += "%s: %s\r\n" % (_clean(name, "header name"), _clean(value, name, 31))
         for _ in range(_MAX_REDIRECTS + 1):
-            scheme, host, port, path = split_url(url)
+            scheme, host, port, p0, p1 = _url_parts(url)
+            data = _bytes_of(url)
             key = (scheme, host, port)
             if port != (80 if scheme == "http" else 443):
                 host += ":%d" % port
@@ -432,8 +508,8 @@ class Client:
                     # in a fragmented heap. Nothing is pending between responses.
                     pos = 0
                     for piece in (
-                        "GET ",
-                        path,
+                        "GET " if p0 < p1 and data[p0] == 47 else "GET /",
+                        None,  # the path, from the URL in place
                         " HTTP/1.1\r\nHost: ",
                         host,
                         "\r\nUser-Agent: ",
@@ -443,7 +519,7 @@ class Client:
                         "\r\n",
                     ):
                         # MicroPython: a str's buffer is its UTF-8 bytes (no copy).
-                        piece = memoryview(piece) if _MPY else piece.encode()
+                        piece = data[p0:p1] if piece is None else _bytes_of(piece)
                         if pos + len(piece) > len(self._buf):
                             raise LimitError("request longer than %d bytes" % len(self._buf))
                         self._buf[pos : pos + len(piece)] = piece
@@ -461,19 +537,19 @@ class Client:
                     return resp
                 resp.close()
                 if resp.location is None:
-                    raise ProtocolError("%d without Location from %s" % (status, url[:100]))
+                    raise ProtocolError("%d without Location from %s" % (status, _show(url)))
                 url = join_url(url, resp.location)
                 continue
             if not 200 <= status < 300:
                 resp.close()
-                exc = StatusError("HTTP %d from %s" % (status, url[:100]))
+                exc = StatusError("HTTP %d from %s" % (status, _show(url)))
                 exc.status = status
                 exc.retry_after = _number(resp._kept[7] or "")
                 raise exc
             if (status == 206) != ranged:
                 self.close()
                 raise ProtocolError(
-                    "got %d for range %s-%s from %s" % (status, start, end, url[:100])
+                    "got %d for range %s-%s from %s" % (status, start, end, _show(url))
                 )
             if ranged:
                 # "bytes FIRST-LAST/TOTAL" answering exactly what was asked.
@@ -497,7 +573,7 @@ class Client:
                 resp.range_start = first
                 resp.range_total = total
             return resp
-        raise LimitError("more than %d redirects, last to %s" % (_MAX_REDIRECTS, url[:100]))
+        raise LimitError("more than %d redirects, last to %s" % (_MAX_REDIRECTS, _show(url)))
 
     def _head(self, url, max_bytes):
         # Status line and headers parsed in the buffer (a 1xx is refused as a status).
@@ -542,6 +618,11 @@ class Client:
                         i += 1
                     while end > i and buf[end - 1] in (32, 9):
                         end -= 1
+                    if k == 0 and end - i > _LONG_VALUE:  # a long Location: the slot
+                        if kept[0] is not None:
+                            raise ProtocolError("bad or repeated location header")
+                        kept[0] = self._keep_location(url, buf[i:end])
+                        break
                     try:
                         value = str(buf[i:end], "utf-8")
                     except UnicodeError:

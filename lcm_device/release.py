@@ -36,6 +36,8 @@ def tag_from_location(location, repo):
     """The tag a `/releases/latest` redirect points at, or None when there is no release."""
     if location is None:
         raise FormatError("no Location in the latest-release redirect")
+    if not isinstance(location, str):  # a long one, kept in the client's URL slot
+        raise FormatError("latest-release redirect to a URL too long for a tag page")
     path = location.split("?", 1)[0]
     # GitHub redirects to the repo's canonical spelling: owner and name match
     # case-insensitively, the tag keeps its case.

@@ -43,9 +43,10 @@ from lcm_device.compat import collect, const
 from lcm_device.http import Client, HTTPError, StatusError
 from lcm_device.refusal import Refused
 
-BUF_SIZE = 3072
+BUF_SIZE = 5120
 _NET = const(2048)  # the HTTP client's part: a github.com signed asset URL is ~1.3 KB, and its
-# Location header and the request line must fit; the rest (1 KB): file data
+# Location header and the request line must fit; then the client's URL slot (as
+# long: where such a URL is kept); the rest (1 KB): file data
 
 
 class Updater:
@@ -67,7 +68,8 @@ class Updater:
         self.web = cfg.get("web_url") or "https://github.com"
         mv = memoryview(buf)
         self.net = mv[:_NET]
-        self.io = mv[_NET:]
+        self.slot = mv[_NET : 2 * _NET]
+        self.io = mv[2 * _NET :]
         self.client = None
         # Figures for `lcm device simulate` and the benchmarks.
         self.stats = {"pack_bytes": 0, "copied": 0, "fetched": 0, "resumes": 0}
@@ -95,6 +97,7 @@ class Updater:
         try:
             self.client = Client(
                 self.net,
+                slot=self.slot,
                 ca_ders=trust.tls_anchors(self.hal, self.kind, self.repo),
                 timeout_ms=self.cfg.get("http_timeout_ms") or 10000,
                 min_rate=self.cfg.get("min_rate") or 256,

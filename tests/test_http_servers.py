@@ -198,8 +198,9 @@ class RawServer:
 DRIVER = """
 # The buffer first, like the engine: allocated before the code loads, it does not
 # depend on finding a contiguous block in a heap the loaded code fragmented. The
-# client parses headers in it and bodies are read into it too (one buffer).
-BUF = bytearray(1024)
+# client parses headers in it and bodies are read into it too (one buffer); 2 KB,
+# the engine's HTTP part: a github-length signed URL must fit in a header line.
+BUF = bytearray(2048)
 data = memoryview(BUF)
 from lcm_device.http import Client, HTTPError
 # (Few globals: a bigger globals dict needs a contiguous block a 24k heap may lack;

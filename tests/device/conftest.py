@@ -24,6 +24,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# The small-heap pass, for code a board runs frozen: the process gets room for all
+# the manager's code, of which the ROM model then leaves only the data heap free.
+ROM_MODEL_HEAP = "384k"
+ROM_PRELUDE = "from lcm_device.hal.rommodel import leave_data_heap\nleave_data_heap({})\n"
+
+
+def _kb(size: str) -> int:
+    return int(size.lower().rstrip("k"))
+
+
 class MicroPython:
     """Runs snippets or scripts in the unix port with the compiled device code importable."""
 
@@ -52,9 +62,21 @@ class MicroPython:
         check: bool = True,
         extra_path: tuple[Path, ...] = (),
         extra_env: dict[str, str] | None = None,
+        rom: bool = False,
     ) -> subprocess.CompletedProcess[str]:
-        """Run `code` (dedented) as a script; by default fail the test on a non-zero exit."""
-        (self.workdir / "snippet.py").write_text(textwrap.dedent(code))
+        """Run `code` (dedented) as a script; by default fail the test on a non-zero exit.
+
+        With `rom` it runs as on a board with the manager frozen: all of the
+        manager's code loaded first (lcm_device/hal/rommodel.py), then the pass's
+        heap left for data, raised to `heap` when that is given (which applies in
+        the default pass too); without either, the port's default heap.
+        """
+        code = textwrap.dedent(code)
+        if rom and (self.heap is not None or heap is not None):
+            data_kb = max(_kb(self.heap) if self.heap else 0, _kb(heap) if heap else 0)
+            code = ROM_PRELUDE.format(data_kb * 1024) + code
+            heap = ROM_MODEL_HEAP
+        (self.workdir / "snippet.py").write_text(code)
         proc = run_micropython(
             ["snippet.py"],
             path=self._short_paths([self.build, *extra_path]),

@@ -13,6 +13,7 @@ from typing import Any
 from cert_sector.assets import BETA_POINTER_ASSET, MANIFEST_ASSET, PACK_ASSET, SECTOR_ASSET
 from publisher.device.simulate import SimStatus, provision, simulate
 from publisher.signing import Signer
+from tests.device.conftest import ROM_MODEL_HEAP
 from tests.hostserver import TEST_REPO, github_client
 from tests.keyfactory import make_manifest, make_sector, new_signer
 
@@ -23,7 +24,6 @@ ENGINE_HEAP_KB = 192
 # The small-heap pass runs the engine with its code "in ROM" (the unix HAL's ROM
 # model, lcm_device/hal/rommodel.py): the pass's heap (24 KB) is what is left for
 # data, and the process gets room for all the manager's code besides.
-ROM_MODEL_HEAP = "384k"
 
 APP_OK = "import lcm\nprint('APP', lcm.status()['app'], 'running')\n"
 
@@ -136,14 +136,6 @@ def engine_env(mpy: Any, at_least_kb: int = 0) -> dict[str, str]:
     leaves the pass's heap for data once the code is loaded."""
     n = data_heap_bytes(mpy, at_least_kb)
     return {} if n is None else {"LCM_DATA_HEAP": str(n)}
-
-
-def rom_prelude(mpy: Any) -> str:
-    """The same for a script that uses engine modules without the HAL."""
-    n = data_heap_bytes(mpy)
-    if n is None:
-        return ""
-    return f"from lcm_device.hal.rommodel import leave_data_heap\nleave_data_heap({n})\n"
 
 
 def run(

@@ -92,7 +92,8 @@ def servers():
 
 
 def run(mpy, body):
-    proc = mpy.run(driver_script(body), timeout=60)
+    # The small-heap pass: the code "in ROM", 24 KB for data (tests/device/conftest.py).
+    proc = mpy.run(driver_script(body), timeout=60, rom=True)
     return parse_lines(proc.stdout), proc.stdout
 
 
