@@ -1,0 +1,52 @@
+"""The benchmarks still run: each imports, and its cheapest MicroPython scripts work.
+
+`nox -s bench` measures; no test times anything. But a bench that no longer
+runs (a script string broken by an edit elsewhere) would stay unnoticed until
+someone asks for the figures, so the quick parts run here, without timing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from publisher.micropython import build_mpy
+from tests.hostserver import running_host
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+NAMES = sorted(p.stem for p in BENCH.glob("bench_*.py"))
+
+
+@pytest.fixture(scope="module")
+def benches() -> dict[str, Any]:
+    sys.path.insert(0, str(BENCH))
+    try:
+        return {name: importlib.import_module(name) for name in NAMES}
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+def test_every_bench_imports_and_has_a_main(benches: dict[str, Any]) -> None:
+    assert {"bench_fleet", "bench_http", "bench_publish", "bench_update", "bench_verify"} <= set(
+        benches
+    )
+    assert all(callable(getattr(module, "main", None)) for module in benches.values())
+
+
+def test_the_quick_micropython_parts_of_the_benches_run(
+    benches: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    update, http = benches["bench_update"], benches["bench_http"]
+    build = build_mpy(tmp_path / "mpy")
+    update.bench_cuts(tmp_path, build)
+    assert "0 read twice" in capsys.readouterr().out
+    assert update.import_objects(tmp_path, build) > 0
+    with running_host(tmp_path / "host", token="bench", repos=(http.REPO,)) as host:
+        http.publish(host, tmp_path)
+        code = http.IDLE.format(ca="None", web=host.url, repo=http.REPO)
+        proc = http.run(build, tmp_path, code)
+    assert proc.stdout.split()[:3] == ["302", "1", "1"], proc.stdout + proc.stderr
