@@ -31,7 +31,7 @@ import trustme
 from github import Auth, Github
 
 from publisher.host.server import start_host
-from publisher.micropython import build_mpy, run_micropython
+from publisher.micropython import ROM_MODEL_HEAP, build_mpy, rom_prelude, run_micropython
 
 REPO = "acme/widget"
 TAG = "v1.0.0"
@@ -105,10 +105,6 @@ def run(build: Path, folder: Path, code: str, heap: str | None = None):
     return run_micropython([str(script)], path=[build], heap=heap, timeout=120)
 
 
-# The code "in ROM": all of the manager loaded, then only the data heap left free.
-ROM_PRELUDE = "from lcm_device.hal.rommodel import leave_data_heap\nleave_data_heap({})\n"
-
-
 def smallest_heap(
     build: Path, folder: Path, code: str, start_kb: int, stop_kb: int, rom: bool = False
 ) -> int | None:
@@ -117,7 +113,7 @@ def smallest_heap(
     best = None
     for kb in range(start_kb, stop_kb - 1, -1):
         if rom:
-            proc = run(build, folder, ROM_PRELUDE.format(kb * 1024) + code, "384k")
+            proc = run(build, folder, rom_prelude(kb * 1024) + code, ROM_MODEL_HEAP)
         else:
             proc = run(build, folder, code, f"{kb}k")
         if proc.returncode != 0 or not proc.stdout.strip().endswith("True"):

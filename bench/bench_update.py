@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import trustme
 
 from publisher.device.simulate import der_from_pem, provision, simulate
-from publisher.micropython import build_mpy, run_micropython
+from publisher.micropython import ROM_MODEL_HEAP, build_mpy, run_micropython
 from tests.device.enginekit import Repo, app_files
 from tests.hostserver import running_host
 
@@ -61,10 +61,6 @@ def new_device(tmp: Path, name: str, host, repo: Repo, build: Path, **settings) 
         https_ca=ca,
     )
     return state
-
-
-# The process heap in the ROM model: room for all the manager's code and the data heap.
-ROM_MODEL_HEAP = "384k"
 
 
 def memory(heap_kb: int, rom: bool) -> dict:

@@ -106,6 +106,11 @@ def _show(url):
     return url[:100] if isinstance(url, str) else bytes(url[:100])
 
 
+def _is_http_url(data):
+    # Whether the URL bytes start with http:// or https:// (any case).
+    return str(data[:8], "utf-8").lower().startswith(("http://", "https://"))
+
+
 def _find(data, byte, start, end):
     for k in range(start, end):
         if data[k] == byte:
@@ -162,9 +167,7 @@ def join_url(base, location):
     A long Location (kept in a client's URL slot) must be absolute, and so must the
     base of a relative one: they are never copied to be joined.
     """
-    data = _bytes_of(_clean(location, "Location"))
-    head = str(data[:8], "utf-8").lower()
-    if head.startswith(("http://", "https://")):
+    if _is_http_url(_bytes_of(_clean(location, "Location"))):
         return location
     if not isinstance(location, str) or not isinstance(base, str):
         raise LimitError("a relative Location joined to a URL over %d bytes" % _LONG_VALUE)
@@ -457,9 +460,8 @@ class Client:
     def _keep_location(self, base, value):
         # A long Location goes into the URL slot, resolved against the request's
         # URL there and then (joining later would need a str of its length).
-        head = str(value[:8], "utf-8").lower()
         prefix = ""
-        if not head.startswith(("http://", "https://")):
+        if not _is_http_url(value):
             if not isinstance(base, str):
                 raise LimitError("a relative Location after a URL over %d bytes" % _LONG_VALUE)
             two = str(value[:2], "utf-8")

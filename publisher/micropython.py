@@ -80,6 +80,25 @@ def build_mpy(
     return dest
 
 
+# The unix HAL's ROM model (lcm_device/hal/rommodel.py) of a board whose manager
+# is frozen: the process heap holds all of the manager's code (about 180 KB on
+# the 64-bit port) and, besides, data heaps of up to about 300 KB.
+ROM_MODEL_HEAP = "512k"
+
+
+def rom_prelude(data_bytes: int) -> str:
+    """MicroPython lines that load the manager's code "into ROM", then leave only
+    `data_bytes` of heap free (for scripts that do not start the unix HAL, which
+    does the same when LCM_DATA_HEAP is set)."""
+    return f"from lcm_device.hal.rommodel import leave_data_heap\nleave_data_heap({data_bytes})\n"
+
+
+def heap_bytes(size: str) -> int:
+    """Bytes of a heap size as MicroPython's -X heapsize takes it: 24k, 2m or 4096."""
+    unit = {"k": 1024, "m": 1024 * 1024}.get(size[-1:].lower(), 1)
+    return int(size.rstrip("kKmM")) * unit
+
+
 def micropython_env(path: Sequence[Path | str]) -> dict[str, str]:
     """Environment whose MICROPYPATH puts `path` after the frozen modules."""
     env = dict(os.environ)

@@ -16,20 +16,10 @@ from publisher import signing
 from publisher.console import command_edge, out
 from publisher.device.setup_sim import SetupSim, start_setup
 from publisher.device.simulate import SimulateError, der_from_pem, provision, simulate
+from publisher.micropython import ROM_MODEL_HEAP, heap_bytes
 
 _LOG_LINE = re.compile(r"^[0-9a-f]{12} \d+ (\S+) (.*)$")
 _HEAP = re.compile(r"^\d{1,6}[kKmM]?$")
-
-
-# The process heap with --data-heap: the manager's code, then the data heap.
-ROM_MODEL_HEAP = "512k"
-
-
-def size_bytes(size: str) -> int:
-    """Bytes of a size such as 24k, 2m or 4096."""
-    units = {"k": 1024, "m": 1024 * 1024}
-    unit = units.get(size[-1].lower(), 1)
-    return int(size.rstrip("kKmM")) * unit
 
 
 def timeline_line(line: str) -> str:
@@ -104,9 +94,8 @@ def simulate_command(
     if data_heap is not None:
         if not _HEAP.match(data_heap):
             raise SimulateError(f"--data-heap must look like 24k, got {data_heap!r}")
-        env["LCM_DATA_HEAP"] = str(size_bytes(data_heap))
-        # Room for all of the manager's code (about 180 KB on this port) besides.
-        heap = heap or ROM_MODEL_HEAP
+        env["LCM_DATA_HEAP"] = str(heap_bytes(data_heap))
+        heap = heap or ROM_MODEL_HEAP  # room for all of the manager's code besides
     if max_boots < 1:
         raise SimulateError("--max-boots must be at least 1")
     if radio_script is not None and not setup:

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from publisher.micropython import build_mpy, micropython_command, run_micropython
+from publisher.micropython import (
+    ROM_MODEL_HEAP,
+    build_mpy,
+    heap_bytes,
+    micropython_command,
+    rom_prelude,
+    run_micropython,
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -22,16 +29,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="MicroPython heap size for device tests, e.g. 24k (default: the port's own)",
     )
-
-
-# The small-heap pass, for code a board runs frozen: the process gets room for all
-# the manager's code, of which the ROM model then leaves only the data heap free.
-ROM_MODEL_HEAP = "384k"
-ROM_PRELUDE = "from lcm_device.hal.rommodel import leave_data_heap\nleave_data_heap({})\n"
-
-
-def _kb(size: str) -> int:
-    return int(size.lower().rstrip("k"))
 
 
 class MicroPython:
@@ -51,7 +48,7 @@ class MicroPython:
         """
         if self.heap is None:
             return None
-        return f"{max(int(self.heap.lower().rstrip('k')), kb)}k"
+        return f"{max(heap_bytes(self.heap) // 1024, kb)}k"
 
     def run(
         self,
@@ -73,8 +70,8 @@ class MicroPython:
         """
         code = textwrap.dedent(code)
         if rom and (self.heap is not None or heap is not None):
-            data_kb = max(_kb(self.heap) if self.heap else 0, _kb(heap) if heap else 0)
-            code = ROM_PRELUDE.format(data_kb * 1024) + code
+            data = max(heap_bytes(self.heap or "0"), heap_bytes(heap or "0"))
+            code = rom_prelude(data) + code
             heap = ROM_MODEL_HEAP
         (self.workdir / "snippet.py").write_text(code)
         proc = run_micropython(

@@ -6,14 +6,20 @@ a draft, its assets, then published (so a device never sees half a release).
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cert_sector.assets import BETA_POINTER_ASSET, MANIFEST_ASSET, PACK_ASSET, SECTOR_ASSET
 from publisher.device.simulate import SimStatus, provision, simulate
+from publisher.micropython import (
+    ROM_MODEL_HEAP,
+    heap_bytes,
+    micropython_command,
+    micropython_env,
+)
 from publisher.signing import Signer
-from tests.device.conftest import ROM_MODEL_HEAP
 from tests.hostserver import TEST_REPO, github_client
 from tests.keyfactory import make_manifest, make_sector, new_signer
 
@@ -128,7 +134,7 @@ def data_heap_bytes(mpy: Any, at_least_kb: int = 0) -> int | None:
     pass). A caller that raises it names its floor and why."""
     if mpy.heap is None:
         return None
-    return max(int(mpy.heap.lower().rstrip("k")), at_least_kb) * 1024
+    return max(heap_bytes(mpy.heap), at_least_kb * 1024)
 
 
 def engine_env(mpy: Any, at_least_kb: int = 0) -> dict[str, str]:
@@ -136,6 +142,33 @@ def engine_env(mpy: Any, at_least_kb: int = 0) -> dict[str, str]:
     leaves the pass's heap for data once the code is loaded."""
     n = data_heap_bytes(mpy, at_least_kb)
     return {} if n is None else {"LCM_DATA_HEAP": str(n)}
+
+
+def start_device(
+    state: Path,
+    mpy: Any,
+    script: str,
+    path: tuple[Path, ...] = (),
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[str]:
+    """Power the device on as a process whose output streams (stdout and stderr as one),
+    for tests that act while it runs; the fixture's heap as in `run`."""
+    cmd = micropython_command()
+    heap = engine_heap(mpy)
+    if heap:
+        cmd += ["-X", f"heapsize={heap}"]
+    full_env = micropython_env(path)
+    full_env.update({"LCM_ROOT": str(state), "LCM_BOOT_CAUSE": "power", **engine_env(mpy)})
+    full_env.update(env or {})
+    return subprocess.Popen(
+        [*cmd, script],
+        cwd=cwd,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def run(

@@ -19,8 +19,7 @@ from typing import Any
 
 from publisher.device.setup_sim import free_port
 from publisher.device.simulate import provision
-from publisher.micropython import micropython_command, micropython_env
-from tests.device.enginekit import Repo, app_files, engine_env, engine_heap
+from tests.device.enginekit import Repo, app_files, start_device
 from tests.hostserver import running_host
 from tests.test_portal_support import FORM, form_body, http, token
 
@@ -44,22 +43,8 @@ boot.main()
 def start(state: Path, mpy: Any, http_port: int, dns_port: int) -> subprocess.Popen[str]:
     script = state.parent / "button_held.py"
     script.write_text(BUTTON_HELD)
-    cmd = micropython_command()
-    heap = engine_heap(mpy)
-    if heap:
-        cmd += ["-X", f"heapsize={heap}"]
-    env = micropython_env([mpy.build])
-    env.update(
-        {
-            "LCM_ROOT": str(state),
-            "LCM_BOOT_CAUSE": "power",
-            "LCM_PORTAL": f"{http_port},{dns_port}",
-            **engine_env(mpy),
-        }
-    )
-    return subprocess.Popen(
-        [*cmd, str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    env = {"LCM_PORTAL": f"{http_port},{dns_port}"}
+    return start_device(state, mpy, str(script), path=(mpy.build,), env=env)
 
 
 def test_button_held_at_power_on_runs_setup_then_checks(tmp_path: Path, mpy: Any) -> None:

@@ -16,27 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from publisher.device.simulate import provision
-from publisher.micropython import micropython_command, micropython_env
-from tests.device.enginekit import Repo, app_files, engine_env, engine_heap, run, text
+from tests.device.enginekit import Repo, app_files, run, start_device, text
 from tests.hostserver import running_host
 
 
 def power_on_until(state: Path, mpy: Any, marker: str) -> list[str]:
     """Power the device on and cut the power when a log line contains `marker`."""
-    cmd = micropython_command()
-    heap = engine_heap(mpy)
-    if heap:
-        cmd += ["-X", f"heapsize={heap}"]
-    env = micropython_env([])
-    env.update({"LCM_ROOT": str(state.resolve()), "LCM_BOOT_CAUSE": "power", **engine_env(mpy)})
-    proc = subprocess.Popen(
-        [*cmd, "main.py"],
-        cwd=state,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_device(state.resolve(), mpy, "main.py", cwd=state)
     assert proc.stdout is not None
     lines = []
     try:
