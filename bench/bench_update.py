@@ -90,13 +90,18 @@ exec(main)
 """
 
 
-def romfs_installs(tmp: Path, host, repo: Repo, build: Path, heap_kb: int) -> bool:
+def romfs_image(folder: Path) -> bytes:
+    """A ROMFS image of `folder` (.mpy files as they are), built by mpremote's builder."""
     from mpremote.romfs import make_romfs
 
+    with contextlib.redirect_stdout(io.StringIO()):  # the builder prints the tree
+        return make_romfs(str(folder), mpy_cross=False)
+
+
+def romfs_installs(tmp: Path, host, repo: Repo, build: Path, heap_kb: int) -> bool:
     state = new_device(tmp, f"heap{heap_kb}romfs", host, repo, build)
     slot = state / "lcm" / "m0"
-    with contextlib.redirect_stdout(io.StringIO()):  # the builder prints the tree
-        (state / "romfs.img").write_bytes(make_romfs(str(slot), mpy_cross=False))
+    (state / "romfs.img").write_bytes(romfs_image(slot))
     for package in ("lcm_device", "cert_sector"):
         shutil.rmtree(slot / package)
     (state / "romfs_boot.py").write_text(ROMFS_BOOT)
@@ -156,10 +161,7 @@ def import_objects(tmp: Path, build: Path) -> int:
     """Bytes of module, dict, function, tuple and list objects the cycle's modules create
     when imported from ROMFS: what a frozen module also keeps in RAM, which the ROM model
     counts as code (a lower bound: class objects and dict tables are not told apart)."""
-    from mpremote.romfs import make_romfs
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        (tmp / "objects.img").write_bytes(make_romfs(str(build), mpy_cross=False))
+    (tmp / "objects.img").write_bytes(romfs_image(build))
     code = (
         "import gc, sys, vfs, micropython\n"
         f"vfs.mount(vfs.VfsRom(open({str(tmp / 'objects.img')!r}, 'rb').read()), '/rom')\n"
