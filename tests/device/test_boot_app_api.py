@@ -11,8 +11,6 @@ import pytest
 from tests.device.enginekit import (
     Repo,
     app_files,
-    engine_env,
-    engine_heap,
     new_device,
     run,
     text,
@@ -112,9 +110,9 @@ def test_app_holds_off_a_due_check_through_the_lcm_shim(mpy: Any) -> None:
     proc = mpy.run(
         HOLDS,
         check=False,
-        heap=engine_heap(mpy),
         extra_path=(shim,),
-        extra_env={"LCM_ROOT": str(mpy.workdir), **engine_env(mpy)},
+        extra_env={"LCM_ROOT": str(mpy.workdir)},
+        rom=True,
     )
 
     out = proc.stdout + proc.stderr

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from publisher.device.simulate import provision
-from tests.device.enginekit import engine_env, engine_heap
 
 BOOT_LIKE_A_BOARD = """
 from lcm_device import boot, schedule
@@ -58,12 +57,8 @@ def device(tmp_path: Path, mpy: Any) -> Path:
 
 def boot(state: Path, mpy: Any, waits: bool) -> tuple[int, str]:
     env = {"LCM_ROOT": str(state), "LCM_BOOT_CAUSE": "power", "LCM_CHECK_NOW": "1"}
-    env.update(engine_env(mpy))
     proc = mpy.run(
-        BOOT_LIKE_A_BOARD.replace("{waits}", str(waits)),
-        check=False,
-        heap=engine_heap(mpy),
-        extra_env=env,
+        BOOT_LIKE_A_BOARD.replace("{waits}", str(waits)), check=False, extra_env=env, rom=True
     )
     return proc.returncode, proc.stdout + proc.stderr
 

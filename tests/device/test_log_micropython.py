@@ -9,7 +9,6 @@ import subprocess
 from pathlib import Path
 
 from publisher.micropython import mpy_cross_command
-from tests.device.enginekit import engine_env, engine_heap
 
 DEVICE = "240ac4123456"
 # Unix HAL settings: no known clock, a fixed MAC.
@@ -121,9 +120,7 @@ def test_ring_stays_bounded_and_keeps_the_newest_lines(mpy):
         print("FIRST", seqs[0], "LAST", seqs[-1], "COUNT", len(seqs))
         print("CONTIGUOUS", seqs == list(range(seqs[0], 301)))
         """,
-        # The real unix HAL, its code "in ROM" in the small-heap pass as for the engine.
-        heap=engine_heap(mpy),
-        env=engine_env(mpy),
+        rom=True,  # the real unix HAL: its code "in ROM" in the small-heap pass
     ).stdout
     total = int(out.split("SIZES ")[1].split()[0])
     assert total <= 2 * 2048
