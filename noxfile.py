@@ -20,8 +20,16 @@ nox.options.sessions = ["lint", "tests", "device"]
 nox.options.reuse_venv = "yes"
 
 DEVICE_HEAPS = (None, "24k")
-# Debian packages the test suite drives for real (see README "Running the tests").
-SYSTEM_PACKAGES = {"/usr/bin/chromium": "chromium"}
+# Debian packages the test suite drives for real (see README "Running the tests"):
+# Chromium (captive portal, dashboard), mosquitto (MQTT fleet), SoftHSM (PKCS#11
+# keys), nginx (static release export), gh (GitHub CLI against lcm host).
+SYSTEM_PACKAGES = {
+    "/usr/bin/chromium": "chromium",
+    "/usr/sbin/mosquitto": "mosquitto",
+    "/usr/bin/softhsm2-util": "softhsm2",
+    "/usr/sbin/nginx": "nginx",
+    "/usr/bin/gh": "gh",
+}
 
 
 def install_system_packages(session: nox.Session) -> None:
