@@ -42,6 +42,14 @@ def host(
         list[str] | None,
         typer.Option("--repo", help="OWNER/NAME to serve (created if new); repeatable."),
     ] = None,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            "--public-url",
+            envvar="LCM_HOST_PUBLIC_URL",
+            help="Base of the URLs handed out (scheme://name[:port]), e.g. behind a proxy.",
+        ),
+    ] = None,
 ) -> None:
     """Serve releases the way GitHub does, for PyGithub and for devices, until Ctrl-C."""
     if (tls_cert is None) != (tls_key is None):
@@ -56,6 +64,7 @@ def host(
         rate_limit=rate_limit,
         tls=tls,
         repos=repo or [],
+        public_url=public_url,
     )
     if token is None:
         err.print(f"warning: ${token_env} is not set: the host is read-only (writes answer 401)")

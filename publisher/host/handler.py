@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 import socket
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
@@ -35,9 +34,6 @@ DRAIN_LIMIT = 64 * 1024 * 1024  # read and discard up to this much of an unused 
 LINGER_SECONDS = 2  # how long a closing connection keeps reading what the client sends
 LINGER_BYTES = 1024 * 1024
 IDLE_TIMEOUT = 120  # seconds a kept-alive connection may sit idle or a read may stall
-_HOST_HEADER = re.compile(
-    r"^[A-Za-z0-9.\-]{1,253}(:\d{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:\d{1,5})?$"
-)
 
 
 def chunked_length(length: int) -> int:
@@ -126,14 +122,7 @@ class HostHandler(BaseHTTPRequestHandler):
     do_HEAD = do_POST = do_PATCH = do_DELETE = do_PUT = do_OPTIONS = do_GET
 
     def urls(self) -> Urls:
-        scheme = "https" if self.host.tls_context is not None else "http"
-        given = self.headers.get("Host", "")
-        if not _HOST_HEADER.match(given):
-            given = self.host.authority
-        assets = ""
-        if self.host.asset_host is not None:
-            assets = f"{scheme}://{self.host.asset_host}:{self.host.port}"
-        return Urls(f"{scheme}://{given}", assets)
+        return Urls(self.host.base_url_for(self.headers.get("Host")), self.host.asset_base_url())
 
     def build_request(self) -> Request:
         path, query = Request.parse_target(self.path)

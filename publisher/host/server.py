@@ -24,6 +24,21 @@ from publisher.host.store import Store
 log = logging.getLogger("lcm.host")
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,252}$")
+_HOST_HEADER = re.compile(
+    r"^(?P<name>[A-Za-z0-9.\-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::(?P<port>\d{1,5}))?$"
+)
+_PUBLIC_URL = re.compile(
+    r"^(https?)://([A-Za-z0-9.\-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(:\d{1,5})?/?$"
+)
+
+
+def check_public_url(url: str) -> str:
+    """`scheme://name[:port]` (no path): the base of the URLs this host hands out."""
+    if not _PUBLIC_URL.match(url):
+        raise HostError(
+            f"not a public URL: {url!r} (expected http://NAME[:PORT] or https://NAME[:PORT])"
+        )
+    return url.rstrip("/")
 
 
 class _Server(ThreadingHTTPServer):
@@ -55,6 +70,7 @@ class HostServer:
         tls: tuple[str | Path, str | Path] | None = None,
         repos: tuple[str, ...] | list[str] = (),
         asset_host: str | None = None,
+        public_url: str | None = None,
     ) -> None:
         if rate_limit < 0:
             raise HostError("--rate-limit must be 0 or more")
@@ -72,6 +88,7 @@ class HostServer:
         self._httpd.host = self
         self.bind = bind
         self.asset_host = asset_host
+        self.public_url = check_public_url(public_url) if public_url is not None else None
         self.port: int = self._httpd.server_address[1]
         self.requests: list[RequestRecord] = []
         self._ids = itertools.count(1)
@@ -88,9 +105,35 @@ class HostServer:
         return f"{host}:{self.port}"
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls_context is not None else "http"
+
+    @property
     def url(self) -> str:
-        scheme = "https" if self.tls_context is not None else "http"
-        return f"{scheme}://{self.authority}"
+        """The base URL clients use: the public URL, else the listen address and port."""
+        return self.public_url or f"{self.scheme}://{self.authority}"
+
+    def base_url_for(self, host_header: str | None) -> str:
+        """The base of every absolute URL in an answer to a request with this `Host`.
+
+        The configured public URL when there is one (a proxy, NAT or DNS name in
+        front); else the name the client used with the port it used, and when its
+        `Host` has no port (MicroPython's `requests` sends none), the port this host
+        listens on, never the scheme's default. A `Host` that is not `name[:port]`
+        is not echoed: the listen address then.
+        """
+        if self.public_url is not None:
+            return self.public_url
+        m = _HOST_HEADER.match(host_header or "")
+        if m is None:
+            return f"{self.scheme}://{self.authority}"
+        return f"{self.scheme}://{m.group('name')}:{m.group('port') or self.port}"
+
+    def asset_base_url(self) -> str:
+        """Where signed asset URLs point: another name for this host, or "" (the base URL)."""
+        if self.asset_host is None:
+            return ""
+        return f"{self.scheme}://{self.asset_host}:{self.port}"
 
     @property
     def api_url(self) -> str:
@@ -196,12 +239,14 @@ def start_host(
     tls: tuple[str | Path, str | Path] | None = None,
     repos: tuple[str, ...] | list[str] = (),
     asset_host: str | None = None,
+    public_url: str | None = None,
 ) -> HostServer:
     """Start a host serving `data_dir` in a background thread; `.shutdown()` stops it.
 
     `repos` are created if missing (OWNER/NAME). `asset_host` (e.g. "localhost"
     when clients use 127.0.0.1) makes signed asset URLs name another host, as
     GitHub's CDN does, so clients must follow a cross-host redirect (with SNI).
+    `public_url` (`scheme://name[:port]`) is the base of every URL handed out.
     """
     host = HostServer(
         Path(data_dir),
@@ -212,5 +257,6 @@ def start_host(
         tls=tls,
         repos=repos,
         asset_host=asset_host,
+        public_url=public_url,
     )
     return host.start()
