@@ -26,7 +26,7 @@ from cert_sector import sector as sf
 from publisher.host.server import start_host
 from publisher.release.github import RetryPolicy, Session
 from publisher.release.publish import PublishRequest, publish
-from publisher.signing import Signer
+from publisher.signing import KeySigner, Signer
 
 TOKEN = "bench-token"
 FILE_SIZE = 2048
@@ -55,8 +55,8 @@ def summarise(requests: list) -> str:
 
 
 def main() -> None:
-    root = Signer(ec.generate_private_key(ec.SECP256R1()))
-    release = Signer(ec.generate_private_key(ec.SECP256R1()))
+    root = KeySigner(ec.generate_private_key(ec.SECP256R1()))
+    release = KeySigner(ec.generate_private_key(ec.SECP256R1()))
     with tempfile.TemporaryDirectory(prefix="lcm-bench-publish-") as tmp:
         host = start_host(Path(tmp) / "host", token=TOKEN)
         try:

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 from cert_sector import verify_p256
 from publisher.micropython import build_mpy, run_micropython
-from publisher.signing import Signer
+from publisher.signing import KeySigner
 
 ROUNDS = 50
 
@@ -60,7 +60,7 @@ assert verify_p256(key, digest, sig)
 
 
 def main() -> None:
-    signer = Signer(ec.generate_private_key(ec.SECP256R1()))
+    signer = KeySigner(ec.generate_private_key(ec.SECP256R1()))
     message = b"lcm benchmark"
     digest = hashlib.sha256(message).digest()
     sig = signer.sign(message)

@@ -14,7 +14,7 @@ from cert_sector import sector as fmt
 from cert_sector.errors import TrustError
 from cert_sector.keys import key_id_hex
 from publisher.errors import PublisherError
-from publisher.signing import Signer, load_public_key, load_signer
+from publisher.signing import Signer, is_signer_spec, load_public_key, open_signer
 
 MAX_PEM_FILE = 256 * 1024
 
@@ -57,32 +57,33 @@ def parse_date(text: str) -> int:
 
 
 def _load_keys(
-    paths: Sequence[Path], passphrase_env: str | None
+    specs: Sequence[str], passphrase_env: str | None
 ) -> tuple[list[bytes], list[Signer]]:
-    """Public keys of `paths`, and signers for those given as private keys."""
+    """Public keys of `specs`, and signers for those that name a private key
+    (a .pem file, `pkcs11:` or `exec:`; see publisher/signing.py)."""
     publics: list[bytes] = []
     signers: list[Signer] = []
-    for path in paths:
-        if path.suffix == ".pem" or b"PRIVATE KEY" in path.read_bytes()[:200]:
-            signer = load_signer(path, passphrase_env)
+    for spec in specs:
+        if is_signer_spec(spec):
+            signer = open_signer(spec, passphrase_env)
             signers.append(signer)
             publics.append(signer.public_key)
         else:
-            publics.append(load_public_key(path))
+            publics.append(load_public_key(spec))
     return publics, signers
 
 
 def build_sector(
     *,
     repo: str,
-    root_keys: Sequence[Path],
-    release_keys: Sequence[Path],
+    root_keys: Sequence[str],
+    release_keys: Sequence[str],
     threshold: int = 1,
     ca_files: Sequence[Path] = (),
     seq: int | None = None,
     expires: str | None = None,
     previous: Path | None = None,
-    old_root_keys: Sequence[Path] = (),
+    old_root_keys: Sequence[str] = (),
     passphrase_env: str | None = None,
 ) -> tuple[bytes, fmt.Sector]:
     """Build and sign a sector, and check it verifies before returning its bytes.

@@ -69,7 +69,9 @@ def make_repo(name: str, keydir: Path) -> Repo:
     short = name.split("/")[1]
     root_pem, root_pub, root = signing.generate(keydir, f"{short}-root", None)
     release_pem, release_pub, _ = signing.generate(keydir, f"{short}-release", None)
-    sector, _ = certs.build_sector(repo=name, root_keys=[root_pem], release_keys=[release_pub])
+    sector, _ = certs.build_sector(
+        repo=name, root_keys=[str(root_pem)], release_keys=[str(release_pub)]
+    )
     return Repo(name, root, root_pub, release_pem, sector)
 
 

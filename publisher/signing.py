@@ -1,14 +1,28 @@
-"""Signing keys: generation, storage, loading, and ECDSA P-256 signatures as r‖s.
+"""Signing keys behind one interface, and ECDSA P-256 signatures as r‖s.
 
-Private keys are PKCS#8 PEM files written 0600, encrypted when a passphrase
-is given. Passphrases come from an environment variable or a prompt, never
-from the command line. Public keys are SubjectPublicKeyInfo PEM (`.pub`),
-readable by openssl; on the wire they are 65-byte uncompressed points.
+Every command that signs takes a key **spec** and opens it with `open_signer`:
+
+  PATH            a PKCS#8 PEM private key file (0600; encrypted when a
+                  passphrase was given: the passphrase from an environment
+                  variable or a prompt, never from the command line)
+  pkcs11:URI      a key in a PKCS#11 token (publisher/pkcs11_signer.py)
+  exec:CMD ARGS   an external command: the 32-byte digest on stdin, the
+                  signature on stdout (publisher/exec_signer.py)
+
+Whatever the kind, `Signer.sign` hashes the data, has the key sign the
+digest, accepts 64-byte r‖s or DER, and checks the signature against the
+signer's public key before returning it: a token or a command that answers
+garbage is an error naming it, never a bad signature in a release.
+
+Public keys are SubjectPublicKeyInfo PEM (`.pub`), readable by openssl; on
+the wire they are 65-byte uncompressed points.
 """
 
 from __future__ import annotations
 
+import abc
 import getpass
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -17,6 +31,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import (
+    Prehashed,
     decode_dss_signature,
     encode_dss_signature,
 )
@@ -32,20 +47,96 @@ class SigningKeyError(PublisherError):
     """A key file that cannot be read, decrypted or used."""
 
 
-class Signer:
-    """A P-256 private key that signs bytes, returning 64-byte r‖s."""
+# The spec prefixes of keys that are not files.
+PKCS11_PREFIX = "pkcs11:"
+EXEC_PREFIX = "exec:"
 
-    def __init__(self, private_key: ec.EllipticCurvePrivateKey) -> None:
+
+class Signer(abc.ABC):
+    """A P-256 private key, wherever it lives, that signs bytes as 64-byte r‖s.
+
+    A subclass sets `public_key` (65 bytes) and `describe` (what to name in
+    messages), and implements `sign_digest`.
+    """
+
+    public_key: bytes
+    describe: str
+
+    @property
+    def key_id(self) -> bytes:
+        return bytes.fromhex(key_id_hex(self.public_key))
+
+    @abc.abstractmethod
+    def sign_digest(self, digest: bytes) -> bytes:
+        """The key's raw ECDSA signature of a SHA-256 digest: r‖s or DER."""
+
+    def sign(self, data: bytes) -> bytes:
+        """r‖s over SHA-256(data), checked against the public key before it is returned."""
+        raw = self.sign_digest(hashlib.sha256(data).digest())
+        signature = signature_from_output(raw, self.describe)
+        if not verify_with_cryptography(self.public_key, data, signature):
+            raise SigningKeyError(
+                f"{self.describe} returned a signature that does not verify against its "
+                f"public key {key_id_hex(self.public_key)}: refusing to use it"
+            )
+        return signature
+
+
+class KeySigner(Signer):
+    """A private key held in memory (read from a PEM file, or made by a test)."""
+
+    def __init__(self, private_key: ec.EllipticCurvePrivateKey, describe: str = "key") -> None:
         if not isinstance(private_key.curve, ec.SECP256R1):
             raise SigningKeyError("only P-256 (secp256r1) keys are supported")
         self._key = private_key
         self.public_key = public_key_bytes(private_key.public_key())
-        self.key_id = bytes.fromhex(key_id_hex(self.public_key))
+        self.describe = describe
 
-    def sign(self, data: bytes) -> bytes:
-        der = self._key.sign(data, ec.ECDSA(hashes.SHA256()))
-        r, s = decode_dss_signature(der)
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    def sign_digest(self, digest: bytes) -> bytes:
+        return self._key.sign(digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+
+
+def signature_from_output(raw: bytes, who: str) -> bytes:
+    """64-byte r‖s from a signer's answer: r‖s already, or a DER ECDSA-Sig-Value."""
+    if len(raw) == 64:
+        return raw
+    try:
+        r, s = decode_dss_signature(raw)
+    except ValueError:
+        raise SigningKeyError(
+            f"{who} returned {len(raw)} bytes that are neither a 64-byte r‖s "
+            "nor a DER ECDSA signature"
+        ) from None
+    if not (0 < r < 2**256 and 0 < s < 2**256):
+        raise SigningKeyError(f"{who} returned a DER signature with out-of-range r or s")
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def open_signer(spec: str, passphrase_env: str | None = None) -> Signer:
+    """The signer a `--key` spec names: a PEM file, `pkcs11:URI` or `exec:CMD ARGS`."""
+    if spec.startswith(PKCS11_PREFIX):
+        from publisher.pkcs11_signer import open_pkcs11
+
+        return open_pkcs11(spec)
+    if spec.startswith(EXEC_PREFIX):
+        from publisher.exec_signer import ExecSigner
+
+        return ExecSigner(spec)
+    return load_signer(Path(spec), passphrase_env)
+
+
+def is_signer_spec(spec: str) -> bool:
+    """Whether `spec` names a private key (a signer), not only a public key."""
+    if spec.startswith((PKCS11_PREFIX, EXEC_PREFIX)):
+        return True
+    path = Path(spec)
+    if path.suffix == ".pem":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return b"PRIVATE KEY" in f.read(200)
+    except OSError:
+        return False
 
 
 def public_key_bytes(key: ec.EllipticCurvePublicKey) -> bytes:
@@ -54,7 +145,15 @@ def public_key_bytes(key: ec.EllipticCurvePublicKey) -> bytes:
     )
 
 
-def generate(directory: Path, name: str, passphrase: bytes | None) -> tuple[Path, Path, Signer]:
+def public_key_pem(public_key: bytes) -> bytes:
+    """SubjectPublicKeyInfo PEM (a `.pub` file) of a 65-byte point."""
+    key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public_key)
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def generate(directory: Path, name: str, passphrase: bytes | None) -> tuple[Path, Path, KeySigner]:
     """Create NAME.pem (0600) and NAME.pub in `directory`; refuses to overwrite."""
     if not name or "/" in name or name.startswith("."):
         raise SigningKeyError(f"invalid key name {name!r}")
@@ -77,7 +176,7 @@ def generate(directory: Path, name: str, passphrase: bytes | None) -> tuple[Path
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     write_atomic(pub_path, pub)
-    return pem_path, pub_path, Signer(key)
+    return pem_path, pub_path, KeySigner(key, str(pem_path))
 
 
 def read_passphrase(env_var: str | None, prompt: str) -> bytes | None:
@@ -101,7 +200,7 @@ def _read_key_file(path: Path) -> bytes:
         raise SigningKeyError(f"cannot read key file {path}: {exc.strerror}") from None
 
 
-def load_signer(path: Path, passphrase_env: str | None = None) -> Signer:
+def load_signer(path: Path, passphrase_env: str | None = None) -> KeySigner:
     """Load a private key; asks for the passphrase only when the key is encrypted."""
     data = _read_key_file(path)
     if b"PRIVATE KEY" not in data:
@@ -122,11 +221,15 @@ def load_signer(path: Path, passphrase_env: str | None = None) -> Signer:
         ) from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise SigningKeyError(f"{path} is not an elliptic-curve key")
-    return Signer(key)
+    return KeySigner(key, str(path))
 
 
-def load_public_key(path: Path, passphrase_env: str | None = None) -> bytes:
-    """The 65-byte public point of a .pub (SPKI PEM/DER or raw 65 bytes) or a .pem private key."""
+def load_public_key(spec: str | Path, passphrase_env: str | None = None) -> bytes:
+    """The 65-byte public point of a .pub (SPKI PEM/DER or raw 65 bytes), a .pem private
+    key, or any signer spec (`pkcs11:`, `exec:`)."""
+    if isinstance(spec, str) and spec.startswith((PKCS11_PREFIX, EXEC_PREFIX)):
+        return open_signer(spec).public_key
+    path = Path(spec)
     data = _read_key_file(path)
     if b"PRIVATE KEY" in data:
         return load_signer(path, passphrase_env).public_key

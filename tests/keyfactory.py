@@ -9,11 +9,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cert_sector import manifest as mf
 from cert_sector import sector as sf
 from cert_sector.assets import PACK_ASSET
-from publisher.signing import Signer
+from publisher.signing import KeySigner, Signer
 
 
 def new_signer() -> Signer:
-    return Signer(ec.generate_private_key(ec.SECP256R1()))
+    return KeySigner(ec.generate_private_key(ec.SECP256R1()))
 
 
 def make_sector(

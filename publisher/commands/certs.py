@@ -30,10 +30,14 @@ PassphraseEnv = Annotated[
 def build(
     repo: Annotated[str, typer.Option("--repo", help="OWNER/NAME the sector belongs to.")],
     root_key: Annotated[
-        list[Path], typer.Option("--root-key", help="Root key: .pem signs, .pub is only listed.")
+        list[str],
+        typer.Option(
+            "--root-key",
+            help="Root key: a signer (.pem, pkcs11:URI, exec:CMD) signs, a .pub is only listed.",
+        ),
     ],
     release_key: Annotated[
-        list[Path], typer.Option("--release-key", help="Release key (.pub or .pem).")
+        list[str], typer.Option("--release-key", help="Release key (.pub, .pem, pkcs11:, exec:).")
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the sector.")],
     threshold: Annotated[int, typer.Option("--threshold", min=1, help="Roots needed to sign.")] = 1,
@@ -50,8 +54,8 @@ def build(
         Path | None, typer.Option("--previous", help="The sector this one replaces.")
     ] = None,
     old_root_key: Annotated[
-        list[Path] | None,
-        typer.Option("--old-root-key", help="Private key of a root of --previous."),
+        list[str] | None,
+        typer.Option("--old-root-key", help="A signer of a root of --previous."),
     ] = None,
     passphrase_env: PassphraseEnv = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,

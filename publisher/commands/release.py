@@ -35,7 +35,7 @@ from publisher.release.github import (
 from publisher.release.listing import list_releases
 from publisher.release.publish import PublishRequest, publish
 from publisher.release.verify import Trust, verify_release
-from publisher.signing import load_public_key, load_signer
+from publisher.signing import load_public_key, open_signer
 
 app = typer.Typer(help="Publish, verify and list signed releases.", no_args_is_help=True)
 
@@ -93,7 +93,13 @@ def publish_command(
     source: Annotated[Path, typer.Argument(help="App folder (kind files) or firmware .bin.")],
     repo: Repo,
     tag: Annotated[str, typer.Option("--tag", help="Release tag: v + semver, e.g. v1.2.0.")],
-    key: Annotated[Path, typer.Option("--key", help="Release signing key (.pem).")],
+    key: Annotated[
+        str,
+        typer.Option(
+            "--key",
+            help="Release signing key: a .pem file, pkcs11:URI or exec:CMD ARGS.",
+        ),
+    ],
     certs: Annotated[
         Path | None,
         typer.Option("--certs", help="The repo's current cert sector (default: the latest's)."),
@@ -140,7 +146,7 @@ def publish_command(
 ) -> None:
     """Build, sign and publish a release: draft, upload every asset, then publish."""
     token = _token(token_env, required=True)
-    signer = load_signer(key, passphrase_env)
+    signer = open_signer(key, passphrase_env)
     request = PublishRequest(
         source=source,
         repo=repo,

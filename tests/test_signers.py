@@ -1,0 +1,192 @@
+"""Signers behind one interface: PEM files, a real PKCS#11 token (SoftHSM), `exec:` commands.
+
+Through the real `lcm` Typer app and a real `lcm host`: each kind of key
+signs a cert sector and a release, and each way a key can fail (wrong PIN,
+missing object, a token without the key, a command that fails or answers
+garbage) is a clear error naming it, with nothing published.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+from typer.testing import CliRunner
+
+from cert_sector import manifest as mf
+from cert_sector import sector as sf
+from publisher import signing
+from publisher.cli import app
+from publisher.exec_signer import recover_public_keys
+from tests.hostserver import TEST_REPO, TEST_TOKEN, github_client, running_host
+from tests.keyfactory import new_signer
+from tests.softhsm import EMPTY_TOKEN, SoftHsm, softhsm
+
+# A signing service as an external command: signs the digest on stdin with a PEM key.
+SIGNING_SERVICE = """
+import sys
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, utils
+
+mode, pem = sys.argv[1], sys.argv[2]
+digest = sys.stdin.buffer.read()
+if mode == "fail":
+    sys.stderr.write("kms: permission denied for key release\\n")
+    sys.exit(3)
+if mode == "garbage":
+    sys.stdout.buffer.write(b"\\x30" * 64)
+    sys.exit(0)
+if mode == "short":
+    sys.stdout.buffer.write(b"not a signature")
+    sys.exit(0)
+key = serialization.load_pem_private_key(open(pem, "rb").read(), None)
+der = key.sign(digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+if mode == "raw":
+    r, s = utils.decode_dss_signature(der)
+    der = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+sys.stdout.buffer.write(der)
+"""
+
+
+def lcm(*args: str, env: dict[str, str | None] | None = None, code: int = 0):
+    result = CliRunner().invoke(app, list(args), env=env)
+    assert result.exit_code == code, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def hsm() -> SoftHsm:
+    return softhsm()
+
+
+@pytest.fixture
+def service(tmp_path: Path):
+    """`exec:` specs for a signing service backed by a fresh PEM key, by mode."""
+    script = tmp_path / "sign.py"
+    script.write_text(SIGNING_SERVICE)
+    pem, _, signer = signing.generate(tmp_path / "svc", "svc", None)
+
+    def spec(mode: str = "der") -> str:
+        return "exec:" + shlex.join([sys.executable, str(script), mode, str(pem)])
+
+    return spec, signer
+
+
+def test_pkcs11_key_made_in_the_token_signs(hsm, tmp_path, monkeypatch):
+    uri = hsm.uri(hsm.new_label("release"))
+    made = json.loads(
+        lcm(
+            "keys", "new", "rel", "--dir", str(tmp_path), "--pkcs11", uri, "--json", env=hsm.env
+        ).output
+    )
+    assert made["private"] == uri and (tmp_path / "rel.pub").exists()
+    shown = json.loads(lcm("keys", "show", uri, "--json", env=hsm.env).output)
+    assert shown["key_id"] == made["key_id"]
+    from_pub = json.loads(lcm("keys", "show", str(tmp_path / "rel.pub"), "--json").output)
+    assert from_pub == shown
+    # The key signs, r‖s checked against its public key (on CPython and by the device's code).
+    for name, value in hsm.env.items():
+        monkeypatch.setenv(name, value)
+    signer = signing.open_signer(uri)
+    sig = signer.sign(b"body")
+    assert signing.verify_with_cryptography(signer.public_key, b"body", sig)
+    # A second key under the same label is refused (the first stays usable).
+    res = lcm("keys", "new", "--pkcs11", uri, env=hsm.env, code=1)
+    assert "already exists" in res.output
+
+
+def test_pkcs11_failures_are_named(hsm, tmp_path):
+    uri = hsm.uri(hsm.new_label("k"))
+    lcm("keys", "new", "--pkcs11", uri, env=hsm.env)
+    wrong_pin = {**hsm.env, "LCM_PKCS11_PIN": "0000"}
+    assert "wrong PIN" in lcm("keys", "show", uri, env=wrong_pin, code=1).output
+    missing = hsm.uri("no-such-key")
+    assert "no EC private key" in lcm("keys", "show", missing, env=hsm.env, code=1).output
+    empty = hsm.uri("k", token=EMPTY_TOKEN)
+    assert "no EC private key" in lcm("keys", "show", empty, env=hsm.env, code=1).output
+    res = lcm("keys", "show", "pkcs11:token=nope;object=k", env=hsm.env, code=1)
+    assert "no such token" in res.output
+    res = lcm("keys", "show", uri + "?pin-value=1234", env=hsm.env, code=1)
+    assert "PIN never goes in the key's name" in res.output
+    no_module = {**hsm.env, "LCM_PKCS11_MODULE": None}
+    assert "LCM_PKCS11_MODULE" in lcm("keys", "show", uri, env=no_module, code=1).output
+    no_pin = {**hsm.env, "LCM_PKCS11_PIN": None}
+    assert "LCM_PKCS11_PIN" in lcm("keys", "show", uri, env=no_pin, code=1).output
+    res = lcm("keys", "show", "pkcs11:token=lcm;colour=red", env=hsm.env, code=1)
+    assert "unsupported attribute 'colour'" in res.output
+
+
+def test_exec_signer_der_and_raw(service):
+    spec, signer = service
+    for mode in ("der", "raw"):
+        shown = json.loads(lcm("keys", "show", spec(mode), "--json").output)
+        assert shown["key_id"] == signer.key_id.hex()
+        sig = signing.open_signer(spec(mode)).sign(b"manifest body")
+        assert signing.verify_with_cryptography(signer.public_key, b"manifest body", sig)
+
+
+def test_exec_signer_failures_are_named(service):
+    spec, _ = service
+    res = lcm("keys", "show", spec("fail"), code=1)
+    assert "the command failed (exit status 3): kms: permission denied" in res.output
+    res = lcm("keys", "show", spec("short"), code=1)
+    assert "neither a 64-byte r‖s nor a DER ECDSA signature" in res.output
+    res = lcm("keys", "show", spec("garbage"), code=1)
+    assert "not signatures by one P-256 key" in res.output
+    res = lcm("keys", "show", "exec:/no/such/signer --key x", code=1)
+    assert "command '/no/such/signer' not found" in res.output
+    assert "no command" in lcm("keys", "show", "exec:", code=1).output
+
+
+def test_public_key_recovery_finds_the_signing_key():
+    signer = new_signer()
+    sig = signer.sign(b"x")
+    keys = recover_public_keys(hashlib.sha256(b"x").digest(), sig)
+    assert signer.public_key in keys and len(keys) <= 4
+    assert recover_public_keys(hashlib.sha256(b"x").digest(), b"\0" * 64) == []
+
+
+def test_every_signer_kind_builds_a_sector_and_publishes(hsm, service, tmp_path):
+    """Roots in a file, a token and a service sign one 3-of-3 sector; a token key publishes."""
+    spec, _ = service
+    root_pem, _, _ = signing.generate(tmp_path / "keys", "root", None)
+    root_token = hsm.uri(hsm.new_label("root"))
+    release_token = hsm.uri(hsm.new_label("release"))
+    lcm("keys", "new", "--pkcs11", root_token, env=hsm.env)
+    lcm("keys", "new", "release", "--dir", str(tmp_path / "keys"), "--pkcs11", release_token,
+        env=hsm.env)  # fmt: skip
+    sector = tmp_path / "certs.sector"
+    lcm("certs", "build", "--repo", TEST_REPO, "--threshold", "3",
+        "--root-key", str(root_pem), "--root-key", root_token, "--root-key", spec("raw"),
+        "--release-key", str(tmp_path / "keys" / "release.pub"), "-o", str(sector),
+        env=hsm.env)  # fmt: skip
+    parsed = sf.parse_sector(sector.read_bytes())
+    assert len(parsed.signatures) == 3
+    sf.verify_sector(sector.read_bytes(), sf.PinnedRoots(TEST_REPO, parsed.roots, 3))
+
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "main.py").write_text("print('hi')\n")
+    with running_host(tmp_path) as host:
+        env = {**hsm.env, "GITHUB_TOKEN": TEST_TOKEN, "LCM_GITHUB_API": host.api_url}
+        base = ["release", "publish", str(app_dir), "--repo", TEST_REPO, "--certs", str(sector),
+                "--retry-delay", "0"]  # fmt: skip
+        # A failing key: refused before anything reaches the host.
+        bad = {**env, "LCM_PKCS11_PIN": "0000"}
+        res = lcm(*base, "--tag", "v1.0.0", "--key", release_token, env=bad, code=1)
+        assert "wrong PIN" in res.output
+        res = lcm(*base, "--tag", "v1.0.0", "--key", spec("fail"), env=env, code=1)
+        assert "the command failed" in res.output
+        repo = github_client(host).get_repo(TEST_REPO)
+        assert list(repo.get_releases()) == []
+        lcm(*base, "--tag", "v1.0.0", "--key", release_token, env=env)
+        release = repo.get_release("v1.0.0")
+        data = next(a for a in release.get_assets() if a.name == "manifest.lcm")
+        blob = requests.get(data.browser_download_url, timeout=10).content
+        m = mf.verify_manifest(blob, parsed, TEST_REPO)
+        assert m.version == "1.0.0" and m.key_id == sf.key_id(parsed.release_keys[0])
