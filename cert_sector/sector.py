@@ -129,9 +129,12 @@ def pack_body(sector):
     return b"".join(parts)
 
 
-def pack_sector(body, signatures):
-    """Body plus signatures [(key id, r‖s)]: the bytes of `certs.sector`."""
-    if not 1 <= len(signatures) <= MAX_SIGNATURES:
+def pack_sector(body, signatures, min_signatures=1):
+    """Body plus signatures [(key id, r‖s)]: the bytes of `certs.sector`.
+
+    `min_signatures=0` packs a sector still being signed (the publisher's root
+    ceremony); a device never accepts one (parse_sector's default is 1)."""
+    if not min_signatures <= len(signatures) <= MAX_SIGNATURES:
         raise FormatError("a sector needs 1 to " + str(MAX_SIGNATURES) + " signatures")
     _check_unique([kid for kid, _ in signatures], "signature key id")
     parts = [body, bytes([len(signatures)])]
@@ -147,8 +150,10 @@ def pack_sector(body, signatures):
     return data
 
 
-def parse_sector(data):
-    """Parse (S1, S2) without checking signatures. Raises FormatError."""
+def parse_sector(data, min_signatures=1):
+    """Parse (S1, S2) without checking signatures. Raises FormatError.
+
+    `min_signatures=0` reads a sector still being signed (publisher side only)."""
     if len(data) > MAX_SECTOR_SIZE:  # Rule S1
         raise FormatError("sector larger than " + str(MAX_SECTOR_SIZE) + " bytes")
     r = Reader(data)
@@ -182,7 +187,7 @@ def parse_sector(data):
         cas.append(bytes(r.take(n, "CA certificate")))
     body_end = r.pos
     n_sigs = r.u8("signature count")
-    if not 1 <= n_sigs <= MAX_SIGNATURES:
+    if not min_signatures <= n_sigs <= MAX_SIGNATURES:
         raise FormatError("a sector needs 1 to " + str(MAX_SIGNATURES) + " signatures")
     signatures = []
     for _ in range(n_sigs):

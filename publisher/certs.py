@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -85,14 +86,21 @@ def build_sector(
     previous: Path | None = None,
     old_root_keys: Sequence[str] = (),
     passphrase_env: str | None = None,
+    unsigned: bool = False,
 ) -> tuple[bytes, fmt.Sector]:
     """Build and sign a sector, and check it verifies before returning its bytes.
 
     Roots given as private keys sign; roots given as .pub are listed only (an
     offline backup root). With `previous`, the sequence defaults to the old one
     plus one and the old roots' threshold must be met too (rotation rule).
+    `unsigned` returns the body with no signature, for the root ceremony
+    (publisher/ceremony.py): no key signs, the roots may all be .pub files.
     """
-    roots, signers = _load_keys(root_keys, passphrase_env)
+    signers: list[Signer] = []
+    if unsigned:
+        roots = [load_public_key(k, passphrase_env) for k in root_keys]
+    else:
+        roots, signers = _load_keys(root_keys, passphrase_env)
     releases = [load_public_key(p, passphrase_env) for p in release_keys]
     if not release_keys:
         raise PublisherError("a sector needs at least one --release-key")
@@ -101,8 +109,9 @@ def build_sector(
         old = fmt.parse_sector(read_sector(previous))
         if old.repo != repo:
             raise PublisherError(f"--previous is a sector for {old.repo}, not {repo}")
-        _, old_signers = _load_keys(old_root_keys, passphrase_env)
-        signers += [s for s in old_signers if s.public_key not in roots]
+        if not unsigned:
+            _, old_signers = _load_keys(old_root_keys, passphrase_env)
+            signers += [s for s in old_signers if s.public_key not in roots]
     if seq is None:
         seq = old.seq + 1 if old else 1
     cas = [der for path in ca_files for der in load_ca_certificates(path)]
@@ -111,6 +120,13 @@ def build_sector(
     )
     try:
         body = fmt.pack_body(new)
+        if unsigned:
+            if old is not None and seq <= old.seq:
+                raise PublisherError(
+                    f"--seq {seq} is not above the previous sector's sequence {old.seq}"
+                )
+            data = fmt.pack_sector(body, [], min_signatures=0)
+            return data, fmt.parse_sector(data, min_signatures=0)
         if not signers:
             raise PublisherError(
                 "no root private key given: at least one --root-key must be a .pem"
@@ -143,6 +159,8 @@ def describe(sector: fmt.Sector) -> dict[str, Any]:
         dt.datetime.fromtimestamp(sector.expires, dt.UTC).isoformat() if sector.expires else None
     )
     return {
+        # What root holders compare out of band before signing (the body is what they sign).
+        "body_sha256": hashlib.sha256(sector.body).hexdigest(),
         "repo": sector.repo,
         "sequence": sector.seq,
         "expires": expires,
@@ -153,3 +171,19 @@ def describe(sector: fmt.Sector) -> dict[str, Any]:
         "signatures": [kid.hex() for kid, _ in sector.signatures],
         "size": len(sector.body) + 1 + 72 * len(sector.signatures),
     }
+
+
+def summary_lines(info: dict[str, Any]) -> list[str]:
+    """`describe`'s result as the lines `lcm certs show` and `lcm certs sign` print."""
+    lines = [
+        f"repo        {info['repo']}",
+        f"sequence    {info['sequence']}",
+        f"expires     {info['expires'] or 'never'}",
+        f"roots       {info['threshold']} of {', '.join(info['roots'])}",
+        f"release     {', '.join(info['release_keys'])}",
+    ]
+    for ca_info in info["cas"]:
+        lines.append(f"CA          {ca_info['subject']} (until {ca_info.get('not_after', '?')})")
+    lines.append(f"body        SHA-256 {info['body_sha256']}")
+    lines.append(f"signed by   {', '.join(info['signatures']) or 'nobody yet'}")
+    return lines

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from publisher.commands import certs, device, keys, logs
+from publisher.commands import certs, certs_ceremony, device, keys, logs
 from publisher.commands import demo as demo_command
 from publisher.commands import host as host_commands
 from publisher.commands import release as release_commands
@@ -16,6 +16,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(keys.app, name="keys")
+certs.app.command("sign")(certs_ceremony.sign)
+certs.app.command("combine")(certs_ceremony.combine)
 app.add_typer(certs.app, name="certs")
 app.add_typer(device.app, name="device")
 app.add_typer(release_commands.app, name="release")

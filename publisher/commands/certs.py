@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from cert_sector import sector as fmt
-from publisher import certs
+from cert_sector.errors import TrustError
+from publisher import ceremony, certs
 from publisher.console import command_edge, out, print_json
 from publisher.errors import PublisherError
 from publisher.fsutil import write_atomic
@@ -58,6 +59,13 @@ def build(
         typer.Option("--old-root-key", help="A signer of a root of --previous."),
     ] = None,
     passphrase_env: PassphraseEnv = None,
+    unsigned: Annotated[
+        bool,
+        typer.Option(
+            "--unsigned",
+            help="Write the body only, for root holders to sign with `lcm certs sign`.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Build and sign a cert sector, checked against its roots (and --previous) before writing."""
@@ -72,6 +80,7 @@ def build(
         previous=previous,
         old_root_keys=old_root_key or [],
         passphrase_env=passphrase_env,
+        unsigned=unsigned,
     )
     write_atomic(output, data)
     if as_json:
@@ -88,19 +97,13 @@ def show(
     file: Annotated[Path, typer.Argument(help="A certs.sector file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Describe a cert sector (without checking its signatures)."""
-    info = certs.describe(fmt.parse_sector(certs.read_sector(file)))
+    """Describe a cert sector (without checking its signatures; it may be still unsigned)."""
+    info = certs.describe(fmt.parse_sector(certs.read_sector(file), min_signatures=0))
     if as_json:
         print_json(info)
         return
-    out.print(f"repo        {info['repo']}")
-    out.print(f"sequence    {info['sequence']}")
-    out.print(f"expires     {info['expires'] or 'never'}")
-    out.print(f"roots       {info['threshold']} of {', '.join(info['roots'])}")
-    out.print(f"release     {', '.join(info['release_keys'])}")
-    for ca_info in info["cas"]:
-        out.print(f"CA          {ca_info['subject']} (until {ca_info.get('not_after', '?')})")
-    out.print(f"signed by   {', '.join(info['signatures'])}")
+    for line in certs.summary_lines(info):
+        out.print(line, highlight=False)
 
 
 @app.command("verify")
@@ -115,8 +118,10 @@ def verify(
         Path | None, typer.Option("--previous", help="The trusted sector it replaces.")
     ] = None,
     repo: Annotated[str | None, typer.Option("--repo", help="Expected OWNER/NAME.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Check a sector as a device would: exit 0 only when it is valid."""
+    """Check a sector as a device would: which roots signed, whether the thresholds of
+    its own roots and of the trusted ones are met; exit 0 only when it is valid."""
     data = certs.read_sector(file)
     if (root is None) == (previous is None):
         raise PublisherError("give either --root (pinned keys) or --previous (trusted sector)")
@@ -128,5 +133,22 @@ def verify(
         trusted = fmt.PinnedRoots(expected, [load_public_key(p) for p in root or []], threshold)
     if repo and trusted.repo != repo:
         raise PublisherError(f"--previous is a sector for {trusted.repo}, not {repo}")
-    sector = fmt.verify_sector(data, trusted, now=int(time.time()))
-    out.print(f"valid: {sector.repo} sequence {sector.seq}, signed by {sector.threshold}+ roots")
+    roots = ceremony.RootSet(
+        "previous" if previous is not None else "pinned", trusted.roots, trusted.threshold
+    )
+    info = ceremony.report(fmt.parse_sector(data, min_signatures=0), roots)
+    try:
+        sector = fmt.verify_sector(data, trusted, now=int(time.time()))
+    except TrustError as exc:
+        if as_json:
+            print_json({"valid": False, "error": str(exc), **info})
+        else:
+            for line in ceremony.report_lines(info):
+                out.print(line, highlight=False)
+        raise
+    if as_json:
+        print_json({"valid": True, "repo": sector.repo, "sequence": sector.seq, **info})
+        return
+    for line in ceremony.report_lines(info):
+        out.print(line, highlight=False)
+    out.print(f"valid: {sector.repo} sequence {sector.seq}")
