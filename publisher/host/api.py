@@ -2,11 +2,13 @@
 
 Routes (OWNER/REPO are case-insensitive, as on GitHub):
 
+  OPTIONS  any path                            CORS preflight: 204
   GET    /rate_limit
-  GET    /user
+  GET    /user, /users/NAME                     the host's user; repo owners as organizations
   GET    /repos/O/R
   GET    /repos/O/R/releases                    paginated, drafts only with the token
   POST   /repos/O/R/releases
+  POST   /repos/O/R/releases/generate-notes    notes from the previous release
   GET    /repos/O/R/releases/latest
   GET    /repos/O/R/releases/tags/TAG
   GET    /repos/O/R/releases/ID        PATCH, DELETE
@@ -14,6 +16,10 @@ Routes (OWNER/REPO are case-insensitive, as on GitHub):
   GET    /repos/O/R/releases/assets/ID PATCH, DELETE
          (GET with `Accept: application/octet-stream`: 302 to a signed asset URL)
   POST   /api/uploads/repos/O/R/releases/ID/assets?name=&label=   raw body
+
+Every answer carries GitHub's CORS headers; a GET answered 200 carries an
+ETag (a hash of the body) and `If-None-Match` with it answers 304, which
+does not count against the rate limit (as on GitHub).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from urllib.parse import urlencode
 
 from publisher.host import names, render
 from publisher.host.errors import ApiError, not_found, validation_failed
-from publisher.host.exchange import Request, Response, json_response, redirect
+from publisher.host.exchange import Request, Response, etag_matches, json_response, redirect
 from publisher.host.state import HostState
 from publisher.host.store import MAKE_LATEST_VALUES, Release, Repo
 
@@ -46,9 +52,39 @@ SECONDARY_DOCS = (
 RELEASE_STRINGS = ("tag_name", "target_commitish", "name", "body")
 RELEASE_BOOLS = ("draft", "prerelease")
 
+# What github.com's API answers carry for browsers (CORS), and its preflight answer.
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "ETag, Link, Location, Retry-After, X-GitHub-OTP, "
+    "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Used, X-RateLimit-Resource, "
+    "X-RateLimit-Reset, X-OAuth-Scopes, X-Accepted-OAuth-Scopes, X-Poll-Interval, "
+    "X-GitHub-Media-Type, X-GitHub-SSO, X-GitHub-Request-Id, Deprecation, Sunset",
+}
+PREFLIGHT_HEADERS = {
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match, If-Modified-Since, "
+    "If-None-Match, If-Unmodified-Since, Accept-Encoding, X-GitHub-OTP, X-Requested-With, "
+    "User-Agent, GraphQL-Features",
+    "Access-Control-Allow-Methods": "GET, POST, PATCH, PUT, DELETE",
+    "Access-Control-Max-Age": "86400",
+}
+
 
 def handle_api(state: HostState, req: Request) -> Response:
-    """A request under /api/v3: faults, auth, rate limit, then the route."""
+    """A request under /api/v3 with GitHub's CORS headers on every answer."""
+    try:
+        response = answer_api(state, req)
+    except ApiError as exc:
+        exc.headers = {**CORS_HEADERS, **exc.headers}
+        raise
+    response.headers = {**CORS_HEADERS, **response.headers}
+    return response
+
+
+def answer_api(state: HostState, req: Request) -> Response:
+    """Preflight, faults, auth, rate limit, the route, then the ETag."""
+    if req.method == "OPTIONS":
+        # A browser's CORS preflight carries no credentials and is not counted.
+        return Response(204, dict(PREFLIGHT_HEADERS))
     injected = injected_failure(state)
     if injected is not None:
         return injected
@@ -57,6 +93,7 @@ def handle_api(state: HostState, req: Request) -> Response:
     parts = req.segments(API_PREFIX)
     if parts == ["rate_limit"] and req.route_method == "GET":
         return rate_limit(state, req)
+    rate_key = "token" if req.authenticated else "ip:" + req.client_ip
     if req.authenticated:
         rate_headers = state.limiter.authenticated()
     else:
@@ -67,7 +104,27 @@ def handle_api(state: HostState, req: Request) -> Response:
         exc.headers = {**rate_headers, **exc.headers}
         raise
     response.headers = {**rate_headers, **response.headers}
+    if req.route_method == "GET" and response.status == 200:
+        response = conditional(state, req, response, rate_key)
     return response
+
+
+def conditional(state: HostState, req: Request, response: Response, rate_key: str) -> Response:
+    """An ETag on a GET's answer; 304 (not counted, as on GitHub) when the client has it.
+
+    The tag hashes the body, which already differs by the URLs' base and by what
+    the token may see, so one tag never stands for two different answers.
+    """
+    assert isinstance(response.body, bytes)
+    etag = 'W/"' + hashlib.sha256(response.body).hexdigest()[:40] + '"'
+    response.headers["ETag"] = etag
+    response.headers["Vary"] = "Accept, Authorization"
+    if not etag_matches(req.headers.get("If-None-Match"), etag):
+        return response
+    headers = state.limiter.refund(rate_key)
+    keep = ("ETag", "Vary", "Link", "Cache-Control")
+    kept = {k: v for k, v in response.headers.items() if k in keep}
+    return Response(304, {**headers, **kept})
 
 
 def injected_failure(state: HostState) -> Response | None:
@@ -89,13 +146,15 @@ def route_api(state: HostState, req: Request, parts: list[str]) -> Response:
     method = req.route_method
     if method in ("POST", "PATCH", "DELETE", "PUT") and not req.authenticated:
         raise ApiError(401, "Requires authentication")
+    store = state.store
     if parts == ["user"] and method == "GET":
         if not req.authenticated:
             raise ApiError(401, "Requires authentication")
-        return json_response(200, render.user(req.urls))
+        return json_response(200, user_profile(state, req, render.HOST_USER))
+    if len(parts) == 2 and parts[0] == "users" and method == "GET":
+        return json_response(200, user_profile(state, req, parts[1]))
     if len(parts) < 3 or parts[0] != "repos":
         raise not_found()
-    store = state.store
     repo = store.read(lambda: store.repo(parts[1] + "/" + parts[2]))
     rest = parts[3:]
     if not rest and method == "GET":
@@ -108,6 +167,8 @@ def route_api(state: HostState, req: Request, parts: list[str]) -> Response:
             return list_releases(state, req, repo)
         if method == "POST":
             return create_release(state, req, repo)
+    elif rest == ["generate-notes"] and method == "POST":
+        return generate_notes(state, req, repo)
     elif rest == ["latest"] and method == "GET":
         rel = store.read(lambda: store.latest(repo))
         if rel is None:
@@ -129,6 +190,21 @@ def route_api(state: HostState, req: Request, parts: list[str]) -> Response:
         body = [render.asset_json(req.urls, rel, a) for a in page]
         return json_response(200, body, link)
     raise not_found()
+
+
+def user_profile(state: HostState, req: Request, login: str) -> dict[str, Any]:
+    """The host's own user, or the owner of a served repo (as an organization); else 404."""
+    store = state.store
+    repos = store.read(lambda: list(store.repos.values()))
+    since = min((r.created_at for r in repos), default=None)
+    if login.lower() == render.HOST_USER:
+        return render.full_user(req.urls, render.HOST_USER, "User", since)
+    owned = [r for r in repos if r.full_name.split("/")[0].lower() == login.lower()]
+    if not owned:
+        raise not_found()
+    owner = owned[0].full_name.split("/")[0]
+    created = min(r.created_at for r in owned)
+    return render.full_user(req.urls, owner, "Organization", created) | {"public_repos": len(owned)}
 
 
 def parse_id(text: str) -> int:
@@ -215,10 +291,54 @@ def release_fields(body: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
 
 
 def create_release(state: HostState, req: Request, repo: Repo) -> Response:
-    fields, make_latest = release_fields(req.json_body())
-    names.check_tag_name(fields.get("tag_name"))
+    body = req.json_body()
+    fields, make_latest = release_fields(body)
+    tag = names.check_tag_name(fields.get("tag_name"))
+    generate = body.get("generate_release_notes")
+    if generate is not None and not isinstance(generate, bool):
+        raise validation_failed("Release", "invalid", "generate_release_notes", "must be a boolean")
+    if generate:
+        # As GitHub: the notes follow the body given, if any.
+        notes = release_notes(state, req, repo, tag, None)
+        fields["body"] = (fields["body"] + "\n\n" + notes) if fields.get("body") else notes
     rel = state.store.create_release(repo, fields, render.HOST_USER, make_latest)
-    return release_response(state, req, rel, 201)
+    response = release_response(state, req, rel, 201)
+    response.headers["Location"] = f"{req.urls.repo_api(rel.repo)}/releases/{rel.id}"
+    return response
+
+
+def release_notes(
+    state: HostState, req: Request, repo: Repo, tag: str, previous: str | None
+) -> str:
+    """What GitHub generates for a repo without pull requests: the changelog link from the
+    previous release (the latest full one, else the newest other published one)."""
+    store = state.store
+
+    def previous_tag() -> str | None:
+        others = [r for r in store.releases_of(repo, drafts=False) if r.tag_name != tag]
+        latest = store.latest(repo)
+        if latest is not None and latest.tag_name != tag:
+            return latest.tag_name
+        return others[0].tag_name if others else None
+
+    if previous is None:
+        previous = store.read(previous_tag)
+    base = f"{req.urls.web}/{repo.full_name}"
+    if previous is None:
+        return f"**Full Changelog**: {base}/commits/{tag}"
+    return f"**Full Changelog**: {base}/compare/{previous}...{tag}"
+
+
+def generate_notes(state: HostState, req: Request, repo: Repo) -> Response:
+    """POST /repos/O/R/releases/generate-notes: `{name, body}` for a release of `tag_name`."""
+    body = req.json_body()
+    tag = names.check_tag_name(body.get("tag_name"))
+    previous = body.get("previous_tag_name")
+    if previous is not None:
+        if not isinstance(previous, str):
+            raise validation_failed("Release", "invalid", "previous_tag_name")
+        previous = names.check_tag_name(previous)
+    return json_response(200, {"name": tag, "body": release_notes(state, req, repo, tag, previous)})
 
 
 def release_route(state: HostState, req: Request, repo: Repo, rel_id: int) -> Response:
@@ -267,7 +387,20 @@ def asset_route(state: HostState, req: Request, repo: Repo, asset_id: int) -> Re
 
 
 def handle_upload(state: HostState, req: Request) -> Response:
+    """An upload, with the CORS headers of every API answer."""
+    try:
+        response = answer_upload(state, req)
+    except ApiError as exc:
+        exc.headers = {**CORS_HEADERS, **exc.headers}
+        raise
+    response.headers = {**CORS_HEADERS, **response.headers}
+    return response
+
+
+def answer_upload(state: HostState, req: Request) -> Response:
     """POST /api/uploads/repos/O/R/releases/ID/assets?name=&label=: the raw body is the asset."""
+    if req.method == "OPTIONS":
+        return Response(204, dict(PREFLIGHT_HEADERS))
     injected = injected_failure(state)
     if injected is not None:
         return injected
@@ -309,7 +442,8 @@ def handle_upload(state: HostState, req: Request) -> Response:
     size, digest = complete
     asset = store.finish_upload(asset.id, tmp, size, digest)
     rel, asset = store.read(lambda: store.asset(repo, asset.id, drafts=True))
-    return json_response(201, render.asset_json(req.urls, rel, asset))
+    location = f"{req.urls.repo_api(rel.repo)}/releases/assets/{asset.id}"
+    return json_response(201, render.asset_json(req.urls, rel, asset), {"Location": location})
 
 
 class ClientGone(Exception):

@@ -24,6 +24,7 @@ from publisher.host.exchange import (
     Request,
     Response,
     error_response,
+    etag_matches,
     html_response,
     redirect,
 )
@@ -119,7 +120,7 @@ def tag_page(state: HostState, rel: Release) -> Response:
 def handle_object(state: HostState, req: Request) -> Response:
     """A signed asset URL: the bytes, honouring Range, If-Range and If-None-Match."""
     if req.method not in ("GET", "HEAD"):
-        raise ApiError(405, "Method Not Allowed")
+        raise ApiError(405, "Method Not Allowed", headers={"Allow": "GET, HEAD"})
     parts = req.segments(OBJECTS_PREFIX)
     if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 18:
         raise not_found()
@@ -161,12 +162,6 @@ def handle_object(state: HostState, req: Request) -> Response:
     if not head_only:
         store.count_download(asset)
     return Response(200, headers, FileBody(path, 0, size), head_only=head_only)
-
-
-def etag_matches(header: str | None, etag: str) -> bool:
-    if not header:
-        return False
-    return any(t.strip().removeprefix("W/") in (etag, "*") for t in header.split(","))
 
 
 class RangeNotSatisfiable(Exception):

@@ -105,6 +105,14 @@ class Response:
         return self.body.length if isinstance(self.body, FileBody) else len(self.body)
 
 
+def etag_matches(header: str | None, etag: str) -> bool:
+    """`If-None-Match` names `etag` (weak comparison, as RFC 9110 asks for it) or is `*`."""
+    if not header:
+        return False
+    bare = etag.removeprefix("W/")
+    return any(t.strip().removeprefix("W/") in (bare, "*") for t in header.split(","))
+
+
 def json_response(status: int, value: Any, headers: dict[str, str] | None = None) -> Response:
     body = json.dumps(value, indent=1).encode()
     return Response(

@@ -36,13 +36,7 @@ class RateLimiter:
             if allowed and count:
                 used += 1
             self._used[key] = (reset, used)
-        headers = {
-            "X-RateLimit-Limit": str(limit),
-            "X-RateLimit-Remaining": str(max(0, limit - used)),
-            "X-RateLimit-Reset": str(reset),
-            "X-RateLimit-Used": str(used),
-            "X-RateLimit-Resource": "core",
-        }
+        headers = _headers(limit, reset, used)
         if not allowed and count:
             ip = key.removeprefix("ip:")
             raise ApiError(
@@ -54,8 +48,27 @@ class RateLimiter:
             )
         return headers
 
+    def refund(self, key: str) -> dict[str, str]:
+        """Take back one counted request (a 304 is free on GitHub); the headers to send."""
+        now = int(time.time())
+        with self._lock:
+            reset, used = self._used.get(key, (now + WINDOW, 1))
+            used = max(0, used - 1)
+            self._used[key] = (reset, used)
+        return _headers(AUTHENTICATED_LIMIT if key == "token" else self.limit, reset, used)
+
     def anonymous(self, client_ip: str, count: bool = True) -> dict[str, str]:
         return self.take("ip:" + client_ip, self.limit, count)
 
     def authenticated(self, count: bool = True) -> dict[str, str]:
         return self.take("token", AUTHENTICATED_LIMIT, count)
+
+
+def _headers(limit: int, reset: int, used: int) -> dict[str, str]:
+    return {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(max(0, limit - used)),
+        "X-RateLimit-Reset": str(reset),
+        "X-RateLimit-Used": str(used),
+        "X-RateLimit-Resource": "core",
+    }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -66,15 +67,56 @@ class Urls:
         )
 
 
-def user(urls: Urls, login: str = HOST_USER) -> dict[str, Any]:
+def user_id(login: str) -> int:
+    """A stable id per login: the host's own user is 1, an owner a CRC of its name."""
+    if login == HOST_USER:
+        return HOST_USER_ID
+    return 2 + zlib.crc32(login.lower().encode())
+
+
+def user(urls: Urls, login: str = HOST_USER, kind: str = "User") -> dict[str, Any]:
+    """A user (or organization) object with the fields GitHub's simple-user carries."""
+    ident = user_id(login)
+    api = f"{urls.api}/users/{login}"
     return {
         "login": login,
-        "id": HOST_USER_ID,
-        "node_id": node_id("U", HOST_USER_ID),
-        "type": "User",
-        "site_admin": False,
-        "url": f"{urls.api}/users/{login}",
+        "id": ident,
+        "node_id": node_id("U" if kind == "User" else "O", ident),
+        "avatar_url": f"{urls.web}/avatars/u/{ident}",
+        "gravatar_id": "",
+        "url": api,
         "html_url": f"{urls.web}/{login}",
+        "followers_url": api + "/followers",
+        "following_url": api + "/following{/other_user}",
+        "gists_url": api + "/gists{/gist_id}",
+        "starred_url": api + "/starred{/owner}{/repo}",
+        "subscriptions_url": api + "/subscriptions",
+        "organizations_url": api + "/orgs",
+        "repos_url": api + "/repos",
+        "events_url": api + "/events{/privacy}",
+        "received_events_url": api + "/received_events",
+        "type": kind,
+        "site_admin": False,
+    }
+
+
+def full_user(urls: Urls, login: str, kind: str, created_at: float | None) -> dict[str, Any]:
+    """`GET /users/NAME` (and `/user`): the simple-user fields plus the profile ones."""
+    return user(urls, login, kind) | {
+        "name": login,
+        "company": None,
+        "blog": "",
+        "location": None,
+        "email": None,
+        "hireable": None,
+        "bio": None,
+        "twitter_username": None,
+        "public_repos": 0,
+        "public_gists": 0,
+        "followers": 0,
+        "following": 0,
+        "created_at": iso(created_at),
+        "updated_at": iso(created_at),
     }
 
 
@@ -86,7 +128,7 @@ def repo_json(urls: Urls, repo: Repo) -> dict[str, Any]:
         "node_id": node_id("R", repo.id),
         "name": name,
         "full_name": repo.full_name,
-        "owner": user(urls, owner) | {"type": "Organization"},
+        "owner": user(urls, owner, "Organization"),
         "private": False,
         "visibility": "public",
         "fork": False,
@@ -148,6 +190,7 @@ def release_json(urls: Urls, store: Store, rel: Release) -> dict[str, Any]:
         "prerelease": rel.prerelease,
         "immutable": False,
         "created_at": iso(rel.created_at),
+        "updated_at": iso(rel.updated_at or rel.created_at),
         "published_at": iso(rel.published_at),
         "assets": [asset_json(urls, rel, a) for a in store.assets_of(rel)],
         "tarball_url": None if rel.draft else f"{urls.repo_api(rel.repo)}/tarball/{tag_for_urls}",

@@ -62,6 +62,8 @@ class Release:
     author: str
     # Drafts are reachable only as `untagged-<this>` (and only with the token).
     untagged: str
+    # Last change to the release record (0: a record saved before this field existed).
+    updated_at: float = 0.0
 
 
 @dataclass
@@ -285,6 +287,7 @@ class Store:
                 published_at=None if fields.get("draft") else now,
                 author=author,
                 untagged=secrets.token_hex(10),
+                updated_at=now,
             )
             self._check_tag_free(rel)
             self.releases[rel.id] = rel
@@ -299,7 +302,7 @@ class Store:
         def update() -> Release:
             current = self._current(repo)
             rel = self.release(repo, release_id, drafts=True)
-            candidate = dataclasses.replace(rel, **fields)
+            candidate = dataclasses.replace(rel, **fields, updated_at=time.time())
             newly = rel.draft and not candidate.draft
             if newly:
                 candidate.published_at = time.time()
