@@ -123,3 +123,57 @@ def test_release_notes_are_generated_from_the_previous_release(host):
         host, "POST", f"/api/v3/repos/{TEST_REPO}/releases/generate-notes", b"{}", **AUTH
     )
     assert refused.status == 422
+
+
+def graphql(host, query: str, variables: dict | None = None, token: str | None = TEST_TOKEN):
+    headers = {"Authorization": "token " + token} if token else {}
+    payload = json.dumps({"query": query, "variables": variables or {}}).encode()
+    response, body = call(host, "POST", "/api/graphql", payload, **headers)
+    return response.status, json.loads(body)
+
+
+def test_graphql_pages_releases_with_cursors_and_finds_drafts_by_tag(host):
+    repo = github_client(host).get_repo(TEST_REPO)
+    for n in range(5):
+        repo.create_git_release(f"v1.{n}.0", f"r{n}", "", draft=n == 4, prerelease=n == 3)
+    query = """query Page($owner: String!, $name: String!, $after: String) {
+      repository(owner: $owner, name: $name) {
+        releases(first: 2, after: $after, orderBy: {field: CREATED_AT, direction: DESC}) {
+          totalCount
+          nodes { tagName isDraft isLatest isPrerelease author { login } }
+          pageInfo { hasNextPage endCursor }
+        }
+      }
+    }"""
+    seen, after = [], None
+    while True:
+        status, answer = graphql(host, query, {"owner": "acme", "name": "widget", "after": after})
+        page = answer["data"]["repository"]["releases"]
+        assert status == 200 and page["totalCount"] == 5
+        seen += page["nodes"]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert [r["tagName"] for r in seen] == ["v1.4.0", "v1.3.0", "v1.2.0", "v1.1.0", "v1.0.0"]
+    assert [r["tagName"] for r in seen if r["isLatest"]] == ["v1.2.0"]
+    assert seen[0]["isDraft"] and seen[1]["isPrerelease"] and seen[0]["author"]["login"]
+    status, answer = graphql(
+        host, '{ repository(owner: "ACME", name: "widget") { d: release(tagName: "v1.4.0") '
+        "{ databaseId isDraft } gone: release(tagName: \"v9\") { databaseId } } }"
+    )  # fmt: skip
+    assert answer["data"]["repository"]["d"]["isDraft"] is True
+    assert answer["data"]["repository"]["gone"] is None
+
+
+def test_graphql_errors_are_githubs(host):
+    status, answer = graphql(host, '{ repository(owner: "acme", name: "nope") { name } }')
+    assert status == 200 and answer["data"] == {"repository": None}
+    assert answer["errors"][0]["type"] == "NOT_FOUND"
+    status, answer = graphql(host, '{ repository(owner: "acme", name: "widget") { stars } }')
+    assert "Field 'stars' doesn't exist on type 'Repository'" in answer["errors"][0]["message"]
+    assert graphql(host, "{ viewer { login } }", token=None)[0] == 401
+    assert graphql(host, "{ viewer { login } }", token="wrong")[0] == 401
+    assert graphql(host, "{ viewer { login } }")[1] == {"data": {"viewer": {"login": "lcm-host"}}}
+    for broken in ["{ viewer { login }", "mutation { x }", "{ ...F }", '{ a(b: "\n") }', "{}"]:
+        status, answer = graphql(host, broken)
+        assert status == 400 and answer["message"], broken

@@ -6,6 +6,7 @@ Modules by concern:
   names.py     what GitHub accepts as repo, tag and asset names (and how it rewrites them)
   render.py    the JSON shapes GitHub answers with, URLs pointing at this host
   api.py       the REST subset under /api/v3 and uploads under /api/uploads
+  graphql.py   the GraphQL queries the GitHub CLI sends (POST /api/graphql)
   browser.py   the browser URLs devices use, redirects and signed asset URLs
   urlsign.py   expiring signed asset URLs (what GitHub's CDN hands out)
   ratelimit.py X-RateLimit-* accounting for unauthenticated API requests

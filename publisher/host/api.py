@@ -3,6 +3,7 @@
 Routes (OWNER/REPO are case-insensitive, as on GitHub):
 
   OPTIONS  any path                            CORS preflight: 204
+  GET    /                                      the API root (gh auth checks the token here)
   GET    /rate_limit
   GET    /user, /users/NAME                     the host's user; repo owners as organizations
   GET    /repos/O/R
@@ -27,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -52,6 +54,8 @@ SECONDARY_DOCS = (
 RELEASE_STRINGS = ("tag_name", "target_commitish", "name", "body")
 RELEASE_BOOLS = ("draft", "prerelease")
 
+TOKEN_SCOPES = "gist, read:org, repo, workflow"
+
 # What github.com's API answers carry for browsers (CORS), and its preflight answer.
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -69,10 +73,15 @@ PREFLIGHT_HEADERS = {
 }
 
 
-def handle_api(state: HostState, req: Request) -> Response:
-    """A request under /api/v3 with GitHub's CORS headers on every answer."""
+def with_cors(
+    answer: Callable[[HostState, Request], Response], state: HostState, req: Request
+) -> Response:
+    """An API answer (REST, uploads, GraphQL) with GitHub's CORS headers, errors included;
+    a browser's preflight (OPTIONS, no credentials, not counted) answered 204."""
+    if req.method == "OPTIONS":
+        return Response(204, {**CORS_HEADERS, **PREFLIGHT_HEADERS})
     try:
-        response = answer_api(state, req)
+        response = answer(state, req)
     except ApiError as exc:
         exc.headers = {**CORS_HEADERS, **exc.headers}
         raise
@@ -80,11 +89,8 @@ def handle_api(state: HostState, req: Request) -> Response:
     return response
 
 
-def answer_api(state: HostState, req: Request) -> Response:
-    """Preflight, faults, auth, rate limit, the route, then the ETag."""
-    if req.method == "OPTIONS":
-        # A browser's CORS preflight carries no credentials and is not counted.
-        return Response(204, dict(PREFLIGHT_HEADERS))
+def handle_api(state: HostState, req: Request) -> Response:
+    """A request under /api/v3: faults, auth, rate limit, the route, then the ETag."""
     injected = injected_failure(state)
     if injected is not None:
         return injected
@@ -95,7 +101,8 @@ def answer_api(state: HostState, req: Request) -> Response:
         return rate_limit(state, req)
     rate_key = "token" if req.authenticated else "ip:" + req.client_ip
     if req.authenticated:
-        rate_headers = state.limiter.authenticated()
+        # The one token may do everything; gh checks a token's scopes in this header.
+        rate_headers = state.limiter.authenticated() | {"X-OAuth-Scopes": TOKEN_SCOPES}
     else:
         rate_headers = state.limiter.anonymous(req.client_ip)
     try:
@@ -147,6 +154,8 @@ def route_api(state: HostState, req: Request, parts: list[str]) -> Response:
     if method in ("POST", "PATCH", "DELETE", "PUT") and not req.authenticated:
         raise ApiError(401, "Requires authentication")
     store = state.store
+    if not parts and method == "GET":
+        return json_response(200, render.api_root(req.urls))
     if parts == ["user"] and method == "GET":
         if not req.authenticated:
             raise ApiError(401, "Requires authentication")
@@ -387,20 +396,7 @@ def asset_route(state: HostState, req: Request, repo: Repo, asset_id: int) -> Re
 
 
 def handle_upload(state: HostState, req: Request) -> Response:
-    """An upload, with the CORS headers of every API answer."""
-    try:
-        response = answer_upload(state, req)
-    except ApiError as exc:
-        exc.headers = {**CORS_HEADERS, **exc.headers}
-        raise
-    response.headers = {**CORS_HEADERS, **response.headers}
-    return response
-
-
-def answer_upload(state: HostState, req: Request) -> Response:
     """POST /api/uploads/repos/O/R/releases/ID/assets?name=&label=: the raw body is the asset."""
-    if req.method == "OPTIONS":
-        return Response(204, dict(PREFLIGHT_HEADERS))
     injected = injected_failure(state)
     if injected is not None:
         return injected

@@ -15,11 +15,12 @@ import socket
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
-from publisher.host.api import API_PREFIX, UPLOADS_PREFIX, handle_api, handle_upload
+from publisher.host.api import API_PREFIX, UPLOADS_PREFIX, handle_api, handle_upload, with_cors
 from publisher.host.browser import handle_browser, handle_object
 from publisher.host.errors import DOCS_URL, ApiError
 from publisher.host.exchange import FileBody, Request, Response, error_response
 from publisher.host.faults import RequestRecord
+from publisher.host.graphql import GRAPHQL_PATH, handle_graphql
 from publisher.host.render import Urls
 from publisher.host.urlsign import OBJECTS_PREFIX
 
@@ -154,10 +155,12 @@ class HostHandler(BaseHTTPRequestHandler):
 
     def route(self, req: Request) -> Response:
         state = self.host.state
+        if req.path == GRAPHQL_PATH:
+            return with_cors(handle_graphql, state, req)
         if req.path == API_PREFIX or req.path.startswith(API_PREFIX + "/"):
-            return handle_api(state, req)
+            return with_cors(handle_api, state, req)
         if req.path.startswith(UPLOADS_PREFIX + "/"):
-            return handle_upload(state, req)
+            return with_cors(handle_upload, state, req)
         if req.path.startswith(OBJECTS_PREFIX):
             return handle_object(state, req)
         return handle_browser(state, req)

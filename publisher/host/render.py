@@ -120,6 +120,16 @@ def full_user(urls: Urls, login: str, kind: str, created_at: float | None) -> di
     }
 
 
+def api_root(urls: Urls) -> dict[str, str]:
+    """`GET /api/v3/`: GitHub's map of URL templates (the ones this host serves)."""
+    return {
+        "current_user_url": f"{urls.api}/user",
+        "user_url": f"{urls.api}/users/{{user}}",
+        "repository_url": f"{urls.api}/repos/{{owner}}/{{repo}}",
+        "rate_limit_url": f"{urls.api}/rate_limit",
+    }
+
+
 def repo_json(urls: Urls, repo: Repo) -> dict[str, Any]:
     owner, name = repo.full_name.split("/", 1)
     api = urls.repo_api(repo)
