@@ -94,3 +94,68 @@ def test_refuses_a_port_out_of_range():
     result = runner.invoke(app, ["host", "--port", "70000"])
     assert result.exit_code == 2
     assert "65535" in result.output
+
+
+def test_mirror_refreshes_at_start_and_on_sighup(tmp_path):
+    """`lcm host --mirror` copies the upstream's verified latest release at start, and a
+    newer one on SIGHUP (the schedule is an hour away)."""
+    import time
+
+    from publisher.demo import make_repo
+    from publisher.release.github import Session
+    from publisher.release.publish import PublishRequest, publish
+    from publisher.signing import load_signer
+    from tests.hostserver import TEST_REPO, TEST_TOKEN, running_host
+
+    keys = make_repo(TEST_REPO, tmp_path / "keys")
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "main.py").write_text("print('app')\n")
+
+    def release(upstream, tag: str) -> None:
+        request = PublishRequest(
+            app, TEST_REPO, tag, load_signer(keys.release_pem), sector=keys.sector
+        )
+        publish(Session(upstream.api_url, TEST_TOKEN), request)
+
+    def latest_tag(port: int, want: str) -> str:
+        deadline = time.monotonic() + 60
+        location = ""
+        while time.monotonic() < deadline:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", f"/{TEST_REPO}/releases/latest")
+            response = conn.getresponse()
+            response.read()
+            conn.close()
+            location = response.getheader("Location") or ""
+            if location.endswith("/tag/" + want):
+                return want
+            time.sleep(0.1)
+        return location
+
+    with running_host(tmp_path / "upstream") as upstream:
+        release(upstream, "v1.0.0")
+        proc = lcm_host(
+            tmp_path,
+            "--port", "0", "--data", "mirror", "--mirror-interval", "3600",
+            "--mirror", f"{TEST_REPO}={keys.root_pub}", "--upstream", upstream.url,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            port = int(proc.stdout.readline().rsplit(":", 1)[1])
+            assert latest_tag(port, "v1.0.0") == "v1.0.0"
+            release(upstream, "v1.1.0")
+            proc.send_signal(signal.SIGHUP)
+            assert latest_tag(port, "v1.1.0") == "v1.1.0"
+        finally:
+            proc.send_signal(signal.SIGINT)
+            _out, errors = proc.communicate(timeout=60)
+        assert proc.returncode == 0, errors
+
+
+def test_refuses_a_mirror_without_pins(tmp_path):
+    result = runner.invoke(
+        app, ["host", "--data", str(tmp_path / "d"), "--port", "0", "--mirror", "acme/widget"]
+    )
+    assert result.exit_code == 1
+    assert "give OWNER/REPO=PINS" in result.output

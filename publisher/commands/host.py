@@ -3,14 +3,41 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from cert_sector import sector as sf
+from cert_sector.errors import TrustError
+from publisher.certs import read_sector
 from publisher.console import command_edge, err, out
 from publisher.errors import PublisherError
+from publisher.host.mirror import DEFAULT_INTERVAL, MirrorConfig, MirrorSpec
 from publisher.host.server import HostServer
+from publisher.release.verify import Trust
+from publisher.signing import load_public_key
+
+
+def mirror_spec(text: str) -> MirrorSpec:
+    """`OWNER/REPO=PINS`: PINS is a trusted cert sector, or root public keys joined by ","."""
+    repo, sep, pins = text.partition("=")
+    if not sep or not pins:
+        raise PublisherError(
+            f"--mirror {text!r}: give OWNER/REPO=PINS, PINS being the repo's trusted cert "
+            "sector or its root public keys (comma-separated), as a device pins them"
+        )
+    paths = [Path(p) for p in pins.split(",")]
+    if len(paths) == 1:
+        data = read_sector(paths[0])
+        try:
+            sf.parse_sector(data)
+        except TrustError:
+            pass  # not a sector: a public key file
+        else:
+            return MirrorSpec(repo, Trust(sector=data))
+    return MirrorSpec(repo, Trust(roots=[load_public_key(p) for p in paths]))
 
 
 @command_edge
@@ -42,6 +69,25 @@ def host(
         list[str] | None,
         typer.Option("--repo", help="OWNER/NAME to serve (created if new); repeatable."),
     ] = None,
+    mirror: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mirror",
+            help="OWNER/REPO=PINS: mirror the repo's verified releases from --upstream "
+            "(PINS: its trusted cert sector, or root public keys); repeatable.",
+        ),
+    ] = None,
+    upstream: Annotated[
+        str, typer.Option("--upstream", help="Browser base URL of the mirrored host.")
+    ] = "https://github.com",
+    upstream_ca: Annotated[
+        Path | None,
+        typer.Option("--upstream-ca", help="PEM CAs for an HTTPS upstream (default: system's)."),
+    ] = None,
+    mirror_interval: Annotated[
+        float,
+        typer.Option("--mirror-interval", help="Seconds between refreshes (SIGHUP: at once)."),
+    ] = DEFAULT_INTERVAL,
     public_url: Annotated[
         str | None,
         typer.Option(
@@ -56,6 +102,14 @@ def host(
         raise PublisherError("give both --tls-cert and --tls-key, or neither")
     token = os.environ.get(token_env) or None
     tls = (tls_cert, tls_key) if tls_cert is not None and tls_key is not None else None
+    mirror_config = None
+    if mirror:
+        mirror_config = MirrorConfig(
+            upstream,
+            [mirror_spec(text) for text in mirror],
+            interval=mirror_interval,
+            ca_file=str(upstream_ca) if upstream_ca is not None else None,
+        )
     server = HostServer(
         data,
         bind=bind,
@@ -65,6 +119,7 @@ def host(
         tls=tls,
         repos=repo or [],
         public_url=public_url,
+        mirror=mirror_config,
     )
     if token is None:
         err.print(f"warning: ${token_env} is not set: the host is read-only (writes answer 401)")
@@ -72,6 +127,15 @@ def host(
     out.print(f"lcm host serving {data} at {server.url}", highlight=False)
     out.print(f"  API base URL  {server.api_url}", highlight=False)
     out.print(f"  repos         {repos}", highlight=False)
+    if server.mirror is not None:
+        mirrored = ", ".join(spec.repo for spec in server.mirror.specs)
+        out.print(
+            f"  mirroring     {mirrored} from {upstream} every {mirror_interval:g} s "
+            f"(kill -HUP {os.getpid()}: at once)",
+            highlight=False,
+        )
+        refresh = server.mirror.refresh_now
+        signal.signal(signal.SIGHUP, lambda _sig, _frame: refresh())
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ from typing import Any
 from publisher.host.errors import HostError
 from publisher.host.faults import RequestRecord
 from publisher.host.handler import HostHandler
+from publisher.host.mirror import Mirror, MirrorConfig
 from publisher.host.names import is_repo_name
 from publisher.host.ratelimit import RateLimiter
 from publisher.host.state import HostState
@@ -71,6 +72,7 @@ class HostServer:
         repos: tuple[str, ...] | list[str] = (),
         asset_host: str | None = None,
         public_url: str | None = None,
+        mirror: MirrorConfig | None = None,
     ) -> None:
         if rate_limit < 0:
             raise HostError("--rate-limit must be 0 or more")
@@ -79,6 +81,7 @@ class HostServer:
         self.state = HostState(Store(Path(data_dir)), token, RateLimiter(rate_limit))
         for full_name in repos:
             self.create_repo(full_name)
+        self.mirror = Mirror(self.state.store, mirror) if mirror is not None else None
         self.tls_context = _tls_context(tls) if tls else None
         server_class = _Server6 if ":" in bind else _Server
         try:
@@ -146,6 +149,7 @@ class HostServer:
     # -- running --------------------------------------------------------------
 
     def start(self) -> HostServer:
+        self.start_mirror()
         # A short poll interval only makes shutdown() quick (tests start many hosts).
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
@@ -157,11 +161,18 @@ class HostServer:
         return self
 
     def serve_forever(self) -> None:
+        self.start_mirror()
         self._httpd.serve_forever()
 
+    def start_mirror(self) -> None:
+        if self.mirror is not None:
+            self.mirror.start()
+
     def shutdown(self) -> None:
-        """Stop accepting, wake stalled handlers, close every open connection."""
+        """Stop accepting (and mirroring), wake stalled handlers, close every connection."""
         self.state.stopping.set()
+        if self.mirror is not None:
+            self.mirror.stop()
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join()
@@ -240,6 +251,7 @@ def start_host(
     repos: tuple[str, ...] | list[str] = (),
     asset_host: str | None = None,
     public_url: str | None = None,
+    mirror: MirrorConfig | None = None,
 ) -> HostServer:
     """Start a host serving `data_dir` in a background thread; `.shutdown()` stops it.
 
@@ -247,6 +259,7 @@ def start_host(
     when clients use 127.0.0.1) makes signed asset URLs name another host, as
     GitHub's CDN does, so clients must follow a cross-host redirect (with SNI).
     `public_url` (`scheme://name[:port]`) is the base of every URL handed out.
+    `mirror` makes it a pull-through mirror of an upstream's repos (`mirror.py`).
     """
     host = HostServer(
         Path(data_dir),
@@ -258,5 +271,6 @@ def start_host(
         repos=repos,
         asset_host=asset_host,
         public_url=public_url,
+        mirror=mirror,
     )
     return host.start()

@@ -1,0 +1,278 @@
+"""A pull-through mirror: `lcm host --mirror OWNER/REPO=PINS` keeps a verified copy of a
+repo's releases from an upstream host (github.com, GitHub Enterprise or another lcm host).
+
+Each refresh, per mirrored repo (on a schedule, and on demand: `refresh_now()`, SIGHUP):
+
+  1. the latest full release's tag, through browser URLs as a device finds it;
+  2. if it is not mirrored yet, the release is verified exactly as `lcm release verify`
+     does (`publisher.release.verify.Verifier`), while its bytes are kept: the cert
+     sector against the trusted sector (the newest one this mirror verified, else the
+     pinned roots), the manifest's signature, repo and a sequence above the mirrored
+     latest's (a roll-back is refused), the pack file by file, SHA256SUMS, and beta.tag;
+  3. the release its beta.tag names, if another, is verified the same way;
+  4. only then are the verified bytes stored, as a draft first and published after its
+     last asset, so no client ever sees half a mirrored release.
+
+A mirror never serves what a device would refuse: only assets that took part in the
+verification are stored (extra upstream assets are left out), and a release that fails
+is not stored at all (the failure is logged and kept in `status`). What was mirrored
+before stays served. Mirrored releases stay after the upstream deletes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cert_sector import manifest as mf
+from cert_sector import sector as sf
+from cert_sector.assets import (
+    BETA_POINTER_ASSET,
+    MANIFEST_ASSET,
+    PACK_ASSET,
+    SECTOR_ASSET,
+    SUMS_ASSET,
+)
+from cert_sector.errors import TrustError
+from publisher.errors import PublisherError
+from publisher.fsutil import write_atomic
+from publisher.host import render
+from publisher.host.errors import ApiError, HostError
+from publisher.host.names import is_repo_name
+from publisher.host.store import Repo, Store
+from publisher.release.verify import Trust, Verifier, VerifyResult
+from publisher.release.web import Browser
+
+log = logging.getLogger("lcm.host.mirror")
+
+DEFAULT_INTERVAL = 300  # seconds between scheduled refreshes
+MIRROR_ASSETS = (SECTOR_ASSET, MANIFEST_ASSET, PACK_ASSET, SUMS_ASSET, BETA_POINTER_ASSET)
+TRUSTED_SECTOR = "trusted.sector"
+MIRROR_USER = render.HOST_USER  # mirrored releases are the host's, like the token holder's
+
+
+@dataclass
+class MirrorSpec:
+    """One mirrored repo and the trust it starts from (pinned roots or a trusted sector)."""
+
+    repo: str
+    trust: Trust
+
+
+@dataclass
+class MirrorConfig:
+    """`--mirror` and its options: the upstream's browser base URL, the repos, the schedule."""
+
+    upstream: str
+    specs: list[MirrorSpec]
+    interval: float = DEFAULT_INTERVAL
+    ca_file: str | None = None  # PEM anchors for an HTTPS upstream (else the sector's CAs)
+
+
+@dataclass
+class MirrorStatus:
+    """What the last refresh of a repo did (for logs, the CLI and tests)."""
+
+    refreshed_at: float = 0.0
+    mirrored: list[str] = field(default_factory=list)  # tags stored, oldest first
+    error: str | None = None  # why the last refresh stored nothing new, if it failed
+
+
+class RecordingBrowser(Browser):
+    """A Browser that also keeps every body it streams to the end, by URL, in `folder`."""
+
+    def __init__(self, folder: Path, ca_certs: list[bytes], ca_file: str | None) -> None:
+        super().__init__(ca_certs, ca_file)
+        self.folder = folder
+        self.kept: dict[str, Path] = {}
+
+    def stream(self, url: str, max_size: int, what: str) -> Iterator[bytes]:
+        path = self.folder / f"{len(self.kept)}-{hashlib.sha256(url.encode()).hexdigest()[:16]}"
+        with open(path, "wb") as f:
+            for chunk in super().stream(url, max_size, what):
+                f.write(chunk)
+                yield chunk
+        self.kept[url] = path
+
+
+class Mirror:
+    def __init__(self, store: Store, config: MirrorConfig) -> None:
+        if not config.upstream.startswith(("http://", "https://")):
+            raise HostError(
+                f"--upstream must be an http:// or https:// URL, not {config.upstream!r}"
+            )
+        if config.interval <= 0:
+            raise HostError("--mirror-interval must be above 0 seconds")
+        for spec in config.specs:
+            if not is_repo_name(spec.repo):
+                raise HostError(f"not a repository name: {spec.repo!r} (expected OWNER/NAME)")
+        self.store = store
+        self.upstream = config.upstream.rstrip("/")
+        self.specs = config.specs
+        self.folder = store.root / "mirror"
+        self.interval = config.interval
+        self.ca_file = config.ca_file
+        self.status = {spec.repo: MirrorStatus() for spec in self.specs}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._refreshing = threading.Lock()
+        self._thread: threading.Thread | None = None
+        for spec in self.specs:
+            store.ensure_repo(spec.repo)
+
+    # -- schedule -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="lcm-mirror", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def refresh_now(self) -> None:
+        """Ask the schedule for a refresh at once (SIGHUP does this)."""
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.refresh()
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+    # -- one refresh ----------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Refresh every mirrored repo once; failures are logged, never raised."""
+        with self._refreshing:
+            for spec in self.specs:
+                status = self.status[spec.repo]
+                try:
+                    status.mirrored += self.refresh_repo(spec)
+                    status.error = None
+                except PublisherError as exc:
+                    status.error = str(exc)
+                    log.warning("mirror %s: %s", spec.repo, exc)
+                except Exception as exc:  # a bug must not stop the schedule
+                    status.error = f"internal error: {exc!r}"
+                    log.exception("mirror %s: internal error", spec.repo)
+                status.refreshed_at = time.time()
+
+    def trust_of(self, spec: MirrorSpec) -> Trust:
+        """The newest sector this mirror verified for the repo, else the pinned trust."""
+        saved = self.folder / spec.repo / TRUSTED_SECTOR
+        if saved.exists():
+            return Trust(sector=saved.read_bytes()[: sf.MAX_SECTOR_SIZE + 1])
+        return spec.trust
+
+    def refresh_repo(self, spec: MirrorSpec) -> list[str]:
+        """Mirror the repo's latest full release and its beta target; the tags stored."""
+        repo = self.store.repo(spec.repo)
+        with tempfile.TemporaryDirectory(prefix="lcm-mirror-") as tmp:
+            trust = self.trust_of(spec)
+            latest = self.verifier(spec.repo, trust, Path(tmp)).resolve(None, "stable")
+            if self.mirrored(repo, latest):
+                return []
+            installed = self.latest_seq(repo)
+            stable, stable_files = self.verify(spec.repo, trust, latest, installed, Path(tmp))
+            found = [(stable, stable_files)]
+            pointer = stable.beta_pointer
+            if pointer is not None and pointer != latest and not self.mirrored(repo, pointer):
+                found.insert(0, self.verify(spec.repo, trust, pointer, -1, Path(tmp)))
+            stored = []
+            for result, files in found:  # the beta target first: the pointer names it
+                self.store_release(repo, result, files)
+                stored.append(result.tag)
+                log.info("mirror %s: %s verified and stored", spec.repo, result.tag)
+            self.keep_sector(spec.repo, trust, stable_files[SECTOR_ASSET])
+            return stored
+
+    def verifier(self, repo: str, trust: Trust, folder: Path) -> Verifier:
+        verifier = Verifier(self.upstream, repo, trust, int(time.time()), self.ca_file)
+        verifier.browser.close()
+        ca_certs = sf.parse_sector(trust.sector).cas if trust.sector is not None else []
+        verifier.browser = RecordingBrowser(folder, ca_certs, self.ca_file)
+        return verifier
+
+    def verify(
+        self, repo: str, trust: Trust, tag: str, installed_seq: int, tmp: Path
+    ) -> tuple[VerifyResult, dict[str, Path]]:
+        """Verify `tag` upstream as a device would; its verified assets' files."""
+        folder = tmp / tag.replace("/", "_")
+        folder.mkdir()
+        verifier = self.verifier(repo, trust, folder)
+        assert isinstance(verifier.browser, RecordingBrowser)
+        kept = verifier.browser.kept
+        result = verifier.run(tag, "stable", installed_seq)
+        files = {}
+        for name in MIRROR_ASSETS:
+            path = kept.get(verifier.url(tag, name))
+            if path is not None:
+                files[name] = path
+        return result, files
+
+    def mirrored(self, repo: Repo, tag: str) -> bool:
+        def published() -> bool:
+            try:
+                self.store.release_by_tag(repo, tag)
+            except ApiError:
+                return False
+            return True
+
+        return self.store.read(published)
+
+    def latest_seq(self, repo: Repo) -> int:
+        """The sequence of the mirrored latest release: a new latest must be above it."""
+        store = self.store
+        latest = store.read(lambda: store.latest(repo))
+        if latest is None:
+            return -1
+        manifest = store.read(lambda: store.asset_named(latest, MANIFEST_ASSET))
+        try:
+            data = store.asset_path(manifest).read_bytes()[: mf.MAX_MANIFEST_SIZE]
+            # Stored only after its signature verified: the parse is for the number.
+            return int(mf.parse_manifest(data).seq)
+        except (OSError, TrustError):
+            return -1
+
+    def store_release(self, repo: Repo, result: VerifyResult, files: dict[str, Path]) -> None:
+        """Draft, assets, then published: as `lcm release publish` does on GitHub."""
+        store = self.store
+        for stale in store.read(lambda: store.releases_of(repo, drafts=True)):
+            if stale.draft and stale.tag_name == result.tag and stale.author == MIRROR_USER:
+                store.delete_release(repo, stale.id)  # a store cut short by a stop
+        fields = {"tag_name": result.tag, "name": result.tag, "draft": True, "body": ""}
+        fields["prerelease"] = result.channel != "stable"
+        rel = store.create_release(repo, fields, MIRROR_USER, None)
+        for name, path in files.items():
+            asset = store.begin_upload(
+                repo, rel.id, name, "", "application/octet-stream", MIRROR_USER
+            )
+            tmp = store.new_upload_file()
+            shutil.copyfile(path, tmp)
+            data_hash = hashlib.sha256()
+            with open(tmp, "rb") as f:
+                while chunk := f.read(65536):
+                    data_hash.update(chunk)
+            store.finish_upload(asset.id, tmp, tmp.stat().st_size, data_hash.hexdigest())
+        make_latest = "true" if result.channel == "stable" else None
+        store.update_release(repo, rel.id, {"draft": False}, make_latest)
+
+    def keep_sector(self, repo: str, trust: Trust, sector_file: Path) -> None:
+        """Remember the verified sector when it is newer: rotations then chain from it."""
+        data = sector_file.read_bytes()
+        new = sf.parse_sector(data)
+        if trust.sector is not None and sf.parse_sector(trust.sector).seq >= new.seq:
+            return
+        (self.folder / repo).mkdir(parents=True, exist_ok=True)
+        write_atomic(self.folder / repo / TRUSTED_SECTOR, data)
