@@ -17,6 +17,10 @@ class SignatureError(TrustError):
     """Missing, unknown, invalid or too few signatures."""
 
 
+class ScopeError(SignatureError):
+    """A release key signed outside the channels or boards its cert sector allows it."""
+
+
 class RollbackError(TrustError):
     """A sequence number that is not higher than the one already trusted."""
 

@@ -16,6 +16,9 @@ Trust rules (each check below names the rule it enforces):
       the running manager is recent enough.
   M6  Its sequence is strictly above the installed one (no roll-back, replay
       or freeze on an old release).
+  M7  Its signer's scope in the sector, if the key has one, allows its
+      channel, and every board it targets (a key limited to boards may not
+      sign a release for any board).
 
 Layout (big-endian; see docs/formats.md):
 
@@ -33,7 +36,13 @@ import hashlib
 import struct
 
 from cert_sector.encoding import Reader, check_repo, pack_text
-from cert_sector.errors import FormatError, MismatchError, RollbackError, SignatureError
+from cert_sector.errors import (
+    FormatError,
+    MismatchError,
+    RollbackError,
+    ScopeError,
+    SignatureError,
+)
 from cert_sector.keys import KEY_ID_SIZE, SIGNATURE_SIZE
 from cert_sector.semver import parse_version, version_at_least
 
@@ -266,6 +275,36 @@ def check_signature(digest, kid, signature, sector):
         raise SignatureError("bad manifest signature")
 
 
+def check_scope(sector, kid, channel, boards):
+    """Rule M7: a release key signs only within its scope (checked before signing too)."""
+    scope = sector.scope(kid)
+    if scope is None:
+        return
+    channels, allowed = scope
+    if channel not in channels:
+        raise ScopeError(_scope_text(kid, scope) + ": a " + channel + " release is outside it")
+    if allowed:
+        if not boards:
+            raise ScopeError(_scope_text(kid, scope) + ": a release for any board is outside it")
+        for board in boards:
+            if board not in allowed:
+                raise ScopeError(_scope_text(kid, scope) + ": board " + board + " is outside it")
+
+
+def _scope_text(kid, scope):
+    from binascii import hexlify
+
+    channels, boards = scope
+    return (
+        "release key "
+        + hexlify(kid).decode()
+        + " is limited to channel "
+        + ",".join(channels)
+        + " and board "
+        + (",".join(boards) or "any")
+    )
+
+
 def check_header(m, repo, installed_seq, board=None, channel="stable", manager_version=""):
     """Rules M5 and M6 for a parsed header."""
     if m.repo != repo:
@@ -300,5 +339,6 @@ def verify_manifest(
     body, kid, signature = split_signature(data)
     check_signature(hashlib.sha256(body).digest(), kid, signature, sector)
     m = parse_manifest(data)
+    check_scope(sector, kid, m.channel, m.boards)
     check_header(m, repo, installed_seq, board, channel, manager_version)
     return m

@@ -14,12 +14,19 @@ Trust rules (each check below names the rule it enforces):
   S6  Its sequence is strictly higher than the trusted one (no roll-back,
       no replay).
   S7  It has not expired, when the device knows the time.
+  S8  Key scopes (when flags has FLAG_SCOPES) name existing release keys in
+      ascending order, each with a non-empty set of known channels and at
+      most MAX_BOARDS boards; a manifest's signer must be within its scope
+      (rule M7, cert_sector/manifest.py).
 
 Layout (big-endian; see docs/formats.md):
 
   "LCMS" | u8 version | u8 flags(0) | str8 repo | u32 seq | u32 expires
   | u8 threshold | u8 n_roots | n_roots x 65 | u8 n_release | n_release x 65
-  | u8 n_cas | n_cas x (u16 len | DER) ... end of signed body ...
+  | u8 n_cas | n_cas x (u16 len | DER)
+  [flags & FLAG_SCOPES: u8 n_scopes | n_scopes x (u8 release key index
+   | u8 channel bits | u8 n_boards | n_boards x str8 board)]
+  ... end of signed body ...
   | u8 n_sigs | n_sigs x (8 key id | 64 r‖s)
 """
 
@@ -50,6 +57,12 @@ MAX_REPO_LEN = 100
 MAX_KEYS = 8
 MAX_CAS = 8
 MAX_SIGNATURES = 16
+# Flags: bit 0 says key scopes follow the CA list. A device that predates a flag
+# refuses the sector (unknown flags), never ignores a limit it cannot read.
+FLAG_SCOPES = 1
+# A scope's channel bits: bit i allows SCOPE_CHANNELS[i] (the manifest's channel codes).
+SCOPE_CHANNELS = ("stable", "beta")
+MAX_BOARD_NAME = 32
 
 
 class PinnedRoots:
@@ -68,7 +81,9 @@ class PinnedRoots:
 class Sector:
     """A parsed cert sector. `body` is the signed part; `cas` are DER certificates."""
 
-    def __init__(self, repo, seq, expires, threshold, roots, release_keys, cas, signatures=()):
+    def __init__(
+        self, repo, seq, expires, threshold, roots, release_keys, cas, signatures=(), scopes=None
+    ):
         self.repo = repo
         self.seq = seq
         self.expires = expires
@@ -77,6 +92,8 @@ class Sector:
         self.release_keys = list(release_keys)
         self.cas = list(cas)
         self.signatures = list(signatures)
+        # Release key index -> (channel bits, [boards]); a key absent here may sign anything.
+        self.scopes = dict(scopes or {})
         self.body = b""
 
     def release_key(self, kid):
@@ -84,6 +101,16 @@ class Sector:
         for key in self.release_keys:
             if key_id(key) == kid:
                 return key
+        return None
+
+    def scope(self, kid):
+        """(channels, boards) the release key `kid` is limited to, or None: unlimited.
+        An empty boards list means any board."""
+        for i, key in enumerate(self.release_keys):
+            if key_id(key) == kid and i in self.scopes:
+                bits, boards = self.scopes[i]
+                channels = [c for n, c in enumerate(SCOPE_CHANNELS) if bits & (1 << n)]
+                return channels, boards
         return None
 
 
@@ -112,7 +139,7 @@ def pack_body(sector):
     _check_unique(sector.release_keys, "release key")
     parts = [
         MAGIC,
-        bytes([FORMAT_VERSION, 0]),
+        bytes([FORMAT_VERSION, FLAG_SCOPES if sector.scopes else 0]),
         pack_text(sector.repo, "repo", MAX_REPO_LEN),
         struct.pack(">IIBB", sector.seq, sector.expires, sector.threshold, len(sector.roots)),
     ]
@@ -126,7 +153,31 @@ def pack_body(sector):
         if not 0 < len(der) <= 0xFFFF:
             raise FormatError("CA certificate of " + str(len(der)) + " bytes")
         parts.append(struct.pack(">H", len(der)) + der)
+    if sector.scopes:
+        parts.append(_pack_scopes(sector))
     return b"".join(parts)
+
+
+def _pack_scopes(sector):
+    parts = [bytes([len(sector.scopes)])]
+    for index in sorted(sector.scopes):
+        bits, boards = sector.scopes[index]
+        _check_scope(index, bits, len(boards), len(sector.release_keys))
+        parts.append(bytes([index, bits, len(boards)]))
+        _check_unique([b.encode() for b in boards], "scope board")
+        for board in boards:
+            parts.append(pack_text(board, "board", MAX_BOARD_NAME))
+    return b"".join(parts)
+
+
+def _check_scope(index, bits, n_boards, n_keys):
+    # Rule S8: a scope limits a listed key to known channels and a bounded board list.
+    if index >= n_keys:
+        raise FormatError("key scope for release key " + str(index) + " of " + str(n_keys))
+    if not 0 < bits < (1 << len(SCOPE_CHANNELS)):
+        raise FormatError("key scope with no or unknown channels")
+    if n_boards > MAX_KEYS:
+        raise FormatError("key scope with more than " + str(MAX_KEYS) + " boards")
 
 
 def pack_sector(body, signatures, min_signatures=1):
@@ -162,7 +213,8 @@ def parse_sector(data, min_signatures=1):
     version = r.u8("format version")
     if version != FORMAT_VERSION:
         raise FormatError("unsupported cert sector format version " + str(version))
-    if r.u8("flags") != 0:
+    flags = r.u8("flags")
+    if flags & ~FLAG_SCOPES:
         raise FormatError("unknown cert sector flags")
     repo = r.text("repo", MAX_REPO_LEN)
     try:
@@ -185,6 +237,7 @@ def parse_sector(data, min_signatures=1):
         if n == 0:
             raise FormatError("empty CA certificate")
         cas.append(bytes(r.take(n, "CA certificate")))
+    scopes = _read_scopes(r, len(release_keys)) if flags & FLAG_SCOPES else None
     body_end = r.pos
     n_sigs = r.u8("signature count")
     if not min_signatures <= n_sigs <= MAX_SIGNATURES:
@@ -195,9 +248,27 @@ def parse_sector(data, min_signatures=1):
         signatures.append((kid, bytes(r.take(SIGNATURE_SIZE, "signature"))))
     r.end("signatures")
     _check_unique([kid for kid, _ in signatures], "signature key id")
-    sector = Sector(repo, seq, expires, threshold, roots, release_keys, cas, signatures)
+    sector = Sector(repo, seq, expires, threshold, roots, release_keys, cas, signatures, scopes)
     sector.body = bytes(data[:body_end])
     return sector
+
+
+def _read_scopes(r, n_keys):
+    n = r.u8("key scope count")
+    if not 1 <= n <= MAX_KEYS:  # Rule S8
+        raise FormatError("key scope count " + str(n))
+    scopes = {}
+    previous = -1
+    for _ in range(n):
+        index, bits, n_boards = r.take(3, "key scope")
+        if index <= previous:  # Rule S8: ascending, so no key has two scopes
+            raise FormatError("key scopes not in ascending key order")
+        previous = index
+        _check_scope(index, bits, n_boards, n_keys)
+        boards = [r.text("board", MAX_BOARD_NAME) for _ in range(n_boards)]
+        _check_unique([b.encode() for b in boards], "scope board")
+        scopes[index] = (bits, boards)
+    return scopes
 
 
 def _keys(r, what):

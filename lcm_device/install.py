@@ -16,6 +16,7 @@ from cert_sector.manifest import (
     SIGNATURE_BLOCK,
     ManifestReader,
     check_header,
+    check_scope,
     check_signature,
 )
 from lcm_device import slots, trust
@@ -249,7 +250,12 @@ class Installer:
         except TrustError as exc:
             raise Refused("manifest: " + _why(exc)) from None
         with open(path, "rb") as f:
-            return ManifestReader(stream=f, body_size=body).header()
+            m = ManifestReader(stream=f, body_size=body).header()
+        try:
+            check_scope(sector, trailer[:8], m.channel, m.boards)  # Rule M7
+        except TrustError as exc:
+            raise Refused("manifest: " + _why(exc)) from None
+        return m
 
     def _manager_version(self, st):
         tag = st.get("mgr_tag")

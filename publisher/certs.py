@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 
 from cert_sector import sector as fmt
 from cert_sector.errors import TrustError
-from cert_sector.keys import key_id_hex
+from cert_sector.keys import key_id, key_id_hex
 from publisher.errors import PublisherError
 from publisher.signing import Signer, is_signer_spec, load_public_key, open_signer
 
@@ -74,6 +74,33 @@ def _load_keys(
     return publics, signers
 
 
+def parse_scope(
+    text: str, release_specs: Sequence[str], releases: list[bytes]
+) -> tuple[int, int, list[str]]:
+    """`--scope KEY:CHANNELS[:BOARDS]` -> (release key index, channel bits, boards).
+
+    KEY is a release key's id (as `lcm keys show` prints it) or the very text
+    given to --release-key; CHANNELS and BOARDS are comma lists, empty = any.
+    """
+    key, _, rest = text.partition(":")
+    channels_text, _, boards_text = rest.partition(":")
+    ids = [key_id_hex(k) for k in releases]
+    if key in ids:
+        index = ids.index(key)
+    elif key in release_specs:
+        index = list(release_specs).index(key)
+    else:
+        raise PublisherError(
+            f"--scope {text!r}: {key!r} is not a --release-key (give its key id or its file)"
+        )
+    channels = [c for c in channels_text.split(",") if c] or list(fmt.SCOPE_CHANNELS)
+    for channel in channels:
+        if channel not in fmt.SCOPE_CHANNELS:
+            raise PublisherError(f"--scope {text!r}: channel must be stable or beta")
+    bits = sum(1 << fmt.SCOPE_CHANNELS.index(c) for c in set(channels))
+    return index, bits, [b for b in boards_text.split(",") if b]
+
+
 def build_sector(
     *,
     repo: str,
@@ -87,6 +114,7 @@ def build_sector(
     old_root_keys: Sequence[str] = (),
     passphrase_env: str | None = None,
     unsigned: bool = False,
+    scopes: Sequence[str] = (),
 ) -> tuple[bytes, fmt.Sector]:
     """Build and sign a sector, and check it verifies before returning its bytes.
 
@@ -115,8 +143,21 @@ def build_sector(
     if seq is None:
         seq = old.seq + 1 if old else 1
     cas = [der for path in ca_files for der in load_ca_certificates(path)]
+    limits = {}
+    for text in scopes:
+        index, bits, boards = parse_scope(text, release_keys, releases)
+        if index in limits:
+            raise PublisherError(f"--scope {text!r}: that key already has a --scope")
+        limits[index] = (bits, boards)
     new = fmt.Sector(
-        repo, seq, parse_date(expires) if expires else 0, threshold, roots, releases, cas
+        repo,
+        seq,
+        parse_date(expires) if expires else 0,
+        threshold,
+        roots,
+        releases,
+        cas,
+        scopes=limits,
     )
     try:
         body = fmt.pack_body(new)
@@ -167,6 +208,11 @@ def describe(sector: fmt.Sector) -> dict[str, Any]:
         "threshold": sector.threshold,
         "roots": [key_id_hex(k) for k in sector.roots],
         "release_keys": [key_id_hex(k) for k in sector.release_keys],
+        "scopes": {
+            key_id_hex(k): {"channels": scope[0], "boards": scope[1]}
+            for k in sector.release_keys
+            if (scope := sector.scope(key_id(k))) is not None
+        },
         "cas": cas,
         "signatures": [kid.hex() for kid, _ in sector.signatures],
         "size": len(sector.body) + 1 + 72 * len(sector.signatures),
@@ -180,8 +226,14 @@ def summary_lines(info: dict[str, Any]) -> list[str]:
         f"sequence    {info['sequence']}",
         f"expires     {info['expires'] or 'never'}",
         f"roots       {info['threshold']} of {', '.join(info['roots'])}",
-        f"release     {', '.join(info['release_keys'])}",
     ]
+    for kid in info["release_keys"]:
+        scope = info["scopes"].get(kid)
+        limit = "any channel, any board"
+        if scope is not None:
+            boards = ",".join(scope["boards"]) or "any"
+            limit = f"channel {','.join(scope['channels'])}, board {boards}"
+        lines.append(f"release     {kid} ({limit})")
     for ca_info in info["cas"]:
         lines.append(f"CA          {ca_info['subject']} (until {ca_info.get('not_after', '?')})")
     lines.append(f"body        SHA-256 {info['body_sha256']}")

@@ -26,6 +26,7 @@ def make_sector(
     expires: int = 0,
     cas: list[bytes] | None = None,
     signers: list[Signer] | None = None,
+    scopes: dict[int, tuple[int, list[str]]] | None = None,
 ) -> bytes:
     body = sf.pack_body(
         sf.Sector(
@@ -36,6 +37,7 @@ def make_sector(
             [s.public_key for s in roots],
             [s.public_key for s in release],
             cas or [],
+            scopes=scopes,
         )
     )
     signers = roots if signers is None else signers

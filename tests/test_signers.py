@@ -190,3 +190,12 @@ def test_every_signer_kind_builds_a_sector_and_publishes(hsm, service, tmp_path)
         blob = requests.get(data.browser_download_url, timeout=10).content
         m = mf.verify_manifest(blob, parsed, TEST_REPO)
         assert m.version == "1.0.0" and m.key_id == sf.key_id(parsed.release_keys[0])
+
+
+def test_openssl_as_a_signing_service(tmp_path):
+    """docs/keys.md's example: `openssl pkeyutl -sign` behind exec: is a signer."""
+    pem, _, signer = signing.generate(tmp_path, "release", None)
+    spec = "exec:" + shlex.join(["openssl", "pkeyutl", "-sign", "-inkey", str(pem)])
+    assert json.loads(lcm("keys", "show", spec, "--json").output)["key_id"] == signer.key_id.hex()
+    sig = signing.open_signer(spec).sign(b"body")
+    assert signing.verify_with_cryptography(signer.public_key, b"body", sig)

@@ -59,6 +59,13 @@ def build(
         typer.Option("--old-root-key", help="A signer of a root of --previous."),
     ] = None,
     passphrase_env: PassphraseEnv = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scope",
+            help="Limit a release key: KEY:CHANNELS[:BOARDS], e.g. ci.pub:beta or KEYID::esp32.",
+        ),
+    ] = None,
     unsigned: Annotated[
         bool,
         typer.Option(
@@ -81,6 +88,7 @@ def build(
         old_root_keys=old_root_key or [],
         passphrase_env=passphrase_env,
         unsigned=unsigned,
+        scopes=scope or [],
     )
     write_atomic(output, data)
     if as_json:

@@ -148,6 +148,14 @@ def check_sector(data: bytes, repo: str, signer: Signer, where: str) -> sf.Secto
     return sector
 
 
+def check_key_scope(sector: sf.Sector, signer: Signer, spec: ReleaseSpec) -> None:
+    """Refuse to sign outside the key's scope in the sector (rule M7; devices refuse it too)."""
+    try:
+        mf.check_scope(sector, signer.key_id, spec.channel, spec.boards)
+    except TrustError as exc:
+        raise SourceError(f"refusing to sign: {exc}") from None
+
+
 def current_sector(session: Session, known: list[KnownRelease]) -> bytes | None:
     """certs.sector of the repo's newest published release, when --certs is not given."""
     published = [k for k in known if not k.release.draft and k.manifest is not None]
@@ -212,7 +220,7 @@ class Publisher:
                 raise SourceError(
                     f"{req.repo} has no published cert sector yet: pass --certs certs.sector"
                 )
-        check_sector(sector_bytes, req.repo, req.signer, where)
+        check_key_scope(check_sector(sector_bytes, req.repo, req.signer, where), req.signer, spec)
 
         same_tag = [k for k in known if k.release.tag_name == req.tag]
         published = next((k for k in same_tag if not k.release.draft), None)
