@@ -5,6 +5,7 @@ lcm.confirm()          # this (trial) version works: keep it
 lcm.request_update()   # check for an update now (resets into the manager)
 lcm.status()           # {"app": tag, "slot": ..., "trial": bool, "manager": tag, ...}
 lcm.hold()             # do not reset me into the manager for a check now (lcm.hold(False): do)
+lcm.idle(ms)           # sleep; where no timer runs (unix port) lcm's watcher runs meanwhile
 """
 
 from lcm_device import slots
@@ -47,6 +48,14 @@ def request_update():
         pass
     _log("app: update check requested")
     hal.reset()
+
+
+def idle(ms):
+    """Sleep `ms` milliseconds; on a port without a board timer (the unix port) the
+    check timer and the fleet link run during this call (lcm_device.checktimer.idle)."""
+    from lcm_device import checktimer
+
+    checktimer.idle(ms)
 
 
 def hold(on=True):

@@ -190,6 +190,7 @@ def _checks(hal, cfg):
         return sched
     if not _network(hal, cfg):
         log("check: no network")
+        _fleet_record(hal, cfg, ["failed"], "check: no network")
         if sched is not None:
             sched.record_failure(now)
         return sched
@@ -197,14 +198,23 @@ def _checks(hal, cfg):
 
     buf = bytearray(BUF_SIZE)
     results = []
+    last = [None, None]  # the engine's last log line; the last refusal or failure
+
+    def note(text):
+        last[0] = text
+        log(text)
+
     for kind in ("mgr", "app"):
-        result = Updater(hal, cfg, kind, buf, log).check()
+        result = Updater(hal, cfg, kind, buf, note).check()
         results.append(result)
+        if result in ("refused", "failed", "crashed"):
+            last[1] = last[0]
         collect()
         if result == "installed" and kind == "mgr":
             hal.reset()
     Updater = buf = None
     _unload(_ENGINE_MODULES)
+    _fleet_record(hal, cfg, results, last[1])
     st = slots.load(hal)
     if "crashed" in results and (slots.in_trial(st, "mgr") or st.get("fw_pending")):
         log("manager: crashed on trial; resetting (a failed trial boot)")
@@ -220,6 +230,17 @@ def _checks(hal, cfg):
     if results[-1] == "installed":
         hal.reset()
     return sched
+
+
+def _fleet_record(hal, cfg, results, error):
+    # With a broker configured, the fleet status reports the last check
+    # (lcm_device.fleet: imported after the engine is unloaded, never during it).
+    if not cfg.get("mqtt_url"):
+        return
+    from lcm_device import fleet
+    from lcm_device.compat import free_heap
+
+    fleet.record_check(hal, results, error, free_heap())
 
 
 # Loaded for a check only: dropped before the app runs, to give it their heap.
@@ -378,6 +399,13 @@ def _arm_watcher(hal, cfg, sched, trial):
         also.append(lambda now_s: gestures.settle(hal, now_s))
     except ImportError:
         pass
+    agent = None
+    if cfg.get("mqtt_url"):
+        # Push hints and status while the app runs (lcm_device.fleet).
+        from lcm_device.fleet import Agent
+
+        agent = Agent(hal, cfg)
+        also.append(agent.poll)
     if trial:
         after = int(cfg.get("confirm_after_s") or 30)
         pending = [True]
@@ -390,4 +418,7 @@ def _arm_watcher(hal, cfg, sched, trial):
                 confirm()
 
         also.append(confirm_when_healthy)
-    return checktimer.arm_timer(hal, cfg, sched, also)
+    watcher = checktimer.arm_timer(hal, cfg, sched, also)
+    if agent is not None:
+        agent.sched = watcher.sched
+    return watcher

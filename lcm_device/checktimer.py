@@ -43,6 +43,7 @@ class Watcher:
         self.sched = sched
         self.also = also  # more pollers, e.g. the gesture counter's `settle(now_s)`
         self.waiting = False
+        self.timer = None  # the board timer that polls it; None: the app polls (idle)
 
     def poll(self, now_s):
         """One tick: returns True when a reset was asked for."""
@@ -66,13 +67,34 @@ class Watcher:
         return True
 
 
+def idle(ms):
+    """Sleep `ms` milliseconds. Where no timer polls the watcher (the unix port) the
+    watcher is polled here, so an app that calls `lcm.idle` gets its checks and the
+    fleet link (push hints, status) as a board's timer would give them."""
+    from lcm_device.compat import sleep_ms, ticks_diff, ticks_ms
+
+    start = ticks_ms()
+    while True:
+        left = ms - ticks_diff(ticks_ms(), start)
+        if left <= 0:
+            return
+        sleep_ms(min(left, POLL_MS))
+        w = current
+        if w is not None and w.timer is None:
+            w.poll(uptime_s())
+
+
+current = None  # the watcher armed for the running app
+
+
 def arm_timer(hal, cfg, sched=None, also=()):
     """Start polling with a periodic timer where the board has one; returns the Watcher
     (the unix port has no machine.Timer: there the caller polls it)."""
     if sched is None:
         sched = Schedule(hal, cfg)
         sched.on_boot(uptime_s(), False)
-    w = Watcher(hal, sched, also)
+    global current
+    w = current = Watcher(hal, sched, also)
     timer = getattr(hal, "timer", None)
     if timer is not None:
         # A HAL timer calls back from the main loop (the HAL's business).

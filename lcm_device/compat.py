@@ -91,3 +91,13 @@ def collect():
         gc.collect()
     except ImportError:
         pass
+
+
+def free_heap():
+    """Free bytes of the GC heap, or None where there is no such figure (CPython)."""
+    try:
+        import gc
+
+        return gc.mem_free()
+    except (ImportError, AttributeError):
+        return None

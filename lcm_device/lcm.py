@@ -5,6 +5,7 @@
     lcm.hold()             # no update reset while this runs (lcm.hold(False) ends it)
     lcm.request_update()   # check for an update now
     lcm.status()           # what is installed and running
+    lcm.idle(ms)           # sleep (the unix port's apps: lcm's timer work runs meanwhile)
 
 It only re-exports `lcm_device.app`, so the API apps see does not move when
 the manager's modules do. It is a file of its own so that every way of
@@ -12,4 +13,4 @@ installing the manager (factory image, manager release, mip, freezing)
 ships the same thing.
 """
 
-from lcm_device.app import confirm, hold, request_update, status  # noqa: F401
+from lcm_device.app import confirm, hold, idle, request_update, status  # noqa: F401

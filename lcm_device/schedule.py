@@ -139,6 +139,12 @@ class Schedule:
         ceiling = min(self.cap, _BASE_S << self.failures)
         self._set(now_s, max(_MIN_S, int(self.rand() * ceiling)))
 
+    def check_within(self, now_s, left):
+        """Move the next check to at most `left` seconds from now (a push hint)."""
+        if self.next > now_s + left:
+            self.next = now_s + left
+            self._save(now_s)
+
     def request_now(self):
         """Ask for a check as soon as possible (kept across a reset)."""
         self.requested = True
