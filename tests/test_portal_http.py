@@ -125,6 +125,12 @@ def test_submission_must_be_a_form(portal: SetupSim) -> None:  # noqa: F811
         (b"ssid=home&password=12345678&repo=o/r&tofu=1&channel=nightly", "stable or beta"),
         (b"ssid=home&password=12345678&interval_h=0", "1 to 168 hours"),
         (b"ssid=home&password=12345678&log_host=a%20b", "log host"),
+        (b"ssid=home&password=12345678&mqtt_url=http://b", "mqtt://host[:port]"),
+        (b"ssid=home&password=12345678&mqtt_url=mqtt://b:99999", "mqtt://host[:port]"),
+        (
+            b"ssid=home&password=12345678&mqtt_url=mqtt://b&mqtt_user=" + b"u" * 65,
+            "at most 64 bytes",
+        ),
     ],
 )
 def test_invalid_submissions_show_the_form_with_the_reason(
@@ -151,6 +157,9 @@ def test_hidden_network_joins_by_name(portal: SetupSim) -> None:  # noqa: F811
             "password": "attic-secret",
             "repo": "octo/app",
             "fingerprint": "0123 4567 89ab cdef",
+            "mqtt_url": "mqtts://broker.lan:8883",
+            "mqtt_user": "dev-1",
+            "mqtt_password": "s3cret pw",
         }
     )
     status, _, page = http(portal.url + "save", body, FORM)
@@ -160,6 +169,11 @@ def test_hidden_network_joins_by_name(portal: SetupSim) -> None:  # noqa: F811
     assert cfg["wifi_ssid"] == "attic"
     assert cfg["app_root_fingerprint"] == "0123456789abcdef"
     assert "app_trust_first_use" not in cfg
+    assert (cfg["mqtt_url"], cfg["mqtt_user"], cfg["mqtt_password"]) == (
+        "mqtts://broker.lan:8883",
+        "dev-1",
+        "s3cret pw",
+    )
 
 
 def read_all(s: socket.socket) -> bytes:

@@ -19,6 +19,9 @@ FIELDS = (
     "tofu",
     "log_host",
     "interval_h",
+    "mqtt_url",
+    "mqtt_user",
+    "mqtt_password",
 )
 LABELS = {
     "ssid": "Network",
@@ -29,6 +32,9 @@ LABELS = {
     "fingerprint": "Root key fingerprint",
     "log_host": "Log host",
     "interval_h": "Check interval",
+    "mqtt_url": "MQTT broker",
+    "mqtt_user": "MQTT user",
+    "mqtt_password": "MQTT password",
     "t": "Form token",
 }
 _MAX_FIELDS = const(24)
@@ -151,6 +157,17 @@ def check_interval(text):
     return int(text) * 3600
 
 
+def check_mqtt_url(text):
+    """mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (lcm_device.mqtt.split_url's rules)."""
+    for scheme in ("mqtt://", "mqtts://"):
+        if text.startswith(scheme):
+            host, _, port = text[len(scheme) :].partition(":")
+            ok_port = not port or (port.isdigit() and 0 < int(port) < 65536)
+            if host and len(text) <= 100 and all(c in _HOST_CHARS for c in host) and ok_port:
+                return text
+    raise FormError("mqtt_url", "the broker is mqtt://host[:port] or mqtts://host[:port]")
+
+
 def validate(fields, cfg):
     """(ssid, password, settings to save on success) or FormError.
 
@@ -195,4 +212,12 @@ def validate(fields, cfg):
         settings["log_host"] = check_host(fields["log_host"].strip())
     if fields.get("interval_h", "").strip():
         settings["check_interval_s"] = check_interval(fields["interval_h"].strip())
+    if fields.get("mqtt_url", "").strip():
+        settings["mqtt_url"] = check_mqtt_url(fields["mqtt_url"].strip())
+        for name in ("mqtt_user", "mqtt_password"):
+            value = fields.get(name, "")
+            if len(value.encode()) > 64:
+                raise FormError(name, LABELS[name] + " is at most 64 bytes")
+            if value:
+                settings[name] = _printable(name, value)
     return ssid, password, settings

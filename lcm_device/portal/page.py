@@ -203,6 +203,9 @@ def _optional_fields(out, fields):
         fields.get("interval_h", ""),
         extra=' inputmode="numeric" maxlength="3"',
     )
+    _field(out, "MQTT broker (push, status)", "mqtt_url", fields.get("mqtt_url", ""))
+    _field(out, "MQTT user", "mqtt_user", fields.get("mqtt_user", ""))
+    _field(out, "MQTT password", "mqtt_password", "", "password")
     out.write("</fieldset></details>")
 
 

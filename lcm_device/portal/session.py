@@ -97,6 +97,7 @@ class Session:
             return []
 
     def form(self, out, status=200, fields=None, error=None):
+        collect()  # the scan's list wants one free block: start from a collected heap
         scan = self.scan()
         out.start(status)
         page.form_page(out, self.name, scan, self.token, self.cfg, fields, error)

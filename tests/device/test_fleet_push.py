@@ -130,3 +130,89 @@ def test_a_release_reaches_three_devices_through_the_hint_and_a_forged_one_insta
             statuses.wait(d.id, 10, state="offline", app="v1.1.0")
     finally:
         statuses.close()
+
+
+def test_broker_restart_oversized_message_and_an_offline_device_catching_up(
+    rig: tuple[Any, Broker, Repo], tmp_path: Path, mpy: Any
+) -> None:
+    host, broker, repo = rig
+    (dev,) = _devices(tmp_path, mpy, host, broker, repo, 1)
+    statuses = Statuses(broker)
+    try:
+        dev.start()
+        statuses.wait(dev.id, 60, app="v1.0.0", state="online")
+        # An oversized message (over the device's 512-byte buffer): a named error, a reconnect.
+        mark = len(dev.lines)
+        c = _client(broker, PUBLISHER, "big")
+        c.publish("lcm/acme/widget/release", b"v" * 2000, qos=1).wait_for_publish(5)
+        c.disconnect()
+        dev.wait_for(r"mqtt: connection lost: LimitError: a packet of 20\d\d bytes", 20, mark)
+        dev.wait_for(r"mqtt: connected", 30, mark)
+        # The broker restarts: the device reconnects by itself.
+        mark = len(dev.lines)
+        broker.restart()
+        dev.wait_for(r"mqtt: connection lost: NetworkError", 20, mark)
+        dev.wait_for(r"mqtt: connected", 30, mark)
+        statuses.close()
+        statuses = Statuses(broker)
+        statuses.wait(dev.id, 30, app="v1.0.0", state="online")
+        # Offline while a release and its retained hint are published: it catches up
+        # from the retained hint at its next power-on (its schedule alone would wait hours).
+        dev.stop()
+        repo.publish("1.1.0", idle_app("1.1.0"))
+        hint(broker, "v1.1.0")
+        mark = len(dev.lines)
+        dev.start()
+        dev.wait_for(r"check: not due", 30, mark)
+        dev.wait_for(r"push: hint v1\.1\.0", 30, mark)
+        dev.wait_for(r"APP v1\.1\.0 running", 60, mark)
+        statuses.wait(dev.id, 30, app="v1.1.0", state="online")
+    finally:
+        dev.stop()
+        statuses.close()
+
+
+def test_the_broker_refuses_a_device_with_wrong_credentials_or_a_topic_outside_its_acl(
+    rig: tuple[Any, Broker, Repo], tmp_path: Path, mpy: Any
+) -> None:
+    host, broker, repo = rig
+    broker.add_device(repo.name, MACS[1], "pw-" + MACS[1])
+    # Wrong password: CONNACK refuses, the device logs it and backs off.
+    bad = LiveDevice(
+        tmp_path / "bad",
+        mpy,
+        host,
+        repo,
+        MACS[0],
+        mqtt_url=broker.url,
+        mqtt_user=MACS[0],
+        mqtt_password="wrong",
+    )
+    # Right credentials of another device: its own status topic is outside that
+    # account's ACL, so the broker drops every status it publishes.
+    other = LiveDevice(
+        tmp_path / "other",
+        mpy,
+        host,
+        repo,
+        MACS[2],
+        mqtt_url=broker.url,
+        mqtt_user=MACS[1],
+        mqtt_password="pw-" + MACS[1],
+    )
+    statuses = Statuses(broker)
+    try:
+        bad.start()
+        other.start()
+        bad.wait_for(r"mqtt: RefusedError: the broker refused the connection: not authorised", 60)
+        bad.wait_for(r"mqtt: retrying in \d+ s", 10)
+        other.wait_for(r"mqtt: connected", 60)
+        deadline = time.monotonic() + 10
+        while "Denied PUBLISH from lcm-" + MACS[2] not in broker.log_text():
+            assert time.monotonic() < deadline, broker.log_text()[-2000:]
+            time.sleep(0.2)
+        assert MACS[2] not in statuses.latest and MACS[0] not in statuses.latest
+    finally:
+        bad.stop()
+        other.stop()
+        statuses.close()
