@@ -373,7 +373,7 @@ def test_unix_port_without_timer_gets_a_watcher_to_poll(mpy):
         from lcm_device import checktimer
         Schedule(Hal(), {}, rand=seq(0.5)).record_success(0)  # next check in about 4 h
         w = checktimer.arm_timer(Hal(), {})
-        print("TIMER", hasattr(w, "timer"), w.poll(schedule.uptime_s()))
+        print("TIMER", w.timer is not None, w.poll(schedule.uptime_s()))
         """,
     ).stdout
     assert "TIMER False False" in out
