@@ -20,9 +20,9 @@ The cycle, and why it is safe (docs/device.md, "Update engine"):
      against the installed sector (or the pinned roots) and swapped in
      atomically (trust.py). Its CAs become the TLS anchors.
   3. manifest: downloaded to /lcm/SLOT.lcm.new (at most MAX_MANIFEST_SIZE),
-     signature checked from flash with the sector's release keys, header
-     checked (repo, board, channel, manager version, sequence above the
-     installed one). If it equals the manifest already staged in the
+     signature checked from flash with the sector's release keys (and the
+     key's scope), header checked (repo, board, channel, manager version,
+     sequence above the installed one). If it equals the manifest already staged in the
      inactive slot, the slot's files are kept (resume); else the slot is
      wiped and the manifest renamed to /lcm/SLOT.lcm.
   4. plan: the file records are streamed from flash next to the active
