@@ -74,3 +74,15 @@ def test_mutated_manifests(m):
 def test_header_magic_swapped(func):
     with pytest.raises(TrustError):
         func(MANIFEST if func is sf.parse_sector else SECTOR)
+
+
+# A sector with key scopes (rule S8): REL may sign only beta releases for esp32.
+SCOPED = make_sector(REPO, [ROOT], [REL, new_signer()], scopes={0: (2, ["esp32"]), 1: (1, [])})
+SCOPED_TRUSTED = sf.parse_sector(SCOPED)
+
+
+@SETTINGS
+@given(mutations)
+def test_mutated_scoped_sectors_and_manifests_checked_against_them(m):
+    _only_trust_errors(sf.parse_sector, _mutate(SCOPED, *m))
+    _only_trust_errors(lambda d: mf.verify_manifest(d, SCOPED_TRUSTED, REPO), _mutate(MANIFEST, *m))
