@@ -110,11 +110,15 @@ def report(sector: fmt.Sector, trusted: RootSet | None) -> dict[str, Any]:
     return {"signatures": signatures, "thresholds": thresholds}
 
 
+# How report_lines names each root set.
+SET_NAMES = {"new": "this sector's", "previous": "the previous sector's", "pinned": "the pinned"}
+
+
 def report_lines(info: dict[str, Any]) -> list[str]:
     lines = []
     for sig in info["signatures"]:
         if sig["valid"] is None:
-            state = "not a root of these sets: ignored"
+            state = "not a root of the sets checked: ignored"
         elif sig["valid"]:
             state = "valid, root of " + " and ".join(sig["roots_of"])
         else:
@@ -125,7 +129,7 @@ def report_lines(info: dict[str, Any]) -> list[str]:
         verdict = "met" if t["met"] else "NOT met"
         missing = f"; missing {', '.join(t['missing'])}" if t["missing"] and not t["met"] else ""
         lines.append(
-            f"{t['roots']:<10} roots: {len(t['signed'])} of {total} signed, "
+            f"{SET_NAMES[t['roots']]} roots: {len(t['signed'])} of {total} signed, "
             f"threshold {t['threshold']} {verdict}{missing}"
         )
     return lines

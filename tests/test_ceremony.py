@@ -55,7 +55,7 @@ def test_two_of_three_rotation_signed_apart(holders, hsm, tmp_path):
     assert shown["sequence"] == 2 and shown["signatures"] == [] and shown["threshold"] == 2
     # Not valid yet, and verify says why.
     res = lcm("certs", "verify", str(body), "--previous", str(old), code=1)
-    assert "new        roots: 0 of 3 signed, threshold 2 NOT met" in res.output
+    assert "this sector's roots: 0 of 3 signed, threshold 2 NOT met" in res.output
 
     # Each holder signs a copy on their own machine; the old root authorises the change.
     copies = []
@@ -76,7 +76,7 @@ def test_two_of_three_rotation_signed_apart(holders, hsm, tmp_path):
     assert (len(new_roots["signed"]), new_roots["met"]) == (2, True)
     assert (len(previous["signed"]), previous["met"]) == (1, True)
     res = lcm("certs", "verify", str(final), "--previous", str(old))
-    assert "previous   roots: 1 of 1 signed, threshold 1 met" in res.output
+    assert "the previous sector's roots: 1 of 1 signed, threshold 1 met" in res.output
     # The device's own rules agree.
     parsed = sf.parse_sector(old.read_bytes())
     assert sf.verify_sector(final.read_bytes(), parsed).threshold == 2

@@ -111,7 +111,7 @@ def show(
         print_json(info)
         return
     for line in certs.summary_lines(info):
-        out.print(line, highlight=False)
+        out.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command("verify")
@@ -152,11 +152,11 @@ def verify(
             print_json({"valid": False, "error": str(exc), **info})
         else:
             for line in ceremony.report_lines(info):
-                out.print(line, highlight=False)
+                out.print(line, highlight=False, soft_wrap=True)
         raise
     if as_json:
         print_json({"valid": True, "repo": sector.repo, "sequence": sector.seq, **info})
         return
     for line in ceremony.report_lines(info):
-        out.print(line, highlight=False)
+        out.print(line, highlight=False, soft_wrap=True)
     out.print(f"valid: {sector.repo} sequence {sector.seq}")

@@ -90,7 +90,7 @@ def _new_in_token(uri: str, name: str | None, directory: Path, as_json: bool) ->
         return
     out.print(f"key id [bold]{kid}[/]")
     out.print(f"private key {uri} (in the token, not extractable)", highlight=False)
-    out.print(f"public key  {pub_path or public.hex()}")
+    out.print(f"public key  {pub_path or public.hex()}", soft_wrap=True)
 
 
 @app.command("show")
@@ -110,4 +110,4 @@ def show(
         print_json({"key_id": kid, "public_key": public.hex()})
         return
     out.print(f"key id     {kid}")
-    out.print(f"public key {public.hex()}")
+    out.print(f"public key {public.hex()}", soft_wrap=True)
