@@ -104,9 +104,7 @@ def _firmware_booted(hal):
     bootloader return to the old partition. Such an image is recorded as
     `fw_bad`, so later checks do not offer it again (a newer tag is installed).
     """
-    sim = getattr(hal, "boot_firmware", None)
-    if sim is not None:
-        sim()  # the unix port plays ESP-IDF's bootloader (simpartition.py)
+    hal.boot_firmware()  # the unix port plays ESP-IDF's bootloader (simpartition.py)
     st = slots.load(hal)
     nxt = st.get("fw_next")
     pending = st.get("fw_pending")
@@ -177,7 +175,7 @@ def _checks(hal, cfg):
     # is what confirms it.
     st = slots.load(hal)
     due = (
-        getattr(hal, "check_now", False)
+        hal.check_now
         or slots.in_trial(st, "mgr")
         or st.get("fw_pending")
         or sched is None
@@ -269,13 +267,11 @@ def _unload(names):
 
 
 def _reset_cause(hal):
-    fn = getattr(hal, "reset_cause", None)
-    return fn() if fn else "power"
+    return hal.reset_cause()
 
 
 def _network(hal, cfg):
-    radio = getattr(hal, "has_radio", None)
-    if radio is not None and not radio():
+    if not hal.has_radio():
         return True  # the unix port without a radio script: the host's network is up
     try:
         from lcm_device import wifi
@@ -284,7 +280,7 @@ def _network(hal, cfg):
     except ImportError:
         log("wifi: no Wi-Fi module in this manager")
         return False
-    if up and hal.time() is None and hasattr(hal, "sync_clock"):
+    if up and hal.time() is None:
         # A known clock lets the engine refuse expired cert sectors (rule S7).
         log("clock: set from NTP" if hal.sync_clock() else "clock: unknown (NTP failed)")
     return up
@@ -293,8 +289,7 @@ def _network(hal, cfg):
 def _portal_args(hal):
     # Boards serve the portal on ports 80 and 53 of the access point; the unix
     # HAL may name loopback ports (LCM_PORTAL) so a test or a simulation can reach it.
-    args = getattr(hal, "portal_args", None)
-    return args() if args is not None else {}
+    return hal.portal_args()
 
 
 def _confirm_manager(hal):
@@ -359,7 +354,7 @@ def _wait_for_check(hal, cfg, sched):
     `lcm device simulate` restarts it as a board's reset would, and its
     `--once` run ends here.
     """
-    if not getattr(hal, "waits_without_app", False):
+    if not hal.waits_without_app:
         return
     watcher = _arm_watcher(hal, cfg, sched, False)
     if watcher is None:
@@ -374,7 +369,7 @@ def _wait_for_check(hal, cfg, sched):
     left = watcher.sched.seconds_until_due(uptime_s())
     log("app: waiting " + str(left) + " s for the next check")
     # A board's timer polls the watcher (during this sleep); without one, this loop does.
-    by_timer = getattr(watcher, "timer", None) is not None
+    by_timer = watcher.timer is not None
     while True:
         sleep_ms(_IDLE_POLL_MS)
         if not by_timer:

@@ -1,7 +1,7 @@
 """Checks while an app runs, without the app's cooperation.
 
 The manager's boot calls `arm_timer(hal, cfg)` before it starts the app. A
-periodic timer (machine.Timer, or the HAL's `timer(period_ms, fn)`) polls a
+periodic timer (the HAL's `timer(period_ms, fn)`, else machine.Timer) polls a
 `Watcher` every POLL_MS from the main loop: when the schedule says a check is
 due and the app has not called `hold()`, it saves the request (so the manager
 checks at once) and resets into the manager (`hal.reset(75)`; the unix HAL
@@ -95,10 +95,9 @@ def arm_timer(hal, cfg, sched=None, also=()):
         sched.on_boot(uptime_s(), False)
     global current
     w = current = Watcher(hal, sched, also)
-    timer = getattr(hal, "timer", None)
-    if timer is not None:
-        # A HAL timer calls back from the main loop (the HAL's business).
-        w.timer = timer(POLL_MS, lambda: w.poll(uptime_s()))
+    # A HAL timer calls back from the main loop (the HAL's business).
+    w.timer = hal.timer(POLL_MS, lambda: w.poll(uptime_s()))
+    if w.timer is not None:
         return w
     try:
         from machine import Timer

@@ -194,13 +194,8 @@ def _write(hal, count):
 def _pin(hal, number):
     if number is None:
         return None
-    maker = getattr(hal, "pin", None)
     try:
-        if maker is not None:
-            return maker(number)
-        from machine import Pin
-
-        return Pin(int(number), Pin.IN, Pin.PULL_UP)
+        return hal.pin(number)
     except Exception as exc:
         log("button: no pin " + repr(number) + ": " + repr(exc))
         return None

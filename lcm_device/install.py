@@ -20,7 +20,7 @@ from cert_sector.manifest import (
     check_signature,
 )
 from lcm_device import slots, trust
-from lcm_device.compat import collect, const, file_size, free_bytes
+from lcm_device.compat import collect, const, file_size
 from lcm_device.fetch import PackStream, download
 from lcm_device.hal.fs import makedirs, remove_if_exists, remove_tree
 from lcm_device.http import StatusError
@@ -272,7 +272,7 @@ class Installer:
         plan = hal.root + "/lcm/state/plan.bin"
         active = st.get(self.kind)
         need, get_bytes = self._plan(slot, active, plan)
-        free = hal.free_bytes() if hasattr(hal, "free_bytes") else free_bytes(hal.root or "/")
+        free = hal.free_bytes()
         if free is not None and free < need + _FREE_MARGIN:
             raise Refused(
                 "not enough flash: " + str(need) + " bytes to write, " + str(free) + " free"
@@ -423,7 +423,7 @@ class Installer:
         from lcm_device.firmware import FirmwareWriter
 
         hal = self.hal
-        parts = hal.partitions() if hasattr(hal, "partitions") else None
+        parts = hal.partitions()
         if parts is None:
             raise Refused("this board has no OTA partitions for a firmware release")
         with open(manifest, "rb") as f:
@@ -516,16 +516,12 @@ class _OldFiles:
 
 
 def next_partition(parts):
-    """The OTA partition to write: esp32.Partition(RUNNING).get_next_update(), or the
-    simulated partitions' own get_next_update()."""
-    running = parts(parts.RUNNING)
-    nxt = getattr(running, "get_next_update", None)
-    return nxt() if nxt is not None else parts.get_next_update()
+    """The OTA partition to write: esp32.Partition(RUNNING).get_next_update()."""
+    return parts(parts.RUNNING).get_next_update()
 
 
 def partition_label(p):
-    label = getattr(p, "label", None)
-    return label if label is not None else p.info()[4]
+    return p.info()[4]  # esp32.Partition.info(): (type, subtype, addr, size, label, encrypted)
 
 
 def _installed_seq(st, kind):

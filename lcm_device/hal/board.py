@@ -1,11 +1,16 @@
-"""What the ESP32 and ESP8266 HALs share: stock MicroPython's `machine` and `network`.
+"""The HAL's closed interface: every member the device code may use, with the boards' defaults.
+
+`BoardHal` names all of them (docs/device.md, "HAL"); the ESP32, ESP8266
+and unix HALs subclass it and override what differs, so the device code
+calls members plainly and never probes for one. The defaults are stock
+MicroPython's `machine` and `network` on a board:
 
 Flash is the board's own filesystem (LittleFS by default, whose rename
 replaces its target atomically), rooted at "". Only documented APIs are used
 (`machine.reset`, `machine.reset_cause`, `machine.unique_id`,
-`machine.RTC().memory`, `network.WLAN`), so the same code runs on every
-release of the firmware; tests run it on the unix port with fake modules
-that follow the official stubs.
+`machine.RTC().memory`, `machine.Pin`, `network.WLAN`), so the same code
+runs on every release of the firmware; tests run it on the unix port with
+fake modules that follow the official stubs.
 """
 
 import time
@@ -23,10 +28,11 @@ class BoardHal:
     root = ""
     # Without an app the boot waits for the next check, then resets (boot._wait_for_check).
     waits_without_app = True
+    # A check asked for from outside at this boot (the simulator's LCM_CHECK_NOW).
+    check_now = False
 
     def __init__(self):
         self.fs = Fs()
-        self.check_now = False
 
     def reset(self, code=75):
         import machine
@@ -80,9 +86,35 @@ class BoardHal:
         """Free bytes of the board's filesystem (os.statvfs)."""
         from lcm_device.compat import free_bytes
 
-        return free_bytes("/")
+        return free_bytes(self.root or "/")
 
     def wlan(self, mode):
         import network
 
         return network.WLAN(network.AP_IF if mode == 1 else network.STA_IF)
+
+    def has_radio(self):
+        """Whether the network must be brought up by the radio (always, on a board)."""
+        return True
+
+    def portal_args(self):
+        """Keyword arguments of wifi.setup_mode: a board serves on ports 80 and 53."""
+        return {}
+
+    def partitions(self):
+        """The OTA partitions (`esp32.Partition`-like) for firmware releases; None: files only."""
+        return None
+
+    def boot_firmware(self):
+        """At the start of a boot, after ESP-IDF's bootloader ran: nothing to do on a board."""
+
+    def timer(self, period_ms, callback):
+        """A periodic timer calling `callback()` from the main loop, or None: then
+        lcm_device.checktimer arms `machine.Timer` itself."""
+        return None
+
+    def pin(self, number):
+        """The button's input pin (pull-up, pressed = 0)."""
+        from machine import Pin
+
+        return Pin(int(number), Pin.IN, Pin.PULL_UP)

@@ -11,9 +11,3 @@ class Esp32Hal(BoardHal):
         from esp32 import Partition
 
         return Partition
-
-    def mark_app_valid(self):
-        """Keep the running firmware: cancel the bootloader's roll-back."""
-        from esp32 import Partition
-
-        Partition.mark_app_valid_cancel_rollback()

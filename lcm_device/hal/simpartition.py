@@ -87,6 +87,10 @@ class SimPartition:
     def set_boot(self):
         self._parts.save({"boot": self.label, "pending": True})
 
+    def get_next_update(self):
+        # As esp32.Partition(RUNNING).get_next_update(): the other OTA slot.
+        return SimPartition(self._parts, _SLOTS[1 - _SLOTS.index(self.label)])
+
     def __eq__(self, other):
         return isinstance(other, SimPartition) and other.label == self.label
 

@@ -17,6 +17,7 @@ import hashlib
 import os
 import time
 
+from lcm_device.hal.board import BoardHal
 from lcm_device.hal.fs import Fs
 
 EXIT_RESET = 75
@@ -106,7 +107,7 @@ class _CountedFile:
         self._f.close()
 
 
-class UnixHal:
+class UnixHal(BoardHal):
     board = "unix"
     # Without an app the process ends: `lcm device simulate` restarts it (or stops, --once).
     waits_without_app = False
@@ -129,6 +130,10 @@ class UnixHal:
             from lcm_device.hal.rommodel import leave_data_heap
 
             print("lcm-hal: code in ROM, data heap " + str(leave_data_heap(int(data_heap))))
+
+    def sync_clock(self):
+        """The simulated clock is the host's, or stays unknown (LCM_CLOCK=unknown)."""
+        return self._clock
 
     def reset(self, code=EXIT_RESET):
         print("lcm-hal: reset")

@@ -118,7 +118,7 @@ def test_board_hal_runs_against_stub_shaped_modules(mpy: Any, board: str) -> Non
         extra = (
             "P = hal.partitions()\n"
             "print('ota', P(P.RUNNING).id, P(P.RUNNING).get_next_update().id)\n"
-            "hal.mark_app_valid()\nprint('valid', calls)\n"
+            "P.mark_app_valid_cancel_rollback()\nprint('valid', calls)\n"
         )
     else:
         extra = "print('ota', hal.partitions())\n"

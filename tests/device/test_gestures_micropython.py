@@ -48,20 +48,13 @@ CONFIG = {
 }
 
 
-# The config module and a loaded config on top of gestures, log, the flash helpers and
-# the test's HAL do not fit in 24 KB on the 64-bit unix port (every pointer twice an
-# ESP8266's): runs that change settings get this heap in the small-heap pass.
-SETTINGS_HEAP = "40k"
-
-
-def run(mpy, code, prelude=PRELUDE, env=None, settings=False, **kw):
+def run(mpy, code, prelude=PRELUDE, env=None, **kw):
     extra = compile_module(mpy.workdir, "prelude", prelude)
-    if settings and mpy.heap:
-        kw["heap"] = SETTINGS_HEAP
     return mpy.run(
         "from prelude import *\n" + textwrap.dedent(code),
         extra_env={**DEVICE_ENV, **(env or {})},
         extra_path=extra,
+        rom=True,  # the manager's code "in ROM", as on a board (a frozen manager)
         **kw,
     )
 
@@ -123,7 +116,7 @@ def test_a_cut_during_the_countdown_escalates_to_forget_wifi(mpy):
     assert not state(mpy, "check.now").exists()  # the check was not asked for
     for _ in (6, 7):
         assert run(mpy, "boot(Hal(), cut=1)", check=False).returncode == 76
-    out = run(mpy, "boot(Hal(), settings=True)", settings=True).stdout
+    out = run(mpy, "boot(Hal(), settings=True)").stdout
     assert "8 power cycles = forget-wifi in 1 s" in out
     assert "ACTION forget-wifi" in out
     cfg = config(mpy)
@@ -146,7 +139,7 @@ def test_factory_reset_keeps_manager_and_factory_keys(mpy):
     state(mpy, "schedule.json").write_text('{"failures": 3}')
     state(mpy, "check.now").write_text("")
     state(mpy, "log.ring").write_text("5 hello\n")
-    out = run(mpy, "boot(Hal(), settings=True)", settings=True).stdout
+    out = run(mpy, "boot(Hal(), settings=True)").stdout
     assert "ACTION factory-reset" in out
     assert config(mpy) == {
         "manager_repo": "lcm/manager",
@@ -163,7 +156,7 @@ def test_factory_reset_keeps_manager_and_factory_keys(mpy):
 
 def test_factory_reset_without_factory_keys_forgets_the_app_repo(mpy):
     preset(mpy, count=20, config=CONFIG)
-    assert "ACTION factory-reset" in run(mpy, "boot(Hal(), settings=True)", settings=True).stdout
+    assert "ACTION factory-reset" in run(mpy, "boot(Hal(), settings=True)").stdout
     assert config(mpy) == {
         "manager_repo": "lcm/manager",
         "manager_roots": CONFIG["manager_roots"],
@@ -180,13 +173,12 @@ def test_power_cut_in_the_middle_of_a_factory_reset_finishes_it_next_boot(mpy):
         "boot(UnixHal(), settings=True)",
         prelude=REAL_HAL_PRELUDE,
         env={"LCM_FAULT_AT": "7"},
-        settings=True,
         check=False,
     )
     assert cut.returncode == 76, cut.stdout + cut.stderr
     assert state(mpy, "schedule.json").exists()
     assert state(mpy, "gesture").read_text() == "14"
-    out = run(mpy, "boot(UnixHal(), settings=True)", prelude=REAL_HAL_PRELUDE, settings=True).stdout
+    out = run(mpy, "boot(UnixHal(), settings=True)", prelude=REAL_HAL_PRELUDE).stdout
     assert "15 power cycles = factory-reset in 1 s" in out
     assert not state(mpy, "schedule.json").exists()
     assert config(mpy) == {

@@ -48,22 +48,15 @@ class TimerHal(Hal):
 )
 
 
-# The logger, schedule, check timer, flash helpers and the test's HAL together do not
-# fit in 24 KB on the 64-bit unix port (pointers twice an ESP8266's): the test that
-# reads the watcher's log lines gets this heap in the small-heap pass.
-LOGGING_HEAP = "40k"
-
-
 def run(mpy, code, env=None, prelude=PRELUDE, **kw):
     """Run `code` after the prelude; the prelude is compiled with mpy-cross, as the device
     code is, so that compiling it does not eat the 24 KB heap of the second pass."""
     extra = compile_module(mpy.workdir, "prelude", prelude)
-    if prelude is LOGGING_PRELUDE and mpy.heap:
-        kw["heap"] = LOGGING_HEAP
     return mpy.run(
         "from prelude import *\n" + textwrap.dedent(code),
         extra_env={**DEVICE_ENV, **(env or {})},
         extra_path=extra,
+        rom=True,  # the manager's code "in ROM", as on a board (a frozen manager)
         **kw,
     )
 
