@@ -29,6 +29,7 @@ from tests.softhsm import EMPTY_TOKEN, SoftHsm, softhsm
 
 # A signing service as an external command: signs the digest on stdin with a PEM key.
 SIGNING_SERVICE = """
+import os
 import sys
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
@@ -44,6 +45,13 @@ if mode == "garbage":
 if mode == "short":
     sys.stdout.buffer.write(b"not a signature")
     sys.exit(0)
+if mode == "switch":
+    # Honest for the two public-key probes, then signs with another key (a
+    # service whose key was swapped, or that mixes up its keys).
+    count = int(open(pem + ".count").read()) if os.path.exists(pem + ".count") else 0
+    open(pem + ".count", "w").write(str(count + 1))
+    if count >= 2:
+        pem = pem + ".other"
 key = serialization.load_pem_private_key(open(pem, "rb").read(), None)
 der = key.sign(digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
 if mode == "raw":
@@ -199,3 +207,25 @@ def test_openssl_as_a_signing_service(tmp_path):
     assert json.loads(lcm("keys", "show", spec, "--json").output)["key_id"] == signer.key_id.hex()
     sig = signing.open_signer(spec).sign(b"body")
     assert signing.verify_with_cryptography(signer.public_key, b"body", sig)
+
+
+def test_a_service_that_signs_with_another_key_publishes_nothing(service, tmp_path):
+    """The probes pass, the release's signature is by another key: caught before upload."""
+    spec, signer = service
+    pem = Path(shlex.split(spec("der").removeprefix("exec:"))[-1])
+    other, _, _ = signing.generate(tmp_path / "other", "other", None)
+    Path(f"{pem}.other").write_bytes(other.read_bytes())
+    root, _, _ = signing.generate(tmp_path / "keys", "root", None)
+    sector = tmp_path / "certs.sector"
+    lcm("certs", "build", "--repo", TEST_REPO, "--root-key", str(root),
+        "--release-key", spec("der"), "-o", str(sector))  # fmt: skip
+    assert sf.parse_sector(sector.read_bytes()).release_keys == [signer.public_key]
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "main.py").write_text("print('hi')\n")
+    with running_host(tmp_path) as host:
+        env = {"GITHUB_TOKEN": TEST_TOKEN, "LCM_GITHUB_API": host.api_url}
+        res = lcm("release", "publish", str(app_dir), "--repo", TEST_REPO, "--tag", "v1.0.0",
+                  "--certs", str(sector), "--key", spec("switch"), env=env, code=1)  # fmt: skip
+        assert "returned a signature that does not verify against its public key" in res.output
+        assert list(github_client(host).get_repo(TEST_REPO).get_releases()) == []
