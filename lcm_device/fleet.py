@@ -8,13 +8,13 @@ or lcm_device.mqtt (the update boot's heap stays what the bars measure).
 - Status: on every connect (so after every check: a check is a reset into the
   manager, then a new connection) the device publishes, retained, to
   `lcm/OWNER/REPO/status/DEVICE_ID` a JSON object: `id`, `state` (`online`),
-  `app`, `slot`, `trial`, `manager`, `checked` (wall time of the last check or
-  null), `result` (`[manager, app]` results), `error` (the last refusal or
-  failure line), `heap` (free heap after the last check), `interval`
-  (check_interval_s), `time`. The same object with `state: offline` is the
-  last will, so a device that drops keeps its versions on the dashboard.
-  Before it resets into the manager for a check it publishes
-  `state: checking` and disconnects cleanly.
+  `app`, `slot`, `trial`, `bad` (a tag that failed its trial), `manager`,
+  `checked` (wall time of the last check or null), `result` (`[manager,
+  app]` results), `error` (the last refusal or failure line), `heap` (free
+  heap after the last check), `interval` (check_interval_s), `time`. The
+  same object with `state: offline` is the last will, so a device that
+  drops keeps its versions on the dashboard. Before it resets into the
+  manager for a check it publishes `state: checking` and disconnects cleanly.
 - Push: it subscribes to `lcm/OWNER/REPO/release`. A message is only a hint
   (`TAG` or `TAG NOTE`, printable ASCII, at most 80 bytes); what is installed
   is decided by the signed manifest. A hint for the tag already installed,
@@ -132,6 +132,7 @@ class Agent:
                 "app": st.get("app_tag"),
                 "slot": st.get("app"),
                 "trial": slots.in_trial(st, "app"),
+                "bad": st.get("app_bad"),
                 "manager": st.get("mgr_tag"),
                 "checked": rec.get("time"),
                 "result": rec.get("result"),

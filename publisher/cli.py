@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from publisher.commands import certs, certs_ceremony, device, keys, logs
+from publisher.commands import certs, certs_ceremony, device, fleet, keys, logs
 from publisher.commands import demo as demo_command
 from publisher.commands import host as host_commands
 from publisher.commands import release as release_commands
@@ -21,6 +21,7 @@ certs.app.command("combine")(certs_ceremony.combine)
 app.add_typer(certs.app, name="certs")
 app.add_typer(device.app, name="device")
 app.add_typer(release_commands.app, name="release")
+app.add_typer(fleet.app, name="fleet")
 app.command("logs")(logs.logs)
 app.command("host")(host_commands.host)
 app.command("demo")(demo_command.demo)

@@ -23,6 +23,7 @@ from rich.table import Table
 from publisher.certs import read_sector
 from publisher.console import command_edge, err, out, print_json
 from publisher.errors import PublisherError
+from publisher.fleet.broker import publish_hint
 from publisher.release.github import (
     API_URL_ENV,
     DEFAULT_API_URL,
@@ -142,6 +143,15 @@ def publish_command(
     retry_delay: Annotated[
         float, typer.Option("--retry-delay", min=0.0, help="First back-off in seconds (doubles).")
     ] = 1.0,
+    mqtt: Annotated[
+        str | None,
+        typer.Option(
+            "--mqtt",
+            envvar="LCM_MQTT_URL",
+            help="Broker: once live, publish the retained push hint (docs/fleet.md; "
+            "user/password from $LCM_MQTT_USER, $LCM_MQTT_PASSWORD).",
+        ),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Build, sign and publish a release: draft, upload every asset, then publish."""
@@ -171,10 +181,19 @@ def publish_command(
     started = time.monotonic()
     with _upload_progress(not as_json) as progress:
         result = publish(session, request, progress)
+    hint = None
+    if mqtt:
+        # Only now: the release is live, so a device the hint wakes finds it.
+        hint = result.tag
+        publish_hint(mqtt, repo, hint)
     if as_json:
-        print_json({**result.as_json(), "seconds": round(time.monotonic() - started, 3)})
+        print_json(
+            {**result.as_json(), "hint": hint, "seconds": round(time.monotonic() - started, 3)}
+        )
         return
     out.print(f"{result.state}: {repo} {result.tag} (sequence {result.seq}, {result.channel})")
+    if hint:
+        out.print(f"push hint {hint!r} published to {mqtt}", highlight=False)
     for name, outcome in result.assets.items():
         out.print(f"  {name:<14} {outcome}")
     if result.beta_pointer:

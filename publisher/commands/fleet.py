@@ -1,0 +1,108 @@
+"""`lcm fleet`: the devices' retained statuses over MQTT (`status`), a live dashboard (`serve`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from publisher.console import command_edge, out, print_json
+from publisher.fleet import broker
+from publisher.fleet.view import DeviceStatus, FleetView, follow, settle
+
+app = typer.Typer(
+    help="The fleet over MQTT: device statuses and a dashboard.", no_args_is_help=True
+)
+
+MqttUrl = Annotated[
+    str,
+    typer.Option(
+        "--mqtt",
+        envvar="LCM_MQTT_URL",
+        help=f"Broker, mqtt://HOST[:PORT] or mqtts://… (user/password from ${broker.USER_ENV}, "
+        f"${broker.PASSWORD_ENV}).",
+    ),
+]
+Repo = Annotated[str, typer.Option("--repo", help="The repository, OWNER/NAME.")]
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(max(seconds, 0))
+    return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
+
+
+def _state(d: DeviceStatus, now: float) -> str:
+    words = [d.problem or d.state, "trial" if d.trial else ""]
+    if d.stale(now) and d.state != "offline":
+        words.append("not seen")
+    return " ".join(w for w in words if w)
+
+
+def table(view: FleetView) -> Table:
+    devices, ro, _ = view.snapshot()
+    now = time.time()
+    title = f"{view.repo}: {len(devices)} device(s)"
+    if ro.tag:
+        title += f", release {ro.tag}"
+        if ro.halted:
+            title += " (roll-out halted)"
+        elif ro.share is not None:
+            title += f" (roll-out {ro.share} %)"
+    t = Table(
+        "device", "app", "manager", "state", "last seen", "last check", "last error", title=title
+    )
+    for d in devices:
+        seen = d.last_seen()
+        t.add_row(
+            escape(d.id),
+            escape(d.app or "-"),
+            escape(d.manager or "(factory)"),
+            escape(_state(d, now)),
+            _age(None if seen is None else now - seen),
+            escape("/".join(d.result) or "-"),
+            escape(d.error or ""),
+        )
+    return t
+
+
+@app.command("status")
+@command_edge
+def status(
+    mqtt: MqttUrl,
+    repo: Repo,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep showing changes until ^C.")] = False,
+) -> None:
+    """Show every device of the repo from its retained status: versions, state, last error."""
+    client, view = follow(mqtt, repo)
+    try:
+        settle(view)
+        if as_json:
+            devices, ro, _ = view.snapshot()
+            now = time.time()
+            print_json(
+                {
+                    "repo": repo,
+                    "release": ro.__dict__,
+                    "devices": [d.as_json(now) for d in devices],
+                }
+            )
+        elif not watch:
+            out.print(table(view))
+        if not watch:
+            return
+        seen = view.snapshot()[2]
+        with Live(table(view), console=out, refresh_per_second=2) as live:
+            while True:
+                seen = view.wait_change(seen, 1.0)
+                live.update(table(view))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.close(client)

@@ -1,0 +1,139 @@
+"""`lcm release publish --mqtt` and `lcm fleet status` against `lcm host` and a real mosquitto."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from typer.testing import CliRunner
+
+from publisher import signing
+from publisher.cli import app
+from tests.hostserver import running_host
+from tests.keyfactory import make_sector
+from tests.mqttbroker import PUBLISHER, VIEWER, Broker, running_broker
+from tests.test_release_publish import write_app
+
+TOKEN = "lcm-test-token-fleet"
+REPO = "acme/widget"
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    with (
+        running_host(tmp_path, token=TOKEN, repos=(REPO,)) as host,
+        running_broker(tmp_path) as broker,
+    ):
+        _, _, root = signing.generate(tmp_path / "keys", "root", None)
+        key, _, signer = signing.generate(tmp_path / "keys", "release", None)
+        sector = tmp_path / "certs.sector"
+        sector.write_bytes(make_sector(REPO, [root], [signer]))
+        yield {
+            "broker": broker,
+            "env": {"GITHUB_TOKEN": TOKEN, "LCM_GITHUB_API": host.api_url},
+            "publish": [
+                "release", "publish", str(write_app(tmp_path / "app", {"main.py": b"x = 1\n"})),
+                "--repo", REPO, "--key", str(key), "--certs", str(sector), "--retry-delay", "0",
+            ],
+        }  # fmt: skip
+
+
+def lcm(args: list[str], env: dict[str, str], code: int = 0) -> Any:
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == code, result.output
+    return result
+
+
+def retained(broker: Broker, topic: str, user: tuple[str, str] = VIEWER) -> dict[str, bytes]:
+    got: dict[str, bytes] = {}
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="check")
+    c.username_pw_set(*user)
+    c.on_message = lambda _c, _u, m: got.__setitem__(m.topic, m.payload)
+    c.connect("127.0.0.1", broker.port)
+    c.subscribe(topic)
+    c.loop_start()
+    time.sleep(0.5)
+    c.loop_stop()
+    c.disconnect()
+    return got
+
+
+def test_publish_sends_the_retained_hint_once_live_with_credentials_from_the_environment(
+    rig: dict[str, Any],
+) -> None:
+    broker: Broker = rig["broker"]
+    env = {**rig["env"], "LCM_MQTT_USER": PUBLISHER[0], "LCM_MQTT_PASSWORD": PUBLISHER[1]}
+    out = json.loads(
+        lcm([*rig["publish"], "--tag", "v1.0.0", "--mqtt", broker.url, "--json"], env).stdout
+    )
+    assert (out["state"], out["hint"]) == ("published", "v1.0.0")
+    assert retained(broker, "lcm/acme/widget/release") == {"lcm/acme/widget/release": b"v1.0.0"}
+    # The broker refuses: a wrong password, an account its ACL does not let write
+    # the release topic. The release itself is published (and stays so); the command
+    # says why the hint did not go out and exits 1.
+    bad = {**env, "LCM_MQTT_PASSWORD": "wrong"}
+    r = lcm([*rig["publish"], "--tag", "v1.0.1", "--mqtt", broker.url], bad, code=1)
+    assert "refused the connection" in r.output and "LCM_MQTT_PASSWORD" in r.output
+    viewer = {**env, "LCM_MQTT_USER": VIEWER[0], "LCM_MQTT_PASSWORD": VIEWER[1]}
+    r = lcm([*rig["publish"], "--tag", "v1.0.2", "--mqtt", broker.url], viewer, code=1)
+    assert "refused the hint on lcm/acme/widget/release: Not authorized" in r.output
+    assert retained(broker, "lcm/acme/widget/release") == {"lcm/acme/widget/release": b"v1.0.0"}
+    # Credentials in the URL (they would land in `ps` and shell history) are refused.
+    url = f"mqtt://{PUBLISHER[0]}:{PUBLISHER[1]}@127.0.0.1:{broker.port}"
+    r = lcm([*rig["publish"], "--tag", "v1.0.3", "--mqtt", url], env, code=1)
+    assert "put no credentials in the broker URL" in r.output
+
+
+def test_fleet_status_shows_every_device_and_names_hostile_statuses(rig: dict[str, Any]) -> None:
+    broker: Broker = rig["broker"]
+    now = int(time.time())
+    statuses = {
+        "240ac4000001": {"id": "240ac4000001", "state": "online", "app": "v1.1.0",
+                         "trial": False, "manager": None, "result": ["idle", "installed"],
+                         "error": None, "interval": 14400, "time": now - 60},
+        "240ac4000002": {"id": "240ac4000002", "state": "online", "app": "v1.0.0",
+                         "trial": False, "result": ["idle", "refused"],
+                         "error": "app: refused v1.1.0: Refused: bad [b]markup[/b]",
+                         "interval": 3600, "time": now - 3 * 3600},
+    }  # fmt: skip
+    for dev in statuses:
+        broker.add_device(REPO, dev, "pw")
+    for dev, st in statuses.items():
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=dev)
+        c.username_pw_set(dev, "pw")
+        c.connect("127.0.0.1", broker.port)
+        c.loop_start()
+        c.publish(f"lcm/{REPO}/status/{dev}", json.dumps(st), qos=1, retain=True).wait_for_publish()
+        if dev.endswith("1"):
+            c.publish(f"lcm/{REPO}/status/{dev}", b"\xff not json", qos=1, retain=True)
+            c.publish(
+                f"lcm/{REPO}/status/{dev}", json.dumps(st), qos=1, retain=True
+            ).wait_for_publish()
+        c.disconnect()
+        c.loop_stop()
+    broker.add_device(REPO, "240ac4000003", "pw")
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="d3")
+    c.username_pw_set("240ac4000003", "pw")
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    c.publish(f"lcm/{REPO}/status/240ac4000003", b"[1, 2]", qos=1, retain=True).wait_for_publish()
+    c.disconnect()
+    c.loop_stop()
+    env = {"LCM_MQTT_USER": VIEWER[0], "LCM_MQTT_PASSWORD": VIEWER[1]}
+    args = ["fleet", "status", "--mqtt", broker.url, "--repo", REPO]
+    data = json.loads(lcm([*args, "--json"], env).stdout)
+    devices = {d["id"]: d for d in data["devices"]}
+    assert set(devices) == {"240ac4000001", "240ac4000002", "240ac4000003"}
+    assert devices["240ac4000001"]["app"] == "v1.1.0" and not devices["240ac4000001"]["stale"]
+    assert devices["240ac4000002"]["stale"]  # 3 h silent with a 1 h interval
+    assert devices["240ac4000003"]["problem"] == "status is not a JSON object"
+    text = lcm([*args], {**env, "COLUMNS": "200"}).stdout
+    assert "240ac4000002" in text and "not seen" in text and "[b]markup[/b]" in text
+    # A wrong password: a clear message, exit 1.
+    r = lcm(args, {**env, "LCM_MQTT_PASSWORD": "nope"}, code=1)
+    assert "refused the connection" in r.output
