@@ -3,7 +3,9 @@
 An idle check is one request: `/OWNER/REPO/releases/latest` answers 302 with
 `Location: .../releases/tag/TAG`; the tag alone tells whether anything is new.
 With no full release, GitHub redirects to `/OWNER/REPO/releases` instead.
-Beta devices read the `beta.tag` pointer asset of the latest full release.
+On a static host (`lcm release export`) the same URL is a small file holding
+the tag (`tag_from_pointer`), answered 200. Beta devices then read the
+`beta.tag` pointer asset of that latest full release.
 """
 
 from cert_sector.assets import BETA_POINTER_ASSET, MAX_TAG
@@ -52,7 +54,7 @@ def tag_from_location(location, repo):
 
 
 def tag_from_pointer(body):
-    """The tag in a `beta.tag` asset (one line of text)."""
+    """The tag in a `beta.tag` asset or a static host's `/releases/latest` (one line)."""
     try:
         text = bytes(body).decode().strip()
     except UnicodeError:

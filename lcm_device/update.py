@@ -146,25 +146,32 @@ class Updater:
     # -- 1. the tag --------------------------------------------------------
 
     def _latest_tag(self):
-        if self.channel == "beta":
-            try:
-                resp = self.client.get(
-                    release.beta_pointer_url(self.web, self.repo), max_bytes=release.MAX_TAG + 2
-                )
-            except StatusError as exc:
-                if exc.status != 404:
-                    raise
-                resp = None  # no pointer published (yet): the latest full release
-            if resp is not None:
-                try:
-                    return release.tag_from_pointer(resp.read_all(release.MAX_TAG + 2))
-                finally:
-                    resp.close()
         resp = self.client.get(release.latest_url(self.web, self.repo), follow=False)
-        resp.close()
-        if resp.status not in (301, 302, 303, 307, 308):
-            raise Refused("/releases/latest answered " + str(resp.status) + ", not a redirect")
-        return release.tag_from_location(resp.location, self.repo)
+        try:
+            if resp.status == 200:
+                # A static host (`lcm release export`) has no redirects: there
+                # /releases/latest is a pointer file naming the tag (docs/formats.md).
+                tag = release.tag_from_pointer(resp.read_all(release.MAX_TAG + 2))
+            elif resp.status in (301, 302, 303, 307, 308):
+                tag = release.tag_from_location(resp.location, self.repo)
+            else:
+                raise Refused("/releases/latest answered " + str(resp.status) + ", not a redirect")
+        finally:
+            resp.close()
+        if tag is None or self.channel != "beta":
+            return tag
+        # Beta: the latest full release's `beta.tag` names the newest release of any
+        # channel; without one (404), the latest full release.
+        try:
+            resp = self.client.get(self.url(tag, release.BETA_POINTER_ASSET))
+        except StatusError as exc:
+            if exc.status != 404:
+                raise
+            return tag
+        try:
+            return release.tag_from_pointer(resp.read_all(release.MAX_TAG + 2))
+        finally:
+            resp.close()
 
     def url(self, tag, name):
         """The browser download URL of asset `name` of release `tag`."""

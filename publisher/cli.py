@@ -6,6 +6,7 @@ import typer
 
 from publisher.commands import certs, certs_ceremony, device, fleet, keys, logs
 from publisher.commands import demo as demo_command
+from publisher.commands import export as export_command
 from publisher.commands import host as host_commands
 from publisher.commands import release as release_commands
 
@@ -21,6 +22,7 @@ certs.app.command("combine")(certs_ceremony.combine)
 app.add_typer(certs.app, name="certs")
 app.add_typer(device.app, name="device")
 app.add_typer(release_commands.app, name="release")
+release_commands.app.command("export")(export_command.export)
 app.add_typer(fleet.app, name="fleet")
 app.command("logs")(logs.logs)
 app.command("host")(host_commands.host)
