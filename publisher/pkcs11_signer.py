@@ -173,6 +173,7 @@ class Pkcs11Signer(Signer):
     def __init__(self, uri: Pkcs11Uri) -> None:
         self.describe = uri.text
         self._uri = uri
+        _module(uri)  # a missing module is named before anyone is asked for a PIN
         self._pin = _pin(uri)  # asked once per run, kept only in memory
         with open_session(uri, self._pin) as session:
             _find(session, uri, ObjectClass.PRIVATE_KEY)
@@ -202,6 +203,7 @@ def generate_in_token(spec: str) -> bytes:
     uri = Pkcs11Uri(spec)
     if not uri.label:
         raise SigningKeyError(f"{spec}: name the new key with object=LABEL")
+    _module(uri)
     session = open_session(uri, _pin(uri), rw=True)
     try:
         try:
