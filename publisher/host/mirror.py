@@ -47,7 +47,8 @@ from publisher.host import render
 from publisher.host.errors import ApiError, HostError
 from publisher.host.names import is_repo_name
 from publisher.host.store import Repo, Store
-from publisher.release.verify import Trust, Verifier, VerifyResult
+from publisher.release.export import file_sha256
+from publisher.release.verify import MAX_POINTER_SIZE, Trust, Verifier, VerifyResult
 from publisher.release.web import Browser
 
 log = logging.getLogger("lcm.host.mirror")
@@ -178,24 +179,63 @@ class Mirror:
     def refresh_repo(self, spec: MirrorSpec) -> list[str]:
         """Mirror the repo's latest full release and its beta target; the tags stored."""
         repo = self.store.repo(spec.repo)
-        with tempfile.TemporaryDirectory(prefix="lcm-mirror-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="lcm-mirror-") as folder:
+            tmp = Path(folder)
             trust = self.trust_of(spec)
-            latest = self.verifier(spec.repo, trust, Path(tmp)).resolve(None, "stable")
-            if self.mirrored(repo, latest):
-                return []
+            ask = self.verifier(spec.repo, trust, tmp)
+            try:
+                latest = ask.resolve(None, "stable")
+                if self.mirrored(repo, latest):
+                    # The release is here; only its beta.tag may have moved since.
+                    upstream_pointer = ask.browser.fetch(
+                        ask.url(latest, BETA_POINTER_ASSET), MAX_POINTER_SIZE, BETA_POINTER_ASSET
+                    )
+                    if upstream_pointer == self.pointer_of(repo, latest):
+                        return []
+            finally:
+                ask.browser.close()
             installed = self.latest_seq(repo)
-            stable, stable_files = self.verify(spec.repo, trust, latest, installed, Path(tmp))
+            if self.mirrored(repo, latest):
+                installed = -1  # the same release again, for its new pointer
+            stable, stable_files = self.verify(spec.repo, trust, latest, installed, tmp)
             found = [(stable, stable_files)]
             pointer = stable.beta_pointer
             if pointer is not None and pointer != latest and not self.mirrored(repo, pointer):
-                found.insert(0, self.verify(spec.repo, trust, pointer, -1, Path(tmp)))
+                found.insert(0, self.verify(spec.repo, trust, pointer, -1, tmp))
             stored = []
             for result, files in found:  # the beta target first: the pointer names it
-                self.store_release(repo, result, files)
+                if self.mirrored(repo, result.tag):
+                    self.replace_pointer(repo, result.tag, files[BETA_POINTER_ASSET])
+                else:
+                    self.store_release(repo, result, files)
                 stored.append(result.tag)
                 log.info("mirror %s: %s verified and stored", spec.repo, result.tag)
             self.keep_sector(spec.repo, trust, stable_files[SECTOR_ASSET])
             return stored
+
+    def pointer_of(self, repo: Repo, tag: str) -> bytes | None:
+        """The mirrored beta.tag of release `tag`, or None."""
+        store = self.store
+
+        def path() -> Path | None:
+            try:
+                asset = store.asset_named(store.release_by_tag(repo, tag), BETA_POINTER_ASSET)
+            except ApiError:
+                return None
+            return store.asset_path(asset)
+
+        found = store.read(path)
+        return found.read_bytes()[: MAX_POINTER_SIZE + 1] if found is not None else None
+
+    def replace_pointer(self, repo: Repo, tag: str, verified: Path) -> None:
+        """Swap the mirrored release's beta.tag for the newly verified one (one rename)."""
+        store = self.store
+        asset = store.read(
+            lambda: store.asset_named(store.release_by_tag(repo, tag), BETA_POINTER_ASSET)
+        )
+        tmp = store.new_upload_file()
+        shutil.copyfile(verified, tmp)
+        store.replace_asset_bytes(asset.id, tmp, tmp.stat().st_size, file_sha256(tmp))
 
     def verifier(self, repo: str, trust: Trust, folder: Path) -> Verifier:
         verifier = Verifier(self.upstream, repo, trust, int(time.time()), self.ca_file)
@@ -260,11 +300,7 @@ class Mirror:
             )
             tmp = store.new_upload_file()
             shutil.copyfile(path, tmp)
-            data_hash = hashlib.sha256()
-            with open(tmp, "rb") as f:
-                while chunk := f.read(65536):
-                    data_hash.update(chunk)
-            store.finish_upload(asset.id, tmp, tmp.stat().st_size, data_hash.hexdigest())
+            store.finish_upload(asset.id, tmp, tmp.stat().st_size, file_sha256(tmp))
         make_latest = "true" if result.channel == "stable" else None
         store.update_release(repo, rel.id, {"draft": False}, make_latest)
 

@@ -398,6 +398,23 @@ class Store:
 
         return self.change(finish)
 
+    def replace_asset_bytes(self, asset_id: int, tmp_file: Path, size: int, sha256: str) -> Asset:
+        """New bytes for an uploaded asset in one rename: a download already running keeps
+        reading the old file, the next one gets the new bytes (a mirror's moved beta.tag)."""
+
+        def replace() -> Asset:
+            asset = self.assets.get(asset_id)
+            if asset is None or asset.state != "uploaded":
+                tmp_file.unlink(missing_ok=True)
+                raise not_found()
+            os.replace(tmp_file, self.asset_path(asset))
+            asset.size = size
+            asset.sha256 = sha256
+            asset.updated_at = time.time()
+            return asset
+
+        return self.change(replace)
+
     def update_asset(self, repo: Repo, asset_id: int, name: str | None, label: str | None) -> Asset:
         def update() -> Asset:
             rel, asset = self.asset(repo, asset_id, drafts=True)

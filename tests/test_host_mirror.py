@@ -1,0 +1,106 @@
+"""The pull-through mirror against upstreams that change or lie: a moved beta pointer, an
+extra asset, the wrong pins, an upstream that rolls back. Upstreams are lcm hosts over HTTP;
+releases are made by `lcm release publish`'s code."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from publisher.demo import make_repo
+from publisher.host.mirror import MirrorConfig, MirrorSpec
+from publisher.release.github import Session
+from publisher.release.publish import PublishRequest, publish
+from publisher.release.verify import Trust
+from publisher.signing import load_signer
+from tests.hostserver import TEST_REPO, TEST_TOKEN, github_client, running_host
+from tests.keyfactory import new_signer
+
+
+class Upstream:
+    """Keys for TEST_REPO and a way to publish with them on a host."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.keys = make_repo(TEST_REPO, tmp_path / "keys")
+
+    def release(self, host, tag: str, *, prerelease: bool = False, seq: int | None = None) -> None:
+        source = self.tmp_path / f"src-{tag}"
+        source.mkdir(exist_ok=True)
+        (source / "main.py").write_text(f"print({tag!r})\n")
+        request = PublishRequest(
+            source, TEST_REPO, tag, load_signer(self.keys.release_pem), sector=self.keys.sector,
+            prerelease=prerelease, seq=seq,
+        )  # fmt: skip
+        publish(Session(host.api_url, TEST_TOKEN), request)
+
+
+def mirror_of(upstream_host, tmp_path: Path, trust: Trust):
+    config = MirrorConfig(upstream_host.url, [MirrorSpec(TEST_REPO, trust)], interval=3600)
+    return running_host(tmp_path / "mirror", token=None, repos=(), mirror=config)
+
+
+def served(mirror_host) -> list[tuple[str, bool, list[str]]]:
+    store = mirror_host.store
+    rels = store.releases_of(store.repo(TEST_REPO), drafts=True)
+    return [(r.tag_name, r.prerelease, sorted(a.name for a in store.assets_of(r))) for r in rels]
+
+
+def beta_pointer(mirror_host, tag: str) -> bytes:
+    store = mirror_host.store
+    rel = store.release_by_tag(store.repo(TEST_REPO), tag)
+    return store.asset_path(store.asset_named(rel, "beta.tag")).read_bytes()
+
+
+def test_a_moved_beta_pointer_brings_its_release_and_extra_assets_stay_behind(tmp_path):
+    up = Upstream(tmp_path)
+    with running_host(tmp_path / "a") as upstream:
+        up.release(upstream, "v1.0.0")
+        rel = github_client(upstream).get_repo(TEST_REPO).get_release("v1.0.0")
+        rel.upload_asset_from_memory(io.BytesIO(b"not signed"), 10, "notes.txt")
+        with mirror_of(upstream, tmp_path, Trust(roots=[up.keys.root.public_key])) as mirror:
+            assert mirror.mirror is not None
+            mirror.mirror.refresh()
+            assets = ["SHA256SUMS", "beta.tag", "certs.sector", "manifest.lcm", "pack.lcm"]
+            assert served(mirror) == [("v1.0.0", False, assets)]  # no notes.txt
+            mirror.mirror.refresh()
+            assert mirror.mirror.status[TEST_REPO].mirrored == ["v1.0.0"]  # nothing new
+
+            up.release(upstream, "v1.1.0-beta.1", prerelease=True)  # moves v1.0.0's beta.tag
+            mirror.mirror.refresh()
+            assert mirror.mirror.status[TEST_REPO].error is None
+            assert [t for t, _, _ in served(mirror)] == ["v1.1.0-beta.1", "v1.0.0"]
+            assert served(mirror)[0][1] is True  # still a prerelease: never latest
+            assert beta_pointer(mirror, "v1.0.0") == b"v1.1.0-beta.1\n"
+            assert mirror.store.latest(mirror.store.repo(TEST_REPO)).tag_name == "v1.0.0"
+
+
+def test_a_release_signed_under_other_roots_is_not_mirrored(tmp_path):
+    up = Upstream(tmp_path)
+    with running_host(tmp_path / "a") as upstream:
+        up.release(upstream, "v1.0.0")
+        with mirror_of(upstream, tmp_path, Trust(roots=[new_signer().public_key])) as mirror:
+            assert mirror.mirror is not None
+            mirror.mirror.refresh()
+            error = mirror.mirror.status[TEST_REPO].error
+            assert error is not None and error.startswith("certs.sector:"), error
+            assert served(mirror) == []
+
+
+def test_an_upstream_that_rolls_back_is_refused(tmp_path):
+    """The upstream is replaced (DNS, a compromised host) by one whose latest release is an
+    older signed one: the mirror keeps serving the newer release it has."""
+    up = Upstream(tmp_path)
+    with running_host(tmp_path / "a") as upstream, running_host(tmp_path / "c") as attacker:
+        up.release(attacker, "v1.0.0")  # sequence 1, genuinely signed
+        up.release(upstream, "v1.0.0")
+        up.release(upstream, "v2.0.0")  # sequence 2
+        with mirror_of(upstream, tmp_path, Trust(roots=[up.keys.root.public_key])) as mirror:
+            assert mirror.mirror is not None
+            mirror.mirror.refresh()
+            assert [t for t, _, _ in served(mirror)] == ["v2.0.0"]
+            mirror.mirror.upstream = attacker.url
+            mirror.mirror.refresh()
+            error = mirror.mirror.status[TEST_REPO].error
+            assert error is not None and "not above" in error, error
+            assert [t for t, _, _ in served(mirror)] == ["v2.0.0"]
