@@ -128,7 +128,7 @@ def test_mirror_refreshes_at_start_and_on_sighup(tmp_path):
             response.read()
             conn.close()
             location = response.getheader("Location") or ""
-            if location.endswith("/tag/" + want):
+            if location == f"http://mirror.lan:8080/{TEST_REPO}/releases/tag/{want}":
                 return want
             time.sleep(0.1)
         return location
@@ -139,10 +139,12 @@ def test_mirror_refreshes_at_start_and_on_sighup(tmp_path):
             tmp_path,
             "--port", "0", "--data", "mirror", "--mirror-interval", "3600",
             "--mirror", f"{TEST_REPO}={keys.root_pub}", "--upstream", upstream.url,
+            "--public-url", "http://mirror.lan:8080",
         )  # fmt: skip
         try:
             assert proc.stdout is not None
             port = int(proc.stdout.readline().rsplit(":", 1)[1])
+            assert proc.stdout.readline().split() == ["public", "URL", "http://mirror.lan:8080"]
             assert latest_tag(port, "v1.0.0") == "v1.0.0"
             release(upstream, "v1.1.0")
             proc.send_signal(signal.SIGHUP)

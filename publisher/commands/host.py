@@ -124,7 +124,9 @@ def host(
     if token is None:
         err.print(f"warning: ${token_env} is not set: the host is read-only (writes answer 401)")
     repos = ", ".join(sorted(server.store.repos)) or "none (add with --repo OWNER/NAME)"
-    out.print(f"lcm host serving {data} at {server.url}", highlight=False)
+    out.print(f"lcm host serving {data} at {server.listen_url}", highlight=False)
+    if server.public_url is not None:
+        out.print(f"  public URL    {server.public_url}", highlight=False)
     out.print(f"  API base URL  {server.api_url}", highlight=False)
     out.print(f"  repos         {repos}", highlight=False)
     if server.mirror is not None:

@@ -112,9 +112,14 @@ class HostServer:
         return "https" if self.tls_context is not None else "http"
 
     @property
+    def listen_url(self) -> str:
+        """The address and port this host listens on, as a URL."""
+        return f"{self.scheme}://{self.authority}"
+
+    @property
     def url(self) -> str:
         """The base URL clients use: the public URL, else the listen address and port."""
-        return self.public_url or f"{self.scheme}://{self.authority}"
+        return self.public_url or self.listen_url
 
     def base_url_for(self, host_header: str | None) -> str:
         """The base of every absolute URL in an answer to a request with this `Host`.
@@ -129,7 +134,7 @@ class HostServer:
             return self.public_url
         m = _HOST_HEADER.match(host_header or "")
         if m is None:
-            return f"{self.scheme}://{self.authority}"
+            return self.listen_url
         return f"{self.scheme}://{m.group('name')}:{m.group('port') or self.port}"
 
     def asset_base_url(self) -> str:
