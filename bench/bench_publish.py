@@ -80,7 +80,7 @@ def main() -> None:
                 print(
                     f"{count + 1:4d} files, {size / 1024:6.0f} KiB: "
                     f"publish {seconds * 1000:7.1f} ms, {summarise(host.requests)}; "
-                    f"sequence {result.seq}"
+                    f"sequence {result.sequence}"
                 )
                 seconds, result = run("v1.0.0")
                 print(

@@ -136,7 +136,7 @@ class Demo:
         )
         result = publish(self.session, req)
         self.say(
-            f"published {repo.name} {result.tag} (sequence {result.seq}, "
+            f"published {repo.name} {result.tag} (sequence {result.sequence}, "
             f"{len(result.assets)} assets: {', '.join(sorted(result.assets))})"
         )
 

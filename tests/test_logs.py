@@ -150,7 +150,7 @@ def test_lcm_logs_json_and_hostile_datagrams(build: Path, tmp_path: Path, listen
     assert recs[1]["text"] == "bell\\x07 and [bold]markup[/bold]"
     assert recs[1]["uptime"] == "+1s"
     assert recs[2]["device"] == DEVICE
-    assert recs[2]["seq"] == 1
+    assert recs[2]["sequence"] == 1
     assert recs[2]["time"] == "2026-11-29T08:07:38Z"
     assert recs[2]["text"] == "json line"
     assert recs[2]["source"].startswith("127.0.0.1:")
@@ -223,7 +223,7 @@ def test_torn_ring_write_loses_at_most_that_line(build: Path, tmp_path: Path) ->
     recs = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["text"] for r in recs] == ["kept 0", "kept 1", "kept 2", "after the cut"]
     # Number 4 was the torn line's (it may have been sent over UDP): not reused.
-    assert [r["seq"] for r in recs] == [1, 2, 3, 5]
+    assert [r["sequence"] for r in recs] == [1, 2, 3, 5]
 
 
 def test_lcm_logs_refuses_bad_arguments(tmp_path: Path) -> None:

@@ -11,9 +11,11 @@ import io
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from publisher.host.server import HostServer
 from publisher.release import github as gh
 from publisher.release.errors import HostError, VerifyError
 from publisher.release.publish import PublishRequest, publish
+from publisher.release.sequence import Ticker
 from publisher.release.verify import Trust, verify_release
 from tests.hostserver import github_client, running_host
 from tests.keyfactory import make_manifest, make_sector
@@ -52,6 +55,21 @@ APP = {
     "widget/led.py": b"PIN = 2\n",
     "data/config.json": b'{"blink": 3}\n',
 }
+
+
+class FastTicker(Ticker):
+    """A local clock whose sleeps take no time: rule Q2's waits (two releases within one
+    second) cost nothing in tests that publish many releases through the library."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+        super().__init__(lambda: time.monotonic() + self.skipped, self._skip)
+
+    def _skip(self, seconds: float) -> None:
+        self.skipped += seconds
+
+
+FAST = FastTicker()
 
 
 @dataclass
@@ -128,13 +146,12 @@ def verify_cli(world: World, *extra: str, code: int = 0):
 
 
 def test_publish_then_verify_and_list(world):
+    before = int(time.time())
     out = publish_cli(world, "v1.0.0", "--board", "esp32", "--json")
-    assert (out["state"], out["seq"], out["channel"], out["kind"]) == (
-        "published",
-        1,
-        "stable",
-        "files",
-    )
+    seq = out["sequence"]
+    # Rule Q1: the sequence is the host's clock (Unix seconds) minus one.
+    assert before - 2 <= seq <= time.time()
+    assert (out["state"], out["channel"], out["kind"]) == ("published", "stable", "files")
     assert set(out["assets"]) == {
         PACK_ASSET,
         SECTOR_ASSET,
@@ -148,14 +165,14 @@ def test_publish_then_verify_and_list(world):
     assert (release.tag_name, release.draft, release.prerelease) == ("v1.0.0", False, False)
 
     ok = json.loads(verify_cli(world, "--json", "--web-url", world.host.url).stdout)
-    assert (ok["valid"], ok["tag"], ok["seq"], ok["files"]) == (True, "v1.0.0", 1, len(APP))
+    assert (ok["valid"], ok["tag"], ok["sequence"], ok["files"]) == (True, "v1.0.0", seq, len(APP))
     assert ok["boards"] == ["esp32"]
     # The same with the trusted sector instead of pinned roots, and by tag.
     lcm(world, "release", "verify", "--repo", REPO, "--certs", str(world.sector), "--tag", "v1.0.0")
 
     rows = json.loads(lcm(world, "release", "list", "--repo", REPO, "--json").stdout)
     assert [(r["tag"], r["sequence"], r["channel"], r["kind"], r["state"]) for r in rows] == [
-        ("v1.0.0", 1, "stable", "files", "published")
+        ("v1.0.0", seq, "stable", "files", "published")
     ]
     assert rows[0]["assets"][PACK_ASSET] == sum(len(d) for d in APP.values())
     table = lcm(world, "release", "list", "--repo", REPO).stdout
@@ -203,7 +220,7 @@ def test_publishing_twice_is_idempotent(world):
     world.host.clear_requests()
     second = publish_cli(world, "v1.0.0", "--json")
     assert second["state"] == "already published"
-    assert second["seq"] == first["seq"] == 1
+    assert second["sequence"] == first["sequence"]
     assert set(second["assets"].values()) == {"kept"}
     uploads = [r for r in world.host.requests if r.method == "POST"]
     assert uploads == []
@@ -264,9 +281,9 @@ def test_publish_killed_at_any_step_then_rerun_ends_with_one_release(world, monk
         return req
 
     # The steps of a publish when a release exists already.
-    publish(_session(world), _request(world, "v1.0.0"))
+    publish(_session(world), _request(world, "v1.0.0"), ticker=FAST)
     steps = _kill_at(monkeypatch, -1, False)
-    publish(_session(world), request(REPO, world.sector.read_bytes()))
+    publish(_session(world), request(REPO, world.sector.read_bytes()), ticker=FAST)
     monkeypatch.undo()
     # Every request: before it leaves, and after the host acted on it (answer lost).
     kills = list(itertools.product(range(len(steps)), (False, True)))
@@ -277,30 +294,30 @@ def test_publish_killed_at_any_step_then_rerun_ends_with_one_release(world, monk
         repo = f"acme/kill{n}"
         world.host.create_repo(repo)
         sector = make_sector(repo, [world.root], [world.signer])
-        publish(_session(world), _request(world, "v1.0.0", repo, sector))
+        publish(_session(world), _request(world, "v1.0.0", repo, sector), ticker=FAST)
         _kill_at(monkeypatch, k, after)
         with pytest.raises(Killed):
-            publish(_session(world), request(repo, sector))
+            publish(_session(world), request(repo, sector), ticker=FAST)
         monkeypatch.undo()
-        result = publish(_session(world), request(repo, sector))
+        result = publish(_session(world), request(repo, sector), ticker=FAST)
         assert result.state in ("published", "already published"), (steps[k], after)
         releases = world.releases(repo)
         assert sorted((r.tag_name, r.draft, r.prerelease) for r in releases) == [
             ("v1.0.0", False, False),
             (tag, False, beta),
         ], (steps[k], after)
-        seqs = sorted(mf.parse_manifest(_manifest_of(world, r)).seq for r in releases)
-        assert seqs == [1, 2], (steps[k], after)
+        seqs = {r.tag_name: mf.parse_manifest(_manifest_of(world, r)).seq for r in releases}
+        assert seqs[tag] > seqs["v1.0.0"], (steps[k], after)
         channel = "beta" if beta else "stable"
         newest = verify_release(world.host.url, repo, Trust(sector=sector), channel=channel)
-        assert (newest.tag, newest.seq) == (tag, 2), (steps[k], after)
+        assert (newest.tag, newest.sequence) == (tag, seqs[tag]), (steps[k], after)
         stable = verify_release(world.host.url, repo, Trust(sector=sector))
         assert stable.beta_pointer == tag, (steps[k], after)
 
 
 def test_force_killed_at_any_step_never_reuses_the_sequence(world, monkeypatch, tmp_path):
-    """--force replaces v1.0.0 (sequence 1) with new files; killed anywhere and re-run, the
-    result has a sequence above 1, so devices that installed the old content update."""
+    """--force replaces v1.0.0 with new files; killed anywhere and re-run, the result has
+    a sequence above the old one, so devices that installed the old content update."""
     changed = write_app(tmp_path / "changed", {**APP, "widget/led.py": b"PIN = 5\n"})
 
     def forced(repo: str, sector: bytes) -> PublishRequest:
@@ -308,32 +325,32 @@ def test_force_killed_at_any_step_never_reuses_the_sequence(world, monkeypatch, 
         req.source, req.force = changed, True
         return req
 
-    def prepare(repo: str) -> bytes:
+    def prepare(repo: str) -> tuple[bytes, int]:
         world.host.create_repo(repo)
         sector = make_sector(repo, [world.root], [world.signer])
-        publish(_session(world), _request(world, "v1.0.0", repo, sector))
-        return sector
+        first = publish(_session(world), _request(world, "v1.0.0", repo, sector), ticker=FAST)
+        return sector, first.sequence
 
-    sector = prepare("acme/force-count")
+    sector, _ = prepare("acme/force-count")
     steps = _kill_at(monkeypatch, -1, False)
-    publish(_session(world), forced("acme/force-count", sector))
+    publish(_session(world), forced("acme/force-count", sector), ticker=FAST)
     monkeypatch.undo()
     assert any(s.startswith("PATCH /api/v3/repos/acme/force-count/releases/assets/") for s in steps)
     kills = list(itertools.product(range(len(steps)), (False, True)))
 
     for n, (k, after) in enumerate(kills):
         repo = f"acme/force{n}"
-        sector = prepare(repo)
+        sector, old = prepare(repo)
         _kill_at(monkeypatch, k, after)
         with pytest.raises(Killed):
-            publish(_session(world), forced(repo, sector))
+            publish(_session(world), forced(repo, sector), ticker=FAST)
         monkeypatch.undo()
-        result = publish(_session(world), forced(repo, sector))
-        assert result.seq > 1, (steps[k], after, result.seq)
+        result = publish(_session(world), forced(repo, sector), ticker=FAST)
+        assert result.sequence > old, (steps[k], after, result.sequence)
         releases = world.releases(repo)
         assert [(r.tag_name, r.draft) for r in releases] == [("v1.0.0", False)], (steps[k], after)
-        verified = verify_release(world.host.url, repo, Trust(sector=sector), installed_seq=1)
-        assert (verified.tag, verified.seq) == ("v1.0.0", result.seq)
+        verified = verify_release(world.host.url, repo, Trust(sector=sector), installed_seq=old)
+        assert (verified.tag, verified.sequence) == ("v1.0.0", result.sequence)
         names = {a.name for r in releases for a in r.get_assets()}
         assert "manifest.lcm.replaced" not in names
 
@@ -376,25 +393,30 @@ def test_sequence_must_exceed_every_release_drafts_included(world):
     assert "--seq 5 is not above" in publish_cli(world, "v1.1.0", "--seq", "5", code=1).output
     assert [r.tag_name for r in world.releases()] == ["v1.0.0"]  # refused before any write
     # A draft's manifest counts too (a publish that died before publishing).
+    # Its sequence is ahead of the clock, so the dry run (which does not wait) shows it.
+    ahead = int(time.time()) + 5
     draft = world.github().get_repo(REPO).create_git_release("v9.0.0", "v9.0.0", "", draft=True)
-    manifest, _ = make_manifest(REPO, world.signer, {"main.py": b"x"}, seq=9, version="9.0.0")
+    manifest, _ = make_manifest(REPO, world.signer, {"main.py": b"x"}, seq=ahead, version="9.0.0")
     draft.upload_asset_from_memory(io.BytesIO(manifest), len(manifest), MANIFEST_ASSET)
-    assert publish_cli(world, "v1.1.0", "--json")["seq"] == 10
+    assert publish_cli(world, "v1.1.0", "--dry-run", "--json")["sequence"] == ahead + 1
+    # --seq above the host's clock is refused: deleting that release would free its sequence.
+    result = publish_cli(world, "v1.1.0", "--seq", str(ahead + 100), code=1)
+    assert "is above the host's clock" in result.output
 
 
 def test_same_tag_different_content_needs_force_and_a_new_sequence(world):
-    publish_cli(world, "v1.0.0")
+    first = publish_cli(world, "v1.0.0", "--json")["sequence"]
     (world.app / "widget" / "led.py").write_bytes(b"PIN = 4\n")
     result = publish_cli(world, "v1.0.0", code=1)
     assert (
         "v1.0.0 is already published with different content "
-        "(sequence 1: file widget/led.py differs)" in result.output
+        f"(sequence {first}: file widget/led.py differs)" in result.output
     )
     assert "--force" in result.output
     result = publish_cli(world, "v1.0.0", "--prerelease", code=1)
     assert "its channel is 'stable'" in result.output
     out = publish_cli(world, "v1.0.0", "--force", "--json")
-    assert (out["state"], out["seq"]) == ("published", 2)
+    assert out["state"] == "published" and out["sequence"] > first
     # The same files with a rotated cert sector are different content too.
     rotated = world.tmp / "rotated.sector"
     rotated.write_bytes(make_sector(REPO, [world.root], [world.signer], seq=2))
@@ -415,8 +437,8 @@ def test_same_tag_different_content_needs_force_and_a_new_sequence(world):
     )
     assert "its certs.sector differs or is missing" in result.output
     assert [r.tag_name for r in world.releases()] == ["v1.0.0"]
-    ok = json.loads(verify_cli(world, "--json", "--installed-seq", "1").stdout)
-    assert ok["seq"] == 2
+    ok = json.loads(verify_cli(world, "--json", "--installed-seq", str(first)).stdout)
+    assert ok["sequence"] == out["sequence"]
 
 
 def test_key_not_in_the_cert_sector(world):
@@ -516,12 +538,16 @@ def test_beta_channel_pointer(world):
     assert any("no full release yet" in w for w in out["warnings"])
     # With no full release there is no pointer: beta devices (and verify) find nothing.
     assert "error: beta.tag: missing" in verify_cli(world, "--channel", "beta", code=1).output
-    publish_cli(world, "v1.0.0", "--seq", "5")
+    publish_cli(world, "v1.0.0")
     verify_cli(world, "--channel", "beta")  # the pointer names v1.0.0 itself
     out = publish_cli(world, "v1.1.0-beta.2", "--prerelease", "--json")
     assert out["beta_pointer"] == "v1.0.0/beta.tag -> v1.1.0-beta.2"
     beta = json.loads(verify_cli(world, "--channel", "beta", "--json").stdout)
-    assert (beta["tag"], beta["channel"], beta["seq"]) == ("v1.1.0-beta.2", "beta", 6)
+    assert (beta["tag"], beta["channel"], beta["sequence"]) == (
+        "v1.1.0-beta.2",
+        "beta",
+        out["sequence"],
+    )
     stable = json.loads(verify_cli(world, "--json").stdout)
     assert (stable["tag"], stable["beta_pointer"]) == ("v1.0.0", "v1.1.0-beta.2")
     out = publish_cli(world, "v1.1.0", "--json")
@@ -554,7 +580,7 @@ def test_verify_argument_errors(world):
     assert "either --root" in lcm(world, *both, code=1).output
     tagged = [*base, "--root", str(world.root_pub), "--tag", "v1.0.0", "--channel", "beta"]
     assert "not both" in lcm(world, *tagged, code=1).output
-    publish_cli(world, "v1.0.0")
+    seq = publish_cli(world, "v1.0.0", "--json")["sequence"]
     assert (
         "certs.sector: missing from the release (404"
         in verify_cli(world, "--tag", "v7.0.0", code=1).output
@@ -566,7 +592,8 @@ def test_verify_argument_errors(world):
     _, wrong_root, _ = signing.generate(world.tmp / "k3", "root", None)
     result = lcm(world, *base, "--root", str(wrong_root), code=1)
     assert "certs.sector: sector signed by 0 of the trusted roots" in result.output
-    assert "not above the installed 1" in verify_cli(world, "--installed-seq", "1", code=1).output
+    result = verify_cli(world, "--installed-seq", str(seq), code=1)
+    assert f"not above the installed {seq}" in result.output
 
 
 def test_web_url_is_derived_from_the_api_url():
@@ -596,7 +623,7 @@ def test_verify_rejects_a_manifest_from_another_tag(world):
 def test_progress_bars_on_stderr_unless_json(world):
     result = publish_cli(world, "v1.0.0")
     assert "pack.lcm" in result.stderr and "certs.sector" in result.stderr
-    assert "published: acme/widget v1.0.0 (sequence 1, stable)" in result.stdout
+    assert re.search(r"published: acme/widget v1.0.0 \(sequence \d+, stable\)", result.stdout)
     out = CliRunner().invoke(
         app,
         [
@@ -615,7 +642,7 @@ def test_progress_bars_on_stderr_unless_json(world):
     )
     assert out.exit_code == 0, out.output
     assert out.stderr == ""
-    assert json.loads(out.stdout)["seq"] == 2
+    assert json.loads(out.stdout)["state"] == "published"
 
 
 def test_list_without_token_and_an_exhausted_rate_limit(world, tmp_path):

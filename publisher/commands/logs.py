@@ -47,14 +47,14 @@ def record(line: str, received: float | None, source: str | None) -> dict[str, A
     parsed = parse_line(line)
     rec: dict[str, Any] = {
         "device": None,
-        "seq": None,
+        "sequence": None,
         "time": None,
         "uptime": None,
         "text": clean(line),
     }
     if parsed is not None:
         device, seq, when, text = parsed
-        rec.update(device=clean(device), seq=seq, text=clean(text))
+        rec.update(device=clean(device), sequence=seq, text=clean(text))
         if when.startswith("+"):
             rec["uptime"] = clean(when)
         else:
@@ -77,7 +77,7 @@ def render(rec: dict[str, Any]) -> str:
     if rec["device"] is None:
         source = rec.get("source") or "?"
         return f"{when} ? [{source}] {rec['text']}"
-    return f"{when} {rec['device']} #{rec['seq']} {rec['text']}"
+    return f"{when} {rec['device']} #{rec['sequence']} {rec['text']}"
 
 
 def emit(rec: dict[str, Any], as_json: bool) -> None:

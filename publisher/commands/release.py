@@ -129,6 +129,20 @@ def publish_command(
         bool,
         typer.Option("--force", help="Replace a published tag (always with a new sequence)."),
     ] = False,
+    downgrade: Annotated[
+        bool,
+        typer.Option(
+            "--downgrade", help="Allow a version below the newest published one (devices go back)."
+        ),
+    ] = False,
+    new_board: Annotated[
+        bool,
+        typer.Option("--new-board", help="Allow --board names lcm does not know (a new board)."),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Build, sign and check everything; upload nothing."),
+    ] = False,
     api_url: ApiUrl = DEFAULT_API_URL,
     token_env: TokenEnv = DEFAULT_TOKEN_ENV,
     passphrase_env: Annotated[
@@ -155,7 +169,7 @@ def publish_command(
     as_json: AsJson = False,
 ) -> None:
     """Build, sign and publish a release: draft, upload every asset, then publish."""
-    token = _token(token_env, required=True)
+    token = _token(token_env, required=not dry_run)
     signer = open_signer(key, passphrase_env)
     request = PublishRequest(
         source=source,
@@ -171,6 +185,9 @@ def publish_command(
         notes=notes,
         seq=seq,
         force=force,
+        dry_run=dry_run,
+        new_board=new_board,
+        downgrade=downgrade,
     )
     session = Session(
         api_url,
@@ -179,10 +196,10 @@ def publish_command(
         retry=RetryPolicy(attempts=retries, base_delay=retry_delay),
     )
     started = time.monotonic()
-    with _upload_progress(not as_json) as progress:
+    with _upload_progress(not as_json and not dry_run) as progress:
         result = publish(session, request, progress)
     hint = None
-    if mqtt:
+    if mqtt and not dry_run:
         # Only now: the release is live, so a device the hint wakes finds it.
         hint = result.tag
         publish_hint(mqtt, repo, hint)
@@ -191,7 +208,7 @@ def publish_command(
             {**result.as_json(), "hint": hint, "seconds": round(time.monotonic() - started, 3)}
         )
         return
-    out.print(f"{result.state}: {repo} {result.tag} (sequence {result.seq}, {result.channel})")
+    out.print(f"{result.state}: {repo} {result.tag} (sequence {result.sequence}, {result.channel})")
     if hint:
         out.print(f"push hint {hint!r} published to {mqtt}", highlight=False)
     for name, outcome in result.assets.items():
@@ -259,8 +276,8 @@ def verify_command(
         print_json({"valid": True, **result.as_json()})
         return
     out.print(
-        f"valid: {repo} {result.tag} sequence {result.seq} ({result.channel}, {result.kind}), "
-        f"{result.files} file(s), {result.pack_size} bytes, cert sector {result.sector_seq}"
+        f"valid: {repo} {result.tag} sequence {result.sequence} ({result.channel}, {result.kind}), "
+        f"{result.files} file(s), {result.pack_size} bytes, cert sector {result.sector_sequence}"
     )
     if result.beta_pointer:
         out.print(f"beta pointer -> {result.beta_pointer}")

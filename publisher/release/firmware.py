@@ -6,7 +6,12 @@ board's OTA partition):
   - for every `--board`, that esptool parses it as that chip's image and, for
     ESP32-family chips, that the header's chip id is that chip's,
   - the header checksum over the segments and, when the image carries one,
-    the appended SHA-256.
+    the appended SHA-256,
+  - for ESP32-family chips, that it is an *app* image, the kind an OTA
+    partition holds: not the full download image from micropython.org (its
+    first bytes are the bootloader, followed by the partition table; it is
+    meant for `lcm device image`), and not a bootloader alone. An ESP-IDF app
+    image starts its first segment with the app descriptor (magic 0xABCD5432).
 The release then holds one file, FIRMWARE_PATH, and the boards given.
 """
 
@@ -20,6 +25,7 @@ from typing import Any
 from esptool.bin_image import LoadFirmwareImage
 
 from cert_sector.manifest import MAX_FILE_SIZE
+from publisher.device.firmware import PARTITION_TABLE_SIZE, ImageError, parse_partition_table
 from publisher.release.errors import SourceError
 from publisher.release.source import SourceFile, read_bounded
 
@@ -39,6 +45,52 @@ KNOWN_CHIPS = (
     "esp32h2",
     "esp32p4",
 )
+
+
+# esp_app_desc_t.magic_word, the first word of an ESP-IDF app image's first segment
+# (after the 24-byte image header and the 8-byte segment header).
+APP_DESC_MAGIC = (0xABCD5432).to_bytes(4, "little")
+APP_DESC_OFFSET = 32
+# Where a full download image carries its partition table: 0x8000 in flash, and the
+# image is flashed at 0x1000 (ESP32, ESP32-S2) or at 0x0 (later chips).
+PARTITION_TABLE_AT = (0x7000, 0x8000)
+PARTITION_MAGIC = b"\xaa\x50"
+APP_TYPE, FACTORY, OTA_0 = 0x00, 0x00, 0x10
+
+
+def _app_inside(data: bytes) -> str:
+    """Where the app image sits in a full download image, as advice for the error."""
+    for table_at in PARTITION_TABLE_AT:
+        if data[table_at : table_at + 2] != PARTITION_MAGIC:
+            continue
+        try:
+            parts = parse_partition_table(data[table_at : table_at + PARTITION_TABLE_SIZE])
+        except ImageError:
+            continue
+        apps = [p for p in parts if p.type == APP_TYPE and p.subtype in (FACTORY, OTA_0)]
+        if apps:
+            at = apps[0].offset - (0x8000 - table_at)
+            return (
+                f"; its app image starts at byte {at:#x} of the file "
+                f"(dd if=FILE of=app.bin bs=4096 skip={at // 4096}), or use the "
+                "micropython.bin of the firmware build"
+            )
+    return "; use the app image (micropython.bin of the firmware build)"
+
+
+def check_app_image(data: bytes, name: str) -> None:
+    """Refuse an ESP32-family image that is not an app for an OTA partition."""
+    if any(data[t : t + 2] == PARTITION_MAGIC for t in PARTITION_TABLE_AT):
+        raise SourceError(
+            f"{name} is a full download image (bootloader and partition table first, for "
+            "`lcm device image` / esptool at 0x1000), not an app image for an OTA partition"
+            + _app_inside(data)
+        )
+    if data[APP_DESC_OFFSET : APP_DESC_OFFSET + 4] != APP_DESC_MAGIC:
+        raise SourceError(
+            f"{name} is not an app image for an OTA partition: it has no ESP-IDF app "
+            "descriptor (a bootloader image?); use micropython.bin of the firmware build"
+        )
 
 
 def _parse(chip: str, data: bytes) -> Any:
@@ -77,6 +129,8 @@ def check_image(data: bytes, chip: str, name: str) -> None:
             )
     if getattr(image, "append_digest", False) and image.stored_digest != image.calc_digest:
         raise SourceError(f"{name}: the appended SHA-256 does not match the image; corrupt file")
+    if chip != "esp8266":
+        check_app_image(data, name)
 
 
 def load_firmware(path: Path, boards: list[str]) -> list[SourceFile]:

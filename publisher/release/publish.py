@@ -4,8 +4,11 @@ The procedure is a sequence of idempotent steps, so a run killed at any
 point and started again ends with exactly one complete published release:
 
  1. Build the pack from SOURCE (nothing touches the network before it is valid).
- 2. Read every release of the repo, drafts too, and each one's manifest: the
-    new sequence must be above all of them.
+ 2. Read every release of the repo, drafts too, and each one's manifest, and
+    refuse what devices would refuse (publisher/release/preflight.py). The new
+    sequence comes from the host's clock and is above all of them
+    (publisher/release/sequence.py: deleting a release never lets its sequence
+    be used again). `--dry-run` stops here, after signing in memory.
  3. Refuse a tag that is already published with different content, unless
     `--force` (which takes a new sequence number and replaces it in place,
     as a draft again while its assets change).
@@ -13,7 +16,8 @@ point and started again ends with exactly one complete published release:
     A signed manifest already in that draft is kept when it describes the same
     content, so a re-run uploads nothing that is already there.
  5. Upload every asset (identical ones are kept, partial or different ones
-    replaced, strays removed), then publish the draft.
+    replaced, strays removed), wait for the host's clock to pass the sequence
+    (rule Q2), then publish the draft.
  6. Point `beta.tag` on the latest full release at the newest release.
 """
 
@@ -34,16 +38,21 @@ from cert_sector import sector as sf
 from cert_sector.assets import BETA_POINTER_ASSET, MANIFEST_ASSET, SECTOR_ASSET
 from cert_sector.errors import TrustError
 from cert_sector.keys import key_id_hex
-from publisher.release import firmware, mpy
+from cert_sector.semver import parse_version
+from publisher.release import firmware, mpy, preflight
 from publisher.release.build import ReleaseSpec, release_assets, version_from_tag
 from publisher.release.errors import HostError, ReleaseConflictError, SourceError
 from publisher.release.github import ProgressCallback, Session, asset_matches, fetcher
+from publisher.release.sequence import HostClock, Ticker, next_sequence, parse_http_date
 from publisher.release.source import MAX_PACK_SIZE, collect
 from publisher.signing import Signer
 
 # While a draft's manifest.lcm is being replaced, the old one is kept under this
 # name, so its sequence number stays on record (see set_aside_old_manifest).
 REPLACED_MANIFEST = "manifest.lcm.replaced"
+# `lcm release yank` turns a release back into a draft named with this prefix;
+# publish refuses to resume such a draft unless --force (it would un-yank it).
+YANKED_PREFIX = "yanked: "
 
 
 @dataclass
@@ -62,15 +71,18 @@ class PublishRequest:
     seq: int | None = None
     force: bool = False
     max_size: int = MAX_PACK_SIZE
+    dry_run: bool = False
+    new_board: bool = False
+    downgrade: bool = False
 
 
 @dataclass
 class PublishResult:
     tag: str
-    seq: int
+    sequence: int
     channel: str
     kind: str
-    state: str  # "published" or "already published"
+    state: str  # "published", "already published" or "dry run"
     url: str
     assets: dict[str, str] = field(default_factory=dict)
     beta_pointer: str | None = None
@@ -156,14 +168,54 @@ def check_key_scope(sector: sf.Sector, signer: Signer, spec: ReleaseSpec) -> Non
         raise SourceError(f"refusing to sign: {exc}") from None
 
 
-def current_sector(session: Session, known: list[KnownRelease]) -> bytes | None:
-    """certs.sector of the repo's newest published release, when --certs is not given."""
-    published = [k for k in known if not k.release.draft and k.manifest is not None]
-    for k in sorted(published, key=lambda k: k.manifest.seq if k.manifest else -1, reverse=True):
-        for asset in session.assets(k.release):
-            if asset.name == SECTOR_ASSET and asset.state == "uploaded":
-                return session.download(asset, sf.MAX_SECTOR_SIZE)
-    return None
+def newest_sector(session: Session, known: list[KnownRelease]) -> tuple[bytes, str] | None:
+    """The highest-sequence certs.sector of the repo's published releases, and its tag.
+
+    Devices may hold any sector the repo ever published, so every published
+    release's sector counts (each distinct one is downloaded once; releases
+    list their assets with the host's digest).
+    """
+    best: tuple[int, bytes, str] | None = None
+    seen: dict[str, bytes] = {}
+    for k in known:
+        if k.release.draft:
+            continue
+        for asset in k.release.assets:
+            if asset.name != SECTOR_ASSET or asset.state != "uploaded":
+                continue
+            key = asset.digest or f"id:{asset.id}"
+            if key not in seen:
+                seen[key] = session.download(asset, sf.MAX_SECTOR_SIZE)
+            try:
+                seq = sf.parse_sector(seen[key]).seq
+            except TrustError:
+                continue
+            if best is None or seq > best[0]:
+                best = (seq, seen[key], k.release.tag_name)
+    return None if best is None else (best[1], best[2])
+
+
+def newest_version(known: list[KnownRelease], channel: str, tag: str) -> tuple[str, str] | None:
+    """(version, tag) of the highest version published on `channel`, other than `tag`."""
+    versions = [
+        (parse_version(k.manifest.version), k.manifest.version, k.release.tag_name)
+        for k in known
+        if k.manifest is not None
+        and not k.release.draft
+        and k.manifest.channel == channel
+        and k.release.tag_name != tag
+    ]
+    if not versions:
+        return None
+    _, version, newest_tag = max(versions)
+    return version, newest_tag
+
+
+def host_clock(repo: Repository, ticker: Ticker) -> HostClock:
+    """The host's clock from the `Date` of its last answer (ours when it sent none)."""
+    headers = {str(k).lower(): str(v) for k, v in (repo.raw_headers or {}).items()}
+    date = parse_http_date(headers.get("date"))
+    return HostClock(int(time.time()) if date is None else date, ticker)
 
 
 def _highest(known: list[KnownRelease]) -> KnownRelease | None:
@@ -199,28 +251,26 @@ def _difference(spec: ReleaseSpec, m: mf.Manifest) -> str:
 
 class Publisher:
     def __init__(
-        self, session: Session, req: PublishRequest, progress: ProgressCallback | None = None
+        self,
+        session: Session,
+        req: PublishRequest,
+        progress: ProgressCallback | None = None,
+        ticker: Ticker | None = None,
     ) -> None:
         self.session = session
         self.req = req
         self.progress = progress
+        self.ticker = ticker or Ticker()
         self.warnings: list[str] = []
 
     def run(self) -> PublishResult:
         req, session = self.req, self.session
+        preflight.check_boards(req.boards, req.kind, req.new_board)
         spec = build_spec(req)
         repo = session.repo(req.repo)
+        clock = host_clock(repo, self.ticker)
         known = [read_known(session, r, self.warnings) for r in session.releases(repo)]
-        sector_bytes = req.sector
-        where = "(--certs)"
-        if sector_bytes is None:
-            sector_bytes = current_sector(session, known)
-            where = "(from the latest release)"
-            if sector_bytes is None:
-                raise SourceError(
-                    f"{req.repo} has no published cert sector yet: pass --certs certs.sector"
-                )
-        check_key_scope(check_sector(sector_bytes, req.repo, req.signer, where), req.signer, spec)
+        sector_bytes = self.choose_sector(known, int(clock.now()), spec)
 
         same_tag = [k for k in known if k.release.tag_name == req.tag]
         published = next((k for k in same_tag if not k.release.draft), None)
@@ -236,6 +286,15 @@ class Publisher:
                     "publish a new tag, or pass --force to replace it under a new sequence number"
                 )
             drafts = [published, *drafts]
+        yanked = next((k for k in drafts if (k.release.name or "").startswith(YANKED_PREFIX)), None)
+        if yanked is not None and not req.force:
+            raise ReleaseConflictError(
+                f"{req.tag} was yanked ({yanked.release.name}); publish a new tag, or pass "
+                "--force to publish it again under a new sequence number"
+            )
+        preflight.check_version_order(
+            spec.version, spec.channel, newest_version(known, spec.channel, req.tag), req.downgrade
+        )
 
         # The draft being resumed (for --force: the replaced release) may keep its own
         # manifest only when it describes this very content; otherwise its sequence
@@ -245,7 +304,13 @@ class Publisher:
         highest = _highest(
             [k for k in known if resume is None or k.release.id != resume.release.id]
         )
-        manifest_bytes, seq = self.choose_manifest(spec, resume, highest)
+        keep_yanked = yanked is None
+        manifest_bytes, seq = self.choose_manifest(spec, resume, highest, clock, keep_yanked)
+        assets = release_assets(
+            manifest_bytes, spec.pack, sector_bytes, None if req.prerelease else req.tag
+        )
+        if req.dry_run:
+            return self.dry_run(repo, spec, seq, assets)
         if published is not None:
             # --force: back to a draft while its assets change, so no device sees a mix.
             session.call(
@@ -256,9 +321,6 @@ class Publisher:
             )
         draft = self.find_or_create_draft(repo, drafts)
 
-        assets = release_assets(
-            manifest_bytes, spec.pack, sector_bytes, None if req.prerelease else req.tag
-        )
         outcomes: dict[str, str] = {}
         present = session.assets(draft)
         if self.set_aside_old_manifest(draft, present, manifest_bytes):
@@ -273,6 +335,11 @@ class Publisher:
                 outcomes[asset.name] = "removed"
         if not _assets_hold(session, present, assets):
             raise HostError(f"{req.tag}: the draft's assets do not match after upload; re-run")
+        if not clock.wait_past(seq):  # Rule Q2
+            self.warnings.append(
+                f"sequence {seq} is ahead of the host's clock (an earlier --seq?): if this "
+                "release is deleted, a later one could get a sequence devices already installed"
+            )
         released = session.call(
             f"publishing {req.tag}",
             lambda: draft.update_release(
@@ -287,6 +354,37 @@ class Publisher:
             req.tag, seq, spec.channel, spec.kind, "published", released.html_url, outcomes
         )
         return self.finish(repo, known, result)
+
+    def choose_sector(self, known: list[KnownRelease], now: int, spec: ReleaseSpec) -> bytes:
+        """The sector to publish (--certs, else the newest published), checked as devices do."""
+        req = self.req
+        newest = newest_sector(self.session, known)
+        if req.sector is not None:
+            data, where = req.sector, "(--certs)"
+        elif newest is not None:
+            data, where = newest[0], f"(from {newest[1]})"
+        else:
+            raise SourceError(
+                f"{req.repo} has no published cert sector yet: pass --certs certs.sector"
+            )
+        sector = check_sector(data, req.repo, req.signer, where)
+        check_key_scope(sector, req.signer, spec)
+        preflight.check_sector_is_newest(data, sector, newest, where)
+        self.warnings += preflight.expiry_warnings(sector, now, where)
+        return data
+
+    def dry_run(
+        self, repo: Repository, spec: ReleaseSpec, seq: int, assets: dict[str, bytes]
+    ) -> PublishResult:
+        """What a real run would upload, after every check; nothing is written to the host."""
+        req = self.req
+        outcomes = {name: f"would upload {len(data)} bytes" for name, data in assets.items()}
+        result = PublishResult(
+            req.tag, seq, spec.channel, spec.kind, "dry run", repo.html_url, outcomes
+        )
+        result.warnings = self.warnings
+        result.retries = self.session.retries
+        return result
 
     def already_published(
         self, spec: ReleaseSpec, published: KnownRelease, sector_bytes: bytes
@@ -341,7 +439,12 @@ class Publisher:
         return session.call(f"creating the draft {req.tag}", step)
 
     def choose_manifest(
-        self, spec: ReleaseSpec, draft: KnownRelease | None, highest: KnownRelease | None
+        self,
+        spec: ReleaseSpec,
+        draft: KnownRelease | None,
+        highest: KnownRelease | None,
+        clock: HostClock,
+        reuse: bool = True,
     ) -> tuple[bytes, int]:
         """The manifest to upload and its sequence: the draft's own when it still fits."""
         req = self.req
@@ -349,7 +452,8 @@ class Publisher:
         if draft is not None and draft.manifest is not None and draft.manifest_bytes is not None:
             m = draft.manifest
             reusable = (
-                spec.same_content(m)
+                reuse
+                and spec.same_content(m)
                 and m.key_id == req.signer.key_id
                 and m.seq > max_other
                 and (req.seq is None or req.seq == m.seq)
@@ -360,16 +464,8 @@ class Publisher:
         used, where = max_other, highest
         if draft is not None and (draft.max_seq or 0) > used:
             used, where = draft.max_seq or 0, draft
-        if req.seq is not None and req.seq <= used:
-            assert where is not None
-            raise ReleaseConflictError(
-                f"--seq {req.seq} is not above sequence {used} of release "
-                f"{where.release.tag_name}: devices would refuse it as a roll-back"
-            )
-        seq = req.seq if req.seq is not None else used + 1
-        if seq > 0xFFFFFFFF:
-            raise ReleaseConflictError("the sequence number would overflow 32 bits")
-        return spec.sign(seq, int(time.time()), req.signer), seq
+        seq = next_sequence(used, clock, req.seq, where.release.tag_name if where else "-")
+        return spec.sign(seq, int(clock.now()), req.signer), seq
 
     def set_aside_old_manifest(
         self, draft: GitRelease, present: list[GitReleaseAsset], manifest: bytes
@@ -398,7 +494,7 @@ class Publisher:
     def finish(
         self, repo: Repository, known: list[KnownRelease], result: PublishResult
     ) -> PublishResult:
-        newest = (result.seq, result.tag)
+        newest = (result.sequence, result.tag)
         for k in known:
             if k.manifest is not None and not k.release.draft and k.release.tag_name != result.tag:
                 newest = max(newest, (k.manifest.seq, k.release.tag_name))
@@ -434,6 +530,10 @@ class Publisher:
 
 
 def publish(
-    session: Session, req: PublishRequest, progress: ProgressCallback | None = None
+    session: Session,
+    req: PublishRequest,
+    progress: ProgressCallback | None = None,
+    ticker: Ticker | None = None,
 ) -> PublishResult:
-    return Publisher(session, req, progress).run()
+    """Publish `req`; `ticker` is the local clock rule Q2 waits with (tests pass a fast one)."""
+    return Publisher(session, req, progress, ticker).run()

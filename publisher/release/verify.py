@@ -59,14 +59,14 @@ class Trust:
 class VerifyResult:
     repo: str
     tag: str
-    seq: int
+    sequence: int
     version: str
     channel: str
     kind: str
     boards: list[str]
     files: int
     pack_size: int
-    sector_seq: int
+    sector_sequence: int
     beta_pointer: str | None
     requests: int = 0
 
