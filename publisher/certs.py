@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from cert_sector.errors import TrustError
 from cert_sector.keys import key_id, key_id_hex
 from publisher.errors import PublisherError
 from publisher.signing import Signer, is_signer_spec, load_public_key, open_signer
+from publisher.timefmt import format_date
 
 MAX_PEM_FILE = 256 * 1024
 
@@ -142,6 +144,12 @@ def build_sector(
             signers += [s for s in old_signers if s.public_key not in roots]
     if seq is None:
         seq = old.seq + 1 if old else 1
+    expiry = parse_date(expires) if expires else 0
+    if expiry and expiry <= time.time():
+        raise PublisherError(
+            f"--expires {format_date(expiry)} is in the past: devices that know the time "
+            "would refuse the sector; give a later date (or none)"
+        )
     cas = [der for path in ca_files for der in load_ca_certificates(path)]
     limits = {}
     for text in scopes:
@@ -152,7 +160,7 @@ def build_sector(
     new = fmt.Sector(
         repo,
         seq,
-        parse_date(expires) if expires else 0,
+        expiry,
         threshold,
         roots,
         releases,
@@ -196,9 +204,7 @@ def describe(sector: fmt.Sector) -> dict[str, Any]:
             )
         except ValueError:
             cas.append({"subject": "(unparseable certificate)", "bytes": len(der)})
-    expires = (
-        dt.datetime.fromtimestamp(sector.expires, dt.UTC).isoformat() if sector.expires else None
-    )
+    expires = format_date(sector.expires) if sector.expires else None
     return {
         # What root holders compare out of band before signing (the body is what they sign).
         "body_sha256": hashlib.sha256(sector.body).hexdigest(),

@@ -20,13 +20,14 @@ from tests.keyfactory import make_sector, new_signer
 REPO = "acme/widget"
 
 
-def esp32_image(payload: bytes = b"\x22" * 64) -> bytes:
-    """A small but genuine ESP32 app image (header, app descriptor, segments, checksum, SHA-256)."""
+def esp32_image(payload: bytes = b"\x22" * 64, app: bool = True) -> bytes:
+    """A small but genuine ESP32 app image (header, app descriptor, segments, checksum,
+    SHA-256); without `app`, no app descriptor, as a bootloader image."""
     image = ESP32FirmwareImage()
     # ESP-IDF links esp_app_desc_t (magic 0xABCD5432 first) at the start of flash data.
     app_desc = (0xABCD5432).to_bytes(4, "little") + b"\0" * 252
-    image.segments = [
-        ELFSection(b".flash.appdesc", 0x3F400020, app_desc, 0),
+    image.segments = [ELFSection(b".flash.appdesc", 0x3F400020, app_desc, 0)] if app else []
+    image.segments += [
         ELFSection(b".dram0.data", 0x3FFB0000, b"\x11" * 100, 0),
         ELFSection(b".iram0.text", 0x40080000, payload, 0),
     ]

@@ -9,12 +9,14 @@ from typing import Annotated
 import typer
 
 from cert_sector import sector as fmt
-from cert_sector.errors import TrustError
+from cert_sector.errors import ExpiredError, TrustError
 from publisher import ceremony, certs
-from publisher.console import command_edge, out, print_json
+from publisher.console import command_edge, err, out, print_json
 from publisher.errors import PublisherError
 from publisher.fsutil import write_atomic
+from publisher.release.preflight import expiry_warnings
 from publisher.signing import load_public_key
+from publisher.timefmt import format_date
 
 app = typer.Typer(help="Build, show and verify signed cert sectors.", no_args_is_help=True)
 
@@ -91,12 +93,16 @@ def build(
         scopes=scope or [],
     )
     write_atomic(output, data)
+    warnings = expiry_warnings(sector, int(time.time()), f"{output}")
     if as_json:
-        print_json({"output": str(output), "bytes": len(data), **certs.describe(sector)})
+        info = certs.describe(sector)
+        print_json({"output": str(output), "bytes": len(data), "warnings": warnings, **info})
     else:
         out.print(
             f"wrote {output}: {len(data)} bytes, sequence {sector.seq}, {len(sector.cas)} CA(s)"
         )
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
 
 @app.command("show")
@@ -145,14 +151,21 @@ def verify(
         "previous" if previous is not None else "pinned", trusted.roots, trusted.threshold
     )
     info = ceremony.report(fmt.parse_sector(data, min_signatures=0), roots)
+    now = int(time.time())
     try:
-        sector = fmt.verify_sector(data, trusted, now=int(time.time()))
+        sector = fmt.verify_sector(data, trusted, now=now)
     except TrustError as exc:
+        error = str(exc)
+        if isinstance(exc, ExpiredError):  # dates, not the device's Unix seconds
+            expired = format_date(fmt.parse_sector(data, min_signatures=0).expires)
+            error = f"{file}: sector expired on {expired} (now {format_date(now)})"
         if as_json:
-            print_json({"valid": False, "error": str(exc), **info})
+            print_json({"valid": False, "error": error, **info})
         else:
             for line in ceremony.report_lines(info):
                 out.print(line, highlight=False, soft_wrap=True)
+        if isinstance(exc, ExpiredError):
+            raise PublisherError(error) from None
         raise
     if as_json:
         print_json({"valid": True, "repo": sector.repo, "sequence": sector.seq, **info})

@@ -216,7 +216,7 @@ def publish_command(
     if result.beta_pointer:
         out.print(f"beta pointer {result.beta_pointer}")
     for warning in result.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     out.print(result.url, highlight=False)
 
 
@@ -250,6 +250,10 @@ def verify_command(
             help="PEM trust anchors for HTTPS (default: the CAs of --certs, else the system's).",
         ),
     ] = None,
+    board: Annotated[
+        str | None,
+        typer.Option("--board", help="Check too what a device of this board checks."),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Download a release through browser URLs only and check it as a device would."""
@@ -271,6 +275,7 @@ def verify_command(
         installed_seq=installed_seq,
         now=int(time.time()),
         ca_file=str(ca_file) if ca_file is not None else None,
+        board=board,
     )
     if as_json:
         print_json({"valid": True, **result.as_json()})

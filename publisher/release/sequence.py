@@ -8,15 +8,15 @@ would then refuse as a roll-back. Sequences are therefore taken from the
 clock, which nobody can delete:
 
   Q1  A new sequence is above every sequence the repo still shows (drafts and
-      set-aside manifests too), and at least the host's clock minus one second
-      (Unix seconds, from the `Date` header of the host's answers; the
-      publisher's own clock when the host sends none).
+      set-aside manifests too), and at least the host's clock (Unix seconds,
+      from the `Date` header of the host's answers; the publisher's own clock
+      when the host sends none).
   Q2  A release is published only once the host's clock is past its sequence,
       so every release that could have been installed (and deleted since) has a
       sequence below the clock any later publish starts from.
 
-Normally Q1 picks "clock - 1" and Q2 costs nothing; two releases in the same
-second wait (at most a second each) for the clock to pass.
+Q2 costs at most a second, spent while the assets upload; a release that takes
+longer than that to upload (any real one) does not wait at all.
 """
 
 from __future__ import annotations
@@ -85,16 +85,16 @@ class HostClock:
 
 def next_sequence(used: int, clock: HostClock, requested: int | None, where: str) -> int:
     """Rule Q1: the sequence of a new release, `used` being the highest the repo shows."""
-    floor = int(clock.now()) - 1
+    floor = int(clock.now())
     if requested is not None:
         if requested <= used:
             raise ReleaseConflictError(
                 f"--seq {requested} is not above sequence {used} of release {where}: "
                 "devices would refuse it as a roll-back"
             )
-        if requested > floor:
+        if requested >= floor:
             raise ReleaseConflictError(
-                f"--seq {requested} is above the host's clock ({floor + 1}, Unix seconds): "
+                f"--seq {requested} is above the host's clock ({floor}, Unix seconds): "
                 "if that release were deleted, a later one could get a sequence devices "
                 "already installed; leave --seq out"
             )

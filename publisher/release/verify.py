@@ -7,8 +7,10 @@ as a VerifyError naming the asset:
   certs.sector  verifies against the pinned roots (--root) or the trusted
                 sector (--certs; identical bytes, or a valid rotation of it)
   manifest.lcm  signed by a release key of that sector, for this repo, with
-                a sequence above --installed-seq, and for this tag's version
-  pack.lcm      exactly the declared size; every file's SHA-256 as listed
+                a sequence above --installed-seq, for this tag's version, and
+                (--board) for that board, which can install its kind
+  pack.lcm      exactly the declared size; every file's SHA-256 as listed;
+                (--board, firmware) an image for that board's chip
   SHA256SUMS    matches the verified assets (humans rely on it)
   beta.tag      on a full release: a valid tag whose release is at least as new
 """
@@ -29,7 +31,9 @@ from cert_sector.assets import (
     SECTOR_ASSET,
     SUMS_ASSET,
 )
-from cert_sector.errors import TrustError
+from cert_sector.errors import ExpiredError, TrustError
+from lcm_device.firmware import CHIP_IDS
+from lcm_device.firmware import check_header as check_firmware_header
 from lcm_device.release import (
     beta_pointer_url,
     check_tag,
@@ -40,10 +44,13 @@ from lcm_device.release import (
 )
 from publisher.release.errors import VerifyError
 from publisher.release.web import Browser
+from publisher.timefmt import format_date
 
 # SHA256SUMS lists a handful of assets: a few hundred bytes.
 MAX_SUMS_SIZE = 4096
 MAX_POINTER_SIZE = MAX_TAG + 2
+# The bytes of a firmware image's header a device checks before writing (rule F1).
+FIRMWARE_HEAD = 16
 
 
 @dataclass
@@ -78,6 +85,13 @@ def _trust_error(asset: str, exc: TrustError) -> VerifyError:
     return VerifyError(asset, f"{exc} ({type(exc).__name__})")
 
 
+def _expired(data: bytes, now: int | None) -> VerifyError:
+    """Rule S7's refusal with dates instead of the device's Unix seconds."""
+    expired = sf.parse_sector(data).expires
+    when = f" (now {format_date(now)})" if now is not None else ""
+    return VerifyError(SECTOR_ASSET, f"expired on {format_date(expired)}{when} (ExpiredError)")
+
+
 def check_sector(data: bytes, repo: str, trust: Trust, now: int | None) -> sf.Sector:
     try:
         if trust.sector is not None:
@@ -91,6 +105,8 @@ def check_sector(data: bytes, repo: str, trust: Trust, now: int | None) -> sf.Se
                 raise VerifyError("--certs", f"is a sector for {trusted.repo}, not {repo}")
             return sf.verify_sector(data, trusted, now)
         return sf.verify_sector(data, sf.PinnedRoots(repo, trust.roots, trust.threshold), now)
+    except ExpiredError:
+        raise _expired(data, now) from None
     except TrustError as exc:
         raise _trust_error(SECTOR_ASSET, exc) from None
 
@@ -153,11 +169,14 @@ class Verifier:
         trust: Trust,
         now: int | None = None,
         ca_file: str | None = None,
+        board: str | None = None,
     ) -> None:
         self.web_url = web_url.rstrip("/")
         self.repo = repo
         self.trust = trust
         self.now = now
+        self.board = board
+        self.pack_head = b""
         self.browser = Browser(tls_anchors(trust), ca_file)
 
     def url(self, tag: str, name: str) -> str:
@@ -197,9 +216,16 @@ class Verifier:
         )
         try:
             # Any channel here: which channel a device follows decided the tag already.
-            m = mf.verify_manifest(data, sector, self.repo, installed_seq, channel="beta")
+            m = mf.verify_manifest(
+                data, sector, self.repo, installed_seq, board=self.board, channel="beta"
+            )
         except TrustError as exc:
             raise _trust_error(MANIFEST_ASSET, exc) from None
+        if self.board is not None and m.kind == "firmware" and self.board not in CHIP_IDS:
+            raise VerifyError(
+                MANIFEST_ASSET,
+                f"is a firmware release, which a {self.board} cannot install (no OTA partitions)",
+            )
         if "v" + m.version != tag:
             raise VerifyError(
                 MANIFEST_ASSET, f"is for version {m.version}, but the release tag is {tag}"
@@ -215,12 +241,19 @@ class Verifier:
         got = 0
         for chunk in self.browser.stream(self.url(tag, PACK_ASSET), m.pack_size, PACK_ASSET):
             whole.update(chunk)
+            if len(self.pack_head) < FIRMWARE_HEAD:
+                self.pack_head += chunk[: FIRMWARE_HEAD - len(self.pack_head)]
             got += len(chunk)
             files.feed(memoryview(chunk))
         if got != m.pack_size or not files.done():
             raise VerifyError(PACK_ASSET, f"is {got} bytes, the manifest declares {m.pack_size}")
         if whole.digest() != m.pack_sha256:
             raise VerifyError(PACK_ASSET, "does not match the manifest's pack SHA-256")
+        if self.board is not None and m.kind == "firmware":
+            try:
+                check_firmware_header(self.pack_head, self.board)  # the device's rule F1
+            except TrustError as exc:
+                raise _trust_error(PACK_ASSET, exc) from None
         return whole.digest()
 
     def sums(self, tag: str, expected: dict[str, bytes]) -> None:
@@ -301,9 +334,11 @@ def verify_release(
     installed_seq: int = -1,
     now: int | None = None,
     ca_file: str | None = None,
+    board: str | None = None,
 ) -> VerifyResult:
     """Verify a release; over HTTPS the TLS anchors are `ca_file`, else the CAs of the
-    trusted sector (as on a device), else the system's."""
+    trusted sector (as on a device), else the system's. With `board`, also what a
+    device of that board checks."""
     if channel not in ("stable", "beta"):
         raise VerifyError("--channel", f"must be stable or beta, not {channel!r}")
-    return Verifier(web_url, repo, trust, now, ca_file).run(tag, channel, installed_seq)
+    return Verifier(web_url, repo, trust, now, ca_file, board).run(tag, channel, installed_seq)
