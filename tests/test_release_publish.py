@@ -72,6 +72,13 @@ class FastTicker(Ticker):
 FAST = FastTicker()
 
 
+@pytest.fixture(autouse=True)
+def fast_clock(monkeypatch):
+    """Every publish in this module skips rule Q2's wait (sequences still go up by Q1);
+    test_release_refusals.py checks, on the real clock, what the wait guarantees."""
+    monkeypatch.setattr("publisher.release.publish.Ticker", FastTicker)
+
+
 @dataclass
 class World:
     tmp: Path

@@ -12,6 +12,8 @@ import struct
 import time
 from pathlib import Path
 
+import pytest
+
 from cert_sector import sector as sf
 from publisher.device.simulate import provision, simulate
 from publisher.release.preflight import check_version_order
@@ -21,6 +23,7 @@ from tests.keyfactory import make_sector, new_signer
 from tests.test_release_build import esp32_image
 from tests.test_release_publish import (
     REPO,
+    FastTicker,
     World,
     lcm,
     publish_cli,
@@ -31,6 +34,13 @@ from tests.test_release_publish import (
 
 __all__ = ["world"]  # the fixture, shared with test_release_publish.py
 DAY = 86400
+
+
+@pytest.fixture
+def fast_clock(monkeypatch):
+    """Skip rule Q2's wait (as test_release_publish.py does); not for the deletion test,
+    which shows on the real clock what the wait guarantees."""
+    monkeypatch.setattr("publisher.release.publish.Ticker", FastTicker)
 
 
 def publish_certs(world: World, tag: str, certs: Path | None, *extra: str, code: int = 0):
@@ -85,6 +95,7 @@ def test_sequence_rules_q1_q2() -> None:
     assert parse_http_date("yesterday") is None and parse_http_date(None) is None
 
 
+@pytest.mark.usefixtures("fast_clock")
 def test_unknown_board_needs_new_board(world: World) -> None:
     result = publish_cli(world, "v1.0.0", "--board", "esp33", code=1)
     assert "--board 'esp33' is not a board lcm devices report (esp32, esp8266)" in result.output
@@ -94,6 +105,7 @@ def test_unknown_board_needs_new_board(world: World) -> None:
     assert out["state"] == "published"
 
 
+@pytest.mark.usefixtures("fast_clock")
 def test_firmware_for_a_board_that_cannot_install_it(world: World, tmp_path) -> None:
     image = tmp_path / "esp8266.bin"
     image.write_bytes(esp32_image())
@@ -115,6 +127,7 @@ def _full_download_image() -> bytes:
     return bytes(data) + esp32_image()
 
 
+@pytest.mark.usefixtures("fast_clock")
 def test_firmware_must_be_an_app_image(world: World, tmp_path) -> None:
     full = tmp_path / "ESP32_GENERIC.bin"
     full.write_bytes(_full_download_image())
@@ -129,6 +142,7 @@ def test_firmware_must_be_an_app_image(world: World, tmp_path) -> None:
     assert world.releases() == []
 
 
+@pytest.mark.usefixtures("fast_clock")
 def test_an_older_sector_than_the_published_one_is_refused(world: World) -> None:
     """Issue 12.3: with sector 2 live, publishing with sector 1 is refused."""
     publish_cli(world, "v1.0.0")
@@ -154,6 +168,7 @@ def test_an_older_sector_than_the_published_one_is_refused(world: World) -> None
     assert [r["tag"] for r in rows] == ["v1.2.0", "v1.1.0", "v1.0.0"]
 
 
+@pytest.mark.usefixtures("fast_clock")
 def test_expired_and_expiring_sectors(world: World) -> None:
     """Issue 12.4: an expired sector is refused with its date; one expiring soon warns."""
     expired = world.tmp / "expired.sector"
@@ -180,6 +195,7 @@ def test_certs_build_refuses_a_past_expiry_and_warns_near_it(world: World) -> No
     assert sf.parse_sector((world.tmp / "new.sector").read_bytes()).expires
 
 
+@pytest.mark.usefixtures("fast_clock")
 def test_a_version_below_the_newest_needs_downgrade(world: World, tmp_path) -> None:
     """Issue 12.5: forcing (or publishing) an older tag would move every device back."""
     publish_cli(world, "v2.0.0")
@@ -195,6 +211,7 @@ def test_a_version_below_the_newest_needs_downgrade(world: World, tmp_path) -> N
     check_version_order("5.0.1", "stable", ("5.0.0", "v5.0.0"), False)
 
 
+@pytest.mark.usefixtures("fast_clock")
 def test_dry_run_checks_everything_and_uploads_nothing(world: World) -> None:
     publish_cli(world, "v1.0.0")
     world.host.clear_requests()
@@ -211,6 +228,7 @@ def test_dry_run_checks_everything_and_uploads_nothing(world: World) -> None:
     verify_cli(world, "--tag", "v1.0.0")
 
 
+@pytest.mark.usefixtures("fast_clock")
 def test_verify_board_checks_what_that_board_checks(world: World, tmp_path) -> None:
     publish_cli(world, "v1.0.0", "--board", "esp32")
     verify_cli(world, "--board", "esp32")

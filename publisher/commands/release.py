@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,11 +20,12 @@ from rich.progress import (
 from rich.table import Table
 
 from publisher.certs import read_sector
+from publisher.commands import release_withdraw
+from publisher.commands.release_options import ApiUrl, AsJson, Repo, TokenEnv, token_from_env
 from publisher.console import command_edge, err, out, print_json
 from publisher.errors import PublisherError
 from publisher.fleet.broker import publish_hint
 from publisher.release.github import (
-    API_URL_ENV,
     DEFAULT_API_URL,
     DEFAULT_TOKEN_ENV,
     ProgressCallback,
@@ -39,31 +39,6 @@ from publisher.release.verify import Trust, verify_release
 from publisher.signing import load_public_key, open_signer
 
 app = typer.Typer(help="Publish, verify and list signed releases.", no_args_is_help=True)
-
-Repo = Annotated[str, typer.Option("--repo", help="The repository, OWNER/NAME.")]
-ApiUrl = Annotated[
-    str,
-    typer.Option(
-        "--api-url",
-        envvar=API_URL_ENV,
-        help="REST API base: GitHub, GitHub Enterprise (…/api/v3) or `lcm host`.",
-    ),
-]
-TokenEnv = Annotated[
-    str,
-    typer.Option("--token-env", help="Environment variable that holds the API token."),
-]
-AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output (no progress).")]
-
-
-def _token(token_env: str, required: bool) -> str | None:
-    token = os.environ.get(token_env)
-    if required and not token:
-        raise PublisherError(
-            f"${token_env} is not set: export a token that may write the repo's releases "
-            "(the token is read from the environment only, never from an argument)"
-        )
-    return token or None
 
 
 @contextmanager
@@ -169,7 +144,7 @@ def publish_command(
     as_json: AsJson = False,
 ) -> None:
     """Build, sign and publish a release: draft, upload every asset, then publish."""
-    token = _token(token_env, required=not dry_run)
+    token = token_from_env(token_env, required=not dry_run)
     signer = open_signer(key, passphrase_env)
     request = PublishRequest(
         source=source,
@@ -297,7 +272,7 @@ def list_command(
     as_json: AsJson = False,
 ) -> None:
     """List releases: tag, sequence, channel, kind, boards, date, asset sizes."""
-    session = Session(api_url, _token(token_env, required=False), token_env=token_env)
+    session = Session(api_url, token_from_env(token_env, required=False), token_env=token_env)
     rows = list_releases(session, repo)
     if as_json:
         print_json(rows)
@@ -316,3 +291,7 @@ def list_command(
             sizes + (f" ({r['problem']})" if r["problem"] else ""),
         )
     out.print(table)
+
+
+app.command("yank")(release_withdraw.yank_command)
+app.command("delete")(release_withdraw.delete_command)

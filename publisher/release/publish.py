@@ -504,29 +504,37 @@ class Publisher:
         return result
 
     def update_beta_pointer(self, repo: Repository, tag: str) -> str | None:
-        """Point beta.tag on the latest full release at `tag`, the newest published release."""
-        session = self.session
-
-        def latest() -> GitRelease | None:
-            try:
-                return repo.get_latest_release()
-            except GithubException as exc:
-                if exc.status == 404:
-                    return None
-                raise
-
-        full = session.call("finding the latest full release", latest)
-        if full is None:
+        pointer = move_beta_pointer(self.session, repo, tag)
+        if pointer is None:
             self.warnings.append(
                 "no full release yet: beta devices find prereleases through beta.tag on the "
                 "latest full release, so they cannot see this one until a full release exists"
             )
-            return None
-        # The release list embeds the assets: a pointer that is already right costs nothing.
-        session.upload(
-            full, BETA_POINTER_ASSET, (tag + "\n").encode(), None, "text/plain", full.assets
-        )
-        return f"{full.tag_name}/{BETA_POINTER_ASSET} -> {tag}"
+        return pointer
+
+
+def latest_full_release(session: Session, repo: Repository) -> GitRelease | None:
+    """The release devices reach through /releases/latest (None: no full release)."""
+
+    def latest() -> GitRelease | None:
+        try:
+            return repo.get_latest_release()
+        except GithubException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    return session.call("finding the latest full release", latest)
+
+
+def move_beta_pointer(session: Session, repo: Repository, tag: str) -> str | None:
+    """Point beta.tag on the latest full release at `tag`, the newest published release."""
+    full = latest_full_release(session, repo)
+    if full is None:
+        return None
+    # The release list embeds the assets: a pointer that is already right costs nothing.
+    session.upload(full, BETA_POINTER_ASSET, (tag + "\n").encode(), None, "text/plain", full.assets)
+    return f"{full.tag_name}/{BETA_POINTER_ASSET} -> {tag}"
 
 
 def publish(

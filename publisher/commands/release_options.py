@@ -1,0 +1,36 @@
+"""Options shared by the `lcm release` commands, and the token read from the environment."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from publisher.errors import PublisherError
+from publisher.release.github import API_URL_ENV
+
+Repo = Annotated[str, typer.Option("--repo", help="The repository, OWNER/NAME.")]
+ApiUrl = Annotated[
+    str,
+    typer.Option(
+        "--api-url",
+        envvar=API_URL_ENV,
+        help="REST API base: GitHub, GitHub Enterprise (…/api/v3) or `lcm host`.",
+    ),
+]
+TokenEnv = Annotated[
+    str,
+    typer.Option("--token-env", help="Environment variable that holds the API token."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output (no progress).")]
+
+
+def token_from_env(token_env: str, required: bool) -> str | None:
+    token = os.environ.get(token_env)
+    if required and not token:
+        raise PublisherError(
+            f"${token_env} is not set: export a token that may write the repo's releases "
+            "(the token is read from the environment only, never from an argument)"
+        )
+    return token or None

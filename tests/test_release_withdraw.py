@@ -1,0 +1,79 @@
+"""`lcm release yank` and `lcm release delete` with a real simulated device.
+
+A maintainer withdraws a bad release the two ways the docs offer; the device
+that installed it keeps running it and takes the next release, and no device
+that did not install it ever sees it (rules W1-W3 of publisher/release/withdraw.py).
+Publishes run on the real clock: what the sequence rules guarantee is the point.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from publisher.device.simulate import provision, simulate
+from tests.device.enginekit import ENGINE_HEAP_KB, app_files
+from tests.test_release_publish import REPO, World, lcm, publish_cli, verify_cli, world, write_app
+
+__all__ = ["world"]  # the fixture, shared with test_release_publish.py
+HEAP = f"{ENGINE_HEAP_KB}k"
+
+
+def release(world: World, tmp_path: Path, version: str, *extra: str, code: int = 0):
+    source = write_app(tmp_path / version, app_files(version, n=3))
+    return publish_cli(world, f"v{version}", "--board", "esp32", *extra, source=source, code=code)
+
+
+def run_device(state: Path) -> str | None:
+    return simulate(state, heap=HEAP).state.get("app_tag")
+
+
+def listed(world: World, env: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    rows = json.loads(lcm(world, "release", "list", "--repo", REPO, "--json", env=env).stdout)
+    return [(r["tag"], r["state"]) for r in rows]
+
+
+def test_yank_and_delete_never_strand_a_device(world: World, tmp_path: Path) -> None:
+    release(world, tmp_path, "1.0.0")
+    state = tmp_path / "device"
+    provision(
+        state,
+        web_url=world.host.url,
+        repo=REPO,
+        roots=[world.root.public_key],
+        build=tmp_path / "mpy",
+        settings={"log_host": "127.0.0.1"},
+    )
+    assert run_device(state) == "v1.0.0"
+    release(world, tmp_path, "1.1.0")
+    assert run_device(state) == "v1.1.0"
+
+    result = lcm(world, "release", "yank", "v1.1.0", "--repo", REPO, "--reason", "bad sensor")
+    assert "yanked: v1.1.0" in result.stdout and "latest release: v1.0.0" in result.stdout
+    # W1: a device that has not installed it never will (verify resolves as devices do).
+    assert json.loads(verify_cli(world, "--json").stdout)["tag"] == "v1.0.0"
+    anonymous = {"LCM_GITHUB_API": world.host.api_url, "GITHUB_TOKEN": ""}
+    assert listed(world, anonymous) == [("v1.0.0", "published")]
+    assert listed(world) == [("v1.1.0", "draft"), ("v1.0.0", "published")]
+    # W3: the device on it keeps it (v1.0.0's sequence is lower: no going back).
+    assert run_device(state) == "v1.1.0"
+    again = lcm(world, "release", "yank", "v1.1.0", "--repo", REPO, "--json")
+    assert json.loads(again.stdout)["action"] == "already yanked"
+    # A re-run of the yanked tag's publish (a CI retry) does not un-yank it.
+    assert (
+        "v1.1.0 was yanked (yanked: bad sensor)" in release(world, tmp_path, "1.1.0", code=1).output
+    )
+
+    release(world, tmp_path, "1.1.1")
+    assert run_device(state) == "v1.1.1"
+
+    out = json.loads(lcm(world, "release", "delete", "v1.1.1", "--repo", REPO, "--json").stdout)
+    assert (out["action"], out["latest"]) == ("deleted", "v1.0.0")
+    assert out["beta_pointer"] == "v1.0.0/beta.tag -> v1.0.0"  # W2
+    verify_cli(world, "--channel", "beta")
+    assert run_device(state) == "v1.1.1"
+    # The next release's sequence is above the deleted one's: the device takes it.
+    assert release(world, tmp_path, "1.1.2", "--json")["sequence"] > out["sequence"]
+    assert run_device(state) == "v1.1.2"
+    missing = lcm(world, "release", "delete", "v9.9.9", "--repo", REPO, code=1)
+    assert "acme/widget has no release v9.9.9" in missing.output
