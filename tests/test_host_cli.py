@@ -161,3 +161,22 @@ def test_refuses_a_mirror_without_pins(tmp_path):
     )
     assert result.exit_code == 1
     assert "give OWNER/REPO=PINS" in result.output
+
+
+def test_mirror_pins_are_a_sector_or_root_keys(tmp_path):
+    from publisher.commands.host import mirror_spec
+    from publisher.demo import make_repo
+
+    keys = make_repo("acme/widget", tmp_path / "keys")
+    other = make_repo("acme/widget", tmp_path / "other")
+    sector = tmp_path / "widget.sector"
+    sector.write_bytes(keys.sector)
+    assert mirror_spec(f"acme/widget={sector}").trust.sector == keys.sector
+    both = mirror_spec(f"acme/widget={keys.root_pub},{other.root_pub}").trust
+    assert both.roots == [keys.root.public_key, other.root.public_key] and both.sector is None
+    result = runner.invoke(
+        app,
+        ["host", "--data", str(tmp_path / "d"), "--port", "0",
+         "--mirror", f"acme/widget={tmp_path / 'missing.pub'}"],
+    )  # fmt: skip
+    assert result.exit_code == 1 and "missing.pub" in result.output

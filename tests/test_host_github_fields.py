@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.hostserver import TEST_REPO, TEST_TOKEN, github_client, running_host
 
@@ -177,3 +179,33 @@ def test_graphql_errors_are_githubs(host):
     for broken in ["{ viewer { login }", "mutation { x }", "{ ...F }", '{ a(b: "\n") }', "{}"]:
         status, answer = graphql(host, broken)
         assert status == 400 and answer["message"], broken
+
+
+def test_graphql_strings_keep_their_escapes_and_non_ascii(host):
+    github_client(host).get_repo(TEST_REPO).create_git_release("v1", "v1", "")
+    query = (
+        '{ repository(owner: "acme", name: "wid\\u0067et") '
+        '{ r: release(tagName: "v1") { tagName } } }'
+    )
+    assert graphql(host, query)[1]["data"]["repository"]["r"] == {"tagName": "v1"}
+    _, answer = graphql(host, '{ repository(owner: "é", name: "x") { name } }')
+    assert "'é/x'" in answer["errors"][0]["message"]
+    assert graphql(host, '{ repository(owner: "\\q", name: "x") { name } }')[0] == 400
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(alphabet='{}()[]:!=$@."\\, \n#abcqueryrepositoryreleasesnodes0123', max_size=80))
+def test_fuzzed_graphql_parses_or_is_a_400(text):
+    from publisher.host.errors import ApiError
+    from publisher.host.graphql import Parser
+
+    try:
+        Parser(text).document()
+    except ApiError as exc:
+        assert exc.status == 400
+
+
+def test_deeply_nested_graphql_is_a_400(host):
+    for deep in ["{ a(b: " + "[" * 5000 + " }", "{ a " * 5000]:
+        status, answer = graphql(host, deep)
+        assert status == 400 and "deeper" in answer["message"]

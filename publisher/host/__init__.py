@@ -10,6 +10,7 @@ Modules by concern:
   browser.py   the browser URLs devices use, redirects and signed asset URLs
   urlsign.py   expiring signed asset URLs (what GitHub's CDN hands out)
   ratelimit.py X-RateLimit-* accounting for unauthenticated API requests
+  mirror.py    `--mirror`: a verified pull-through copy of another host's releases
   faults.py    request log and injected faults for tests (in-process only)
   handler.py   the HTTP/1.1 request handler: parsing, dispatch, writing
   server.py    wiring, TLS and `start_host`

@@ -26,6 +26,7 @@ Errors come as GitHub sends them: 200 with `errors` (unknown fields, an unknown 
 from __future__ import annotations
 
 import base64
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -167,7 +168,9 @@ class Parser:
             f.selections = self.selection_set(depth + 1)
         return f
 
-    def value(self) -> Any:
+    def value(self, depth: int = 0) -> Any:
+        if depth > MAX_DEPTH:
+            raise ApiError(400, f"GraphQL value nested deeper than {MAX_DEPTH}")
         kind, text = self.peek()
         self.i += 1
         if kind == "var":
@@ -175,13 +178,16 @@ class Parser:
         if kind == "num":
             return float(text) if "." in text else int(text)
         if kind == "str":
-            return bytes(text[1:-1], "utf-8").decode("unicode_escape")
+            try:
+                return json.loads(text)  # GraphQL's string escapes are JSON's
+            except ValueError:
+                raise ApiError(400, f"Problems parsing the GraphQL string {text[:40]}") from None
         if kind == "name":
             return {"true": True, "false": False, "null": None}.get(text, text)  # enums as text
         if (kind, text) == ("punct", "["):
             items = []
             while self.peek() != ("punct", "]"):
-                items.append(self.value())
+                items.append(self.value(depth + 1))
             self.take("punct", "]")
             return items
         if (kind, text) == ("punct", "{"):
@@ -189,7 +195,7 @@ class Parser:
             while self.peek() != ("punct", "}"):
                 key = self.take("name")
                 self.take("punct", ":")
-                obj[key] = self.value()
+                obj[key] = self.value(depth + 1)
             self.take("punct", "}")
             return obj
         raise ApiError(400, f"Problems parsing the GraphQL query: unexpected {text!r}")
