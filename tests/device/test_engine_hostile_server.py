@@ -104,6 +104,16 @@ CASES = {
         {DL + "pack.lcm": lying_range},
         "downloaded bytes do not match the manifest sha256",
     ),
+    # A static host's pointer file (docs/formats.md) is read like the redirect it
+    # replaces: only a valid tag, only 66 bytes.
+    "pointer file naming a path": (
+        {BASE + "/latest": [response(200, b"../../../etc/passwd\n")]},
+        "app: refused None: FormatError: invalid release tag",
+    ),
+    "endless pointer file": (
+        {BASE + "/latest": [response(200, b"v2.0.0" + b" " * 10000)]},
+        "app: check failed: LimitError: body longer than 66 bytes",
+    ),
 }
 
 
