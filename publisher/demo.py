@@ -2,9 +2,10 @@
 
 Everything is real except the hardware: `lcm host` on a free loopback port
 stands in for GitHub, the keys and cert sectors are made as a maintainer
-makes them, releases go through PyGithub exactly as `lcm release publish`
-sends them, and the device is the manager's own code running in the
-MicroPython unix port with an ESP8266-sized heap (`lcm device simulate`).
+makes them, releases are published by running `lcm release publish` (the
+app) and `lcm release publish --manager` (the manager) as a maintainer does,
+and the device is the manager's own code running in the MicroPython unix
+port with an ESP8266-sized heap (`lcm device simulate`).
 
 The story: publish the manager and app v1 → a blank device installs v1 →
 publish v2 → the device updates and confirms it → publish a v3 that crashes
@@ -13,9 +14,13 @@ at import → the device tries it, fails its trial boots and rolls back to v2.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -24,16 +29,16 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from lcm_device.version import MANAGER_VERSION
 from publisher import certs, signing
-from publisher.device.manager import manager_files
 from publisher.device.simulate import provision, simulate
 from publisher.errors import PublisherError
 from publisher.fsutil import write_atomic
 from publisher.host.server import HostServer, start_host
-from publisher.micropython import REPO_ROOT, build_mpy
-from publisher.release.github import Session
-from publisher.release.publish import PublishRequest, publish
+from publisher.micropython import REPO_ROOT
 
+# The maintainer's token reaches `lcm release publish` through this variable, never argv.
+DEMO_TOKEN_ENV = "LCM_DEMO_TOKEN"
 OWNER = "lcm-demo"
 MANAGER_REPO = f"{OWNER}/manager"
 APP_REPO = f"{OWNER}/sensor"
@@ -96,7 +101,6 @@ class Demo:
         self.heap = heap
         self.token = secrets.token_hex(16)
         self.host: HostServer | None = None
-        self.session: Session | None = None
         self.manager: Repo | None = None
         self.app: Repo | None = None
 
@@ -111,7 +115,6 @@ class Demo:
         self.host = start_host(
             self.workdir / "host", token=self.token, repos=(MANAGER_REPO, APP_REPO)
         )
-        self.session = Session(self.host.api_url, self.token)
         self.say(f"lcm host serving {self.host.url} (REST API at {self.host.api_url})")
 
         self.step("2. Keys and cert sectors, as a maintainer makes them")
@@ -124,32 +127,34 @@ class Demo:
                 f"cert sector of {len(repo.sector)} bytes"
             )
 
-    def publish(self, repo: Repo, source: Path, tag: str, *, compile_mpy: bool = False) -> None:
-        assert self.session is not None
-        req = PublishRequest(
-            source=source,
-            repo=repo.name,
-            tag=tag,
-            signer=signing.load_signer(repo.release_pem),
-            sector=repo.sector,
-            compile_mpy=compile_mpy,
+    def publish(self, repo: Repo, tag: str, *args: str) -> None:
+        """Run `lcm release publish` as a maintainer does (token in the environment)."""
+        assert self.host is not None
+        sector = self.workdir / f"{repo.name.split('/')[1]}.sector"
+        write_atomic(sector, repo.sector)
+        command = ["release", "publish", *args, "--repo", repo.name, "--tag", tag]
+        command += ["--key", str(repo.release_pem), "--certs", str(sector)]
+        command += ["--api-url", self.host.api_url, "--token-env", DEMO_TOKEN_ENV]
+        self.say(f"$ lcm {' '.join(command)}")
+        proc = subprocess.run(
+            [sys.executable, "-c", "from publisher.cli import main; main()", *command, "--json"],
+            env={**os.environ, DEMO_TOKEN_ENV: self.token},
+            capture_output=True,
+            text=True,
+            check=False,
         )
-        result = publish(self.session, req)
+        if proc.returncode != 0:
+            raise DemoError(f"lcm release publish failed: {proc.stderr.strip()}")
+        result = json.loads(proc.stdout)
         self.say(
-            f"published {repo.name} {result.tag} (sequence {result.sequence}, "
-            f"{len(result.assets)} assets: {', '.join(sorted(result.assets))})"
+            f"published {repo.name} {result['tag']} (sequence {result['sequence']}, "
+            f"{len(result['assets'])} assets: {', '.join(sorted(result['assets']))})"
         )
 
     def publish_manager(self) -> None:
         """The manager's own release: its modules as .mpy, exactly what a manager slot holds."""
         assert self.manager is not None
-        build = build_mpy(self.workdir / "mpy")
-        source = self.workdir / "manager-release"
-        for rel, data in manager_files(build).items():
-            dest = source / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(data)
-        self.publish(self.manager, source, "v0.1.0")
+        self.publish(self.manager, f"v{MANAGER_VERSION}", "--manager")
 
     def provision_device(self) -> Path:
         """A factory-fresh simulated board pinned to both repos' roots (as `lcm device image`)."""
@@ -201,7 +206,7 @@ def tell_story(demo: Demo) -> None:
     assert demo.manager is not None and demo.app is not None
     demo.step("3. Publish the manager and app v1.0.0")
     demo.publish_manager()
-    demo.publish(demo.app, app_version(demo.workdir, "1.0.0"), "v1.0.0", compile_mpy=True)
+    demo.publish(demo.app, "v1.0.0", str(app_version(demo.workdir, "1.0.0")), "--compile-mpy")
 
     demo.step("4. A blank device installs v1.0.0")
     state = demo.provision_device()
@@ -209,14 +214,13 @@ def tell_story(demo: Demo) -> None:
     demo.say("[bold green]v1.0.0 installed[/] and confirmed by the app")
 
     demo.step("5. Publish v1.1.0; the device fetches only what changed")
-    demo.publish(demo.app, app_version(demo.workdir, "1.1.0"), "v1.1.0", compile_mpy=True)
+    demo.publish(demo.app, "v1.1.0", str(app_version(demo.workdir, "1.1.0")), "--compile-mpy")
     demo.run_device(state, "v1.1.0")
     demo.say("[bold green]v1.1.0 installed[/] and confirmed by the app")
 
     demo.step("6. Publish a broken v1.2.0 (it raises at import)")
-    demo.publish(
-        demo.app, app_version(demo.workdir, "1.2.0", broken=True), "v1.2.0", compile_mpy=True
-    )
+    broken = app_version(demo.workdir, "1.2.0", broken=True)
+    demo.publish(demo.app, "v1.2.0", str(broken), "--compile-mpy")
     demo.run_device(state, "v1.1.0", expect_refused="v1.2.0")
     demo.say("[bold green]rolled back to v1.1.0[/]: v1.2.0 failed its trial boots")
 
@@ -250,9 +254,9 @@ def keep_running(demo: Demo) -> None:
     write_atomic(token_file, demo.token.encode(), mode=0o600)
     demo.say(f"publish more (the host's write token is in {token_file}, mode 0600):")
     demo.say(
-        f"  LCM_DEMO_TOKEN=$(cat {token_file}) lcm release publish DIR "
+        f"  {DEMO_TOKEN_ENV}=$(cat {token_file}) lcm release publish DIR "
         f"--repo {demo.app.name} --tag v1.3.0 --key {demo.app.release_pem} "
-        f"--api-url {demo.host.api_url} --token-env LCM_DEMO_TOKEN"
+        f"--api-url {demo.host.api_url} --token-env {DEMO_TOKEN_ENV}"
     )
     demo.say("Ctrl-C stops the host.")
     try:

@@ -762,3 +762,17 @@ def test_https_host_verified_with_the_sectors_cas(world, tmp_path):
         assert "CERTIFICATE_VERIFY_FAILED" in result.output
         ok = lcm(world, *verify, "--root", str(world.root_pub), "--ca-file", str(ca_pem), env=env)
         assert "valid: acme/widget v1.0.0" in ok.stdout
+
+
+def test_publish_manager_uploads_what_a_manager_slot_holds(world, tmp_path):
+    args = ["release", "publish", "--manager", "--repo", REPO, "--tag", "v0.1.0"]
+    args += ["--key", str(world.key), "--certs", str(world.sector), "--json"]
+    out = json.loads(lcm(world, *args).stdout)
+    assert out["state"] == "published"
+    release = world.github().get_repo(REPO).get_release("v0.1.0")
+    paths = [f.path for f in mf.parse_manifest(_manifest_of(world, release)).files]
+    assert "lcm.py" in paths and "lcm_device/update.mpy" in paths
+    assert all(p == "lcm.py" or p.endswith(".mpy") for p in paths)
+    assert "lcm_device/main.mpy" not in paths  # /main.py's source is not part of a slot
+    both = lcm(world, *args[:2], str(world.app), *args[2:], code=1)
+    assert "give SOURCE (an app folder or a firmware .bin) or --manager" in both.output

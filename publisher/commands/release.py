@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from publisher.certs import read_sector
 from publisher.commands import release_withdraw
 from publisher.commands.release_options import ApiUrl, AsJson, Repo, TokenEnv, token_from_env
 from publisher.console import command_edge, err, out, print_json
+from publisher.device.manager import write_manager_release
 from publisher.errors import PublisherError
 from publisher.fleet.broker import publish_hint
 from publisher.release.github import (
@@ -66,7 +68,10 @@ def _upload_progress(enabled: bool) -> Iterator[ProgressCallback | None]:
 @app.command("publish")
 @command_edge
 def publish_command(
-    source: Annotated[Path, typer.Argument(help="App folder (kind files) or firmware .bin.")],
+    source: Annotated[
+        Path | None, typer.Argument(help="App folder (kind files) or firmware .bin.")
+    ] = None,
+    *,
     repo: Repo,
     tag: Annotated[str, typer.Option("--tag", help="Release tag: v + semver, e.g. v1.2.0.")],
     key: Annotated[
@@ -98,7 +103,7 @@ def publish_command(
     ] = "",
     seq: Annotated[
         int | None,
-        typer.Option("--seq", min=1, help="Sequence number (default: highest in the repo + 1)."),
+        typer.Option("--seq", min=1, help="Sequence number (default: the host's clock)."),
     ] = None,
     force: Annotated[
         bool,
@@ -117,6 +122,12 @@ def publish_command(
     dry_run: Annotated[
         bool,
         typer.Option("--dry-run", help="Build, sign and check everything; upload nothing."),
+    ] = False,
+    manager: Annotated[
+        bool,
+        typer.Option(
+            "--manager", help="Publish the lcm manager itself (its .mpy modules), not SOURCE."
+        ),
     ] = False,
     api_url: ApiUrl = DEFAULT_API_URL,
     token_env: TokenEnv = DEFAULT_TOKEN_ENV,
@@ -144,10 +155,14 @@ def publish_command(
     as_json: AsJson = False,
 ) -> None:
     """Build, sign and publish a release: draft, upload every asset, then publish."""
+    if manager == (source is not None):
+        raise PublisherError("give SOURCE (an app folder or a firmware .bin) or --manager")
+    if manager and (kind != "files" or compile_mpy):
+        raise PublisherError("--manager publishes the manager's .mpy modules as they are built")
     token = token_from_env(token_env, required=not dry_run)
     signer = open_signer(key, passphrase_env)
     request = PublishRequest(
-        source=source,
+        source=source or Path(),
         repo=repo,
         tag=tag,
         signer=signer,
@@ -171,7 +186,12 @@ def publish_command(
         retry=RetryPolicy(attempts=retries, base_delay=retry_delay),
     )
     started = time.monotonic()
-    with _upload_progress(not as_json and not dry_run) as progress:
+    with (
+        tempfile.TemporaryDirectory(prefix="lcm-manager-") as workdir,
+        _upload_progress(not as_json and not dry_run) as progress,
+    ):
+        if manager:
+            request.source = write_manager_release(Path(workdir))
         result = publish(session, request, progress)
     hint = None
     if mqtt and not dry_run:

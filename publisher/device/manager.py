@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from publisher.micropython import REPO_ROOT
+from publisher.micropython import REPO_ROOT, build_mpy
 
 # What apps import as `lcm`: a re-export of lcm_device.app, installed at the slot's root.
 LCM_SHIM_SOURCE = REPO_ROOT / "lcm_device" / "lcm.py"
@@ -27,3 +27,14 @@ def manager_files(build: Path) -> dict[str, bytes]:
         if rel not in _NOT_IN_SLOT:
             files[rel] = mpy.read_bytes()
     return files
+
+
+def write_manager_release(workdir: Path) -> Path:
+    """A folder holding exactly a manager slot's files (`lcm release publish --manager`)."""
+    build = build_mpy(workdir / "mpy")
+    source = workdir / "manager-release"
+    for rel, data in manager_files(build).items():
+        dest = source / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+    return source
