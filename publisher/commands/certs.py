@@ -11,12 +11,14 @@ import typer
 from cert_sector import sector as fmt
 from cert_sector.errors import ExpiredError, TrustError
 from publisher import ceremony, certs
+from publisher.commands import certs_cas
 from publisher.console import command_edge, err, out, print_json
 from publisher.errors import PublisherError
 from publisher.fsutil import write_atomic
 from publisher.release.preflight import expiry_warnings
 from publisher.signing import load_public_key
 from publisher.timefmt import format_date
+from publisher.tlsanchors import missing_anchor_warning
 
 app = typer.Typer(help="Build, show and verify signed cert sectors.", no_args_is_help=True)
 
@@ -45,7 +47,12 @@ def build(
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the sector.")],
     threshold: Annotated[int, typer.Option("--threshold", min=1, help="Roots needed to sign.")] = 1,
     ca: Annotated[
-        list[Path] | None, typer.Option("--ca", help="PEM file of TLS trust anchors.")
+        list[Path] | None,
+        typer.Option("--ca", help="PEM file of TLS trust anchors (`lcm certs cas` makes one)."),
+    ] = None,
+    web_url: Annotated[
+        str | None,
+        typer.Option("--web-url", help="Where devices download from (warns: https without --ca)."),
     ] = None,
     seq: Annotated[
         int | None, typer.Option("--seq", min=0, help="Sequence (default: previous + 1, or 1).")
@@ -94,12 +101,17 @@ def build(
     )
     write_atomic(output, data)
     warnings = expiry_warnings(sector, int(time.time()), f"{output}")
+    no_anchor = None if sector.cas else missing_anchor_warning(web_url)
+    if no_anchor:
+        warnings.append(no_anchor)
     if as_json:
         info = certs.describe(sector)
         print_json({"output": str(output), "bytes": len(data), "warnings": warnings, **info})
     else:
         out.print(
-            f"wrote {output}: {len(data)} bytes, sequence {sector.seq}, {len(sector.cas)} CA(s)"
+            f"wrote {output}: {len(data)} bytes, sequence {sector.seq}, {len(sector.cas)} CA(s)",
+            highlight=False,
+            soft_wrap=True,
         )
     for warning in warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
@@ -173,3 +185,6 @@ def verify(
     for line in ceremony.report_lines(info):
         out.print(line, highlight=False, soft_wrap=True)
     out.print(f"valid: {sector.repo} sequence {sector.seq}")
+
+
+app.command("cas")(certs_cas.cas)
