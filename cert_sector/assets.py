@@ -9,6 +9,8 @@ A release of a repo managed by lcm carries:
   SHA256SUMS     human-readable checksums of the assets above (not trusted by devices)
   beta.tag       on the latest full release only: the tag of the newest release
                  of any channel, so beta devices find prereleases without the REST API
+  rollout.lcm    optional: the signed share of the fleet that may take this release
+                 (cert_sector.rollout; staged roll-outs)
 """
 
 MANIFEST_ASSET = "manifest.lcm"
@@ -16,4 +18,5 @@ PACK_ASSET = "pack.lcm"
 SECTOR_ASSET = "certs.sector"
 SUMS_ASSET = "SHA256SUMS"
 BETA_POINTER_ASSET = "beta.tag"
+ROLLOUT_ASSET = "rollout.lcm"
 MAX_TAG = 64

@@ -244,6 +244,9 @@ class Agent:
             safe_log("push: hint " + tag + "; a check is due sooner anyway")
             return
         self.sched.check_within(now_s, at - now_s)
+        from lcm_device.rollout import recheck
+
+        recheck(self.hal)  # a widened roll-out: read its document at that check
         self.gap_until = at + self.gap
         self.last_hint = text
         wall = _wall(self.hal)

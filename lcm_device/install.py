@@ -35,7 +35,7 @@ _FREE_MARGIN = const(4096)
 
 
 def install(updater, st, tag):
-    Installer(updater).run(st, tag)
+    return Installer(updater).run(st, tag)
 
 
 class Installer:
@@ -59,9 +59,20 @@ class Installer:
     def run(self, st, tag):
         hal = self.hal
         sector = self._refresh_sector(tag, trust.installed(hal, self.kind, self.repo))
+        staged = None
+        if self.kind == "app":
+            # A staged roll-out (lcm_device.rollout): checked against the fresh sector.
+            from lcm_device.rollout import gate
+
+            staged = gate(self, tag, sector)
+            if staged == "wait":
+                return "idle"
         slot = slots.inactive(st, self.kind)
         m = self._fetch_manifest(tag, sector, st, slot)
         self.log("manifest: " + self.repo + " " + m.version + " sequence " + str(m.seq))
+        if staged is not None and staged.manifest_seq != m.seq:
+            # Rule R4: the roll-out document is for this very release.
+            raise Refused("roll-out document for sequence " + str(staged.manifest_seq))
         if m.kind == "firmware":
             self._install_firmware(st, m, tag, slots.manifest_path(hal, slot) + ".new")
             return

@@ -116,14 +116,20 @@ class Updater:
             ):
                 self.log(name + ": " + tag + " failed its trial before; waiting for a newer one")
                 return "idle"
+            if self.kind == "app":
+                # A staged roll-out this device waits for: one request, as an idle check.
+                from lcm_device import rollout
+
+                if rollout.waiting(self.hal, tag, self.log):
+                    return "idle"
             self.log(
                 name + ": " + tag + " available (installed " + str(st.get(self.kind + "_tag")) + ")"
             )
             # Only now the code that installs: an idle check does not load it.
             from lcm_device.install import install
 
-            install(self, st, tag)
-            return "installed"
+            # None: installed; "idle": a staged roll-out that does not include this device.
+            return install(self, st, tag) or "installed"
         except (TrustError, Refused) as exc:
             self.log(name + ": refused " + str(tag) + ": " + _why(exc))
             return "refused"

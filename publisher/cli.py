@@ -9,6 +9,7 @@ from publisher.commands import demo as demo_command
 from publisher.commands import export as export_command
 from publisher.commands import host as host_commands
 from publisher.commands import release as release_commands
+from publisher.commands import rollout as rollout_command
 
 app = typer.Typer(
     name="lcm",
@@ -21,6 +22,7 @@ certs.app.command("sign")(certs_ceremony.sign)
 certs.app.command("combine")(certs_ceremony.combine)
 app.add_typer(certs.app, name="certs")
 app.add_typer(device.app, name="device")
+release_commands.app.command("rollout")(rollout_command.rollout)
 app.add_typer(release_commands.app, name="release")
 release_commands.app.command("export")(export_command.export)
 app.add_typer(fleet.app, name="fleet")

@@ -143,6 +143,16 @@ def publish_command(
     retry_delay: Annotated[
         float, typer.Option("--retry-delay", min=0.0, help="First back-off in seconds (doubles).")
     ] = 1.0,
+    rollout: Annotated[
+        int | None,
+        typer.Option(
+            "--rollout",
+            min=0,
+            max=100,
+            help="Staged roll-out: only this percent of the fleet takes it "
+            "(widen later with `lcm release rollout`).",
+        ),
+    ] = None,
     mqtt: Annotated[
         str | None,
         typer.Option(
@@ -178,6 +188,7 @@ def publish_command(
         dry_run=dry_run,
         new_board=new_board,
         downgrade=downgrade,
+        rollout=rollout,
     )
     session = Session(
         api_url,
@@ -196,7 +207,7 @@ def publish_command(
     hint = None
     if mqtt and not dry_run:
         # Only now: the release is live, so a device the hint wakes finds it.
-        hint = result.tag
+        hint = result.tag if rollout is None else f"{result.tag} rollout {rollout}"
         publish_hint(mqtt, repo, hint)
     if as_json:
         print_json(

@@ -35,9 +35,10 @@ from github.Repository import Repository
 
 from cert_sector import manifest as mf
 from cert_sector import sector as sf
-from cert_sector.assets import BETA_POINTER_ASSET, MANIFEST_ASSET, SECTOR_ASSET
+from cert_sector.assets import BETA_POINTER_ASSET, MANIFEST_ASSET, ROLLOUT_ASSET, SECTOR_ASSET
 from cert_sector.errors import TrustError
 from cert_sector.keys import key_id_hex
+from cert_sector.rollout import Rollout
 from cert_sector.semver import parse_version
 from publisher.release import firmware, mpy, preflight
 from publisher.release.build import ReleaseSpec, release_assets, version_from_tag
@@ -74,6 +75,7 @@ class PublishRequest:
     dry_run: bool = False
     new_board: bool = False
     downgrade: bool = False
+    rollout: int | None = None  # percent of the fleet (staged roll-out; release/rollout.py)
 
 
 @dataclass
@@ -309,6 +311,12 @@ class Publisher:
         assets = release_assets(
             manifest_bytes, spec.pack, sector_bytes, None if req.prerelease else req.tag
         )
+        if req.rollout is not None:
+            # A staged roll-out: the signed share, in place before the release is live.
+            from publisher.release.rollout import check_share, sign_rollout
+
+            doc = Rollout(req.repo, req.tag, seq, 1, check_share(req.rollout))
+            assets[ROLLOUT_ASSET] = sign_rollout(req.signer, doc)
         if req.dry_run:
             return self.dry_run(repo, spec, seq, assets)
         if published is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from publisher.device.simulate import provision, read_state
 from publisher.micropython import micropython_command, micropython_env
-from tests.device.enginekit import Repo, engine_env, engine_heap
+from tests.device.enginekit import engine_env, engine_heap
 
 # The app of the fleet tests: confirms itself, then idles forever (lcm.idle runs lcm's
 # watcher: scheduled checks, push hints, status).
@@ -32,7 +32,9 @@ def idle_app(version: str) -> dict[str, bytes]:
 
 
 class LiveDevice:
-    def __init__(self, folder: Path, mpy: Any, host: Any, repo: Repo, mac: str, **cfg: Any):
+    def __init__(
+        self, folder: Path, mpy: Any, host: Any, repo: str, root: bytes, mac: str, **cfg: Any
+    ):
         self.state = folder
         self.mpy = mpy
         self.mac = mac
@@ -46,8 +48,8 @@ class LiveDevice:
         provision(
             folder,
             web_url=host.url,
-            repo=repo.name,
-            roots=[repo.root.public_key],
+            repo=repo,
+            roots=[root],
             board="esp32",
             build=mpy.build,
             settings=settings,

@@ -84,7 +84,9 @@ def _devices(tmp_path: Path, mpy: Any, host: Any, broker: Broker, repo: Repo, n:
             "push_min_gap_s": 5,
         }
         settings.update(cfg)
-        devs.append(LiveDevice(tmp_path / mac, mpy, host, repo, mac, **settings))
+        devs.append(
+            LiveDevice(tmp_path / mac, mpy, host, repo.name, repo.root.public_key, mac, **settings)
+        )
     return devs
 
 
@@ -182,7 +184,8 @@ def test_the_broker_refuses_a_device_with_wrong_credentials_or_a_topic_outside_i
         tmp_path / "bad",
         mpy,
         host,
-        repo,
+        repo.name,
+        repo.root.public_key,
         MACS[0],
         mqtt_url=broker.url,
         mqtt_user=MACS[0],
@@ -194,7 +197,8 @@ def test_the_broker_refuses_a_device_with_wrong_credentials_or_a_topic_outside_i
         tmp_path / "other",
         mpy,
         host,
-        repo,
+        repo.name,
+        repo.root.public_key,
         MACS[2],
         mqtt_url=broker.url,
         mqtt_user=MACS[1],

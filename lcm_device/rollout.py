@@ -1,0 +1,125 @@
+"""Staged roll-outs on the device: does this device take the release now? (docs/fleet.md)
+
+A release may carry `rollout.lcm` (cert_sector.rollout: a share of the fleet,
+signed by a release key). The installer reads it right after the cert sector
+(`gate`), only when the tag is new. A device outside the share, or any device
+once the roll-out is halted, records the tag in /lcm/state/rollout.wait and
+its check ends as `idle`. Its following checks stay one request (the
+/releases/latest redirect): `waiting` answers from the file, and only every
+_RECHECK-th check (about once a day at the default interval), or at once
+after a push hint (`recheck`), is the document read again, with
+If-None-Match (304 when unchanged). A halted roll-out is not read again: a
+halt is final, the next release ends it.
+
+Fail-closed: a device that has seen the document of a tag and then gets a
+404 for it (the publisher replacing it) waits; a roll-out sequence below one
+seen for the tag is refused (rule R5), so an older, narrower or un-halted
+document cannot be replayed.
+"""
+
+import json
+
+from cert_sector.assets import ROLLOUT_ASSET
+from lcm_device.compat import const
+from lcm_device.hal.fs import makedirs, remove_if_exists, write_atomic
+
+WAIT = "/lcm/state/rollout.wait"
+_RECHECK = const(6)
+_MAX_STATE = const(512)
+
+
+def _load(hal):
+    try:
+        with open(hal.root + WAIT) as f:
+            w = json.loads(f.read(_MAX_STATE))
+        return w if isinstance(w, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _save(hal, w):
+    makedirs(hal.fs, hal.root + "/lcm/state")
+    write_atomic(hal.fs, hal.root + WAIT, json.dumps(w).encode())
+
+
+def waiting(hal, tag, log):
+    """True when this device waits for `tag` and no re-read is due (a check of one request)."""
+    w = _load(hal)
+    if w is None or w.get("tag") != tag:
+        return False
+    if w.get("halted"):
+        log("app: the roll-out of " + tag + " is halted; waiting for the next release")
+        return True
+    left = w.get("skip") or 0
+    if left <= 0:
+        return False
+    w["skip"] = left - 1
+    _save(hal, w)
+    log("app: " + tag + " is rolling out to " + str(w.get("share")) + " %, not to this device yet")
+    return True
+
+
+def recheck(hal):
+    """A push hint came: read the roll-out document again at the next check."""
+    w = _load(hal)
+    if w is not None and not w.get("halted") and w.get("skip"):
+        w["skip"] = 0
+        _save(hal, w)
+
+
+def gate(inst, tag, sector):
+    """After the cert sector: the verified Rollout this device takes part in, None when the
+    release has no roll-out document (the whole fleet), or "wait"."""
+    import binascii
+
+    from cert_sector.rollout import MAX_ROLLOUT_SIZE, takes_part, verify_rollout
+    from lcm_device.http import StatusError
+
+    hal = inst.hal
+    w = _load(hal)
+    if w is not None and w.get("tag") != tag:
+        w = None  # another release's wait: this one starts afresh
+    headers = {"If-None-Match": w["etag"]} if w is not None and w.get("etag") else None
+    try:
+        resp = inst.client.get(
+            inst.u.url(tag, ROLLOUT_ASSET), max_bytes=MAX_ROLLOUT_SIZE, headers=headers
+        )
+    except StatusError as exc:
+        if exc.status == 304:
+            return _wait(inst, w, tag, w.get("seq"), w.get("share"), False, w.get("etag"), None)
+        if exc.status != 404:
+            raise
+        if w is None:
+            if _load(hal) is not None:
+                remove_if_exists(hal.fs, hal.root + WAIT)
+            return None  # no roll-out: the release is for every device
+        # Seen before, gone now (being replaced): fail closed.
+        inst.log("app: the roll-out document of " + tag + " is missing; waiting")
+        return "wait"
+    try:
+        data = resp.read_all(MAX_ROLLOUT_SIZE)
+        etag = resp.header("etag")
+    finally:
+        resp.close()
+    r = verify_rollout(data, sector, inst.repo, tag, (w or {}).get("seq") or 0)
+    device = binascii.hexlify(hal.unique_id()).decode()
+    if takes_part(r, device):
+        remove_if_exists(hal.fs, hal.root + WAIT)
+        inst.log("app: " + tag + " rolls out to " + str(r.share) + " %, this device included")
+        return r
+    return _wait(inst, w, tag, r.seq, r.share, r.halted, etag, device)
+
+
+def _wait(inst, w, tag, seq, share, halted, etag, device):
+    _save(
+        inst.hal,
+        {"tag": tag, "seq": seq, "share": share, "halted": halted, "etag": etag,
+         "skip": _RECHECK - 1},
+    )  # fmt: skip
+    if halted:
+        inst.log("app: the roll-out of " + tag + " is halted; not installing it")
+    elif device is not None or w is None:
+        inst.log("app: " + tag + " rolls out to " + str(share) + " %, not to this device yet")
+    else:
+        inst.log("app: " + tag + " roll-out unchanged (" + str(share) + " %); waiting")
+    return "wait"

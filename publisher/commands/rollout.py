@@ -1,0 +1,59 @@
+"""`lcm release rollout TAG SHARE|--halt`: widen or halt a staged roll-out (docs/fleet.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from publisher.commands.release import ApiUrl, AsJson, Repo, TokenEnv, _token
+from publisher.console import command_edge, out, print_json
+from publisher.errors import PublisherError
+from publisher.fleet.broker import publish_hint
+from publisher.release.github import DEFAULT_API_URL, DEFAULT_TOKEN_ENV, Session
+from publisher.release.rollout import widen
+from publisher.signing import open_signer
+
+
+@command_edge
+def rollout(
+    tag: Annotated[str, typer.Argument(help="The published release, e.g. v1.2.0.")],
+    share: Annotated[
+        int | None, typer.Argument(min=0, max=100, help="New share in percent (only grows).")
+    ] = None,
+    repo: Repo = "",
+    key: Annotated[
+        str, typer.Option("--key", help="Release key: PEM file, pkcs11:URI or exec:CMD.")
+    ] = "",
+    halt: Annotated[
+        bool, typer.Option("--halt", help="Stop the roll-out: devices not on it never take it.")
+    ] = False,
+    mqtt: Annotated[
+        str | None,
+        typer.Option("--mqtt", envvar="LCM_MQTT_URL", help="Broker: publish the push hint."),
+    ] = None,
+    api_url: ApiUrl = DEFAULT_API_URL,
+    token_env: TokenEnv = DEFAULT_TOKEN_ENV,
+    passphrase_env: Annotated[
+        str | None,
+        typer.Option(
+            "--passphrase-env", envvar="LCM_PASSPHRASE_ENV", help="Env var: key passphrase."
+        ),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Widen a staged roll-out (`TAG 50`, `TAG 100`) or halt it (`TAG --halt`); signed."""
+    if not repo or not key:
+        raise PublisherError("--repo and --key are required")
+    if halt == (share is not None):
+        raise PublisherError("give a new share (e.g. 50 or 100) or --halt, not both")
+    signer = open_signer(key, passphrase_env)
+    session = Session(api_url, _token(token_env, required=True), token_env=token_env)
+    result = widen(session, repo, tag, signer, share, halt)
+    if mqtt:
+        publish_hint(mqtt, repo, result.hint())
+    if as_json:
+        print_json({**result.as_json(), "hint": result.hint() if mqtt else None})
+        return
+    now = "halted" if result.halted else f"{result.share} %"
+    out.print(f"{repo} {tag}: roll-out {result.previous} -> {now} (roll-out sequence {result.seq})")
