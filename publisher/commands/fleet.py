@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from publisher.console import command_edge, out, print_json
+from publisher.errors import PublisherError
 from publisher.fleet import broker
 from publisher.fleet.view import DeviceStatus, FleetView, follow, settle
 
@@ -104,5 +105,35 @@ def status(
                 live.update(table(view))
     except KeyboardInterrupt:
         pass
+    finally:
+        broker.close(client)
+
+
+@app.command("serve")
+@command_edge
+def serve(
+    mqtt: MqttUrl,
+    repo: Repo,
+    bind: Annotated[str, typer.Option("--bind", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="0: any free port.")] = 8765,
+) -> None:
+    """Serve a live web page of the fleet: devices, versions, roll-out progress, silent devices."""
+    from publisher.fleet.dashboard import make_server
+
+    client, view = follow(mqtt, repo)
+    try:
+        try:
+            server = make_server(view, bind, port)
+        except OSError as exc:
+            raise PublisherError(f"cannot listen on {bind}:{port}: {exc}") from None
+        out.print(
+            f"dashboard: http://{bind}:{server.server_address[1]}/  (^C to stop)", highlight=False
+        )
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
     finally:
         broker.close(client)

@@ -1,0 +1,111 @@
+"""The roll-out document (cert_sector/rollout.py, rules R1-R6) and `lcm release rollout`'s
+refusals, against a real `lcm host`."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cert_sector.errors import FormatError, RollbackError, SignatureError
+from cert_sector.rollout import Rollout, bucket, parse_rollout, takes_part, verify_rollout
+from cert_sector.sector import parse_sector
+from publisher import signing
+from publisher.cli import app
+from publisher.release.rollout import sign_rollout
+from tests.hostserver import TEST_TOKEN, running_host
+from tests.keyfactory import make_sector, new_signer
+
+REPO = "acme/widget"
+
+
+def test_bucket_is_stable_uniform_and_per_release() -> None:
+    ids = [f"240ac4{n:06x}" for n in range(2000)]
+    a = [bucket(i, REPO, "v1.0.0") for i in ids]
+    assert a == [bucket(i, REPO, "v1.0.0") for i in ids]  # stable
+    assert all(0 <= b < 100 for b in a)
+    assert max(Counter(b // 10 for b in a).values()) < 260  # about 200 per tenth
+    inside_10 = {i for i, b in zip(ids, a, strict=True) if b < 10}
+    inside_50 = {i for i, b in zip(ids, a, strict=True) if b < 50}
+    assert inside_10 < inside_50  # the same devices stay in as the share grows
+    other = {i for i in ids if bucket(i, REPO, "v1.1.0") < 10}
+    assert len(inside_10 & other) < len(inside_10) // 2  # another release, another tenth
+
+
+def test_rules_r1_to_r6() -> None:
+    root, key = new_signer(), new_signer()
+    sector = parse_sector(make_sector(REPO, [root], [key]))
+    doc = Rollout(REPO, "v1.2.0", 7, 3, 10)
+    data = sign_rollout(key, doc)
+    r = verify_rollout(data, sector, REPO, "v1.2.0", seen_seq=3)
+    assert (r.manifest_seq, r.seq, r.share, r.halted) == (7, 3, 10, False)
+    assert takes_part(r, "dev") == (bucket("dev", REPO, "v1.2.0") < 10)
+    halted = parse_rollout(sign_rollout(key, Rollout(REPO, "v1.2.0", 7, 4, 100, True)))
+    assert not takes_part(halted, "dev")  # R6: a halt stops everyone not on it
+    with pytest.raises(FormatError, match=r"not v1\.2\.1"):  # R2
+        verify_rollout(data, sector, REPO, "v1.2.1")
+    with pytest.raises(FormatError, match=r"acme/widget v1\.2\.0, not"):  # R2
+        verify_rollout(data, sector, "acme/other", "v1.2.0")
+    with pytest.raises(SignatureError, match="unknown key"):  # R3
+        verify_rollout(sign_rollout(root, doc), sector, REPO, "v1.2.0")
+    forged = bytearray(data)
+    forged[-80] ^= 1  # the share byte
+    with pytest.raises(SignatureError, match="bad roll-out document signature"):  # R3
+        verify_rollout(bytes(forged), sector, REPO, "v1.2.0")
+    with pytest.raises(RollbackError, match="below 4"):  # R5
+        verify_rollout(data, sector, REPO, "v1.2.0", seen_seq=4)
+    for bad, why in [
+        (b"XXXX" + data[4:], "bad magic"),
+        (data[:4] + b"\x02" + data[5:], "version"),
+        (data[:5] + b"\x02" + data[6:], "flags"),
+        (data[:40], "truncated"),
+        (data[:-72] + b"\x00" + data[-72:], "trailing"),
+        (data + b"\x00" * 300, "larger than 256"),
+    ]:
+        with pytest.raises(FormatError, match=why):  # R1
+            parse_rollout(bad)
+    with pytest.raises(FormatError, match="over 100"):
+        parse_rollout(data[:-73] + b"\x65" + data[-72:])
+
+
+def test_rollout_command_refuses_what_is_not_a_widening(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    _, _, root = signing.generate(keys, "root", None)
+    key, _, signer = signing.generate(keys, "release", None)
+    sector = tmp_path / "certs.sector"
+    sector.write_bytes(make_sector(REPO, [root], [signer]))
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "main.py").write_bytes(b"x = 1\n")
+    with running_host(tmp_path) as host:
+        env = {"GITHUB_TOKEN": TEST_TOKEN, "LCM_GITHUB_API": host.api_url}
+
+        def lcm(*args: str, code: int = 0) -> str:
+            result = CliRunner().invoke(app, list(args), env=env)
+            assert result.exit_code == code, result.output
+            return result.output
+
+        def publish(tag: str, *extra: str) -> None:
+            lcm(
+                "release", "publish", str(tmp_path / "app"), "--repo", REPO, "--tag", tag,
+                "--key", str(key), "--certs", str(sector), *extra,
+            )  # fmt: skip
+
+        publish("v1.0.0")
+        rollout = ("release", "rollout", "--repo", REPO, "--key", str(key))
+        assert "already out to the whole fleet" in lcm(*rollout, "v1.0.0", "50", code=1)
+        (tmp_path / "app" / "main.py").write_bytes(b"x = 2\n")
+        publish("v1.1.0", "--rollout", "20")
+        assert "only widens: v1.1.0 is at 20 %" in lcm(*rollout, "v1.1.0", "10", code=1)
+        assert "not both" in lcm(*rollout, "v1.1.0", "50", "--halt", code=1)
+        assert "has no published release v9.0.0" in lcm(*rollout, "v9.0.0", "50", code=1)
+        out = json.loads(lcm(*rollout, "v1.1.0", "50", "--json"))
+        assert (out["seq"], out["share"], out["previous"]) == (2, 50, "20 %")
+        assert "20 % -> 100 %" not in lcm(*rollout, "v1.1.0", "100")
+        other_key, _, _ = signing.generate(keys, "stranger", None)
+        stranger = ("release", "rollout", "--repo", REPO, "--key", str(other_key))
+        assert "is not a release key" in lcm(*stranger, "v1.1.0", "100", code=1)
+        assert "-> halted" in lcm(*rollout, "v1.1.0", "--halt")
+        assert "is halted: publish a fixed release" in lcm(*rollout, "v1.1.0", "100", code=1)
