@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from publisher.commands.release import ApiUrl, AsJson, Repo, TokenEnv, _token
+from publisher.commands.release_options import ApiUrl, AsJson, Repo, TokenEnv, token_from_env
 from publisher.console import command_edge, out, print_json
 from publisher.errors import PublisherError
 from publisher.fleet.broker import publish_hint
@@ -48,7 +48,7 @@ def rollout(
     if halt == (share is not None):
         raise PublisherError("give a new share (e.g. 50 or 100) or --halt, not both")
     signer = open_signer(key, passphrase_env)
-    session = Session(api_url, _token(token_env, required=True), token_env=token_env)
+    session = Session(api_url, token_from_env(token_env, required=True), token_env=token_env)
     result = widen(session, repo, tag, signer, share, halt)
     if mqtt:
         publish_hint(mqtt, repo, result.hint())
