@@ -250,6 +250,8 @@ _ENGINE_MODULES = (
     "lcm_device.http",
     "lcm_device.trust",
     "lcm_device.release",
+    "lcm_device.rollout",
+    "cert_sector.rollout",
     "cert_sector.manifest",
     "cert_sector.sector",
     "cert_sector.encoding",

@@ -64,7 +64,9 @@ class Installer:
             # A staged roll-out (lcm_device.rollout): checked against the fresh sector.
             from lcm_device.rollout import gate
 
-            staged = gate(self, tag, sector)
+            staged = gate(self, tag, sector)  # drops its modules from sys.modules
+            gate = None
+            collect()  # their heap goes to the manifest and the plan
             if staged == "wait":
                 return "idle"
         slot = slots.inactive(st, self.kind)

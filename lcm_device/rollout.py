@@ -26,6 +26,7 @@ from lcm_device.hal.fs import makedirs, remove_if_exists, write_atomic
 WAIT = "/lcm/state/rollout.wait"
 _RECHECK = const(6)
 _MAX_STATE = const(512)
+_MAX_DOC = const(256)  # cert_sector.rollout.MAX_ROLLOUT_SIZE, without importing it for a 404
 
 
 def _load(hal):
@@ -69,10 +70,23 @@ def recheck(hal):
 
 def gate(inst, tag, sector):
     """After the cert sector: the verified Rollout this device takes part in, None when the
-    release has no roll-out document (the whole fleet), or "wait"."""
-    import binascii
+    release has no roll-out document (the whole fleet), or "wait".
 
-    from cert_sector.rollout import MAX_ROLLOUT_SIZE, takes_part, verify_rollout
+    It then drops this module and cert_sector.rollout from sys.modules: once the
+    caller lets go of `gate`, their heap returns for the install (a board with the
+    manager as .mpy files has little to spare).
+    """
+    try:
+        return _gate(inst, tag, sector)
+    finally:
+        import sys
+
+        for name in ("lcm_device.rollout", "cert_sector.rollout"):
+            if name in sys.modules:
+                del sys.modules[name]
+
+
+def _gate(inst, tag, sector):
     from lcm_device.http import StatusError
 
     hal = inst.hal
@@ -81,9 +95,7 @@ def gate(inst, tag, sector):
         w = None  # another release's wait: this one starts afresh
     headers = {"If-None-Match": w["etag"]} if w is not None and w.get("etag") else None
     try:
-        resp = inst.client.get(
-            inst.u.url(tag, ROLLOUT_ASSET), max_bytes=MAX_ROLLOUT_SIZE, headers=headers
-        )
+        resp = inst.client.get(inst.u.url(tag, ROLLOUT_ASSET), max_bytes=_MAX_DOC, headers=headers)
     except StatusError as exc:
         if exc.status == 304:
             return _wait(inst, w, tag, w.get("seq"), w.get("share"), False, w.get("etag"), None)
@@ -96,8 +108,12 @@ def gate(inst, tag, sector):
         # Seen before, gone now (being replaced): fail closed.
         inst.log("app: the roll-out document of " + tag + " is missing; waiting")
         return "wait"
+    import binascii
+
+    from cert_sector.rollout import takes_part, verify_rollout
+
     try:
-        data = resp.read_all(MAX_ROLLOUT_SIZE)
+        data = resp.read_all(_MAX_DOC)
         etag = resp.header("etag")
     finally:
         resp.close()

@@ -39,7 +39,7 @@ The cycle, and why it is safe (docs/device.md, "Update engine"):
 
 from cert_sector.errors import TrustError
 from lcm_device import release, slots, trust
-from lcm_device.compat import collect, const
+from lcm_device.compat import collect, const, exists
 from lcm_device.http import Client, HTTPError, StatusError
 from lcm_device.refusal import Refused
 
@@ -116,11 +116,12 @@ class Updater:
             ):
                 self.log(name + ": " + tag + " failed its trial before; waiting for a newer one")
                 return "idle"
-            if self.kind == "app":
+            # lcm_device.rollout.WAIT, checked without importing the module.
+            if self.kind == "app" and exists(self.hal.root + "/lcm/state/rollout.wait"):
                 # A staged roll-out this device waits for: one request, as an idle check.
-                from lcm_device import rollout
+                from lcm_device.rollout import waiting
 
-                if rollout.waiting(self.hal, tag, self.log):
+                if waiting(self.hal, tag, self.log):
                     return "idle"
             self.log(
                 name + ": " + tag + " available (installed " + str(st.get(self.kind + "_tag")) + ")"
