@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from github import Github, GithubException
 from typer.testing import CliRunner
 
+import publisher
 from cert_sector import manifest as mf
 from cert_sector.assets import (
     BETA_POINTER_ASSET,
@@ -35,6 +36,7 @@ from cert_sector.assets import (
     SECTOR_ASSET,
     SUMS_ASSET,
 )
+from lcm_device.version import MANAGER_VERSION
 from publisher import signing
 from publisher.cli import app
 from publisher.host.server import HostServer
@@ -630,6 +632,12 @@ def test_verify_rejects_a_manifest_from_another_tag(world):
 def test_progress_bars_on_stderr_unless_json(world):
     result = publish_cli(world, "v1.0.0")
     assert "pack.lcm" in result.stderr and "certs.sector" in result.stderr
+    # Every bar ends full, with a speed (rich's own column showed "?" for small assets).
+    bars = [line for line in result.stderr.splitlines() if "━" in line]
+    assert len(bars) >= 5 and all(line.rstrip().endswith("/s") for line in bars), bars
+    for line in bars:
+        done, total = re.search(r"([\d.]+)/([\d.]+) (bytes|kB|MB)", line).group(1, 2)
+        assert done == total, line
     assert re.search(r"published: acme/widget v1.0.0 \(sequence \d+, stable\)", result.stdout)
     out = CliRunner().invoke(
         app,
@@ -776,3 +784,53 @@ def test_publish_manager_uploads_what_a_manager_slot_holds(world, tmp_path):
     assert "lcm_device/main.mpy" not in paths  # /main.py's source is not part of a slot
     both = lcm(world, *args[:2], str(world.app), *args[2:], code=1)
     assert "give SOURCE (an app folder or a firmware .bin) or --manager" in both.output
+
+
+def test_list_is_readable_at_80_columns_and_in_a_pipe_with_notes(world, tmp_path):
+    publish_cli(world, "v1.0.0", "--board", "esp32", "--board", "esp8266", "--notes", "First.")
+    long_tag = "v1.1.0-beta.20261204.1"
+    notes = "Fixes the <b>sensor</b> [bold]driver[/bold].\nSecond line."
+    publish_cli(world, long_tag, "--prerelease", "--notes", notes)
+    result = CliRunner().invoke(
+        app, ["release", "list", "--repo", REPO], env={**world.env, "COLUMNS": "80"}
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    # Too wide for one table with this tag: each tag whole on its own line, columns below.
+    assert lines[0] == "TAG" and lines[1].split()[:3] == ["SEQUENCE", "CHANNEL", "KIND"]
+    assert lines[2] == long_tag and lines[3].split()[1:5] == ["beta", "files", "any", "published"]
+    # Notes under their release, as written (no markup interpreted), nothing cut.
+    assert lines[4:6] == [f"    {line}" for line in notes.splitlines()]
+    assert lines[6] == "v1.0.0"
+    assert lines[7].split()[1:5] == ["stable", "files", "esp32,esp8266", "published"]
+    assert re.search(r"  \d{4}-\d\d-\d\d \d\d:\d\d$", lines[7]), lines[7]  # a date, UTC
+    assert lines[8] == "    First."
+    rows = json.loads(lcm(world, "release", "list", "--repo", REPO, "--json").stdout)
+    assert [r["notes"] for r in rows] == [notes, "First."]
+    # The host's release page shows the notes too, escaped.
+    page = requests.get(f"{world.host.url}/{REPO}/releases/tag/{long_tag}", timeout=10).text
+    assert "Fixes the &lt;b&gt;sensor&lt;/b&gt; [bold]driver[/bold]." in page
+    # Short tags: one table, one line per release.
+    world.github().get_repo(REPO).get_release(long_tag).delete_release()
+    table = lcm(world, "release", "list", "--repo", REPO, env={**world.env, "COLUMNS": "80"})
+    head, first, note = table.stdout.splitlines()
+    assert head.split() == [
+        "TAG",
+        "SEQUENCE",
+        "CHANNEL",
+        "KIND",
+        "BOARDS",
+        "STATE",
+        "PUBLISHED",
+        "(UTC)",
+    ]
+    assert first.startswith("v1.0.0  ") and len(first) <= 80 and note == "    First."
+
+
+def test_lcm_version():
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout == f"lcm {publisher.__version__} (device manager {MANAGER_VERSION})\n"
+    pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
+    assert 'version = { attr = "publisher.__version__" }' in pyproject  # one place to bump

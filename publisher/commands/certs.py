@@ -11,7 +11,6 @@ import typer
 from cert_sector import sector as fmt
 from cert_sector.errors import ExpiredError, TrustError
 from publisher import ceremony, certs
-from publisher.commands import certs_cas
 from publisher.console import command_edge, err, out, print_json
 from publisher.errors import PublisherError
 from publisher.fsutil import write_atomic
@@ -185,6 +184,3 @@ def verify(
     for line in ceremony.report_lines(info):
         out.print(line, highlight=False, soft_wrap=True)
     out.print(f"valid: {sector.repo} sequence {sector.seq}")
-
-
-app.command("cas")(certs_cas.cas)

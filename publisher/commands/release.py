@@ -10,18 +10,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import filesize
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
-    TransferSpeedColumn,
 )
-from rich.table import Table
+from rich.text import Text
 
 from publisher.certs import read_sector
-from publisher.commands import release_withdraw
 from publisher.commands.release_options import ApiUrl, AsJson, Repo, TokenEnv, token_from_env
 from publisher.console import command_edge, err, out, print_json
 from publisher.device.manager import write_manager_release
@@ -35,12 +36,24 @@ from publisher.release.github import (
     Session,
     web_url_for,
 )
-from publisher.release.listing import list_releases
+from publisher.release.listing import list_releases, text_rows
 from publisher.release.publish import PublishRequest, publish
 from publisher.release.verify import Trust, verify_release
 from publisher.signing import load_public_key, open_signer
 
 app = typer.Typer(help="Publish, verify and list signed releases.", no_args_is_help=True)
+
+
+class AverageSpeedColumn(ProgressColumn):
+    """Bytes per second from the upload's start to now (or to its end), shown for every
+    asset: rich's own speed column needs several samples, which a small asset never gives."""
+
+    def render(self, task: Task) -> Text:
+        elapsed = task.finished_time if task.finished else task.elapsed
+        if not elapsed or not task.completed:
+            return Text("-", style="progress.data.speed")
+        speed = filesize.decimal(int(task.completed / elapsed))
+        return Text(f"{speed}/s", style="progress.data.speed")
 
 
 @contextmanager
@@ -50,9 +63,11 @@ def _upload_progress(enabled: bool) -> Iterator[ProgressCallback | None]:
         return
     columns = (
         TextColumn("{task.description:<14}"),
-        BarColumn(),
+        # Plain colour names: rich's default bar colours are RGB, which a 16-colour
+        # terminal shows as the grey of an empty bar, so a finished bar looked unfilled.
+        BarColumn(complete_style="cyan", finished_style="green", pulse_style="cyan"),
         DownloadColumn(),
-        TransferSpeedColumn(),
+        AverageSpeedColumn(),
     )
     with Progress(*columns, console=err, transient=False) as progress:
         tasks: dict[str, TaskID] = {}
@@ -214,13 +229,16 @@ def publish_command(
             {**result.as_json(), "hint": hint, "seconds": round(time.monotonic() - started, 3)}
         )
         return
-    out.print(f"{result.state}: {repo} {result.tag} (sequence {result.sequence}, {result.channel})")
+    out.print(
+        f"{result.state}: {repo} {result.tag} (sequence {result.sequence}, {result.channel})",
+        highlight=False,
+    )
     if hint:
         out.print(f"push hint {hint!r} published to {mqtt}", highlight=False)
     for name, outcome in result.assets.items():
-        out.print(f"  {name:<14} {outcome}")
+        out.print(f"  {name:<14} {outcome}", highlight=False)
     if result.beta_pointer:
-        out.print(f"beta pointer {result.beta_pointer}")
+        out.print(f"beta pointer {result.beta_pointer}", highlight=False)
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     out.print(result.url, highlight=False)
@@ -302,27 +320,11 @@ def list_command(
     token_env: TokenEnv = DEFAULT_TOKEN_ENV,
     as_json: AsJson = False,
 ) -> None:
-    """List releases: tag, sequence, channel, kind, boards, date, asset sizes."""
+    """List releases, newest first: tag, sequence, channel, kind, boards, state, date, notes."""
     session = Session(api_url, token_from_env(token_env, required=False), token_env=token_env)
     rows = list_releases(session, repo)
     if as_json:
         print_json(rows)
         return
-    table = Table("tag", "seq", "channel", "kind", "boards", "state", "date", "assets")
-    for r in rows:
-        sizes = ", ".join(f"{name} {size}" for name, size in r["assets"].items())
-        table.add_row(
-            r["tag"],
-            "?" if r["sequence"] is None else str(r["sequence"]),
-            r["channel"],
-            r["kind"] or "?",
-            ",".join(r["boards"]) or "any",
-            r["state"],
-            (r["date"] or "")[:19],
-            sizes + (f" ({r['problem']})" if r["problem"] else ""),
-        )
-    out.print(table)
-
-
-app.command("yank")(release_withdraw.yank_command)
-app.command("delete")(release_withdraw.delete_command)
+    for line in text_rows(rows, out.width):
+        out.print(line, highlight=False, markup=False, soft_wrap=True)

@@ -114,7 +114,11 @@ def tag_page(state: HostState, rel: Release) -> Response:
         f'{html.escape(quote(a.name))}">{html.escape(a.name)}</a> {a.size} bytes</li>'
         for a in assets
     )
-    return html_response(200, f"<!doctype html><title>{tag}</title><ul>{items}</ul>\n")
+    # The release notes (the body `lcm release publish --notes` sets), escaped: any text.
+    notes = f"<pre>{html.escape(rel.body)}</pre>" if rel.body else ""
+    heading = f"<h1>{html.escape(rel.name or rel.tag_name)}</h1>"
+    page = f"<!doctype html><title>{tag}</title>{heading}{notes}<ul>{items}</ul>\n"
+    return html_response(200, page)
 
 
 def handle_object(state: HostState, req: Request) -> Response:

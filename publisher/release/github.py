@@ -288,6 +288,8 @@ class Session:
                     return "kept" if outcome == "uploaded" else outcome
                 asset.delete_asset()
                 outcome = "replaced"
+            if progress is not None:
+                progress(name, 0, len(data))  # the clock of the upload's speed starts here
             body = _ProgressReader(data, name, progress)
             uploaded = release.upload_asset_from_memory(
                 body, len(data), name, content_type=content_type

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from cert_sector import manifest as mf
 from cert_sector.assets import MANIFEST_ASSET
 from cert_sector.errors import TrustError
 from publisher.release.github import Session
+from publisher.timefmt import format_date
 
 
 def list_releases(session: Session, repo_name: str) -> list[dict[str, Any]]:
@@ -27,6 +29,7 @@ def list_releases(session: Session, repo_name: str) -> list[dict[str, Any]]:
             if (release.published_at or release.created_at)
             else None,
             "assets": {a.name: a.size for a in assets},
+            "notes": release.body or "",
             "problem": None,
         }
         manifest = next((a for a in assets if a.name == MANIFEST_ASSET), None)
@@ -41,3 +44,47 @@ def list_releases(session: Session, repo_name: str) -> list[dict[str, Any]]:
         rows.append(row)
     rows.sort(key=lambda r: -1 if r["sequence"] is None else r["sequence"], reverse=True)
     return rows
+
+
+COLUMNS = ("TAG", "SEQUENCE", "CHANNEL", "KIND", "BOARDS", "STATE", "PUBLISHED (UTC)")
+
+
+def _aligned(table: list[list[str]], indent: str = "") -> list[str]:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return [
+        indent + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip()
+        for row in table
+    ]
+
+
+def text_rows(rows: list[dict[str, Any]], width: int = 80) -> list[str]:
+    """`lcm release list` as plain lines: nothing is ever cut (a pipe gets every tag whole).
+
+    One aligned table when it fits `width`; otherwise (long tags) each tag on a line
+    of its own with the other columns aligned below it. Notes and problems are
+    indented under their release.
+    """
+    cells = [
+        [
+            "?" if r["sequence"] is None else str(r["sequence"]),
+            r["channel"],
+            r["kind"] or "?",
+            ",".join(r["boards"]) or "any",
+            r["state"],
+            format_date(dt.datetime.fromisoformat(r["date"]).timestamp()).removesuffix(" UTC")
+            if r["date"]
+            else "",
+        ]
+        for r in rows
+    ]
+    header = list(COLUMNS)
+    table = _aligned([header, *[[r["tag"], *c] for r, c in zip(rows, cells, strict=True)]])
+    stacked = max(len(line) for line in table) > width
+    details = _aligned([header[1:], *cells], "  ") if stacked else []
+    lines = [header[0], details[0]] if stacked else [table[0]]
+    for n, r in enumerate(rows):
+        lines += [r["tag"], details[n + 1]] if stacked else [table[n + 1]]
+        lines += [f"    {line}" for line in r["notes"].strip().splitlines()]
+        if r["problem"]:
+            lines.append(f"    problem: {r['problem']}")
+    return lines
