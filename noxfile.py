@@ -1,7 +1,7 @@
 """Sessions: `nox` runs lint, the CPython tests and the device tests; `nox -s demo` the demo.
 
 Sessions use the interpreter nox runs with (any Python 3.11+), in a venv made
-by uv when it is installed, else virtualenv.
+by uv when it is installed, else virtualenv (with pip): nothing needs uv.
 
 System packages the tests need (Chromium for the captive-portal tests) are
 installed by `install_system_packages` when running as root with apt, and
@@ -20,6 +20,9 @@ nox.options.sessions = ["lint", "tests", "device"]
 nox.options.reuse_venv = "yes"
 
 DEVICE_HEAPS = (None, "24k")
+# tests/test_readme.py installs the demo offline from this folder of wheels (pip only).
+WHEELHOUSE_ENV = "LCM_WHEELHOUSE"
+BUILD_BACKEND = "setuptools>=69"  # as pyproject.toml's [build-system]
 # Debian packages the test suite drives for real (see README "Running the tests"):
 # Chromium (captive portal, dashboard), mosquitto (MQTT fleet), SoftHSM (PKCS#11
 # keys), nginx (static release export), gh (GitHub CLI against lcm host).
@@ -45,11 +48,25 @@ def install_system_packages(session: nox.Session) -> None:
     session.error(f"the tests need {', '.join(missing)}; install with: sudo sh -c '{command}'")
 
 
+def offline_wheelhouse(session: nox.Session) -> None:
+    """Wheels of the project, its dependencies and its build backend, for tests/test_readme.py.
+
+    That test runs the README's `nox -s demo` with no network: uv installs from its
+    cache, but pip (a machine without uv) can install offline only from here.
+    """
+    if session.venv_backend == "uv":
+        return
+    path = os.path.join(session.create_tmp(), "wheelhouse")
+    session.run("python", "-m", "pip", "wheel", "--quiet", "--wheel-dir", path, ".", BUILD_BACKEND)
+    session.env[WHEELHOUSE_ENV] = path
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """CPython tests (publisher, host, formats, portal through Chromium, end to end)."""
     install_system_packages(session)
     session.install("-e", ".[test]")
+    offline_wheelhouse(session)
     session.run("pytest", "tests", "--ignore=tests/device", *session.posargs)
 
 
