@@ -34,6 +34,7 @@ NEEDED = (
     "lcm_device/config",
     "lcm_device/fetch",
     "lcm_device/hal/__init__",
+    "lcm_device/hal/board",
     "lcm_device/hal/fs",
     "lcm_device/hal/rommodel",
     "lcm_device/hal/unix",
