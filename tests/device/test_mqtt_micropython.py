@@ -113,3 +113,29 @@ def test_a_lying_broker_gets_a_named_error(reply: bytes, error: str, mpy: Any) -
     broker = LyingBroker(reply, close=error.startswith("NetworkError"))
     out = mpy.run(CLIENT.format(cas=None, url=f"mqtt://127.0.0.1:{broker.port}"), timeout=30).stdout
     assert "ERR " + error in out, out
+
+
+KEEPALIVE = """
+import time
+from lcm_device.mqtt import Client, MQTTError
+c = Client(bytearray(256), "lcm-d1", user="d1", password="pw", keepalive_s=1, timeout_ms=2000)
+try:
+    c.connect("{url}")
+    for i in range(60):
+        c.poll()
+        time.sleep_ms(50)
+    print("ALIVE")
+except MQTTError as e:
+    print("ERR", e.__class__.__name__, e)
+"""
+
+
+def test_keepalive_pings_a_live_broker_and_drops_a_silent_one(tmp_path: Path, mpy: Any) -> None:
+    with running_broker(tmp_path) as broker:
+        broker.add_device("acme/widget", "d1", "pw")
+        out = mpy.run(KEEPALIVE.format(url=broker.url)).stdout
+        assert "ALIVE" in out, out
+        assert broker.log_text().count("Received PINGREQ from lcm-d1") >= 2
+    silent = LyingBroker(CONNACK, close=False)  # accepts, then never answers a PINGREQ
+    out = mpy.run(KEEPALIVE.format(url=f"mqtt://127.0.0.1:{silent.port}")).stdout
+    assert "ERR StalledError nothing from the broker for 1 s" in out, out
