@@ -102,7 +102,7 @@ def test_rollout_command_refuses_what_is_not_a_widening(tmp_path: Path) -> None:
         assert "not both" in lcm(*rollout, "v1.1.0", "50", "--halt", code=1)
         assert "has no published release v9.0.0" in lcm(*rollout, "v9.0.0", "50", code=1)
         out = json.loads(lcm(*rollout, "v1.1.0", "50", "--json"))
-        assert (out["seq"], out["share"], out["previous"]) == (2, 50, "20 %")
+        assert (out["sequence"], out["share"], out["previous"]) == (2, 50, "20 %")
         assert "20 % -> 100 %" not in lcm(*rollout, "v1.1.0", "100")
         other_key, _, _ = signing.generate(keys, "stranger", None)
         stranger = ("release", "rollout", "--repo", REPO, "--key", str(other_key))

@@ -56,4 +56,6 @@ def rollout(
         print_json({**result.as_json(), "hint": result.hint() if mqtt else None})
         return
     now = "halted" if result.halted else f"{result.share} %"
-    out.print(f"{repo} {tag}: roll-out {result.previous} -> {now} (roll-out sequence {result.seq})")
+    out.print(
+        f"{repo} {tag}: roll-out {result.previous} -> {now} (roll-out sequence {result.sequence})"
+    )

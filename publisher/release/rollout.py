@@ -53,7 +53,7 @@ def check_share(share: int) -> int:
 @dataclass
 class RolloutResult:
     tag: str
-    seq: int
+    sequence: int  # the roll-out document's own sequence
     share: int
     halted: bool
     previous: str
