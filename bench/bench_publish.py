@@ -26,6 +26,7 @@ from cert_sector import sector as sf
 from publisher.host.server import start_host
 from publisher.release.github import RetryPolicy, Session
 from publisher.release.publish import PublishRequest, publish
+from publisher.release.sequence import Ticker
 from publisher.signing import KeySigner, Signer
 
 TOKEN = "bench-token"
@@ -54,6 +55,17 @@ def summarise(requests: list) -> str:
     return f"{len(requests):3d} requests ({api} API, {uploads} uploads, {other} asset downloads)"
 
 
+class SkippedWaits(Ticker):
+    """A local clock whose sleeps pass at once (and are added up)."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+        super().__init__(lambda: time.monotonic() + self.skipped, self._skip)
+
+    def _skip(self, seconds: float) -> None:
+        self.skipped += seconds
+
+
 def main() -> None:
     root = KeySigner(ec.generate_private_key(ec.SECP256R1()))
     release = KeySigner(ec.generate_private_key(ec.SECP256R1()))
@@ -71,18 +83,23 @@ def main() -> None:
                     host.clear_requests()
                     session = Session(host.api_url, TOKEN, retry=RetryPolicy(base_delay=0.1))
                     started = time.perf_counter()
-                    result = publish(session, PublishRequest(app, repo, tag, release, sector))
-                    return time.perf_counter() - started, result
+                    # Rule Q2 (publisher/release/sequence.py) waits up to a second for the
+                    # host's clock between two releases of one second; that is not the cost
+                    # of publishing, so the bench skips the wait and reports it apart.
+                    ticker = SkippedWaits()
+                    request = PublishRequest(app, repo, tag, release, sector)
+                    result = publish(session, request, ticker=ticker)
+                    return time.perf_counter() - started, result, ticker.skipped
 
                 run("v0.9.0")  # an earlier release, as in a real repo
-                seconds, result = run("v1.0.0")
+                seconds, result, waited = run("v1.0.0")
                 size = sum(f.stat().st_size for f in app.rglob("*") if f.is_file())
                 print(
                     f"{count + 1:4d} files, {size / 1024:6.0f} KiB: "
                     f"publish {seconds * 1000:7.1f} ms, {summarise(host.requests)}; "
-                    f"sequence {result.sequence}"
+                    f"sequence {result.sequence} (clock wait skipped: {waited * 1000:.0f} ms)"
                 )
-                seconds, result = run("v1.0.0")
+                seconds, result, _ = run("v1.0.0")
                 print(
                     f"{'':21s}re-run  {seconds * 1000:7.1f} ms, "
                     f"{summarise(host.requests)}; {result.state}"
