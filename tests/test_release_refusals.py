@@ -226,6 +226,12 @@ def test_dry_run_checks_everything_and_uploads_nothing(world: World) -> None:
     text = publish_cli(world, "v1.1.0", "--dry-run").stdout
     assert "dry run: acme/widget v1.1.0" in text and "would upload" in text
     verify_cli(world, "--tag", "v1.0.0")
+    # Already published: said so, and nothing is written (not even a missing beta pointer).
+    release = world.github().get_repo(REPO).get_release("v1.0.0")
+    next(a for a in release.get_assets() if a.name == "beta.tag").delete_asset()
+    world.host.clear_requests()
+    assert publish_cli(world, "v1.0.0", "--dry-run", "--json")["state"] == "already published"
+    assert [r.method for r in world.host.requests if r.method != "GET"] == []
 
 
 @pytest.mark.usefixtures("fast_clock")

@@ -279,6 +279,9 @@ class Publisher:
         drafts = sorted((k for k in same_tag if k.release.draft), key=lambda k: k.release.id)
         if published is not None:
             done = self.already_published(spec, published, sector_bytes)
+            if isinstance(done, PublishResult) and req.dry_run:
+                done.warnings = self.warnings  # a dry run leaves even the beta pointer alone
+                return done
             if isinstance(done, PublishResult):
                 return self.finish(repo, known, done)
             if not req.force:
