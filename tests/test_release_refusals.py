@@ -103,6 +103,10 @@ def test_unknown_board_needs_new_board(world: World) -> None:
     assert world.releases() == []
     out = publish_cli(world, "v1.0.0", "--board", "esp33", "--new-board", "--json")
     assert out["state"] == "published"
+    # verify still says so, and with --board what such a device would say.
+    result = verify_cli(world)
+    assert "warning: the release is for board 'esp33', which no lcm device reports" in result.output
+    assert "release is for esp33, not esp32" in verify_cli(world, "--board", "esp32", code=1).output
 
 
 @pytest.mark.usefixtures("fast_clock")

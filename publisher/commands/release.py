@@ -310,6 +310,8 @@ def verify_command(
     )
     if result.beta_pointer:
         out.print(f"beta pointer -> {result.beta_pointer}")
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
 
 @app.command("list")

@@ -43,6 +43,7 @@ from lcm_device.release import (
     tag_from_pointer,
 )
 from publisher.release.errors import VerifyError
+from publisher.release.preflight import KNOWN_BOARDS
 from publisher.release.web import Browser
 from publisher.timefmt import format_date
 
@@ -76,6 +77,7 @@ class VerifyResult:
     sector_sequence: int
     beta_pointer: str | None
     requests: int = 0
+    warnings: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -321,6 +323,12 @@ class Verifier:
             sector.seq,
             pointer,
             self.browser.requests,
+            [
+                f"the release is for board {b!r}, which no lcm device reports "
+                f"({', '.join(KNOWN_BOARDS)}) unless configured so: check the name"
+                for b in m.boards
+                if b not in KNOWN_BOARDS
+            ],
         )
 
 
