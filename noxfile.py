@@ -56,7 +56,8 @@ def offline_wheelhouse(session: nox.Session) -> None:
     """
     if session.venv_backend == "uv":
         return
-    path = os.path.join(session.create_tmp(), "wheelhouse")
+    # Absolute: the test runs pip from another folder (a copy of the tracked files).
+    path = os.path.abspath(os.path.join(session.create_tmp(), "wheelhouse"))
     session.run("python", "-m", "pip", "wheel", "--quiet", "--wheel-dir", path, ".", BUILD_BACKEND)
     session.env[WHEELHOUSE_ENV] = path
 
