@@ -153,7 +153,7 @@ class Agent:
             if now_s >= self.retry_at:
                 self._connect(now_s)
             return
-        from lcm_device.mqtt import MQTTError, SubscribeError
+        from lcm_device.mqtt import MQTTError, RefusedError, SubscribeError
 
         try:
             for _ in range(4):  # a few packets per tick, never an unbounded loop
@@ -163,6 +163,9 @@ class Agent:
                 self._hint(now_s, msg[0], msg[1])
         except SubscribeError as exc:
             safe_log("mqtt: " + self.release_topic + ": " + str(exc) + "; no push hints")
+        except RefusedError as exc:
+            # The broker's ACL refused our status (MQTT 5 PUBACK): said, the link stays up.
+            safe_log("mqtt: " + str(exc) + " (check the broker's ACL for this device)")
         except MQTTError as exc:
             safe_log("mqtt: connection lost: " + _why(exc))
             self._back_off(now_s)
@@ -182,7 +185,8 @@ class Agent:
         try:
             self.client.connect(self.url, self.status_topic, self.status("offline"))
             self.client.subscribe(self.release_topic)
-            self.client.publish(self.status_topic, self.status("online"), retain=True)
+            # QoS 1: with MQTT 5 the PUBACK says whether the broker's ACL took it.
+            self.client.publish(self.status_topic, self.status("online"), retain=True, qos=1)
         except MQTTError as exc:
             safe_log("mqtt: " + _why(exc))
             self._back_off(now_s)

@@ -1,25 +1,34 @@
-"""A small MQTT 3.1.1 client for the device: TCP or TLS, user/password, keep-alive, QoS 0.
+"""A small MQTT client for the device: TCP or TLS, user/password, keep-alive, QoS 0 and 1.
 
 c = Client(buf, client_id, user=None, password=None, keepalive_s=300, ca_ders=None)
 c.connect("mqtts://broker.lan:8883", will_topic, will_payload)   # waits for CONNACK
 c.subscribe(topic)                    # the SUBACK is read by poll(): a refusal raises there
-c.publish(topic, payload, retain=True)
+c.publish(topic, payload, retain=True, qos=1)   # QoS 1: a refusal comes back in poll()
 msg = c.poll()                        # never blocks: (topic, payload) or None
 c.close()                             # DISCONNECT (the will is not sent)
+
+Protocol: MQTT 5 first, because only its acknowledgements carry a reason
+code: a broker's ACL refusing the device's status PUBLISH (PUBACK 0x87) or a
+subscription (SUBACK >= 0x80) is then seen, named and logged by the device.
+A broker that answers in MQTT 3.1.1 (a 2-byte CONNACK) is spoken to in 3.1.1
+from then on (`level` 4; one reconnect when it refused protocol level 5). No
+MQTT 5 property is sent; received ones are skipped, bounds-checked.
 
 Rules (every breach is an MQTTError naming it, and the connection is dropped):
 - one preallocated buffer (`buf`) holds at most one incoming packet: a packet
   whose remaining length says it is larger is refused before its body is read
   (LimitError), so neither a hostile broker nor an oversized message can make
   the device allocate;
-- the remaining-length field has at most 4 bytes (MQTT 3.1.1 section 2.2.3);
+- a variable-length integer (remaining length, property length) has at most
+  4 bytes, and every length stays inside its packet;
 - CONNACK must be the first packet and say 0 (accepted); its other codes are
-  named (bad user name or password, not authorised, ...);
-- a SUBACK granting 0x80 is the broker refusing the subscription (its ACL):
-  SubscribeError, which the caller logs;
-- only the packets a QoS-0 client can receive are accepted (CONNACK, PUBLISH,
-  SUBACK, PINGRESP; a PUBACK-needing QoS-1 PUBLISH is acknowledged);
-  anything else is a ProtocolError;
+  named (bad user name or password, not authorised, ...): RefusedError;
+- a SUBACK code >= 0x80 is the broker refusing the subscription (its ACL):
+  SubscribeError; a PUBACK code >= 0x80 (MQTT 5) is the broker refusing our
+  QoS-1 PUBLISH: RefusedError naming the topic. These two keep the connection;
+- only the packets this client can receive are accepted (CONNACK, PUBLISH,
+  PUBACK, SUBACK, PINGRESP, and an MQTT 5 DISCONNECT with its reason; a QoS-1
+  PUBLISH is acknowledged); anything else is a ProtocolError;
 - keep-alive: a PINGREQ after keepalive_s / 2 of silence from us; no packet
   from the broker for 1.5 x keepalive_s is a dead connection (StalledError).
 
@@ -62,6 +71,29 @@ _AGAIN = (11, 2, 3)
 # MicroPython's sockets (plain and TLS) have readinto/write; CPython's recv_into/send.
 _MPY = not hasattr(socket.socket, "recv_into")
 _MAX_TOPIC = const(200)
+
+# MQTT 5 reason codes worth a name (the others are shown in hex).
+_REASONS = {
+    0x00: "normal disconnection",
+    0x80: "unspecified error",
+    0x84: "unsupported protocol version",
+    0x85: "client id rejected",
+    0x86: "bad user name or password",
+    0x87: "not authorised",
+    0x88: "server unavailable",
+    0x89: "server busy",
+    0x8A: "banned",
+    0x8D: "keep-alive timeout",
+    0x8E: "session taken over",
+    0x90: "topic name invalid",
+    0x95: "packet too large",
+    0x97: "quota exceeded",
+}
+
+
+def _reason(code):
+    return _REASONS.get(code) or "reason 0x%02x" % code
+
 
 _CONNACK_CODES = (
     None,
@@ -131,11 +163,22 @@ class Client:
         self._have = 0
         self._sent = self._heard = 0
         self._pid = 0
+        self._pending = None  # (packet id, topic) of the QoS-1 PUBLISH awaiting its PUBACK
         self.connected = False
+        self.level = 5  # MQTT 5; 4 (3.1.1) once a broker answered in 3.1.1
 
     # -- connection ---------------------------------------------------------
 
     def connect(self, url, will_topic=None, will_payload=b"", will_retain=True):
+        try:
+            self._connect(url, will_topic, will_payload, will_retain)
+        except RefusedError as exc:
+            if self.level != 5 or not str(exc).endswith("unacceptable protocol version"):
+                raise
+            self.level = 4  # a 3.1.1 broker: once more in its protocol
+            self._connect(url, will_topic, will_payload, will_retain)
+
+    def _connect(self, url, will_topic, will_payload, will_retain):
         self.close(clean=False)
         scheme, host, port = split_url(url)
         sock = None
@@ -176,13 +219,18 @@ class Client:
             flags |= 0x80
         if self.password:
             flags |= 0x40
+        v5 = self.level == 5
         _str(pkt, "MQTT")
-        pkt.append(4)  # protocol level 4 = 3.1.1
+        pkt.append(self.level)
         pkt.append(flags)
         pkt.append(self.keepalive_s >> 8)
         pkt.append(self.keepalive_s & 0xFF)
+        if v5:
+            pkt.append(0)  # no properties
         _str(pkt, self.client_id)
         if will_topic:
+            if v5:
+                pkt.append(0)  # no will properties
             _str(pkt, will_topic)
             _str(pkt, will_payload)
         if self.user:
@@ -252,15 +300,25 @@ class Client:
     def subscribe(self, topic):
         self._pid = self._pid % 65535 + 1
         pkt = bytearray((self._pid >> 8, self._pid & 0xFF))
+        if self.level == 5:
+            pkt.append(0)  # no properties
         _str(pkt, topic)
         pkt.append(0)  # QoS 0: a hint lost in a reconnect is caught by the retained copy
         self._send(_SUBSCRIBE, pkt)
 
-    def publish(self, topic, payload, retain=False):
+    def publish(self, topic, payload, retain=False, qos=0):
+        """QoS 0, or 1: the broker's PUBACK (MQTT 5: with its verdict) is read by poll()."""
         pkt = bytearray()
         _str(pkt, topic)
+        if qos:
+            self._pid = self._pid % 65535 + 1
+            pkt.append(self._pid >> 8)
+            pkt.append(self._pid & 0xFF)
+            self._pending = (self._pid, topic)
+        if self.level == 5:
+            pkt.append(0)  # no properties
         pkt.extend(payload)
-        self._send(_PUBLISH | (1 if retain else 0), pkt)
+        self._send(_PUBLISH | (2 if qos else 0) | (1 if retain else 0), pkt)
 
     # -- receiving ----------------------------------------------------------
 
@@ -313,21 +371,9 @@ class Client:
         have = self._have
         if have < 2:
             return False
-        n = 0
-        shift = 0
-        i = 1
-        while True:
-            if i >= have:
-                return False
-            c = b[i]
-            n |= (c & 0x7F) << shift
-            i += 1
-            if not c & 0x80:
-                break
-            shift += 7
-            if i > 4:
-                self._drop()
-                raise ProtocolError("remaining length longer than 4 bytes")
+        n, i = self._varint(1, have, "remaining length")
+        if i < 0:
+            return False
         total = i + n
         if total > len(b):
             self._drop()
@@ -343,17 +389,53 @@ class Client:
         self._have = have - total
         return msg
 
+    def _varint(self, i, end, what):
+        # (value, index after it) of a variable-length integer at i; (0, -1): not all there.
+        b = self.buf
+        n = shift = 0
+        start = i
+        while True:
+            if i >= end:
+                return 0, -1
+            c = b[i]
+            n |= (c & 0x7F) << shift
+            i += 1
+            if not c & 0x80:
+                return n, i
+            shift += 7
+            if i - start >= 4:
+                self._drop()
+                raise ProtocolError(what + " longer than 4 bytes")
+
+    def _skip_properties(self, i, total, what):
+        # MQTT 5: the properties at i are skipped; the index after them.
+        if self.level != 5:
+            return i
+        n, j = self._varint(i, total, what + " properties")
+        if j < 0 or j + n > total:
+            self._drop()
+            raise ProtocolError(what + " properties past the packet's end")
+        return j + n
+
     def _handle(self, kind, first, i, total):
         b = self.buf
         if not self.connected:
-            if kind != _CONNACK or total - i != 2:
+            if kind != _CONNACK or total - i < 2:
                 self._drop()
                 raise ProtocolError("expected a CONNACK, got packet type " + str(first >> 4))
             code = b[i + 1]
+            if total - i == 2 and self.level == 5:
+                self.level = 4  # the broker answered in 3.1.1: speak it from now on
             if code:
                 self._drop()
-                why = _CONNACK_CODES[code] if code < len(_CONNACK_CODES) else "code " + str(code)
+                if self.level == 5:
+                    why = _reason(code)
+                elif code < len(_CONNACK_CODES):
+                    why = _CONNACK_CODES[code]
+                else:
+                    why = "code " + str(code)
                 raise RefusedError("the broker refused the connection: " + why)
+            self._skip_properties(i + 2, total, "CONNACK")
             self.connected = True
             return None
         if kind == _PUBLISH:
@@ -367,20 +449,40 @@ class Client:
                 self._drop()
                 raise ProtocolError("malformed PUBLISH (topic length " + str(tlen) + ")")
             topic = bytes(b[i + 2 : start])
+            pid = None
             if qos:
                 pid = bytes(b[start : start + 2])
                 start += 2
+            start = self._skip_properties(start, total, "PUBLISH")
+            if pid is not None:
                 self._send(_PUBACK if qos == 1 else 0x50, pid)
             return topic, bytes(b[start:total])
         if kind == _SUBACK:
-            if total - i < 3:
+            j = self._skip_properties(i + 2, total, "SUBACK")
+            if total - i < 3 or j >= total:
                 self._drop()
                 raise ProtocolError("SUBACK too short")
-            if b[i + 2] == 0x80:
-                raise SubscribeError("the broker refused the subscription (not authorised?)")
+            if b[j] >= 0x80:
+                raise SubscribeError("the broker refused the subscription: " + _reason(b[j]))
             return None
-        if kind in (_PINGRESP, _PUBACK):
+        if kind == _PUBACK:
+            if total - i < 2:
+                self._drop()
+                raise ProtocolError("PUBACK too short")
+            pending = self._pending
+            if pending is not None and pending[0] == (b[i] << 8) | b[i + 1]:
+                self._pending = None
+                if total - i > 2 and b[i + 2] >= 0x80:
+                    raise RefusedError(
+                        "the broker refused the message to " + pending[1] + ": " + _reason(b[i + 2])
+                    )
             return None
+        if kind == _PINGRESP:
+            return None
+        if kind == _DISCONNECT and self.level == 5:
+            code = b[i] if total > i else 0
+            self._drop()
+            raise NetworkError("the broker disconnected us: " + _reason(code))
         self._drop()
         raise ProtocolError("unexpected packet type " + str(first >> 4))
 

@@ -192,7 +192,7 @@ def test_the_broker_refuses_a_device_with_wrong_credentials_or_a_topic_outside_i
         mqtt_password="wrong",
     )
     # Right credentials of another device: its own status topic is outside that
-    # account's ACL, so the broker drops every status it publishes.
+    # account's ACL, so the broker refuses every status it publishes (and says so).
     other = LiveDevice(
         tmp_path / "other",
         mpy,
@@ -211,6 +211,13 @@ def test_the_broker_refuses_a_device_with_wrong_credentials_or_a_topic_outside_i
         bad.wait_for(r"mqtt: RefusedError: the broker refused the connection: not authorised", 60)
         bad.wait_for(r"mqtt: retrying in \d+ s", 10)
         other.wait_for(r"mqtt: connected", 60)
+        # MQTT 5: the broker's PUBACK says no, and the device logs it.
+        other.wait_for(
+            r"mqtt: the broker refused the message to lcm/acme/widget/status/"
+            + MACS[2]
+            + ": not authorised",
+            30,
+        )
         deadline = time.monotonic() + 10
         while "Denied PUBLISH from lcm-" + MACS[2] not in broker.log_text():
             assert time.monotonic() < deadline, broker.log_text()[-2000:]

@@ -90,7 +90,8 @@ class LyingBroker:
         conn.close()
 
 
-CONNACK = b"\x20\x02\x00\x00"
+CONNACK = b"\x20\x02\x00\x00"  # a 3.1.1 broker's: the client speaks 3.1.1 from then on
+CONNACK5 = b"\x20\x03\x00\x00\x00"  # MQTT 5: flags, reason, no properties
 
 
 @pytest.mark.parametrize(
@@ -106,11 +107,17 @@ CONNACK = b"\x20\x02\x00\x00"
         (CONNACK + b"\x90\x03\x00\x01\x80", "SubscribeError the broker refused the subscription"),
         (CONNACK + b"\x30\x10\x00", "NetworkError "),  # closed, or EPIPE on the SUBSCRIBE
         (b"", "StalledError no CONNACK within 2000 ms"),
+        # MQTT 5 answers (a 3-byte CONNACK and more): reason codes and properties.
+        (b"\x20\x03\x00\x87\x00", "RefusedError the broker refused the connection: not auth"),
+        (b"\x20\x03\x00\x00\x05", "ProtocolError CONNACK properties past the packet's end"),
+        (CONNACK5 + b"\xe0\x01\x8d", "NetworkError the broker disconnected us: keep-alive"),
+        (CONNACK5 + b"\x30\x08\x00\x01t\xff\xff\xff\xff\x01", "ProtocolError PUBLISH prop"),
+        (CONNACK5 + b"\x90\x04\x00\x01\x00\x87", "SubscribeError the broker refused the sub"),
     ],
 )
 def test_a_lying_broker_gets_a_named_error(reply: bytes, error: str, mpy: Any) -> None:
     # The packet cut short is followed by a close.
-    broker = LyingBroker(reply, close=error.startswith("NetworkError"))
+    broker = LyingBroker(reply, close=error == "NetworkError ")
     out = mpy.run(CLIENT.format(cas=None, url=f"mqtt://127.0.0.1:{broker.port}"), timeout=30).stdout
     assert "ERR " + error in out, out
 
@@ -139,3 +146,9 @@ def test_keepalive_pings_a_live_broker_and_drops_a_silent_one(tmp_path: Path, mp
     silent = LyingBroker(CONNACK, close=False)  # accepts, then never answers a PINGREQ
     out = mpy.run(KEEPALIVE.format(url=f"mqtt://127.0.0.1:{silent.port}")).stdout
     assert "ERR StalledError nothing from the broker for 1 s" in out, out
+
+
+def test_an_mqtt5_message_with_properties_is_delivered(mpy: Any) -> None:
+    broker = LyingBroker(CONNACK5 + b"\x30\x09\x00\x01t\x02\x01\x01hey", close=False)
+    out = mpy.run(CLIENT.format(cas=None, url=f"mqtt://127.0.0.1:{broker.port}"), timeout=30).stdout
+    assert "MSG b't' b'hey'" in out, out
