@@ -106,7 +106,7 @@ def test_a_10_percent_rollout_reaches_its_share_then_100_then_a_halt(
             # 100 %: a signed widening, its hint, and every device takes it.
             marks = [len(d.lines) for d in devs]
             out = lcm("release", "rollout", "v1.1.0", "100", "--repo", REPO, "--key", str(key))
-            assert (out["seq"], out["share"], out["previous"]) == (2, 100, "10 %")
+            assert (out["sequence"], out["share"], out["previous"]) == (2, 100, "10 %")
             for d, mark in zip(devs[1:], marks[1:], strict=True):
                 d.wait_for(r"v1\.1\.0 rolls out to 100 %, this device included", 60, mark)
                 d.wait_for(r"APP v1\.1\.0 running", 60, mark)
