@@ -10,7 +10,7 @@ Prints:
   with a short keep-alive and check interval over a window, split into
   keep-alive packets (per keep-alive period) and packets per check cycle
   (status `checking`, DISCONNECT, CONNECT, CONNACK, SUBSCRIBE, SUBACK, the
-  retained hint, status `online`), then scaled to the defaults
+  retained hint, status `online` and its PUBACK), then scaled to the defaults
   (`mqtt_keepalive_s` 300, `check_interval_s` 14400).
 
 Usage: python bench/bench_fleet_mqtt.py [--devices N]   (default 3)
@@ -103,6 +103,7 @@ _KINDS = (
     ("PINGRESP", r"Sending PINGRESP to (lcm-\w+)"),
     ("PUBLISH in", r"Received PUBLISH from (lcm-\w+)"),
     ("PUBLISH out", r"Sending PUBLISH to (lcm-\w+)"),
+    ("PUBACK out", r"Sending PUBACK to (lcm-\w+)"),
     ("CONNECT", r"New client connected from \S+ as (lcm-\w+)"),
     ("CONNACK", r"Sending CONNACK to (lcm-\w+)"),
     ("SUBSCRIBE", r"Received SUBSCRIBE from (lcm-\w+)"),

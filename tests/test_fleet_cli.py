@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,3 +138,35 @@ def test_fleet_status_shows_every_device_and_names_hostile_statuses(rig: dict[st
     # A wrong password: a clear message, exit 1.
     r = lcm(args, {**env, "LCM_MQTT_PASSWORD": "nope"}, code=1)
     assert "refused the connection" in r.output
+
+
+def test_fleet_status_watch_shows_a_change_live_and_stops_on_interrupt(rig: dict[str, Any]) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    broker: Broker = rig["broker"]
+    broker.add_device(REPO, "240ac4000009", "pw")
+    env = {**os.environ, "LCM_MQTT_USER": VIEWER[0], "LCM_MQTT_PASSWORD": VIEWER[1],
+           "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from publisher.cli import main; main()", "fleet", "status",
+         "--mqtt", broker.url, "--repo", REPO, "--watch"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+    try:
+        time.sleep(2.0)
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="d9")
+        c.username_pw_set("240ac4000009", "pw")
+        c.connect("127.0.0.1", broker.port)
+        c.loop_start()
+        st = {"id": "240ac4000009", "state": "online", "app": "v7.7.7", "interval": 60}
+        c.publish(f"lcm/{REPO}/status/240ac4000009", json.dumps(st), qos=1).wait_for_publish()
+        c.disconnect()
+        c.loop_stop()
+        time.sleep(2.0)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0, output
+    assert "v7.7.7" in output and "240ac4000009" in output

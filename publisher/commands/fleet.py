@@ -99,6 +99,14 @@ def status(
         if not watch:
             return
         seen = view.snapshot()[2]
+        if not out.is_terminal:
+            # Piped or logged: one table per change, appended.
+            out.print(table(view))
+            while True:
+                changes = view.wait_change(seen, 1.0)
+                if changes != seen:
+                    seen = changes
+                    out.print(table(view))
         with Live(table(view), console=out, refresh_per_second=2) as live:
             while True:
                 seen = view.wait_change(seen, 1.0)
