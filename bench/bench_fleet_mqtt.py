@@ -112,7 +112,7 @@ _KINDS = (
 )
 
 
-def rest_messages(window_s: float = 90, keepalive_s: int = 4, interval_s: int = 60) -> None:
+def rest_messages(window_s: float = 150, keepalive_s: int = 4, interval_s: int = 60) -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         mpy = SimpleNamespace(build=build_mpy(tmp / "mpy"), heap=None)
