@@ -42,6 +42,7 @@ NEEDED = (
     "lcm_device/install",
     "lcm_device/refusal",
     "lcm_device/release",
+    "lcm_device/rollout",
     "lcm_device/slots",
     "lcm_device/trust",
     "lcm_device/update",
