@@ -144,6 +144,7 @@ def test_fleet_status_watch_shows_a_change_live_and_stops_on_interrupt(rig: dict
     import signal
     import subprocess
     import sys
+    import threading
 
     broker: Broker = rig["broker"]
     broker.add_device(REPO, "240ac4000009", "pw")
@@ -154,8 +155,19 @@ def test_fleet_status_watch_shows_a_change_live_and_stops_on_interrupt(rig: dict
          "--mqtt", broker.url, "--repo", REPO, "--watch"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
+    lines: list[str] = []
+    assert proc.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
+
+    def wait_for(text: str) -> None:
+        deadline = time.monotonic() + 30
+        while text not in "".join(lines):
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
+            time.sleep(0.1)
+
     try:
-        time.sleep(2.0)
+        wait_for("acme/widget: 0 device(s)")  # the first table: it is watching
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="d9")
         c.username_pw_set("240ac4000009", "pw")
         c.connect("127.0.0.1", broker.port)
@@ -164,9 +176,10 @@ def test_fleet_status_watch_shows_a_change_live_and_stops_on_interrupt(rig: dict
         c.publish(f"lcm/{REPO}/status/240ac4000009", json.dumps(st), qos=1).wait_for_publish()
         c.disconnect()
         c.loop_stop()
-        time.sleep(2.0)
+        wait_for("v7.7.7")
     finally:
         proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=10)
-    assert proc.returncode == 0, output
-    assert "v7.7.7" in output and "240ac4000009" in output
+        proc.wait(10)
+        reader.join(5)
+    assert proc.returncode == 0, "".join(lines)
+    assert "240ac4000009" in "".join(lines)
