@@ -19,7 +19,7 @@ from publisher.device.simulate import provision, simulate
 from publisher.release.preflight import check_version_order
 from publisher.release.sequence import HostClock, Ticker, next_sequence, parse_http_date
 from tests.device.enginekit import ENGINE_HEAP_KB, app_files
-from tests.keyfactory import make_sector, new_signer
+from tests.keyfactory import make_manifest, make_sector, new_signer
 from tests.test_release_build import esp32_image
 from tests.test_release_publish import (
     REPO,
@@ -250,3 +250,16 @@ def test_verify_board_checks_what_that_board_checks(world: World, tmp_path) -> N
     verify_cli(world, "--board", "esp32")
     result = verify_cli(world, "--board", "esp32s3", code=1)
     assert "release is for esp32, not esp32s3" in result.output
+    # A firmware release for any board (uploaded around the publisher, which needs --board):
+    # an ESP8266 cannot install it, and verify --board esp8266 says so.
+    manifest, _ = make_manifest(REPO, world.signer, {"firmware.bin": esp32_image()},
+                                   seq=int(time.time()), version="3.0.0", boards=(),
+                                   kind="firmware")  # fmt: skip
+    draft = world.github().get_repo(REPO).create_git_release("v3.0.0", "v3.0.0", "", draft=True)
+    for name, data in (("certs.sector", world.sector.read_bytes()), ("manifest.lcm", manifest)):
+        draft.upload_asset_from_memory(data, len(data), name)
+    draft.update_release("v3.0.0", "", draft=False, make_latest="false")
+    result = verify_cli(world, "--tag", "v3.0.0", "--board", "esp8266", code=1)
+    assert (
+        "manifest.lcm: is a firmware release, which esp8266 boards cannot install" in result.output
+    )

@@ -226,7 +226,8 @@ class Verifier:
         if self.board is not None and m.kind == "firmware" and self.board not in CHIP_IDS:
             raise VerifyError(
                 MANIFEST_ASSET,
-                f"is a firmware release, which a {self.board} cannot install (no OTA partitions)",
+                f"is a firmware release, which {self.board} boards cannot install "
+                "(no OTA partitions)",
             )
         if "v" + m.version != tag:
             raise VerifyError(
