@@ -1,0 +1,64 @@
+"""The push hint's rules in the MicroPython unix port (lcm_device/fleet.py): spread, the
+rate limit (`push_min_gap_s`), what is ignored, and the limit surviving a reset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+SNIPPET = """
+import json, os
+from lcm_device.hal.unix import UnixHal
+from lcm_device.fleet import Agent
+from lcm_device.schedule import Schedule
+
+hal = UnixHal()
+os.mkdir(hal.root + "/lcm")
+os.mkdir(hal.root + "/lcm/state")
+with open(hal.root + "/lcm/state/boot.json", "w") as f:
+    f.write(json.dumps({"app": "app0", "app_tag": "v1.0.0"}))
+cfg = {"repo": "acme/widget", "mqtt_url": "mqtt://127.0.0.1:1", "check_interval_s": 14400,
+       "push_spread_s": 60, "push_min_gap_s": 3600}
+sched = Schedule(hal, cfg, rand=lambda: 0.5)
+sched.on_boot(0, False)
+sched.record_success(0)   # the next check in 4 h
+agent = Agent(hal, cfg, sched)
+topic = b"lcm/acme/widget/release"
+
+def hint(now, payload, t=topic):
+    agent._hint(now, t, payload)
+    return sched.seconds_until_due(now)
+
+print("INSTALLED", hint(100, b"v1.0.0"))              # the running tag: nothing
+d = hint(100, b"v9.9.9")                              # a forged hint: a check within the spread
+print("FORGED", d)
+print("AGAIN", hint(110, b"v9.9.9"))                  # the same hint again: nothing more
+sched.record_success(100 + d)                         # that check ran (found nothing new)
+t = 100 + d + 10
+print("OTHER", hint(t, b"v1.1.0 rollout 10"))         # inside the gap: at the gap's end
+print("MALFORMED", hint(t, bytes([118, 10, 49])), hint(t, b" v1"), hint(t, b"x" * 81))
+print("FOREIGN", hint(t, b"v5.0.0", b"lcm/other/repo/release"))
+with open(hal.root + "/lcm/state/push.json") as f:
+    print("SAVED", f.read().replace(" ", ""))
+again = Agent(hal, cfg, sched)                        # after a reset: the gap is remembered
+print("GAP", again.gap_until > 3000, again.last_hint.replace(" ", "_"))
+"""
+
+
+def test_hints_are_spread_rate_limited_and_remembered(tmp_path: Path, mpy: Any) -> None:
+    root = tmp_path / "dev"
+    root.mkdir()
+    env = {"LCM_ROOT": str(root), "LCM_MAC": "240ac4000001"}
+    # The manager "in ROM" as on a board; the snippet and its data in the pass's heap.
+    out = mpy.run(SNIPPET, extra_env=env, rom=True).stdout
+    values = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line}
+    assert values["INSTALLED"] == ["14300"], out  # 4 h from 0, asked at 100: unchanged
+    forged = int(values["FORGED"][0])
+    assert 0 <= forged <= 60, out  # within push_spread_s
+    assert values["AGAIN"] == [str(forged - 10)], out  # the same hint moves nothing
+    # A new hint 10 s after the hint-triggered check: at the end of the one-hour gap.
+    assert values["OTHER"] == ["3590"], out
+    assert values["MALFORMED"] == ["3590"] * 3 and values["FOREIGN"] == ["3590"], out
+    assert "push: ignored a malformed hint" in out
+    assert '"hint":"v1.1.0rollout10"' in values["SAVED"][0], out
+    assert values["GAP"] == ["True", "v1.1.0_rollout_10"], out
