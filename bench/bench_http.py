@@ -8,7 +8,7 @@ Printed:
 - the smallest heap (1 KB steps) at which one 200 KB asset downloads through
   a 2 KB buffer (redirect to a signed URL as long as github.com's, SHA-256
   checked), over HTTP and over HTTPS: as data heap with the code "in ROM"
-  (lcm_device/hal/rommodel.py, the bars' reading: docs/device.md, "Memory")
+  (lcm_sim/rommodel.py, the bars' reading: docs/device.md, "Memory")
   and as the whole `-X heapsize`; and the wall time of that download at a
   roomy heap.
 
@@ -31,7 +31,13 @@ import trustme
 from github import Auth, Github
 
 from publisher.host.server import start_host
-from publisher.micropython import ROM_MODEL_HEAP, build_mpy, rom_prelude, run_micropython
+from publisher.micropython import (
+    ROM_MODEL_HEAP,
+    UNIX_PACKAGES,
+    build_mpy,
+    rom_prelude,
+    run_micropython,
+)
 
 REPO = "acme/widget"
 TAG = "v1.0.0"
@@ -154,7 +160,7 @@ def bench(label: str, host, web: str, ca: bytes | None, build: Path, folder: Pat
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        build = build_mpy(folder / "mpy")
+        build = build_mpy(folder / "mpy", UNIX_PACKAGES)
         cost = run(build, folder, IMPORT_COST).stdout.strip()
         print(f"import lcm_device.http (.mpy, 64-bit unix port): {cost} bytes of heap")
 

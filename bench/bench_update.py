@@ -3,7 +3,7 @@
 Prints:
 - the smallest heap with which a full update cycle (check, 20 files / 200 KB,
   verify, switch, trial boot) passes with .mpy modules run in place, as from
-  ROMFS on a board: the unix HAL's ROM model (lcm_device/hal/rommodel.py)
+  ROMFS on a board: the unix HAL's ROM model (lcm_sim/rommodel.py)
   loads all the manager's code, then leaves only that much heap for data
   (the bar: 24 KB, aim 16 KB), found by bisection in 1 KB steps; the same
   for an idle check;
@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trustme
 
-from publisher.device.simulate import der_from_pem, provision, simulate
-from publisher.micropython import ROM_MODEL_HEAP, build_mpy, run_micropython
+from publisher.device.simulate import board_code, der_from_pem, provision, simulate
+from publisher.micropython import ROM_MODEL_HEAP, UNIX_PACKAGES, build_mpy, run_micropython
 from tests.device.enginekit import Repo, app_files
 from tests.hostserver import running_host
 
@@ -84,7 +84,7 @@ import sys, vfs
 vfs.mount(vfs.VfsRom(open("romfs.img", "rb").read()), "/rom")
 sys.path.append("/rom")
 main = compile(open("main.py").read(), "main.py", "exec")
-from lcm_device.hal.rommodel import hold_all_but
+from lcm_sim.rommodel import hold_all_but
 print("romfs-boot: data heap", hold_all_but(int(sys.argv[1])))
 exec(main)
 """
@@ -109,7 +109,7 @@ def romfs_installs(tmp: Path, host, repo: Repo, build: Path, heap_kb: int) -> bo
     for boot in range(2):
         proc = run_micropython(
             ["romfs_boot.py", str(heap_kb * 1024)],
-            path=[],
+            path=[board_code()],  # the simulated board; the manager comes from /rom
             heap=ROM_MODEL_HEAP,
             cwd=state,
             extra_env={**env, "LCM_CHECK_NOW": "1" if boot == 0 else "0"},
@@ -139,10 +139,11 @@ def idles(state: Path, heap_kb: int, rom: bool) -> bool:
 
 # The modules a full update cycle imports.
 CYCLE_IMPORTS = (
-    "from lcm_device.hal import unix, fs\n"
-    "from lcm_device import compat, config, slots, boot, log, schedule, version\n"
-    "from lcm_device import update, install, refusal, fetch, trust, http, release\n"
-    "from cert_sector import manifest, sector\n"
+    "from lcm_sim import unix\n"
+    "from lcm_device.hal import fs\n"
+    "from lcm_device import compat, config, slots, boot, log, schedule\n"
+    "from lcm_device import update, install, refusal, fetch, trust, http\n"
+    "from cert_sector import manifest, sector, release, version\n"
 )
 
 
@@ -291,7 +292,7 @@ print(got, pack.resumes, client.bytes_in, h.digest() == {hashlib.sha256(pack).di
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="lcm-bench-update-") as name:
         tmp = Path(name)
-        build = build_mpy(tmp / "mpy")
+        build = build_mpy(tmp / "mpy", UNIX_PACKAGES)
         bench_heap(tmp, build)
         bench_https(tmp, build)
         bench_cuts(tmp, build)

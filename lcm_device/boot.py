@@ -249,7 +249,7 @@ _ENGINE_MODULES = (
     "lcm_device.fetch",
     "lcm_device.http",
     "lcm_device.trust",
-    "lcm_device.release",
+    "cert_sector.release",
     "lcm_device.rollout",
     "cert_sector.rollout",
     "cert_sector.manifest",

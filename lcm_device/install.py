@@ -274,7 +274,7 @@ class Installer:
         tag = st.get("mgr_tag")
         if tag and tag[0] == "v":
             return tag[1:]
-        from lcm_device.version import MANAGER_VERSION
+        from cert_sector.version import MANAGER_VERSION
 
         return MANAGER_VERSION
 

@@ -37,8 +37,9 @@ The cycle, and why it is safe (docs/device.md, "Update engine"):
   7. switch: one atomic rename of boot.json makes the slot active in trial.
 """
 
+from cert_sector import release
 from cert_sector.errors import TrustError
-from lcm_device import release, slots, trust
+from lcm_device import slots, trust
 from lcm_device.compat import collect, const, exists
 from lcm_device.http import Client, HTTPError, StatusError
 from lcm_device.refusal import Refused

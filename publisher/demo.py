@@ -29,7 +29,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from lcm_device.version import MANAGER_VERSION
+from cert_sector.version import MANAGER_VERSION
 from publisher import certs, signing
 from publisher.device.simulate import provision, simulate
 from publisher.errors import PublisherError

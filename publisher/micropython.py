@@ -17,8 +17,12 @@ from pathlib import Path
 from publisher.errors import PublisherError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# Packages that ship to the device, compiled to .mpy.
+# Packages that ship to the device, compiled to .mpy: board code only.
 DEVICE_PACKAGES = ("cert_sector", "lcm_device")
+# The simulated board (unix HAL, fake radio, simulated partitions, ROM model): on the
+# unix port's path beside the device code, never in a slot, image or mip package.
+SIM_PACKAGES = ("lcm_sim",)
+UNIX_PACKAGES = DEVICE_PACKAGES + SIM_PACKAGES
 
 
 class MicroPythonMissingError(PublisherError):
@@ -80,7 +84,7 @@ def build_mpy(
     return dest
 
 
-# The unix HAL's ROM model (lcm_device/hal/rommodel.py) of a board whose manager
+# The unix HAL's ROM model (lcm_sim/rommodel.py) of a board whose manager
 # is frozen: the process heap holds all of the manager's code (about 180 KB on
 # the 64-bit port) and, besides, data heaps of up to about 300 KB.
 ROM_MODEL_HEAP = "512k"
@@ -90,7 +94,7 @@ def rom_prelude(data_bytes: int) -> str:
     """MicroPython lines that load the manager's code "into ROM", then leave only
     `data_bytes` of heap free (for scripts that do not start the unix HAL, which
     does the same when LCM_DATA_HEAP is set)."""
-    return f"from lcm_device.hal.rommodel import leave_data_heap\nleave_data_heap({data_bytes})\n"
+    return f"from lcm_sim.rommodel import leave_data_heap\nleave_data_heap({data_bytes})\n"
 
 
 def heap_bytes(size: str) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from publisher.micropython import build_mpy
+from publisher.micropython import UNIX_PACKAGES, build_mpy
 from tests.hostserver import running_host
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
@@ -41,7 +41,7 @@ def test_the_quick_micropython_parts_of_the_benches_run(
     benches: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     update, http = benches["bench_update"], benches["bench_http"]
-    build = build_mpy(tmp_path / "mpy")
+    build = build_mpy(tmp_path / "mpy", UNIX_PACKAGES)
     update.bench_cuts(tmp_path, build)
     assert "0 read twice" in capsys.readouterr().out
     assert update.import_objects(tmp_path, build) > 0

@@ -14,7 +14,7 @@ import pytest
 from lcm_device.hal.board import BoardHal
 from lcm_device.hal.esp32 import Esp32Hal
 from lcm_device.hal.esp8266 import Esp8266Hal
-from lcm_device.hal.unix import UnixHal
+from lcm_sim.unix import UnixHal
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE = re.compile(r"\b(getattr|hasattr)\(\s*(self\.)?hal\b")

@@ -27,6 +27,7 @@ from esptool.bin_image import (
 from publisher.device import firmware
 from publisher.device import image as img
 from publisher.device import settings as device_settings
+from publisher.device.simulate import board_code
 from publisher.micropython import REPO_ROOT, run_micropython, source_files
 from publisher.signing import generate, load_public_key
 
@@ -469,7 +470,7 @@ def test_setup_network_name_matches_the_device() -> None:
 DEVICE_READS_CONFIG = """
 import json, binascii
 from lcm_device import config
-from lcm_device.hal.unix import UnixHal
+from lcm_sim.unix import UnixHal
 from cert_sector.keys import check_public_key, key_id_hex
 cfg = config.load(UnixHal())
 ids = [key_id_hex(check_public_key(binascii.unhexlify(k), "root")) for k in cfg["app_roots"]]
@@ -495,9 +496,9 @@ def test_the_device_code_in_the_image_reads_its_config(
         (board / path.lstrip("/")).write_bytes(data)
     script = tmp_path / "read_config.py"
     script.write_text(DEVICE_READS_CONFIG)
-    proc = run_micropython(
-        [str(script)], path=[board / "lcm" / "m0"], extra_env={"LCM_ROOT": str(board)}
-    )
+    # The image's manager slot, and the simulated board it runs on here.
+    path = [board / "lcm" / "m0", board_code()]
+    proc = run_micropython([str(script)], path=path, extra_env={"LCM_ROOT": str(board)})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen == {

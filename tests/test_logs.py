@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from lcm_device import log as device_log
+from cert_sector import logline
 from publisher.commands.logs import parse_line
-from publisher.micropython import build_mpy, run_micropython
+from publisher.micropython import UNIX_PACKAGES, build_mpy, run_micropython
 from tests.device.test_log_micropython import DEVICE, DEVICE_ENV
 
 LCM = [sys.executable, "-c", "from publisher.cli import main; main()"]
@@ -28,7 +28,7 @@ LCM = [sys.executable, "-c", "from publisher.cli import main; main()"]
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_mpy(tmp_path_factory.mktemp("mpy"))
+    return build_mpy(tmp_path_factory.mktemp("mpy"), UNIX_PACKAGES)
 
 
 def device(build: Path, workdir: Path, code: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -92,7 +92,7 @@ def test_lcm_logs_prints_a_micropython_udp_line_with_device_and_time(
         build,
         tmp_path,
         f"""
-        from lcm_device.hal.unix import UnixHal
+        from lcm_sim.unix import UnixHal
         from lcm_device import log
 
         class Clock(UnixHal):
@@ -131,7 +131,7 @@ def test_lcm_logs_json_and_hostile_datagrams(build: Path, tmp_path: Path, listen
         build,
         tmp_path,
         f"""
-        from lcm_device.hal.unix import UnixHal
+        from lcm_sim.unix import UnixHal
         from lcm_device import log
 
         class Clock(UnixHal):
@@ -162,7 +162,7 @@ def test_ring_survives_a_restart(build: Path, tmp_path: Path) -> None:
             build,
             tmp_path,
             f"""
-            from lcm_device.hal.unix import UnixHal
+            from lcm_sim.unix import UnixHal
             from lcm_device import log
             log.setup(UnixHal(), {{}})
             log.log("boot {boot} a")
@@ -185,7 +185,7 @@ def test_torn_ring_write_loses_at_most_that_line(build: Path, tmp_path: Path) ->
         build,
         tmp_path,
         """
-        from lcm_device.hal.unix import UnixHal
+        from lcm_sim.unix import UnixHal
         from lcm_device import log
         log.setup(UnixHal(), {})
         for i in range(3):
@@ -196,7 +196,7 @@ def test_torn_ring_write_loses_at_most_that_line(build: Path, tmp_path: Path) ->
         build,
         tmp_path,
         """
-        from lcm_device.hal.unix import UnixHal
+        from lcm_sim.unix import UnixHal
         from lcm_device import log
         log.setup(UnixHal(), {})
         log.log("torn by the power cut")
@@ -212,7 +212,7 @@ def test_torn_ring_write_loses_at_most_that_line(build: Path, tmp_path: Path) ->
         build,
         tmp_path,
         """
-        from lcm_device.hal.unix import UnixHal
+        from lcm_sim.unix import UnixHal
         from lcm_device import log
         log.setup(UnixHal(), {})
         log.log("after the cut")
@@ -247,7 +247,7 @@ def test_lcm_logs_refuses_bad_arguments(tmp_path: Path) -> None:
 def test_iso_time_matches_the_calendar() -> None:
     for t in (0, 59, 86399, 86400, 951782400, 1709164800, 1795939658, 4102444800, 4107542399):
         expected = datetime.datetime.fromtimestamp(t, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        assert device_log.iso_time(t) == expected
+        assert logline.iso_time(t) == expected
 
 
 def test_parse_line_refuses_other_text() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from publisher.device.setup_sim import SetupSim, start_setup
-from publisher.micropython import build_mpy
+from publisher.micropython import UNIX_PACKAGES, build_mpy
 
 XSS_SSID = "<script>alert(1)</script>"
 HOME_PASSWORD = "p&ss w%rd+\"'😀x"  # every character the form encoding must carry
@@ -66,7 +66,7 @@ def set_radio(state: Path, radio: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="session")
 def portal_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_mpy(tmp_path_factory.mktemp("portal-mpy"))
+    return build_mpy(tmp_path_factory.mktemp("portal-mpy"), UNIX_PACKAGES)
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ from cert_sector.assets import (
     SECTOR_ASSET,
     SUMS_ASSET,
 )
-from lcm_device.version import MANAGER_VERSION
+from cert_sector.version import MANAGER_VERSION
 from publisher import signing
 from publisher.cli import app
 from publisher.host.server import HostServer

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from cert_sector import release
 from cert_sector.errors import FormatError
-from lcm_device import release
 
 
 @pytest.mark.parametrize(

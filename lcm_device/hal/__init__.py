@@ -34,6 +34,6 @@ def _detect():
         return Esp8266Hal()
     except ImportError:
         pass
-    from lcm_device.hal.unix import UnixHal
+    from lcm_sim.unix import UnixHal
 
     return UnixHal()

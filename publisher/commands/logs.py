@@ -1,7 +1,7 @@
 """`lcm logs`: print devices' UDP log lines live, or the flash ring of a simulated device.
 
-The line format is defined in `lcm_device.log` (the device side, which only
-writes it) and parsed here. Everything a device sends is untrusted text:
+The line and ring formats are `cert_sector.logline`'s (shared with the device,
+which writes them); lines are parsed here. Everything a device sends is untrusted text:
 control characters are escaped before they reach the terminal.
 """
 
@@ -12,16 +12,15 @@ import socket
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Annotated, Any
 
 import typer
 
-from lcm_device import log as device_log
+from cert_sector import logline
 from publisher.console import command_edge, err
 from publisher.errors import PublisherError
 
-# Longest datagram read; device lines are far shorter (see lcm_device.log).
+# Longest datagram read; device lines are far shorter (see cert_sector.logline).
 MAX_DATAGRAM = 2048
 
 
@@ -35,7 +34,7 @@ def clean(text: str) -> str:
 
 
 def parse_line(line: str) -> tuple[str, int, str, str] | None:
-    """(device, seq, time, text) of a line in the `lcm_device.log` format, else None."""
+    """(device, seq, time, text) of a line in the `cert_sector.logline` format, else None."""
     parts = line.split(" ", 3)
     if len(parts) < 3 or not parts[0] or not (parts[1].isascii() and parts[1].isdigit()):
         return None
@@ -60,7 +59,7 @@ def record(line: str, received: float | None, source: str | None) -> dict[str, A
         else:
             rec["time"] = clean(when)
     if received is not None:
-        rec["received"] = device_log.iso_time(received)
+        rec["received"] = logline.iso_time(received)
     if source is not None:
         rec["source"] = source
     return rec
@@ -86,13 +85,13 @@ def emit(rec: dict[str, Any], as_json: bool) -> None:
 
 
 def print_ring(state: Path, as_json: bool) -> None:
-    ring = state / device_log.RING.lstrip("/")
-    old = state / device_log.RING_OLD.lstrip("/")
+    ring = state / logline.RING.lstrip("/")
+    old = state / logline.RING_OLD.lstrip("/")
     if not state.is_dir():
         raise LogsError(f"--state {state}: no such folder")
     if not ring.exists() and not old.exists():
         raise LogsError(f"--state {state}: no log ring at {ring}")
-    for line in device_log.read_ring(SimpleNamespace(root=str(state))):
+    for line in logline.read_ring(str(state)):
         emit(record(line, None, None), as_json)
 
 
@@ -121,7 +120,7 @@ def follow(sock: socket.socket, count: int, as_json: bool) -> None:
 def logs(
     port: Annotated[
         int, typer.Option("--port", min=0, max=65535, help="UDP port (0: any free port).")
-    ] = device_log.DEFAULT_PORT,
+    ] = logline.DEFAULT_PORT,
     bind: Annotated[str, typer.Option("--bind", help="Address to listen on.")] = "0.0.0.0",
     state: Annotated[
         Path | None,

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from lcm_device.version import MANAGER_VERSION
+from cert_sector.version import MANAGER_VERSION
 from publisher import __version__
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from publisher.micropython import REPO_ROOT, build_mpy
+from publisher.micropython import DEVICE_PACKAGES, REPO_ROOT, build_mpy
 
 # What apps import as `lcm`: a re-export of lcm_device.app, installed at the slot's root.
 LCM_SHIM_SOURCE = REPO_ROOT / "lcm_device" / "lcm.py"
@@ -22,10 +22,11 @@ _NOT_IN_SLOT = ("lcm_device/main.mpy", "lcm_device/lcm.mpy")
 def manager_files(build: Path) -> dict[str, bytes]:
     """The files of a manager slot, by path inside the slot, from a `build_mpy` folder."""
     files = {"lcm.py": LCM_SHIM_SOURCE.read_bytes()}
-    for mpy in sorted(build.rglob("*.mpy")):
-        rel = mpy.relative_to(build).as_posix()
-        if rel not in _NOT_IN_SLOT:
-            files[rel] = mpy.read_bytes()
+    for package in DEVICE_PACKAGES:  # board code only: a build may hold lcm_sim too
+        for mpy in sorted((build / package).rglob("*.mpy")):
+            rel = mpy.relative_to(build).as_posix()
+            if rel not in _NOT_IN_SLOT:
+                files[rel] = mpy.read_bytes()
     return files
 
 

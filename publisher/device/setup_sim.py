@@ -25,55 +25,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lcm_sim import RADIO_SCRIPT as _RADIO_SCRIPT
 from publisher.errors import PublisherError
-from publisher.micropython import build_mpy, micropython_command, micropython_env
+from publisher.micropython import (
+    UNIX_PACKAGES,
+    build_mpy,
+    micropython_command,
+    micropython_env,
+)
 
-RADIO_SCRIPT = Path("lcm/state/radio.json")
+RADIO_SCRIPT = Path(_RADIO_SCRIPT.lstrip("/"))
 CONFIG = Path("lcm/state/config.json")
 READY_TIMEOUT_S = 60.0
 _START_ATTEMPTS = 3
 _READY = re.compile(r"portal: (http://\S+/) dns (\S+) port (\d+)")
 _AP = re.compile(r"wifi: setup network (LCM-[0-9A-F]{6})(?: password (\S+))?")
 
-# The device side: the unix HAL and config around lcm_device.wifi.
-# argv: mode, http port, dns port, bind, data heap in bytes (0: no limit).
-# With a data heap, every portal module is imported first and a ballast
-# takes all free heap but that many bytes: on a board the code is frozen
-# (or in ROMFS) and costs no heap, so what is left models the heap a board
-# has for the portal's data.
-DEVICE_SCRIPT = """
-import gc, sys
-from lcm_device import config, log, wifi
-from lcm_device.hal import get
-
-mode, http_port, dns_port, bind, data_heap = sys.argv[1:6]
-hal = get()
-cfg = config.load(hal)
-log.setup(hal, cfg)
-ballast = []
-if int(data_heap):
-    from lcm_device.portal import dns, form, page, request, server, session
-    hal.wlan(0)
-    chunk = 4096
-    while chunk >= 64:
-        gc.collect()
-        spare = gc.mem_free() - int(data_heap)
-        if spare < 64:
-            break
-        try:
-            ballast.append(bytearray(min(chunk, spare) - 32))
-        except MemoryError:
-            chunk //= 2
-    gc.collect()
-    print("setup-sim: data heap", gc.mem_free())
-args = {"http_port": int(http_port), "dns_port": int(dns_port), "bind": bind}
-if mode == "setup":
-    up = wifi.setup_mode(hal, cfg, **args)
-else:
-    wifi.connect_or_setup(hal, cfg, **args)
-    up = True
-print("RESULT", "connected" if up else "timeout")
-"""
+# The device side (lcm_sim/setup_mode.py) runs as `micropython -m lcm_sim.setup_mode`.
+SETUP_MODULE = "lcm_sim.setup_mode"
 
 
 class SetupSimError(PublisherError):
@@ -188,7 +157,7 @@ def start_setup(
     `state` is the device root: `lcm/state/config.json` is its config and,
     without `radio_script`, `lcm/state/radio.json` its air. `heap` is a unix
     port heap size such as "24k"; `data_heap` (bytes) leaves only that much
-    heap free once the code is loaded (see DEVICE_SCRIPT). Returns once the
+    heap free once the code is loaded (see lcm_sim/setup_mode.py). Returns once the
     portal listens (`ready=False`: at once, for a device that may never
     need setup mode; then use `wait_for`).
     """
@@ -197,7 +166,7 @@ def start_setup(
     state = Path(state)
     script = Path(radio_script) if radio_script else state / RADIO_SCRIPT
     if not script.is_file():
-        raise SetupSimError(f"no radio script at {script} (see lcm_device/hal/fakeradio.py)")
+        raise SetupSimError(f"no radio script at {script} (see lcm_sim/fakeradio.py)")
     try:
         radio = json.loads(script.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
@@ -208,9 +177,7 @@ def start_setup(
     own_build = None
     if build_dir is None:
         build_dir = own_build = Path(tempfile.mkdtemp(prefix="lcm-mpy-"))
-    build = build_mpy(build_dir)
-    entry = build_dir / "setup_sim_main.py"
-    entry.write_text(DEVICE_SCRIPT)
+    build = build_mpy(build_dir, UNIX_PACKAGES)
     env = micropython_env([build])
     env["LCM_RADIO_SCRIPT"] = str(script.resolve())
     env["LCM_ROOT"] = str(state.resolve())
@@ -224,9 +191,10 @@ def start_setup(
     for _ in range(_START_ATTEMPTS):
         http_port = free_port(socket.SOCK_STREAM)
         dns_port = free_port(socket.SOCK_DGRAM)
-        args = [str(entry), mode, str(http_port), str(dns_port), bind, str(data_heap)]
+        args = ["-m", SETUP_MODULE, mode, str(http_port), str(dns_port), bind, str(data_heap)]
         proc = subprocess.Popen(
             [*cmd, *args],
+            cwd=build,  # sys.path[0] of `-m`: the compiled modules, never a source tree
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -11,6 +11,8 @@ power cut (RTC memory is lost), 0 means the app returned. It returns a
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import shutil
 import tempfile
@@ -22,14 +24,13 @@ from typing import Any
 
 from cert_sector.encoding import check_repo
 from cert_sector.errors import FormatError
+from lcm_sim import EXIT_POWER_CUT, EXIT_RESET, RTC_FILE
 from publisher.device.manager import manager_files
 from publisher.errors import PublisherError
 from publisher.fsutil import write_atomic
-from publisher.micropython import REPO_ROOT, build_mpy, run_micropython
+from publisher.micropython import REPO_ROOT, SIM_PACKAGES, build_mpy, run_micropython
 
 EXIT_APP_DONE = 0
-EXIT_RESET = 75
-EXIT_POWER_CUT = 76
 BOOT_JSON = Path("lcm/state/boot.json")
 CONFIG_JSON = Path("lcm/state/config.json")
 BOOTSTRAP_CA = Path("lcm/state/certs/bootstrap.der")
@@ -147,6 +148,19 @@ def read_state(state: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+@functools.cache
+def board_code() -> Path:
+    """The simulated board (lcm_sim) compiled once per process.
+
+    It goes on the unix port's path beside the flash folder, as a board's
+    firmware sits beside its filesystem: never into a manager slot, so a
+    manager update cannot lose it and no manager release carries it.
+    """
+    dest = Path(tempfile.mkdtemp(prefix="lcm-sim-"))
+    atexit.register(shutil.rmtree, dest, ignore_errors=True)
+    return build_mpy(dest, SIM_PACKAGES)
+
+
 def boot_once(
     state: Path,
     *,
@@ -166,7 +180,12 @@ def boot_once(
     }
     extra.update(env or {})
     proc = run_micropython(
-        ["main.py"], path=[], heap=heap, timeout=timeout, cwd=Path(state), extra_env=extra
+        ["main.py"],
+        path=[board_code()],
+        heap=heap,
+        timeout=timeout,
+        cwd=Path(state),
+        extra_env=extra,
     )
     lines = (proc.stdout + proc.stderr).splitlines()
     return proc.returncode, lines
@@ -224,7 +243,7 @@ def simulate(
             status.state = read_state(state)
             on_exit(code, status)
         if code == EXIT_POWER_CUT:
-            (state / ".rtc").unlink(missing_ok=True)
+            (state / RTC_FILE.lstrip("/")).unlink(missing_ok=True)
             cause = "power"
             check_now = check_after_cut
             continue

@@ -20,8 +20,8 @@ from cert_sector.assets import (
     SUMS_ASSET,
 )
 from cert_sector.errors import FormatError
+from cert_sector.release import check_tag
 from cert_sector.semver import parse_version
-from lcm_device.release import check_tag
 from publisher.release.errors import SourceError
 from publisher.release.source import SourceFile
 from publisher.signing import Signer

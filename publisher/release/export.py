@@ -29,7 +29,7 @@ from github import UnknownObjectException
 
 from cert_sector.assets import MAX_TAG
 from cert_sector.errors import TrustError
-from lcm_device.release import check_tag
+from cert_sector.release import check_tag
 from publisher.fsutil import write_atomic
 from publisher.release.errors import HostError
 from publisher.release.github import Session

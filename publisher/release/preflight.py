@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from cert_sector import sector as sf
 from cert_sector.errors import TrustError
+from cert_sector.fwimage import CHIP_IDS
 from cert_sector.semver import parse_version
-from lcm_device.firmware import CHIP_IDS
 from publisher.release.errors import ReleaseConflictError, SourceError
 from publisher.timefmt import format_date
 

@@ -1,7 +1,7 @@
 """`lcm release verify`: check a published release exactly as a device would.
 
 Only browser URLs (the same resolution code as the device,
-`lcm_device.release`), then the whole chain; the first failure is raised
+`cert_sector.release`), then the whole chain; the first failure is raised
 as a VerifyError naming the asset:
 
   certs.sector  verifies against the pinned roots (--root) or the trusted
@@ -32,9 +32,9 @@ from cert_sector.assets import (
     SUMS_ASSET,
 )
 from cert_sector.errors import ExpiredError, TrustError
-from lcm_device.firmware import CHIP_IDS
-from lcm_device.firmware import check_header as check_firmware_header
-from lcm_device.release import (
+from cert_sector.fwimage import CHIP_IDS
+from cert_sector.fwimage import check_header as check_firmware_header
+from cert_sector.release import (
     beta_pointer_url,
     check_tag,
     download_url,

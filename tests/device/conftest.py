@@ -15,6 +15,7 @@ import pytest
 
 from publisher.micropython import (
     ROM_MODEL_HEAP,
+    UNIX_PACKAGES,
     build_mpy,
     heap_bytes,
     micropython_command,
@@ -64,7 +65,7 @@ class MicroPython:
         """Run `code` (dedented) as a script; by default fail the test on a non-zero exit.
 
         With `rom` it runs as on a board with the manager frozen: all of the
-        manager's code loaded first (lcm_device/hal/rommodel.py), then the pass's
+        manager's code loaded first (lcm_sim/rommodel.py), then the pass's
         heap left for data, raised to `heap` when that is given (which applies in
         the default pass too); without either, the port's default heap.
         """
@@ -110,7 +111,8 @@ class MicroPython:
 @pytest.fixture(scope="session")
 def mpy_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     micropython_command()  # fail loudly, never skip, when the port is missing
-    return build_mpy(tmp_path_factory.mktemp("mpy"))
+    # The device packages and the simulated board they run on here.
+    return build_mpy(tmp_path_factory.mktemp("mpy"), UNIX_PACKAGES)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cert_sector.assets import BETA_POINTER_ASSET, MANIFEST_ASSET, PACK_ASSET, SECTOR_ASSET
-from publisher.device.simulate import SimStatus, provision, simulate
+from publisher.device.simulate import SimStatus, board_code, provision, simulate
 from publisher.micropython import (
     ROM_MODEL_HEAP,
     heap_bytes,
@@ -28,7 +28,7 @@ from tests.keyfactory import make_manifest, make_sector, new_signer
 # this heap (bench/bench_update.py reports the measured minimum).
 ENGINE_HEAP_KB = 192
 # The small-heap pass runs the engine with its code "in ROM" (the unix HAL's ROM
-# model, lcm_device/hal/rommodel.py): the pass's heap (24 KB) is what is left for
+# model, lcm_sim/rommodel.py): the pass's heap (24 KB) is what is left for
 # data, and the process gets room for all the manager's code besides.
 
 APP_OK = "import lcm\nprint('APP', lcm.status()['app'], 'running')\n"
@@ -158,7 +158,7 @@ def start_device(
     heap = engine_heap(mpy)
     if heap:
         cmd += ["-X", f"heapsize={heap}"]
-    full_env = micropython_env(path)
+    full_env = micropython_env([*path, board_code()])  # board_code: the simulated board
     full_env.update({"LCM_ROOT": str(state), "LCM_BOOT_CAUSE": "power", **engine_env(mpy)})
     full_env.update(env or {})
     return subprocess.Popen(

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from publisher.device.simulate import provision, read_state
+from publisher.device.simulate import board_code, provision, read_state
 from publisher.micropython import micropython_command, micropython_env
 from tests.device.enginekit import engine_env, engine_heap
 
@@ -71,7 +71,7 @@ class LiveDevice:
         if heap:
             cmd += ["-X", f"heapsize={heap}"]
         while not self._stop:
-            env = micropython_env([])
+            env = micropython_env([board_code()])  # the simulated board (lcm_sim)
             env.update(
                 {
                     "LCM_ROOT": str(self.state.resolve()),

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from publisher.device.simulate import board_code
 from tests.device.enginekit import (
     Repo,
     app_files,
@@ -64,7 +65,8 @@ def test_a_device_with_its_manager_frozen_boots_from_an_empty_slot(
     for package in ("lcm_device", "cert_sector"):
         shutil.move(state / "lcm" / "m0" / package, frozen / package)
 
-    status = run(state, mpy, env={"MICROPYPATH": os.pathsep.join([".frozen", str(frozen)])})
+    path = [".frozen", str(frozen), str(board_code())]  # board_code: the simulated board
+    status = run(state, mpy, env={"MICROPYPATH": os.pathsep.join(path)})
 
     out = text(status)
     assert status.exits == [75, 0], out

@@ -1,6 +1,6 @@
 """Firmware releases (kind `firmware`): streamed into the next OTA partition, booted, marked
 valid after the first check; an image for another chip is refused. The partitions are
-simulated with files (lcm_device/hal/simpartition.py) and the images are real esptool
+simulated with files (lcm_sim/simpartition.py) and the images are real esptool
 images."""
 
 from __future__ import annotations

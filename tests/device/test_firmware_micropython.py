@@ -15,7 +15,7 @@ from esptool.bin_image import ELFSection, ESP32FirmwareImage, ESP32S3FirmwareIma
 SCRIPT = """
 import binascii, sys
 from lcm_device.hal.fs import Fs
-from lcm_device.hal.simpartition import SimPartitions
+from lcm_sim.simpartition import SimPartitions
 from lcm_device.firmware import FirmwareWriter, FirmwareError
 from cert_sector.errors import MismatchError
 

@@ -8,7 +8,7 @@ from typing import Any
 
 SNIPPET = """
 import json, os
-from lcm_device.hal.unix import UnixHal
+from lcm_sim.unix import UnixHal
 from lcm_device.fleet import Agent
 from lcm_device.schedule import Schedule
 

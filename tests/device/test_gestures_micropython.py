@@ -35,7 +35,7 @@ def boot(hal, cut=0, power_on=True, settings=False):
     print("ACTION", gestures.at_boot(hal, cfg, power_on, sleep=cutting(cut)))
 """
 PRELUDE = HAL_DOUBLE + HELPERS
-REAL_HAL_PRELUDE = "from lcm_device.hal.unix import UnixHal\n" + HELPERS
+REAL_HAL_PRELUDE = "from lcm_sim.unix import UnixHal\n" + HELPERS
 
 CONFIG = {
     "manager_repo": "lcm/manager",

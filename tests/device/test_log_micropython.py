@@ -1,6 +1,6 @@
 """lcm_device.log in the real MicroPython unix port: format, ring bounds, never raising.
 
-Devices run with the real unix HAL (`lcm_device.hal.unix`): flash is the test's
+Devices run with the real unix HAL (`lcm_sim.unix`): flash is the test's
 folder, the clock is unknown unless a test says otherwise, and the MAC is
 fixed so lines are predictable. The other life-cycle tests reuse `DEVICE_ENV`.
 """
@@ -68,14 +68,15 @@ def test_lines_carry_device_seq_and_uptime(mpy):
     out = run(
         mpy,
         """
-        from lcm_device.hal.unix import UnixHal
+        from lcm_sim.unix import UnixHal
         from lcm_device import log
+        from cert_sector import logline
         hal = UnixHal()
         log.setup(hal, {})
         log.log("boot")
         log.log("two\\nlines")
         log.log(ValueError("not a string"))
-        print("RING", list(log.read_ring(hal)))
+        print("RING", list(logline.read_ring(hal.root)))
         """,
     ).stdout
     assert "240ac4123456 1 +0s boot\n" in out
@@ -91,8 +92,9 @@ def test_known_clock_gives_utc_time(mpy):
     out = run(
         mpy,
         """
-        from lcm_device.hal.unix import UnixHal
+        from lcm_sim.unix import UnixHal
         from lcm_device import log
+        from cert_sector import logline
 
         class Clock(UnixHal):
             def time(self):
@@ -100,7 +102,8 @@ def test_known_clock_gives_utc_time(mpy):
 
         log.setup(Clock(), {})
         log.log("clock")
-        print(log.iso_time(0), log.iso_time(951782400), log.iso_time(4107542399))
+        from cert_sector.logline import iso_time
+        print(iso_time(0), iso_time(951782400), iso_time(4107542399))
         """,
     ).stdout
     assert "240ac4123456 1 2026-11-29T08:07:38Z clock\n" in out
@@ -112,14 +115,15 @@ def test_ring_stays_bounded_and_keeps_the_newest_lines(mpy):
         mpy,
         """
         import os
-        from lcm_device.hal.unix import UnixHal
+        from lcm_sim.unix import UnixHal
         from lcm_device import log
+        from cert_sector import logline
         hal = UnixHal()
         log.setup(hal, {})
         for i in range(300):
             log.log("line %d %s" % (i, "x" * (i % 50)))
         sizes = [os.stat("lcm/state/" + n)[6] for n in ("log.ring", "log.ring.old")]
-        seqs = [int(l.split()[1]) for l in log.read_ring(hal)]
+        seqs = [int(l.split()[1]) for l in logline.read_ring(hal.root)]
         print("SIZES", sum(sizes))
         print("FIRST", seqs[0], "LAST", seqs[-1], "COUNT", len(seqs))
         print("CONTIGUOUS", seqs == list(range(seqs[0], 301)))
@@ -139,6 +143,7 @@ def test_logging_never_raises(mpy):
         mpy,
         """
         from lcm_device import log
+        from cert_sector import logline
 
         class Broken:
             root = "/no/such/dir"

@@ -36,17 +36,13 @@ NEEDED = (
     "lcm_device/hal/__init__",
     "lcm_device/hal/board",
     "lcm_device/hal/fs",
-    "lcm_device/hal/rommodel",
-    "lcm_device/hal/unix",
     "lcm_device/http",
     "lcm_device/install",
     "lcm_device/refusal",
-    "lcm_device/release",
     "lcm_device/rollout",
     "lcm_device/slots",
     "lcm_device/trust",
     "lcm_device/update",
-    "lcm_device/version",
 )
 
 

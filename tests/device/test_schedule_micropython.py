@@ -31,7 +31,7 @@ def requested():
 # Most tests: the light HAL double. Power cuts: the real unix HAL (imported by the test).
 PRELUDE = HAL_DOUBLE + HELPERS
 # Big modules first: less fragmentation in the 24 KB heap.
-CUT_PRELUDE = "from lcm_device.hal.unix import UnixHal\nimport gc\ngc.collect()\n" + HELPERS
+CUT_PRELUDE = "from lcm_sim.unix import UnixHal\nimport gc\ngc.collect()\n" + HELPERS
 # The watcher logs: load the logger first, as the manager's boot does.
 LOGGING_PRELUDE = "from lcm_device import log\n" + PRELUDE + "from lcm_device import checktimer\n"
 TIMER_PRELUDE = (

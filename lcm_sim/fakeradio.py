@@ -40,6 +40,7 @@ import json
 import os
 
 from lcm_device.compat import ticks_diff, ticks_ms
+from lcm_sim import RADIO_SCRIPT
 
 STA = 0
 AP = 1
@@ -53,7 +54,6 @@ STAT_WRONG_PASSWORD = 202
 AUTH_OPEN = 0
 AUTH_WPA2_PSK = 3
 
-SCRIPT_NAME = "/lcm/state/radio.json"
 _DEFAULT_MAC = "02000000cafe"
 
 # One radio per process, as on a board: the station and the access point
@@ -66,7 +66,7 @@ class ScriptError(Exception):
 
 
 def script_path(root):
-    return os.getenv("LCM_RADIO_SCRIPT") or (root + SCRIPT_NAME)
+    return os.getenv("LCM_RADIO_SCRIPT") or (root + RADIO_SCRIPT)
 
 
 def load_script(path):

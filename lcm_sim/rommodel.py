@@ -16,10 +16,12 @@ import sys
 
 from lcm_device.compat import const
 
-# Never imported for the model: the /main.py shim (importing it runs it) and the
-# app's `lcm` shim (the app imports it under its own name).
-_SKIP = ("lcm_device.main", "lcm_device.lcm")
-_PACKAGES = ("lcm_device", "lcm_device.hal", "lcm_device.portal", "cert_sector")
+# Never imported for the model: the /main.py shim and the simulator's setup-mode
+# entry point (importing them runs them) and the app's `lcm` shim (the app imports
+# it under its own name).
+_SKIP = ("lcm_device.main", "lcm_device.lcm", "lcm_sim.setup_mode")
+# The manager's packages, and the simulated board's (a board's HAL and radio are firmware).
+_PACKAGES = ("lcm_device", "lcm_device.hal", "lcm_device.portal", "cert_sector", "lcm_sim")
 
 _MAX_PIECES = const(4096)
 _ballast = []

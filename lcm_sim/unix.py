@@ -19,10 +19,7 @@ import time
 
 from lcm_device.hal.board import BoardHal
 from lcm_device.hal.fs import Fs
-
-EXIT_RESET = 75
-EXIT_POWER_CUT = 76
-RTC_FILE = "/.rtc"
+from lcm_sim import EXIT_POWER_CUT, EXIT_RESET, RADIO_SCRIPT, RTC_FILE
 
 
 class PowerCut(SystemExit):
@@ -127,7 +124,7 @@ class UnixHal(BoardHal):
         data_heap = env("LCM_DATA_HEAP")
         if data_heap:
             # A board running the manager from ROM: only this much heap for data.
-            from lcm_device.hal.rommodel import leave_data_heap
+            from lcm_sim.rommodel import leave_data_heap
 
             print("lcm-hal: code in ROM, data heap " + str(leave_data_heap(int(data_heap))))
 
@@ -166,13 +163,13 @@ class UnixHal(BoardHal):
 
     def wlan(self, mode):
         # The scripted radio (Wi-Fi setup tests); imported only when Wi-Fi is used.
-        from lcm_device.hal.fakeradio import wlan
+        from lcm_sim.fakeradio import wlan
 
         return wlan(mode, self.root)
 
     def partitions(self):
-        """ESP32 OTA partitions simulated with files (lcm_device.hal.simpartition)."""
-        from lcm_device.hal.simpartition import SimPartitions
+        """ESP32 OTA partitions simulated with files (lcm_sim.simpartition)."""
+        from lcm_sim.simpartition import SimPartitions
 
         return SimPartitions(self.root, self.fs)
 
@@ -214,7 +211,7 @@ class UnixHal(BoardHal):
 
         getenv = getattr(os, "getenv", None)
         path = getenv("LCM_RADIO_SCRIPT") if getenv else os.environ.get("LCM_RADIO_SCRIPT")
-        return exists(path or self.root + "/lcm/state/radio.json")
+        return exists(path or self.root + RADIO_SCRIPT)
 
 
 def _tree_size(path):
