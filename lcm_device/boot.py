@@ -186,6 +186,8 @@ def _checks(hal, cfg):
         log("check: not due for " + str(sched.seconds_until_due(now)) + " s")
         _confirm_manager(hal)
         return sched
+    # What the check imports (network, engine, verifier) is released after it.
+    loaded = list(sys.modules)
     if not _network(hal, cfg):
         log("check: no network")
         _fleet_record(hal, cfg, ["failed"], "check: no network")
@@ -211,7 +213,8 @@ def _checks(hal, cfg):
         if result == "installed" and kind == "mgr":
             hal.reset()
     Updater = buf = None
-    _unload(_ENGINE_MODULES)
+    _unload([name for name in sys.modules if name not in loaded], release=True)
+    loaded = None
     _fleet_record(hal, cfg, results, last[1])
     st = slots.load(hal)
     if "crashed" in results and (slots.in_trial(st, "mgr") or st.get("fw_pending")):
@@ -241,30 +244,17 @@ def _fleet_record(hal, cfg, results, error):
     fleet.record_check(hal, results, error, free_heap())
 
 
-# Loaded for a check only: dropped before the app runs, to give it their heap.
-_ENGINE_MODULES = (
-    "lcm_device.update",
-    "lcm_device.install",
-    "lcm_device.refusal",
-    "lcm_device.fetch",
-    "lcm_device.http",
-    "lcm_device.trust",
-    "cert_sector.release",
-    "lcm_device.rollout",
-    "cert_sector.rollout",
-    "cert_sector.manifest",
-    "cert_sector.sector",
-    "cert_sector.encoding",
-    "cert_sector.semver",
-    "cert_sector.keys",
-    "cert_sector.assets",
-)
-
-
-def _unload(names):
+def _unload(names, release=False):
+    # Out of sys.modules. With `release`, out of its package's attributes too, so
+    # that its objects are freed (a submodule stays an attribute of its package);
+    # without, `from package import name` still finds it and does not load it again.
     for name in names:
         if name in sys.modules:
             del sys.modules[name]
+            cut = name.rfind(".")
+            package = sys.modules.get(name[:cut]) if release and cut > 0 else None
+            if package is not None and name[cut + 1 :] in package.__dict__:
+                delattr(package, name[cut + 1 :])
     collect()
 
 

@@ -201,6 +201,9 @@ def image(
         out.print("manager    frozen in the firmware (its code runs from flash)")
     else:
         out.print(f"manager    .mpy files in {img.MANAGER_SLOT} (loaded into the heap)")
+    if board.value == "esp8266":
+        for line in img.esp8266_notes(settings.web_url):
+            out.print(line)
     out.print(
         f"filesystem LittleFS at {fs.offset:#x}, {fs.size // 1024} KiB: "
         f"{len(factory.files)} files, {used // 1024} KiB"

@@ -122,9 +122,10 @@ def device_files(
 def check_manager_fits(board_name: str, frozen_manager: bool) -> None:
     """Refuse to put the manager as .mpy files on an ESP8266.
 
-    A full update cycle needs about 15 KB of an ESP8266's ~30 KB of free heap with
-    the manager frozen, but about 72 KB with its .mpy bytecode loaded into the heap
-    (docs/device.md, "Memory"): such a board could never boot the manager.
+    With the manager frozen, an install needs about 32 KB of heap on a 32-bit board
+    (the ROM model's data heap plus the frozen modules' RAM objects; an ESP8266 has
+    about 30 KB free), and much more with its .mpy bytecode loaded into the heap
+    (docs/device.md, "Memory"): such a board could never run the manager.
     """
     if board_name == "esp8266" and not frozen_manager:
         raise ImageError(
@@ -133,6 +134,20 @@ def check_manager_fits(board_name: str, frozen_manager: bool) -> None:
             "(about 72 KB): build MicroPython with FROZEN_MANIFEST including lcm's "
             "manifest.py (docs/hobbyist.md) and pass that firmware"
         )
+
+
+def esp8266_notes(web_url: str) -> list[str]:
+    """What fits an ESP8266, said when its image is built (docs/hobbyist.md)."""
+    notes = [
+        "updates    plain HTTP from a LAN mirror or static host (lcm host --mirror, "
+        "lcm release export); the signatures are the defence",
+    ]
+    if web_url.startswith("https://"):
+        notes.append(
+            f"warning    --web-url {web_url} is HTTPS: an ESP8266's TLS (axTLS) allocates "
+            "from its ~30 KB heap, an update over HTTPS does not fit; use an http:// mirror"
+        )
+    return notes
 
 
 def new_littlefs(region: Region, buffer: bytearray | None = None) -> Any:
