@@ -70,6 +70,8 @@ def test_once_installs_and_prints_timeline_and_json(tmp_path: Path) -> None:
         status = json.loads(lines[-1])
         assert status["app"] == "v1.0.0" and status["trial"] is False and status["exits"] == [75, 0]
 
+        assert "check_interval_s" not in json.loads((state / "lcm/state/config.json").read_text())
+
         again = runner.invoke(app, simulate_args(state, host.url, pub, "--once", "--json"))
         assert again.exit_code == 0, again.output
         assert again.output.startswith(f"booting the device in {state} (its configuration is kept)")
@@ -139,6 +141,8 @@ def test_refuses_bad_arguments_with_a_clear_error(tmp_path: Path) -> None:
         (["--https-ca", str(pub)], "--https-ca is not a PEM certificate"),
         (["--web-url", "ftp://example.org"], "--web-url must be an http(s) URL"),
         (["--manager-repo", "acme/manager"], "--manager-repo needs at least one --manager-root"),
+        (["--channel", "nightly"], "--channel must be stable or beta, got 'nightly'"),
+        (["--check-interval", "0"], "--check-interval must be at least 1 s, got 0"),
     ]
     for extra, message in cases:
         args = simulate_args(tmp_path / "dev", url, pub, "--once") + extra
@@ -258,3 +262,18 @@ def test_setup_refuses_bad_arguments_with_a_clear_error(tmp_path: Path) -> None:
         result = runner.invoke(app, ["device", "simulate", "--state", state, *extra])
         assert result.exit_code == 1, (extra, result.output)
         assert message in result.output, (extra, result.output)
+
+
+def test_channel_and_check_interval_configure_a_new_device(tmp_path: Path) -> None:
+    with running_host(tmp_path) as host:
+        repo = Repo(host)
+        repo.publish("1.0.0", app_files("1.0.0", n=2))
+        pub = write_root(tmp_path, repo)
+        state = tmp_path / "dev"
+        extra = ["--once", "--channel", "beta", "--check-interval", "60"]
+
+        result = runner.invoke(app, simulate_args(state, host.url, pub, *extra))
+
+        assert result.exit_code == 0, result.output
+        cfg = json.loads((state / "lcm/state/config.json").read_text())
+        assert cfg["channel"] == "beta" and cfg["check_interval_s"] == 60

@@ -14,6 +14,7 @@ import typer
 
 from publisher import signing
 from publisher.console import command_edge, out
+from publisher.device.settings import CHANNELS
 from publisher.device.setup_sim import SetupSim, start_setup
 from publisher.device.simulate import SimulateError, der_from_pem, provision, simulate
 from publisher.micropython import ROM_MODEL_HEAP, heap_bytes
@@ -73,6 +74,17 @@ def simulate_command(
         Path | None, typer.Option("--https-ca", help="CA certificate (PEM) of an HTTPS host.")
     ] = None,
     board: Annotated[str, typer.Option("--board", help="Board the device claims to be.")] = "esp32",
+    channel: Annotated[
+        str | None,
+        typer.Option("--channel", help="Release channel of a new device: stable or beta."),
+    ] = None,
+    check_interval: Annotated[
+        int | None,
+        typer.Option(
+            "--check-interval",
+            help="Seconds between a new device's scheduled checks (config check_interval_s).",
+        ),
+    ] = None,
     max_boots: Annotated[int, typer.Option("--max-boots", help="Stop after this many boots.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="End with a JSON status line.")] = False,
     setup: Annotated[
@@ -98,6 +110,15 @@ def simulate_command(
         heap = heap or ROM_MODEL_HEAP  # room for all of the manager's code besides
     if max_boots < 1:
         raise SimulateError("--max-boots must be at least 1")
+    settings: dict[str, object] = {}
+    if channel is not None:
+        if channel not in CHANNELS:
+            raise SimulateError(f"--channel must be {' or '.join(CHANNELS)}, got {channel!r}")
+        settings["channel"] = channel
+    if check_interval is not None:
+        if check_interval < 1:
+            raise SimulateError(f"--check-interval must be at least 1 s, got {check_interval}")
+        settings["check_interval_s"] = check_interval
     if radio_script is not None and not setup:
         raise SimulateError("--radio-script needs --setup")
     given = web_url is not None or repo is not None or bool(root)
@@ -124,6 +145,7 @@ def simulate_command(
         manager_roots=manager_roots,
         board=board,
         https_ca=ca,
+        settings=settings,
     ):
         out.print(f"provisioned a blank device in {state}", highlight=False, soft_wrap=True)
     else:
