@@ -253,7 +253,6 @@ def test_setup_serves_the_portal_until_stopped(tmp_path: Path) -> None:
 def test_setup_refuses_bad_arguments_with_a_clear_error(tmp_path: Path) -> None:
     state = str(tmp_path / "dev")
     cases = [
-        (["--setup"], f"no radio script at {tmp_path / 'dev' / 'lcm/state/radio.json'}"),
         (["--setup", "--radio-script", str(tmp_path / "none.json")], "none.json"),
         (["--radio-script", str(tmp_path / "r.json")], "--radio-script needs --setup"),
         ([], "--web-url, --repo and --root are all needed to provision a device"),
@@ -277,3 +276,20 @@ def test_channel_and_check_interval_configure_a_new_device(tmp_path: Path) -> No
         assert result.exit_code == 0, result.output
         cfg = json.loads((state / "lcm/state/config.json").read_text())
         assert cfg["channel"] == "beta" and cfg["check_interval_s"] == 60
+
+
+def test_setup_without_a_radio_script_uses_the_built_in_air(tmp_path: Path) -> None:
+    state = tmp_path / "dev"
+    proc, lines = start_cli("--state", str(state), "--setup")
+    seen: list[str] = []
+    try:
+        radio = read_until(lines, "radio: the built-in air", seen)
+        url = read_until(lines, "setup mode: portal ", seen).split()[-1]
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            page = resp.read().decode()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert "network 'home' password 'lcm-home-pass'" in radio
+    assert 'value="home"' in page and 'value="cafe"' in page
+    assert json.loads((state / "lcm/state/radio.json").read_text())["networks"][0]["ssid"] == "home"

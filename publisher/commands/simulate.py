@@ -15,7 +15,13 @@ import typer
 from publisher import signing
 from publisher.console import command_edge, out
 from publisher.device.settings import CHANNELS
-from publisher.device.setup_sim import SetupSim, start_setup
+from publisher.device.setup_sim import (
+    DEFAULT_RADIO,
+    RADIO_SCRIPT,
+    SetupSim,
+    start_setup,
+    write_default_radio,
+)
 from publisher.device.simulate import SimulateError, der_from_pem, provision, simulate
 from publisher.micropython import ROM_MODEL_HEAP, heap_bytes
 
@@ -174,6 +180,13 @@ def simulate_command(
 
 def serve_setup(state: Path, radio_script: Path | None, heap: str | None) -> None:
     """Run the device in setup mode, print how to reach it, relay its log until it ends."""
+    if radio_script is None and not (state / RADIO_SCRIPT).exists():
+        write_default_radio(state)
+        home = DEFAULT_RADIO["networks"][0]
+        say(
+            f"radio: the built-in air ({RADIO_SCRIPT}): network {home['ssid']!r} "
+            f"password {home['password']!r}, and an open 'cafe'"
+        )
     sim = start_setup(state, radio_script=radio_script, heap=heap)
     # `kill`/terminate ends the simulated device too, like Ctrl-C.
     previous = signal.signal(signal.SIGTERM, _interrupt)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from lcm_sim import RADIO_SCRIPT as _RADIO_SCRIPT
 from publisher.errors import PublisherError
+from publisher.fsutil import write_atomic
 from publisher.micropython import (
     UNIX_PACKAGES,
     build_mpy,
@@ -43,6 +44,24 @@ _AP = re.compile(r"wifi: setup network (LCM-[0-9A-F]{6})(?: password (\S+))?")
 
 # The device side (lcm_sim/setup_mode.py) runs as `micropython -m lcm_sim.setup_mode`.
 SETUP_MODULE = "lcm_sim.setup_mode"
+
+
+# The air of `lcm device simulate --setup` when the device has no radio script: one
+# home network to join from the portal (its password is printed), one open cafe.
+DEFAULT_RADIO = {
+    "networks": [
+        {"ssid": "home", "rssi": -48, "auth": 3, "password": "lcm-home-pass"},
+        {"ssid": "cafe", "rssi": -75, "auth": 0},
+    ],
+}
+
+
+def write_default_radio(state: Path) -> Path:
+    """Give a simulated device without a radio script the default air; returns its path."""
+    path = Path(state) / RADIO_SCRIPT
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(DEFAULT_RADIO, indent=1).encode())
+    return path
 
 
 class SetupSimError(PublisherError):
