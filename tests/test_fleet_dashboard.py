@@ -15,7 +15,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, expect, sync_playwright
 
 from tests.mqttbroker import PUBLISHER, VIEWER, Broker, running_broker
 from tests.test_portal_browser import CHROMIUM_ARGS
@@ -133,11 +133,12 @@ def test_dashboard_without_and_with_javascript(
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.goto(url)
-    page.wait_for_function("document.getElementById('live').textContent === 'live'")
+    # Locator assertions run in Playwright's own world: the page's CSP (no eval) allows them.
+    expect(page.locator("#live")).to_have_text("live")
     page.screenshot(path=str(tmp_path / "fleet.png"), full_page=True)
     fleet.status("240ac4000004", _status("240ac4000004", "v1.1.0"))
     fleet.status("240ac4000002", _status("240ac4000002", "v1.1.0"))
-    page.wait_for_function("document.getElementById('ro-on').textContent === '3'", timeout=10000)
+    expect(page.locator("#ro-on")).to_have_text("3", timeout=10000)
     assert "240ac4000004" not in page.locator("#stale").inner_text()
     assert page.locator("#devices tbody tr").count() == 5
     assert dialogs == []
