@@ -312,7 +312,7 @@ from lcm_device.fetch import PackStream
 from lcm_device.http import Client
 buf = memoryview(bytearray(3072))  # as the engine's: 2 KB for HTTP (a signed URL), 1 KB data
 client = Client(buf[:2048], timeout_ms=2000)
-pack = PackStream(client, {url!r}, {len(pack)}, log=lambda t: None)
+pack = PackStream(client, {url!r}, {len(pack)}, 100, log=lambda t: None)
 pack.open(0, {len(pack)})
 h = hashlib.sha256()
 got = 0

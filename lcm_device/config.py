@@ -32,6 +32,9 @@ DEFAULTS = {
     "confirm_after_s": 30,
     "http_timeout_ms": 10000,
     "min_rate": 256,
+    "check_rate": 1024,
+    "check_slack_s": 30,
+    "check_resumes": 3,
     "gestures": True,
 }
 

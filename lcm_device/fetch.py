@@ -3,7 +3,9 @@
 Both stream through the caller's memoryview into flash and hash on the way.
 Drops and stalls are retried (`_RETRIES` in a row without progress); a pack
 range resumes with Range from the last byte written, so a cut costs at most
-the bytes that were in flight (one buffer). The pack's signed CDN URL is
+the bytes that were in flight (one buffer). Resumes of one check are capped
+(`max_resumes`, from the check's budget): a server that sends a few bytes and
+stalls, again and again, ends the check with BudgetError. The pack's signed CDN URL is
 resolved once (the 302 of the browser download URL) and re-resolved when the
 CDN says it expired (403/404/410).
 """
@@ -11,7 +13,14 @@ CDN says it expired (403/404/410).
 import hashlib
 
 from lcm_device.compat import const
-from lcm_device.http import NetworkError, ProtocolError, StalledError, StatusError, join_url
+from lcm_device.http import (
+    BudgetError,
+    NetworkError,
+    ProtocolError,
+    StalledError,
+    StatusError,
+    join_url,
+)
 from lcm_device.refusal import Refused
 
 _RETRIES = const(3)
@@ -59,8 +68,9 @@ def _download_once(client, fs, url, path, limit, io, headers):
 class PackStream:
     """Byte ranges of the pack asset, [start, end), over one kept-alive connection."""
 
-    def __init__(self, client, url, size, log=print):
+    def __init__(self, client, url, size, max_resumes, log=print):
         self.client = client
+        self.max_resumes = max_resumes
         self.url = url
         self.size = size
         self.log = log
@@ -133,4 +143,8 @@ class PackStream:
                 if failures > _RETRIES:
                     raise
                 self.resumes += 1
+                if self.resumes > self.max_resumes:
+                    raise BudgetError(
+                        "more than " + str(self.max_resumes) + " resumes (" + str(exc) + ")"
+                    ) from None
                 self.log("download: resuming pack at byte " + str(self.pos) + " (" + str(exc) + ")")

@@ -8,7 +8,8 @@ What a server can make us do is bounded: the status line and kept header
 lines must fit the buffer, other header lines are read past up to 8 KB, the
 header count is capped, bodies are capped per request (`max_bytes`), at most
 5 redirects, every socket operation has a timeout, headers must arrive within
-the timeout and bodies at `min_rate`.
+the timeout and bodies at `min_rate`; and a whole check has a budget
+(`budget_ms`, from the client's creation): past it every wait ends in BudgetError.
 Every refusal is an `HTTPError` subclass whose message names what was wrong.
 Limits and caveats (ESP8266 TLS) are in docs/device.md, "HTTP client".
 The code is kept small on purpose (few functions, short messages): a loaded
@@ -74,6 +75,8 @@ StalledError = type("StalledError", (HTTPError,), {})
 NetworkError = type("NetworkError", (HTTPError,), {})
 # An HTTP status the caller cannot use; `.status`, `.retry_after` (seconds or None).
 StatusError = type("StatusError", (HTTPError,), {})
+# The check's time budget (or its cap on resumes) is spent: not retried.
+BudgetError = type("BudgetError", (HTTPError,), {})
 
 
 def _net(exc, what):
@@ -270,6 +273,10 @@ class Client:
         self.connections = 0  # new TCP (+TLS) connections: handshakes
         self.bytes_in = 0  # every byte read from sockets, headers included
         self.verifies_tls = None  # whether TLS checks certificates (set at the first TLS use)
+        # The check's budget: every wait ends by budget_ms after this client was made
+        # (0: no budget). The update engine sets and revises it (docs/threat-model.md).
+        self.budget_ms = 0
+        self._born = ticks_ms()
         self._tls = self._sock = self._key = self._poll = None
         # The URL slot: a long Location (a signed asset URL) is copied here and
         # used in place, as a memoryview, instead of becoming a str that needs a
@@ -302,17 +309,27 @@ class Client:
             self._sock = self._key = None
             self._pos = self._end = 0
 
+    def _wait_ms(self):
+        # The socket timeout, cut to what is left of the budget; BudgetError when none is.
+        if not self.budget_ms:
+            return self.timeout_ms
+        left = self.budget_ms - ticks_diff(ticks_ms(), self._born)
+        if left <= 0:
+            raise BudgetError("check budget of %d s spent" % (self.budget_ms // 1000))
+        return min(self.timeout_ms, left)
+
     def _connect(self, key):
         self.close()
         scheme, host, port = key
         what = "connect to %s:%d" % (host, port)
+        wait = self._wait_ms()
         sock = None
         try:
             # The first address, with its family (a name may resolve to IPv6).
             ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
             sock = socket.socket(ai[0], socket.SOCK_STREAM)
             addr = ai[-1]
-            sock.settimeout(self.timeout_ms / 1000)
+            sock.settimeout(wait / 1000)
             sock.connect(addr)
             if scheme == "https":
                 what = "TLS with %s:%d" % (host, port)
@@ -354,6 +371,7 @@ class Client:
         try:
             while True:
                 if not _MPY:
+                    sock.settimeout(self._wait_ms() / 1000)
                     if send:
                         return sock.sendall(mv)
                     got = sock.recv_into(mv)
@@ -366,7 +384,7 @@ class Client:
                         got = None
                 if got is None:
                     self._poll.register(sock, select.POLLOUT if send else select.POLLIN)
-                    if not self._poll.poll(self.timeout_ms):
+                    if not self._poll.poll(self._wait_ms()):
                         raise OSError(110)
                 elif not send:
                     self.bytes_in += got

@@ -19,6 +19,7 @@ from cert_sector.manifest import (
     check_scope,
     check_signature,
 )
+from cert_sector.sector import MAX_SECTOR_SIZE
 from lcm_device import slots, trust
 from lcm_device.compat import collect, const, file_size
 from lcm_device.fetch import PackStream, download
@@ -58,6 +59,8 @@ class Installer:
 
     def run(self, st, tag):
         hal = self.hal
+        # Until a manifest is verified, the budget covers the most the metadata may be.
+        self.client.budget_ms = self.u.budget_ms(MAX_SECTOR_SIZE + MAX_MANIFEST_SIZE)
         sector = self._refresh_sector(tag, trust.installed(hal, self.kind, self.repo))
         staged = None
         if self.kind == "app":
@@ -70,7 +73,7 @@ class Installer:
             if staged == "wait":
                 return "idle"
         slot = slots.inactive(st, self.kind)
-        m = self._fetch_manifest(tag, sector, st, slot)
+        m, self.manifest_size = self._fetch_manifest(tag, sector, st, slot)
         self.log("manifest: " + self.repo + " " + m.version + " sequence " + str(m.seq))
         if staged is not None and staged.manifest_seq != m.seq:
             # Rule R4: the roll-out document is for this very release.
@@ -94,7 +97,7 @@ class Installer:
     # -- 2. the cert sector ------------------------------------------------
 
     def _refresh_sector(self, tag, sector):
-        from cert_sector.sector import MAX_SECTOR_SIZE, verify_sector
+        from cert_sector.sector import verify_sector
 
         hal = self.hal
         path = trust.sector_path(hal, self.kind)
@@ -229,17 +232,17 @@ class Installer:
         if m.kind == "firmware":
             if self.kind != "app":
                 raise Refused("manifest: a manager release cannot be firmware")
-            return m  # stays at SLOT.lcm.new: firmware does not use the app slots
+            return m, size  # stays at SLOT.lcm.new: firmware does not use the app slots
         # The same manifest already staged in this slot: keep its files (resume).
         if file_size(final) == size and _file_sha(final, self.io) == digest:
             hal.fs.remove(new)
             self.log("staging: resuming " + slot)
-            return m
+            return m, size
         slots.forget_previous(hal, st, self.kind)
         remove_if_exists(hal.fs, final)
         remove_tree(hal.fs, slots.slot_dir(hal, slot))
         hal.fs.rename(new, final)
-        return m
+        return m, size
 
     def read_manifest(self, path, sector):
         """Check a manifest file's signature (hashing it from flash); its header."""
@@ -290,20 +293,36 @@ class Installer:
             raise Refused(
                 "not enough flash: " + str(need) + " bytes to write, " + str(free) + " free"
             )
+        budget = self._budget(get_bytes)
         self.log(
             "download: "
             + str(get_bytes)
             + " bytes of the pack, "
             + str(need - get_bytes)
-            + " bytes copied locally"
+            + " bytes copied locally; check budget "
+            + str(budget // 1000)
+            + " s"
         )
-        pack = PackStream(self.client, self._url(tag, PACK_ASSET), m.pack_size, self.log)
+        pack = PackStream(
+            self.client,
+            self._url(tag, PACK_ASSET),
+            m.pack_size,
+            self.u.max_resumes(get_bytes),
+            self.log,
+        )
         try:
             self._fetch(slot, active, plan, pack)
         finally:
             pack.close()
             self.stats["resumes"] = pack.resumes
             self.stats["pack_requests"] = pack.requests
+
+    def _budget(self, get_bytes):
+        # The signed manifest now says what is left to fetch: the check's whole budget
+        # becomes the sector's cap, this manifest and those pack bytes.
+        budget = self.u.budget_ms(MAX_SECTOR_SIZE + self.manifest_size + get_bytes)
+        self.client.budget_ms = budget
+        return budget
 
     def _files(self, slot):
         """(open manifest file, generator of FileEntry) of the slot's manifest."""
@@ -453,8 +472,23 @@ class Installer:
         reader = entries = None
         collect()  # the writer needs one contiguous 4 KB flash block
         writer = FirmwareWriter(target, e.size, e.sha256, board)
-        self.log("firmware: " + str(e.size) + " bytes into " + partition_label(target))
-        pack = PackStream(self.client, self._url(tag, PACK_ASSET), m.pack_size, self.log)
+        budget = self._budget(e.size)
+        self.log(
+            "firmware: "
+            + str(e.size)
+            + " bytes into "
+            + partition_label(target)
+            + "; check budget "
+            + str(budget // 1000)
+            + " s"
+        )
+        pack = PackStream(
+            self.client,
+            self._url(tag, PACK_ASSET),
+            m.pack_size,
+            self.u.max_resumes(e.size),
+            self.log,
+        )
         try:
             pack.open(e.offset, e.offset + e.size)
             left = e.size

@@ -15,7 +15,9 @@ The cycle, and why it is safe (docs/device.md, "Update engine"):
 
   1. tag: GET /releases/latest without following; the Location names the tag
      (beta devices read the `beta.tag` pointer). Same tag as installed, or a
-     tag that failed its trial before: idle.
+     tag that failed its trial before: idle. The check's budget (time, and
+     resumes) starts here at check_slack_s; install.py widens it to what the
+     metadata may cost, then to what the signed manifest says to fetch.
   2. cert sector: GET certs.sector with If-None-Match; a new one is verified
      against the installed sector (or the pinned roots) and swapped in
      atomically (trust.py). Its CAs become the TLS anchors.
@@ -103,6 +105,7 @@ class Updater:
                 timeout_ms=self.cfg.get("http_timeout_ms") or 10000,
                 min_rate=self.cfg.get("min_rate") or 256,
             )
+            self.client.budget_ms = self.budget_ms(0)
             tag = self._latest_tag()
             if tag is None:
                 self.log(name + ": " + self.repo + " has no release yet")
@@ -180,6 +183,17 @@ class Updater:
             return release.tag_from_pointer(resp.read_all(release.MAX_TAG + 2))
         finally:
             resp.close()
+
+    def budget_ms(self, nbytes):
+        """The check's budget when `nbytes` must be fetched: check_slack_s plus those
+        bytes at check_rate (docs/threat-model.md, "Slow retrieval")."""
+        cfg = self.cfg
+        rate = cfg.get("check_rate") or 1024
+        return (cfg.get("check_slack_s") or 30) * 1000 + nbytes * 1000 // rate
+
+    def max_resumes(self, nbytes):
+        """Pack resumes allowed for `nbytes`: check_resumes, plus one per 32 KB."""
+        return (self.cfg.get("check_resumes") or 3) + nbytes // 32768
 
     def url(self, tag, name):
         """The browser download URL of asset `name` of release `tag`."""

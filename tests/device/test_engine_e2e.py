@@ -160,7 +160,7 @@ from lcm_device.fetch import PackStream
 from lcm_device.http import Client
 buf = memoryview(bytearray(3072))  # as the engine's: 2 KB for HTTP (a signed URL), 1 KB data
 client = Client(buf[:2048], timeout_ms=2000)
-pack = PackStream(client, {url!r}, {len(pack)}, log=print)
+pack = PackStream(client, {url!r}, {len(pack)}, 100, log=print)
 pack.open(0, {len(pack)})
 h = hashlib.sha256()
 got = 0
@@ -217,7 +217,7 @@ from lcm_device.fetch import PackStream
 from lcm_device.http import Client
 buf = memoryview(bytearray(3072))  # as the engine's: 2 KB for HTTP (a signed URL), 1 KB data
 client = Client(buf[:2048], timeout_ms=2000)
-pack = PackStream(client, {url!r}, {len(pack)}, log=print)
+pack = PackStream(client, {url!r}, {len(pack)}, 100, log=print)
 pack.cdn = {signed!r}  # resolved earlier; expired since
 pack.open(0, {len(pack)})
 got = 0

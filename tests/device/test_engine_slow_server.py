@@ -1,0 +1,168 @@
+"""Slow retrieval: a server that trickles holds the device no longer than the check's budget.
+
+Each case is a scripted server (tests/test_http_servers.py) that answers the browser
+URLs of v2.0.0 with genuine signed assets but stays just inside the per-read limits
+(a read timeout of 1 s, 256 bytes/s per response) for as long as the device lets it.
+The check must end with the named reason, the schedule must back off, the running
+app must still boot, and the next honest server must still deliver v2.0.0.
+
+The devices here get a small budget (check_slack_s 4, check_rate 64 KB/s: about
+5.4 s before a manifest is verified) so the suite stays fast; bench/bench_attacks.py
+measures the time held against the budget.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.device.conftest import MicroPython
+from tests.device.enginekit import Repo, app_files, new_device, run, slot_is_complete, text
+from tests.device.test_engine_hostile_server import DL, routes_for
+from tests.hostserver import running_host
+from tests.test_http_servers import CLOSE, RawServer, Request, Sleep, response
+
+TIGHT = {"check_slack_s": 4, "check_rate": 65536}
+
+
+def drip(status: int, body: bytes, length: int, step: int = 40, pause: float = 0.1) -> Any:
+    """A response whose headers announce `length` bytes and whose body comes at 400 B/s
+    (above the per-response minimum of 256 B/s), then stops."""
+
+    def answer(req: Request) -> Iterator[Any]:
+        yield response(status, b"", [("Content-Length", str(length))], length=False)
+        for i in range(0, len(body), step):
+            yield Sleep(pause)
+            yield body[i : i + step]
+        yield CLOSE
+
+    return answer
+
+
+def bytes_then_stall(pack: bytes) -> Callable[[Request], list[Any]]:
+    # Every Range request: the headers and 10 bytes, then silence past the read timeout.
+    def answer(req: Request) -> list[Any]:
+        first, last = req.headers["range"].removeprefix("bytes=").split("-")
+        a, b = int(first), int(last)
+        rng = f"bytes {a}-{b}/{len(pack)}"
+        headers = [("Content-Range", rng), ("Content-Length", str(b - a + 1))]
+        head = response(206, b"", headers, length=False)
+        return [head + pack[a : a + 10], Sleep(1.5), CLOSE]
+
+    return answer
+
+
+def slow_headers(req: Request) -> Iterator[Any]:
+    # One header byte every 0.3 s: each read is in time, the header block never is.
+    for byte in response(200, b"x" * 100):
+        yield Sleep(0.3)
+        yield bytes([byte])
+
+
+def slow_redirects(req: Request) -> list[Any]:
+    # A chain of redirects, each just inside the read timeout, ending in a dropped connection.
+    hop = int(req.path.rsplit("hop", 1)[1]) if "hop" in req.path else 0
+    if hop >= 4:
+        return [Sleep(0.8), CLOSE]
+    return [Sleep(0.8), response(302, b"", [("Location", f"{DL}certs.sector?hop{hop + 1}")])]
+
+
+CASES: dict[str, tuple[dict[str, Any], str]] = {
+    "bytes then stall": ({DL + "pack.lcm": bytes_then_stall}, "BudgetError: more than 3 resumes"),
+    "slow headers": ({DL + "certs.sector": slow_headers}, "StalledError: headers not complete"),
+    "slow redirects": ({DL + "certs.sector": slow_redirects}, "BudgetError: check budget"),
+    "slow manifest": ({DL + "manifest.lcm": "slow manifest"}, "BudgetError: check budget"),
+    "slow sector": ({DL + "certs.sector": "slow sector"}, "BudgetError: check budget"),
+}
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory, mpy_build: Path) -> tuple[Repo, Path]:
+    tmp = tmp_path_factory.mktemp("slow")
+    device = MicroPython(mpy_build, None, tmp)
+    with running_host(tmp) as host:
+        repo = Repo(host)
+        repo.publish("1.0.0", app_files("1.0.0", n=3))
+        state = new_device(tmp, device, host, repo, http_timeout_ms=1000)
+        assert run(state, device).state["app_tag"] == "v1.0.0"
+    return repo, state
+
+
+def set_config(state: Path, **changes: Any) -> None:
+    path = state / "lcm/state/config.json"
+    cfg = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            cfg.pop(key, None)
+        else:
+            cfg[key] = value
+    path.write_text(json.dumps(cfg))
+
+
+def lies(repo: Repo, case: str) -> dict[str, Any]:
+    lie, _ = CASES[case]
+    out = {}
+    for path, route in lie.items():
+        if route == "slow manifest":
+            # A manifest that claims 80 000 bytes (under the format's cap) and drips them.
+            route = drip(200, b"\0" * 80000, 80000)
+        elif route == "slow sector":
+            route = drip(200, repo.sector.ljust(4096, b"\0"), 4096)
+        # routes_for calls each lie with the pack; only bytes_then_stall needs it.
+        out[path] = route if route is bytes_then_stall else (lambda _pack, r=route: r)
+    return out
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_trickling_server_is_bounded_and_the_app_runs(
+    case: str, installed: tuple[Repo, Path], mpy: Any, tmp_path: Path
+) -> None:
+    repo, golden = installed
+    state = tmp_path / "device"
+    shutil.copytree(golden, state)
+    with RawServer(routes_for(repo, lies(repo, case))) as server:
+        set_config(state, web_url=server.url(), **TIGHT)
+        status = run(state, mpy)
+
+    out = text(status)
+    assert "app: check failed: " + CASES[case][1] in out, out
+    assert status.exits == [0], out
+    assert status.state["app_tag"] == "v1.0.0" and "APP v1.0.0 running" in out
+    assert slot_is_complete(state, "app0")
+    schedule = json.loads((state / "lcm/state/schedule.json").read_text())
+    assert schedule["failures"] >= 1, schedule  # backed off
+
+    # An honest server next: the genuine v2.0.0 installs (default budget).
+    with RawServer(routes_for(repo, {})) as server:
+        set_config(state, web_url=server.url(), check_slack_s=None, check_rate=None)
+        status = run(state, mpy)
+    assert status.state["app_tag"] == "v2.0.0" and "APP v2.0.0 running" in text(status)
+
+
+def test_budget_grows_with_the_signed_download(
+    installed: tuple[Repo, Path], mpy: Any, tmp_path: Path
+) -> None:
+    """The logged budget is check_slack_s plus the sector cap, the manifest and the pack
+    bytes to fetch at check_rate (defaults: 30 s and 1024 B/s)."""
+    repo, golden = installed
+    state = tmp_path / "device"
+    shutil.copytree(golden, state)
+    with RawServer(routes_for(repo, {})) as server:
+        set_config(state, web_url=server.url())
+        status = run(state, mpy)
+    out = text(status)
+    line = next(x for x in out.splitlines() if "check budget" in x)
+    fetched = int(line.split("download: ")[1].split(" ")[0])
+    manifest = len([r for r in server.requests if r.path.endswith("manifest.lcm")])
+    assert manifest == 1
+    from cert_sector.sector import MAX_SECTOR_SIZE
+
+    budget = int(line.rsplit("check budget ", 1)[1].split(" ")[0])
+    low = 30 + (MAX_SECTOR_SIZE + fetched) // 1024
+    assert low <= budget <= low + 2, line  # + the manifest's own bytes (under 2 KB)
+    assert status.state["app_tag"] == "v2.0.0"
