@@ -35,6 +35,7 @@ DEFAULTS = {
     "check_rate": 1024,
     "check_slack_s": 30,
     "check_resumes": 3,
+    "allow_http_redirect": False,
     "gestures": True,
 }
 

@@ -19,7 +19,6 @@ from lcm_device.http import (
     ProtocolError,
     StalledError,
     StatusError,
-    join_url,
 )
 from lcm_device.refusal import Refused
 
@@ -101,7 +100,7 @@ class PackStream:
             resp.close()
             if resp.location is None:
                 raise ProtocolError("pack redirect without Location")
-            self.cdn = join_url(url, resp.location)
+            self.cdn = client.redirect_url(url, resp.location)
             resp = client.get(self.cdn, start=self.pos, end=self.end - 1, max_bytes=n)
         if resp.range_total != self.size:
             resp.close()

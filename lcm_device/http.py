@@ -110,8 +110,10 @@ def _show(url):
 
 
 def _is_http_url(data):
-    # Whether the URL bytes start with http:// or https:// (any case).
-    return str(data[:8], "utf-8").lower().startswith(("http://", "https://"))
+    # Whether the URL bytes start with http:// or https:// (any case); compared as
+    # bytes: a server's Location may hold bytes that are not UTF-8.
+    head = bytes(data[:8]).lower()
+    return head.startswith(b"http://") or head.startswith(b"https://")
 
 
 def _find(data, byte, start, end):
@@ -260,7 +262,15 @@ class Client:
     """HTTP(S) client over one preallocated buffer; keeps one connection alive."""
 
     def __init__(
-        self, buf, *, slot=None, ca_ders=None, timeout_ms=10000, min_rate=256, user_agent="lcm"
+        self,
+        buf,
+        *,
+        slot=None,
+        ca_ders=None,
+        timeout_ms=10000,
+        min_rate=256,
+        user_agent="lcm",
+        allow_downgrade=False,
     ):
         # Every attribute is made here, so the instance dict is allocated once,
         # early, while a small heap still has a contiguous block for it.
@@ -269,6 +279,8 @@ class Client:
         self.timeout_ms = timeout_ms
         self.min_rate = min_rate
         self.user_agent = user_agent
+        # Whether a redirect may lead from https:// to http:// (off: refused).
+        self.allow_downgrade = allow_downgrade
         self.requests = 0
         self.connections = 0  # new TCP (+TLS) connections: handshakes
         self.bytes_in = 0  # every byte read from sockets, headers included
@@ -308,6 +320,17 @@ class Client:
                 pass
             self._sock = self._key = None
             self._pos = self._end = 0
+
+    def redirect_url(self, url, location):
+        """Where a redirect from `url` to `location` leads; ProtocolError for https -> http."""
+        to = join_url(url, location)
+        if (
+            not self.allow_downgrade
+            and bytes(_bytes_of(url)[:8]).lower() == b"https://"
+            and bytes(_bytes_of(to)[:7]).lower() == b"http://"
+        ):
+            raise ProtocolError("redirect from https to %r refused (no downgrade)" % _show(to))
+        return to
 
     def _wait_ms(self):
         # The socket timeout, cut to what is left of the budget; BudgetError when none is.
@@ -479,6 +502,7 @@ class Client:
         # A long Location goes into the URL slot, resolved against the request's
         # URL there and then (joining later would need a str of its length).
         prefix = ""
+        _clean(value, "Location")
         if not _is_http_url(value):
             if not isinstance(base, str):
                 raise LimitError("a relative Location after a URL over %d bytes" % _LONG_VALUE)
@@ -497,7 +521,8 @@ class Client:
     def get(self, url, *, start=None, end=None, max_bytes=65536, follow=True, headers=None):
         """GET url and return its Response (see docs/device.md, "HTTP client").
 
-        Follows up to 5 redirects unless follow=False (then a 3xx is returned);
+        Follows up to 5 redirects unless follow=False (then a 3xx is returned),
+        never from https to http unless allow_downgrade;
         with start (and end, inclusive) sends Range and requires a 206 whose
         Content-Range answers exactly; any other non-2xx raises StatusError.
         """
@@ -558,7 +583,7 @@ class Client:
                 resp.close()
                 if resp.location is None:
                     raise ProtocolError("%d without Location from %s" % (status, _show(url)))
-                url = join_url(url, resp.location)
+                url = self.redirect_url(url, resp.location)
                 continue
             if not 200 <= status < 300:
                 resp.close()
@@ -643,10 +668,17 @@ class Client:
                             raise ProtocolError("bad or repeated location header")
                         kept[0] = self._keep_location(url, buf[i:end])
                         break
-                    try:
-                        value = str(buf[i:end], "utf-8")
-                    except UnicodeError:
-                        value = None
+                    value = None
+                    if end - i <= _LONG_VALUE:  # no str of kilobytes from a server
+                        try:
+                            value = str(buf[i:end], "utf-8")
+                        except UnicodeError:
+                            pass
+                    if value is None and k == 5:
+                        break  # an ETag that is not short text: a validator we cannot use
+                    if end - i > _LONG_VALUE:
+                        name = _KEPT[k].decode()
+                        raise LimitError("%s header over %d bytes" % (name, _LONG_VALUE))
                     if value is None or kept[k] not in (None, value):
                         raise ProtocolError("bad or repeated %s header" % _KEPT[k].decode())
                     kept[k] = value

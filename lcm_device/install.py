@@ -62,6 +62,17 @@ class Installer:
         # Until a manifest is verified, the budget covers the most the metadata may be.
         self.client.budget_ms = self.u.budget_ms(MAX_SECTOR_SIZE + MAX_MANIFEST_SIZE)
         sector = self._refresh_sector(tag, trust.installed(hal, self.kind, self.repo))
+        if sector is not None:
+            from cert_sector.sector import check_expiry
+
+            try:
+                # Rule S7 for the sector in use, not only a new one: when the server
+                # withholds the renewal (404, 304), an expired sector authorises nothing.
+                check_expiry(sector, hal.time())
+            except TrustError as exc:
+                raise Refused(
+                    "cert sector: sequence " + str(sector.seq) + " in use: " + _why(exc)
+                ) from None
         staged = None
         if self.kind == "app":
             # A staged roll-out (lcm_device.rollout): checked against the fresh sector.
@@ -103,11 +114,11 @@ class Installer:
         path = trust.sector_path(hal, self.kind)
         new = path + ".new"
         makedirs(hal.fs, hal.root + trust.CERTS[:-1])
-        headers = None
+        headers = stored = None
         if sector is not None:
-            etag = trust.read_small(trust.etag_path(hal, self.kind), 200)
-            if etag:
-                headers = {"If-None-Match": etag.decode()}
+            stored = trust.stored_etag(hal, self.kind)
+            if stored:
+                headers = {"If-None-Match": stored}
         try:
             _, digest, etag = download(
                 self.client,
@@ -127,6 +138,8 @@ class Installer:
                 return sector
             raise
         if sector is not None and digest == _file_sha(path, self.io):
+            if etag != stored:
+                trust.save_etag(hal, self.kind, etag)  # next time: 304, no body
             return sector
         data = trust.read_small(new, MAX_SECTOR_SIZE)
         trusted = sector
@@ -145,10 +158,7 @@ class Installer:
         # next time) with the verified new CAs, never the new sector with stale ones.
         trust.save_cas(hal, self.kind, fresh.cas)
         hal.fs.rename(new, path)  # the sector's atomic A/B swap
-        if etag:
-            from lcm_device.hal.fs import write_atomic
-
-            write_atomic(hal.fs, trust.etag_path(hal, self.kind), etag.encode())
+        trust.save_etag(hal, self.kind, etag)
         self.log(
             "cert sector: installed sequence "
             + str(fresh.seq)
@@ -227,6 +237,17 @@ class Installer:
             )
         except TrustError as exc:
             raise Refused("manifest: " + _why(exc)) from None
+        # Only signed facts are recorded: the tag the redirect named must be the
+        # signed version, and a tag that failed its trial is known by its sequence.
+        if "v" + m.version != tag:
+            raise Refused("manifest: version " + m.version + " served under tag " + tag)
+        if tag == st.get(self.kind + "_bad") and m.seq <= (st.get(self.kind + "_bad_seq") or 0):
+            raise Refused(
+                tag
+                + " failed its trial before; waiting for a newer one (sequence "
+                + str(m.seq)
+                + ")"
+            )
         if m.pack_name != PACK_ASSET:
             raise Refused("manifest: unexpected pack name " + repr(m.pack_name))
         if m.kind == "firmware":

@@ -23,6 +23,7 @@ if t is not None:
     if t >= b.get("trial_boots", 3) and b.get("mgr_prev"):
         print("main.py: manager " + str(b.get("mgr_tag")) + " failed its trial; rolling back")
         b["mgr_bad"] = b.get("mgr_tag")
+        b["mgr_bad_seq"] = b.get("mgr_seq")
         m = b["mgr"] = b["mgr_prev"]
         b["mgr_tag"] = b.get("mgr_prev_tag")
         b["mgr_seq"] = b.get("mgr_prev_seq")

@@ -9,6 +9,7 @@ and the manager ("mgr": m0/m1). For kind K the keys are:
   K_prev_tag, K_prev_seq
   K_trial      None when confirmed; else the number of trial boots started
   K_bad        a tag that failed its trial: not offered again (a newer one is)
+  K_bad_seq    its signed sequence: the same tag under a higher one (forced) is offered
   K_repo       the repo the installed tag and sequence belong to
   trial_boots  failed trial boots before roll-back (copied from the config at
                each switch, because /main.py counts manager trial boots
@@ -100,6 +101,7 @@ def count_trial_boot(hal, st, kind):
         return "run"
     if trial >= st.get("trial_boots", 3):
         st[kind + "_bad"] = st.get(kind + "_tag")
+        st[kind + "_bad_seq"] = st.get(kind + "_seq")
         st[kind] = st.get(kind + "_prev")
         st[kind + "_tag"] = st.get(kind + "_prev_tag")
         st[kind + "_seq"] = st.get(kind + "_prev_seq")

@@ -8,6 +8,11 @@ verified against the installed one (or the pinned roots the first time,
 rules S1-S7 in cert_sector.sector) and swapped in with one atomic rename:
 that rename is the sector's A/B switch. The installed file was verified
 before it was installed, so loading it only parses it.
+
+The ETag is a server's word, replayed in a header: it is stored only when it
+is 1 to MAX_ETAG bytes of printable ASCII without spaces (the characters of
+an RFC 9110 entity-tag), else none is kept; a stored one that is not so (an
+older device's, a damaged file) is removed and the check goes on without it.
 """
 
 import binascii
@@ -25,6 +30,45 @@ def sector_path(hal, kind):
 
 def etag_path(hal, kind):
     return hal.root + CERTS + kind + ".etag"
+
+
+MAX_ETAG = 100
+
+
+def usable_etag(value):
+    """Whether an ETag (str or bytes) may be stored and sent back (see above)."""
+    raw = value.encode() if isinstance(value, str) else value
+    if not raw or len(raw) > MAX_ETAG:
+        return False
+    return all(32 < c < 127 for c in raw)
+
+
+def stored_etag(hal, kind):
+    """The stored ETag of KIND's sector as a str, or None; an unusable one is removed."""
+    from lcm_device.hal.fs import remove_if_exists
+
+    path = etag_path(hal, kind)
+    try:
+        data = read_small(path, MAX_ETAG)
+    except ValueError:  # longer than any usable one
+        data = b" "
+    if data is None:
+        return None
+    if usable_etag(data):
+        return data.decode()
+    remove_if_exists(hal.fs, path)
+    return None
+
+
+def save_etag(hal, kind, etag):
+    """Store the ETag a new sector came with, or keep none when it is unusable."""
+    from lcm_device.hal.fs import remove_if_exists, write_atomic
+
+    path = etag_path(hal, kind)
+    if etag and usable_etag(etag):
+        write_atomic(hal.fs, path, etag.encode())
+    else:
+        remove_if_exists(hal.fs, path)
 
 
 def read_small(path, limit):

@@ -14,8 +14,9 @@ release can do; it returns what happened:
 The cycle, and why it is safe (docs/device.md, "Update engine"):
 
   1. tag: GET /releases/latest without following; the Location names the tag
-     (beta devices read the `beta.tag` pointer). Same tag as installed, or a
-     tag that failed its trial before: idle. The check's budget (time, and
+     (beta devices read the `beta.tag` pointer). Same tag as installed: idle.
+     A tag that failed its trial before is looked at again only to read its
+     signed sequence (install.py refuses it unless it is higher). The check's budget (time, and
      resumes) starts here at check_slack_s; install.py widens it to what the
      metadata may cost, then to what the signed manifest says to fetch.
   2. cert sector: GET certs.sector with If-None-Match; a new one is verified
@@ -89,7 +90,7 @@ class Updater:
             # The device was pointed at another repo (setup portal): what is installed
             # says nothing about this one's tags and sequences.
             self.log(name + ": repo changed to " + self.repo + ", installing it afresh")
-            for key in ("_tag", "_seq", "_bad", "_repo"):
+            for key in ("_tag", "_seq", "_bad", "_bad_seq", "_repo"):
                 st[self.kind + key] = None
             if self.kind == "app":
                 st["fw_tag"] = st["fw_seq"] = st["fw_bad"] = None
@@ -104,6 +105,7 @@ class Updater:
                 ca_ders=trust.tls_anchors(self.hal, self.kind, self.repo),
                 timeout_ms=self.cfg.get("http_timeout_ms") or 10000,
                 min_rate=self.cfg.get("min_rate") or 256,
+                allow_downgrade=self.cfg.get("allow_http_redirect") is True,
             )
             self.client.budget_ms = self.budget_ms(0)
             tag = self._latest_tag()
@@ -115,7 +117,9 @@ class Updater:
             ):
                 self.log(name + ": " + tag + " is installed, nothing new")
                 return "idle"
-            if tag == st.get(self.kind + "_bad") or (
+            # A tag that failed its trial: offered again only under a higher signed
+            # sequence (`lcm release publish --force`), which the manifest tells.
+            if (tag == st.get(self.kind + "_bad") and st.get(self.kind + "_bad_seq") is None) or (
                 self.kind == "app" and tag == st.get("fw_bad")
             ):
                 self.log(name + ": " + tag + " failed its trial before; waiting for a newer one")

@@ -282,3 +282,51 @@ fetch(c, "http://127.0.0.1:{refused_port}/")
     assert lines[0][2] == f"connect to 127.0.0.1:{silent_port} timed out"
     assert lines[1][:2] == ["ERR", "NetworkError"], proc.stdout
     assert lines[1][2].startswith(f"connect to 127.0.0.1:{refused_port} failed: ")
+
+
+def _byte_in_headers(req):
+    # /byte/SHAPE/N: byte N inside a header of the given shape.
+    _, _, shape, n = req.path.split("/")
+    b = bytes([int(n)])
+    long_url = b"http://127.0.0.1:1/" + b"p" * 300
+    lines = {
+        "long-location": b"Location: " + long_url + b + b"q",
+        "long-relative": b"Location: " + b + b"p" * 300,
+        "location": b"Location: http://127.0.0.1:1/" + b,
+        "etag": b'ETag: "' + b + b'"',
+        "long-etag": b'ETag: "' + b * 300 + b'"',
+        "length": b"Content-Length: 1" + b,
+        "name": b"X-" + b + b": 1",
+    }
+    return [b"HTTP/1.1 302 Found\r\n" + lines[shape] + b"\r\nContent-Length: 0\r\n\r\n"]
+
+
+BYTE_SHAPES = ("long-location", "long-relative", "location", "etag", "long-etag", "length", "name")
+
+
+def test_every_byte_in_a_header_is_a_named_http_error(mpy):
+    """Whatever byte a server puts in a header, the client answers with a response or an
+    HTTPError subclass: never UnicodeError, MemoryError or another crash."""
+    with RawServer(
+        {f"/byte/{s}/{n}": _byte_in_headers for s in BYTE_SHAPES for n in range(256)}
+    ) as srv:
+        proc = mpy.run(
+            driver_script(
+                f"""
+c = Client(BUF, timeout_ms=2000)
+for shape in {BYTE_SHAPES!r}:
+    for n in range(256):
+        try:
+            r = c.get("{srv.url()}/byte/" + shape + "/" + str(n), follow=False)
+            r.close()
+            print("OK", shape, n)
+        except HTTPError as e:
+            print("ERR", type(e).__name__, shape, n)
+"""
+            ),
+            rom=True,
+        )
+    lines = parse_lines(proc.stdout)
+    assert len(lines) == 256 * len(BYTE_SHAPES), proc.stdout[-2000:] + proc.stderr
+    kinds = {line[1] for line in lines if line[0] == "ERR"}
+    assert kinds <= {"ProtocolError", "LimitError", "HTTPError"}, kinds

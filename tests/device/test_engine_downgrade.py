@@ -1,0 +1,58 @@
+"""No transport downgrade: from an https web URL, a redirect to http:// is refused with a
+named reason (the content would still be verified, but the design promises HTTPS);
+`allow_http_redirect: true` in the config allows it, for a LAN mirror that needs it."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any
+
+import trustme
+
+from publisher.device.simulate import der_from_pem
+from tests.device.attackserver import download, point, release_routes
+from tests.device.enginekit import Repo, app_files, new_device, run, slot_is_complete, text
+from tests.hostserver import running_host
+from tests.test_http_servers import RawServer, response
+
+# mbedTLS keeps its context and the CAs in the MicroPython heap (test_engine_ca_rotation.py).
+TLS_DATA_KB = 40
+
+
+def test_https_to_http_redirect_is_refused(tmp_path: Path, mpy: Any) -> None:
+    ca = trustme.CA()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    with running_host(tmp_path) as host:
+        repo = Repo(host)
+        repo.publish("1.0.0", app_files("1.0.0", n=3))
+        state = new_device(tmp_path, mpy, host, repo, http_timeout_ms=1000)
+        assert run(state, mpy).state["app_tag"] == "v1.0.0"
+    (state / "lcm/state/certs/bootstrap.der").write_bytes(der_from_pem(ca.cert_pem.bytes()))
+
+    genuine = release_routes(repo, "2.0.0", 2)
+    sector = download("v2.0.0", "certs.sector")
+    with RawServer(genuine) as plain:
+        hostile = dict(genuine)
+        hostile[sector] = [response(302, b"", [("Location", plain.url(sector))])]
+        with RawServer(hostile, tls=ctx) as server:
+            point(state, server.url())
+            status = run(state, mpy, data_at_least_kb=TLS_DATA_KB)
+            out = text(status)
+            assert "app: check failed: ProtocolError: redirect from https to" in out, out
+            assert "refused (no downgrade)" in out
+            assert status.state["app_tag"] == "v1.0.0" and "APP v1.0.0 running" in out
+            assert slot_is_complete(state, "app0")
+            assert not [r for r in plain.requests if r.path == sector]
+
+            # The setting that allows it (a LAN mirror that redirects to plain HTTP).
+            point(state, server.url(), allow_http_redirect=True)
+            status = run(state, mpy, data_at_least_kb=TLS_DATA_KB)
+            assert status.state["app_tag"] == "v2.0.0", text(status)
+
+    # The next genuine release over HTTPS installs with the default (no downgrade).
+    with RawServer(release_routes(repo, "3.0.0", 3), tls=ctx) as server:
+        point(state, server.url(), allow_http_redirect=None)
+        status = run(state, mpy, data_at_least_kb=TLS_DATA_KB)
+    assert status.state["app_tag"] == "v3.0.0" and "APP v3.0.0 running" in text(status)
