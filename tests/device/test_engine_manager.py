@@ -70,4 +70,4 @@ def test_manager_updates_itself_and_rolls_back_a_broken_one(tmp_path: Path, mpy:
         assert "APP v1.0.0 running" in out.rsplit("--- boot", 1)[1]
         assert tree_digest(state / "lcm/app0") == app_before
         again = text(run(state, mpy))
-        assert "manager: v0.3.0 failed its trial before; waiting for a newer one" in again
+        assert "v0.3.0 failed its trial before; waiting for a newer one (sequence" in again
