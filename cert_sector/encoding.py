@@ -42,6 +42,26 @@ class Reader:
             self.hasher.update(out)
         return out
 
+    def skip(self, n, what, buf):
+        """Read past `n` bytes through `buf` (hashed when hashing): a field that stays on
+        flash (a stream) instead of in memory."""
+        if n < 0 or n > self.limit - self.pos:
+            raise FormatError("truncated: " + what + " needs " + str(n) + " bytes")
+        if self._data is not None:
+            if self.hasher is not None:
+                self.hasher.update(self._data[self.pos : self.pos + n])
+        else:
+            mv = memoryview(buf)
+            left = n
+            while left:
+                k = self._stream.readinto(mv[: min(left, len(mv))])
+                if not k:
+                    raise FormatError("truncated: " + what)
+                if self.hasher is not None:
+                    self.hasher.update(mv[:k])
+                left -= k
+        self.pos += n
+
     def u8(self, what):
         return self.take(1, what)[0]
 

@@ -79,7 +79,9 @@ class PinnedRoots:
 
 
 class Sector:
-    """A parsed cert sector. `body` is the signed part; `cas` are DER certificates."""
+    """A parsed cert sector. `body` is the signed part; `cas` are DER certificates, or
+    (offset, length) in the file when read with read_sector_file (then `body` is empty
+    and `digest` is the body's SHA-256)."""
 
     def __init__(
         self, repo, seq, expires, threshold, roots, release_keys, cas, signatures=(), scopes=None
@@ -95,6 +97,8 @@ class Sector:
         # Release key index -> (channel bits, [boards]); a key absent here may sign anything.
         self.scopes = dict(scopes or {})
         self.body = b""
+        self.body_size = 0
+        self.digest = None  # SHA-256 of the body, when read from a file
 
     def release_key(self, kid):
         """The release key with id `kid`, or None."""
@@ -207,7 +211,29 @@ def parse_sector(data, min_signatures=1):
     `min_signatures=0` reads a sector still being signed (publisher side only)."""
     if len(data) > MAX_SECTOR_SIZE:  # Rule S1
         raise FormatError("sector larger than " + str(MAX_SECTOR_SIZE) + " bytes")
-    r = Reader(data)
+    sector = _parse(Reader(data), min_signatures, None)
+    sector.body = bytes(data[: sector.body_size])
+    return sector
+
+
+def read_sector_file(f, size, buf):
+    """Parse (S1, S2) a sector from the open file `f` of `size` bytes, field by field.
+
+    For a device: nothing sector-sized is held. The body is hashed while it is
+    read (`sector.digest`, what the signatures cover) and each CA certificate
+    stays on flash: `sector.cas` lists (offset, length) in the file instead of
+    bytes; `buf` (any size) is what they are read through.
+    """
+    if size > MAX_SECTOR_SIZE:  # Rule S1
+        raise FormatError("sector larger than " + str(MAX_SECTOR_SIZE) + " bytes")
+    r = Reader(stream=f, limit=size)
+    r.hasher = hashlib.sha256()
+    return _parse(r, 1, buf)
+
+
+def _parse(r, min_signatures, buf):
+    # The fields of a sector from Reader `r`; with `buf`, CAs are skipped (left where
+    # they are, as (offset, length)) and the body's digest is taken on the way.
     if bytes(r.take(4, "magic")) != MAGIC:
         raise FormatError("not a cert sector (bad magic)")
     version = r.u8("format version")
@@ -236,9 +262,17 @@ def parse_sector(data, min_signatures=1):
         n = r.u16("CA length")
         if n == 0:
             raise FormatError("empty CA certificate")
-        cas.append(bytes(r.take(n, "CA certificate")))
+        if buf is None:
+            cas.append(bytes(r.take(n, "CA certificate")))
+        else:
+            cas.append((r.pos, n))
+            r.skip(n, "CA certificate", buf)
     scopes = _read_scopes(r, len(release_keys)) if flags & FLAG_SCOPES else None
     body_end = r.pos
+    digest = None
+    if r.hasher is not None:
+        digest = r.hasher.digest()
+        r.hasher = None
     n_sigs = r.u8("signature count")
     if not min_signatures <= n_sigs <= MAX_SIGNATURES:
         raise FormatError("a sector needs 1 to " + str(MAX_SIGNATURES) + " signatures")
@@ -249,7 +283,8 @@ def parse_sector(data, min_signatures=1):
     r.end("signatures")
     _check_unique([kid for kid, _ in signatures], "signature key id")
     sector = Sector(repo, seq, expires, threshold, roots, release_keys, cas, signatures, scopes)
-    sector.body = bytes(data[:body_end])
+    sector.body_size = body_end
+    sector.digest = digest
     return sector
 
 
@@ -289,9 +324,14 @@ def verify_sector(data, trusted, now=None):
     verified Sector; raises a TrustError subclass naming the failed rule.
     """
     sector = parse_sector(data)
+    return check_sector(sector, hashlib.sha256(sector.body).digest(), trusted, now)
+
+
+def check_sector(sector, digest, trusted, now=None):
+    """S3-S7 for a parsed `sector` whose body has SHA-256 `digest` (from read_sector_file
+    on a device); returns it, or raises a TrustError subclass naming the failed rule."""
     if sector.repo != trusted.repo:  # Rule S3
         raise MismatchError("sector is for " + sector.repo + ", expected " + trusted.repo)
-    digest = hashlib.sha256(sector.body).digest()
     got = count_valid_signatures(digest, sector.signatures, trusted.roots)
     if got < trusted.threshold:  # Rule S4
         raise SignatureError(

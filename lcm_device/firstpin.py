@@ -43,15 +43,15 @@ def normalise_fingerprint(text):
     return digits
 
 
-def roots_from_first_sector(data, repo, fingerprint=None, tofu=False, now=None):
-    """(roots, threshold) to pin from the first sector `data` of `repo`; raises TrustError."""
-    from cert_sector.sector import PinnedRoots, parse_sector, verify_sector
+def roots_from_first_sector(sector, repo, fingerprint=None, tofu=False, now=None):
+    """(roots, threshold) to pin from the first sector of `repo`, parsed from flash
+    (cert_sector.sector.read_sector_file: `sector.digest` is its body's); raises TrustError."""
+    from cert_sector.sector import PinnedRoots, check_sector
 
     if not fingerprint and not tofu:
         raise TrustError("no pinned app root keys, no fingerprint, no trust on first use")
-    sector = parse_sector(data)
     # Rule P1: its own roots signed it (and it is for this repo, fresh, not expired).
-    verify_sector(data, PinnedRoots(repo, sector.roots, sector.threshold), now)
+    check_sector(sector, sector.digest, PinnedRoots(repo, sector.roots, sector.threshold), now)
     if fingerprint:
         want = normalise_fingerprint(fingerprint)
         for root in sector.roots:  # Rule P2

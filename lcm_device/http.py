@@ -271,11 +271,15 @@ class Client:
         min_rate=256,
         user_agent="lcm",
         allow_downgrade=False,
+        load_cas=None,
     ):
         # Every attribute is made here, so the instance dict is allocated once,
         # early, while a small heap still has a contiguous block for it.
         self._buf = memoryview(buf)
         self._cas = ca_ders
+        # Or a function giving them, called at the first TLS connection: CAs stay on
+        # flash until then (an update over plain HTTP never loads them).
+        self._load_cas = load_cas
         self.timeout_ms = timeout_ms
         self.min_rate = min_rate
         self.user_agent = user_agent
@@ -361,10 +365,13 @@ class Client:
 
                     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
                     self.verifies_tls = False
-                    if self._cas:
+                    cas = self._cas
+                    if cas is None and self._load_cas is not None:
+                        cas = self._load_cas()
+                    if cas:
                         try:
                             ctx.verify_mode = ssl.CERT_REQUIRED
-                            for der in self._cas:
+                            for der in cas:
                                 ctx.load_verify_locations(cadata=bytes(der))
                             self.verifies_tls = True
                         except (AttributeError, NotImplementedError):

@@ -61,7 +61,7 @@ class Installer:
         hal = self.hal
         # Until a manifest is verified, the budget covers the most the metadata may be.
         self.client.budget_ms = self.u.budget_ms(MAX_SECTOR_SIZE + MAX_MANIFEST_SIZE)
-        sector = self._refresh_sector(tag, trust.installed(hal, self.kind, self.repo))
+        sector = self._refresh_sector(tag, trust.installed(hal, self.kind, self.repo, self.io))
         if sector is not None:
             from cert_sector.sector import check_expiry
 
@@ -108,7 +108,7 @@ class Installer:
     # -- 2. the cert sector ------------------------------------------------
 
     def _refresh_sector(self, tag, sector):
-        from cert_sector.sector import verify_sector
+        from cert_sector.sector import check_sector
 
         hal = self.hal
         path = trust.sector_path(hal, self.kind)
@@ -141,22 +141,23 @@ class Installer:
             if etag != stored:
                 trust.save_etag(hal, self.kind, etag)  # next time: 304, no body
             return sector
-        data = trust.read_small(new, MAX_SECTOR_SIZE)
         trusted = sector
         try:
+            # Parsed field by field from flash, its body hashed on the way (its CAs
+            # stay there): a sector of 4096 bytes never sits in RAM.
+            fresh = trust.read_sector(new, self.io)
             if trusted is None and self.kind == "app" and not self.roots:
                 # No app roots pinned at build time: the setup page's fingerprint
                 # or trust on first use decides, once, from this first sector.
-                self._pin_first_sector(data)
+                self._pin_first_sector(fresh)
             if trusted is None:
                 trusted = trust.pinned(self.repo, self.roots, self.threshold)
-            fresh = verify_sector(data, trusted, hal.time())
+            check_sector(fresh, fresh.digest, trusted, hal.time())
         except TrustError as exc:
             raise Refused("cert sector: " + _why(exc)) from None
-        data = None
         # CAs first: a cut before the swap leaves the old sector (fetched again
         # next time) with the verified new CAs, never the new sector with stale ones.
-        trust.save_cas(hal, self.kind, fresh.cas)
+        trust.save_cas(hal, self.kind, new, fresh.cas, self.io)
         hal.fs.rename(new, path)  # the sector's atomic A/B swap
         trust.save_etag(hal, self.kind, etag)
         self.log(
@@ -172,10 +173,9 @@ class Installer:
             + str(len(fresh.cas))
             + " CAs)"
         )
-        fresh.body = b""
         return fresh
 
-    def _pin_first_sector(self, data):
+    def _pin_first_sector(self, sector):
         """Pin the roots of the first app sector in the config; TrustError when refused."""
         from cert_sector.keys import key_id_hex
         from lcm_device import config
@@ -185,7 +185,7 @@ class Installer:
         fingerprint = cfg.get("app_root_fingerprint")
         tofu = cfg.get("app_trust_first_use") is True
         roots, threshold = roots_from_first_sector(
-            data, self.repo, fingerprint, tofu, self.hal.time()
+            sector, self.repo, fingerprint, tofu, self.hal.time()
         )
         pinned = pin_in_config(cfg, roots, threshold)
         # Saved before the sector is swapped in: a power cut in between leaves the

@@ -7,7 +7,9 @@ costs no body bytes). A new sector is downloaded to KIND.sector.new,
 verified against the installed one (or the pinned roots the first time,
 rules S1-S7 in cert_sector.sector) and swapped in with one atomic rename:
 that rename is the sector's A/B switch. The installed file was verified
-before it was installed, so loading it only parses it.
+before it was installed, so loading it only parses it: field by field from
+flash (cert_sector.sector.read_sector_file), CAs left there until TLS needs
+them, so a full 4096-byte sector never sits in RAM.
 
 The ETag is a server's word, replayed in a header: it is stored only when it
 is 1 to MAX_ETAG bytes of printable ASCII without spaces (the characters of
@@ -82,15 +84,22 @@ def read_small(path, limit):
         return f.read(n)
 
 
-def installed(hal, kind, repo):
-    """The installed Sector of `repo`, or None (none yet, or one for another repo)."""
-    from cert_sector.sector import MAX_SECTOR_SIZE, parse_sector
+def read_sector(path, buf):
+    """The Sector in the file `path`, parsed field by field from flash (its CAs stay
+    there: (offset, length) in `sector.cas`), or None when there is none."""
+    from cert_sector.sector import read_sector_file
 
-    data = read_small(sector_path(hal, kind), MAX_SECTOR_SIZE)
-    if data is None:
+    n = file_size(path)
+    if n < 0:
         return None
-    sector = parse_sector(data)
-    if sector.repo != repo:
+    with open(path, "rb") as f:
+        return read_sector_file(f, n, buf)
+
+
+def installed(hal, kind, repo, buf):
+    """The installed Sector of `repo`, or None (none yet, or one for another repo)."""
+    sector = read_sector(sector_path(hal, kind), buf)
+    if sector is None or sector.repo != repo:
         return None
     return sector
 
@@ -107,23 +116,43 @@ def cas_path(hal, kind):
     return hal.root + CERTS + kind + ".cas"
 
 
-def save_cas(hal, kind, cas):
-    """Cache a newly installed sector's CAs (u16 length + DER each), so that a
-    check can set up TLS without parsing the sector (and its keys) first."""
-    from lcm_device.hal.fs import write_atomic
-
-    out = b""
-    for der in cas:
-        out += bytes((len(der) >> 8, len(der) & 255)) + der
-    write_atomic(hal.fs, cas_path(hal, kind), out)
+def save_cas(hal, kind, path, cas, buf):
+    """Cache the CAs of the sector file `path` (`cas`: their (offset, length) in it) as
+    u16 length + DER each, copied through `buf`, so that a check sets up TLS without
+    parsing the sector (and its keys) first. Temp + rename, as every state file."""
+    final = cas_path(hal, kind)
+    out = hal.fs.open_write(final + ".tmp")
+    mv = memoryview(buf)
+    try:
+        with open(path, "rb") as f:
+            for offset, n in cas:
+                out.write(bytes((n >> 8, n & 255)))
+                f.seek(offset)
+                while n:
+                    k = f.readinto(mv[: min(n, len(mv))])
+                    if not k:
+                        raise OSError("sector file shorter than its CA list")
+                    out.write(mv[:k])
+                    n -= k
+    finally:
+        out.close()
+    hal.fs.rename(final + ".tmp", final)
 
 
 def tls_anchors(hal, kind, repo):
-    """DER CAs for the HTTP client: the installed sector's, plus the bootstrap anchor."""
+    """DER CAs for the HTTP client: the installed sector's, plus the bootstrap anchor.
+
+    Read from flash only when a TLS connection needs them (the client's load_cas)."""
     data = read_small(cas_path(hal, kind), 16 * 1024)
     if data is None:
-        sector = installed(hal, kind, repo)  # a sector installed before the cache existed
-        cas = list(sector.cas) if sector is not None else []
+        # A sector installed before the cache existed: its CAs from the sector file.
+        sector = installed(hal, kind, repo, bytearray(256))
+        cas = []
+        if sector is not None:
+            with open(sector_path(hal, kind), "rb") as f:
+                for offset, n in sector.cas:
+                    f.seek(offset)
+                    cas.append(f.read(n))
     else:
         cas = []
         i = 0

@@ -102,7 +102,7 @@ class Updater:
             self.client = Client(
                 self.net,
                 slot=self.slot,
-                ca_ders=trust.tls_anchors(self.hal, self.kind, self.repo),
+                load_cas=self._tls_anchors,
                 timeout_ms=self.cfg.get("http_timeout_ms") or 10000,
                 min_rate=self.cfg.get("min_rate") or 256,
                 allow_downgrade=self.cfg.get("allow_http_redirect") is True,
@@ -187,6 +187,9 @@ class Updater:
             return release.tag_from_pointer(resp.read_all(release.MAX_TAG + 2))
         finally:
             resp.close()
+
+    def _tls_anchors(self):
+        return trust.tls_anchors(self.hal, self.kind, self.repo)
 
     def budget_ms(self, nbytes):
         """The check's budget when `nbytes` must be fetched: check_slack_s plus those
