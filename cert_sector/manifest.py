@@ -101,6 +101,9 @@ class Manifest:
         self.created = created
         self.files = files if files is not None else []
         self.file_count = len(self.files)
+        # Where it stands among the repo's releases (rule S9 in cert_sector/sector.py):
+        # epoch x 2**32 + seq, set by the device from the sector that verified it.
+        self.order = seq
         self.key_id = b""
         self.signature = b""
 

@@ -18,6 +18,11 @@ Trust rules (each check below names the rule it enforces):
       ascending order, each with a non-empty set of known channels and at
       most MAX_BOARDS boards; a manifest's signer must be within its scope
       (rule M7, cert_sector/manifest.py).
+  S9  Its epoch (when flags has FLAG_EPOCH, else 0) is not below the trusted
+      one. Manifests are ordered by (epoch of the sector that verifies them,
+      sequence), and in an epoch only sequences from its `first_seq` count:
+      a root-signed sector with a higher epoch undoes a fast-forward by a
+      stolen release key (docs/formats.md, "Epochs").
 
 Layout (big-endian; see docs/formats.md):
 
@@ -26,6 +31,7 @@ Layout (big-endian; see docs/formats.md):
   | u8 n_cas | n_cas x (u16 len | DER)
   [flags & FLAG_SCOPES: u8 n_scopes | n_scopes x (u8 release key index
    | u8 channel bits | u8 n_boards | n_boards x str8 board)]
+  [flags & FLAG_EPOCH: u32 epoch | u32 first_seq]
   ... end of signed body ...
   | u8 n_sigs | n_sigs x (8 key id | 64 r‖s)
 """
@@ -60,6 +66,8 @@ MAX_SIGNATURES = 16
 # Flags: bit 0 says key scopes follow the CA list. A device that predates a flag
 # refuses the sector (unknown flags), never ignores a limit it cannot read.
 FLAG_SCOPES = 1
+# Bit 1: an epoch and its first sequence follow (after the scopes, if any).
+FLAG_EPOCH = 2
 # A scope's channel bits: bit i allows SCOPE_CHANNELS[i] (the manifest's channel codes).
 SCOPE_CHANNELS = ("stable", "beta")
 MAX_BOARD_NAME = 32
@@ -74,6 +82,7 @@ class PinnedRoots:
         self.threshold = threshold
         # Any first sector (sequence 0 or more) is newer than nothing.
         self.seq = -1
+        self.epoch = 0
         if not 1 <= threshold <= len(self.roots):
             raise FormatError("threshold must be between 1 and the number of pinned roots")
 
@@ -84,7 +93,18 @@ class Sector:
     and `digest` is the body's SHA-256)."""
 
     def __init__(
-        self, repo, seq, expires, threshold, roots, release_keys, cas, signatures=(), scopes=None
+        self,
+        repo,
+        seq,
+        expires,
+        threshold,
+        roots,
+        release_keys,
+        cas,
+        signatures=(),
+        scopes=None,
+        epoch=0,
+        first_seq=0,
     ):
         self.repo = repo
         self.seq = seq
@@ -96,6 +116,10 @@ class Sector:
         self.signatures = list(signatures)
         # Release key index -> (channel bits, [boards]); a key absent here may sign anything.
         self.scopes = dict(scopes or {})
+        # Rule S9: manifests verified by this sector are ordered after every earlier
+        # epoch's, from sequence first_seq on (docs/formats.md, "Epochs").
+        self.epoch = epoch
+        self.first_seq = first_seq
         self.body = b""
         self.body_size = 0
         self.digest = None  # SHA-256 of the body, when read from a file
@@ -143,7 +167,12 @@ def pack_body(sector):
     _check_unique(sector.release_keys, "release key")
     parts = [
         MAGIC,
-        bytes([FORMAT_VERSION, FLAG_SCOPES if sector.scopes else 0]),
+        bytes(
+            [
+                FORMAT_VERSION,
+                (FLAG_SCOPES if sector.scopes else 0) | (FLAG_EPOCH if sector.epoch else 0),
+            ]
+        ),
         pack_text(sector.repo, "repo", MAX_REPO_LEN),
         struct.pack(">IIBB", sector.seq, sector.expires, sector.threshold, len(sector.roots)),
     ]
@@ -159,6 +188,10 @@ def pack_body(sector):
         parts.append(struct.pack(">H", len(der)) + der)
     if sector.scopes:
         parts.append(_pack_scopes(sector))
+    if sector.epoch:
+        if not 0 < sector.epoch <= 0xFFFFFFFF or not 0 <= sector.first_seq <= 0xFFFFFFFF:
+            raise FormatError("epoch and first sequence must fit in 32 bits")
+        parts.append(struct.pack(">II", sector.epoch, sector.first_seq))
     return b"".join(parts)
 
 
@@ -240,7 +273,7 @@ def _parse(r, min_signatures, buf):
     if version != FORMAT_VERSION:
         raise FormatError("unsupported cert sector format version " + str(version))
     flags = r.u8("flags")
-    if flags & ~FLAG_SCOPES:
+    if flags & ~(FLAG_SCOPES | FLAG_EPOCH):
         raise FormatError("unknown cert sector flags")
     repo = r.text("repo", MAX_REPO_LEN)
     try:
@@ -268,6 +301,12 @@ def _parse(r, min_signatures, buf):
             cas.append((r.pos, n))
             r.skip(n, "CA certificate", buf)
     scopes = _read_scopes(r, len(release_keys)) if flags & FLAG_SCOPES else None
+    epoch = first_seq = 0
+    if flags & FLAG_EPOCH:
+        epoch = r.u32("epoch")
+        first_seq = r.u32("epoch's first sequence")
+        if not epoch:
+            raise FormatError("epoch flag with epoch 0")
     body_end = r.pos
     digest = None
     if r.hasher is not None:
@@ -283,6 +322,8 @@ def _parse(r, min_signatures, buf):
     r.end("signatures")
     _check_unique([kid for kid, _ in signatures], "signature key id")
     sector = Sector(repo, seq, expires, threshold, roots, release_keys, cas, signatures, scopes)
+    sector.epoch = epoch
+    sector.first_seq = first_seq
     sector.body_size = body_end
     sector.digest = digest
     return sector
@@ -354,6 +395,10 @@ def check_sector(sector, digest, trusted, now=None):
         raise RollbackError(
             "sector sequence " + str(sector.seq) + " is not above the trusted " + str(trusted.seq)
         )
+    if sector.epoch < trusted.epoch:  # Rule S9
+        raise RollbackError(
+            "sector epoch " + str(sector.epoch) + " is below the trusted " + str(trusted.epoch)
+        )
     check_expiry(sector, now)
     return sector
 
@@ -363,3 +408,12 @@ def check_expiry(sector, now):
     # device without time must still be able to fetch the sector that renews it.
     if now is not None and sector.expires and now >= sector.expires:
         raise ExpiredError("sector expired at " + str(sector.expires) + " (now " + str(now) + ")")
+
+
+def manifest_order(sector, seq):
+    """Rule S9: where a manifest of sequence `seq` verified by `sector` stands among all
+    the repo's releases: epoch x 2**32 + seq (what a device records), or None when the
+    sequence is below the epoch's first sequence (a release of an earlier epoch)."""
+    if seq < sector.first_seq:
+        return None
+    return (sector.epoch << 32) + seq

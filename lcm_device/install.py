@@ -95,7 +95,7 @@ class Installer:
         self._plan_and_fetch(st, slot, m, tag)
         self._verify_slot(slot)
         st[self.kind + "_repo"] = self.repo
-        slots.switch(hal, st, self.kind, slot, tag, m.seq, self.cfg.get("trial_boots") or 3)
+        slots.switch(hal, st, self.kind, slot, tag, m.order, self.cfg.get("trial_boots") or 3)
         self.log(
             ("manager" if self.kind == "mgr" else "app")
             + ": switched to "
@@ -225,7 +225,21 @@ class Installer:
             self.log,
         )
         m = self.read_manifest(new, sector)
-        installed = _installed_seq(st, self.kind)
+        from cert_sector.sector import manifest_order
+
+        # Rule S9: releases are ordered by (epoch, sequence), recorded as one number;
+        # the installed one is placed in this sector's epoch (below 0: an earlier one).
+        m.order = manifest_order(sector, m.seq)
+        if m.order is None:
+            raise Refused(
+                "manifest: sequence "
+                + str(m.seq)
+                + " is below "
+                + str(sector.first_seq)
+                + ", the first of epoch "
+                + str(sector.epoch)
+            )
+        installed = max(_installed_seq(st, self.kind) - (sector.epoch << 32), -1)
         try:
             check_header(
                 m,
@@ -241,7 +255,7 @@ class Installer:
         # signed version, and a tag that failed its trial is known by its sequence.
         if "v" + m.version != tag:
             raise Refused("manifest: version " + m.version + " served under tag " + tag)
-        if tag == st.get(self.kind + "_bad") and m.seq <= (st.get(self.kind + "_bad_seq") or 0):
+        if tag == st.get(self.kind + "_bad") and m.order <= (st.get(self.kind + "_bad_seq") or 0):
             raise Refused(
                 tag
                 + " failed its trial before; waiting for a newer one (sequence "
@@ -523,13 +537,13 @@ class Installer:
             pack.close()
         writer.finish()
         self.log("firmware: written, hashed and read back")
-        st["fw_next"] = [tag, m.seq, partition_label(target)]
+        st["fw_next"] = [tag, m.order, partition_label(target)]
         st["app_repo"] = self.repo
         slots.save(hal, st)
         writer.activate()
         # Recorded after set_boot(): if the old image runs at the next boot, the
         # bootloader rolled the new one back (fw_bad) rather than it never being set.
-        st["fw_next"] = [tag, m.seq, partition_label(target), True]
+        st["fw_next"] = [tag, m.order, partition_label(target), True]
         slots.save(hal, st)
         hal.fs.remove(manifest)
         self.log("firmware: " + tag + " boots next from " + partition_label(target))

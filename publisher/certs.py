@@ -117,6 +117,8 @@ def build_sector(
     passphrase_env: str | None = None,
     unsigned: bool = False,
     scopes: Sequence[str] = (),
+    epoch: int | None = None,
+    first_seq: int | None = None,
 ) -> tuple[bytes, fmt.Sector]:
     """Build and sign a sector, and check it verifies before returning its bytes.
 
@@ -125,6 +127,9 @@ def build_sector(
     plus one and the old roots' threshold must be met too (rotation rule).
     `unsigned` returns the body with no signature, for the root ceremony
     (publisher/ceremony.py): no key signs, the roots may all be .pub files.
+    The epoch (rule S9, docs/formats.md "Epochs") stays the previous sector's
+    unless `epoch` raises it, which needs `first_seq`: the first manifest
+    sequence of the new epoch, above every genuine release's.
     """
     signers: list[Signer] = []
     if unsigned:
@@ -151,6 +156,7 @@ def build_sector(
             "would refuse the sector; give a later date (or none)"
         )
     cas = [der for path in ca_files for der in load_ca_certificates(path)]
+    epoch, first_seq = _epoch(old, epoch, first_seq)
     limits = {}
     for text in scopes:
         index, bits, boards = parse_scope(text, release_keys, releases)
@@ -166,6 +172,8 @@ def build_sector(
         releases,
         cas,
         scopes=limits,
+        epoch=epoch,
+        first_seq=first_seq,
     )
     try:
         body = fmt.pack_body(new)
@@ -189,6 +197,23 @@ def build_sector(
     return data, verified
 
 
+def _epoch(old: fmt.Sector | None, epoch: int | None, first_seq: int | None) -> tuple[int, int]:
+    """(epoch, first sequence) of a new sector: the previous one's unless raised."""
+    old_epoch, old_first = (old.epoch, old.first_seq) if old is not None else (0, 0)
+    if epoch is None or epoch == old_epoch:
+        if first_seq is not None and first_seq != old_first:
+            raise PublisherError("--first-seq starts a new epoch: pass --epoch above the old one")
+        return old_epoch, old_first
+    if epoch < old_epoch:
+        raise PublisherError(f"--epoch {epoch} is below the previous sector's epoch {old_epoch}")
+    if first_seq is None:
+        raise PublisherError(
+            "--epoch needs --first-seq: the first release sequence of the new epoch, "
+            "above every genuine release's (see docs/formats.md, Epochs)"
+        )
+    return epoch, first_seq
+
+
 def describe(sector: fmt.Sector) -> dict[str, Any]:
     """A JSON-able description of a parsed sector."""
     cas = []
@@ -210,6 +235,8 @@ def describe(sector: fmt.Sector) -> dict[str, Any]:
         "body_sha256": hashlib.sha256(sector.body).hexdigest(),
         "repo": sector.repo,
         "sequence": sector.seq,
+        "epoch": sector.epoch,
+        "first_seq": sector.first_seq,
         "expires": expires,
         "threshold": sector.threshold,
         "roots": [key_id_hex(k) for k in sector.roots],
@@ -230,6 +257,7 @@ def summary_lines(info: dict[str, Any]) -> list[str]:
     lines = [
         f"repo        {info['repo']}",
         f"sequence    {info['sequence']}",
+        f"epoch       {info['epoch']} (releases from sequence {info['first_seq']})",
         f"expires     {info['expires'] or 'never'}",
         f"roots       {info['threshold']} of {', '.join(info['roots'])}",
     ]

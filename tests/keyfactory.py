@@ -27,6 +27,8 @@ def make_sector(
     cas: list[bytes] | None = None,
     signers: list[Signer] | None = None,
     scopes: dict[int, tuple[int, list[str]]] | None = None,
+    epoch: int = 0,
+    first_seq: int = 0,
 ) -> bytes:
     body = sf.pack_body(
         sf.Sector(
@@ -38,6 +40,8 @@ def make_sector(
             [s.public_key for s in release],
             cas or [],
             scopes=scopes,
+            epoch=epoch,
+            first_seq=first_seq,
         )
     )
     signers = roots if signers is None else signers

@@ -74,6 +74,24 @@ def build(
             help="Limit a release key: KEY:CHANNELS[:BOARDS], e.g. ci.pub:beta or KEYID::esp32.",
         ),
     ] = None,
+    epoch: Annotated[
+        int | None,
+        typer.Option(
+            "--epoch",
+            min=1,
+            max=0xFFFFFFFF,
+            help="Start a new epoch (after a stolen release key fast-forwarded): with --first-seq.",
+        ),
+    ] = None,
+    first_seq: Annotated[
+        int | None,
+        typer.Option(
+            "--first-seq",
+            min=0,
+            max=0xFFFFFFFF,
+            help="First release sequence of the new epoch: above every genuine release's.",
+        ),
+    ] = None,
     unsigned: Annotated[
         bool,
         typer.Option(
@@ -97,6 +115,8 @@ def build(
         passphrase_env=passphrase_env,
         unsigned=unsigned,
         scopes=scope or [],
+        epoch=epoch,
+        first_seq=first_seq,
     )
     write_atomic(output, data)
     warnings = expiry_warnings(sector, int(time.time()), f"{output}")
