@@ -6,6 +6,9 @@ A release of a repo managed by lcm carries:
   pack.lcm       every file of the release concatenated in manifest order;
                  the device reads the byte ranges it needs with Range requests
   certs.sector   the repo's current signed cert sector (cert_sector.sector)
+  certs.chain    every sector the repo has published, oldest first, ending with
+                 certs.sector: how a device several root rotations behind catches up
+                 (each member: u16 length | sector; at most MAX_CHAIN_SIZE bytes)
   SHA256SUMS     human-readable checksums of the assets above (not trusted by devices)
   beta.tag       on the latest full release only: the tag of the newest release
                  of any channel, so beta devices find prereleases without the REST API
@@ -16,6 +19,8 @@ A release of a repo managed by lcm carries:
 MANIFEST_ASSET = "manifest.lcm"
 PACK_ASSET = "pack.lcm"
 SECTOR_ASSET = "certs.sector"
+CHAIN_ASSET = "certs.chain"
+MAX_CHAIN_SIZE = 65536
 SUMS_ASSET = "SHA256SUMS"
 BETA_POINTER_ASSET = "beta.tag"
 ROLLOUT_ASSET = "rollout.lcm"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from cert_sector import manifest as mf
 from cert_sector.assets import (
     BETA_POINTER_ASSET,
+    CHAIN_ASSET,
     MANIFEST_ASSET,
     PACK_ASSET,
     SECTOR_ASSET,
@@ -27,7 +28,14 @@ from publisher.release.source import SourceFile
 from publisher.signing import Signer
 
 # Upload order: the big pack first, the manifest (what makes a release usable) last.
-ASSET_ORDER = (PACK_ASSET, SECTOR_ASSET, SUMS_ASSET, BETA_POINTER_ASSET, MANIFEST_ASSET)
+ASSET_ORDER = (
+    PACK_ASSET,
+    SECTOR_ASSET,
+    CHAIN_ASSET,
+    SUMS_ASSET,
+    BETA_POINTER_ASSET,
+    MANIFEST_ASSET,
+)
 
 
 def version_from_tag(tag: str) -> str:
@@ -118,7 +126,7 @@ def sha256sums(assets: dict[str, bytes]) -> bytes:
 
 
 def release_assets(
-    manifest: bytes, pack: bytes, sector: bytes, beta_tag: str | None
+    manifest: bytes, pack: bytes, sector: bytes, beta_tag: str | None, chain: bytes | None = None
 ) -> dict[str, bytes]:
     """Name -> bytes of every asset of a release, in upload order.
 
@@ -126,6 +134,8 @@ def release_assets(
     carries the beta pointer (its own tag: the newest release of any channel).
     """
     assets = {MANIFEST_ASSET: manifest, PACK_ASSET: pack, SECTOR_ASSET: sector}
+    if chain is not None:
+        assets[CHAIN_ASSET] = chain  # every sector published, for devices to catch up
     assets[SUMS_ASSET] = sha256sums(assets)
     if beta_tag is not None:
         assets[BETA_POINTER_ASSET] = (beta_tag + "\n").encode()

@@ -42,6 +42,7 @@ from cert_sector.rollout import Rollout
 from cert_sector.semver import parse_version
 from publisher.release import firmware, mpy, preflight
 from publisher.release.build import ReleaseSpec, release_assets, version_from_tag
+from publisher.release.chain import build_chain, published_sectors
 from publisher.release.errors import HostError, ReleaseConflictError, SourceError
 from publisher.release.github import ProgressCallback, Session, asset_matches, fetcher
 from publisher.release.sequence import HostClock, Ticker, next_sequence, parse_http_date
@@ -311,8 +312,9 @@ class Publisher:
         )
         keep_yanked = yanked is None
         manifest_bytes, seq = self.choose_manifest(spec, resume, highest, clock, keep_yanked)
+        chain = build_chain(published_sectors(session, known), sector_bytes)
         assets = release_assets(
-            manifest_bytes, spec.pack, sector_bytes, None if req.prerelease else req.tag
+            manifest_bytes, spec.pack, sector_bytes, None if req.prerelease else req.tag, chain
         )
         if req.rollout is not None:
             # A staged roll-out: the signed share, in place before the release is live.
