@@ -121,7 +121,8 @@ def test_missing_or_forged_link_is_refused(
     with running_host(tmp_path) as host:
         repo = Repo(host)
     repo.release_key, repo.sector = KEY, sectors[3]
-    routes = release_routes(repo, "2.0.0", 9)
+    # Above the sequence the publisher gave v1.0.0 (from the host clock).
+    routes = release_routes(repo, "2.0.0", 0xF0000000)
     if members is not None:
         chain = build_chain(members(sectors, forged)[:-1], sectors[3])
         routes[download("v2.0.0", "certs.chain")] = [response(200, chain)]
