@@ -294,6 +294,9 @@ class Client:
         self.budget_ms = 0
         self._born = ticks_ms()
         self._tls = self._sock = self._key = self._poll = None
+        # MicroPython: a TLS handshake still to finish (it runs inside the first
+        # send, non-blocking, so its waits are cut to the budget like any other).
+        self._shaking = False
         # The URL slot: a long Location (a signed asset URL) is copied here and
         # used in place, as a memoryview, instead of becoming a str that needs a
         # free block its size in a heap the work before may have fragmented. It
@@ -350,6 +353,7 @@ class Client:
         scheme, host, port = key
         what = "connect to %s:%d" % (host, port)
         wait = self._wait_ms()
+        self._shaking = False
         sock = None
         try:
             # The first address, with its family (a name may resolve to IPv6).
@@ -383,7 +387,12 @@ class Client:
                             ctx.check_hostname = False
                         ctx.verify_mode = ssl.CERT_NONE
                     self._tls = ctx
-                sock = self._tls.wrap_socket(sock, server_hostname=host)
+                # MicroPython: no handshake here, where it would block read after read
+                # (a server trickling it could outlast any budget): _io drives it.
+                sock = self._tls.wrap_socket(
+                    sock, server_hostname=host, do_handshake_on_connect=not _MPY
+                )
+                self._shaking = _MPY
             if _MPY:
                 sock.setblocking(False)
                 self._poll = select.poll()
@@ -391,7 +400,8 @@ class Client:
             if sock:
                 sock.close()
             raise _net(exc, what) from None
-        self.connections += 1
+        if not self._shaking:
+            self.connections += 1
         self._sock = sock
         self._key = key
 
@@ -416,14 +426,20 @@ class Client:
                     self._poll.register(sock, select.POLLOUT if send else select.POLLIN)
                     if not self._poll.poll(self._wait_ms()):
                         raise OSError(110)
-                elif not send:
+                    continue
+                if self._shaking:  # the handshake is done: now it is a connection
+                    self._shaking = False
+                    self.connections += 1
+                if not send:
                     self.bytes_in += got
                     return got
                 else:
                     mv = mv[got:]
                     if not mv:
                         return
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # MicroPython's TLS: ValueError(its reason)
+            if self._shaking:
+                raise _net(exc, "TLS with %s:%d" % self._key[1:]) from None
             raise _net(exc, ("send to " if send else "read from ") + self._key[1]) from None
 
     def _fill(self):

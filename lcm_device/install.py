@@ -154,12 +154,15 @@ class Installer:
                 trusted = trust.pinned(self.repo, self.roots, self.threshold)
             try:
                 check_sector(fresh, fresh.digest, trusted, hal.time())
-            except SignatureError:
+            except SignatureError as exc:
                 if sector is None or fresh.seq <= trusted.seq:
                     raise
                 # Not signed by the roots we trust, yet newer: perhaps several root
                 # rotations happened meanwhile; the repo's chain of sectors bridges them.
-                trusted = self._walk_chain(tag, trusted, fresh.seq)
+                why, top = str(exc), fresh.seq
+                exc = sector = fresh = None  # on flash: parsed again after the walk
+                trusted = self._walk_chain(tag, trusted, top, why)
+                fresh = trust.read_sector(new, self.io)
                 check_sector(fresh, fresh.digest, trusted, hal.time())
         except TrustError as exc:
             raise Refused("cert sector: " + _why(exc)) from None
@@ -183,7 +186,7 @@ class Installer:
         )
         return fresh
 
-    def _walk_chain(self, tag, trusted, top):
+    def _walk_chain(self, tag, trusted, top, why):
         """The last sector below sequence `top` reached from `trusted` through the
         release's certs.chain, each link checked with the rotation rules (S3-S6, S9;
         not S7: a link may have expired since, the end of the chain must not)."""
@@ -211,14 +214,15 @@ class Installer:
         except StatusError as exc:
             if exc.status != 404:
                 raise
-            raise SignatureError(
-                "not signed by the trusted roots; no certs.chain in " + tag
-            ) from None
+            raise SignatureError(str(why) + "; no certs.chain in " + tag) from None
         io = self.io
         pos = 0
+        s = None
         try:
             with open(chain, "rb") as f:
                 while pos + 2 <= size:
+                    s = None
+                    collect()  # the last link's parse and signature checks: garbage
                     head = f.read(2)
                     n = (head[0] << 8) | head[1]
                     if not 0 < n <= MAX_SECTOR_SIZE or pos + 2 + n > size:

@@ -105,7 +105,10 @@ LINKS = {
         lambda s, forged: [s[0], forged, s[2], s[3]],
         "chain link sequence 2: sector signed by 0 of the trusted roots",
     ),
-    "no chain": (None, "not signed by the trusted roots; no certs.chain in v2.0.0"),
+    "no chain": (
+        None,
+        "sector signed by 0 of the trusted roots, 1 required; no certs.chain in v2.0.0",
+    ),
 }
 
 

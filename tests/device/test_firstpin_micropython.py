@@ -10,10 +10,12 @@ from tests.keyfactory import make_sector, new_signer
 SCRIPT = """
 from lcm_device.firstpin import roots_from_first_sector, pin_in_config
 from cert_sector.errors import TrustError
-from lcm_device.trust import read_sector
+from cert_sector.sector import read_sector_file
+import os
 try:
     # As the engine does: the sector parsed from flash, its body hashed on the way.
-    sector = read_sector("sector.bin", bytearray(256))
+    with open("sector.bin", "rb") as f:
+        sector = read_sector_file(f, os.stat("sector.bin")[6], bytearray(256))
     roots, k = roots_from_first_sector(sector, "{repo}", {fingerprint!r}, {tofu})
     cfg = pin_in_config({{"repo": "{repo}", "app_root_fingerprint": "x"}}, roots, k)
     print("PINNED", k, " ".join(cfg["app_roots"]), sorted(cfg))
