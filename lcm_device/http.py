@@ -345,8 +345,11 @@ class Client:
             return self.timeout_ms
         left = self.budget_ms - ticks_diff(ticks_ms(), self._born)
         if left <= 0:
-            raise BudgetError("check budget of %d s spent" % (self.budget_ms // 1000))
+            raise self._spent()
         return min(self.timeout_ms, left)
+
+    def _spent(self):
+        return BudgetError("check budget of %d s spent" % (self.budget_ms // 1000))
 
     def _connect(self, key):
         self.close()
@@ -424,7 +427,10 @@ class Client:
                         got = None
                 if got is None:
                     self._poll.register(sock, select.POLLOUT if send else select.POLLIN)
-                    if not self._poll.poll(self._wait_ms()):
+                    wait = self._wait_ms()
+                    if not self._poll.poll(wait):
+                        if wait < self.timeout_ms:  # cut short by the budget
+                            raise self._spent()
                         raise OSError(110)
                     continue
                 if self._shaking:  # the handshake is done: now it is a connection

@@ -6,21 +6,29 @@ URLs of v2.0.0 with genuine signed assets but stays just inside the per-read lim
 The check must end with the named reason, the schedule must back off, the running
 app must still boot, and the next honest server must still deliver v2.0.0.
 
-The devices here get a small budget (check_slack_s 4, check_rate 64 KB/s: about
-5.4 s before a manifest is verified) so the suite stays fast; bench/bench_attacks.py
-measures the time held against the budget.
+A TLS server that trickles its handshake is bounded the same way (MicroPython's
+handshake runs non-blocking inside the first send). The devices here get a small
+budget (check_slack_s 4, check_rate 64 KB/s: about 5.4 s before a manifest is
+verified) so the suite stays fast, except where the cap on resumes is under test;
+bench/bench_attacks.py measures the time held against the budget.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+import socket
+import ssl
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
+from publisher.device.simulate import der_from_pem
 from tests.device.conftest import MicroPython
 from tests.device.enginekit import Repo, app_files, new_device, run, slot_is_complete, text
 from tests.device.test_engine_hostile_server import DL, routes_for
@@ -28,6 +36,8 @@ from tests.hostserver import running_host
 from tests.test_http_servers import CLOSE, RawServer, Request, Sleep, response
 
 TIGHT = {"check_slack_s": 4, "check_rate": 65536}
+# mbedTLS keeps its context and the CAs in the MicroPython heap (test_engine_ca_rotation.py).
+TLS_DATA_KB = 40
 
 
 def drip(status: int, body: bytes, length: int, step: int = 40, pause: float = 0.1) -> Any:
@@ -73,7 +83,12 @@ def slow_redirects(req: Request) -> list[Any]:
 
 
 CASES: dict[str, tuple[dict[str, Any], str]] = {
+    # With the default time budget: the cap on resumes ends it.
     "bytes then stall": ({DL + "pack.lcm": bytes_then_stall}, "BudgetError: more than 3 resumes"),
+    "bytes then stall, small budget": (
+        {DL + "pack.lcm": bytes_then_stall},
+        "BudgetError: check budget of 4 s spent",
+    ),
     "slow headers": ({DL + "certs.sector": slow_headers}, "StalledError: headers not complete"),
     "slow redirects": ({DL + "certs.sector": slow_redirects}, "BudgetError: check budget"),
     "slow manifest": ({DL + "manifest.lcm": "slow manifest"}, "BudgetError: check budget"),
@@ -126,7 +141,7 @@ def test_trickling_server_is_bounded_and_the_app_runs(
     state = tmp_path / "device"
     shutil.copytree(golden, state)
     with RawServer(routes_for(repo, lies(repo, case))) as server:
-        set_config(state, web_url=server.url(), **TIGHT)
+        set_config(state, web_url=server.url(), **({} if case == "bytes then stall" else TIGHT))
         status = run(state, mpy)
 
     out = text(status)
@@ -166,3 +181,65 @@ def test_budget_grows_with_the_signed_download(
     low = 30 + (MAX_SECTOR_SIZE + fetched) // 1024
     assert low <= budget <= low + 2, line  # + the manifest's own bytes (under 2 KB)
     assert status.state["app_tag"] == "v2.0.0"
+
+
+class TricklingProxy:
+    """A TCP proxy to `upstream` that passes the client's bytes at once and the server's
+    10 at a time, every 0.5 s (each read in time): a TLS handshake that takes minutes."""
+
+    def __init__(self, upstream: int) -> None:
+        self.upstream = upstream
+        self.stop = threading.Event()
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while not self.stop.is_set():
+                conn, _ = self.listener.accept()
+                up = socket.create_connection(("127.0.0.1", self.upstream))
+                threading.Thread(target=self._pipe, args=(conn, up, 65536, 0), daemon=True).start()
+                threading.Thread(target=self._pipe, args=(up, conn, 10, 0.5), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, size: int, pause: float) -> None:
+        with contextlib.suppress(OSError):
+            while not self.stop.is_set():
+                data = src.recv(size)
+                if not data:
+                    return
+                dst.sendall(data)
+                self.stop.wait(pause)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+
+def test_slow_tls_handshake_is_bounded(
+    installed: tuple[Repo, Path], mpy: Any, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    repo, golden = installed
+    state = tmp_path / "device"
+    shutil.copytree(golden, state)
+    (state / "lcm/state/certs/bootstrap.der").write_bytes(der_from_pem(ca.cert_pem.bytes()))
+    with RawServer(routes_for(repo, {}), tls=ctx) as server:
+        proxy = TricklingProxy(server.port)
+        try:
+            set_config(state, web_url=f"https://127.0.0.1:{proxy.port}", **TIGHT)
+            status = run(state, mpy, data_at_least_kb=TLS_DATA_KB)
+        finally:
+            proxy.close()
+        out = text(status)
+        assert "app: check failed: BudgetError: check budget of 4 s spent" in out, out
+        assert status.state["app_tag"] == "v1.0.0" and "APP v1.0.0 running" in out
+
+        # The same server without the trickle: the genuine v2.0.0 installs.
+        set_config(state, web_url=server.url(), check_slack_s=None, check_rate=None)
+        status = run(state, mpy, data_at_least_kb=TLS_DATA_KB)
+    assert status.state["app_tag"] == "v2.0.0" and "APP v2.0.0 running" in text(status)
