@@ -102,7 +102,7 @@ def test_malformed_scope_bytes_are_refused(keys):
     )
     with pytest.raises(FormatError, match="ascending"):
         sf.parse_sector(swapped)
-    data[5] |= 2  # a flag this version does not know: refused, never ignored
+    data[5] |= 4  # a flag this version does not know: refused, never ignored
     with pytest.raises(FormatError, match="unknown cert sector flags"):
         sf.parse_sector(bytes(data))
 

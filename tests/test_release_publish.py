@@ -31,6 +31,7 @@ import publisher
 from cert_sector import manifest as mf
 from cert_sector.assets import (
     BETA_POINTER_ASSET,
+    CHAIN_ASSET,
     MANIFEST_ASSET,
     PACK_ASSET,
     SECTOR_ASSET,
@@ -164,6 +165,7 @@ def test_publish_then_verify_and_list(world):
     assert set(out["assets"]) == {
         PACK_ASSET,
         SECTOR_ASSET,
+        CHAIN_ASSET,
         SUMS_ASSET,
         BETA_POINTER_ASSET,
         MANIFEST_ASSET,
