@@ -10,7 +10,7 @@ import hashlib
 import struct
 
 from cert_sector.assets import MANIFEST_ASSET, PACK_ASSET, SECTOR_ASSET
-from cert_sector.errors import SignatureError, TrustError
+from cert_sector.errors import FormatError, SignatureError, TrustError
 from cert_sector.manifest import (
     MAX_MANIFEST_SIZE,
     SIGNATURE_BLOCK,
@@ -61,7 +61,6 @@ class Installer:
         hal = self.hal
         # Until a manifest is verified, the budget covers the most the metadata may be.
         self.client.budget_ms = self.u.budget_ms(MAX_SECTOR_SIZE + MAX_MANIFEST_SIZE)
-        collect()  # the sector's parser loads the verifier's tables next: contiguous blocks
         sector = self._refresh_sector(tag, trust.installed(hal, self.kind, self.repo, self.io))
         if sector is not None:
             from cert_sector.sector import check_expiry
@@ -162,9 +161,7 @@ class Installer:
                 # rotations happened meanwhile; the repo's chain of sectors bridges them.
                 why, top = str(exc), fresh.seq
                 exc = sector = fresh = None  # on flash: parsed again after the walk
-                from lcm_device.chain import walk  # rarely needed: loaded only then
-
-                trusted = walk(self, tag, trusted, top, why)
+                trusted = self._walk_chain(tag, trusted, top, why)
                 fresh = trust.read_sector(new, self.io)
                 check_sector(fresh, fresh.digest, trusted, hal.time())
         except TrustError as exc:
@@ -188,6 +185,74 @@ class Installer:
             + " CAs)"
         )
         return fresh
+
+    def _walk_chain(self, tag, trusted, top, why):
+        """The last sector below sequence `top` reached from `trusted` through the
+        release's certs.chain, each link checked with the rotation rules (S3-S6, S9;
+        not S7: a link may have expired since, the end of the chain must not)."""
+        from cert_sector.assets import CHAIN_ASSET, MAX_CHAIN_SIZE
+        from cert_sector.sector import check_sector
+
+        hal = self.hal
+        base = trust.sector_path(hal, self.kind)
+        chain, link = base + ".chain", base + ".link"
+        # The chain may be this long: the check's budget grows by as much.
+        self.client.budget_ms = self.u.budget_ms(
+            MAX_SECTOR_SIZE + MAX_CHAIN_SIZE + MAX_MANIFEST_SIZE
+        )
+        try:
+            size = download(
+                self.client,
+                hal.fs,
+                self._url(tag, CHAIN_ASSET),
+                chain,
+                MAX_CHAIN_SIZE,
+                self.io,
+                None,
+                self.log,
+            )[0]
+        except StatusError as exc:
+            if exc.status != 404:
+                raise
+            raise SignatureError(str(why) + "; no certs.chain in " + tag) from None
+        io = self.io
+        pos = 0
+        s = None
+        try:
+            with open(chain, "rb") as f:
+                while pos + 2 <= size:
+                    s = None
+                    collect()  # the last link's parse and signature checks: garbage
+                    head = f.read(2)
+                    n = (head[0] << 8) | head[1]
+                    if not 0 < n <= MAX_SECTOR_SIZE or pos + 2 + n > size:
+                        raise FormatError("certs.chain: member of " + str(n) + " bytes")
+                    out = hal.fs.open_write(link)
+                    try:
+                        left = n
+                        while left:
+                            k = f.readinto(io[: min(left, len(io))])
+                            out.write(io[:k])
+                            left -= k
+                    finally:
+                        out.close()
+                    pos += 2 + n
+                    s = trust.read_sector(link, io)
+                    if s.seq >= top:
+                        break
+                    if s.seq <= trusted.seq:
+                        continue
+                    try:
+                        trusted = check_sector(s, s.digest, trusted, None)
+                    except TrustError as exc:
+                        raise exc.__class__(
+                            "chain link sequence " + str(s.seq) + ": " + str(exc)
+                        ) from None
+                    self.log("cert sector: chain link sequence " + str(s.seq) + " verified")
+        finally:
+            remove_if_exists(hal.fs, link)
+            remove_if_exists(hal.fs, chain)
+        return trusted
 
     def _pin_first_sector(self, sector):
         """Pin the roots of the first app sector in the config; TrustError when refused."""
