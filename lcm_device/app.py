@@ -31,9 +31,14 @@ def confirm():
     hal = _hal()
     st = slots.load(hal)
     tag = st.get("app_tag")
-    if slots.confirm(hal, st, "app"):
-        _log("app: confirmed " + str(tag))
-        return True
+    try:
+        if slots.confirm(hal, st, "app"):
+            _log("app: confirmed " + str(tag))
+            return True
+    except OSError as exc:
+        # A full or read-only flash: the trial stays open (the app keeps running, and a
+        # later boot confirms it once the flash takes writes again).
+        _log("app: cannot confirm " + str(tag) + " now: OSError " + str(exc.args[0]))
     return False
 
 

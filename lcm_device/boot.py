@@ -6,12 +6,23 @@
 The app runs from its slot (/lcm/appN/main.py, imported as module `main`).
 In trial mode each boot is counted first (slots.count_trial_boot); an app
 that raises, at import or later, resets the board, which counts as a failed
-trial boot, and after `trial_boots` of them the previous slot comes back.
+trial boot, and after `trial_boots` of them the previous slot comes back. A
+power-on boot does not hold the boot before it (cut short by the power)
+against the release; a trial gets at most slots.max_trial_boots boots in all.
 A trial app is confirmed when it calls `lcm.confirm()`, when it has run for
 `confirm_after_s` (a HAL timer, on boards), or when its main module returns.
 
-A manager in trial (counted by /main.py) is confirmed once it has completed
-its update checks: the proof that the new manager can still update.
+A manager in trial (counted by /main.py) is confirmed once a check of it
+reached the server and got an answer (a release or none: idle, refused or
+installed): the proof that the new manager can still update. A check that
+fails or crashes talking to the network or a server is not held against it
+(a server chooses what it sends); only failing to import or start, or an
+exception in the boot's own steps, is. A trial that never reaches a server
+is confirmed after slots.max_trial_boots boots without a fault of its own.
+
+Flash writes at boot (trial counts, boot state, schedule, gestures, log)
+survive a full or read-only flash: the step is logged and the boot goes on
+to the app (`_step`).
 """
 
 import sys
@@ -20,6 +31,8 @@ from lcm_device import config, slots
 from lcm_device.compat import collect, const, sleep_ms
 
 _log = print
+# The manager slot this code runs from, set by /main.py; None: a /main.py that does not say.
+RUNNING = None
 _IDLE_POLL_MS = const(1000)  # without an app: how often the boot polls the check schedule
 
 
@@ -40,18 +53,58 @@ def main():
         _log = logmod.log
     except ImportError:
         pass
-    _firmware_booted(hal)
-    if _gestures(hal, cfg) == "setup":
-        _setup_mode(hal, cfg)  # the button held at power-on
+    _step(_firmware_booted, hal)
+    if _step(_gestures, hal, cfg) == "setup":
+        _step(_setup_mode, hal, cfg)  # the button held at power-on
+    cfg = None
+    collect()  # what lives through the check is allocated from here, low in a clean heap
     cfg = config.load(hal)  # a gesture or the portal may have changed it
     _log_boot(hal)
-    sched = _checks(hal, cfg)
+    sched = _step(_checks, hal, cfg)
+    # After the checks, whose buffers need the heap whole: a module the damage took
+    # away makes this boot's check fail (logged), and the next boot's work.
+    _step(_repair_manager, hal)
     run_app(hal, cfg, sched)
+
+
+def _step(fn, *args):
+    """Run one boot step; a full or read-only flash (OSError) is logged, the boot goes on."""
+    try:
+        return fn(*args)
+    except OSError as exc:
+        code = exc.args[0] if exc.args else None
+        why = {28: "flash full", 30: "flash read-only"}.get(code, "OSError " + str(code))
+        log("boot: " + fn.__name__.lstrip("_") + " skipped (" + why + ")")
+        return None
+
+
+def _repair_manager(hal):
+    """Check the active manager slot's files against its signed manifest; repair them from
+    the other slot (lcm_device.repair). When /main.py had to fall back to the other
+    slot, this is what makes the active one start again at the next boot."""
+    st = slots.load(hal, log)
+    if RUNNING is not None and st["mgr"] != RUNNING:
+        log("boot: running manager " + RUNNING + ", not the active " + st["mgr"])
+    from lcm_device.compat import file_size
+
+    if file_size(slots.manifest_path(hal, st["mgr"])) < 0:
+        return  # the factory slot, or a frozen manager: nothing to check against
+    # The manifest parser it loads stays loaded: an install uses it (a module dropped
+    # from sys.modules stays referenced by its package, and would be loaded twice).
+    try:
+        from lcm_device import repair
+
+        repair.manager_files(hal, st["mgr"], slots.inactive(st, "mgr"), log)
+    except ImportError:
+        pass
+    except Exception as exc:  # a damaged manifest: /main.py's fallback is what is left
+        log("manager: self-check failed: " + exc.__class__.__name__ + ": " + str(exc))
+    repair = None
 
 
 def _log_boot(hal):
     # Its own frame: the state read for the line is freed before the check.
-    st = slots.load(hal)
+    st = slots.load(hal, log)
     log(
         "boot: manager "
         + st["mgr"]
@@ -105,7 +158,7 @@ def _firmware_booted(hal):
     `fw_bad`, so later checks do not offer it again (a newer tag is installed).
     """
     hal.boot_firmware()  # the unix port plays ESP-IDF's bootloader (simpartition.py)
-    st = slots.load(hal)
+    st = slots.load(hal, log)  # the boot's first look at the state: a rebuild is logged
     nxt = st.get("fw_next")
     pending = st.get("fw_pending")
     if not nxt and not isinstance(pending, str):
@@ -142,7 +195,7 @@ def _firmware_booted(hal):
         )
     else:
         return
-    slots.save(hal, st)
+    slots.try_save(hal, st, log)
 
 
 def _firmware_valid(hal):
@@ -191,10 +244,15 @@ def _checks(hal, cfg):
     if not _network(hal, cfg):
         log("check: no network")
         _fleet_record(hal, cfg, ["failed"], "check: no network")
+        _manager_trial(hal, ("no network",))
         if sched is not None:
             sched.record_failure(now)
         return sched
-    from lcm_device.update import BUF_SIZE, Updater
+    try:
+        from lcm_device.update import BUF_SIZE, Updater
+    except ImportError as exc:  # a damaged manager: the app still runs (repair: next boot)
+        log("check: the update engine does not import: " + str(exc))
+        return sched
 
     buf = bytearray(BUF_SIZE)
     results = []
@@ -207,7 +265,7 @@ def _checks(hal, cfg):
     for kind in ("mgr", "app"):
         result = Updater(hal, cfg, kind, buf, note).check()
         results.append(result)
-        if result in ("refused", "failed", "crashed"):
+        if result in ("refused", "failed", "crashed", "broken"):
             last[1] = last[0]
         collect()
         if result == "installed" and kind == "mgr":
@@ -217,11 +275,16 @@ def _checks(hal, cfg):
     loaded = None
     _fleet_record(hal, cfg, results, last[1])
     st = slots.load(hal)
-    if "crashed" in results and (slots.in_trial(st, "mgr") or st.get("fw_pending")):
-        log("manager: crashed on trial; resetting (a failed trial boot)")
+    if "crashed" in results and st.get("fw_pending"):
+        log("firmware: crashed on trial; resetting (a failed trial boot)")
         hal.reset()
-    # This manager (and firmware) ran both checks: it works.
-    _confirm_manager(hal)
+    if "broken" in results and slots.in_trial(st, "mgr") and RUNNING in (None, st["mgr"]):
+        # Its own fault, not a server's: a failed trial boot.
+        log("manager: a module of its own does not import; resetting (a failed trial boot)")
+        hal.reset()
+    st = None
+    # A manager in trial does not check its own repo (results[0] is "idle" unasked).
+    _manager_trial(hal, results[1:])
     _firmware_valid(hal)
     if sched is not None:
         if "failed" in results:
@@ -284,12 +347,47 @@ def _portal_args(hal):
     return hal.portal_args()
 
 
-def _confirm_manager(hal):
+def _manager_trial(hal, results):
+    """Rule (manager trial): a server's answer to a check (idle, refused, installed)
+    proves the manager can still update: confirmed. A check that failed or crashed
+    (the network, or whatever a server sent) is not held against it (one that is
+    "broken", a module of its own missing, resets the board in _checks): the trial stays
+    open, at most slots.max_trial_boots boots, then the manager is confirmed, having
+    started and run that often without a fault of its own."""
+    st = slots.load(hal)
+    if not slots.in_trial(st, "mgr"):
+        return
+    if [r for r in results if r in ("idle", "refused", "installed")]:
+        _confirm_manager(hal)
+    elif (st.get("mgr_boots") or 0) >= slots.max_trial_boots(st):
+        _confirm_manager(hal, "after " + str(st["mgr_boots"]) + " boots without a fault of its own")
+    else:
+        # /main.py counted this boot as held against the manager until it proves
+        # otherwise; it got this far without a fault of its own: not held.
+        st["mgr_trial"] = max(0, (st.get("mgr_trial") or 0) - 1)
+        slots.try_save(hal, st, log)
+        log(
+            "manager: in trial; no server answered ("
+            + ", ".join(results)
+            + "), not held against it; trial boot "
+            + str(st.get("mgr_boots"))
+            + " of at most "
+            + str(slots.max_trial_boots(st))
+        )
+
+
+def _confirm_manager(hal, how=""):
     st = slots.load(hal)
     if slots.in_trial(st, "mgr"):
+        if RUNNING is not None and st["mgr"] != RUNNING:
+            return  # the manager on trial did not start: /main.py runs another one
         tag = st.get("mgr_tag")
-        slots.confirm(hal, st, "mgr")
-        log("manager: confirmed " + str(tag))
+        try:
+            slots.confirm(hal, st, "mgr")
+        except OSError as exc:  # full or read-only flash: confirmed at a later boot
+            log("manager: cannot confirm " + str(tag) + " now: OSError " + str(exc.args[0]))
+            return
+        log("manager: confirmed " + str(tag) + (" " + how if how else ""))
 
 
 def run_app(hal, cfg, sched=None):
@@ -298,18 +396,22 @@ def run_app(hal, cfg, sched=None):
         log("app: none installed yet")
         _wait_for_check(hal, cfg, sched)
         return
-    if slots.count_trial_boot(hal, st, "app") == "rolled back":
+    on_trial = st.get("app_tag")
+    counted = slots.count_trial_boot(hal, st, "app", _reset_cause(hal) == "power", log)
+    if counted == "rolled back":
+        bad = st.get("app_bad") == on_trial
         log(
             "app: "
-            + str(st.get("app_bad"))
-            + " failed "
-            + str(st.get("trial_boots", 3))
-            + " trial boots; rolled back to "
+            + str(on_trial)
+            + (" failed its trial (" + str(st.get("app_bad_why")) + ")" if bad else " removed")
+            + "; rolled back to "
             + str(st.get("app_tag"))
         )
-        if not st.get("app"):
-            _wait_for_check(hal, cfg, sched)
-            return
+    elif counted == "previous":
+        log("app: trial boot not counted; running the previous release " + str(st.get("app_tag")))
+    if not st.get("app"):
+        _wait_for_check(hal, cfg, sched)
+        return
     tag = st.get("app_tag")
     trial = slots.in_trial(st, "app")
     if trial:
@@ -323,19 +425,65 @@ def run_app(hal, cfg, sched=None):
         )
     else:
         log("app: starting " + str(tag))
+    _step(_keep_main, hal)
     _arm_watcher(hal, cfg, sched, trial)
     path = slots.slot_dir(hal, st["app"])
     sys.path.insert(0, path)
+    # The slot is the app's working place: its relative paths stay inside it.
+    import os
+
+    os.chdir(path)
     collect()
     try:
         __import__("main")
     except Exception as exc:
         log("app: " + str(tag) + " failed: " + exc.__class__.__name__ + ": " + str(exc))
+        _step(_restore_main, hal)
         hal.reset()
+    _step(_restore_main, hal)
     # The app's main module returned normally: it ran healthy.
     from lcm_device.app import confirm
 
     confirm()
+
+
+# /main.py starts the manager and nothing updates it, so the boot keeps a copy and
+# puts it back when an app removed or emptied it: before every reset the boot makes
+# after the app ran, when the app returns, and every second from the check timer on
+# boards. An app that removes it and cuts the power itself beats this (docs/device.md).
+_MAIN = "/main.py"
+_MAIN_COPY = "/lcm/state/main.py.good"
+
+
+def _keep_main(hal):
+    from lcm_device.compat import file_size
+
+    if file_size(hal.root + _MAIN) > 0 and file_size(hal.root + _MAIN_COPY) < 0:
+        _copy(hal, hal.root + _MAIN, hal.root + _MAIN_COPY)
+
+
+def _restore_main(hal, now_s=None):
+    from lcm_device.compat import file_size
+
+    if file_size(hal.root + _MAIN) <= 0 and file_size(hal.root + _MAIN_COPY) > 0:
+        _copy(hal, hal.root + _MAIN_COPY, hal.root + _MAIN)
+        log("boot: /main.py was removed; restored from " + _MAIN_COPY)
+
+
+def _copy(hal, source, target):
+    buf = bytearray(256)
+    tmp = target + ".tmp"
+    out = hal.fs.open_write(tmp)
+    try:
+        with open(source, "rb") as f:
+            while True:
+                n = f.readinto(buf)
+                if not n:
+                    break
+                out.write(memoryview(buf)[:n])
+    finally:
+        out.close()
+    hal.fs.rename(tmp, target)
 
 
 def _wait_for_check(hal, cfg, sched):
@@ -379,7 +527,7 @@ def _arm_watcher(hal, cfg, sched, trial):
         from lcm_device import checktimer
     except ImportError:
         return None
-    also = []
+    also = [lambda now_s: _step(_restore_main, hal)]
     try:
         from lcm_device import gestures
 

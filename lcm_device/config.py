@@ -1,8 +1,17 @@
 """Device settings in /lcm/state/config.json (keys and defaults: docs/device.md, "Config").
 
-`load(hal)` never fails: a missing or damaged file gives the defaults, so a
-device always boots far enough to reach its setup portal. `save(hal, cfg)`
-writes only what differs from the defaults, atomically (temp + rename).
+`load(hal)` never fails: a missing or damaged file gives the last good copy,
+else the defaults, so a device always boots far enough to reach its setup
+portal. `save(hal, cfg)` writes only what differs from the defaults,
+atomically (temp + rename).
+
+The last good copy, /lcm/state/config.good.json, holds the bytes of the last
+config.json that parsed as a JSON object. A torn config.json (truncated, or
+a tail of 0xFF) is no JSON object, since its closing brace is gone: then the
+copy is used and the damage logged. `load` refreshes the copy whenever
+config.json parses and differs from it (compared from flash, 64 bytes at a
+time), whoever wrote config.json (the device, a factory image, a tool), and
+writing the copy may fail (full or read-only flash) without consequence.
 """
 
 import json
@@ -10,6 +19,8 @@ import json
 from lcm_device.hal.fs import makedirs, write_atomic
 
 PATH = "/lcm/state/config.json"
+GOOD = "/lcm/state/config.good.json"
+_MAX_CONFIG = 8192  # larger is not a config this device wrote
 
 DEFAULTS = {
     "web_url": "https://github.com",
@@ -44,16 +55,69 @@ def load(hal):
     # MicroPython dicts have no __missing__: start from a copy of the defaults.
     cfg = dict(DEFAULTS)
     cfg["board"] = hal.board
-    try:
-        with open(hal.root + PATH) as f:
-            data = json.load(f)
-    except (OSError, ValueError) as exc:
-        print("config: using defaults (" + str(exc) + ")")
-        return cfg
-    if isinstance(data, dict):
+    data = _read(hal.root + PATH)
+    if data is None:
+        data = _read(hal.root + GOOD)
+        kept = "defaults" if data is None else "the last good copy"
+        print("config: " + PATH + " missing or damaged; using " + kept)
+    else:
+        _keep_good(hal)
+    if data is not None:
         for key in data:
             cfg[key] = data[key]
     return cfg
+
+
+def _read(path):
+    from lcm_device.compat import file_size
+
+    if file_size(path) > _MAX_CONFIG:
+        return None
+    try:
+        with open(path) as f:
+            data = json.load(f)  # streamed: no buffer of the file's size
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _keep_good(hal):
+    """Copy config.json (it parsed) to the last good copy when they differ."""
+    from lcm_device.compat import file_size
+
+    if file_size(hal.root + PATH) == file_size(hal.root + GOOD) and _same(
+        hal.root + PATH, hal.root + GOOD
+    ):
+        return
+    tmp = hal.root + GOOD + ".tmp"
+    buf = bytearray(64)
+    try:
+        out = hal.fs.open_write(tmp)
+        try:
+            with open(hal.root + PATH, "rb") as f:
+                while True:
+                    n = f.readinto(buf)
+                    if not n:
+                        break
+                    out.write(memoryview(buf)[:n])
+        finally:
+            out.close()
+        hal.fs.rename(tmp, hal.root + GOOD)
+    except OSError:
+        pass  # a full or read-only flash: the copy is refreshed at a later boot
+
+
+def _same(a, b):
+    try:
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            while True:
+                x = fa.read(64)
+                if x != fb.read(64):
+                    return False
+                if not x:
+                    return True
+    except OSError:
+        return False
 
 
 def save(hal, cfg):

@@ -1,50 +1,132 @@
-"""Slot state in /lcm/state/boot.json: which slot runs, trial boots, roll-back.
+"""Slot state: which slot runs, trial boots, roll-back (docs/device.md, "Boot state").
 
-Two kinds share the file, each with two slots: the app ("app": app0/app1)
+Two kinds share the state, each with two slots: the app ("app": app0/app1)
 and the manager ("mgr": m0/m1). For kind K the keys are:
 
   K            active slot name (app: None until the first install)
   K_tag, K_seq tag and manifest sequence installed in the active slot
   K_prev       the slot to return to while K is in trial, else None
   K_prev_tag, K_prev_seq
-  K_trial      None when confirmed; else the number of trial boots started
+  K_trial      None when confirmed; else the trial boots held against the
+               release (started, minus those that ended in a power cut)
+  K_boots      boots of the trial in all, power cuts included
   K_bad        a tag that failed its trial: not offered again (a newer one is)
   K_bad_seq    its signed sequence: the same tag under a higher one (forced) is offered
+  K_bad_why    why it failed (crashed or reset, or never confirmed)
   K_repo       the repo the installed tag and sequence belong to
   trial_boots  failed trial boots before roll-back (copied from the config at
                each switch, because /main.py counts manager trial boots
                before any manager code or config parsing runs)
 
-The file is only ever replaced with one atomic rename (temp + rename), so a
-power cut leaves either the old state or the new one; that rename is the
-switch. Each slot's files live in /lcm/SLOT/ and its signed manifest in
-/lcm/SLOT.lcm.
+No single point of failure. The state is kept in two generation files,
+/lcm/state/boot0.json and boot1.json; generation N is written (temp +
+rename) to file N % 2, so a write that is torn (a flash that does not
+rename atomically, a tail of 0xFF) damages only the file being written and
+the one before it still holds the previous generation. Each file is
+
+  JSON object with "gen": N \\n 16 hex digits of sha256(JSON) \\n
+
+and a file whose checksum does not match is ignored. `load` takes the valid
+file with the highest generation; when neither is valid (both removed or
+damaged) it rebuilds the state from the slots themselves (`rebuild`): each
+slot keeps its signed manifest at /lcm/SLOT.lcm, and of the slots whose
+files match their manifest the one with the highest sequence runs, without
+a download. /main.py (lcm_device/main.py) reads the same files with the same
+rules.
 """
 
 import json
 
+from cert_sector.bootstate import MAX_STATE, PATHS, decode, encode
 from lcm_device.hal.fs import makedirs, write_atomic
 
-PATH = "/lcm/state/boot.json"
+STATE_DIR = "/lcm/state"
+LEGACY_PATH = "/lcm/state/boot.json"
 SLOTS = {"app": ("app0", "app1"), "mgr": ("m0", "m1")}
 
 
-def load(hal):
+def _read(path):
+    from lcm_device.compat import file_size
+
+    size = file_size(path)
+    if not 0 < size <= MAX_STATE:
+        return None
     try:
-        with open(hal.root + PATH) as f:
-            st = json.load(f)
-    except (OSError, ValueError):
-        st = {}
-    if not isinstance(st, dict):
-        st = {}
+        with open(path, "rb") as f:
+            return decode(f.read(size))  # read(n) allocates n: the size, not the cap
+    except OSError:
+        return None
+
+
+def load(hal, log=None):
+    """The newest valid generation; rebuilt from the slots when there is none."""
+    st = None
+    for path in PATHS:
+        one = _read(hal.root + path)
+        if one is not None and (st is None or one["gen"] > st["gen"]):
+            st = one
+    if st is None:
+        st = _legacy(hal)
+    if st is None and _has_manifests(hal):
+        try:
+            from lcm_device.rebuild import rebuild  # rarely needed: its own module
+        except ImportError:  # a manager without it (damaged, or a cut-down test release)
+            rebuild = None
+        if rebuild is not None:
+            st = rebuild(hal, log)
+            if st.get("app") or st.get("mgr_tag"):
+                try_save(hal, st, log or print)  # rebuilt once, not at every load
+    if st is None:
+        st = {"gen": 0}  # a new device: nothing installed yet
     if not st.get("mgr"):
         st["mgr"] = "m0"
     return st
 
 
+def _has_manifests(hal):
+    from lcm_device.compat import file_size
+
+    for kind in SLOTS:
+        for slot in SLOTS[kind]:
+            if file_size(manifest_path(hal, slot)) >= 0:
+                return True
+    return False
+
+
+def _legacy(hal):
+    # The single boot.json of managers before two generations: read once, then replaced.
+    try:
+        with open(hal.root + LEGACY_PATH) as f:
+            st = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(st, dict):
+        return None
+    st["gen"] = 0
+    return st
+
+
 def save(hal, st):
-    makedirs(hal.fs, hal.root + "/lcm/state")
-    write_atomic(hal.fs, hal.root + PATH, json.dumps(st))
+    """Write the next generation over the older file. Raises OSError (full or read-only
+    flash): callers at boot decide what a state they cannot save means."""
+    st["gen"] = (st.get("gen") or 0) + 1
+    makedirs(hal.fs, hal.root + STATE_DIR)
+    write_atomic(hal.fs, hal.root + PATHS[st["gen"] % 2], encode(st))
+
+
+def try_save(hal, st, log):
+    """save(), logging instead of raising: True when the state was written."""
+    try:
+        save(hal, st)
+        return True
+    except OSError as exc:
+        log("boot state: cannot save (" + _errno_text(exc) + ")")
+        return False
+
+
+def _errno_text(exc):
+    code = exc.args[0] if exc.args else None
+    return {28: "flash full", 30: "flash read-only"}.get(code, "OSError " + str(code))
 
 
 def slot_dir(hal, slot):
@@ -64,6 +146,12 @@ def in_trial(st, kind):
     return st.get(kind + "_trial") is not None
 
 
+def max_trial_boots(st):
+    """Boots a trial may take in all, power cuts included: a release that hangs the board
+    (power-cycled by hand, no watchdog) still rolls back."""
+    return 3 * (st.get("trial_boots") or 3) + 1
+
+
 def switch(hal, st, kind, slot, tag, seq, trial_boots):
     """Make `slot` active in trial mode, keeping the running one to return to."""
     st[kind + "_prev"] = st.get(kind)
@@ -73,6 +161,7 @@ def switch(hal, st, kind, slot, tag, seq, trial_boots):
     st[kind + "_tag"] = tag
     st[kind + "_seq"] = seq
     st[kind + "_trial"] = 0
+    st[kind + "_boots"] = 0
     st["trial_boots"] = trial_boots
     save(hal, st)
 
@@ -81,7 +170,7 @@ def confirm(hal, st, kind):
     """End the trial: the running slot stays, the previous one may be overwritten."""
     if not in_trial(st, kind):
         return False
-    st[kind + "_trial"] = None
+    st[kind + "_trial"] = st[kind + "_boots"] = None
     st[kind + "_prev"] = st[kind + "_prev_tag"] = st[kind + "_prev_seq"] = None
     save(hal, st)
     return True
@@ -94,23 +183,96 @@ def forget_previous(hal, st, kind):
         save(hal, st)
 
 
-def count_trial_boot(hal, st, kind):
-    """At boot: 'run' (counted, or confirmed) or 'rolled back' after too many trial boots."""
-    trial = st.get(kind + "_trial")
-    if trial is None:
-        return "run"
-    if trial >= st.get("trial_boots", 3):
-        st[kind + "_bad"] = st.get(kind + "_tag")
-        st[kind + "_bad_seq"] = st.get(kind + "_seq")
-        st[kind] = st.get(kind + "_prev")
-        st[kind + "_tag"] = st.get(kind + "_prev_tag")
-        st[kind + "_seq"] = st.get(kind + "_prev_seq")
-        st[kind + "_trial"] = None
-        st[kind + "_prev"] = st[kind + "_prev_tag"] = st[kind + "_prev_seq"] = None
-        if kind == "mgr" and not st["mgr"]:
-            st["mgr"] = "m0"
-        save(hal, st)
-        return "rolled back"
+def roll_back(st, kind, why):
+    """Return to the previous slot (in `st`; the caller saves), marking the release bad."""
+    st[kind + "_bad"] = st.get(kind + "_tag")
+    st[kind + "_bad_seq"] = st.get(kind + "_seq")
+    st[kind + "_bad_why"] = why
+    st[kind] = st.get(kind + "_prev")
+    st[kind + "_tag"] = st.get(kind + "_prev_tag")
+    st[kind + "_seq"] = st.get(kind + "_prev_seq")
+    st[kind + "_trial"] = st[kind + "_boots"] = None
+    st[kind + "_prev"] = st[kind + "_prev_tag"] = st[kind + "_prev_seq"] = None
+    if kind == "mgr" and not st["mgr"]:
+        st["mgr"] = "m0"
+
+
+def trial_step(st, kind, power_on):
+    """Count one boot of a slot in trial (in `st`); returns why it failed, or None.
+
+    A power-on boot means the previous boot lost its power: that boot is not
+    held against the release. Resets (a crash, the watchdog, an app that
+    resets itself) are. The manager's bound on boots does not roll it back:
+    /main.py counts it the same way and lcm_device.boot confirms a manager
+    that reached the bound without a fault of its own (docs/device.md).
+    """
+    trial = st.get(kind + "_trial") or 0
+    boots = st.get(kind + "_boots") or 0
+    if power_on and trial > 0:
+        trial -= 1
+    if trial >= (st.get("trial_boots") or 3):
+        return "crashed or reset in " + str(trial) + " trial boots"
+    if kind == "app" and boots >= max_trial_boots(st):
+        return "not confirmed within " + str(boots) + " boots"
     st[kind + "_trial"] = trial + 1
-    save(hal, st)
-    return "run"
+    st[kind + "_boots"] = boots + 1
+    return None
+
+
+def count_trial_boot(hal, st, kind, power_on=False, log=print):
+    """At boot: 'run' (counted, or not in trial), 'rolled back', or 'previous'.
+
+    A trial boot that cannot be recorded is never run: uncounted, a crashing
+    release could crash for ever. On a read-only flash this boot runs the
+    previous slot instead ('previous', in `st` only, nothing saved) and the
+    trial goes on once the flash takes writes again. On a full flash the
+    trial slot is removed (the release itself may have filled the flash) and
+    the previous slot comes back ('rolled back'): the release is offered again
+    by the next check, and is marked bad when it fills the flash a second time.
+    """
+    if not in_trial(st, kind):
+        return "run"
+    from lcm_device.compat import file_size
+
+    if kind == "app" and file_size(manifest_path(hal, st[kind])) < 0 and st.get(kind + "_prev"):
+        # Removed (a full flash above, or by hand): nothing to try.
+        _drop_trial(hal, st, kind, "its slot was removed in its trial, twice", log)
+        try_save(hal, st, log)
+        return "rolled back"
+    why = trial_step(st, kind, power_on)
+    if why is not None:
+        roll_back(st, kind, why)
+        try_save(hal, st, log)  # not saved: the same decision is taken at the next boot
+        return "rolled back"
+    try:
+        save(hal, st)
+        return "run"
+    except OSError as exc:
+        log("boot state: cannot count the trial boot (" + _errno_text(exc) + ")")
+        full = exc.args and exc.args[0] == 28
+    if full and kind == "app" and st.get(kind + "_prev"):
+        _drop_trial(hal, st, kind, "filled the flash in its trial, twice", log)
+        try_save(hal, st, log)  # not saved: the slot is gone, so the next boot drops it again
+        return "rolled back"
+    st[kind] = st.get(kind + "_prev")
+    st[kind + "_tag"] = st.get(kind + "_prev_tag")
+    st[kind + "_seq"] = st.get(kind + "_prev_seq")
+    st[kind + "_trial"] = None
+    return "previous"
+
+
+def _drop_trial(hal, st, kind, why, log):
+    """Remove the trial slot and return to the previous one; the release is marked bad
+    (with `why`) only the second time this happens to it: once, it is offered again."""
+    from lcm_device.hal.fs import remove_if_exists, remove_tree
+
+    tag = st.get(kind + "_tag")
+    slot = st[kind]
+    bad, bad_why = st.get(kind + "_bad"), st.get(kind + "_bad_why")
+    roll_back(st, kind, why)
+    if st.get(kind + "_dropped") != tag:
+        st[kind + "_bad"], st[kind + "_bad_why"] = bad, bad_why
+    st[kind + "_dropped"] = tag
+    log("boot state: the trial of " + str(tag) + " in " + slot + " ends; removing it")
+    remove_if_exists(hal.fs, manifest_path(hal, slot))
+    remove_tree(hal.fs, slot_dir(hal, slot))

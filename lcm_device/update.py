@@ -10,6 +10,8 @@ release can do; it returns what happened:
   "refused"    a release failed a trust rule or a limit; logged with the reason
   "failed"     the network failed (retried next check); partial work is resumed then
   "crashed"    an unexpected error (a bug, MemoryError); logged, the app still runs
+  "broken"     a module of this manager does not import: its own fault, never a
+               server's (a manager on trial fails that boot; lcm_device.boot)
 
 The cycle, and why it is safe (docs/device.md, "Update engine"):
 
@@ -37,7 +39,7 @@ The cycle, and why it is safe (docs/device.md, "Update engine"):
   5. fetch: copies and pack ranges stream into the inactive slot, hashed on
      the way; a bad hash refuses the release.
   6. verify: every file of the slot is hashed again against the manifest.
-  7. switch: one atomic rename of boot.json makes the slot active in trial.
+  7. switch: one atomic save of the boot state (slots.py) makes the slot active in trial.
 """
 
 from cert_sector import release
@@ -122,7 +124,15 @@ class Updater:
             if (tag == st.get(self.kind + "_bad") and st.get(self.kind + "_bad_seq") is None) or (
                 self.kind == "app" and tag == st.get("fw_bad")
             ):
-                self.log(name + ": " + tag + " failed its trial before; waiting for a newer one")
+                why = st.get(self.kind + "_bad_why") or "why not recorded"
+                self.log(
+                    name
+                    + ": "
+                    + tag
+                    + " failed its trial before; waiting for a newer one ("
+                    + str(why)
+                    + ")"
+                )
                 return "idle"
             # lcm_device.rollout.WAIT, checked without importing the module.
             if self.kind == "app" and exists(self.hal.root + "/lcm/state/rollout.wait"):
@@ -145,6 +155,9 @@ class Updater:
         except (HTTPError, OSError) as exc:
             self.log(name + ": check failed: " + _why(exc))
             return "failed"
+        except ImportError as exc:
+            self.log(name + ": check broken: " + _why(exc))
+            return "broken"
         except Exception as exc:
             # A bug (or MemoryError) must not keep the app from running: report it.
             self.log(name + ": check crashed: " + _why(exc))

@@ -11,6 +11,12 @@ the power instead: a write is cut half way, then the process exits with
 EXIT_POWER_CUT. MicroPython has no `os._exit`, so the cut is a SystemExit;
 the flash is marked dead first, so `finally` blocks that run on the way out
 cannot change anything more, as after a real power cut.
+
+Flash failure: with `LCM_FLASH_FAIL=full@k` the flash is full from the k-th
+mutation of the process on (creating a folder or writing a byte raises
+OSError 28, ENOSPC; a file is still created empty, renames and removals
+work, and `free_bytes()` is 0) until a removal frees space; with `ro@k` it turns read-only (every
+mutation raises OSError 30, EROFS), as a worn or failing chip does.
 """
 
 import hashlib
@@ -29,17 +35,28 @@ class PowerCut(SystemExit):
 class FaultyFs(Fs):
     """Flash mutations counted; the `fault_at`-th one cuts the power."""
 
-    def __init__(self, fault_at=0):
+    def __init__(self, fault_at=0, fail=""):
         self.fault_at = fault_at
         self.mutations = 0
         self.dead = False
+        # "full@k" / "ro@k": the flash fails from the k-th mutation on.
+        self.fail_mode, _, at = fail.partition("@")
+        self.fail_at = int(at) if at else 0
 
-    def _tick(self):
-        # True when this mutation is the one that cuts the power.
+    def _tick(self, grows=True):
+        # True when this mutation is the one that cuts the power; raises when the flash
+        # is full (for a mutation that needs space: `grows`) or read-only.
         if self.dead:
             raise PowerCut(EXIT_POWER_CUT)
         self.mutations += 1
+        if self.mutations == self.fail_at:
+            print("lcm-hal: flash " + self.fail_mode + " from mutation " + str(self.fail_at))
+        if self.failing() and (grows or self.fail_mode == "ro"):
+            raise OSError(28 if self.fail_mode == "full" else 30)
         return self.mutations == self.fault_at
+
+    def failing(self):
+        return self.fail_at > 0 and self.mutations >= self.fail_at
 
     def cut(self):
         self.dead = True
@@ -47,26 +64,32 @@ class FaultyFs(Fs):
         raise PowerCut(EXIT_POWER_CUT)
 
     def open_write(self, path):
-        if self._tick():
+        if self._tick(grows=False):
             open(path, "wb").close()  # created and truncated, nothing written
             self.cut()
         return _CountedFile(self, open(path, "wb"))
 
     def open_append(self, path):
-        if self._tick():
+        if self._tick(grows=False):
             open(path, "ab").close()
             self.cut()
         return _CountedFile(self, open(path, "ab"))
 
     def rename(self, old, new):
-        if self._tick():
+        if self._tick(grows=False):
             self.cut()  # a rename is atomic: cut before it happens
         os.rename(old, new)
 
     def remove(self, path):
-        if self._tick():
+        if self._tick(grows=False):
             self.cut()
         os.remove(path)
+        self._freed()
+
+    def _freed(self):
+        # A full flash has room again once something was removed.
+        if self.fail_mode == "full" and self.failing():
+            self.fail_at = 0
 
     def mkdir(self, path):
         if self._tick():
@@ -74,9 +97,10 @@ class FaultyFs(Fs):
         os.mkdir(path)
 
     def rmdir(self, path):
-        if self._tick():
+        if self._tick(grows=False):
             self.cut()
         os.rmdir(path)
+        self._freed()
 
 
 class _CountedFile:
@@ -113,7 +137,7 @@ class UnixHal(BoardHal):
         getenv = getattr(os, "getenv", None)
         env = getenv if getenv else (lambda name: os.environ.get(name))
         self.root = (root or env("LCM_ROOT") or os.getcwd()).rstrip("/")
-        self.fs = FaultyFs(int(env("LCM_FAULT_AT") or 0))
+        self.fs = FaultyFs(int(env("LCM_FAULT_AT") or 0), env("LCM_FLASH_FAIL") or "")
         self._clock = env("LCM_CLOCK") != "unknown"
         self._mac = env("LCM_MAC")
         # Set by the simulator: why this process started, and a check requested from outside.
@@ -177,6 +201,8 @@ class UnixHal(BoardHal):
         """Free flash: LCM_FLASH_KB minus what the folder holds, else the host disk's."""
         from lcm_device.compat import free_bytes
 
+        if self.fs.fail_mode == "full" and self.fs.failing():
+            return 0
         if not self._flash_kb:
             return free_bytes(self.root)
         return self._flash_kb * 1024 - _tree_size(self.root)

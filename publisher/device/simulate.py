@@ -31,7 +31,6 @@ from publisher.fsutil import write_atomic
 from publisher.micropython import REPO_ROOT, SIM_PACKAGES, build_mpy, run_micropython
 
 EXIT_APP_DONE = 0
-BOOT_JSON = Path("lcm/state/boot.json")
 CONFIG_JSON = Path("lcm/state/config.json")
 BOOTSTRAP_CA = Path("lcm/state/certs/bootstrap.der")
 
@@ -141,11 +140,18 @@ def provision(
 
 
 def read_state(state: Path) -> dict[str, Any]:
-    try:
-        value = json.loads((Path(state) / BOOT_JSON).read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+    """The device's boot state: the newest valid generation (cert_sector.bootstate), else {}."""
+    from cert_sector.bootstate import PATHS, decode
+
+    best: dict[str, Any] = {}
+    for rel in PATHS:
+        try:
+            value = decode((Path(state) / rel.lstrip("/")).read_bytes()[:4096])
+        except OSError:
+            continue
+        if value is not None and value["gen"] > best.get("gen", -1):
+            best = value
+    return best
 
 
 @functools.cache
@@ -215,7 +221,7 @@ def simulate(
     number `fault_boot` only (the first by default), as the power-cut tests
     do; `check_after_cut` asks for a check at the boot after a power cut, and
     `on_exit(code, status)` sees the flash between boots (status.state is the
-    boot.json of that moment).
+    boot state of that moment).
     """
     state = Path(state)
     if not (state / "main.py").exists():

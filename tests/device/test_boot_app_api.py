@@ -73,7 +73,8 @@ def test_app_requests_an_update_check(tmp_path: Path, mpy: Any, host: Any) -> No
     repo.publish("2.0.0", files)
 
     # No check is due at this boot (the schedule says a day); the app asks for one.
-    (state / "please-check").touch()
+    # The app runs in its slot's folder (its working place).
+    (state / "lcm" / "app0" / "please-check").touch()
     status = run(state, mpy, check_first=False)
     out = text(status)
     assert "check: not due for" in out.split("--- boot 2")[0], out

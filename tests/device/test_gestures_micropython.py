@@ -69,6 +69,9 @@ def preset(mpy, count=None, config=None):
         state(mpy, "gesture").write_text(str(count))
     if config is not None:
         state(mpy, "config.json").write_text(json.dumps(config))
+        # As a boot that read this config leaves it: with its last good copy (config.load
+        # writes one otherwise, and the fault points below count flash mutations).
+        state(mpy, "config.good.json").write_text(json.dumps(config))
 
 
 def config(mpy):
