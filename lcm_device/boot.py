@@ -89,8 +89,8 @@ def _repair_manager(hal):
 
     if file_size(slots.manifest_path(hal, st["mgr"])) < 0:
         return  # the factory slot, or a frozen manager: nothing to check against
-    # The manifest parser it loads stays loaded: an install uses it (a module dropped
-    # from sys.modules stays referenced by its package, and would be loaded twice).
+    # What it imports (the manifest parser) is released before the app, as after a check.
+    loaded = list(sys.modules)
     try:
         from lcm_device import repair
 
@@ -100,6 +100,7 @@ def _repair_manager(hal):
     except Exception as exc:  # a damaged manifest: /main.py's fallback is what is left
         log("manager: self-check failed: " + exc.__class__.__name__ + ": " + str(exc))
     repair = None
+    _unload([name for name in sys.modules if name not in loaded], release=True)
 
 
 def _log_boot(hal):
