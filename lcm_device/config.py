@@ -3,12 +3,12 @@
 `load(hal)` never fails: a missing or damaged file gives the last good copy,
 else the defaults, so a device always boots far enough to reach its setup
 portal. `save(hal, cfg)` writes only what differs from the defaults,
-atomically (temp + rename).
+atomically (temp + rename). `keep_good(hal)`, once per boot, keeps the copy.
 
 The last good copy, /lcm/state/config.good.json, holds the bytes of the last
 config.json that parsed as a JSON object. A torn config.json (truncated, or
 a tail of 0xFF) is no JSON object, since its closing brace is gone: then the
-copy is used and the damage logged. `load` refreshes the copy whenever
+copy is used and the damage logged. `keep_good` refreshes the copy whenever
 config.json parses and differs from it (compared from flash, 64 bytes at a
 time), whoever wrote config.json (the device, a factory image, a tool), and
 writing the copy may fail (full or read-only flash) without consequence.
@@ -60,8 +60,6 @@ def load(hal):
         data = _read(hal.root + GOOD)
         kept = "defaults" if data is None else "the last good copy"
         print("config: " + PATH + " missing or damaged; using " + kept)
-    else:
-        _keep_good(hal)
     if data is not None:
         for key in data:
             cfg[key] = data[key]
@@ -81,9 +79,13 @@ def _read(path):
     return data if isinstance(data, dict) else None
 
 
-def _keep_good(hal):
-    """Copy config.json (it parsed) to the last good copy when they differ."""
+def keep_good(hal):
+    """Copy config.json to the last good copy when it parses and they differ (the boot
+    calls it once, first: its garbage is gone before what lives through the boot)."""
     from lcm_device.compat import file_size
+
+    if _read(hal.root + PATH) is None:
+        return
 
     if file_size(hal.root + PATH) == file_size(hal.root + GOOD) and _same(
         hal.root + PATH, hal.root + GOOD
