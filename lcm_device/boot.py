@@ -34,6 +34,7 @@ _log = print
 # The manager slot this code runs from, set by /main.py; None: a /main.py that does not say.
 RUNNING = None
 _IDLE_POLL_MS = const(1000)  # without an app: how often the boot polls the check schedule
+_CHECK_BUF = const(5120)  # lcm_device.update.BUF_SIZE, without importing the engine
 
 
 def log(text):
@@ -58,10 +59,14 @@ def main():
     if _step(_gestures, hal, cfg) == "setup":
         _step(_setup_mode, hal, cfg)  # the button held at power-on
     cfg = None
-    collect()  # what lives through the check is allocated from here, low in a clean heap
+    collect()
+    # The check's one buffer first, in a clean heap: allocated later, after what lives
+    # through the boot, 5 KB in one piece may no longer be there on a small heap.
+    buf = bytearray(_CHECK_BUF)
     cfg = config.load(hal)  # a gesture or the portal may have changed it
     _log_boot(hal)
-    sched = _step(_checks, hal, cfg)
+    sched = _step(_checks, hal, cfg, buf)
+    buf = None
     # After the checks, whose buffers need the heap whole: a module the damage took
     # away makes this boot's check fail (logged), and the next boot's work.
     _step(_repair_manager, hal)
@@ -219,7 +224,7 @@ def _trial(st, kind):
     return "" if t is None else " (trial boot " + str(t) + ")"
 
 
-def _checks(hal, cfg):
+def _checks(hal, cfg, buf):
     """Update checks when due; resets when something was installed. Returns the schedule."""
     sched = None
     now = 0
@@ -261,7 +266,8 @@ def _checks(hal, cfg):
         log("check: the update engine does not import: " + str(exc))
         return sched
 
-    buf = bytearray(BUF_SIZE)
+    if len(buf) < BUF_SIZE:
+        buf = bytearray(BUF_SIZE)  # _CHECK_BUF out of date: correct, at a cost in heap
     results = []
     last = [None, None]  # the engine's last log line; the last refusal or failure
 
