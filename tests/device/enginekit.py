@@ -199,3 +199,21 @@ def slot_is_complete(state: Path, slot: str) -> bool:
 
 def text(status: SimStatus) -> str:
     return "\n".join(status.lines)
+
+
+def install_first_release(tmp: Path, mpy_build: Path) -> tuple[Repo, Path]:
+    """A device with v1.0.0 (3 files) installed from a fresh host, at the port's default heap.
+
+    For module-scoped fixtures of tests that then attack that device: the host is gone
+    when this returns; each test serves the repo again (honestly or not).
+    """
+    from tests.device.conftest import MicroPython
+    from tests.hostserver import running_host
+
+    device = MicroPython(mpy_build, None, tmp)
+    with running_host(tmp) as host:
+        repo = Repo(host)
+        repo.publish("1.0.0", app_files("1.0.0", n=3))
+        state = new_device(tmp, device, host, repo, http_timeout_ms=1000)
+        assert run(state, device).state["app_tag"] == "v1.0.0"
+    return repo, state

@@ -23,9 +23,13 @@ from cryptography.x509.oid import NameOID
 from cert_sector import sector as sf
 from cert_sector.sector import MAX_SECTOR_SIZE
 from tests.device.attackserver import point, release_routes
-from tests.device.conftest import MicroPython
-from tests.device.enginekit import Repo, app_files, new_device, run, slot_is_complete, text
-from tests.hostserver import running_host
+from tests.device.enginekit import (
+    Repo,
+    install_first_release,
+    run,
+    slot_is_complete,
+    text,
+)
 from tests.keyfactory import make_sector, new_signer
 from tests.test_http_servers import RawServer
 
@@ -79,13 +83,7 @@ def full_sector(repo: Repo, seq: int, rsa_der: bytes, p384: Any) -> bytes:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory, mpy_build: Path) -> tuple[Repo, Path]:
     tmp = tmp_path_factory.mktemp("bigsector")
-    device = MicroPython(mpy_build, None, tmp)
-    with running_host(tmp) as host:
-        repo = Repo(host)
-        repo.publish("1.0.0", app_files("1.0.0", n=3))
-        state = new_device(tmp, device, host, repo, http_timeout_ms=1000)
-        assert run(state, device).state["app_tag"] == "v1.0.0"
-    return repo, state
+    return install_first_release(tmp, mpy_build)
 
 
 def test_full_sector_with_two_real_root_cas_installs_every_time(

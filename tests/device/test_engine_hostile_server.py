@@ -15,9 +15,14 @@ from typing import Any
 
 import pytest
 
-from tests.device.conftest import MicroPython
-from tests.device.enginekit import Repo, app_files, new_device, run, slot_is_complete, text
-from tests.hostserver import running_host
+from tests.device.enginekit import (
+    Repo,
+    app_files,
+    install_first_release,
+    run,
+    slot_is_complete,
+    text,
+)
 from tests.keyfactory import make_manifest
 from tests.test_http_servers import RawServer, response
 
@@ -122,14 +127,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory, mpy_build: Path) -> tupl
     tmp = tmp_path_factory.mktemp("hostile")
 
     # The module-scoped install runs at the port's default heap (the fixture's own is per test).
-    device = MicroPython(mpy_build, None, tmp)
-
-    with running_host(tmp) as host:
-        repo = Repo(host)
-        repo.publish("1.0.0", app_files("1.0.0", n=3))
-        state = new_device(tmp, device, host, repo, http_timeout_ms=1000)
-        assert run(state, device).state["app_tag"] == "v1.0.0"
-    return repo, state
+    return install_first_release(tmp, mpy_build)
 
 
 @pytest.mark.parametrize("case", list(CASES))

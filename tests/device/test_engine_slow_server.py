@@ -29,10 +29,14 @@ import pytest
 import trustme
 
 from publisher.device.simulate import der_from_pem
-from tests.device.conftest import MicroPython
-from tests.device.enginekit import Repo, app_files, new_device, run, slot_is_complete, text
+from tests.device.enginekit import (
+    Repo,
+    install_first_release,
+    run,
+    slot_is_complete,
+    text,
+)
 from tests.device.test_engine_hostile_server import DL, routes_for
-from tests.hostserver import running_host
 from tests.test_http_servers import CLOSE, RawServer, Request, Sleep, response
 
 TIGHT = {"check_slack_s": 4, "check_rate": 65536}
@@ -107,13 +111,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory, mpy_build: Path) -> tuple[Repo, Path]:
     tmp = tmp_path_factory.mktemp("slow")
-    device = MicroPython(mpy_build, None, tmp)
-    with running_host(tmp) as host:
-        repo = Repo(host)
-        repo.publish("1.0.0", app_files("1.0.0", n=3))
-        state = new_device(tmp, device, host, repo, http_timeout_ms=1000)
-        assert run(state, device).state["app_tag"] == "v1.0.0"
-    return repo, state
+    return install_first_release(tmp, mpy_build)
 
 
 def set_config(state: Path, **changes: Any) -> None:

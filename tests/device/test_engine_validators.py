@@ -15,9 +15,7 @@ from typing import Any
 import pytest
 
 from tests.device.attackserver import download, point, release_routes
-from tests.device.conftest import MicroPython
-from tests.device.enginekit import Repo, app_files, new_device, run, text
-from tests.hostserver import running_host
+from tests.device.enginekit import Repo, install_first_release, run, text
 from tests.keyfactory import make_sector
 from tests.test_http_servers import RawServer
 
@@ -31,12 +29,7 @@ ETAGS = {
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory, mpy_build: Path) -> tuple[Repo, Path]:
     tmp = tmp_path_factory.mktemp("etag")
-    device = MicroPython(mpy_build, None, tmp)
-    with running_host(tmp) as host:
-        repo = Repo(host)
-        repo.publish("1.0.0", app_files("1.0.0", n=3))
-        state = new_device(tmp, device, host, repo, http_timeout_ms=1000)
-        assert run(state, device).state["app_tag"] == "v1.0.0"
+    repo, state = install_first_release(tmp, mpy_build)
     repo.sector = make_sector(repo.name, [repo.root], [repo.release_key], seq=2)
     return repo, state
 
