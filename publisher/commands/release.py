@@ -23,7 +23,14 @@ from rich.progress import (
 from rich.text import Text
 
 from publisher.certs import read_sector
-from publisher.commands.release_options import ApiUrl, AsJson, Repo, TokenEnv, token_from_env
+from publisher.commands.release_options import (
+    ApiUrl,
+    AsJson,
+    KeyPassphraseEnv,
+    Repo,
+    TokenEnv,
+    token_from_env,
+)
 from publisher.console import command_edge, err, out, print_json
 from publisher.device.manager import write_manager_release
 from publisher.errors import PublisherError
@@ -146,12 +153,7 @@ def publish_command(
     ] = False,
     api_url: ApiUrl = DEFAULT_API_URL,
     token_env: TokenEnv = DEFAULT_TOKEN_ENV,
-    passphrase_env: Annotated[
-        str | None,
-        typer.Option(
-            "--passphrase-env", envvar="LCM_PASSPHRASE_ENV", help="Env var: key passphrase."
-        ),
-    ] = None,
+    passphrase_env: KeyPassphraseEnv = None,
     retries: Annotated[
         int, typer.Option("--retries", min=1, help="Attempts per step on 5xx/dropped connections.")
     ] = 8,

@@ -24,6 +24,10 @@ TokenEnv = Annotated[
     typer.Option("--token-env", help="Environment variable that holds the API token."),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output (no progress).")]
+KeyPassphraseEnv = Annotated[
+    str | None,
+    typer.Option("--passphrase-env", envvar="LCM_PASSPHRASE_ENV", help="Env var: key passphrase."),
+]
 
 
 def token_from_env(token_env: str, required: bool) -> str | None:

@@ -6,7 +6,14 @@ from typing import Annotated
 
 import typer
 
-from publisher.commands.release_options import ApiUrl, AsJson, Repo, TokenEnv, token_from_env
+from publisher.commands.release_options import (
+    ApiUrl,
+    AsJson,
+    KeyPassphraseEnv,
+    Repo,
+    TokenEnv,
+    token_from_env,
+)
 from publisher.console import command_edge, out, print_json
 from publisher.errors import PublisherError
 from publisher.fleet.broker import publish_hint
@@ -34,12 +41,7 @@ def rollout(
     ] = None,
     api_url: ApiUrl = DEFAULT_API_URL,
     token_env: TokenEnv = DEFAULT_TOKEN_ENV,
-    passphrase_env: Annotated[
-        str | None,
-        typer.Option(
-            "--passphrase-env", envvar="LCM_PASSPHRASE_ENV", help="Env var: key passphrase."
-        ),
-    ] = None,
+    passphrase_env: KeyPassphraseEnv = None,
     as_json: AsJson = False,
 ) -> None:
     """Widen a staged roll-out (`TAG 50`, `TAG 100`) or halt it (`TAG --halt`); signed."""
