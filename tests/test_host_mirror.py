@@ -7,14 +7,16 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+from cert_sector.assets import CHAIN_ASSET
 from publisher.demo import make_repo
 from publisher.host.mirror import MirrorConfig, MirrorSpec
+from publisher.release.chain import build_chain, split_chain
 from publisher.release.github import Session
 from publisher.release.publish import PublishRequest, publish
 from publisher.release.verify import Trust
 from publisher.signing import load_signer
 from tests.hostserver import TEST_REPO, TEST_TOKEN, github_client, running_host
-from tests.keyfactory import new_signer
+from tests.keyfactory import make_sector, new_signer
 
 
 class Upstream:
@@ -61,7 +63,14 @@ def test_a_moved_beta_pointer_brings_its_release_and_extra_assets_stay_behind(tm
         with mirror_of(upstream, tmp_path, Trust(roots=[up.keys.root.public_key])) as mirror:
             assert mirror.mirror is not None
             mirror.mirror.refresh()
-            assets = ["SHA256SUMS", "beta.tag", "certs.sector", "manifest.lcm", "pack.lcm"]
+            assets = [
+                "SHA256SUMS",
+                "beta.tag",
+                "certs.chain",
+                "certs.sector",
+                "manifest.lcm",
+                "pack.lcm",
+            ]
             assert served(mirror) == [("v1.0.0", False, assets)]  # no notes.txt
             mirror.mirror.refresh()
             assert mirror.mirror.status[TEST_REPO].mirrored == ["v1.0.0"]  # nothing new
@@ -104,3 +113,94 @@ def test_an_upstream_that_rolls_back_is_refused(tmp_path):
             error = mirror.mirror.status[TEST_REPO].error
             assert error is not None and "not above" in error, error
             assert [t for t, _, _ in served(mirror)] == ["v2.0.0"]
+
+
+ROOTS = [new_signer() for _ in range(4)]
+KEY = new_signer()
+
+
+def rotations() -> list[bytes]:
+    """Sector 1 (root 0), then three root rotations, each signed by the old and new root."""
+    out = [make_sector(TEST_REPO, [ROOTS[0]], [KEY])]
+    for n in (1, 2, 3):
+        signers = [ROOTS[n - 1], ROOTS[n]]
+        out.append(make_sector(TEST_REPO, [ROOTS[n]], [KEY], seq=n + 1, signers=signers))
+    return out
+
+
+def release_with(host, tmp_path: Path, tag: str, sector: bytes) -> None:
+    source = tmp_path / f"src-{tag}"
+    source.mkdir(exist_ok=True)
+    (source / "main.py").write_text(f"print({tag!r})\n")
+    publish(
+        Session(host.api_url, TEST_TOKEN),
+        PublishRequest(source, TEST_REPO, tag, KEY, sector=sector),
+    )
+
+
+def replace_chain(host, tag: str, chain: bytes | None) -> None:
+    """The upstream lies: its release's certs.chain is swapped (None: deleted)."""
+    rel = github_client(host).get_repo(TEST_REPO).get_release(tag)
+    next(a for a in rel.get_assets() if a.name == CHAIN_ASSET).delete_asset()
+    if chain is not None:
+        rel.upload_asset_from_memory(io.BytesIO(chain), len(chain), CHAIN_ASSET)
+
+
+def test_a_mirror_behind_root_rotations_walks_the_chain_and_refuses_a_lying_one(tmp_path):
+    """The mirror mirrored v1.0.0 (sector 1), then the repo rotated its root three times:
+    the mirror verifies v2.0.0's sector through certs.chain, as a device would, and
+    serves the chain; a chain with a forged or missing link, or with a rewritten
+    history, is refused, and the mirror keeps serving what it had."""
+    sectors = rotations()
+    stranger = new_signer()
+    forged = make_sector(TEST_REPO, [stranger], [stranger], seq=2)
+    with running_host(tmp_path / "a") as upstream:
+        release_with(upstream, tmp_path, "v1.0.0", sectors[0])
+        with mirror_of(upstream, tmp_path, Trust(roots=[ROOTS[0].public_key])) as mirror:
+            assert mirror.mirror is not None
+            status = mirror.mirror.status[TEST_REPO]
+            mirror.mirror.refresh()
+            assert status.mirrored == ["v1.0.0"] and status.error is None
+            for tag, sector in zip(("v1.1.0", "v1.2.0", "v2.0.0"), sectors[1:], strict=True):
+                release_with(upstream, tmp_path, tag, sector)
+
+            lies = {
+                "forged link": (
+                    [sectors[0], forged, *sectors[2:]],
+                    "certs.chain: link sequence 2: sector signed by 0 of the trusted roots",
+                ),
+                "missing link": (
+                    [sectors[0], *sectors[2:]],
+                    "certs.chain: link sequence 3: sector signed by 0 of the trusted roots",
+                ),
+                "another end": (sectors[:3], "not the release's certs.sector"),
+            }
+            for members, reason in lies.values():
+                replace_chain(upstream, "v2.0.0", build_chain(members[:-1], members[-1]))
+                mirror.mirror.refresh()
+                assert status.error is not None and reason in status.error, status.error
+                assert status.error.startswith("certs.sector: sector signed by 0")
+                assert [t for t, _, _ in served(mirror)] == ["v1.0.0"]
+
+            replace_chain(upstream, "v2.0.0", build_chain(sectors[:3], sectors[3]))
+            mirror.mirror.refresh()
+            assert status.error is None and status.mirrored == ["v1.0.0", "v2.0.0"]
+            store = mirror.store
+            rel = store.release_by_tag(store.repo(TEST_REPO), "v2.0.0")
+            chain = store.asset_path(store.asset_named(rel, CHAIN_ASSET)).read_bytes()
+            assert split_chain(chain) == sectors  # served as verified, for the devices
+
+            # A later release's chain that rewrites the history served before: refused,
+            # though the mirror's trust (sector 4) is above the rewritten member.
+            release_with(upstream, tmp_path, "v2.1.0", sectors[3])
+            replace_chain(upstream, "v2.1.0", build_chain([forged, *sectors[2:3]], sectors[3]))
+            mirror.mirror.refresh()
+            assert status.error is not None
+            assert "sequence 2 is not the one served before" in status.error, status.error
+            assert [t for t, _, _ in served(mirror)] == ["v2.0.0", "v1.0.0"]
+
+            # A release without a chain mirrors as before: its sector alone.
+            replace_chain(upstream, "v2.1.0", None)
+            mirror.mirror.refresh()
+            assert status.error is None and status.mirrored[-1] == "v2.1.0"
+            assert CHAIN_ASSET not in served(mirror)[0][2]

@@ -7,8 +7,8 @@ import pytest
 
 from cert_sector import sector as sf
 from cert_sector.assets import MAX_CHAIN_SIZE
-from cert_sector.errors import FormatError
-from publisher.release.chain import build_chain, split_chain
+from cert_sector.errors import FormatError, MismatchError, SignatureError
+from publisher.release.chain import build_chain, split_chain, verify_chain
 from tests.keyfactory import make_sector, new_signer
 
 ROOT, KEY = new_signer(), new_signer()
@@ -38,3 +38,25 @@ def test_chain_drops_the_oldest_to_fit() -> None:
 def test_malformed_chain_is_refused(data: bytes) -> None:
     with pytest.raises(FormatError):
         split_chain(data)
+
+
+def test_a_chain_is_walked_from_the_pins_that_sign_one_of_its_members() -> None:
+    """Pinned to the newest root of a repo that rotated (rule C3): the walk starts at
+    the member those roots verify; a stranger's pins verify none."""
+    roots = [new_signer() for _ in range(3)]
+    chain = [make_sector("acme/widget", [roots[0]], [KEY])]
+    for n in (1, 2):
+        signers = [roots[n - 1], roots[n]]
+        chain.append(make_sector("acme/widget", [roots[n]], [KEY], seq=n + 1, signers=signers))
+    data = build_chain(chain[:-1], chain[-1])
+    for pin in roots:
+        pinned = sf.PinnedRoots("acme/widget", [pin.public_key])
+        assert verify_chain(data, chain[-1], pinned).seq == 3
+    with pytest.raises(SignatureError, match="no member is signed by the pinned roots"):
+        verify_chain(data, chain[-1], sf.PinnedRoots("acme/widget", [KEY.public_key]))
+    # From a trusted sector: only what lies above it is walked; history below is kept.
+    trusted = sf.parse_sector(chain[1])
+    assert verify_chain(data, chain[-1], trusted, known=chain[:2]).seq == 3
+    other = make_sector("acme/widget", [KEY], [KEY])
+    with pytest.raises(MismatchError, match="sequence 1 is not the one served before"):
+        verify_chain(build_chain([other, chain[1]], chain[2]), chain[2], trusted, chain[:2])

@@ -35,7 +35,9 @@ from cert_sector import manifest as mf
 from cert_sector import sector as sf
 from cert_sector.assets import (
     BETA_POINTER_ASSET,
+    CHAIN_ASSET,
     MANIFEST_ASSET,
+    MAX_CHAIN_SIZE,
     PACK_ASSET,
     SECTOR_ASSET,
     SUMS_ASSET,
@@ -47,6 +49,7 @@ from publisher.host import render
 from publisher.host.errors import ApiError, HostError
 from publisher.host.names import is_repo_name
 from publisher.host.store import Repo, Store
+from publisher.release.chain import split_chain
 from publisher.release.export import file_sha256
 from publisher.release.verify import MAX_POINTER_SIZE, Trust, Verifier, VerifyResult
 from publisher.release.web import Browser
@@ -54,8 +57,16 @@ from publisher.release.web import Browser
 log = logging.getLogger("lcm.host.mirror")
 
 DEFAULT_INTERVAL = 300  # seconds between scheduled refreshes
-MIRROR_ASSETS = (SECTOR_ASSET, MANIFEST_ASSET, PACK_ASSET, SUMS_ASSET, BETA_POINTER_ASSET)
+MIRROR_ASSETS = (
+    SECTOR_ASSET,
+    CHAIN_ASSET,
+    MANIFEST_ASSET,
+    PACK_ASSET,
+    SUMS_ASSET,
+    BETA_POINTER_ASSET,
+)
 TRUSTED_SECTOR = "trusted.sector"
+SERVED_CHAIN = "served.chain"  # the last verified certs.chain stored: its history (rule C5)
 MIRROR_USER = render.HOST_USER  # mirrored releases are the host's, like the token holder's
 
 
@@ -211,6 +222,8 @@ class Mirror:
                 stored.append(result.tag)
                 log.info("mirror %s: %s verified and stored", spec.repo, result.tag)
             self.keep_sector(spec.repo, trust, stable_files[SECTOR_ASSET])
+            if CHAIN_ASSET in stable_files:
+                self.keep_chain(spec.repo, stable_files[CHAIN_ASSET])
             return stored
 
     def pointer_of(self, repo: Repo, tag: str) -> bytes | None:
@@ -238,7 +251,11 @@ class Mirror:
         store.replace_asset_bytes(asset.id, tmp, tmp.stat().st_size, file_sha256(tmp))
 
     def verifier(self, repo: str, trust: Trust, folder: Path) -> Verifier:
-        verifier = Verifier(self.upstream, repo, trust, int(time.time()), self.ca_file)
+        served = self.folder / repo / SERVED_CHAIN
+        known = split_chain(served.read_bytes()[:MAX_CHAIN_SIZE]) if served.exists() else None
+        verifier = Verifier(
+            self.upstream, repo, trust, int(time.time()), self.ca_file, chain=True, known=known
+        )
         verifier.browser.close()
         ca_certs = sf.parse_sector(trust.sector).cas if trust.sector is not None else []
         verifier.browser = RecordingBrowser(folder, ca_certs, self.ca_file)
@@ -312,3 +329,8 @@ class Mirror:
             return
         (self.folder / repo).mkdir(parents=True, exist_ok=True)
         write_atomic(self.folder / repo / TRUSTED_SECTOR, data)
+
+    def keep_chain(self, repo: str, chain_file: Path) -> None:
+        """Remember the chain just verified and served: later ones must keep its history."""
+        (self.folder / repo).mkdir(parents=True, exist_ok=True)
+        write_atomic(self.folder / repo / SERVED_CHAIN, chain_file.read_bytes())

@@ -7,6 +7,28 @@ chain"): members `u16 length | sector`, ascending sequence, one per sequence,
 the last being the release's own `certs.sector`, at most MAX_CHAIN_SIZE bytes
 (the oldest members are dropped to fit: a device older than the chain needs
 re-provisioning).
+
+A mirror (`lcm host --mirror`) serves a chain only after `verify_chain`, which walks
+it as a device does, from the mirror's trust (rules; the sector rules are
+cert_sector.sector's, applied by its own functions):
+
+  C1  The chain splits into members of 1 to 4096 bytes, at most MAX_CHAIN_SIZE in
+      all; each member parses as a sector (S1, S2); sequences strictly ascend.
+  C2  Its last member is the release's certs.sector, byte for byte.
+  C3  The walk starts at the trust: members at or below a trusted sector's sequence
+      are passed over (the one at its sequence must be that very sector); with
+      pinned roots only, at the first member those roots verify (as a first sector).
+  C4  From there on, each member verifies against the one accepted before it by
+      the rotation rules (S3-S6, S9; not S7: a link may have expired since, the
+      end of the chain must not, which the caller checks): a missing or a forged
+      link breaks the walk.
+  C5  History does not change: a member with the sequence of a sector in `known`
+      (the members of the chain the mirror verified and served before) is that
+      very sector.
+
+Members below the start are passed over as a device that trusts the start would:
+beyond C5 the mirror cannot vouch for them (a device that trusts one checks each
+link itself).
 """
 
 from __future__ import annotations
@@ -16,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from cert_sector import sector as sf
 from cert_sector.assets import CHAIN_ASSET, MAX_CHAIN_SIZE, SECTOR_ASSET
-from cert_sector.errors import FormatError, TrustError
+from cert_sector.errors import FormatError, MismatchError, RollbackError, SignatureError, TrustError
 from publisher.release.github import Session
 
 if TYPE_CHECKING:
@@ -35,6 +57,59 @@ def split_chain(data: bytes) -> list[bytes]:
         out.append(data[i + 2 : i + 2 + n])
         i += 2 + n
     return out
+
+
+def verify_chain(
+    data: bytes,
+    sector: bytes,
+    trusted: sf.Sector | sf.PinnedRoots,
+    known: list[bytes] | None = None,
+) -> sf.Sector:
+    """The release's `sector` reached through the chain `data` from `trusted`, `known`
+    being sectors served before (rules C1-C5 above); raises a TrustError subclass
+    naming the member that failed."""
+    before = {sf.parse_sector(k).seq: k for k in known or []}
+    if len(data) > MAX_CHAIN_SIZE:  # Rule C1
+        raise FormatError(f"certs.chain: {len(data)} bytes, more than {MAX_CHAIN_SIZE}")
+    members = split_chain(data)  # Rule C1
+    if not members or members[-1] != sector:  # Rule C2
+        raise MismatchError("certs.chain: its last member is not the release's certs.sector")
+    pinned = isinstance(trusted, sf.PinnedRoots)
+    started = False
+    previous = -1
+    for i, member in enumerate(members):
+        try:
+            link = sf.parse_sector(member)  # Rule C1: S1, S2
+        except TrustError as exc:
+            raise exc.__class__(f"certs.chain: member {i}: {exc}") from None
+        if link.seq <= previous:  # Rule C1
+            raise FormatError(f"certs.chain: sequence {link.seq} after {previous}")
+        previous = link.seq
+        if before.get(link.seq, member) != member:  # Rule C5
+            raise MismatchError(
+                f"certs.chain: its sector of sequence {link.seq} is not the one served before"
+            )
+        if not started and isinstance(trusted, sf.Sector) and link.seq <= trusted.seq:
+            # Rule C3: below the trusted sector, passed over; at its sequence, itself.
+            if link.seq == trusted.seq and link.body != trusted.body:
+                raise MismatchError(
+                    f"certs.chain: its sector of sequence {link.seq} is not the trusted one"
+                )
+            continue
+        try:
+            trusted = sf.verify_sector(member, trusted, None)  # Rule C4 (C3 with pins)
+        except TrustError as exc:
+            if pinned and not started:
+                continue  # Rule C3: not yet the first member the pinned roots verify
+            raise exc.__class__(f"certs.chain: link sequence {link.seq}: {exc}") from None
+        started = True
+    if pinned and not started:  # Rule C3
+        raise SignatureError("certs.chain: no member is signed by the pinned roots")
+    if not started and previous < trusted.seq:  # Rule C3: the chain ends below the trust
+        raise RollbackError(
+            f"certs.chain: ends at sequence {previous}, below the trusted {trusted.seq}"
+        )
+    return sf.parse_sector(sector)
 
 
 def build_chain(sectors: list[bytes], current: bytes) -> bytes:

@@ -24,3 +24,7 @@ class VerifyError(PublisherError):
         super().__init__(f"{asset}: {reason}")
         self.asset = asset
         self.reason = reason
+
+
+class MissingAssetError(VerifyError):
+    """The release has no such asset (404): for the optional ones, not a failure."""

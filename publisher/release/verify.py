@@ -6,6 +6,10 @@ as a VerifyError naming the asset:
 
   certs.sector  verifies against the pinned roots (--root) or the trusted
                 sector (--certs; identical bytes, or a valid rotation of it)
+  certs.chain   (a mirror's verifier, `chain=True`, when the release has one) walks
+                from that trust to certs.sector, link by link (rules C1-C4 in
+                publisher/release/chain.py): a certs.sector that the trust did not
+                sign directly is verified through it, as a device does
   manifest.lcm  signed by a release key of that sector, for this repo, with
                 a sequence above --installed-seq, for this tag's version, and
                 (--board) for that board, which can install its kind
@@ -25,7 +29,9 @@ from cert_sector import manifest as mf
 from cert_sector import sector as sf
 from cert_sector.assets import (
     BETA_POINTER_ASSET,
+    CHAIN_ASSET,
     MANIFEST_ASSET,
+    MAX_CHAIN_SIZE,
     MAX_TAG,
     PACK_ASSET,
     SECTOR_ASSET,
@@ -42,7 +48,8 @@ from cert_sector.release import (
     tag_from_location,
     tag_from_pointer,
 )
-from publisher.release.errors import VerifyError
+from publisher.release.chain import verify_chain
+from publisher.release.errors import MissingAssetError, VerifyError
 from publisher.release.preflight import KNOWN_BOARDS
 from publisher.release.web import Browser
 from publisher.timefmt import format_date
@@ -92,6 +99,13 @@ def _expired(data: bytes, now: int | None) -> VerifyError:
     expired = sf.parse_sector(data).expires
     when = f" (now {format_date(now)})" if now is not None else ""
     return VerifyError(SECTOR_ASSET, f"expired on {format_date(expired)}{when} (ExpiredError)")
+
+
+def trusted_of(trust: Trust, repo: str) -> sf.Sector | sf.PinnedRoots:
+    """What `trust` is to the sector rules: its sector, else its pinned roots."""
+    if trust.sector is not None:
+        return sf.parse_sector(trust.sector)
+    return sf.PinnedRoots(repo, trust.roots, trust.threshold)
 
 
 def check_sector(data: bytes, repo: str, trust: Trust, now: int | None) -> sf.Sector:
@@ -172,12 +186,16 @@ class Verifier:
         now: int | None = None,
         ca_file: str | None = None,
         board: str | None = None,
+        chain: bool = False,
+        known: list[bytes] | None = None,
     ) -> None:
         self.web_url = web_url.rstrip("/")
         self.repo = repo
         self.trust = trust
         self.now = now
         self.board = board
+        self.chain = chain  # also verify the release's certs.chain (a mirror serves it)
+        self.known = known  # the chain's members served before (rule C5)
         self.pack_head = b""
         self.browser = Browser(tls_anchors(trust), ca_file)
 
@@ -209,6 +227,34 @@ class Verifier:
         if latest is None:
             raise VerifyError("latest release", f"{self.repo} has no published full release")
         return latest
+
+    def sector(self, tag: str, data: bytes) -> sf.Sector:
+        """The release's verified sector `data`: against the trust, and (with `chain`)
+        through its certs.chain too, which must then walk from the trust to it."""
+        if not self.chain:
+            return check_sector(data, self.repo, self.trust, self.now)
+        try:
+            chain = self.browser.fetch(self.url(tag, CHAIN_ASSET), MAX_CHAIN_SIZE, CHAIN_ASSET)
+        except MissingAssetError:  # a release without a chain: its sector alone
+            return check_sector(data, self.repo, self.trust, self.now)
+        direct = None
+        try:
+            sector = check_sector(data, self.repo, self.trust, self.now)
+        except VerifyError as exc:
+            direct = exc  # perhaps root rotations the trust missed: the chain bridges them
+        try:
+            # Parsed before: a trust that does not parse failed check_sector already.
+            sector = verify_chain(chain, data, trusted_of(self.trust, self.repo), self.known)
+        except TrustError as exc:
+            why = f"{str(exc).removeprefix(CHAIN_ASSET + ': ')} ({type(exc).__name__})"
+            if direct is not None:  # the sector's own failure first, as a device logs it
+                raise VerifyError(direct.asset, f"{direct.reason}; {CHAIN_ASSET}: {why}") from None
+            raise VerifyError(CHAIN_ASSET, why) from None
+        try:
+            sf.check_expiry(sector, self.now)  # Rule S7 for the end of the chain
+        except ExpiredError:
+            raise _expired(data, self.now) from None
+        return sector
 
     def manifest(
         self, tag: str, sector: sf.Sector, installed_seq: int
@@ -297,7 +343,7 @@ class Verifier:
             sector_bytes = self.browser.fetch(
                 self.url(tag, SECTOR_ASSET), sf.MAX_SECTOR_SIZE, SECTOR_ASSET
             )
-            sector = check_sector(sector_bytes, self.repo, self.trust, self.now)
+            sector = self.sector(tag, sector_bytes)
             m, manifest_bytes = self.manifest(tag, sector, installed_seq)
             pack_digest = self.pack(tag, m)
             self.sums(

@@ -15,7 +15,7 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from publisher.release.errors import VerifyError
+from publisher.release.errors import MissingAssetError, VerifyError
 
 # Seconds without progress before a download is abandoned (slow-retrieval attack).
 STALL_TIMEOUT_S = 30
@@ -78,7 +78,7 @@ class Browser:
                 url, stream=True, timeout=STALL_TIMEOUT_S, verify=self.verify
             ) as resp:
                 if resp.status_code == 404:
-                    raise VerifyError(what, f"missing from the release (404 at {url})")
+                    raise MissingAssetError(what, f"missing from the release (404 at {url})")
                 if resp.status_code != 200:
                     raise VerifyError(what, f"download failed: {resp.status_code} at {url}")
                 declared = resp.headers.get("Content-Length")

@@ -1,6 +1,7 @@
 """A pull-through mirror: lcm host A over HTTPS is the upstream, mirror B serves plain HTTP
 (as for an ESP8266 LAN), and a simulated device on B installs and updates. A tampered
-upstream release is never mirrored, so the device never even sees it."""
+upstream release is never mirrored, so the device never even sees it. A device several
+root rotations behind catches up through the chain the mirror verified and serves."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from publisher.release.github import Session
 from publisher.release.publish import PublishRequest, publish
 from publisher.release.verify import Trust
 from publisher.signing import load_signer
-from tests.device.enginekit import app_files, new_device, run, text
+from tests.device.enginekit import Repo, app_files, new_device, run, text
+from tests.device.test_engine_chain import WALK_DATA_KB
 from tests.hostserver import TEST_REPO, TEST_TOKEN, github_client, running_host
+from tests.keyfactory import make_sector, new_signer
 
 
 def source(tmp_path: Path, version: str) -> Path:
@@ -93,3 +96,48 @@ def test_a_device_installs_and_updates_from_a_mirror(
                 for r in mirror.store.releases_of(mirror.store.repo(TEST_REPO), drafts=True)
             ]
             assert tags == ["v1.1.0", "v1.0.0"]
+
+
+def test_a_device_behind_root_rotations_catches_up_through_a_mirror(
+    tmp_path: Path, mpy: Any
+) -> None:
+    """The device installed v1.0.0 (sector 1) from the mirror; the repo then rotated its
+    root three times before the mirror's next refresh. The mirror verifies v2.0.0 through
+    certs.chain and serves the chain, and the device walks it link by link."""
+    roots = [new_signer() for _ in range(4)]
+    key = new_signer()
+    sectors = [make_sector(TEST_REPO, [roots[0]], [key])]
+    for n in (1, 2, 3):
+        signers = [roots[n - 1], roots[n]]
+        sectors.append(make_sector(TEST_REPO, [roots[n]], [key], seq=n + 1, signers=signers))
+
+    def release(upstream: Any, version: str, sector: bytes) -> None:
+        folder = tmp_path / f"app-{version}"
+        for name, data in app_files(version, n=3).items():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes(data)
+        request = PublishRequest(folder, TEST_REPO, "v" + version, key, sector=sector)
+        publish(Session(upstream.api_url, TEST_TOKEN), request)
+
+    with running_host(tmp_path / "a") as upstream:
+        release(upstream, "1.0.0", sectors[0])
+        spec = MirrorSpec(TEST_REPO, Trust(roots=[roots[0].public_key]))
+        config = MirrorConfig(upstream.url, [spec], interval=3600)
+        with running_host(tmp_path / "b", token=None, repos=(), mirror=config) as mirror:
+            assert mirror.mirror is not None
+            mirror.mirror.refresh()
+            repo = Repo(upstream)
+            repo.root = roots[0]  # what the device pins
+            state = new_device(tmp_path, mpy, mirror, repo, http_timeout_ms=1000)
+            assert "APP v1.0.0 running" in text(run(state, mpy))
+
+            for version, sector in zip(("1.1.0", "1.2.0", "2.0.0"), sectors[1:], strict=True):
+                release(upstream, version, sector)
+            mirror.mirror.refresh()
+            assert mirror.mirror.status[TEST_REPO].mirrored == ["v1.0.0", "v2.0.0"]
+            status = run(state, mpy, data_at_least_kb=WALK_DATA_KB)
+    out = text(status)
+    assert "cert sector: chain link sequence 3 verified" in out, out
+    assert "cert sector: installed sequence 4" in out
+    assert status.state["app_tag"] == "v2.0.0" and "APP v2.0.0 running" in out
+    assert (state / "lcm/state/certs/app.sector").read_bytes() == sectors[3]
