@@ -5,6 +5,10 @@ Prints:
 - the smallest `-X heapsize` at which importing the verifier from .mpy and
   verifying works, and the GC heap the verify itself needs (bar: <= 10 KB;
   the unix port is 64-bit, so its objects are about twice an ESP8266's);
+- the data heap of one verify with the code "in ROM" (the ROM model of
+  lcm_sim/rommodel.py: everything imported first, then all but N bytes held),
+  found by bisection in 64-byte steps: what the verify adds at the update's
+  peak, the check of the cert sector;
 - ms per verify with the same pure code on CPython, and with `cryptography`
   (OpenSSL) for scale.
 """
@@ -27,7 +31,13 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from cert_sector import verify_p256
-from publisher.micropython import build_mpy, run_micropython
+from publisher.micropython import (
+    ROM_MODEL_HEAP,
+    UNIX_PACKAGES,
+    build_mpy,
+    rom_prelude,
+    run_micropython,
+)
 from publisher.signing import KeySigner
 
 ROUNDS = 50
@@ -58,6 +68,38 @@ print(before_import, gc.mem_alloc())
 assert verify_p256(key, digest, sig)
 """
 
+# The inputs are made before the ROM model holds the heap: they are the caller's.
+DEVICE_DATA_HEAP = """
+import binascii
+key = binascii.unhexlify("{key}")
+digest = binascii.unhexlify("{digest}")
+sig = binascii.unhexlify("{sig}")
+{prelude}
+from cert_sector.p256 import verify_p256
+print(verify_p256(key, digest, sig))
+"""
+
+
+def verify_data_heap(build: Path, folder: Path, fields: dict[str, str]) -> int:
+    """Smallest ROM-model data heap (bytes, 64-byte steps) in which one verify passes."""
+    script = folder / "data_heap.py"
+
+    def passes(n: int) -> bool:
+        script.write_text(DEVICE_DATA_HEAP.format(prelude=rom_prelude(n), **fields))
+        proc = run_micropython([str(script)], path=[build], heap=ROM_MODEL_HEAP)
+        return proc.stdout.strip().endswith("True")
+
+    low, high = 0, 16384
+    if not passes(high):
+        raise SystemExit(f"verify does not pass with {high} bytes of data heap")
+    while high - low > 64:
+        mid = (low + high) // 2 // 64 * 64
+        if passes(mid):
+            high = mid
+        else:
+            low = mid
+    return high
+
 
 def main() -> None:
     signer = KeySigner(ec.generate_private_key(ec.SECP256R1()))
@@ -84,6 +126,8 @@ def main() -> None:
                 break
             smallest = kb
             base, after_import = (int(x) for x in proc.stdout.split())
+        rom = build_mpy(Path(tmp) / "rom", UNIX_PACKAGES)
+        data_heap = verify_data_heap(rom, Path(tmp), fields)
     if smallest is None:
         raise SystemExit("verify does not run even in a 40 KB heap")
 
@@ -107,6 +151,10 @@ def main() -> None:
     print(
         f"  heap for the verify itself  : <= {smallest - after_import / 1024:5.1f} KB on the 64-bit"
         f" unix port, about half on an ESP8266 (bar <= 10 KB)"
+    )
+    print(
+        f"  data heap of one verify     : {data_heap} bytes with the code in ROM"
+        " (ROM model, 64-byte steps)"
     )
     print(f"  CPython, same pure code     : {cpython_ms:7.2f} ms/verify")
     print(f"  CPython, cryptography       : {openssl_ms:7.3f} ms/verify")

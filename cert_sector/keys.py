@@ -27,9 +27,9 @@ def key_id_hex(public_key):
 
 def check_public_key(public_key, what):
     # Imported here: the verifier's tables are only needed when a key is checked.
-    from cert_sector.p256 import public_key_is_valid
+    from cert_sector.p256 import decode_public_key
 
-    if len(public_key) != PUBLIC_KEY_SIZE or not public_key_is_valid(bytes(public_key)):
+    if len(public_key) != PUBLIC_KEY_SIZE or decode_public_key(bytes(public_key)) is None:
         raise FormatError(what + " is not a valid P-256 public key")
     return public_key
 
