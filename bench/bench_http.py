@@ -5,6 +5,9 @@ Printed:
   requests, connections and bytes received (headers included), over HTTP and
   HTTPS (trustme EC certificate);
 - the heap cost of importing lcm_device.http (.mpy) on this 64-bit port;
+- the heap a kept-alive connection holds and `Client.close()` gives back (what
+  the engine frees before the cert sector's signature check), over HTTP and
+  HTTPS;
 - the smallest heap (1 KB steps) at which one 200 KB asset downloads through
   a 2 KB buffer (redirect to a signed URL as long as github.com's, SHA-256
   checked), over HTTP and over HTTPS: as data heap with the code "in ROM"
@@ -78,6 +81,23 @@ def main():
 main()
 """
 
+# The body is read to its end, so the connection stays open (kept alive) until close().
+CLOSE_GIVES = """
+import gc
+from lcm_device.http import Client
+buf = bytearray(2048)
+ca = {ca}
+c = Client(buf, timeout_ms=5000, ca_ders=[ca] if ca else None)
+r = c.get("{web}/{repo}/releases/latest", follow=False)
+r.readinto(buf)
+r = None
+gc.collect()
+a = gc.mem_alloc()
+c.close()
+gc.collect()
+print(a - gc.mem_alloc())
+"""
+
 IMPORT_COST = """
 import gc
 import lcm_device.compat
@@ -136,6 +156,8 @@ def bench(label: str, host, web: str, ca: bytes | None, build: Path, folder: Pat
         f"{label}: idle check: status {status}, {requests} request, {connections} connection, "
         f"{received} bytes received"
     )
+    proc = run(build, folder, CLOSE_GIVES.format(ca=ca_src, web=web, repo=REPO))
+    print(f"{label}: close() of the kept-alive connection gives back {proc.stdout.strip()} bytes")
     code = DOWNLOAD.format(
         ca=ca_src,
         web=web,
