@@ -4,8 +4,8 @@ Never shipped to a board (not in factory images, the mip package or the
 freeze manifest): the unix HAL (`unix.py`: flash in a folder, resets as
 process exits, power cuts on demand), the scripted fake radio
 (`fakeradio.py`), ESP32 OTA partitions as files (`simpartition.py`), the ROM
-model of a frozen manager (`rommodel.py`) and the setup-mode entry point
-(`setup_mode.py`). `lcm device simulate` and the tests put it on the unix
+model of a frozen manager (`rommodel.py`), the board's periodic timer (`boardtimer.py`) and the
+setup-mode entry point (`setup_mode.py`). `lcm device simulate` and the tests put it on the unix
 port's path beside the manager slot, as a board's firmware sits beside its
 filesystem.
 
@@ -17,6 +17,16 @@ The constants below are shared with the CPython side of the simulator
 # (restart me, RTC memory lost). 0: the app returned.
 EXIT_RESET = 75
 EXIT_POWER_CUT = 76
+# A reset (or power cut) from the board timer's callback ends the process with this
+# signal (lcm_sim/boardtimer.py): an exception cannot leave a scheduled callback.
+RESET_SIGNAL = "USR1"
+POWER_CUT_SIGNAL = "USR2"
+# LCM_BOARD: how much of a board the simulator asks for. "run": the check timer runs,
+# a device without an app waits for its next check, and the board stays on after its
+# app returns (lcm device simulate without --once). "once": the board is taken as
+# staying on after the run, so its power-on is not left counted as a quick power cycle.
+BOARD_RUN = "run"
+BOARD_ONCE = "once"
 # RTC memory: a file in the flash folder that survives a reset, not a power cut.
 RTC_FILE = "/.rtc"
 # The fake radio's script, below the flash folder (unless $LCM_RADIO_SCRIPT names one).

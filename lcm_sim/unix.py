@@ -17,6 +17,18 @@ mutation of the process on (creating a folder or writing a byte raises
 OSError 28, ENOSPC; a file is still created empty, renames and removals
 work, and `free_bytes()` is 0) until a removal frees space; with `ro@k` it turns read-only (every
 mutation raises OSError 30, EROFS), as a worn or failing chip does.
+
+A board (`LCM_BOARD`, set by `lcm device simulate`; lcm_sim.BOARD_RUN and
+BOARD_ONCE): with "run" the HAL has a periodic timer (lcm_sim/boardtimer.py)
+that polls the check timer while the app runs, a device without an app waits
+for its next check (`waits_without_app`), and when the app returns the
+process stays up with its timer running, as a board's REPL does, until the
+timer resets it. With either value, a process that ends without a reset or a
+power cut left the board powered: the gesture counter is settled as the
+board's timer would settle it QUICK_S seconds later, so the next run's
+power-on does not count as a quick power cycle. Without it (the tests), the
+process ends when the app returns and nothing polls the check timer unless
+the app calls `lcm.idle`.
 """
 
 import hashlib
@@ -25,7 +37,7 @@ import time
 
 from lcm_device.hal.board import BoardHal
 from lcm_device.hal.fs import Fs
-from lcm_sim import EXIT_POWER_CUT, EXIT_RESET, RADIO_SCRIPT, RTC_FILE
+from lcm_sim import BOARD_RUN, EXIT_POWER_CUT, EXIT_RESET, RADIO_SCRIPT, RTC_FILE
 
 
 class PowerCut(SystemExit):
@@ -145,6 +157,14 @@ class UnixHal(BoardHal):
         # A flash of this many KB (the folder lives on a big host disk otherwise).
         self._flash_kb = int(env("LCM_FLASH_KB") or 0)
         self.check_now = env("LCM_CHECK_NOW") == "1"
+        self._board = env("LCM_BOARD") or ""
+        self.waits_without_app = self._board == BOARD_RUN
+        self._timers = []
+        self._resetting = False
+        if self._board:
+            import sys
+
+            sys.atexit(self._at_exit)
         data_heap = env("LCM_DATA_HEAP")
         if data_heap:
             # A board running the manager from ROM: only this much heap for data.
@@ -158,7 +178,41 @@ class UnixHal(BoardHal):
 
     def reset(self, code=EXIT_RESET):
         print("lcm-hal: reset")
+        self._resetting = True
         raise SystemExit(code)
+
+    def timer(self, period_ms, callback):
+        """A thread-driven periodic timer when simulating a board that runs (LCM_BOARD=run);
+        None otherwise (the tests: the app polls with lcm.idle)."""
+        if self._board != BOARD_RUN:
+            return None
+        from lcm_sim.boardtimer import ThreadTimer
+
+        t = ThreadTimer(period_ms, callback)
+        self._timers.append(t)
+        return t
+
+    def _at_exit(self):
+        # The main script ended. A reset or a power cut ended the board too; otherwise it is
+        # still powered: a board's timer keeps running at the REPL (and settles the gesture
+        # count after QUICK_S), so this process does the same until the timer resets it.
+        # An exception out of an exit function is fatal to the unix port: none leaves here.
+        if self._resetting or self.fs.dead:
+            return
+        try:
+            from lcm_device import gestures
+
+            gestures.settle(self, gestures.QUICK_S)
+        except Exception as exc:
+            print("lcm-hal: cannot settle the gesture count: " + repr(exc))
+        if not self._timers:
+            return
+        print("lcm-hal: main.py ended; the board stays on, its check timer running")
+        try:
+            while True:
+                time.sleep_ms(1000)
+        except BaseException:
+            return
 
     def time(self):
         """Unix seconds (the host's clock), or None when the simulation says it is unknown."""

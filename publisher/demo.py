@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cert_sector.version import MANAGER_VERSION
+from lcm_sim import BOARD_ONCE
 from publisher import certs, signing
 from publisher.device.simulate import provision, simulate
 from publisher.errors import PublisherError
@@ -190,7 +191,9 @@ class Demo:
             text = LOG_PREFIX.sub("", line)
             self.console.print(f"  [green]device[/] {escape(text)}", highlight=False)
 
-        status = simulate(state, heap=self.heap, on_line=show)
+        # As `lcm device simulate --once`: output as it comes, and the board counted as
+        # staying on after each run (its next run is no quick power cycle).
+        status = simulate(state, heap=self.heap, on_line=show, board=BOARD_ONCE)
         got = status.state.get("app_tag")
         if got != expect_app:
             raise DemoError(f"the device runs {got}, expected {expect_app}")

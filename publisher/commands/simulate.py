@@ -1,4 +1,9 @@
-"""`lcm device simulate`: run a device on the MicroPython unix port against a release host."""
+"""`lcm device simulate`: run a device on the MicroPython unix port against a release host.
+
+Without `--once` the device runs like a board until Ctrl-C (or SIGTERM): its
+check timer fires while the app runs, checks happen when due, and what is
+published meanwhile is installed live; the run ends with a summary line.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from lcm_sim import BOARD_ONCE, BOARD_RUN
 from publisher import signing
 from publisher.console import command_edge, out
 from publisher.device.settings import CHANNELS
@@ -22,11 +28,20 @@ from publisher.device.setup_sim import (
     start_setup,
     write_default_radio,
 )
-from publisher.device.simulate import SimulateError, der_from_pem, provision, simulate
+from publisher.device.simulate import (
+    SimStatus,
+    SimulateError,
+    der_from_pem,
+    provision,
+    simulate,
+)
 from publisher.micropython import ROM_MODEL_HEAP, heap_bytes
 
 _LOG_LINE = re.compile(r"^[0-9a-f]{12} \d+ (\S+) (.*)$")
 _HEAP = re.compile(r"^\d{1,6}[kKmM]?$")
+# The device never checks more often than this (lcm_device.schedule.MIN_INTERVAL_S;
+# tests/test_simulate_run.py keeps the two equal).
+MIN_CHECK_INTERVAL_S = 60
 
 
 def timeline_line(line: str) -> str:
@@ -74,7 +89,12 @@ def simulate_command(
         ),
     ] = None,
     once: Annotated[
-        bool, typer.Option("--once", help="One check/update cycle and its trial boot, then stop.")
+        bool,
+        typer.Option(
+            "--once",
+            help="One check/update cycle and its trial boot, then stop "
+            "(default: run like a board until Ctrl-C).",
+        ),
     ] = False,
     https_ca: Annotated[
         Path | None, typer.Option("--https-ca", help="CA certificate (PEM) of an HTTPS host.")
@@ -91,7 +111,9 @@ def simulate_command(
             help="Seconds between a new device's scheduled checks (config check_interval_s).",
         ),
     ] = None,
-    max_boots: Annotated[int, typer.Option("--max-boots", help="Stop after this many boots.")] = 50,
+    max_boots: Annotated[
+        int | None, typer.Option("--max-boots", help="Stop after this many boots.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="End with a JSON status line.")] = False,
     setup: Annotated[
         bool,
@@ -114,7 +136,7 @@ def simulate_command(
             raise SimulateError(f"--data-heap must look like 24k, got {data_heap!r}")
         env["LCM_DATA_HEAP"] = str(heap_bytes(data_heap))
         heap = heap or ROM_MODEL_HEAP  # room for all of the manager's code besides
-    if max_boots < 1:
+    if max_boots is not None and max_boots < 1:
         raise SimulateError("--max-boots must be at least 1")
     settings: dict[str, object] = {}
     if channel is not None:
@@ -122,8 +144,11 @@ def simulate_command(
             raise SimulateError(f"--channel must be {' or '.join(CHANNELS)}, got {channel!r}")
         settings["channel"] = channel
     if check_interval is not None:
-        if check_interval < 1:
-            raise SimulateError(f"--check-interval must be at least 1 s, got {check_interval}")
+        if check_interval < MIN_CHECK_INTERVAL_S:
+            raise SimulateError(
+                f"--check-interval must be at least {MIN_CHECK_INTERVAL_S} s "
+                f"(the device's shortest interval), got {check_interval}"
+            )
         settings["check_interval_s"] = check_interval
     if radio_script is not None and not setup:
         raise SimulateError("--radio-script needs --setup")
@@ -131,6 +156,11 @@ def simulate_command(
     if setup and not given:
         # A board fresh from the factory without a repo: the portal asks for it.
         serve_setup(state, radio_script, heap)
+        return
+    if (state / "main.py").exists():
+        # A device of an earlier run boots as it is: it keeps its own settings.
+        say(f"booting the device in {state} (its configuration is kept)")
+        run_device(state, heap, once, max_boots, env, as_json, setup, radio_script)
         return
     if web_url is None or repo is None or not root:
         raise SimulateError("--web-url, --repo and --root are all needed to provision a device")
@@ -142,7 +172,7 @@ def simulate_command(
             ca = der_from_pem(https_ca.read_bytes())
         except OSError as exc:
             raise SimulateError(f"cannot read --https-ca {https_ca}: {exc.strerror}") from None
-    if provision(
+    provision(
         state,
         web_url=web_url,
         repo=repo,
@@ -152,27 +182,47 @@ def simulate_command(
         board=board,
         https_ca=ca,
         settings=settings,
-    ):
-        out.print(f"provisioned a blank device in {state}", highlight=False, soft_wrap=True)
-    else:
-        # An existing device keeps its own settings, as a board in the field would.
-        out.print(
-            f"booting the device in {state} (its configuration is kept)",
-            highlight=False,
-            soft_wrap=True,
-        )
+    )
+    say(f"provisioned a blank device in {state}")
+    run_device(state, heap, once, max_boots, env, as_json, setup, radio_script)
+
+
+def run_device(
+    state: Path,
+    heap: str | None,
+    once: bool,
+    max_boots: int | None,
+    env: dict[str, str],
+    as_json: bool,
+    setup: bool = False,
+    radio_script: Path | None = None,
+) -> None:
+    """Boot a provisioned device (after its setup session, with `setup`) and report."""
     if setup:
         serve_setup(state, radio_script, heap)
         return
-    status = simulate(
-        state,
-        heap=heap,
-        once=once,
-        max_boots=max_boots,
-        on_line=print_line,
-        interval_s=1.0,
-        env=env,
-    )
+    if not once:
+        say("running like a board: Ctrl-C stops it")
+    # `kill`/terminate stops the simulated device too, like Ctrl-C.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        status = simulate(
+            state,
+            heap=heap,
+            once=once,
+            max_boots=max_boots,
+            on_line=print_line,
+            interval_s=1.0,
+            env=env,
+            board=BOARD_ONCE if once else BOARD_RUN,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    report(status, as_json)
+
+
+def report(status: SimStatus, as_json: bool) -> None:
+    say(("stopped: " if status.stopped else "done: ") + status.summary())
     if as_json:
         # One line, last: what scripts and CI parse.
         sys.stdout.write(json.dumps(status.as_json(), sort_keys=True) + "\n")

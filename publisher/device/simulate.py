@@ -7,6 +7,15 @@ with the pinned root keys and, for HTTPS, a bootstrap trust anchor.
 power cut (RTC memory is lost), 0 means the app returned. It returns a
 `SimStatus` (timeline lines and the device's final state), which
 `lcm device simulate` prints and `lcm demo` uses in-process.
+
+With `board` (lcm_sim.BOARD_RUN or BOARD_ONCE, passed to the unix HAL as
+LCM_BOARD) the device's output is passed on line by line as it comes, and
+with BOARD_RUN the device runs like a board until Ctrl-C: its check timer
+polls while the app runs, resets into the manager when a check is due and
+keeps the board up after the app returns (lcm_sim/unix.py). A reset from
+that timer ends the process with a signal (lcm_sim/boardtimer.py), counted
+here as exit code 75. Ctrl-C (KeyboardInterrupt) stops the device as a
+power cut would, and `simulate` returns with `stopped` set.
 """
 
 from __future__ import annotations
@@ -15,7 +24,10 @@ import atexit
 import functools
 import json
 import shutil
+import signal
+import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,13 +36,27 @@ from typing import Any
 
 from cert_sector.encoding import check_repo
 from cert_sector.errors import FormatError
-from lcm_sim import EXIT_POWER_CUT, EXIT_RESET, RTC_FILE
+from lcm_sim import EXIT_POWER_CUT, EXIT_RESET, POWER_CUT_SIGNAL, RESET_SIGNAL, RTC_FILE
 from publisher.device.manager import manager_files
 from publisher.errors import PublisherError
 from publisher.fsutil import write_atomic
-from publisher.micropython import REPO_ROOT, SIM_PACKAGES, build_mpy, run_micropython
+from publisher.micropython import (
+    REPO_ROOT,
+    SIM_PACKAGES,
+    build_mpy,
+    micropython_command,
+    micropython_env,
+    run_micropython,
+)
 
 EXIT_APP_DONE = 0
+# Signals by which the board timer ends a simulated boot, and the exit codes they stand for.
+_SIGNAL_EXITS = {
+    -signal.Signals["SIG" + RESET_SIGNAL]: EXIT_RESET,
+    -signal.Signals["SIG" + POWER_CUT_SIGNAL]: EXIT_POWER_CUT,
+}
+# A boot of `simulate(once=True)` that takes longer than this is an app that never returns.
+BOOT_TIMEOUT_S = 300.0
 CONFIG_JSON = Path("lcm/state/config.json")
 BOOTSTRAP_CA = Path("lcm/state/certs/bootstrap.der")
 
@@ -45,6 +71,9 @@ class SimStatus:
     exits: list[int] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
+    # App releases that became the installed one during this run, in order.
+    installed: list[str] = field(default_factory=list)
+    stopped: bool = False  # ended by Ctrl-C
 
     def as_json(self) -> dict[str, Any]:
         st = self.state
@@ -57,7 +86,21 @@ class SimStatus:
             "manager_slot": st.get("mgr"),
             "boots": self.boots,
             "exits": self.exits,
+            "installed": self.installed,
+            "stopped": self.stopped,
         }
+
+    def summary(self) -> str:
+        """One line: what the device runs now and what this run installed."""
+        st = self.state
+        app = st.get("app_tag") or "none"
+        if st.get("app"):
+            app += f" ({st['app']}{', in trial' if st.get('app_trial') is not None else ''})"
+        installed = ", ".join(self.installed) or "nothing"
+        return (
+            f"{self.boots} boot{'s' if self.boots != 1 else ''}; app {app}; "
+            f"manager {st.get('mgr_tag') or '(factory)'}; installed this run: {installed}"
+        )
 
 
 def der_from_pem(pem: bytes) -> bytes:
@@ -197,12 +240,87 @@ def boot_once(
     return proc.returncode, lines
 
 
+def boot_live(
+    state: Path,
+    on_line: Callable[[str], None],
+    *,
+    heap: str | None = None,
+    cause: str = "power",
+    check_now: bool = False,
+    fault_at: int = 0,
+    timeout: float | None = None,
+    env: dict[str, str] | None = None,
+) -> int:
+    """One boot whose output lines go to `on_line` as the device prints them; its exit code
+    (a board-timer reset's signal counted as EXIT_RESET). On KeyboardInterrupt the device
+    is stopped first (as a power cut: its RTC memory is lost), then it propagates."""
+    extra = {
+        "LCM_ROOT": str(Path(state).resolve()),
+        "LCM_BOOT_CAUSE": cause,
+        "LCM_CHECK_NOW": "1" if check_now else "0",
+        "LCM_FAULT_AT": str(fault_at),
+        **(env or {}),
+    }
+    cmd = micropython_command()
+    if heap:
+        cmd += ["-X", f"heapsize={heap}"]
+    proc = subprocess.Popen(
+        [*cmd, "main.py"],
+        cwd=Path(state),
+        env={**micropython_env([board_code()]), **extra},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        # Its own session: the terminal's Ctrl-C reaches the simulator, which stops it.
+        start_new_session=True,
+    )
+    timed_out = threading.Event()
+    watchdog = None
+    if timeout is not None:
+
+        def expire() -> None:
+            timed_out.set()
+            proc.kill()
+
+        watchdog = threading.Timer(timeout, expire)
+        watchdog.start()
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            on_line(line.rstrip("\n"))
+        code = proc.wait()
+    except BaseException:
+        _stop(proc)
+        (Path(state) / RTC_FILE.lstrip("/")).unlink(missing_ok=True)
+        raise
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+    if timed_out.is_set():
+        raise SimulateError(
+            f"the device did not finish its boot within {timeout:.0f} s "
+            "(an app that never returns: run without --once, or stop it with Ctrl-C)"
+        )
+    return _SIGNAL_EXITS.get(code, code)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def simulate(
     state: Path,
     *,
     heap: str | None = None,
     once: bool = True,
-    max_boots: int = 20,
+    max_boots: int | None = 20,
     fault_at: int = 0,
     interval_s: float = 0,
     on_line: Callable[[str], None] | None = None,
@@ -211,8 +329,10 @@ def simulate(
     on_exit: Callable[[int, SimStatus], None] | None = None,
     check_first: bool = True,
     fault_boot: int = 1,
+    board: str = "",
 ) -> SimStatus:
-    """Boot a provisioned device until its app returns (`once`) or `max_boots` boots.
+    """Boot a provisioned device until its app returns (`once`), `max_boots` boots (None:
+    no limit) or Ctrl-C (with `board`: see the module docstring).
 
     With `once` the first boot checks for an update at once (unless not
     `check_first`: then the device's schedule decides) and the run ends
@@ -229,22 +349,49 @@ def simulate(
     status = SimStatus()
     cause = "power"
     check_now = check_first
-    while status.boots < max_boots:
+    if board:
+        env = {**(env or {}), "LCM_BOARD": board}
+    app_tag = read_state(state).get("app_tag")
+
+    def show(line: str) -> None:
+        status.lines.append(line)
+        if on_line is not None:
+            on_line(line)
+
+    while max_boots is None or status.boots < max_boots:
         status.boots += 1
-        code, lines = boot_once(
-            state,
-            heap=heap,
-            cause=cause,
-            check_now=check_now,
-            fault_at=fault_at if status.boots == fault_boot else 0,
-            env=env,
-        )
+        fault = fault_at if status.boots == fault_boot else 0
+        if board:
+            show(f"--- boot {status.boots}")
+            try:
+                code = boot_live(
+                    state,
+                    show,
+                    heap=heap,
+                    cause=cause,
+                    check_now=check_now,
+                    fault_at=fault,
+                    timeout=BOOT_TIMEOUT_S if once else None,
+                    env=env,
+                )
+            except KeyboardInterrupt:
+                status.stopped = True
+                show("--- stopped (Ctrl-C: the power is off)")
+                break
+            show(f"--- exit {_exit_name(code)}")
+        else:
+            code, lines = boot_once(
+                state, heap=heap, cause=cause, check_now=check_now, fault_at=fault, env=env
+            )
+            for line in [f"--- boot {status.boots}", *lines, f"--- exit {_exit_name(code)}"]:
+                show(line)
         status.exits.append(code)
-        for line in [f"--- boot {status.boots}", *lines, f"--- exit {_exit_name(code)}"]:
-            status.lines.append(line)
-            if on_line is not None:
-                on_line(line)
         check_now = False
+        now = read_state(state)
+        # A switch to a new release puts it in trial; a roll-back does not.
+        if now.get("app_tag") not in (None, app_tag) and now.get("app_trial") is not None:
+            status.installed.append(now["app_tag"])
+        app_tag = now.get("app_tag")
         if on_exit is not None:
             status.state = read_state(state)
             on_exit(code, status)
@@ -260,7 +407,11 @@ def simulate(
             break
         # The app returned (or crashed): a board's watchdog would restart it.
         cause = "reset"
-        time.sleep(interval_s)
+        try:
+            time.sleep(interval_s)
+        except KeyboardInterrupt:
+            status.stopped = True
+            break
     status.state = read_state(state)
     return status
 
