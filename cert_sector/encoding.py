@@ -25,9 +25,6 @@ class Reader:
         # Digest of everything read so far, when the caller asks for one (streamed manifests).
         self.hasher = None
 
-    def remaining(self):
-        return self.limit - self.pos
-
     def take(self, n, what):
         if n < 0 or n > self.limit - self.pos:
             raise FormatError("truncated: " + what + " needs " + str(n) + " bytes")

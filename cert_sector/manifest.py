@@ -284,28 +284,30 @@ def check_scope(sector, kid, channel, boards):
     if scope is None:
         return
     channels, allowed = scope
+    outside = None
     if channel not in channels:
-        raise ScopeError(_scope_text(kid, scope) + ": a " + channel + " release is outside it")
-    if allowed:
-        if not boards:
-            raise ScopeError(_scope_text(kid, scope) + ": a release for any board is outside it")
+        outside = "a " + channel + " release"
+    elif allowed and not boards:
+        outside = "a release for any board"
+    elif allowed:
         for board in boards:
             if board not in allowed:
-                raise ScopeError(_scope_text(kid, scope) + ": board " + board + " is outside it")
+                outside = "board " + board
+                break
+    if outside is not None:
+        from binascii import hexlify
 
-
-def _scope_text(kid, scope):
-    from binascii import hexlify
-
-    channels, boards = scope
-    return (
-        "release key "
-        + hexlify(kid).decode()
-        + " is limited to channel "
-        + ",".join(channels)
-        + " and board "
-        + (",".join(boards) or "any")
-    )
+        raise ScopeError(
+            "release key "
+            + hexlify(kid).decode()
+            + " is limited to channel "
+            + ",".join(channels)
+            + " and board "
+            + (",".join(allowed) or "any")
+            + ": "
+            + outside
+            + " is outside it"
+        )
 
 
 def check_header(m, repo, installed_seq, board=None, channel="stable", manager_version=""):

@@ -187,23 +187,18 @@ def pack_body(sector):
             raise FormatError("CA certificate of " + str(len(der)) + " bytes")
         parts.append(struct.pack(">H", len(der)) + der)
     if sector.scopes:
-        parts.append(_pack_scopes(sector))
+        parts.append(bytes([len(sector.scopes)]))
+        for index in sorted(sector.scopes):
+            bits, boards = sector.scopes[index]
+            _check_scope(index, bits, len(boards), len(sector.release_keys))
+            parts.append(bytes([index, bits, len(boards)]))
+            _check_unique([b.encode() for b in boards], "scope board")
+            for board in boards:
+                parts.append(pack_text(board, "board", MAX_BOARD_NAME))
     if sector.epoch:
         if not 0 < sector.epoch <= 0xFFFFFFFF or not 0 <= sector.first_seq <= 0xFFFFFFFF:
             raise FormatError("epoch and first sequence must fit in 32 bits")
         parts.append(struct.pack(">II", sector.epoch, sector.first_seq))
-    return b"".join(parts)
-
-
-def _pack_scopes(sector):
-    parts = [bytes([len(sector.scopes)])]
-    for index in sorted(sector.scopes):
-        bits, boards = sector.scopes[index]
-        _check_scope(index, bits, len(boards), len(sector.release_keys))
-        parts.append(bytes([index, bits, len(boards)]))
-        _check_unique([b.encode() for b in boards], "scope board")
-        for board in boards:
-            parts.append(pack_text(board, "board", MAX_BOARD_NAME))
     return b"".join(parts)
 
 
@@ -300,7 +295,22 @@ def _parse(r, min_signatures, buf):
         else:
             cas.append((r.pos, n))
             r.skip(n, "CA certificate", buf)
-    scopes = _read_scopes(r, len(release_keys)) if flags & FLAG_SCOPES else None
+    scopes = None
+    if flags & FLAG_SCOPES:
+        n = r.u8("key scope count")
+        if not 1 <= n <= MAX_KEYS:  # Rule S8
+            raise FormatError("key scope count " + str(n))
+        scopes = {}
+        previous = -1
+        for _ in range(n):
+            index, bits, n_boards = r.take(3, "key scope")
+            if index <= previous:  # Rule S8: ascending, so no key has two scopes
+                raise FormatError("key scopes not in ascending key order")
+            previous = index
+            _check_scope(index, bits, n_boards, len(release_keys))
+            boards = [r.text("board", MAX_BOARD_NAME) for _ in range(n_boards)]
+            _check_unique([b.encode() for b in boards], "scope board")
+            scopes[index] = (bits, boards)
     epoch = first_seq = 0
     if flags & FLAG_EPOCH:
         epoch = r.u32("epoch")
@@ -327,24 +337,6 @@ def _parse(r, min_signatures, buf):
     sector.body_size = body_end
     sector.digest = digest
     return sector
-
-
-def _read_scopes(r, n_keys):
-    n = r.u8("key scope count")
-    if not 1 <= n <= MAX_KEYS:  # Rule S8
-        raise FormatError("key scope count " + str(n))
-    scopes = {}
-    previous = -1
-    for _ in range(n):
-        index, bits, n_boards = r.take(3, "key scope")
-        if index <= previous:  # Rule S8: ascending, so no key has two scopes
-            raise FormatError("key scopes not in ascending key order")
-        previous = index
-        _check_scope(index, bits, n_boards, n_keys)
-        boards = [r.text("board", MAX_BOARD_NAME) for _ in range(n_boards)]
-        _check_unique([b.encode() for b in boards], "scope board")
-        scopes[index] = (bits, boards)
-    return scopes
 
 
 def _keys(r, what):

@@ -65,18 +65,23 @@ class HTTPError(Exception):
 
 
 # The subclasses are made with type(): a class statement costs more heap each.
+# They share one bases tuple and one (empty, never changed) class dict, so each
+# costs only its type object.
+_BASES = (HTTPError,)
+_ATTRS: dict = {}
 # The server broke HTTP: status line, headers, chunking, Content-Range, 200 for a range.
-ProtocolError = type("ProtocolError", (HTTPError,), {})
+ProtocolError = type("ProtocolError", _BASES, _ATTRS)
 # A size or count limit was exceeded (line, headers, body, redirects).
-LimitError = type("LimitError", (HTTPError,), {})
+LimitError = type("LimitError", _BASES, _ATTRS)
 # A connect or read timeout, or a transfer below the minimum rate.
-StalledError = type("StalledError", (HTTPError,), {})
+StalledError = type("StalledError", _BASES, _ATTRS)
 # Name lookup, connect or TLS failure, a reset, or the connection closed early.
-NetworkError = type("NetworkError", (HTTPError,), {})
+NetworkError = type("NetworkError", _BASES, _ATTRS)
 # An HTTP status the caller cannot use; `.status`, `.retry_after` (seconds or None).
-StatusError = type("StatusError", (HTTPError,), {})
+StatusError = type("StatusError", _BASES, _ATTRS)
 # The check's time budget (or its cap on resumes) is spent: not retried.
-BudgetError = type("BudgetError", (HTTPError,), {})
+BudgetError = type("BudgetError", _BASES, _ATTRS)
+del _BASES, _ATTRS
 
 
 def _net(exc, what):
@@ -353,11 +358,8 @@ class Client:
             return self.timeout_ms
         left = self.budget_ms - ticks_diff(ticks_ms(), self._born)
         if left <= 0:
-            raise self._spent()
+            raise BudgetError("check budget of %d s spent" % (self.budget_ms // 1000))
         return min(self.timeout_ms, left)
-
-    def _spent(self):
-        return BudgetError("check budget of %d s spent" % (self.budget_ms // 1000))
 
     def _connect(self, key):
         self.close()
@@ -437,8 +439,8 @@ class Client:
                     self._poll.register(sock, select.POLLOUT if send else select.POLLIN)
                     wait = self._wait_ms()
                     if not self._poll.poll(wait):
-                        if wait < self.timeout_ms:  # cut short by the budget
-                            raise self._spent()
+                        if wait < self.timeout_ms:
+                            continue  # cut short by the budget: _wait_ms raises when it is spent
                         raise OSError(110)
                     continue
                 if self._shaking:  # the handshake is done: now it is a connection
