@@ -28,7 +28,9 @@ power cut left the board powered: the gesture counter is settled as the
 board's timer would settle it QUICK_S seconds later, so the next run's
 power-on does not count as a quick power cycle. Without it (the tests), the
 process ends when the app returns and nothing polls the check timer unless
-the app calls `lcm.idle`.
+the app calls `lcm.idle`. A board without a radio script is on the host's
+network from power-on: its log lines go out over UDP (to `log_host`) from
+the first one, as a board's do once its Wi-Fi is up.
 """
 
 import hashlib
@@ -165,6 +167,12 @@ class UnixHal(BoardHal):
             import sys
 
             sys.atexit(self._at_exit)
+            if not self.has_radio():
+                # No radio: the host's network is up from power-on, so the log lines go
+                # out over UDP as a board's do once its Wi-Fi joined (wifi.connect_or_setup).
+                from lcm_device import log
+
+                log.online(True)
         data_heap = env("LCM_DATA_HEAP")
         if data_heap:
             # A board running the manager from ROM: only this much heap for data.

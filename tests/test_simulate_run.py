@@ -8,7 +8,12 @@ the run cleanly with a summary and leaves no device process behind.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -16,8 +21,10 @@ from typer.testing import CliRunner
 from lcm_device.schedule import MIN_INTERVAL_S
 from publisher.cli import app
 from publisher.commands.simulate import MIN_CHECK_INTERVAL_S
+from publisher.device.setup_sim import free_port
 from tests.device.enginekit import Repo, app_files
 from tests.hostserver import running_host
+from tests.test_portal_support import FORM, form_body, http, token
 from tests.test_simulate_cli import read_until, simulate_args, start_cli, write_root
 
 runner = CliRunner()
@@ -99,3 +106,95 @@ def test_the_check_interval_floor_is_the_devices() -> None:
     assert "--check-interval must be at least 60 s (the device's shortest interval), got 59" in (
         result.output
     )
+
+
+def test_lcm_logs_shows_the_device(tmp_path: Path) -> None:
+    port = free_port(socket.SOCK_DGRAM)
+    lcm = Path(sys.executable).parent / "lcm"
+    logs = subprocess.Popen(
+        [str(lcm), "logs", "--bind", "127.0.0.1", "--port", str(port), "--count", "3", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert logs.stderr is not None
+        assert "listening on UDP" in logs.stderr.readline()
+        with running_host(tmp_path) as host:
+            repo = Repo(host)
+            repo.publish("1.0.0", app_files("1.0.0", n=2))
+            pub = write_root(tmp_path, repo)
+            args = simulate_args(tmp_path / "dev", host.url, pub, "--once", "--log-port", str(port))
+            result = runner.invoke(app, args)
+        out, _ = logs.communicate(timeout=60)
+    finally:
+        if logs.poll() is None:
+            logs.kill()
+
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.splitlines()]
+    assert len(records) == 3 and records[0]["source"].startswith("127.0.0.1:")
+    assert records[0]["text"] == "boot: manager m0 (factory), app None"
+    assert len(records[0]["device"]) == 12 and records[0]["time"] is not None
+
+
+def submit_setup_page(url: str, **fields: str) -> str:
+    """Fill in the device's setup page as a phone would; the answer page."""
+    t = token(http(url)[2])
+    body = {"t": t, "ssid": "home", "password": "lcm-home-pass", "repo": "acme/widget", **fields}
+    status, _, page = http(url + "save", form_body(body), FORM)
+    assert status == 200 and "<h1>Connected</h1>" in page, page
+    return page
+
+
+def test_set_up_on_the_portal_then_install_from_the_cli(tmp_path: Path) -> None:
+    with running_host(tmp_path) as host:
+        repo = Repo(host)
+        repo.publish("1.0.0", app_files("1.0.0", n=2))
+        state = tmp_path / "dev"
+        # A board without a manager yet: Wi-Fi, repo and the root's fingerprint on the page.
+        proc, lines = start_cli("--state", str(state), "--setup")
+        seen: list[str] = []
+        try:
+            url = read_until(lines, "setup mode: portal ", seen).split()[-1]
+            key_id = hashlib.sha256(repo.root.public_key).hexdigest()[:16]
+            submit_setup_page(url, fingerprint=key_id)
+            read_until(lines, "set up; to install: lcm device simulate", seen)
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+        # No --repo, no --root, no edits: what the page chose is kept.
+        result = runner.invoke(
+            app, ["device", "simulate", "--state", str(state), "--web-url", host.url, "--once"]
+        )
+
+    assert result.exit_code == 0, result.output
+    assert "wifi: connected to 'home'" in result.output
+    assert "installed this run: v1.0.0" in result.output.splitlines()[-1]
+    cfg = json.loads((state / "lcm/state/config.json").read_text())
+    assert cfg["app_roots"] == [repo.root.public_key.hex()] and cfg["log_host"] == "127.0.0.1"
+
+
+def test_setup_with_a_web_url_goes_on_to_install(tmp_path: Path) -> None:
+    with running_host(tmp_path) as host:
+        repo = Repo(host)
+        repo.publish("1.0.0", app_files("1.0.0", n=2))
+        state = tmp_path / "dev"
+        proc, lines = start_cli("--state", str(state), "--setup", "--web-url", host.url, "--once")
+        seen: list[str] = []
+        try:
+            url = read_until(lines, "setup mode: portal ", seen).split()[-1]
+            submit_setup_page(url, tofu="1")
+            read_until(lines, "the device left setup mode (exit 0): connected", seen)
+            read_until(lines, "done: ", seen)
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+    assert code == 0, "\n".join(seen)
+    assert "no repo yet: the device opens its setup portal" in "\n".join(seen)
+    assert seen[-1].endswith("installed this run: v1.0.0"), seen[-1]
+    assert any("trust on first use" in line for line in seen), "\n".join(seen)

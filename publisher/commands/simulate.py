@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Annotated
 
 import typer
 
+from cert_sector.logline import DEFAULT_PORT
 from lcm_sim import BOARD_ONCE, BOARD_RUN
 from publisher import signing
 from publisher.console import command_edge, out
@@ -25,6 +27,7 @@ from publisher.device.setup_sim import (
     DEFAULT_RADIO,
     RADIO_SCRIPT,
     SetupSim,
+    free_port,
     start_setup,
     write_default_radio,
 )
@@ -33,6 +36,7 @@ from publisher.device.simulate import (
     SimulateError,
     der_from_pem,
     provision,
+    setup_session_config,
     simulate,
 )
 from publisher.micropython import ROM_MODEL_HEAP, heap_bytes
@@ -111,6 +115,18 @@ def simulate_command(
             help="Seconds between a new device's scheduled checks (config check_interval_s).",
         ),
     ] = None,
+    log_host: Annotated[
+        str,
+        typer.Option(
+            "--log-host",
+            help="Where a new device sends its UDP log lines (lcm logs); "
+            "255.255.255.255 broadcasts.",
+        ),
+    ] = "127.0.0.1",
+    log_port: Annotated[
+        int,
+        typer.Option("--log-port", min=1, max=65535, help="UDP port of a new device's log lines."),
+    ] = DEFAULT_PORT,
     max_boots: Annotated[
         int | None, typer.Option("--max-boots", help="Stop after this many boots.")
     ] = None,
@@ -152,19 +168,53 @@ def simulate_command(
         settings["check_interval_s"] = check_interval
     if radio_script is not None and not setup:
         raise SimulateError("--radio-script needs --setup")
-    given = web_url is not None or repo is not None or bool(root)
-    if setup and not given:
-        # A board fresh from the factory without a repo: the portal asks for it.
-        serve_setup(state, radio_script, heap)
-        return
-    if (state / "main.py").exists():
+    if not (state / "main.py").exists():
+        if web_url is None:
+            if not setup:
+                raise SimulateError(
+                    "--web-url is needed to provision a device (with --repo and --root, "
+                    "unless its setup page chooses them)"
+                )
+            if repo is not None or root:
+                raise SimulateError("--repo and --root need --web-url")
+            # A board fresh from the factory without a manager yet: the portal asks for
+            # Wi-Fi and the repo; a later run with --web-url installs from there.
+            if serve_setup(state, radio_script, heap):
+                say(
+                    "set up; to install: lcm device simulate --state "
+                    f"{state} --web-url URL (what the page chose is kept)"
+                )
+            return
+        settings.update(log_host=log_host, log_port=log_port)
+        provision_new(
+            state, web_url, repo, root, manager_repo, manager_root, https_ca, board, settings
+        )
+    else:
         # A device of an earlier run boots as it is: it keeps its own settings.
         say(f"booting the device in {state} (its configuration is kept)")
-        run_device(state, heap, once, max_boots, env, as_json, setup, radio_script)
+    if setup and not serve_setup(state, radio_script, heap):
         return
-    if web_url is None or repo is None or not root:
-        raise SimulateError("--web-url, --repo and --root are all needed to provision a device")
-    roots = [signing.load_public_key(p) for p in root]
+    run_device(state, heap, once, max_boots, env, as_json)
+
+
+def provision_new(
+    state: Path,
+    web_url: str,
+    repo: str | None,
+    root: list[Path] | None,
+    manager_repo: str | None,
+    manager_root: list[Path] | None,
+    https_ca: Path | None,
+    board: str,
+    settings: dict[str, object],
+) -> None:
+    """Provision a new device in `state`, keeping what a setup session chose there.
+
+    With a repo the device has no radio: the host's network is its network (the unix
+    HAL puts its logger online from power-on). Without one it gets the built-in air
+    and no Wi-Fi settings: its boot opens the setup portal, which asks for both.
+    """
+    roots = [signing.load_public_key(p) for p in root or []]
     manager_roots = [signing.load_public_key(p) for p in manager_root or []]
     ca = None
     if https_ca is not None:
@@ -172,6 +222,11 @@ def simulate_command(
             ca = der_from_pem(https_ca.read_bytes())
         except OSError as exc:
             raise SimulateError(f"cannot read --https-ca {https_ca}: {exc.strerror}") from None
+    kept = setup_session_config(state)
+    if kept.get("log_host"):
+        settings.pop("log_host")  # chosen on the setup page
+    # Without a repo the device's boot opens its setup portal, in the built-in air.
+    default_air = not (repo or kept.get("repo") or (state / RADIO_SCRIPT).exists())
     provision(
         state,
         web_url=web_url,
@@ -184,7 +239,10 @@ def simulate_command(
         settings=settings,
     )
     say(f"provisioned a blank device in {state}")
-    run_device(state, heap, once, max_boots, env, as_json, setup, radio_script)
+    if default_air:
+        use_default_air(state)
+    if not (repo or kept.get("repo")):
+        say("no repo yet: the device opens its setup portal (below) to ask for it")
 
 
 def run_device(
@@ -194,15 +252,13 @@ def run_device(
     max_boots: int | None,
     env: dict[str, str],
     as_json: bool,
-    setup: bool = False,
-    radio_script: Path | None = None,
 ) -> None:
-    """Boot a provisioned device (after its setup session, with `setup`) and report."""
-    if setup:
-        serve_setup(state, radio_script, heap)
-        return
+    """Boot a provisioned device (like a board until Ctrl-C, or `once`) and report."""
     if not once:
         say("running like a board: Ctrl-C stops it")
+    # Where the device serves its setup portal when it cannot join its network.
+    http_port, dns_port = free_port(socket.SOCK_STREAM), free_port(socket.SOCK_DGRAM)
+    env = {**env, "LCM_PORTAL": f"{http_port},{dns_port}"}
     # `kill`/terminate stops the simulated device too, like Ctrl-C.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -228,15 +284,21 @@ def report(status: SimStatus, as_json: bool) -> None:
         sys.stdout.write(json.dumps(status.as_json(), sort_keys=True) + "\n")
 
 
-def serve_setup(state: Path, radio_script: Path | None, heap: str | None) -> None:
-    """Run the device in setup mode, print how to reach it, relay its log until it ends."""
+def use_default_air(state: Path) -> None:
+    """Give the device the built-in air (lcm_sim/fakeradio.py) and say what is in it."""
+    write_default_radio(state)
+    home = DEFAULT_RADIO["networks"][0]
+    say(
+        f"radio: the built-in air ({RADIO_SCRIPT}): network {home['ssid']!r} "
+        f"password {home['password']!r}, and an open 'cafe'"
+    )
+
+
+def serve_setup(state: Path, radio_script: Path | None, heap: str | None) -> bool:
+    """Run the device in setup mode, print how to reach it, relay its log until it ends;
+    True when it joined a network there (False: timed out, or stopped with Ctrl-C)."""
     if radio_script is None and not (state / RADIO_SCRIPT).exists():
-        write_default_radio(state)
-        home = DEFAULT_RADIO["networks"][0]
-        say(
-            f"radio: the built-in air ({RADIO_SCRIPT}): network {home['ssid']!r} "
-            f"password {home['password']!r}, and an open 'cafe'"
-        )
+        use_default_air(state)
     sim = start_setup(state, radio_script=radio_script, heap=heap)
     # `kill`/terminate ends the simulated device too, like Ctrl-C.
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -247,9 +309,12 @@ def serve_setup(state: Path, radio_script: Path | None, heap: str | None) -> Non
         say(f"  setup network: {sim.ap_name} password {password}")
         say("  Ctrl-C stops the device")
         code = _relay(sim)
-        say(f"the device left setup mode (exit {code})")
+        joined = "RESULT connected" in sim.lines
+        say(f"the device left setup mode (exit {code}){': connected' if joined else ''}")
+        return joined
     except KeyboardInterrupt:
         say("stopped")
+        return False
     finally:
         sim.stop()
         signal.signal(signal.SIGTERM, previous)

@@ -114,11 +114,32 @@ def der_from_pem(pem: bytes) -> bytes:
         raise SimulateError(f"--https-ca is not a PEM certificate: {exc}") from None
 
 
+def setup_session_config(state: Path) -> dict[str, Any]:
+    """What a setup session (the portal, `lcm device simulate --setup` before the device was
+    provisioned) saved in `state`: its config, {} when there is none. SimulateError when
+    `state` holds anything but a setup session's files (lcm/state/)."""
+    state = Path(state)
+    if not state.exists():
+        return {}
+    for path in state.rglob("*"):
+        if path.is_file() and path.relative_to(state).parts[:2] != ("lcm", "state"):
+            raise SimulateError(f"{state} is not empty and holds no simulated device")
+    try:
+        saved = json.loads((state / CONFIG_JSON).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise SimulateError(f"cannot read the setup session's {CONFIG_JSON}: {exc}") from None
+    if not isinstance(saved, dict):
+        raise SimulateError(f"the setup session's {CONFIG_JSON} is not a JSON object")
+    return saved
+
+
 def provision(
     state: Path,
     *,
     web_url: str,
-    repo: str,
+    repo: str | None,
     roots: Sequence[bytes],
     manager_repo: str | None = None,
     manager_roots: Sequence[bytes] = (),
@@ -127,19 +148,33 @@ def provision(
     build: Path | None = None,
     settings: dict[str, Any] | None = None,
 ) -> bool:
-    """Make `state` a factory-fresh device; False (nothing changed) when it already is one."""
+    """Make `state` a factory-fresh device; False (nothing changed) when it already is one.
+
+    A folder that holds only a setup session's files becomes a device that keeps
+    what was chosen on the setup page (Wi-Fi, repo, root fingerprint or trust on
+    first use, ...); the arguments given here add to it. Without a repo (given or
+    chosen) the device asks for one on its setup page.
+    """
     state = Path(state)
     if (state / "main.py").exists():
         return False
+    kept = setup_session_config(state)
+    repo = repo or kept.get("repo")
     try:
-        check_repo(repo)
+        if repo:
+            check_repo(repo)
         if manager_repo:
             check_repo(manager_repo)
     except FormatError as exc:
         raise SimulateError(str(exc)) from None
-    first_use = settings or {}
-    if not roots and not (
-        first_use.get("app_root_fingerprint") or first_use.get("app_trust_first_use") is True
+    first_use = {**kept, **(settings or {})}
+    if (
+        repo
+        and not roots
+        and not first_use.get("app_roots")
+        and not (
+            first_use.get("app_root_fingerprint") or first_use.get("app_trust_first_use") is True
+        )
     ):
         # Without roots only the setup page's choices can pin them (lcm_device.firstpin).
         raise SimulateError(
@@ -150,8 +185,6 @@ def provision(
         raise SimulateError("--manager-repo needs at least one --manager-root public key")
     if not web_url.startswith(("http://", "https://")):
         raise SimulateError(f"--web-url must be an http(s) URL, got {web_url!r}")
-    if state.exists() and any(state.iterdir()):
-        raise SimulateError(f"{state} is not empty and holds no simulated device")
     build_dir = build or Path(tempfile.mkdtemp(prefix="lcm-mpy-"))
     build_mpy(build_dir)
     slot = state / "lcm" / "m0"
@@ -161,11 +194,10 @@ def provision(
         dest.write_bytes(data)
     if build is None:
         shutil.rmtree(build_dir, ignore_errors=True)
-    cfg: dict[str, Any] = {
-        "web_url": web_url,
-        "repo": repo,
-        "board": board,
-    }
+    cfg: dict[str, Any] = dict(kept)
+    cfg.update(web_url=web_url, board=board)
+    if repo:
+        cfg["repo"] = repo
     if roots:
         cfg["app_roots"] = [r.hex() for r in roots]
     if manager_repo:
