@@ -61,7 +61,7 @@ MAX_MANIFEST_SIZE = 1024 + MAX_BOARDS * 33 + MAX_FILES * (1 + MAX_PATH + _RECORD
 
 
 class FileEntry:
-    __slots__ = ("offset", "path", "sha256", "size")
+    # No __slots__: MicroPython ignores it, and on a board it is one more tuple in RAM.
 
     def __init__(self, path, size, offset, sha256):
         self.path = path

@@ -121,13 +121,6 @@ def _is_http_url(data):
     return head.startswith(b"http://") or head.startswith(b"https://")
 
 
-def _find(data, byte, start, end):
-    for k in range(start, end):
-        if data[k] == byte:
-            return k
-    return -1
-
-
 def _number(text):
     # A decimal header number, or None.
     text = text.strip()
@@ -154,13 +147,15 @@ def _url_parts(url):
     if i + 2 >= n:
         i = -1
     scheme = str(data[: max(i, 0)], "utf-8").lower()
-    end = _find(data, 35, 0, n)  # "#"
-    end = n if end < 0 else end
-    j = end
-    for sep in (47, 63):  # "/", "?"
-        k = _find(data, sep, i + 3, end)
-        if 0 <= k < j:
+    # The URL ends at its first "#", the host at the first "/" or "?" after "://".
+    end = j = n
+    for k in range(n):
+        if data[k] == 35:
+            end = k
+            break
+        if j == n and k >= i + 3 and data[k] in (47, 63):
             j = k
+    j = min(j, end)
     host = str(data[i + 3 : j], "utf-8").lower()
     port = 80 if scheme == "http" else 443
     if ":" in host:
