@@ -11,7 +11,8 @@ waits and happens as soon as the app calls `hold(False)`.
 The watcher also refreshes the schedule's saved seconds-remaining once per
 _CHECKPOINT_S, and runs extra pollers (`also`), e.g. the gesture counter's
 `settle(hal, now_s)`. The unix port has no machine.Timer: there the caller
-polls the returned Watcher itself.
+polls the returned Watcher itself (`idle`), unless the simulated board's HAL
+gives a timer (`lcm device simulate` without --once: lcm_sim/boardtimer.py).
 
 Kept apart from `schedule` so that the manager, which only computes the
 schedule, does not load it, and the app, which only needs this, stays light.

@@ -198,6 +198,9 @@ class UnixHal(BoardHal):
 
         t = ThreadTimer(period_ms, callback)
         self._timers.append(t)
+        import sys
+
+        sys.atexit(self._at_exit)  # again: MicroPython keeps one exit function, the last set
         return t
 
     def _at_exit(self):

@@ -198,3 +198,29 @@ def test_setup_with_a_web_url_goes_on_to_install(tmp_path: Path) -> None:
     assert "no repo yet: the device opens its setup portal" in "\n".join(seen)
     assert seen[-1].endswith("installed this run: v1.0.0"), seen[-1]
     assert any("trust on first use" in line for line in seen), "\n".join(seen)
+
+
+def test_an_app_that_returns_leaves_the_board_on_until_ctrl_c(tmp_path: Path) -> None:
+    with running_host(tmp_path) as host:
+        repo = Repo(host)
+        repo.publish("1.0.0", app_files("1.0.0", n=2))
+        pub = write_root(tmp_path, repo)
+        proc, lines = start_cli(*simulate_args(tmp_path / "dev", host.url, pub)[2:])
+        seen: list[str] = []
+        try:
+            read_until(lines, "| APP v1.0.0 running", seen)
+            # As a board at its REPL: the timer keeps polling for the next check.
+            read_until(lines, "| lcm-hal: main.py ended; the board stays on", seen)
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        while (line := lines.get(timeout=60)) is not None:
+            seen.append(line)
+
+    assert code == 0, "\n".join(seen)
+    assert "exit 0 (app returned)" not in seen
+    assert seen[-1] == (
+        "stopped: 2 boots; app v1.0.0 (app0); manager (factory); installed this run: v1.0.0"
+    )
