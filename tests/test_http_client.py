@@ -131,6 +131,11 @@ def test_cpython_path_bodies_redirects_ranges_and_keep_alive(server):
     assert hashlib.sha256(_read(client.get(server.url("/plain")))).digest() == (
         hashlib.sha256(BODY).digest()
     )
+    # close() (the engine's, before a long verify) drops the kept-alive
+    # connection: the next get connects again.
+    client.close()
+    assert _read(client.get(server.url("/plain"))) == BODY
+    assert (client.requests, client.connections) == (7, 2)
 
 
 def test_cpython_path_refusals(server):
