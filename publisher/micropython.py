@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from publisher.errors import PublisherError
@@ -101,6 +101,28 @@ def heap_bytes(size: str) -> int:
     """Bytes of a heap size as MicroPython's -X heapsize takes it: 24k, 2m or 4096."""
     unit = {"k": 1024, "m": 1024 * 1024}.get(size[-1:].lower(), 1)
     return int(size.rstrip("kKmM")) * unit
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` for a long-running device process: on Linux the process gets SIGTERM
+    when the one that started it dies, so a simulated board (which stays on, and may sit
+    in its own session) never outlives a simulator that was killed. None elsewhere.
+
+    The C function is looked up here, in the parent: between fork and exec the child
+    only calls it (loading a library there could deadlock on a lock another thread held).
+    """
+    if sys.platform != "linux":
+        return None
+    import ctypes
+    import signal
+
+    prctl = ctypes.CDLL(None).prctl
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return preexec
 
 
 def micropython_env(path: Sequence[Path | str]) -> dict[str, str]:

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -38,6 +39,28 @@ lcm.confirm()
 while True:
     time.sleep_ms(200)
 """
+
+
+def device_processes(state: Path) -> list[int]:
+    """Processes running the simulated device whose flash is `state` (Linux /proc)."""
+    mark = f"LCM_ROOT={state.resolve()}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if mark in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue  # ended meanwhile, or not ours
+    return found
+
+
+def gone(state: Path) -> bool:
+    """True once no process runs the device (a hang guard, not a timed assertion)."""
+    for _ in range(100):
+        if not device_processes(state):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def looping_app(version: str) -> dict[str, bytes]:
@@ -205,12 +228,14 @@ def test_an_app_that_returns_leaves_the_board_on_until_ctrl_c(tmp_path: Path) ->
         repo = Repo(host)
         repo.publish("1.0.0", app_files("1.0.0", n=2))
         pub = write_root(tmp_path, repo)
-        proc, lines = start_cli(*simulate_args(tmp_path / "dev", host.url, pub)[2:])
+        state = tmp_path / "dev"
+        proc, lines = start_cli(*simulate_args(state, host.url, pub)[2:])
         seen: list[str] = []
         try:
             read_until(lines, "| APP v1.0.0 running", seen)
             # As a board at its REPL: the timer keeps polling for the next check.
             read_until(lines, "| lcm-hal: main.py ended; the board stays on", seen)
+            assert len(device_processes(state)) == 1
             proc.send_signal(signal.SIGINT)
             code = proc.wait(timeout=60)
         finally:
@@ -220,7 +245,24 @@ def test_an_app_that_returns_leaves_the_board_on_until_ctrl_c(tmp_path: Path) ->
             seen.append(line)
 
     assert code == 0, "\n".join(seen)
+    assert gone(state)
     assert "exit 0 (app returned)" not in seen
     assert seen[-1] == (
         "stopped: 2 boots; app v1.0.0 (app0); manager (factory); installed this run: v1.0.0"
     )
+
+
+def test_a_killed_simulator_leaves_no_board_running(tmp_path: Path) -> None:
+    with running_host(tmp_path) as host:
+        repo = Repo(host)
+        repo.publish("1.0.0", looping_app("1.0.0"))
+        pub = write_root(tmp_path, repo)
+        state = tmp_path / "dev"
+        proc, lines = start_cli(*simulate_args(state, host.url, pub)[2:])
+        try:
+            read_until(lines, "| APP v1.0.0 running", [])
+        finally:
+            proc.kill()  # no chance to stop its device
+            proc.wait(timeout=60)
+
+    assert gone(state)

@@ -31,6 +31,7 @@ from publisher.fsutil import write_atomic
 from publisher.micropython import (
     UNIX_PACKAGES,
     build_mpy,
+    die_with_parent,
     micropython_command,
     micropython_env,
 )
@@ -213,6 +214,7 @@ def start_setup(
         args = ["-m", SETUP_MODULE, mode, str(http_port), str(dns_port), bind, str(data_heap)]
         proc = subprocess.Popen(
             [*cmd, *args],
+            preexec_fn=die_with_parent(),
             cwd=build,  # sys.path[0] of `-m`: the compiled modules, never a source tree
             env=env,
             stdout=subprocess.PIPE,

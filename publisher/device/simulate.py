@@ -44,6 +44,7 @@ from publisher.micropython import (
     REPO_ROOT,
     SIM_PACKAGES,
     build_mpy,
+    die_with_parent,
     micropython_command,
     micropython_env,
     run_micropython,
@@ -307,6 +308,7 @@ def boot_live(
         errors="replace",
         # Its own session: the terminal's Ctrl-C reaches the simulator, which stops it.
         start_new_session=True,
+        preexec_fn=die_with_parent(),
     )
     timed_out = threading.Event()
     watchdog = None
@@ -339,10 +341,10 @@ def boot_live(
 
 
 def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
     try:
+        proc.terminate()
         proc.wait(10)
-    except subprocess.TimeoutExpired:
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):  # or a second Ctrl-C
         proc.kill()
         proc.wait()
 
