@@ -194,6 +194,7 @@ def test_set_up_on_the_portal_then_install_from_the_cli(tmp_path: Path) -> None:
         )
 
     assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"provisioned the device set up in {state} (what its setup")
     assert "wifi: connected to 'home'" in result.output
     assert "installed this run: v1.0.0" in result.output.splitlines()[-1]
     cfg = json.loads((state / "lcm/state/config.json").read_text())

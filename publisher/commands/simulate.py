@@ -238,7 +238,10 @@ def provision_new(
         https_ca=ca,
         settings=settings,
     )
-    say(f"provisioned a blank device in {state}")
+    if kept:
+        say(f"provisioned the device set up in {state} (what its setup page chose is kept)")
+    else:
+        say(f"provisioned a blank device in {state}")
     if default_air:
         use_default_air(state)
     if not (repo or kept.get("repo")):
