@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import signal
 import socket
 import subprocess
@@ -54,6 +55,15 @@ def device_processes(state: Path) -> list[int]:
     return found
 
 
+def read_containing(lines: queue.Queue[str | None], text: str, seen: list[str]) -> str:
+    while True:
+        line = lines.get(timeout=120)  # a hang guard, not a timed assertion
+        assert line is not None, "the command ended early:\n" + "\n".join(seen)
+        seen.append(line)
+        if text in line:
+            return line
+
+
 def gone(state: Path) -> bool:
     """True once no process runs the device (a hang guard, not a timed assertion)."""
     for _ in range(100):
@@ -81,6 +91,7 @@ def test_runs_like_a_board_until_ctrl_c(tmp_path: Path) -> None:
             # Published while the device runs: the timer's check (45-75 s later) takes it.
             repo.publish("1.1.0", looping_app("1.1.0"))
             read_until(lines, "| APP v1.1.0 running", seen)
+            read_containing(lines, "app: confirmed v1.1.0", seen)  # the app's own confirm
             proc.send_signal(signal.SIGINT)
             code = proc.wait(timeout=60)
         finally:
