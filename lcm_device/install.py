@@ -61,7 +61,9 @@ class Installer:
         hal = self.hal
         # Until a manifest is verified, the budget covers the most the metadata may be.
         self.client.budget_ms = self.u.budget_ms(MAX_SECTOR_SIZE + MAX_MANIFEST_SIZE)
-        sector = self._refresh_sector(tag, trust.installed(hal, self.kind, self.repo, self.io))
+        sector = self._refresh_sector(
+            tag, trust.installed(hal, self.kind, self.repo, self.io, self.log)
+        )
         if sector is not None:
             from cert_sector.sector import check_expiry
 
@@ -169,6 +171,7 @@ class Installer:
         # CAs first: a cut before the swap leaves the old sector (fetched again
         # next time) with the verified new CAs, never the new sector with stale ones.
         trust.save_cas(hal, self.kind, new, fresh.cas, self.io)
+        trust.keep_copy(hal, self.kind, new, self.io)  # damaged flash: trust.py, rule L2
         hal.fs.rename(new, path)  # the sector's atomic A/B swap
         trust.save_etag(hal, self.kind, etag)
         self.log(

@@ -11,6 +11,25 @@ before it was installed, so loading it only parses it: field by field from
 flash (cert_sector.sector.read_sector_file), CAs left there until TLS needs
 them, so a full 4096-byte sector never sits in RAM.
 
+Two copies: before the swap, the verified new sector is also copied to
+KIND.sector.copy (temp + rename). Damaged flash (a torn or truncated file,
+flipped bytes, garbage, a missing file)
+must not stop all further updates, so loading follows these rules:
+
+  L1  Both copies byte for byte the same (SHA-256 of the files): the sector
+      is parsed and used; it was verified when it was installed.
+  L2  Otherwise each copy, KIND.sector first, is used only when it parses
+      (S1, S2) and carries its own threshold of valid signatures by its own
+      roots (S5): flipped bytes anywhere in its body or signatures fail this. The first such copy is used, and copied over
+      the other one (temp + rename), with a log line naming what was wrong.
+      The copy holds the same verified sector, never an older one, so falling
+      back trusts exactly what was installed (an older sector could bring back
+      a release key the newer one revoked).
+  L3  Neither copy sound: the device has no installed sector (logged), and
+      the next check is a first install: the release's sector must verify
+      against the pinned roots (config), with no chain walk, so a device whose
+      repo has rotated its roots since provisioning must be re-provisioned.
+
 The ETag is a server's word, replayed in a header: it is stored only when it
 is 1 to MAX_ETAG bytes of printable ASCII without spaces (the characters of
 an RFC 9110 entity-tag), else none is kept; a stored one that is not so (an
@@ -96,12 +115,99 @@ def read_sector(path, buf):
         return read_sector_file(f, n, buf)
 
 
-def installed(hal, kind, repo, buf):
-    """The installed Sector of `repo`, or None (none yet, or one for another repo)."""
-    sector = read_sector(sector_path(hal, kind), buf)
-    if sector is None or sector.repo != repo:
+def copy_path(hal, kind):
+    return sector_path(hal, kind) + ".copy"
+
+
+def keep_copy(hal, kind, path, buf):
+    """Copy the verified sector file `path` to KIND.sector.copy (temp + rename), before
+    it is swapped in: at every moment one copy holds a verified sector (rule L2)."""
+    final = copy_path(hal, kind)
+    _copy_file(hal, path, final + ".tmp", buf)
+    hal.fs.rename(final + ".tmp", final)
+
+
+def _copy_file(hal, src, dst, buf):
+    mv = memoryview(buf)
+    out = hal.fs.open_write(dst)
+    try:
+        with open(src, "rb") as f:
+            while True:
+                n = f.readinto(mv)
+                if not n:
+                    break
+                out.write(mv[:n])
+    finally:
+        out.close()
+
+
+def _file_sha(path, buf):
+    """SHA-256 of a file, or None when there is none."""
+    import hashlib
+
+    h = hashlib.sha256()
+    mv = memoryview(buf)
+    try:
+        with open(path, "rb") as f:
+            while True:
+                n = f.readinto(mv)
+                if not n:
+                    break
+                h.update(mv[:n])
+    except OSError:
         return None
-    return sector
+    return h.digest()
+
+
+def _sound(path, buf):
+    """(the Sector in `path`, None) when it passes rule L2, else (None, why)."""
+    from cert_sector.errors import TrustError
+    from cert_sector.sector import PinnedRoots, check_sector
+
+    try:
+        sector = read_sector(path, buf)
+        if sector is None:
+            return None, "missing"
+        # Rule S5: signed by its own roots (the body as read). Another repo's sector
+        # is sound too: the repo was changed in the config, `installed` answers None.
+        own = PinnedRoots(sector.repo, sector.roots, sector.threshold)
+        check_sector(sector, sector.digest, own)
+    except (TrustError, ValueError) as exc:  # ValueError: UnicodeError in a text field
+        return None, exc.__class__.__name__ + ": " + str(exc)
+    return sector, None
+
+
+def installed(hal, kind, repo, buf, log=None):
+    """The installed Sector of `repo`, or None (none yet, one for another repo, or
+    both copies damaged): rules L1-L3 above; `log` gets a line for each repair."""
+    main = sector_path(hal, kind)
+    copy = copy_path(hal, kind)
+    digest = _file_sha(main, buf)
+    if digest is not None and digest == _file_sha(copy, buf):  # Rule L1
+        from cert_sector.errors import TrustError
+
+        try:
+            sector = read_sector(main, buf)
+            return sector if sector.repo == repo else None
+        except (TrustError, ValueError):
+            pass  # the same damage in both (not written so): rule L3
+    else:
+        for path, other in ((main, copy), (copy, main)):  # Rule L2
+            sector, why = _sound(path, buf)
+            if sector is None:
+                if log and why != "missing":
+                    log("cert sector: " + path[len(hal.root) :] + " damaged: " + why)
+                continue
+            _copy_file(hal, path, other + ".tmp", buf)
+            hal.fs.rename(other + ".tmp", other)
+            if log:
+                log("cert sector: " + other[len(hal.root) :] + " restored from its copy")
+            return sector if sector.repo == repo else None
+        if digest is None and file_size(copy) < 0:
+            return None  # none installed yet: a first install
+    if log:  # Rule L3
+        log("cert sector: no sound copy installed; the pinned roots decide, as on a first install")
+    return None
 
 
 def pinned(repo, roots_hex, threshold):
