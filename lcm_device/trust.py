@@ -13,18 +13,20 @@ them, so a full 4096-byte sector never sits in RAM.
 
 Two copies: before the swap, the verified new sector is also copied to
 KIND.sector.copy (temp + rename). Damaged flash (a torn or truncated file,
-flipped bytes, garbage, a missing file)
-must not stop all further updates, so loading follows these rules:
+flipped bits, garbage, a missing file) must not stop all further updates, so
+loading follows these rules:
 
   L1  Both copies byte for byte the same (SHA-256 of the files): the sector
       is parsed and used; it was verified when it was installed.
   L2  Otherwise each copy, KIND.sector first, is used only when it parses
       (S1, S2) and carries its own threshold of valid signatures by its own
-      roots (S5): flipped bytes anywhere in its body or signatures fail this. The first such copy is used, and copied over
-      the other one (temp + rename), with a log line naming what was wrong.
-      The copy holds the same verified sector, never an older one, so falling
-      back trusts exactly what was installed (an older sector could bring back
-      a release key the newer one revoked).
+      roots (S5): a flipped bit in its body or in those signatures fails this
+      (one in the old roots' signatures, which S4 needed at install, does not
+      matter now). The first such copy is used, and copied over the other
+      one (temp + rename), with a log line naming what was wrong. The copy
+      holds the same verified sector, never an older one, so falling back
+      trusts exactly what was installed (an older sector could bring back a
+      release key the newer one revoked).
   L3  Neither copy sound: the device has no installed sector (logged), and
       the next check is a first install: the release's sector must verify
       against the pinned roots (config), with no chain walk, so a device whose
