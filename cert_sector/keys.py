@@ -34,8 +34,8 @@ def check_public_key(public_key, what):
     return public_key
 
 
-def count_valid_signatures(digest, signatures, keys):
-    """How many distinct `keys` made a valid signature of `digest`.
+def valid_signers(digest, signatures, keys):
+    """The distinct `keys` that made a valid signature of `digest`.
 
     `signatures` is a list of (key id, r‖s). A signature by a key not in
     `keys` is ignored, not an error: a sector may carry signatures for both
@@ -48,4 +48,4 @@ def count_valid_signatures(digest, signatures, keys):
         for key in keys:
             if key_id(key) == kid and key not in signed and verify_p256(key, digest, sig):
                 signed.append(key)
-    return len(signed)
+    return signed
