@@ -203,7 +203,12 @@ def installed(hal, kind, repo, buf, log=None):
             _copy_file(hal, path, other + ".tmp", buf)
             hal.fs.rename(other + ".tmp", other)
             if log:
-                log("cert sector: " + other[len(hal.root) :] + " restored from its copy")
+                log(
+                    "cert sector: "
+                    + other[len(hal.root) :]
+                    + " restored from "
+                    + path[len(CERTS) + len(hal.root) :]
+                )
             return sector if sector.repo == repo else None
         if digest is None and file_size(copy) < 0:
             return None  # none installed yet: a first install
