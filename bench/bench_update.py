@@ -142,7 +142,7 @@ CYCLE_IMPORTS = (
     "from lcm_sim import unix\n"
     "from lcm_device.hal import fs\n"
     "from lcm_device import compat, config, slots, boot, log, schedule\n"
-    "from lcm_device import update, install, refusal, fetch, trust, http\n"
+    "from lcm_device import update, install, fetch, trust, http\n"
     "from cert_sector import manifest, sector, release, version\n"
 )
 

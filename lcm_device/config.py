@@ -16,7 +16,7 @@ writing the copy may fail (full or read-only flash) without consequence.
 
 import json
 
-from lcm_device.hal.fs import makedirs, write_atomic
+from lcm_device.hal.fs import makedirs, pump, write_atomic
 
 PATH = "/lcm/state/config.json"
 GOOD = "/lcm/state/config.good.json"
@@ -92,16 +92,11 @@ def keep_good(hal):
     ):
         return
     tmp = hal.root + GOOD + ".tmp"
-    buf = bytearray(64)
     try:
         out = hal.fs.open_write(tmp)
         try:
             with open(hal.root + PATH, "rb") as f:
-                while True:
-                    n = f.readinto(buf)
-                    if not n:
-                        break
-                    out.write(memoryview(buf)[:n])
+                pump(f, memoryview(bytearray(64)), -1, out)
         finally:
             out.close()
         hal.fs.rename(tmp, hal.root + GOOD)

@@ -13,6 +13,7 @@ CDN says it expired (403/404/410).
 import hashlib
 
 from lcm_device.compat import const
+from lcm_device.hal.fs import pump
 from lcm_device.http import (
     BudgetError,
     NetworkError,
@@ -20,48 +21,36 @@ from lcm_device.http import (
     StalledError,
     StatusError,
 )
-from lcm_device.refusal import Refused
+from lcm_device.update import Refused
 
 _RETRIES = const(3)
 _REDIRECTS = (301, 302, 303, 307, 308)
 _EXPIRED = (403, 404, 410)
 
 
-def download(client, fs, url, path, limit, io, headers=None, log=print):
-    """GET `url` into the file `path`, at most `limit` bytes; (size, sha256, etag).
+def download(u, url, path, limit, headers=None):
+    """GET `url` with the Updater `u`'s client into the file `path`, at most `limit`
+    bytes, through its buffer; (size, sha256, etag).
 
     A StatusError (304 for an unchanged If-None-Match, 404, ...) is passed on.
     """
     failures = 0
     while True:
         try:
-            return _download_once(client, fs, url, path, limit, io, headers)
+            resp = u.client.get(url, max_bytes=limit, headers=headers)
+            etag = resp.header("etag")
+            h = hashlib.sha256()
+            f = u.hal.fs.open_write(path)
+            try:
+                return pump(resp, u.io, -1, f, h), h.digest(), etag
+            finally:
+                f.close()
+                resp.close()
         except (NetworkError, StalledError) as exc:
             failures += 1
             if failures > _RETRIES:
                 raise
-            log("download: retrying " + url.split("?")[0][-60:] + " (" + str(exc) + ")")
-
-
-def _download_once(client, fs, url, path, limit, io, headers):
-    resp = client.get(url, max_bytes=limit, headers=headers)
-    etag = resp.header("etag")
-    h = hashlib.sha256()
-    total = 0
-    f = fs.open_write(path)
-    try:
-        while True:
-            n = resp.readinto(io)
-            if not n:
-                break
-            chunk = io[:n]
-            f.write(chunk)
-            h.update(chunk)
-            total += n
-    finally:
-        f.close()
-        resp.close()
-    return total, h.digest(), etag
+            u.log("download: retrying " + url.split("?")[0][-60:] + " (" + str(exc) + ")")
 
 
 class PackStream:
@@ -78,7 +67,6 @@ class PackStream:
         self.pos = 0
         self.end = 0
         self.resumes = 0
-        self.requests = 0
 
     def open(self, start, end):
         self.close()
@@ -94,7 +82,6 @@ class PackStream:
         client = self.client
         url = self.cdn or self.url
         n = self.end - self.pos
-        self.requests += 1
         resp = client.get(url, start=self.pos, end=self.end - 1, max_bytes=n, follow=False)
         if resp.status in _REDIRECTS:
             resp.close()

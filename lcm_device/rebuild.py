@@ -66,7 +66,7 @@ def complete_manifest(hal, slot):
     if size <= SIGNATURE_BLOCK:
         return None
     base = slot_dir(hal, slot) + "/"
-    buf = bytearray(512)
+    buf = memoryview(bytearray(512))
     try:
         with open(path, "rb") as f:
             reader = ManifestReader(stream=f, body_size=size - SIGNATURE_BLOCK)
@@ -82,10 +82,9 @@ def complete_manifest(hal, slot):
 def _sha(path, buf):
     import hashlib
 
+    from lcm_device.hal.fs import pump
+
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while True:
-            n = f.readinto(buf)
-            if not n:
-                return h.digest()
-            h.update(memoryview(buf)[:n])
+        pump(f, buf, -1, None, h)
+    return h.digest()

@@ -40,7 +40,7 @@ def manager_files(hal, active, other, log):
         return None
     base = slots.slot_dir(hal, active) + "/"
     spare = slots.slot_dir(hal, other) + "/"
-    buf = bytearray(_BUF)
+    buf = memoryview(bytearray(_BUF))
     repaired = 0
     with open(path, "rb") as f:
         reader = ManifestReader(stream=f, body_size=size - SIGNATURE_BLOCK)
@@ -59,22 +59,16 @@ def manager_files(hal, active, other, log):
 def _copy_if_same(hal, source, target, e, buf):
     if file_size(source) != e.size:
         return False
-    from lcm_device.hal.fs import makedirs, remove_if_exists
+    from lcm_device.hal.fs import makedirs, pump, remove_if_exists
 
     cut = target.rfind("/")
     makedirs(hal.fs, target[:cut])
     tmp = target + ".tmp"
     h = hashlib.sha256()
-    mv = memoryview(buf)
     out = hal.fs.open_write(tmp)
     try:
         with open(source, "rb") as f:
-            while True:
-                n = f.readinto(buf)
-                if not n:
-                    break
-                out.write(mv[:n])
-                h.update(mv[:n])
+            pump(f, buf, -1, out, h)
     finally:
         out.close()
     if h.digest() != e.sha256:

@@ -68,7 +68,7 @@ def recheck(hal):
         _save(hal, w)
 
 
-def gate(inst, tag, sector):
+def gate(u, tag, sector):
     """After the cert sector: the verified Rollout this device takes part in, None when the
     release has no roll-out document (the whole fleet), or "wait".
 
@@ -77,7 +77,7 @@ def gate(inst, tag, sector):
     manager as .mpy files has little to spare).
     """
     try:
-        return _gate(inst, tag, sector)
+        return _gate(u, tag, sector)
     finally:
         import sys
 
@@ -86,19 +86,19 @@ def gate(inst, tag, sector):
                 del sys.modules[name]
 
 
-def _gate(inst, tag, sector):
+def _gate(u, tag, sector):
     from lcm_device.http import StatusError
 
-    hal = inst.hal
+    hal = u.hal
     w = _load(hal)
     if w is not None and w.get("tag") != tag:
         w = None  # another release's wait: this one starts afresh
     headers = {"If-None-Match": w["etag"]} if w is not None and w.get("etag") else None
     try:
-        resp = inst.client.get(inst.u.url(tag, ROLLOUT_ASSET), max_bytes=_MAX_DOC, headers=headers)
+        resp = u.client.get(u.url(tag, ROLLOUT_ASSET), max_bytes=_MAX_DOC, headers=headers)
     except StatusError as exc:
         if exc.status == 304:
-            return _wait(inst, w, tag, w.get("seq"), w.get("share"), False, w.get("etag"), None)
+            return _wait(u, w, tag, w.get("seq"), w.get("share"), False, w.get("etag"), None)
         if exc.status != 404:
             raise
         if w is None:
@@ -106,7 +106,7 @@ def _gate(inst, tag, sector):
                 remove_if_exists(hal.fs, hal.root + WAIT)
             return None  # no roll-out: the release is for every device
         # Seen before, gone now (being replaced): fail closed.
-        inst.log("app: the roll-out document of " + tag + " is missing; waiting")
+        u.log("app: the roll-out document of " + tag + " is missing; waiting")
         return "wait"
     import binascii
 
@@ -117,25 +117,25 @@ def _gate(inst, tag, sector):
         etag = resp.header("etag")
     finally:
         resp.close()
-    r = verify_rollout(data, sector, inst.repo, tag, (w or {}).get("seq") or 0)
+    r = verify_rollout(data, sector, u.repo, tag, (w or {}).get("seq") or 0)
     device = binascii.hexlify(hal.unique_id()).decode()
     if takes_part(r, device):
         remove_if_exists(hal.fs, hal.root + WAIT)
-        inst.log("app: " + tag + " rolls out to " + str(r.share) + " %, this device included")
+        u.log("app: " + tag + " rolls out to " + str(r.share) + " %, this device included")
         return r
-    return _wait(inst, w, tag, r.seq, r.share, r.halted, etag, device)
+    return _wait(u, w, tag, r.seq, r.share, r.halted, etag, device)
 
 
-def _wait(inst, w, tag, seq, share, halted, etag, device):
+def _wait(u, w, tag, seq, share, halted, etag, device):
     _save(
-        inst.hal,
+        u.hal,
         {"tag": tag, "seq": seq, "share": share, "halted": halted, "etag": etag,
          "skip": _RECHECK - 1},
     )  # fmt: skip
     if halted:
-        inst.log("app: the roll-out of " + tag + " is halted; not installing it")
+        u.log("app: the roll-out of " + tag + " is halted; not installing it")
     elif device is not None or w is None:
-        inst.log("app: " + tag + " rolls out to " + str(share) + " %, not to this device yet")
+        u.log("app: " + tag + " rolls out to " + str(share) + " %, not to this device yet")
     else:
-        inst.log("app: " + tag + " roll-out unchanged (" + str(share) + " %); waiting")
+        u.log("app: " + tag + " roll-out unchanged (" + str(share) + " %); waiting")
     return "wait"

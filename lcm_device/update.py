@@ -47,7 +47,6 @@ from cert_sector.errors import TrustError
 from lcm_device import slots, trust
 from lcm_device.compat import collect, const, exists
 from lcm_device.http import Client, HTTPError, StatusError
-from lcm_device.refusal import Refused
 
 BUF_SIZE = 5120
 _NET = const(2048)  # the HTTP client's part: a github.com signed asset URL is ~1.3 KB, and its
@@ -55,30 +54,33 @@ _NET = const(2048)  # the HTTP client's part: a github.com signed asset URL is ~
 # long: where such a URL is kept); the rest (1 KB): file data
 
 
+class Refused(Exception):
+    """A release refused for a reason that retrying will not change; the message says why
+    (the engine's own refusal, next to cert_sector's TrustError)."""
+
+
 class Updater:
+    """The update engine of one kind: its settings, its one buffer, its HTTP client.
+
+    install.py's steps take it as their first argument: one object, nothing copied.
+    Settings come from the config (lcm_device.config.DEFAULTS fills every key).
+    """
+
     def __init__(self, hal, cfg, kind, buf, log=print):
         self.hal = hal
         self.cfg = cfg
         self.kind = kind
         self.log = log
-        if kind == "app":
-            self.repo = cfg.get("repo")
-            self.roots = cfg.get("app_roots") or []
-            self.threshold = cfg.get("app_threshold") or 1
-            self.channel = cfg.get("channel") or "stable"
-        else:
-            self.repo = cfg.get("manager_repo")
-            self.roots = cfg.get("manager_roots") or []
-            self.threshold = cfg.get("manager_threshold") or 1
-            self.channel = "stable"
-        self.web = cfg.get("web_url") or "https://github.com"
+        app = kind == "app"
+        self.repo = cfg["repo" if app else "manager_repo"]
+        self.roots = cfg["app_roots" if app else "manager_roots"]
+        self.threshold = cfg["app_threshold" if app else "manager_threshold"]
+        self.channel = cfg["channel"] if app else "stable"
         mv = memoryview(buf)
         self.net = mv[:_NET]
         self.slot = mv[_NET : 2 * _NET]
         self.io = mv[2 * _NET :]
         self.client = None
-        # Figures for `lcm device simulate` and the benchmarks.
-        self.stats = {"pack_bytes": 0, "copied": 0, "fetched": 0, "resumes": 0}
 
     # -- the cycle ---------------------------------------------------------
 
@@ -105,11 +107,11 @@ class Updater:
                 self.net,
                 slot=self.slot,
                 load_cas=self._tls_anchors,
-                timeout_ms=self.cfg.get("http_timeout_ms") or 10000,
-                min_rate=self.cfg.get("min_rate") or 256,
-                allow_downgrade=self.cfg.get("allow_http_redirect") is True,
+                timeout_ms=self.cfg["http_timeout_ms"],
+                min_rate=self.cfg["min_rate"],
+                allow_downgrade=self.cfg["allow_http_redirect"] is True,
             )
-            self.client.budget_ms = self.budget_ms(0)
+            self.budget(0)
             tag = self._latest_tag()
             if tag is None:
                 self.log(name + ": " + self.repo + " has no release yet")
@@ -164,9 +166,6 @@ class Updater:
             return "crashed"
         finally:
             if self.client is not None:
-                self.stats["requests"] = self.client.requests
-                self.stats["connections"] = self.client.connections
-                self.stats["bytes_in"] = self.client.bytes_in
                 self.client.close()
                 self.client = None
             collect()
@@ -174,7 +173,7 @@ class Updater:
     # -- 1. the tag --------------------------------------------------------
 
     def _latest_tag(self):
-        resp = self.client.get(release.latest_url(self.web, self.repo), follow=False)
+        resp = self.client.get(release.latest_url(self.cfg["web_url"], self.repo), follow=False)
         try:
             if resp.status == 200:
                 # A static host (`lcm release export`) has no redirects: there
@@ -204,20 +203,17 @@ class Updater:
     def _tls_anchors(self):
         return trust.tls_anchors(self.hal, self.kind, self.repo)
 
-    def budget_ms(self, nbytes):
-        """The check's budget when `nbytes` must be fetched: check_slack_s plus those
-        bytes at check_rate (docs/threat-model.md, "Slow retrieval")."""
+    def budget(self, nbytes):
+        """Set the check's budget for when `nbytes` must be fetched: check_slack_s plus
+        those bytes at check_rate (docs/threat-model.md, "Slow retrieval"); returns it in ms."""
         cfg = self.cfg
-        rate = cfg.get("check_rate") or 1024
-        return (cfg.get("check_slack_s") or 30) * 1000 + nbytes * 1000 // rate
-
-    def max_resumes(self, nbytes):
-        """Pack resumes allowed for `nbytes`: check_resumes, plus one per 32 KB."""
-        return (self.cfg.get("check_resumes") or 3) + nbytes // 32768
+        ms = cfg["check_slack_s"] * 1000 + nbytes * 1000 // cfg["check_rate"]
+        self.client.budget_ms = ms
+        return ms
 
     def url(self, tag, name):
         """The browser download URL of asset `name` of release `tag`."""
-        return release.download_url(self.web, self.repo, tag, name)
+        return release.download_url(self.cfg["web_url"], self.repo, tag, name)
 
 
 def _why(exc):

@@ -72,3 +72,24 @@ def write_atomic(fs, path, data):
     finally:
         f.close()
     fs.rename(tmp, path)
+
+
+def pump(src, mv, n=-1, out=None, h=None):
+    """Move up to `n` bytes (all, when `n` < 0) from `src.readinto` through the buffer
+    `mv` into `out.write` and `h.update` (either may be None); returns the bytes moved.
+
+    The device's one read-into-flash loop: downloads, copies and hashes all use it.
+    """
+    done = 0
+    while n:
+        k = src.readinto(mv if n < 0 or n >= len(mv) else mv[:n])
+        if not k:
+            break
+        chunk = mv[:k]
+        if out is not None:
+            out.write(chunk)
+        if h is not None:
+            h.update(chunk)
+        done += k
+        n -= k
+    return done

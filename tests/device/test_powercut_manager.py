@@ -38,7 +38,6 @@ NEEDED = (
     "lcm_device/hal/fs",
     "lcm_device/http",
     "lcm_device/install",
-    "lcm_device/refusal",
     "lcm_device/rollout",
     "lcm_device/slots",
     "lcm_device/trust",
