@@ -41,7 +41,7 @@ def install(u, st, tag):
     kind = u.kind
     # Until a manifest is verified, the budget covers the most the metadata may be.
     u.budget(MAX_SECTOR_SIZE + MAX_MANIFEST_SIZE)
-    sector = _refresh_sector(u, tag, trust.installed(hal, kind, u.repo, u.io, u.log))
+    sector = _refresh_sector(u, tag)
     if sector is not None:
         from cert_sector.sector import check_expiry
 
@@ -91,9 +91,12 @@ def install(u, st, tag):
 # -- 2. the cert sector ------------------------------------------------------
 
 
-def _refresh_sector(u, tag, sector):
+def _refresh_sector(u, tag):
+    # The installed sector is read here, not passed in: an argument stays referenced
+    # from the caller's frame for the whole call, and the chain walk lets go of it.
     hal = u.hal
     kind = u.kind
+    sector = trust.installed(hal, kind, u.repo, u.io, u.log)
     path = trust.sector_path(hal, kind)
     new = path + ".new"
     makedirs(hal.fs, hal.root + trust.CERTS[:-1])
@@ -134,8 +137,8 @@ def _refresh_sector(u, tag, sector):
             # Not signed by the roots we trust, yet newer: perhaps several root
             # rotations happened meanwhile; the repo's chain of sectors bridges them.
             why, top = str(exc), fresh.seq
-            exc = sector = fresh = None  # on flash: parsed again after the walk
-            trusted = _walk_chain(u, tag, trusted, top, why)
+            exc = sector = trusted = fresh = None  # on flash: parsed again after the walk
+            trusted = _walk_chain(u, tag, top, why)
             fresh = trust.read_sector(new, u.io)
             check_sector(fresh, fresh.digest, trusted, hal.time())
     except TrustError as exc:
@@ -163,10 +166,11 @@ def _refresh_sector(u, tag, sector):
     return fresh
 
 
-def _walk_chain(u, tag, trusted, top, why):
-    """The last sector below sequence `top` reached from `trusted` through the
+def _walk_chain(u, tag, top, why):
+    """The last sector below sequence `top` reached from the installed one through the
     release's certs.chain, each link checked with the rotation rules (S3-S6, S9;
-    not S7: a link may have expired since, the end of the chain must not)."""
+    not S7: a link may have expired since, the end of the chain must not). One
+    verified link and the one being checked are held at a time."""
     from cert_sector.assets import CHAIN_ASSET, MAX_CHAIN_SIZE
 
     hal = u.hal
@@ -183,6 +187,7 @@ def _walk_chain(u, tag, trusted, top, why):
     io = u.io
     pos = 0
     s = None
+    trusted = trust.installed(hal, u.kind, u.repo, io)
     try:
         with open(chain, "rb") as f:
             while pos + 2 <= size:

@@ -23,11 +23,6 @@ from tests.hostserver import TEST_TOKEN, running_host
 from tests.keyfactory import make_sector, new_signer
 from tests.test_http_servers import RawServer, response
 
-# Walking the chain holds the trusted sector, the link being checked and the new
-# sector's parse at once, on top of an install: with the other checks the roll-out
-# gate now makes, it needs a little more than the 24 KB pass's data heap (the
-# chain is the rare path: a device that missed two root rotations).
-WALK_DATA_KB = 28
 ROOTS = [new_signer() for _ in range(4)]
 KEY = new_signer()
 
@@ -92,7 +87,7 @@ def test_device_offline_across_three_root_rotations_catches_up(
         with urllib.request.urlopen(url) as answer:
             assert split_chain(answer.read()) == sectors
         point(state, host.url)
-        status = run(state, mpy, data_at_least_kb=WALK_DATA_KB)
+        status = run(state, mpy)
     out = text(status)
     assert "cert sector: chain link sequence 2 verified" in out, out
     assert "cert sector: chain link sequence 3 verified" in out
@@ -136,7 +131,7 @@ def test_missing_or_forged_link_is_refused(
         routes[download("v2.0.0", "certs.chain")] = [response(200, chain)]
     with RawServer(routes) as server:
         point(state, server.url())
-        status = run(state, mpy, data_at_least_kb=WALK_DATA_KB)
+        status = run(state, mpy)
         out = text(status)
         assert "app: refused v2.0.0: Refused: cert sector: SignatureError: " + reason in out, out
         assert status.state["app_tag"] == "v1.0.0" and "APP v1.0.0 running" in out
@@ -147,5 +142,5 @@ def test_missing_or_forged_link_is_refused(
         routes[download("v2.0.0", "certs.chain")] = [
             response(200, build_chain(sectors, sectors[3]))
         ]
-        status = run(state, mpy, data_at_least_kb=WALK_DATA_KB)
+        status = run(state, mpy)
     assert status.state["app_tag"] == "v2.0.0" and "APP v2.0.0 running" in text(status)
