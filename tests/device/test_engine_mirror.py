@@ -18,7 +18,6 @@ from publisher.release.publish import PublishRequest, publish
 from publisher.release.verify import Trust
 from publisher.signing import load_signer
 from tests.device.enginekit import Repo, app_files, new_device, run, text
-from tests.device.test_engine_chain import WALK_DATA_KB
 from tests.hostserver import TEST_REPO, TEST_TOKEN, github_client, running_host
 from tests.keyfactory import make_sector, new_signer
 
@@ -135,7 +134,7 @@ def test_a_device_behind_root_rotations_catches_up_through_a_mirror(
                 release(upstream, version, sector)
             mirror.mirror.refresh()
             assert mirror.mirror.status[TEST_REPO].mirrored == ["v1.0.0", "v2.0.0"]
-            status = run(state, mpy, data_at_least_kb=WALK_DATA_KB)
+            status = run(state, mpy)
     out = text(status)
     assert "cert sector: chain link sequence 3 verified" in out, out
     assert "cert sector: installed sequence 4" in out
