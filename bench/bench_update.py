@@ -48,6 +48,7 @@ CUTS = 8
 
 def new_device(tmp: Path, name: str, host, repo: Repo, build: Path, **settings) -> Path:
     state = tmp / name
+    shutil.rmtree(state, ignore_errors=True)  # a probe may be run again at the same size
     ca = settings.pop("_ca", None)
     cfg = {"gestures": False}
     cfg.update(settings)
@@ -129,6 +130,10 @@ def smallest_heap(passes, step: int, high: int = 512) -> int:
             high = mid
         else:
             low = mid
+    # Heap layouts vary a little from run to run: the figure is one that passes three
+    # times in a row, not a lucky run.
+    while not (passes(high) and passes(high)):
+        high += step
     return high
 
 
@@ -195,9 +200,16 @@ def _blocks_by_kind(dump: str) -> dict[str, int]:
     return counts
 
 
-def two_cas() -> list[bytes]:
-    """Two CA certificates (DER) for the cert sector, as a repo trusting two hosts has."""
-    return [der_from_pem(trustme.CA().cert_pem.bytes()) for _ in range(2)]
+def full_sector(repo: Repo) -> bytes:
+    """The bar's cert sector: 4096 bytes (the format's cap) holding two real-sized root CA
+    certificates, an RSA-4096 root and a P-384 root (as test_engine_big_sector makes)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    from tests.device.test_engine_big_sector import full_sector as sized
+    from tests.device.test_engine_big_sector import root_ca
+
+    rsa_der = root_ca(rsa.generate_private_key(65537, 4096), "Bench RSA-4096 Root")
+    return sized(repo, 1, rsa_der, ec.generate_private_key(ec.SECP384R1()))
 
 
 def updates(tmp: Path, golden: Path, heap_kb: int) -> bool:
@@ -211,7 +223,8 @@ def updates(tmp: Path, golden: Path, heap_kb: int) -> bool:
 
 def bench_heap(tmp: Path, build: Path) -> None:
     with running_host(tmp / "h1") as host:
-        repo = Repo(host, cas=two_cas())
+        repo = Repo(host)
+        repo.sector = full_sector(repo)
         v1 = app_files("1.0.0", n=FILES, size=FILE_SIZE)
         repo.publish("1.0.0", v1)
         sector = len(repo.sector)
@@ -228,7 +241,7 @@ def bench_heap(tmp: Path, build: Path) -> None:
     code = code_heap(build)
     objects = import_objects(tmp, build)
     print(f"full update cycle, {FILES} files / {FILES * FILE_SIZE // 1024} KB, .mpy modules,")
-    print(f"cert sector of {sector} bytes with two CA certificates:")
+    print(f"cert sector of {sector} bytes with two root CA certificates (RSA-4096, P-384):")
     print(
         f"  bar 1: code frozen (ROM model), smallest data heap of a first install over HTTP "
         f"{data} KB (bar: 14 KB)"

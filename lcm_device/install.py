@@ -21,12 +21,13 @@ from cert_sector.manifest import (
     check_signature,
 )
 from cert_sector.sector import MAX_SECTOR_SIZE, check_sector
+from cert_sector.version import MANAGER_VERSION
 from lcm_device import slots, trust
 from lcm_device.compat import collect, const, file_size
 from lcm_device.fetch import PackStream, download
 from lcm_device.hal.fs import makedirs, pump, remove_if_exists, remove_tree
 from lcm_device.http import StatusError
-from lcm_device.update import Refused
+from lcm_device.update import Refused, why
 
 _DONE = const(0)
 _COPY = const(1)
@@ -51,7 +52,7 @@ def install(u, st, tag):
             check_expiry(sector, hal.time())
         except TrustError as exc:
             raise Refused(
-                "cert sector: sequence " + str(sector.seq) + " in use: " + _why(exc)
+                "cert sector: sequence " + str(sector.seq) + " in use: " + why(exc)
             ) from None
     staged = None
     if kind == "app":
@@ -136,13 +137,13 @@ def _refresh_sector(u, tag):
                 raise
             # Not signed by the roots we trust, yet newer: perhaps several root
             # rotations happened meanwhile; the repo's chain of sectors bridges them.
-            why, top = str(exc), fresh.seq
+            reason, top = str(exc), fresh.seq
             exc = sector = trusted = fresh = None  # on flash: parsed again after the walk
-            trusted = _walk_chain(u, tag, top, why)
+            trusted = _walk_chain(u, tag, top, reason)
             fresh = trust.read_sector(new, u.io)
             check_sector(fresh, fresh.digest, trusted, hal.time())
     except TrustError as exc:
-        raise Refused("cert sector: " + _why(exc)) from None
+        raise Refused("cert sector: " + why(exc)) from None
     trusted = None
     # CAs first: a cut before the swap leaves the old sector (fetched again
     # next time) with the verified new CAs, never the new sector with stale ones.
@@ -166,7 +167,7 @@ def _refresh_sector(u, tag):
     return fresh
 
 
-def _walk_chain(u, tag, top, why):
+def _walk_chain(u, tag, top, reason):
     """The last sector below sequence `top` reached from the installed one through the
     release's certs.chain, each link checked with the rotation rules (S3-S6, S9;
     not S7: a link may have expired since, the end of the chain must not). One
@@ -183,7 +184,7 @@ def _walk_chain(u, tag, top, why):
     except StatusError as exc:
         if exc.status != 404:
             raise
-        raise SignatureError(str(why) + "; no certs.chain in " + tag) from None
+        raise SignatureError(reason + "; no certs.chain in " + tag) from None
     io = u.io
     pos = 0
     s = None
@@ -281,6 +282,7 @@ def _fetch_manifest(u, tag, sector, st, slot):
     installed = -1 if installed is None else installed
     if kind == "app" and st.get("fw_seq") is not None:
         installed = max(installed, st["fw_seq"])  # one repo, one sequence: files or firmware
+    mgr = st.get("mgr_tag")
     try:
         check_header(
             m,
@@ -288,10 +290,10 @@ def _fetch_manifest(u, tag, sector, st, slot):
             max(installed - (sector.epoch << 32), -1),
             u.cfg["board"],
             u.channel,
-            _manager_version(st),
+            mgr[1:] if mgr and mgr[0] == "v" else MANAGER_VERSION,
         )
     except TrustError as exc:
-        raise Refused("manifest: " + _why(exc)) from None
+        raise Refused("manifest: " + why(exc)) from None
     # Only signed facts are recorded: the tag the redirect named must be the
     # signed version, and a tag that failed its trial is known by its sequence.
     if "v" + m.version != tag:
@@ -332,23 +334,14 @@ def read_manifest(u, path, sector):
     try:
         check_signature(h.digest(), trailer[:8], trailer[8:], sector)
     except TrustError as exc:
-        raise Refused("manifest: " + _why(exc)) from None
+        raise Refused("manifest: " + why(exc)) from None
     with open(path, "rb") as f:
         m = ManifestReader(stream=f, body_size=body).header()
     try:
         check_scope(sector, trailer[:8], m.channel, m.boards)  # Rule M7
     except TrustError as exc:
-        raise Refused("manifest: " + _why(exc)) from None
+        raise Refused("manifest: " + why(exc)) from None
     return m
-
-
-def _manager_version(st):
-    tag = st.get("mgr_tag")
-    if tag and tag[0] == "v":
-        return tag[1:]
-    from cert_sector.version import MANAGER_VERSION
-
-    return MANAGER_VERSION
 
 
 # -- 4/5. plan and fetch -----------------------------------------------------
@@ -362,32 +355,31 @@ def _plan_and_fetch(u, st, slot, m, tag, size):
     free = hal.free_bytes()
     if free is not None and free < need + _FREE_MARGIN:
         raise Refused("not enough flash: " + str(need) + " bytes to write, " + str(free) + " free")
+    pack, budget = _pack(u, tag, m, size, get_bytes)
     u.log(
         "download: "
         + str(get_bytes)
         + " bytes of the pack, "
         + str(need - get_bytes)
         + " bytes copied locally; check budget "
-        + str(_budget(u, size, get_bytes) // 1000)
+        + str(budget // 1000)
         + " s"
     )
-    pack = _pack(u, tag, m, get_bytes)
     try:
         _fetch(u, slot, active, plan, pack)
     finally:
         pack.close()
 
 
-def _budget(u, manifest_size, get_bytes):
+def _pack(u, tag, m, manifest_size, get_bytes):
+    """(PackStream, budget in ms) for fetching `get_bytes` of the pack."""
     # The signed manifest now says what is left to fetch: the check's whole budget
-    # becomes the sector's cap, this manifest and those pack bytes.
-    return u.budget(MAX_SECTOR_SIZE + manifest_size + get_bytes)
-
-
-def _pack(u, tag, m, get_bytes):
-    # Resumes allowed for those bytes: check_resumes, plus one per 32 KB.
+    # becomes the sector's cap, this manifest and those pack bytes; the resumes
+    # allowed, check_resumes plus one per 32 KB.
+    budget = u.budget(MAX_SECTOR_SIZE + manifest_size + get_bytes)
     resumes = u.cfg["check_resumes"] + get_bytes // 32768
-    return PackStream(u.client, u.url(tag, PACK_ASSET), m.pack_size, resumes, u.log)
+    pack = PackStream(u.client, u.url(tag, PACK_ASSET), m.pack_size, resumes, u.log)
+    return pack, budget
 
 
 def _files(u, slot):
@@ -560,21 +552,21 @@ def _install_firmware(u, st, m, tag, size, manifest):
             pass  # M1-M3 over the whole record list
     if m.file_count != 1 or e.path != "firmware.bin":
         raise Refused("manifest: a firmware release holds exactly one file, firmware.bin")
-    target = next_partition(parts)
+    target = parts(parts.RUNNING).get_next_update()  # esp32.Partition's next OTA partition
     label = partition_label(target)
     reader = entries = None
     collect()  # the writer needs one contiguous 4 KB flash block
     writer = FirmwareWriter(target, e.size, e.sha256, u.cfg["board"])
+    pack, budget = _pack(u, tag, m, size, e.size)
     u.log(
         "firmware: "
         + str(e.size)
         + " bytes into "
         + label
         + "; check budget "
-        + str(_budget(u, size, e.size) // 1000)
+        + str(budget // 1000)
         + " s"
     )
-    pack = _pack(u, tag, m, e.size)
     try:
         pack.open(e.offset, e.offset + e.size)
         pump(pack, u.io, e.size, writer)
@@ -592,11 +584,6 @@ def _install_firmware(u, st, m, tag, size, manifest):
     slots.save(hal, st)
     hal.fs.remove(manifest)
     u.log("firmware: " + tag + " boots next from " + label)
-
-
-def next_partition(parts):
-    """The OTA partition to write: esp32.Partition(RUNNING).get_next_update()."""
-    return parts(parts.RUNNING).get_next_update()
 
 
 def partition_label(p):
@@ -632,7 +619,3 @@ def _file_sha(path, io):
     except OSError:
         return None
     return h.digest()
-
-
-def _why(exc):
-    return exc.__class__.__name__ + ": " + str(exc)

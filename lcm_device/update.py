@@ -126,13 +126,13 @@ class Updater:
             if (tag == st.get(self.kind + "_bad") and st.get(self.kind + "_bad_seq") is None) or (
                 self.kind == "app" and tag == st.get("fw_bad")
             ):
-                why = st.get(self.kind + "_bad_why") or "why not recorded"
+                reason = st.get(self.kind + "_bad_why") or "why not recorded"
                 self.log(
                     name
                     + ": "
                     + tag
                     + " failed its trial before; waiting for a newer one ("
-                    + str(why)
+                    + str(reason)
                     + ")"
                 )
                 return "idle"
@@ -152,17 +152,17 @@ class Updater:
             # None: installed; "idle": a staged roll-out that does not include this device.
             return install(self, st, tag) or "installed"
         except (TrustError, Refused) as exc:
-            self.log(name + ": refused " + str(tag) + ": " + _why(exc))
+            self.log(name + ": refused " + str(tag) + ": " + why(exc))
             return "refused"
         except (HTTPError, OSError) as exc:
-            self.log(name + ": check failed: " + _why(exc))
+            self.log(name + ": check failed: " + why(exc))
             return "failed"
         except ImportError as exc:
-            self.log(name + ": check broken: " + _why(exc))
+            self.log(name + ": check broken: " + why(exc))
             return "broken"
         except Exception as exc:
             # A bug (or MemoryError) must not keep the app from running: report it.
-            self.log(name + ": check crashed: " + _why(exc))
+            self.log(name + ": check crashed: " + why(exc))
             return "crashed"
         finally:
             if self.client is not None:
@@ -216,5 +216,6 @@ class Updater:
         return release.download_url(self.cfg["web_url"], self.repo, tag, name)
 
 
-def _why(exc):
+def why(exc):
+    """A log line's reason: the exception's class and message."""
     return exc.__class__.__name__ + ": " + str(exc)
