@@ -66,7 +66,7 @@ def app_free(state: Path, rom: bool) -> int:
         kw = {"heap": ROM_MODEL_HEAP, "env": {"LCM_DATA_HEAP": str(DATA_KB * 1024)}}
     else:
         kw = {"heap": f"{HEAP_KB}k"}
-    # A check now (nothing new), then the app in the same boot.
+    # A check now (nothing new) in an update boot, then the app boot it resets into.
     status = simulate(state, check_first=True, **kw)
     if not any("nothing new" in line for line in status.lines):
         raise SystemExit("the check did not run:\n" + "\n".join(status.lines))

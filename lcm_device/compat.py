@@ -6,7 +6,8 @@ port (tests, `lcm device simulate`) and on CPython (unit tests).
 """
 
 import os
-from gc import collect  # noqa: F401 (exported: a collect keeps the peak heap low)
+import sys
+from gc import collect  # exported: a collect keeps the peak heap low
 
 try:
     from micropython import const
@@ -92,3 +93,17 @@ def free_heap():
         return gc.mem_free()
     except (ImportError, AttributeError):
         return None
+
+
+def unload(names, release=False):
+    """Take modules out of sys.modules. With `release`, out of their package's attributes
+    too, so that their objects are freed (a submodule stays an attribute of its package);
+    without, `from package import name` still finds it and does not load it again."""
+    for name in names:
+        if name in sys.modules:
+            del sys.modules[name]
+            cut = name.rfind(".")
+            package = sys.modules.get(name[:cut]) if release and cut > 0 else None
+            if package is not None and name[cut + 1 :] in package.__dict__:
+                delattr(package, name[cut + 1 :])
+    collect()

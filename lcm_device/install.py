@@ -535,7 +535,7 @@ def _install_firmware(u, st, m, tag, size, manifest):
     the next boot sees which partition the bootloader chose and either
     adopts the tag (`fw_tag`, marked valid after its first check) or, when
     the bootloader went back after set_boot (`fw_next`'s 4th element), records
-    it as `fw_bad` (lcm_device.boot._firmware_booted).
+    it as `fw_bad` (lcm_device.startup._firmware_booted).
     """
     from lcm_device.firmware import FirmwareWriter
 

@@ -203,7 +203,7 @@ def trial_step(st, kind, power_on):
     A power-on boot means the previous boot lost its power: that boot is not
     held against the release. Resets (a crash, the watchdog, an app that
     resets itself) are. The manager's bound on boots does not roll it back:
-    /main.py counts it the same way and lcm_device.boot confirms a manager
+    /main.py counts it the same way and lcm_device.checkboot confirms a manager
     that reached the bound without a fault of its own (docs/device.md).
     """
     trial = st.get(kind + "_trial") or 0

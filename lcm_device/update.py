@@ -11,7 +11,7 @@ release can do; it returns what happened:
   "failed"     the network failed (retried next check); partial work is resumed then
   "crashed"    an unexpected error (a bug, MemoryError); logged, the app still runs
   "broken"     a module of this manager does not import: its own fault, never a
-               server's (a manager on trial fails that boot; lcm_device.boot)
+               server's (a manager on trial fails that boot; lcm_device.checkboot)
 
 The cycle, and why it is safe (docs/device.md, "Update engine"):
 

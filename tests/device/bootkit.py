@@ -13,6 +13,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from lcm_device.startup import APP_NEXT
+from lcm_sim import EXIT_RESET
 from publisher.device.simulate import boot_once, read_state
 from tests.device.enginekit import engine_env, engine_heap, slot_is_complete, start_device
 
@@ -41,7 +43,9 @@ def boot(
     fault_at: int = 0,
     env: dict[str, str] | None = None,
 ) -> tuple[int, str]:
-    """One boot in the fixture's heap: (exit code, output)."""
+    """One boot in the fixture's heap: (exit code, output). An update boot's reset into
+    its app boot (the marker APP_NEXT left behind) is followed: both are one boot here,
+    as a test that asks for a check means its outcome and the app run after it."""
     code, lines = boot_once(
         state,
         heap=engine_heap(mpy),
@@ -50,6 +54,11 @@ def boot(
         fault_at=fault_at,
         env={**engine_env(mpy), **(env or {})},
     )
+    while code == EXIT_RESET and (state / APP_NEXT.lstrip("/")).exists():
+        code, more = boot_once(
+            state, heap=engine_heap(mpy), cause="reset", env={**engine_env(mpy), **(env or {})}
+        )
+        lines += ["--- app boot", *more]
     return code, "\n".join(lines)
 
 

@@ -29,7 +29,7 @@ def refused(state: Path, mpy: Any, *reasons: str) -> str:
     out = text(status)
     for reason in reasons:
         assert reason in out, out
-    assert status.exits == [0], out
+    assert status.exits == [75, 0], out
     assert status.state["app_tag"] == "v1.0.0" and status.state["app"] == "app0", out
     assert "APP v1.0.0 running" in out
     assert slot_is_complete(state, "app0")
@@ -117,7 +117,7 @@ def test_not_enough_flash_is_refused_before_writing(device: Any, mpy: Any) -> No
 def refused_with_env(state: Path, mpy: Any, env: dict[str, str]) -> str:
     status = run(state, mpy, env=env)
     out = text(status)
-    assert status.exits == [0], out
+    assert status.exits == [75, 0], out
     assert status.state["app_tag"] == "v1.0.0" and "APP v1.0.0 running" in out
     assert slot_is_complete(state, "app0")
     return out

@@ -65,7 +65,7 @@ def test_failed_tag_forced_again_with_a_higher_sequence_installs(
     again = run(state, mpy)
     out = text(again)
     assert "v2.0.0 failed its trial before; waiting for a newer one (sequence 2)" in out
-    assert again.exits == [0] and "APP v1.0.0 running" in out
+    assert again.exits == [75, 0] and "APP v1.0.0 running" in out
 
     # Forced again under the same tag, fixed, with a higher sequence: it installs.
     with RawServer(release_routes(repo, "2.0.0", 3)) as server:

@@ -30,6 +30,7 @@ NEEDED = (
     "lcm_device/__init__",
     "lcm_device/app",
     "lcm_device/boot",
+    "lcm_device/checkboot",
     "lcm_device/compat",
     "lcm_device/config",
     "lcm_device/fetch",
@@ -40,6 +41,7 @@ NEEDED = (
     "lcm_device/install",
     "lcm_device/rollout",
     "lcm_device/slots",
+    "lcm_device/startup",
     "lcm_device/trust",
     "lcm_device/update",
 )
