@@ -49,6 +49,7 @@ lcm.confirm()
 
 PLAIN = """import gc
 import lcm
+assert "lcm_device.app" in __import__("sys").modules  # the slot's shim, not a folder
 gc.collect()
 print("PLAIN free", gc.mem_free())
 """
@@ -76,12 +77,16 @@ def app_free(state: Path, rom: bool) -> int:
 def plain_free(state: Path, rom: bool) -> int:
     slot = state / "lcm" / "m0"
     code = (rom_prelude(DATA_KB * 1024) if rom else "") + PLAIN
-    (state / "plain.py").write_text(code)
+    # Not run from the device's root: its folder `lcm/` would be what `import lcm` finds
+    # (an empty namespace package), not the slot's lcm.py.
+    run_dir = state.parent / "plain"
+    run_dir.mkdir(exist_ok=True)
+    (run_dir / "plain.py").write_text(code)
     proc = run_micropython(
         ["plain.py"],
         path=[slot, board_code()],
         heap=ROM_MODEL_HEAP if rom else f"{HEAP_KB}k",
-        cwd=state,
+        cwd=run_dir,
         extra_env={"LCM_ROOT": str(state)},
     )
     return free_of((proc.stdout + proc.stderr).splitlines(), "PLAIN free")

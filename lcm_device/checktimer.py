@@ -9,20 +9,27 @@ exits with 75 and `lcm device simulate` restarts it). While held, the check
 waits and happens as soon as the app calls `hold(False)`.
 
 The watcher also refreshes the schedule's saved seconds-remaining once per
-_CHECKPOINT_S, and runs extra pollers (`also`), e.g. the gesture counter's
-`settle(hal, now_s)`. The unix port has no machine.Timer: there the caller
-polls the returned Watcher itself (`idle`), unless the simulated board's HAL
-gives a timer (`lcm device simulate` without --once: lcm_sim/boardtimer.py).
+_CHECKPOINT_S, and does the boot's chores while the app runs: put back a
+/main.py the app removed, settle the gesture counter once the board has been
+up SETTLE_S, confirm a trial app after `confirm_after_s`. It holds only the
+moments these are due and imports each chore's module when its moment comes:
+it is what stays of the manager in the app's heap (lcm_device.boot). Extra
+pollers (`also`: the fleet link) run at every tick. The unix port has no
+machine.Timer: there the caller polls the returned Watcher itself (`idle`),
+unless the simulated board's HAL gives a timer (`lcm device simulate`
+without --once: lcm_sim/boardtimer.py).
 
 Kept apart from `schedule` so that the manager, which only computes the
 schedule, does not load it, and the app, which only needs this, stays light.
 """
 
-from lcm_device.compat import const
+from lcm_device.compat import const, file_size, unload
 from lcm_device.schedule import Schedule, safe_log, uptime_s
 
 # Timer period of the watcher while an app runs.
 POLL_MS = 1000
+# Uptime after which a power-on no longer counts as a quick power cycle (gestures.QUICK_S).
+SETTLE_S = 4
 
 _CHECKPOINT_S = const(3600)
 _EXIT_RESET = const(75)
@@ -39,15 +46,21 @@ def hold(on=True):
 class Watcher:
     """Polled by a timer while the app runs; resets into the manager when a check is due."""
 
-    def __init__(self, hal, sched, also=()):
+    def __init__(self, hal, sched, also=(), confirm_at=None):
         self.hal = hal
         self.sched = sched
-        self.also = also  # more pollers, e.g. the gesture counter's `settle(now_s)`
+        self.also = also  # more pollers, e.g. the fleet link's `poll(now_s)`
+        self.settled = False  # the gesture counter
+        self.confirm_at = confirm_at  # uptime at which a trial app is confirmed; None: not one
         self.waiting = False
         self.timer = None  # the board timer that polls it; None: the app polls (idle)
 
     def poll(self, now_s):
         """One tick: returns True when a reset was asked for."""
+        try:
+            self.chores(now_s)
+        except Exception:
+            pass
         for fn in self.also:
             try:
                 fn(now_s)
@@ -66,6 +79,24 @@ class Watcher:
         self.sched.request_now()
         self.hal.reset(_EXIT_RESET)
         return True
+
+    def chores(self, now_s):
+        # Each imports its module only when its moment comes (the app's heap).
+        if file_size(self.hal.root + "/main.py") <= 0:
+            from lcm_device.startup import restore_main
+
+            restore_main(self.hal)
+        if not self.settled and now_s >= SETTLE_S:
+            self.settled = True
+            from lcm_device import gestures
+
+            gestures.settle(self.hal, now_s)
+            unload(("lcm_device.gestures",), True)
+        if self.confirm_at is not None and now_s >= self.confirm_at:
+            self.confirm_at = None
+            from lcm_device.app import confirm
+
+            confirm()
 
 
 def idle(ms):
@@ -88,14 +119,17 @@ def idle(ms):
 current = None  # the watcher armed for the running app
 
 
-def arm_timer(hal, cfg, sched=None, also=()):
+def arm_timer(hal, cfg, sched=None, also=(), confirm_after_s=None):
     """Start polling with a periodic timer where the board has one; returns the Watcher
-    (the unix port has no machine.Timer: there the caller polls it)."""
+    (the unix port has no machine.Timer: there the caller polls it). A trial app is
+    confirmed `confirm_after_s` seconds from now (None: not a trial)."""
+    now = uptime_s()
     if sched is None:
         sched = Schedule(hal, cfg)
-        sched.on_boot(uptime_s(), False)
+        sched.on_boot(now, False)
     global current
-    w = current = Watcher(hal, sched, also)
+    confirm_at = None if confirm_after_s is None else now + confirm_after_s
+    w = current = Watcher(hal, sched, also, confirm_at)
     # A HAL timer calls back from the main loop (the HAL's business).
     w.timer = hal.timer(POLL_MS, lambda: w.poll(uptime_s()))
     if w.timer is not None:

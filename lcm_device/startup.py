@@ -341,7 +341,7 @@ def app_failed(tag, exc):
 
     hal = get()
     log("app: " + str(tag) + " failed: " + exc.__class__.__name__ + ": " + str(exc))
-    step(_restore_main, hal)
+    step(restore_main, hal)
     hal.reset()
 
 
@@ -349,7 +349,7 @@ def app_returned():
     """The app's main module returned normally: it ran healthy."""
     from lcm_device.hal import get
 
-    step(_restore_main, get())
+    step(restore_main, get())
     from lcm_device.app import confirm
 
     confirm()
@@ -370,7 +370,7 @@ def _keep_main(hal):
         _copy(hal, hal.root + _MAIN, hal.root + _MAIN_COPY)
 
 
-def _restore_main(hal, now_s=None):
+def restore_main(hal):
     from lcm_device.compat import file_size
 
     if file_size(hal.root + _MAIN) <= 0 and file_size(hal.root + _MAIN_COPY) > 0:
@@ -379,16 +379,13 @@ def _restore_main(hal, now_s=None):
 
 
 def _copy(hal, source, target):
-    buf = bytearray(256)
+    from lcm_device.hal.fs import pump
+
     tmp = target + ".tmp"
     out = hal.fs.open_write(tmp)
     try:
         with open(source, "rb") as f:
-            while True:
-                n = f.readinto(buf)
-                if not n:
-                    break
-                out.write(memoryview(buf)[:n])
+            pump(f, memoryview(bytearray(256)), out=out)
     finally:
         out.close()
     hal.fs.rename(tmp, target)
@@ -425,43 +422,24 @@ def _wait_for_check(hal, cfg, sched):
 
 
 def _arm_watcher(hal, cfg, sched, trial):
-    """While the app runs: scheduled checks, gesture settling, and the trial's confirmation.
-
-    lcm_device.checktimer polls these from a timer on boards; the unix port
-    has no timer, so there a trial app is confirmed by lcm.confirm() or by
-    its main module returning.
-    """
+    """While the app runs: scheduled checks, the boot's chores (lcm_device.checktimer) and,
+    with a broker configured, the fleet link. lcm_device.checktimer polls from a timer on
+    boards; the unix port has no timer, so there a trial app is confirmed by
+    lcm.confirm(), by its main module returning, or while it calls lcm.idle()."""
     try:
         from lcm_device import checktimer
     except ImportError:
         return None
-    also = [lambda now_s: step(_restore_main, hal)]
-    try:
-        from lcm_device import gestures
-
-        also.append(lambda now_s: gestures.settle(hal, now_s))
-    except ImportError:
-        pass
+    also = ()
     agent = None
     if cfg.get("mqtt_url"):
         # Push hints and status while the app runs (lcm_device.fleet).
         from lcm_device.fleet import Agent
 
         agent = Agent(hal, cfg)
-        also.append(agent.poll)
-    if trial:
-        after = int(cfg.get("confirm_after_s") or 30)
-        pending = [True]
-
-        def confirm_when_healthy(now_s):
-            if pending[0] and now_s >= after:
-                pending[0] = False
-                from lcm_device.app import confirm
-
-                confirm()
-
-        also.append(confirm_when_healthy)
-    watcher = checktimer.arm_timer(hal, cfg, sched, also)
+        also = (agent.poll,)
+    after = int(cfg.get("confirm_after_s") or 30) if trial else None
+    watcher = checktimer.arm_timer(hal, cfg, sched, also, after)
     if agent is not None:
         agent.sched = watcher.sched
     return watcher

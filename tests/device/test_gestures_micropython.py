@@ -277,3 +277,9 @@ def test_check_request_is_the_schedules():
     from lcm_device import gestures, schedule
 
     assert gestures.CHECK_REQUEST == schedule.REQUEST
+
+
+def test_the_check_timer_settles_when_a_power_on_stops_being_quick():
+    from lcm_device import checktimer, gestures
+
+    assert checktimer.SETTLE_S == gestures.QUICK_S
