@@ -19,17 +19,13 @@ is confirmed after slots.max_trial_boots boots without a fault of its own.
 import sys
 
 from lcm_device import config, slots, startup
-from lcm_device.compat import collect, const, unload
+from lcm_device.compat import collect, unload
 from lcm_device.startup import APP_NEXT, confirm_manager, log, repair_manager, step
 
-_CHECK_BUF = const(5120)  # lcm_device.update.BUF_SIZE, without importing the engine yet
 
-
-def run(hal, sched, power):
-    """Check, then reset into the app boot (never returns on a board)."""
-    # The check's one buffer first, in a clean heap: allocated later, after what lives
-    # through the boot, 5 KB in one piece may no longer be there on a small heap.
-    buf = bytearray(_CHECK_BUF)
+def run(hal, sched, power, buf):
+    """Check with the buffer `buf`, then reset into the app boot (never returns on a
+    board)."""
     cfg = config.load(hal)
     step(_checks, hal, cfg, sched, buf)
     buf = cfg = None
@@ -71,7 +67,7 @@ def _checks(hal, cfg, sched, buf):
         return
 
     if len(buf) < BUF_SIZE:
-        buf = bytearray(BUF_SIZE)  # _CHECK_BUF out of date: correct, at a cost in heap
+        buf = bytearray(BUF_SIZE)  # startup's _CHECK_BUF out of date: correct, at a cost in heap
     results = []
     last = [None, None]  # the engine's last log line; the last refusal or failure
 

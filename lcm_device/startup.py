@@ -30,7 +30,7 @@ to the app (`step`).
 import sys
 
 from lcm_device import config, slots
-from lcm_device.compat import const, sleep_ms, unload
+from lcm_device.compat import collect, const, sleep_ms, unload
 
 try:
     from lcm_device import log as _logmod
@@ -42,6 +42,7 @@ RUNNING = None
 # Written by the update boot before its reset: the next boot is the app boot.
 APP_NEXT = "/lcm/state/app.next"
 _IDLE_POLL_MS = const(1000)  # without an app: how often the boot polls the check schedule
+_CHECK_BUF = const(5120)  # lcm_device.update.BUF_SIZE, without importing the engine
 
 
 def log(text):
@@ -70,7 +71,12 @@ def run(running):
         return step(prepare_app, hal, cfg, None, cause == "power")
     if step(_gestures, hal, cfg, power) == "setup":
         step(_setup_mode, hal, cfg)  # the button held at power-on
-        cfg = config.load(hal)  # the portal may have changed it
+    cfg = None
+    collect()
+    # The check's one buffer first, in a clean heap: allocated later, after what lives
+    # through the boot, 5 KB in one piece may no longer be there on a small heap.
+    buf = bytearray(_CHECK_BUF)
+    cfg = config.load(hal)  # a gesture or the portal may have changed it
     _log_boot(hal)
     sched = step(_schedule, hal, cfg, power)
     if _due(hal, sched):
@@ -78,10 +84,11 @@ def run(running):
         from lcm_device import checkboot
 
         # Resets the board into the app boot; returns where a step failed on the flash.
-        step(checkboot.run, hal, sched, power)
-        checkboot = None
+        step(checkboot.run, hal, sched, power, buf)
+        checkboot = buf = None
         cfg = config.load(hal)
     else:
+        buf = None
         confirm_manager(hal)
         step(repair_manager, hal)
     return step(prepare_app, hal, cfg, sched, power)
