@@ -142,13 +142,14 @@ def idles(state: Path, heap_kb: int, rom: bool) -> bool:
     return status.exits == [0] and any("nothing new" in line for line in status.lines)
 
 
-# The modules a full update cycle imports.
+# The modules a full update cycle imports (the verifier too: the cert sector's and the
+# manifest's signatures are checked in every install).
 CYCLE_IMPORTS = (
     "from lcm_sim import unix\n"
     "from lcm_device.hal import fs\n"
     "from lcm_device import compat, config, slots, boot, log, schedule\n"
     "from lcm_device import update, install, fetch, trust, http\n"
-    "from cert_sector import manifest, sector, release, version\n"
+    "from cert_sector import manifest, sector, release, version, p256\n"
 )
 
 
