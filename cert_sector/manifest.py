@@ -74,15 +74,17 @@ class Manifest:
     """Header fields of a manifest; `files` is filled only by `parse_manifest` (CPython side).
 
     Fields at their usual value are class attributes, set on an instance only when
-    they differ: a files/stable manifest read on a device then has 11 instance
-    attributes, whose dict is one block of 12 slots (192 bytes on a 64-bit port)
-    instead of 17 (272 bytes, for 16 attributes), made at the update's peak in a
-    heap that may have no larger free block.
+    they differ: a files/stable manifest for any board read on a device then has 9
+    instance attributes, whose dict is one block of 10 slots (160 bytes on a 64-bit
+    port) instead of 17 (272 bytes, for 16 attributes), made in the update's busiest
+    heap.
     """
 
     kind = "files"
     channel = "stable"
+    boards = ()
     min_manager = ""
+    files = ()
     key_id = b""
     signature = b""
 
@@ -108,14 +110,16 @@ class Manifest:
             self.kind = kind
         if channel != "stable":
             self.channel = channel
-        self.boards = list(boards)
+        if boards:
+            self.boards = list(boards)
         if min_manager:
             self.min_manager = min_manager
         self.pack_name = pack_name
         self.pack_size = pack_size
         self.pack_sha256 = pack_sha256
         self.created = created
-        self.files = files if files is not None else []
+        if files is not None:
+            self.files = files
         self.file_count = len(self.files)
         # Where it stands among the repo's releases (rule S9 in cert_sector/sector.py):
         # epoch x 2**32 + seq, set by the device from the sector that verified it.
