@@ -254,7 +254,7 @@ def parse_sector(data, min_signatures=1):
     `min_signatures=0` reads a sector still being signed (publisher side only)."""
     if len(data) > MAX_SECTOR_SIZE:  # Rule S1
         raise FormatError("sector larger than " + str(MAX_SECTOR_SIZE) + " bytes")
-    sector, body_end = _parse(Reader(data), min_signatures, None)
+    sector, body_end = _parse(Reader(data, None, len(data)), min_signatures, None)
     sector.body = bytes(data[:body_end])
     return sector
 
@@ -269,7 +269,7 @@ def read_sector_file(f, size, buf):
     """
     if size > MAX_SECTOR_SIZE:  # Rule S1
         raise FormatError("sector larger than " + str(MAX_SECTOR_SIZE) + " bytes")
-    r = Reader(stream=f, limit=size)
+    r = Reader(None, f, size)
     r.hasher = hashlib.sha256()
     return _parse(r, 1, buf)[0]
 
@@ -279,10 +279,10 @@ def _parse(r, min_signatures, buf):
     # where they are, as (offset, length)) and the body's digest is taken on the way.
     if bytes(r.take(4, "magic")) != MAGIC:
         raise FormatError("not a cert sector (bad magic)")
-    version = r.u8("format version")
+    version = r.uint(1, "format version")
     if version != FORMAT_VERSION:
         raise FormatError("unsupported cert sector format version " + str(version))
-    flags = r.u8("flags")
+    flags = r.uint(1, "flags")
     if flags & ~(FLAG_SCOPES | FLAG_EPOCH):
         raise FormatError("unknown cert sector flags")
     repo = r.text("repo", MAX_REPO_LEN)
@@ -290,19 +290,19 @@ def _parse(r, min_signatures, buf):
         check_repo(repo)
     except FormatError as exc:
         raise FormatError("sector " + str(exc)) from None
-    seq = r.u32("sequence")
-    expires = r.u32("expiry")
-    threshold = r.u8("threshold")
+    seq = r.uint(4, "sequence")
+    expires = r.uint(4, "expiry")
+    threshold = r.uint(1, "threshold")
     roots = _keys(r, "root key")
     if not 1 <= threshold <= len(roots):  # Rule S2
         raise FormatError("threshold " + str(threshold) + " for " + str(len(roots)) + " root keys")
     release_keys = _keys(r, "release key")
-    n_cas = r.u8("CA count")
+    n_cas = r.uint(1, "CA count")
     if n_cas > MAX_CAS:
         raise FormatError("more than " + str(MAX_CAS) + " CA certificates")
     cas = []
     for _ in range(n_cas):
-        n = r.u16("CA length")
+        n = r.uint(2, "CA length")
         if n == 0:
             raise FormatError("empty CA certificate")
         if buf is None:
@@ -312,7 +312,7 @@ def _parse(r, min_signatures, buf):
             r.skip(n, "CA certificate", buf)
     scopes = None
     if flags & FLAG_SCOPES:
-        n = r.u8("key scope count")
+        n = r.uint(1, "key scope count")
         if not 1 <= n <= MAX_KEYS:  # Rule S8
             raise FormatError("key scope count " + str(n))
         scopes = {}
@@ -328,8 +328,8 @@ def _parse(r, min_signatures, buf):
             scopes[index] = (bits, boards)
     epoch = first_seq = 0
     if flags & FLAG_EPOCH:
-        epoch = r.u32("epoch")
-        first_seq = r.u32("epoch's first sequence")
+        epoch = r.uint(4, "epoch")
+        first_seq = r.uint(4, "epoch's first sequence")
         if not epoch:
             raise FormatError("epoch flag with epoch 0")
     body_end = r.pos
@@ -337,7 +337,7 @@ def _parse(r, min_signatures, buf):
     if r.hasher is not None:
         digest = r.hasher.digest()
         r.hasher = None
-    n_sigs = r.u8("signature count")
+    n_sigs = r.uint(1, "signature count")
     if not min_signatures <= n_sigs <= MAX_SIGNATURES:
         raise FormatError("a sector needs 1 to " + str(MAX_SIGNATURES) + " signatures")
     signatures = []
@@ -347,7 +347,17 @@ def _parse(r, min_signatures, buf):
     r.end("signatures")
     _check_unique([kid for kid, _ in signatures], "signature key id")
     sector = Sector(
-        repo, seq, expires, threshold, roots, release_keys, cas, signatures, scopes, epoch, first_seq
+        repo,
+        seq,
+        expires,
+        threshold,
+        roots,
+        release_keys,
+        cas,
+        signatures,
+        scopes,
+        epoch,
+        first_seq,
     )
     if digest is not None:
         sector.digest = digest
@@ -355,7 +365,7 @@ def _parse(r, min_signatures, buf):
 
 
 def _keys(r, what):
-    n = r.u8(what + " count")
+    n = r.uint(1, what + " count")
     if n > MAX_KEYS:
         raise FormatError("more than " + str(MAX_KEYS) + " " + what + "s")
     keys = [bytes(r.take(PUBLIC_KEY_SIZE, what)) for _ in range(n)]
@@ -375,7 +385,7 @@ def verify_sector(data, trusted, now=None):
     return check_sector(sector, hashlib.sha256(sector.body).digest(), trusted, now)
 
 
-def check_sector(sector, digest, trusted, now=None):
+def check_sector(sector, digest, trusted, now):
     """S3-S7 for a parsed `sector` whose body has SHA-256 `digest` (from read_sector_file
     on a device); returns it, or raises a TrustError subclass naming the failed rule."""
     if sector.repo != trusted.repo:  # Rule S3
