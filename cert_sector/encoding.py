@@ -5,22 +5,24 @@ length against what is left before using it, so a hostile length can neither
 read past the end nor make the device allocate more than the declared maximum.
 """
 
-import struct
-
 from cert_sector.errors import FormatError
+
+try:
+    from micropython import const
+except ImportError:  # CPython
+
+    def const(x):
+        return x
 
 
 class Reader:
-    """Reads fields from `data` (bytes) or from `stream` (has .read(n)), at most `limit` bytes."""
+    """Reads fields from `data` (bytes) or else from `stream` (has .read(n)), at most
+    `limit` bytes. No argument has a default: on a board a default costs RAM."""
 
-    def __init__(self, data=None, stream=None, limit=None):
+    def __init__(self, data, stream, limit):
         self._data = data
         self._stream = stream
         self.pos = 0
-        if limit is None:
-            if data is None:
-                raise RuntimeError("a stream needs a limit")
-            limit = len(data)
         self.limit = limit
         # Digest of everything read so far, when the caller asks for one (streamed manifests).
         self.hasher = None
@@ -59,18 +61,13 @@ class Reader:
                 left -= k
         self.pos += n
 
-    def u8(self, what):
-        return self.take(1, what)[0]
-
-    def u16(self, what):
-        return struct.unpack(">H", self.take(2, what))[0]
-
-    def u32(self, what):
-        return struct.unpack(">I", self.take(4, what))[0]
+    def uint(self, size, what):
+        """An unsigned big-endian integer of `size` bytes (1, 2 or 4: u8, u16, u32)."""
+        return int.from_bytes(self.take(size, what), "big")
 
     def text(self, what, max_len):
         """A u8-length-prefixed UTF-8 string without control characters."""
-        n = self.u8(what + " length")
+        n = self.uint(1, what + " length")
         if n > max_len:
             raise FormatError(what + " longer than " + str(max_len) + " bytes")
         raw = bytes(self.take(n, what))
@@ -98,7 +95,7 @@ def pack_text(value, what, max_len):
     return bytes([len(raw)]) + raw
 
 
-_REPO_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_."
+_REPO_CHARS = const("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
 def check_repo(repo):

@@ -74,15 +74,18 @@ class Manifest:
     """Header fields of a manifest; `files` is filled only by `parse_manifest` (CPython side).
 
     Fields at their usual value are class attributes, set on an instance only when
-    they differ: a files/stable manifest read on a device then has 11 instance
-    attributes, whose dict is one block of 12 slots (192 bytes on a 64-bit port)
-    instead of 17 (272 bytes, for 16 attributes), made at the update's peak in a
-    heap that may have no larger free block.
+    they differ: a files/stable manifest for any board read on a device then has 9
+    instance attributes, whose dict is one block of 10 slots (160 bytes on a 64-bit
+    port) instead of 17 (272 bytes, for 16 attributes), made in the update's busiest
+    heap.
     """
 
     kind = "files"
     channel = "stable"
+    # An empty tuple stands for the empty list (read, never appended to): no list made.
+    boards: "list[str]" = ()  # type: ignore[assignment]
     min_manager = ""
+    files: "list[FileEntry]" = ()  # type: ignore[assignment]
     key_id = b""
     signature = b""
 
@@ -108,14 +111,16 @@ class Manifest:
             self.kind = kind
         if channel != "stable":
             self.channel = channel
-        self.boards = list(boards)
+        if boards:
+            self.boards = list(boards)
         if min_manager:
             self.min_manager = min_manager
         self.pack_name = pack_name
         self.pack_size = pack_size
         self.pack_sha256 = pack_sha256
         self.created = created
-        self.files = files if files is not None else []
+        if files is not None:
+            self.files = files
         self.file_count = len(self.files)
         # Where it stands among the repo's releases (rule S9 in cert_sector/sector.py):
         # epoch x 2**32 + seq, set by the device from the sector that verified it.
@@ -188,17 +193,16 @@ def pack_manifest(body, kid, signature):
 
 
 class ManifestReader:
-    """Streams a manifest's fields from `stream` holding `body_size` bytes of body.
+    """Streams a manifest's fields from `stream` (has .read(n)) holding `body_size` bytes
+    of body.
 
     `header()` reads and checks everything before the file records; then
     `files()` yields each FileEntry, checking M2/M3 as it goes, and finally
     that nothing trails the last record (M1).
     """
 
-    def __init__(self, stream=None, body_size=0, data=None):
-        self._r = Reader(data=data, stream=stream, limit=body_size if data is None else None)
-        if data is not None:
-            self._r.limit = len(data)
+    def __init__(self, stream, body_size):
+        self._r = Reader(None, stream, body_size)
         self.manifest = None
 
     def header(self):
@@ -210,8 +214,8 @@ class ManifestReader:
             raise FormatError("unsupported manifest format version " + str(version))
         if kind >= len(KINDS) or channel >= len(CHANNELS) or flags != 0:
             raise FormatError("unknown manifest kind, channel or flags")
-        seq = r.u32("sequence")
-        created = r.u32("created")
+        seq = r.uint(4, "sequence")
+        created = r.uint(4, "created")
         repo = r.text("repo", MAX_NAME * 2)
         check_repo(repo)
         tag_version = r.text("version", MAX_NAME)
@@ -219,14 +223,14 @@ class ManifestReader:
         min_manager = r.text("minimum manager version", MAX_NAME)
         if min_manager:
             parse_version(min_manager)
-        n_boards = r.u8("board count")
+        n_boards = r.uint(1, "board count")
         if n_boards > MAX_BOARDS:
             raise FormatError("more than " + str(MAX_BOARDS) + " boards")
         boards = [r.text("board", 32) for _ in range(n_boards)]
         pack_name = r.text("pack name", MAX_NAME)
-        pack_size = r.u32("pack size")
+        pack_size = r.uint(4, "pack size")
         pack_sha = bytes(r.take(32, "pack sha256"))
-        n_files = r.u16("file count")
+        n_files = r.uint(2, "file count")
         if not 1 <= n_files <= MAX_FILES:  # Rule M1
             raise FormatError("file count " + str(n_files) + " outside 1.." + str(MAX_FILES))
         m = Manifest(
@@ -259,8 +263,8 @@ class ManifestReader:
             if raw <= previous:
                 raise FormatError("paths not strictly ascending at " + repr(path))
             previous = raw
-            size = r.u32("file size")
-            file_offset = r.u32("file offset")
+            size = r.uint(4, "file size")
+            file_offset = r.uint(4, "file offset")
             sha = bytes(r.take(32, "file sha256"))
             if file_offset != offset or size > MAX_FILE_SIZE:  # Rule M3
                 raise FormatError("file " + repr(path) + " does not tile the pack")
@@ -324,8 +328,9 @@ def check_scope(sector, kid, channel, boards):
         )
 
 
-def check_header(m, repo, installed_seq, board=None, channel="stable", manager_version=""):
-    """Rules M5 and M6 for a parsed header."""
+def check_header(m, repo, installed_seq, board, channel, manager_version):
+    """Rules M5 and M6 for a parsed header (`board` None: any; `manager_version` "": not
+    checked)."""
     if m.repo != repo:
         raise MismatchError("manifest is for " + m.repo + ", expected " + repo)
     if board is not None and m.boards and board not in m.boards:
@@ -343,7 +348,9 @@ def check_header(m, repo, installed_seq, board=None, channel="stable", manager_v
 def parse_manifest(data):
     """Parse manifest bytes fully (CPython side and tests): Manifest with `files`. M1-M3."""
     body, kid, signature = split_signature(data)
-    reader = ManifestReader(data=body)
+    import io
+
+    reader = ManifestReader(io.BytesIO(body), len(body))
     m = reader.header()
     m.files = list(reader.files())
     m.key_id = kid

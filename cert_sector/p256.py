@@ -77,19 +77,17 @@ def verify_p256(public_key, digest, signature):
     if not (0 < r < n and 0 < s < n):  # Rule V3
         return False
 
-    # u1 = e/s and u2 = r/s in non-adjacent form, least significant first, one
-    # byte per bit: 3·(u1's digit + 1) + (u2's digit + 1).
-    digits = bytearray(_BITS)
+    # u1 = e/s and u2 = r/s in non-adjacent form, read most significant digit first
+    # without storing the digits: digit i of the NAF of u is bit i+1 of 3u minus
+    # bit i+1 of u (3u - u = 2u, and that difference has no two adjacent non-zero
+    # digits). Nothing is allocated for the digits (a 257-byte table here was the
+    # allocation that failed first in a small, fragmented heap).
     s = pow(s, n - 2, n)
-    for weight, u in ((3, e * s % n), (1, r * s % n)):
-        for i in range(_BITS):
-            d = 0
-            if u & 1:
-                d = 2 - (u & 3)  # ±1, leaving u - d a multiple of 4: the next digit is 0
-                u -= d
-            digits[i] += weight * (d + 1)
-            u >>= 1
+    u1 = e * s % n - 0
+    u2 = r * s % n - 0
     e = s = 0  # dropped: the heap they hold is needed below
+    h1 = 3 * u1
+    h2 = 3 * u2
 
     # Rule V4: R = u1·G + u2·Q, most significant bit first: R = 2R, then
     # R += ±G, then R += ±Q (-P is (x, p - y)). R is Jacobian (x, y, z);
@@ -97,11 +95,10 @@ def verify_p256(public_key, digest, signature):
     qx, qy = q
     q = None
     x, y, z = 0, 1, 0
-    for i in range(_BITS - 1, -1, -1):
+    for i in range(_BITS, 0, -1):
         todo = 1 if z else 0  # the doubling
-        g = digits[i]
-        d = g % 3 - 1  # Q's digit
-        g = g // 3 - 1  # G's digit
+        g = (h1 >> i & 1) - (u1 >> i & 1)  # G's digit
+        d = (h2 >> i & 1) - (u2 >> i & 1)  # Q's digit
         while todo or g or d:
             if todo:
                 # R = 2R: dbl-2001-b for a = -3 (R is not infinity here, and a point
@@ -129,7 +126,7 @@ def verify_p256(public_key, digest, signature):
             # R = R + T, T = (tx, ty) affine (madd for Jacobian + affine).
             a = z * z % p
             h = (tx * a - x) % p
-            m = (ty * a * z - y) % p
+            m = (ty * (a * z % p) - y) % p  # two products, not one of three coordinates
             if not h:
                 if m:
                     x, y, z = 0, 1, 0  # R = -T: the sum is infinity

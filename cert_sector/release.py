@@ -9,10 +9,11 @@ the tag (`tag_from_pointer`), answered 200. Beta devices then read the
 """
 
 from cert_sector.assets import BETA_POINTER_ASSET, MAX_TAG
+from cert_sector.encoding import const
 from cert_sector.errors import FormatError
 
-_TAG_MARK = "/releases/tag/"
-_TAG_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_+"
+_TAG_MARK = const("/releases/tag/")
+_TAG_CHARS = const("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_+")
 
 
 def latest_url(web_url, repo):

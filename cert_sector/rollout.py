@@ -73,19 +73,19 @@ def parse_rollout(data):
         raise FormatError("roll-out document larger than " + str(MAX_ROLLOUT_SIZE) + " bytes")
     if len(data) <= _SIG:
         raise FormatError("roll-out document truncated")
-    r = Reader(data, limit=len(data) - _SIG)
+    r = Reader(data, None, len(data) - _SIG)
     if bytes(r.take(4, "magic")) != MAGIC:
         raise FormatError("not a roll-out document (bad magic)")
-    if r.u8("version") != VERSION:
+    if r.uint(1, "version") != VERSION:
         raise FormatError("unknown roll-out document version")
-    flags = r.u8("flags")
+    flags = r.uint(1, "flags")
     if flags & ~HALTED:
         raise FormatError("unknown roll-out flags")
     repo = r.text("repo", 201)
     tag = r.text("tag", 64)
-    manifest_seq = r.u32("manifest sequence")
-    seq = r.u32("roll-out sequence")
-    share = r.u8("share")
+    manifest_seq = r.uint(4, "manifest sequence")
+    seq = r.uint(4, "roll-out sequence")
+    share = r.uint(1, "share")
     r.end("roll-out document")
     if share > 100:
         raise FormatError("roll-out share over 100 %")

@@ -1,9 +1,10 @@
 """Semantic versions as tags carry them: MAJOR.MINOR.PATCH with an optional -prerelease."""
 
+from cert_sector.encoding import const
 from cert_sector.errors import FormatError
 
-_DIGITS = "0123456789"
-_IDENT = _DIGITS + "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-"
+_DIGITS = const("0123456789")
+_IDENT = const("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-")
 
 
 def _is_number(text):
@@ -36,10 +37,6 @@ def parse_version(text):
         idents.append((0, int(ident), "") if _is_number(ident) else (1, 0, ident))
     key.append((0, tuple(idents)))
     return tuple(key)
-
-
-def is_prerelease(text):
-    return "-" in text
 
 
 def version_at_least(version, minimum):

@@ -87,34 +87,28 @@ def keep_good(hal):
     if _read(hal.root + PATH) is None:
         return
 
-    if file_size(hal.root + PATH) == file_size(hal.root + GOOD) and _same(
-        hal.root + PATH, hal.root + GOOD
-    ):
-        return
+    if file_size(hal.root + PATH) == file_size(hal.root + GOOD):
+        try:
+            with open(hal.root + PATH, "rb") as fa, open(hal.root + GOOD, "rb") as fb:
+                while True:
+                    x = fa.read(64)
+                    if x != fb.read(64):
+                        break
+                    if not x:
+                        return  # the same bytes: the copy is up to date
+        except OSError:
+            pass
     tmp = hal.root + GOOD + ".tmp"
     try:
         out = hal.fs.open_write(tmp)
         try:
             with open(hal.root + PATH, "rb") as f:
-                pump(f, memoryview(bytearray(64)), -1, out)
+                pump(f, memoryview(bytearray(64)), -1, out, None)
         finally:
             out.close()
         hal.fs.rename(tmp, hal.root + GOOD)
     except OSError:
         pass  # a full or read-only flash: the copy is refreshed at a later boot
-
-
-def _same(a, b):
-    try:
-        with open(a, "rb") as fa, open(b, "rb") as fb:
-            while True:
-                x = fa.read(64)
-                if x != fb.read(64):
-                    return False
-                if not x:
-                    return True
-    except OSError:
-        return False
 
 
 def save(hal, cfg):

@@ -98,7 +98,7 @@ def _refresh_sector(u, tag):
     hal = u.hal
     kind = u.kind
     sector = trust.installed(hal, kind, u.repo, u.io, u.log)
-    path = trust.sector_path(hal, kind)
+    path = trust.path(hal, kind, ".sector")
     new = path + ".new"
     makedirs(hal.fs, hal.root + trust.CERTS[:-1])
     headers = stored = None
@@ -115,7 +115,7 @@ def _refresh_sector(u, tag):
             u.log("cert sector: none in " + tag + ", keeping the installed one")
             return sector
         raise
-    if sector is not None and digest == _file_sha(path, u.io):
+    if sector is not None and digest == trust.file_sha(path, u.io):
         if etag != stored:
             trust.save_etag(hal, kind, etag)  # next time: 304, no body
         return sector
@@ -148,7 +148,7 @@ def _refresh_sector(u, tag):
     # CAs first: a cut before the swap leaves the old sector (fetched again
     # next time) with the verified new CAs, never the new sector with stale ones.
     trust.save_cas(hal, kind, new, fresh.cas, u.io)
-    trust.keep_copy(hal, kind, new, u.io)  # damaged flash: trust.py, rule L2
+    trust.copy_over(hal, new, path + ".copy", u.io)  # damaged flash: trust.py, rule L2
     hal.fs.rename(new, path)  # the sector's atomic A/B swap
     trust.save_etag(hal, kind, etag)
     u.log(
@@ -175,7 +175,7 @@ def _walk_chain(u, tag, top, reason):
     from cert_sector.assets import CHAIN_ASSET, MAX_CHAIN_SIZE
 
     hal = u.hal
-    base = trust.sector_path(hal, u.kind)
+    base = trust.path(hal, u.kind, ".sector")
     chain, link = base + ".chain", base + ".link"
     # The chain may be this long: the check's budget grows by as much.
     u.budget(MAX_SECTOR_SIZE + MAX_CHAIN_SIZE + MAX_MANIFEST_SIZE)
@@ -188,7 +188,7 @@ def _walk_chain(u, tag, top, reason):
     io = u.io
     pos = 0
     s = None
-    trusted = trust.installed(hal, u.kind, u.repo, io)
+    trusted = trust.installed(hal, u.kind, u.repo, io, None)
     try:
         with open(chain, "rb") as f:
             while pos + 2 <= size:
@@ -200,7 +200,7 @@ def _walk_chain(u, tag, top, reason):
                     raise FormatError("certs.chain: member of " + str(n) + " bytes")
                 out = hal.fs.open_write(link)
                 try:
-                    pump(f, io, n, out)
+                    pump(f, io, n, out, None)
                 finally:
                     out.close()
                 pos += 2 + n
@@ -309,7 +309,7 @@ def _fetch_manifest(u, tag, sector, st, slot):
             raise Refused("manifest: a manager release cannot be firmware")
         return m, size  # stays at SLOT.lcm.new: firmware does not use the app slots
     # The same manifest already staged in this slot: keep its files (resume).
-    if file_size(final) == size and _file_sha(final, u.io) == digest:
+    if file_size(final) == size and trust.file_sha(final, u.io) == digest:
         hal.fs.remove(new)
         u.log("staging: resuming " + slot)
         return m, size
@@ -422,23 +422,24 @@ def _plan(u, slot, active, plan):
                         cur = next(old, None)
                 except TrustError:  # a damaged active manifest: nothing to copy from
                     cur = None
-            if have == e.size and _file_sha(target, u.io) == e.sha256:
-                rec = (_DONE, 0, 0)
+            start = end = 0
+            if have == e.size and trust.file_sha(target, u.io) == e.sha256:
+                action = _DONE
             elif (
                 cur is not None
                 and cur.path == e.path
                 and cur.size == e.size
                 and cur.sha256 == e.sha256
             ):
-                rec = (_COPY, 0, 0)
+                action = _COPY
                 need += e.size
             else:
                 if have < 0 or have >= e.size:
                     have = 0  # absent, complete but wrong, or too long: from scratch
-                rec = (_GET, e.offset + have, e.offset + e.size)
+                action, start, end = _GET, e.offset + have, e.offset + e.size
                 need += e.size - have
                 get_bytes += e.size - have
-            struct.pack_into(">BII", batch, n, rec[0], rec[1], rec[2])
+            struct.pack_into(">BII", batch, n, action, start, end)
             n += _REC
             if n == len(batch):
                 out.write(batch)
@@ -569,7 +570,7 @@ def _install_firmware(u, st, m, tag, size, manifest):
     )
     try:
         pack.open(e.offset, e.offset + e.size)
-        pump(pack, u.io, e.size, writer)
+        pump(pack, u.io, e.size, writer, None)
     finally:
         pack.close()
     writer.finish()
@@ -601,21 +602,10 @@ def _verify_slot(u, slot):
     try:
         for e in files:
             target = base + e.path
-            if file_size(target) != e.size or _file_sha(target, u.io) != e.sha256:
+            if file_size(target) != e.size or trust.file_sha(target, u.io) != e.sha256:
                 remove_if_exists(hal.fs, target)
                 raise Refused("verify: " + e.path + " in " + slot + " does not match")
             count += 1
     finally:
         mf.close()
     u.log("verify: " + str(count) + " files of " + slot + " match the manifest")
-
-
-def _file_sha(path, io):
-    """SHA-256 of a file on flash, or None when it does not exist."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            pump(f, io, -1, None, h)
-    except OSError:
-        return None
-    return h.digest()

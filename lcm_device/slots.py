@@ -38,6 +38,7 @@ rules.
 import json
 
 from cert_sector.bootstate import MAX_STATE, PATHS, decode, encode
+from lcm_device.compat import file_size
 from lcm_device.hal.fs import makedirs, write_atomic
 
 STATE_DIR = "/lcm/state"
@@ -46,8 +47,6 @@ SLOTS = {"app": ("app0", "app1"), "mgr": ("m0", "m1")}
 
 
 def _read(path):
-    from lcm_device.compat import file_size
-
     size = file_size(path)
     if not 0 < size <= MAX_STATE:
         return None
@@ -67,7 +66,8 @@ def load(hal, log=None):
             st = one
     if st is None:
         st = _legacy(hal)
-    if st is None and _has_manifests(hal):
+    # No valid state: rebuilt when a slot keeps a signed manifest.
+    if st is None and any(file_size(manifest_path(hal, s)) >= 0 for k in SLOTS for s in SLOTS[k]):
         try:
             from lcm_device.rebuild import rebuild  # rarely needed: its own module
         except ImportError:  # a manager without it (damaged, or a cut-down test release)
@@ -81,16 +81,6 @@ def load(hal, log=None):
     if not st.get("mgr"):
         st["mgr"] = "m0"
     return st
-
-
-def _has_manifests(hal):
-    from lcm_device.compat import file_size
-
-    for kind in SLOTS:
-        for slot in SLOTS[kind]:
-            if file_size(manifest_path(hal, slot)) >= 0:
-                return True
-    return False
 
 
 def _legacy(hal):
@@ -219,7 +209,7 @@ def trial_step(st, kind, power_on):
     return None
 
 
-def count_trial_boot(hal, st, kind, power_on=False, log=print):
+def count_trial_boot(hal, st, kind, power_on, log):
     """At boot: 'run' (counted, or not in trial), 'rolled back', or 'previous'.
 
     A trial boot that cannot be recorded is never run: uncounted, a crashing
@@ -232,8 +222,6 @@ def count_trial_boot(hal, st, kind, power_on=False, log=print):
     """
     if not in_trial(st, kind):
         return "run"
-    from lcm_device.compat import file_size
-
     if kind == "app" and file_size(manifest_path(hal, st[kind])) < 0 and st.get(kind + "_prev"):
         # Removed (a full flash above, or by hand): nothing to try.
         _drop_trial(hal, st, kind, "its slot was removed in its trial, twice", log)

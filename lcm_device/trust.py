@@ -47,12 +47,9 @@ CERTS = "/lcm/state/certs/"
 BOOTSTRAP_CA = CERTS + "bootstrap.der"
 
 
-def sector_path(hal, kind):
-    return hal.root + CERTS + kind + ".sector"
-
-
-def etag_path(hal, kind):
-    return hal.root + CERTS + kind + ".etag"
+def path(hal, kind, ext):
+    """KIND's file with extension `ext`: ".sector", ".sector.copy", ".etag" or ".cas"."""
+    return hal.root + CERTS + kind + ext
 
 
 MAX_ETAG = 100
@@ -70,16 +67,16 @@ def stored_etag(hal, kind):
     """The stored ETag of KIND's sector as a str, or None; an unusable one is removed."""
     from lcm_device.hal.fs import remove_if_exists
 
-    path = etag_path(hal, kind)
+    file = path(hal, kind, ".etag")
     try:
-        data = read_small(path, MAX_ETAG)
+        data = read_small(file, MAX_ETAG)
     except ValueError:  # longer than any usable one
         data = b" "
     if data is None:
         return None
     if usable_etag(data):
         return data.decode()
-    remove_if_exists(hal.fs, path)
+    remove_if_exists(hal.fs, file)
     return None
 
 
@@ -87,105 +84,91 @@ def save_etag(hal, kind, etag):
     """Store the ETag a new sector came with, or keep none when it is unusable."""
     from lcm_device.hal.fs import remove_if_exists, write_atomic
 
-    path = etag_path(hal, kind)
+    file = path(hal, kind, ".etag")
     if etag and usable_etag(etag):
-        write_atomic(hal.fs, path, etag.encode())
+        write_atomic(hal.fs, file, etag.encode())
     else:
-        remove_if_exists(hal.fs, path)
+        remove_if_exists(hal.fs, file)
 
 
-def read_small(path, limit):
+def read_small(file, limit):
     """The bytes of a small file (at most `limit`), or None when it does not exist."""
-    n = file_size(path)
+    n = file_size(file)
     if n < 0:
         return None
     if n > limit:
-        raise ValueError(path + " is larger than " + str(limit) + " bytes")
-    with open(path, "rb") as f:
+        raise ValueError(file + " is larger than " + str(limit) + " bytes")
+    with open(file, "rb") as f:
         return f.read(n)
 
 
-def read_sector(path, buf):
-    """The Sector in the file `path`, parsed field by field from flash (its CAs stay
-    there: (offset, length) in `sector.cas`), or None when there is none."""
+def read_sector(file, buf):
+    """The Sector in `file`, parsed field by field from flash (its CAs stay there:
+    (offset, length) in `sector.cas`), or None when there is none."""
     from cert_sector.sector import read_sector_file
 
-    n = file_size(path)
+    n = file_size(file)
     if n < 0:
         return None
-    with open(path, "rb") as f:
+    with open(file, "rb") as f:
         return read_sector_file(f, n, buf)
 
 
-def copy_path(hal, kind):
-    return sector_path(hal, kind) + ".copy"
+def copy_over(hal, src, dst, buf):
+    """Replace `dst` by a copy of `src` (temp + rename), through `buf`: how the verified
+    sector gets its second copy before the swap (at every moment one copy holds a
+    verified sector, rule L2), and how a sound copy repairs the other."""
+    from lcm_device.hal.fs import pump
 
-
-def keep_copy(hal, kind, path, buf):
-    """Copy the verified sector file `path` to KIND.sector.copy (temp + rename), before
-    it is swapped in: at every moment one copy holds a verified sector (rule L2)."""
-    final = copy_path(hal, kind)
-    _copy_file(hal, path, final + ".tmp", buf)
-    hal.fs.rename(final + ".tmp", final)
-
-
-def _copy_file(hal, src, dst, buf):
-    mv = memoryview(buf)
-    out = hal.fs.open_write(dst)
+    out = hal.fs.open_write(dst + ".tmp")
     try:
         with open(src, "rb") as f:
-            while True:
-                n = f.readinto(mv)
-                if not n:
-                    break
-                out.write(mv[:n])
+            pump(f, memoryview(buf), -1, out, None)
     finally:
         out.close()
+    hal.fs.rename(dst + ".tmp", dst)
 
 
-def _file_sha(path, buf):
-    """SHA-256 of a file, or None when there is none."""
+def file_sha(file, buf):
+    """SHA-256 of a file on flash, read through `buf`, or None when there is none."""
     import hashlib
 
+    from lcm_device.hal.fs import pump
+
     h = hashlib.sha256()
-    mv = memoryview(buf)
     try:
-        with open(path, "rb") as f:
-            while True:
-                n = f.readinto(mv)
-                if not n:
-                    break
-                h.update(mv[:n])
+        with open(file, "rb") as f:
+            pump(f, memoryview(buf), -1, None, h)
     except OSError:
         return None
     return h.digest()
 
 
-def _sound(path, buf):
-    """(the Sector in `path`, None) when it passes rule L2, else (None, why)."""
+def _sound(file, buf):
+    """(the Sector in `file`, None) when it passes rule L2, else (None, why)."""
     from cert_sector.errors import TrustError
     from cert_sector.sector import PinnedRoots, check_sector
 
     try:
-        sector = read_sector(path, buf)
+        sector = read_sector(file, buf)
         if sector is None:
             return None, "missing"
         # Rule S5: signed by its own roots (the body as read). Another repo's sector
         # is sound too: the repo was changed in the config, `installed` answers None.
         own = PinnedRoots(sector.repo, sector.roots, sector.threshold)
-        check_sector(sector, sector.digest, own)
+        check_sector(sector, sector.digest, own, None)
     except (TrustError, ValueError) as exc:  # ValueError: UnicodeError in a text field
         return None, exc.__class__.__name__ + ": " + str(exc)
     return sector, None
 
 
-def installed(hal, kind, repo, buf, log=None):
+def installed(hal, kind, repo, buf, log):
     """The installed Sector of `repo`, or None (none yet, one for another repo, or
-    both copies damaged): rules L1-L3 above; `log` gets a line for each repair."""
-    main = sector_path(hal, kind)
-    copy = copy_path(hal, kind)
-    digest = _file_sha(main, buf)
-    if digest is not None and digest == _file_sha(copy, buf):  # Rule L1
+    both copies damaged): rules L1-L3 above; `log` (or None) gets a line for each repair."""
+    main = path(hal, kind, ".sector")
+    copy = main + ".copy"
+    digest = file_sha(main, buf)
+    if digest is not None and digest == file_sha(copy, buf):  # Rule L1
         from cert_sector.errors import TrustError
 
         try:
@@ -194,20 +177,19 @@ def installed(hal, kind, repo, buf, log=None):
         except (TrustError, ValueError):
             pass  # the same damage in both (not written so): rule L3
     else:
-        for path, other in ((main, copy), (copy, main)):  # Rule L2
-            sector, why = _sound(path, buf)
+        for file, other in ((main, copy), (copy, main)):  # Rule L2
+            sector, why = _sound(file, buf)
             if sector is None:
                 if log and why != "missing":
-                    log("cert sector: " + path[len(hal.root) :] + " damaged: " + why)
+                    log("cert sector: " + file[len(hal.root) :] + " damaged: " + why)
                 continue
-            _copy_file(hal, path, other + ".tmp", buf)
-            hal.fs.rename(other + ".tmp", other)
+            copy_over(hal, file, other, buf)
             if log:
                 log(
                     "cert sector: "
                     + other[len(hal.root) :]
                     + " restored from "
-                    + path[len(CERTS) + len(hal.root) :]
+                    + file[len(CERTS) + len(hal.root) :]
                 )
             return sector if sector.repo == repo else None
         if digest is None and file_size(copy) < 0:
@@ -225,28 +207,21 @@ def pinned(repo, roots_hex, threshold):
     return PinnedRoots(repo, roots, threshold or 1)
 
 
-def cas_path(hal, kind):
-    return hal.root + CERTS + kind + ".cas"
-
-
-def save_cas(hal, kind, path, cas, buf):
-    """Cache the CAs of the sector file `path` (`cas`: their (offset, length) in it) as
+def save_cas(hal, kind, file, cas, buf):
+    """Cache the CAs of the sector `file` (`cas`: their (offset, length) in it) as
     u16 length + DER each, copied through `buf`, so that a check sets up TLS without
     parsing the sector (and its keys) first. Temp + rename, as every state file."""
-    final = cas_path(hal, kind)
+    from lcm_device.hal.fs import pump
+
+    final = path(hal, kind, ".cas")
     out = hal.fs.open_write(final + ".tmp")
-    mv = memoryview(buf)
     try:
-        with open(path, "rb") as f:
+        with open(file, "rb") as f:
             for offset, n in cas:
                 out.write(bytes((n >> 8, n & 255)))
                 f.seek(offset)
-                while n:
-                    k = f.readinto(mv[: min(n, len(mv))])
-                    if not k:
-                        raise OSError("sector file shorter than its CA list")
-                    out.write(mv[:k])
-                    n -= k
+                if pump(f, memoryview(buf), n, out, None) != n:
+                    raise OSError("sector file shorter than its CA list")
     finally:
         out.close()
     hal.fs.rename(final + ".tmp", final)
@@ -256,13 +231,13 @@ def tls_anchors(hal, kind, repo):
     """DER CAs for the HTTP client: the installed sector's, plus the bootstrap anchor.
 
     Read from flash only when a TLS connection needs them (the client's load_cas)."""
-    data = read_small(cas_path(hal, kind), 16 * 1024)
+    data = read_small(path(hal, kind, ".cas"), 16 * 1024)
     if data is None:
         # A sector installed before the cache existed: its CAs from the sector file.
-        sector = installed(hal, kind, repo, bytearray(256))
+        sector = installed(hal, kind, repo, bytearray(256), None)
         cas = []
         if sector is not None:
-            with open(sector_path(hal, kind), "rb") as f:
+            with open(path(hal, kind, ".sector"), "rb") as f:
                 for offset, n in sector.cas:
                     f.seek(offset)
                     cas.append(f.read(n))

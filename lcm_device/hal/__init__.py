@@ -12,28 +12,18 @@ _hal = None
 def get():
     """The HAL for this board (created on first use)."""
     global _hal
-    if _hal is None:
-        _hal = _detect()
-    return _hal
-
-
-def _detect():
+    if _hal is not None:
+        return _hal
     try:
         import esp32  # noqa: F401
 
-        from lcm_device.hal.esp32 import Esp32Hal
-
-        return Esp32Hal()
+        from lcm_device.hal.esp32 import Esp32Hal as Hal
     except ImportError:
-        pass
-    try:
-        import esp  # noqa: F401
+        try:
+            import esp  # noqa: F401
 
-        from lcm_device.hal.esp8266 import Esp8266Hal
-
-        return Esp8266Hal()
-    except ImportError:
-        pass
-    from lcm_sim.unix import UnixHal
-
-    return UnixHal()
+            from lcm_device.hal.esp8266 import Esp8266Hal as Hal
+        except ImportError:
+            from lcm_sim.unix import UnixHal as Hal
+    _hal = Hal()
+    return _hal

@@ -74,9 +74,10 @@ def write_atomic(fs, path, data):
     fs.rename(tmp, path)
 
 
-def pump(src, mv, n=-1, out=None, h=None):
+def pump(src, mv, n, out, h):
     """Move up to `n` bytes (all, when `n` < 0) from `src.readinto` through the buffer
     `mv` into `out.write` and `h.update` (either may be None); returns the bytes moved.
+    (No defaults: a function's defaults cost RAM on a board.)
 
     The device's one read-into-flash loop: downloads, copies and hashes all use it.
     """
