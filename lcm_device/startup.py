@@ -392,7 +392,7 @@ def _copy(hal, source, target):
     out = hal.fs.open_write(tmp)
     try:
         with open(source, "rb") as f:
-            pump(f, memoryview(bytearray(256)), out=out)
+            pump(f, memoryview(bytearray(256)), -1, out, None)
     finally:
         out.close()
     hal.fs.rename(tmp, target)
