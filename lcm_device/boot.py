@@ -62,9 +62,42 @@ def _run_app(path, tag):
     try:
         __import__("main")
     except Exception as exc:
-        from lcm_device import startup
+        _after_app(tag, exc)  # a reset: a failed trial boot
+    _after_app(tag, None)  # it returned: it ran healthy, confirmed
 
-        startup.app_failed(tag, exc)  # logs it and resets the board
-    from lcm_device import startup
 
-    startup.app_returned()  # it ran healthy: confirmed
+def _after_app(tag, exc):
+    # Only modules that stayed loaded for the app, and mainfile when /main.py is gone:
+    # nothing of the boot is loaded again (on a small heap the app may have taken it).
+    from lcm_device.hal import get
+
+    hal = get()
+    if exc is not None:
+        _log("app: " + str(tag) + " failed: " + exc.__class__.__name__ + ": " + str(exc))
+    from lcm_device.compat import file_size
+
+    if file_size(hal.root + "/main.py") <= 0:
+        _restore_main(hal)
+    if exc is not None:
+        hal.reset()
+    from lcm_device.app import confirm
+
+    confirm()
+
+
+def _restore_main(hal):
+    try:
+        from lcm_device import mainfile
+
+        if mainfile.restore(hal):
+            _log("boot: /main.py was removed; restored from " + mainfile.COPY)
+    except OSError as exc:  # a full or read-only flash: the check timer tries again
+        _log("boot: cannot restore /main.py: OSError " + str(exc.args[0] if exc.args else ""))
+
+
+def _log(text):
+    try:
+        from lcm_device.log import log
+    except ImportError:  # a manager without the log module: the console only
+        log = print
+    log(text)

@@ -83,9 +83,10 @@ class Watcher:
     def chores(self, now_s):
         # Each imports its module only when its moment comes (the app's heap).
         if file_size(self.hal.root + "/main.py") <= 0:
-            from lcm_device.startup import restore_main
+            from lcm_device import mainfile
 
-            restore_main(self.hal)
+            if mainfile.restore(self.hal):
+                safe_log("boot: /main.py was removed; restored from " + mainfile.COPY)
         if not self.settled and now_s >= SETTLE_S:
             self.settled = True
             from lcm_device import gestures

@@ -29,7 +29,7 @@ to the app (`step`).
 
 import sys
 
-from lcm_device import config, slots
+from lcm_device import config, mainfile, slots
 from lcm_device.compat import collect, const, sleep_ms, unload
 
 try:
@@ -337,65 +337,9 @@ def prepare_app(hal, cfg, sched, power):
         )
     else:
         log("app: starting " + str(tag))
-    step(_keep_main, hal)
+    step(mainfile.keep, hal)
     _arm_watcher(hal, cfg, sched, trial)
     return slots.slot_dir(hal, st["app"]), tag
-
-
-def app_failed(tag, exc):
-    """The app raised (lcm_device.boot): logged, /main.py kept, a reset (a failed trial boot)."""
-    from lcm_device.hal import get
-
-    hal = get()
-    log("app: " + str(tag) + " failed: " + exc.__class__.__name__ + ": " + str(exc))
-    step(restore_main, hal)
-    hal.reset()
-
-
-def app_returned():
-    """The app's main module returned normally: it ran healthy."""
-    from lcm_device.hal import get
-
-    step(restore_main, get())
-    from lcm_device.app import confirm
-
-    confirm()
-
-
-# /main.py starts the manager and nothing updates it, so the boot keeps a copy and
-# puts it back when an app removed or emptied it: before every reset the boot makes
-# after the app ran, when the app returns, and every second from the check timer on
-# boards. An app that removes it and cuts the power itself beats this (docs/device.md).
-_MAIN = "/main.py"
-_MAIN_COPY = "/lcm/state/main.py.good"
-
-
-def _keep_main(hal):
-    from lcm_device.compat import file_size
-
-    if file_size(hal.root + _MAIN) > 0 and file_size(hal.root + _MAIN_COPY) < 0:
-        _copy(hal, hal.root + _MAIN, hal.root + _MAIN_COPY)
-
-
-def restore_main(hal):
-    from lcm_device.compat import file_size
-
-    if file_size(hal.root + _MAIN) <= 0 and file_size(hal.root + _MAIN_COPY) > 0:
-        _copy(hal, hal.root + _MAIN_COPY, hal.root + _MAIN)
-        log("boot: /main.py was removed; restored from " + _MAIN_COPY)
-
-
-def _copy(hal, source, target):
-    from lcm_device.hal.fs import pump
-
-    tmp = target + ".tmp"
-    out = hal.fs.open_write(tmp)
-    try:
-        with open(source, "rb") as f:
-            pump(f, memoryview(bytearray(256)), -1, out, None)
-    finally:
-        out.close()
-    hal.fs.rename(tmp, target)
 
 
 def _wait_for_check(hal, cfg, sched):
