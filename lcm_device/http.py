@@ -292,7 +292,7 @@ class Client:
         # The check's budget: every wait ends by budget_ms after this client was made
         # (0: no budget). The update engine sets and revises it (docs/threat-model.md).
         self.budget_ms = 0
-        self._born = ticks_ms()
+        self.born = ticks_ms()
         self._tls = self._sock = self._key = self._poll = None
         # MicroPython: a TLS handshake still to finish (it runs inside the first
         # send, non-blocking, so its waits are cut to the budget like any other).
@@ -351,7 +351,7 @@ class Client:
         # The socket timeout, cut to what is left of the budget; BudgetError when none is.
         if not self.budget_ms:
             return self.timeout_ms
-        left = self.budget_ms - ticks_diff(ticks_ms(), self._born)
+        left = self.budget_ms - ticks_diff(ticks_ms(), self.born)
         if left <= 0:
             raise BudgetError("check budget of %d s spent" % (self.budget_ms // 1000))
         return min(self.timeout_ms, left)
@@ -407,6 +407,7 @@ class Client:
         except (OSError, ValueError, IndexError) as exc:
             if sock:
                 sock.close()
+            self._wait_ms()  # a connect cut short by the budget: BudgetError, not a timeout
             raise _net(exc, what) from None
         if not self._shaking:
             self.connections += 1
@@ -449,6 +450,7 @@ class Client:
                     if not mv:
                         return
         except (OSError, ValueError) as exc:  # MicroPython's TLS: ValueError(its reason)
+            self._wait_ms()  # a wait cut short by the budget (CPython): BudgetError
             if self._shaking:
                 raise _net(exc, "TLS with %s:%d" % self._key[1:]) from None
             raise _net(exc, ("send to " if send else "read from ") + self._key[1]) from None
