@@ -138,7 +138,8 @@ def shapes(repo: Repo, tmp: Path) -> Iterator[tuple[str, tuple[str, dict, Callab
         server = RawServer(routes_for(repo, lies(repo, case)))
         # The case's own settings (resumes, a per-read timeout past the budget), SMALL's budget.
         yield case, (server.url(), {**SETTINGS.get(case, {}), **SMALL}, server.close)
-    # TLS: a handshake trickled 10 bytes every 0.5 s; a server silent after the connect.
+    # TLS: a handshake trickled 10 bytes every 0.5 s; then, with per-read and connect
+    # timeouts past the budget: a server silent after the connect, a connect never done.
     ca = trustme.CA()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ca.issue_cert("127.0.0.1").configure_cert(ctx)
@@ -147,10 +148,14 @@ def shapes(repo: Repo, tmp: Path) -> Iterator[tuple[str, tuple[str, dict, Callab
     proxy = TricklingProxy(server.port)
     url = f"https://127.0.0.1:{proxy.port}"
     yield "slow TLS handshake", (url, SMALL, lambda: (proxy.close(), server.close()))
-    silent = silent_listener()
-    url = f"https://127.0.0.1:{silent.getsockname()[1]}"
     long_waits = {**SMALL, "http_timeout_ms": 60000}
+    silent, _ = silent_listener()
+    url = f"https://127.0.0.1:{silent.getsockname()[1]}"
     yield "silent TLS server", (url, long_waits, lambda: connections_made(silent))
+    # A connect that never completes (the listener's queue is full).
+    full, filler = silent_listener(full=True)
+    url = f"http://127.0.0.1:{full.getsockname()[1]}"
+    yield "connect never completes", (url, long_waits, lambda: (filler.close(), full.close()))
 
 
 def boot(state: Path, golden: Path, url: str, settings: dict) -> tuple[float, list[str]]:
