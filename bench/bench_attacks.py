@@ -107,7 +107,7 @@ def bench_trickle(tmp: Path, build: Path) -> bool:
         base = min(boot(tmp / "idle", golden, server.url(), {})[0] for _ in range(2))
     print(f"  a boot with an idle check: {base:.2f} s")
     print(
-        f"  {'server':28} {'ends with':14} {'held':>8} {'budget':>8} {'over':>6}  rest of the boot"
+        f"  {'server':30} {'ends with':14} {'held':>8} {'budget':>8} {'over':>6}  rest of the boot"
     )
     worst = (0, 0, 0)
     for case, (url, settings, shut) in shapes(repo, tmp):
@@ -115,12 +115,12 @@ def bench_trickle(tmp: Path, build: Path) -> bool:
         shut()
         got = next((HELD.search(x) for x in lines if HELD.search(x)), None)
         if got is None:
-            print(f"  {case:28} no hold logged: " + " | ".join(lines[-3:]))
+            print(f"  {case:30} no hold logged: " + " | ".join(lines[-3:]))
             continue
         why, held, budget = got.group(1), int(got.group(2)), int(got.group(3))
         worst = max(worst, (held - budget, held, budget))
         print(
-            f"  {case:28} {why:14} {held / 1000:7.3f}s {budget / 1000:7.3f}s"
+            f"  {case:30} {why:14} {held / 1000:7.3f}s {budget / 1000:7.3f}s"
             f" {held - budget:4d}ms  {took - held / 1000:.2f} s"
         )
     over, held, budget = worst
