@@ -292,10 +292,11 @@ class Client:
         # The check's budget: every wait ends by budget_ms after this client was made
         # (0: no budget). The update engine sets and revises it (docs/threat-model.md).
         self.budget_ms = 0
-        self._born = ticks_ms()
+        self.born = ticks_ms()
         self._tls = self._sock = self._key = self._poll = None
-        # MicroPython: a TLS handshake still to finish (it runs inside the first
-        # send, non-blocking, so its waits are cut to the budget like any other).
+        # MicroPython: what a new connection still has to finish before its first
+        # byte goes through ("connect to HOST:PORT", or "TLS with HOST:PORT": the
+        # handshake runs inside the first send), named in its errors; False after.
         self._shaking = False
         # The URL slot: a long Location (a signed asset URL) is copied here and
         # used in place, as a memoryview, instead of becoming a str that needs a
@@ -351,7 +352,7 @@ class Client:
         # The socket timeout, cut to what is left of the budget; BudgetError when none is.
         if not self.budget_ms:
             return self.timeout_ms
-        left = self.budget_ms - ticks_diff(ticks_ms(), self._born)
+        left = self.budget_ms - ticks_diff(ticks_ms(), self.born)
         if left <= 0:
             raise BudgetError("check budget of %d s spent" % (self.budget_ms // 1000))
         return min(self.timeout_ms, left)
@@ -368,8 +369,29 @@ class Client:
             ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
             sock = socket.socket(ai[0], socket.SOCK_STREAM)
             addr = ai[-1]
-            sock.settimeout(wait / 1000)
-            sock.connect(addr)
+            if _MPY:
+                # Non-blocking from the start (as asyncio connects): the connect is waited
+                # for in poll like every other wait, cut to the budget. (A socket timeout
+                # is timed by the OS: Linux's timer wheel ends a 5 s one up to 0.25 s late.)
+                sock.setblocking(False)
+                self._poll = select.poll()
+                self._poll.register(sock, select.POLLOUT)
+                try:
+                    sock.connect(addr)
+                except OSError as exc:
+                    if exc.args[0] != 115:  # EINPROGRESS
+                        raise
+                wait = self._wait_ms()
+                while not self._poll.poll(wait):
+                    if wait >= self.timeout_ms:
+                        raise OSError(110)
+                    wait = self._wait_ms()  # cut short by the budget: BudgetError when spent
+                self._poll.unregister(sock)  # _io registers what it waits on (a TLS socket)
+                # Connected, or refused: a refusal is the first send's error, named `what`.
+                self._shaking = what
+            else:
+                sock.settimeout(wait / 1000)
+                sock.connect(addr)
             if scheme == "https":
                 what = "TLS with %s:%d" % (host, port)
                 if not self._tls:
@@ -400,13 +422,13 @@ class Client:
                 sock = self._tls.wrap_socket(
                     sock, server_hostname=host, do_handshake_on_connect=not _MPY
                 )
-                self._shaking = _MPY
-            if _MPY:
-                sock.setblocking(False)
-                self._poll = select.poll()
+                if _MPY:
+                    sock.setblocking(False)
+                    self._shaking = what
         except (OSError, ValueError, IndexError) as exc:
             if sock:
                 sock.close()
+            self._wait_ms()  # a connect cut short by the budget: BudgetError, not a timeout
             raise _net(exc, what) from None
         if not self._shaking:
             self.connections += 1
@@ -438,7 +460,7 @@ class Client:
                             continue  # cut short by the budget: _wait_ms raises when it is spent
                         raise OSError(110)
                     continue
-                if self._shaking:  # the handshake is done: now it is a connection
+                if self._shaking:  # connected (and the handshake done): now it is a connection
                     self._shaking = False
                     self.connections += 1
                 if not send:
@@ -449,8 +471,9 @@ class Client:
                     if not mv:
                         return
         except (OSError, ValueError) as exc:  # MicroPython's TLS: ValueError(its reason)
+            self._wait_ms()  # a wait cut short by the budget (CPython): BudgetError
             if self._shaking:
-                raise _net(exc, "TLS with %s:%d" % self._key[1:]) from None
+                raise _net(exc, self._shaking) from None
             raise _net(exc, ("send to " if send else "read from ") + self._key[1]) from None
 
     def _fill(self):

@@ -45,7 +45,7 @@ The cycle, and why it is safe (docs/device.md, "Update engine"):
 from cert_sector import release
 from cert_sector.errors import TrustError
 from lcm_device import slots, trust
-from lcm_device.compat import collect, const, exists
+from lcm_device.compat import collect, const, exists, ticks_diff, ticks_ms
 from lcm_device.http import Client, HTTPError, StatusError
 
 BUF_SIZE = 5120
@@ -151,12 +151,19 @@ class Updater:
 
             # None: installed; "idle": a staged roll-out that does not include this device.
             return install(self, st, tag) or "installed"
-        except (TrustError, Refused) as exc:
-            self.log(name + ": refused " + str(tag) + ": " + why(exc))
-            return "refused"
-        except (HTTPError, OSError) as exc:
-            self.log(name + ": check failed: " + why(exc))
-            return "failed"
+        except (TrustError, Refused, HTTPError, OSError) as exc:
+            # How long the check held the device, counted as its budget is (from the
+            # client's creation): the figure bench/bench_attacks.py reports.
+            c = self.client
+            refused = isinstance(exc, (TrustError, Refused))
+            self.log(
+                name
+                + (": refused " + str(tag) if refused else ": check failed")
+                + ": "
+                + why(exc)
+                + " (held %d ms, budget %d ms)" % (ticks_diff(ticks_ms(), c.born), c.budget_ms)
+            )
+            return "refused" if refused else "failed"
         except ImportError as exc:
             self.log(name + ": check broken: " + why(exc))
             return "broken"

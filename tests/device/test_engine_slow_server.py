@@ -7,7 +7,13 @@ The check must end with the named reason, the schedule must back off, the runnin
 app must still boot, and the next honest server must still deliver v2.0.0.
 
 A TLS server that trickles its handshake is bounded the same way (MicroPython's
-handshake runs non-blocking inside the first send). The devices here get a small
+handshake runs non-blocking inside the first send). With a per-read timeout longer
+than the budget, one wait in each phase (a connect that never completes, a silent
+TLS server, a silent server, headers then silence, body bytes then silence) must be
+cut to the budget: each server answers afterwards in a way that would end the check
+with another reason, so the device's logged reason (BudgetError) and the count of
+requests show the cut, without timing anything here; bench/bench_attacks.py prints
+the times (the device logs how long each check held it). The devices here get a small
 budget (check_slack_s 4, check_rate 64 KB/s: about 5.4 s before a manifest is
 verified) so the suite stays fast, except where the cap on resumes is under test;
 bench/bench_attacks.py measures the time held against the budget.
@@ -58,15 +64,23 @@ def drip(status: int, body: bytes, length: int, step: int = 40, pause: float = 0
     return answer
 
 
-def bytes_then_stall(pack: bytes) -> Callable[[Request], list[Any]]:
-    # Every Range request: the headers and 10 bytes, then silence past the read timeout.
+# Longer than any budget here (bench/bench_attacks.py's too): what a server says after
+# it names a reason of its own, so only a wait cut at the budget ends with BudgetError.
+SILENCE = Sleep(30)
+
+
+def bytes_then_stall(pack: bytes, stall: Any = Sleep(1.5)) -> Callable[[Request], list[Any]]:
+    # Every Range request: the headers and 10 bytes, then silence past the read timeout;
+    # or (stall=SILENCE) silence past the budget, then the rest of the range in zeros:
+    # a wait not cut at the budget would end in a refusal (the file's hash) instead.
     def answer(req: Request) -> list[Any]:
         first, last = req.headers["range"].removeprefix("bytes=").split("-")
         a, b = int(first), int(last)
         rng = f"bytes {a}-{b}/{len(pack)}"
         headers = [("Content-Range", rng), ("Content-Length", str(b - a + 1))]
         head = response(206, b"", headers, length=False)
-        return [head + pack[a : a + 10], Sleep(1.5), CLOSE]
+        rest = b"\0" * (b - a + 1 - 10) if stall == SILENCE else b""
+        return [head + pack[a : a + 10], stall, rest, CLOSE]
 
     return answer
 
@@ -97,14 +111,46 @@ CASES: dict[str, tuple[dict[str, Any], str]] = {
     "slow redirects": ({DL + "certs.sector": slow_redirects}, "BudgetError: check budget"),
     "slow manifest": ({DL + "manifest.lcm": "slow manifest"}, "BudgetError: check budget"),
     "slow sector": ({DL + "certs.sector": "slow sector"}, "BudgetError: check budget"),
+    # One blocking wait per phase that would outlast the budget on its own (the per-read
+    # timeout is a minute here), each followed by an answer that fails otherwise: each
+    # wait must be cut to what is left of the budget. (A TLS handshake: below.)
+    "silent server": (
+        {DL + "certs.sector": [SILENCE, b"garbage\r\n\r\n", CLOSE]},
+        "BudgetError: check budget of 5 s spent",
+    ),
+    "headers then silence": (
+        {DL + "certs.sector": [b"HTTP/1.1 200 X\r\nContent-Length: 9\r\n", SILENCE, b"\1\r\n\r\n"]},
+        "BudgetError: check budget of 5 s spent",
+    ),
+    "body bytes then silence": (
+        {DL + "pack.lcm": "body bytes then silence"},
+        "BudgetError: check budget of 4 s spent",
+    ),
+    # Header bytes each in time, with a header timeout longer than the budget.
+    "slow headers, long timeout": (
+        {DL + "certs.sector": slow_headers},
+        "BudgetError: check budget of 5 s spent",
+    ),
 }
 
 
 # The cap on resumes under test with the default time budget; the time budget with
 # resumes left uncapped (either would end the other's case, whichever came first).
+LONG_WAITS = {**TIGHT, "check_resumes": 1000, "http_timeout_ms": 60000}
 SETTINGS: dict[str, dict[str, Any]] = {
     "bytes then stall": {},
     "bytes then stall, small budget": {**TIGHT, "check_resumes": 1000},
+    "silent server": LONG_WAITS,
+    "headers then silence": LONG_WAITS,
+    "body bytes then silence": LONG_WAITS,
+    "slow headers, long timeout": LONG_WAITS,
+}
+# The one request each of these cases' servers answers (none after the budget is spent).
+ONE_REQUEST = {
+    "silent server": "certs.sector",
+    "headers then silence": "certs.sector",
+    "body bytes then silence": "pack.lcm",
+    "slow headers, long timeout": "certs.sector",
 }
 
 
@@ -134,6 +180,9 @@ def lies(repo: Repo, case: str) -> dict[str, Any]:
             route = drip(200, b"\0" * 80000, 80000)
         elif route == "slow sector":
             route = drip(200, repo.sector.ljust(4096, b"\0"), 4096)
+        elif route == "body bytes then silence":
+            out[path] = lambda pack: bytes_then_stall(pack, SILENCE)
+            continue
         # routes_for calls each lie with the pack; only bytes_then_stall needs it.
         out[path] = route if route is bytes_then_stall else (lambda _pack, r=route: r)
     return out
@@ -150,8 +199,12 @@ def test_trickling_server_is_bounded_and_the_app_runs(
         set_config(state, web_url=server.url(), **SETTINGS.get(case, TIGHT))
         status = run(state, mpy)
 
+        asked = [r.path for r in server.requests]
     out = text(status)
     assert "app: check failed: " + CASES[case][1] in out, out
+    if case in ONE_REQUEST:
+        # One wait, cut at the budget: neither retried nor resumed.
+        assert sum(p.endswith(ONE_REQUEST[case]) for p in asked) == 1, asked
     assert status.exits == [75, 0], out
     assert status.state["app_tag"] == "v1.0.0" and "APP v1.0.0 running" in out
     assert slot_is_complete(state, "app0")
@@ -249,3 +302,66 @@ def test_slow_tls_handshake_is_bounded(
         set_config(state, web_url=server.url(), check_slack_s=None, check_rate=None)
         status = run(state, mpy, data_at_least_kb=TLS_DATA_KB)
     assert status.state["app_tag"] == "v2.0.0" and "APP v2.0.0 running" in text(status)
+
+
+def silent_listener(full: bool = False) -> tuple[socket.socket, socket.socket | None]:
+    """A TCP listener that never accepts: the kernel completes each connection (it waits
+    in the queue) and nothing ever answers: a TLS server silent after the connect. With
+    `full`, its queue (one place) is taken by a connection made here (returned second, to
+    be kept open): then a connect to it never completes (Linux drops the SYNs)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0 if full else 8)
+    return listener, socket.create_connection(listener.getsockname()) if full else None
+
+
+def connections_made(listener: socket.socket) -> int:
+    """How many connections wait in the queue of a `silent_listener` (then closed)."""
+    listener.settimeout(0.2)
+    count = 0
+    with contextlib.suppress(OSError):
+        while True:
+            listener.accept()[0].close()
+            count += 1
+    listener.close()
+    return count
+
+
+def test_silent_tls_server_is_cut_at_the_budget(
+    installed: tuple[Repo, Path], mpy: Any, tmp_path: Path
+) -> None:
+    """A server that accepts the connection and never answers the TLS handshake, with a
+    per-read timeout (a minute) longer than the budget: the handshake's one wait is cut
+    to the budget (uncut, it would end in a StalledError a minute later)."""
+    _repo, golden = installed
+    state = tmp_path / "device"
+    shutil.copytree(golden, state)
+    silent, _ = silent_listener()
+    set_config(state, web_url=f"https://127.0.0.1:{silent.getsockname()[1]}", **LONG_WAITS)
+    status = run(state, mpy, data_at_least_kb=TLS_DATA_KB)
+    out = text(status)
+    assert "app: check failed: BudgetError: check budget of 4 s spent" in out, out
+    assert connections_made(silent) == 1, out
+    assert status.state["app_tag"] == "v1.0.0" and "APP v1.0.0 running" in out
+
+
+def test_connect_that_never_completes_is_cut_at_the_budget(
+    installed: tuple[Repo, Path], mpy: Any, tmp_path: Path
+) -> None:
+    """A server whose TCP handshake never completes, with a connect timeout (a minute)
+    longer than the budget: the connect's wait is cut to the budget and named so (not
+    a connect timeout: a check's cut wait ends in BudgetError, whatever the phase)."""
+    _repo, golden = installed
+    state = tmp_path / "device"
+    shutil.copytree(golden, state)
+    listener, filler = silent_listener(full=True)
+    set_config(state, web_url=f"http://127.0.0.1:{listener.getsockname()[1]}", **LONG_WAITS)
+    try:
+        status = run(state, mpy)
+    finally:
+        assert filler is not None
+        filler.close()
+    out = text(status)
+    assert "app: check failed: BudgetError: check budget of 4 s spent" in out, out
+    assert connections_made(listener) == 1, out  # the filler's: the device never got in
+    assert status.state["app_tag"] == "v1.0.0" and "APP v1.0.0 running" in out
