@@ -20,6 +20,7 @@ nox.options.sessions = ["lint", "tests", "device"]
 nox.options.reuse_venv = "yes"
 
 DEVICE_HEAPS = (None, "24k")
+CPYTHON_WORKERS = "2"  # pytest-xdist workers for the CPython tests
 # tests/test_readme.py installs the demo offline from this folder of wheels (pip only).
 WHEELHOUSE_ENV = "LCM_WHEELHOUSE"
 BUILD_BACKEND = "setuptools>=69"  # as pyproject.toml's [build-system]
@@ -68,7 +69,8 @@ def tests(session: nox.Session) -> None:
     install_system_packages(session)
     session.install("-e", ".[test]")
     offline_wheelhouse(session)
-    session.run("pytest", "tests", "--ignore=tests/device", *session.posargs)
+    # Two workers (pytest-xdist): most of these tests wait on processes and sockets.
+    session.run("pytest", "tests", "--ignore=tests/device", "-n", CPYTHON_WORKERS, *session.posargs)
 
 
 @nox.session
