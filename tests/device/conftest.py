@@ -231,7 +231,8 @@ class CutPoints:
 
     @property
     def points(self) -> int:
-        """The update's flash mutations: the last k tried (which it did not reach) less one."""
+        """The update's flash mutations: the last k tried (which it did not reach) less one
+        (when sampled and that k was in the sample, the update may have ended sooner)."""
         return self.tried[-1] - 1
 
     def summary(self) -> str:
@@ -239,7 +240,7 @@ class CutPoints:
             return f"every one of {self.points} flash mutations"
         counts = {kind: self.kinds.count(kind) for kind in sorted(set(self.kinds))}
         return (
-            f"{len(self.tried) - 1} of {self.points} flash mutations (every {self.every}th, "
+            f"{len(self.tried) - 1} of {self.points} flash mutations (1 in {self.every}, "
             f"the last {DRIFT + 1}, the first and last of each kind: {counts})"
         )
 
