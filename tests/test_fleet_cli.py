@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from typer.testing import CliRunner
 
-from publisher import signing
+from publisher import console, signing
 from publisher.cli import app
 from tests.hostserver import running_host
 from tests.keyfactory import make_sector
@@ -90,7 +90,9 @@ def test_publish_sends_the_retained_hint_once_live_with_credentials_from_the_env
     assert "put no credentials in the broker URL" in r.output
 
 
-def test_fleet_status_shows_every_device_and_names_hostile_statuses(rig: dict[str, Any]) -> None:
+def test_fleet_status_shows_every_device_and_names_hostile_statuses(
+    rig: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     broker: Broker = rig["broker"]
     now = int(time.time())
     statuses = {
@@ -133,6 +135,9 @@ def test_fleet_status_shows_every_device_and_names_hostile_statuses(rig: dict[st
     assert devices["240ac4000001"]["app"] == "v1.1.0" and not devices["240ac4000001"]["stale"]
     assert devices["240ac4000002"]["stale"]  # 3 h silent with a 1 h interval
     assert devices["240ac4000003"]["problem"] == "status is not a JSON object"
+    # The console reads COLUMNS when it is made (at import) if it is set then, as it is
+    # in pytest-xdist's workers (80): its width is fixed; this table needs 200 columns.
+    monkeypatch.setattr(console.out, "_width", None)
     text = lcm([*args], {**env, "COLUMNS": "200"}).stdout
     assert "240ac4000002" in text and "not seen" in text and "[b]markup[/b]" in text
     # A wrong password: a clear message, exit 1.

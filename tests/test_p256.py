@@ -87,7 +87,21 @@ def test_signature_does_not_carry_to_another_digest(message: bytes, other: bytes
         (None, b"\0" * 32, b"\1" * 64),
         (SIGNER.public_key, "a" * 32, b"\1" * 64),
     ],
-    ids=lambda v: repr(v)[:24],
+    # Named, not from the values: the key is made at import, and pytest-xdist's workers
+    # must collect the same test ids.
+    ids=[
+        "empty key",
+        "key cut short",
+        "digest of 31 bytes",
+        "signature of 63 bytes",
+        "compressed-key prefix",
+        "key (0, 0)",
+        "key coordinates >= p",
+        "r = s = 0",
+        "r, s >= n",
+        "key None",
+        "digest a str",
+    ],
 )
 def test_bad_inputs_return_false(key, digest, sig) -> None:
     assert verify_p256(key, digest, sig) is False

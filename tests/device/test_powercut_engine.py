@@ -29,7 +29,9 @@ def running_app(state: Path, out: str, status: Any) -> str:
     return st["app_tag"]
 
 
-def test_power_cut_at_every_flash_mutation_recovers(tmp_path: Path, mpy: Any) -> None:
+def test_power_cut_at_every_flash_mutation_recovers(
+    tmp_path: Path, mpy: Any, heap_pass_sample: Any
+) -> None:
     with running_host(tmp_path) as host:
         repo = Repo(host)
         v1 = app_files("1.0.0", n=4, size=1500)
@@ -47,9 +49,8 @@ def test_power_cut_at_every_flash_mutation_recovers(tmp_path: Path, mpy: Any) ->
         repo.publish("1.1.0", v2)
 
         tried = recovered = 0
-        k = 0
-        while True:
-            k += 1
+        cuts = heap_pass_sample.cuts(golden)  # every k (sampled in the small-heap pass)
+        for k in cuts:
             state = tmp_path / f"cut{k}"
             shutil.copytree(golden, state)
             status = run(state, mpy, fault_at=k)
@@ -69,11 +70,13 @@ def test_power_cut_at_every_flash_mutation_recovers(tmp_path: Path, mpy: Any) ->
             assert (state / "lcm/state/certs/app.sector").read_bytes() == repo.sector
             recovered += 1
             shutil.rmtree(state)
-        print(f"power cut points tried: {tried}, recovered: {recovered} (100 %)")
-        assert tried > 20 and recovered == tried
+        print(f"power cut points tried: {tried}, recovered: {recovered} (100 %), {cuts.summary()}")
+        assert cuts.points > 20 and recovered == tried
 
 
-def test_power_cut_in_the_trial_boot_and_its_confirmation(tmp_path: Path, mpy: Any) -> None:
+def test_power_cut_in_the_trial_boot_and_its_confirmation(
+    tmp_path: Path, mpy: Any, heap_pass_sample: Any
+) -> None:
     """Cuts in boot 2 (trial count, app start, confirmation): never a lost or half app."""
     with running_host(tmp_path) as host:
         repo = Repo(host)
@@ -82,9 +85,8 @@ def test_power_cut_in_the_trial_boot_and_its_confirmation(tmp_path: Path, mpy: A
         assert run(golden, mpy).state["app_tag"] == "v1.0.0"
         repo.publish("1.1.0", app_files("1.1.0", n=3))
         tried = 0
-        k = 0
-        while True:
-            k += 1
+        cuts = heap_pass_sample.cuts(golden, boot=2)  # every k (sampled in the small-heap pass)
+        for k in cuts:
             state = tmp_path / f"cut{k}"
             shutil.copytree(golden, state)
             status = run(state, mpy, fault_at=k, fault_boot=2)
@@ -101,5 +103,5 @@ def test_power_cut_in_the_trial_boot_and_its_confirmation(tmp_path: Path, mpy: A
             assert later.state["app_trial"] is None, later_out
             assert running_app(state, later_out, later) == later.state["app_tag"]
             shutil.rmtree(state)
-        print(f"trial-boot power cut points tried: {tried} (100 % recovered)")
-        assert tried >= 3
+        print(f"trial-boot power cut points tried: {tried} (100 % recovered), {cuts.summary()}")
+        assert cuts.points >= 3
