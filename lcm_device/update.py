@@ -66,6 +66,10 @@ class Updater:
     Settings come from the config (lcm_device.config.DEFAULTS fills every key).
     """
 
+    # ticks_ms() when the update boot's checks began (lcm_device.checkboot), else None:
+    # the check's budget counts from there, so that a boot's two checks share one.
+    started = None
+
     def __init__(self, hal, cfg, kind, buf, log=print):
         self.hal = hal
         self.cfg = cfg
@@ -111,6 +115,8 @@ class Updater:
                 min_rate=self.cfg["min_rate"],
                 allow_downgrade=self.cfg["allow_http_redirect"] is True,
             )
+            if self.started is not None:
+                self.client.born = self.started
             self.budget(0)
             tag = self._latest_tag()
             if tag is None:

@@ -365,3 +365,31 @@ def test_connect_that_never_completes_is_cut_at_the_budget(
     assert "app: check failed: BudgetError: check budget of 4 s spent" in out, out
     assert connections_made(listener) == 1, out  # the filler's: the device never got in
     assert status.state["app_tag"] == "v1.0.0" and "APP v1.0.0 running" in out
+
+
+def test_the_boots_two_checks_share_one_budget(
+    installed: tuple[Repo, Path], mpy: Any, tmp_path: Path
+) -> None:
+    """A manager repo whose server says nothing spends the update boot's budget: the app
+    check that follows has none left (it would install v2.0.0 with a budget of its own),
+    so the app is down for one budget, not two; an honest server next delivers v2.0.0."""
+    repo, golden = installed
+    state = tmp_path / "device"
+    shutil.copytree(golden, state)
+    silent_manager = {"/acme/lcm/releases/latest": lambda _pack: [SILENCE, CLOSE]}
+    with RawServer(routes_for(repo, silent_manager)) as server:
+        set_config(state, web_url=server.url(), manager_repo="acme/lcm", **LONG_WAITS)
+        status = run(state, mpy)
+        asked = [req.path for req in server.requests]
+
+    out = text(status)
+    assert "manager: check failed: BudgetError: check budget of 4 s spent" in out, out
+    assert "app: check failed: BudgetError: check budget of 4 s spent" in out, out
+    assert not any("download" in path for path in asked), asked
+    assert status.exits == [75, 0], out
+    assert status.state["app_tag"] == "v1.0.0" and "APP v1.0.0 running" in out
+
+    with RawServer(routes_for(repo, {})) as server:
+        set_config(state, web_url=server.url(), manager_repo=None, check_slack_s=None)
+        status = run(state, mpy)
+    assert status.state["app_tag"] == "v2.0.0" and "APP v2.0.0 running" in text(status)
