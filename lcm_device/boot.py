@@ -89,8 +89,7 @@ def _restore_main(hal):
     try:
         from lcm_device import mainfile
 
-        if mainfile.restore(hal):
-            _log("boot: /main.py was removed; restored from " + mainfile.COPY)
+        mainfile.restore(hal, _log)
     except OSError as exc:  # a full or read-only flash: the check timer tries again
         _log("boot: cannot restore /main.py: OSError " + str(exc.args[0] if exc.args else ""))
 

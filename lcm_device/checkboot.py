@@ -20,6 +20,7 @@ import sys
 
 from lcm_device import config, slots, startup
 from lcm_device.compat import collect, ticks_ms, unload
+from lcm_device.hal.fs import write_atomic
 from lcm_device.startup import APP_NEXT, confirm_manager, log, repair_manager, step
 
 
@@ -33,11 +34,7 @@ def run(hal, sched, power, buf):
     # away makes this boot's check fail (logged), and the next boot's work.
     step(repair_manager, hal)
     try:
-        out = hal.fs.open_write(hal.root + APP_NEXT)
-        try:
-            out.write(b"power" if power else b"reset")
-        finally:
-            out.close()
+        write_atomic(hal.fs, hal.root + APP_NEXT, b"power" if power else b"reset")
     except OSError:
         return  # no marker, no reset: the app runs in this boot (lcm_device.startup)
     hal.reset()

@@ -85,8 +85,7 @@ class Watcher:
         if file_size(self.hal.root + "/main.py") <= 0:
             from lcm_device import mainfile
 
-            if mainfile.restore(self.hal):
-                safe_log("boot: /main.py was removed; restored from " + mainfile.COPY)
+            mainfile.restore(self.hal, safe_log)
         if not self.settled and now_s >= SETTLE_S:
             self.settled = True
             from lcm_device import gestures

@@ -18,12 +18,12 @@ def keep(hal):
         _copy(hal, hal.root + MAIN, hal.root + COPY)
 
 
-def restore(hal):
-    """Put /main.py back from its copy when it is missing or empty; True when it did."""
+def restore(hal, log):
+    """Put /main.py back from its copy when it is missing or empty, and say so."""
     if file_size(hal.root + MAIN) > 0 or file_size(hal.root + COPY) <= 0:
-        return False
+        return
     _copy(hal, hal.root + COPY, hal.root + MAIN)
-    return True
+    log("boot: /main.py was removed; restored from " + COPY)
 
 
 def _copy(hal, source, target):
