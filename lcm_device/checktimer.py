@@ -20,11 +20,14 @@ unless the simulated board's HAL gives a timer (`lcm device simulate`
 without --once: lcm_sim/boardtimer.py).
 
 Kept apart from `schedule` so that the manager, which only computes the
-schedule, does not load it, and the app, which only needs this, stays light.
+schedule, does not load it, and the app, which only needs this, stays light:
+without a schedule from the boot, the timer polls the saved deadline alone
+(lcm_device.due, whose class the schedule extends), and never loads the
+schedule's rules.
 """
 
-from lcm_device.compat import const, file_size, unload
-from lcm_device.schedule import Schedule, safe_log, uptime_s
+from lcm_device.compat import const, file_size, unload, uptime_s
+from lcm_device.due import Due, safe_log
 
 # Timer period of the watcher while an app runs.
 POLL_MS = 1000
@@ -125,8 +128,8 @@ def arm_timer(hal, cfg, sched=None, also=(), confirm_after_s=None):
     confirmed `confirm_after_s` seconds from now (None: not a trial)."""
     now = uptime_s()
     if sched is None:
-        sched = Schedule(hal, cfg)
-        sched.on_boot(now, False)
+        sched = Due(hal)
+        sched.resume(now)
     global current
     confirm_at = None if confirm_after_s is None else now + confirm_after_s
     w = current = Watcher(hal, sched, also, confirm_at)

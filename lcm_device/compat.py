@@ -32,6 +32,22 @@ except ImportError:  # CPython
         sleep(ms / 1000)
 
 
+_last_ticks = ticks_ms()
+_uptime_ms = 0
+
+
+def uptime_s():
+    """Seconds since this module was imported (the boot's first import). ticks_ms wraps
+    (every ~12 days on MicroPython), so elapsed ticks are accumulated: call it at least
+    every few days (the check timer polls every second). One base for the schedule, the
+    check timer and the log's `+Ns`, which live through the boot in different modules."""
+    global _last_ticks, _uptime_ms
+    t = ticks_ms()
+    _uptime_ms += ticks_diff(t, _last_ticks)
+    _last_ticks = t
+    return _uptime_ms // 1000
+
+
 def random_bytes(n):
     """`n` unpredictable bytes (os.urandom exists on the unix port, ESP32 and ESP8266)."""
     try:

@@ -18,11 +18,11 @@ from lcm_device.startup import APP_NEXT
 from publisher.device.simulate import provision
 
 BOOT_LIKE_A_BOARD = """
-from lcm_device import boot, schedule, startup
+from lcm_device import boot, compat, startup
 from lcm_device.hal import get
 
-clock = [schedule._last_ticks]
-schedule.ticks_ms = lambda: clock[0]
+clock = [compat._last_ticks]
+compat.ticks_ms = lambda: clock[0]
 slept = [0]
 
 def sleep(ms):
