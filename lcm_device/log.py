@@ -4,13 +4,19 @@
 raises: a full flash, a missing network or a bad config must not break an
 update, so every failure is swallowed after the console print.
 
+Set up on demand: a first line without `setup` sets it up from the board's
+HAL and config. The boot releases this module before the app (the app's
+heap: lcm_device.boot) unless it is online; a line logged while the app
+runs (the check timer, `lcm.confirm()`) loads it again, and the sequence goes
+on from the ring.
+
 The line and ring formats, shared with `lcm logs`, are cert_sector/logline.py's.
 """
 
 import binascii
 
 from cert_sector.logline import BROADCAST, DEFAULT_PORT, RING, RING_OLD, format_line, read_ring
-from lcm_device.compat import const, file_size, ticks_diff, ticks_ms
+from lcm_device.compat import const, file_size, unload, uptime_s
 
 _HALF = const(2048)
 
@@ -22,13 +28,14 @@ _torn = False  # the current half may end in a torn record (power cut mid-write)
 _online = False
 _target = (BROADCAST, DEFAULT_PORT)
 _sock = None
-_boot_ms = ticks_ms()
+_ready = False  # set up (by the boot, or on demand at the first line)
 
 
 def setup(hal, cfg):
     """Remember the HAL and the UDP target; continue the sequence from the ring."""
-    global _hal, _dev, _seq, _size, _torn, _target
+    global _hal, _dev, _seq, _size, _torn, _target, _ready
     _hal = hal
+    _ready = True
     try:
         _dev = binascii.hexlify(hal.unique_id()).decode()
         _target = (cfg.get("log_host") or BROADCAST, int(cfg.get("log_port") or DEFAULT_PORT))
@@ -59,6 +66,26 @@ def setup(hal, cfg):
         _seq += 1
 
 
+def _on_demand():
+    # A line before any setup: this module was released before the app and loaded again.
+    # The config module is released again (the app's heap) unless something else loaded it.
+    import sys
+
+    from lcm_device.hal import get
+
+    had = "lcm_device.config" in sys.modules
+    from lcm_device import config
+
+    hal = get()
+    setup(hal, config.load(hal))
+    if not had:
+        unload(("lcm_device.config",), True)
+
+
+def is_online():
+    return _online
+
+
 def online(up=True):
     """Tell the logger whether the network is up (the manager calls this after Wi-Fi)."""
     global _online, _sock
@@ -73,7 +100,13 @@ def online(up=True):
 
 def log(text):
     """Print `text`, append it to the ring, and send it over UDP when online. Never raises."""
-    global _seq, _sock
+    global _seq, _sock, _ready
+    if not _ready:
+        _ready = True  # once: a setup that fails is not tried again at every line
+        try:
+            _on_demand()
+        except Exception:
+            pass
     try:
         _seq += 1
         when = None
@@ -83,7 +116,7 @@ def log(text):
             except Exception:
                 pass
         if when is None:
-            when = "+" + str(ticks_diff(ticks_ms(), _boot_ms) // 1000) + "s"
+            when = "+" + str(uptime_s()) + "s"
         line = format_line(_dev, _seq, when, text)
         print(line)
     except Exception:
