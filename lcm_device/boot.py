@@ -8,50 +8,65 @@ Two kinds of boot (docs/device.md, "Boot flow"):
   app does not run in it: the engine's imports are not in the app's heap.
 - an **app boot** otherwise: the app's trial boot is counted, the check timer
   armed and the app run from its slot (/lcm/appN/main.py, imported as module
-  `main`). After an update boot (its marker, lcm_device.startup.APP_NEXT) it
+  `main`). After an update boot (its marker, lcm_device.appboot.APP_NEXT) it
   does nothing else: no gestures, no schedule, no check.
 
-lcm_device.startup does both up to the app. This module only runs the app,
-from a frame that holds nothing of the manager: what the boot imported is
-released first, but the app API and the check timer (and what the timer's
-pollers use), so the app gets the heap a board without lcm would give it.
+lcm_device.startup does both up to the app, but an app boot after an update
+boot, which lcm_device.appboot does alone: startup is not even imported then,
+so its code and names stay out of the app's heap. This module only runs the
+app, from a frame that holds nothing of the manager: what the boot imported
+is released first, but the check timer and what it uses (the HAL), so the
+app gets the heap a board without lcm would give it.
 """
 
 import sys
 
 # At import: a manager file missing or damaged fails here, and /main.py runs the other slot.
-from lcm_device import startup
+from lcm_device import appboot
 from lcm_device.compat import collect, unload
+
+startup = None
+if not appboot.after_update():
+    # Every boot but the app boot after an update boot: its steps load at import, so a
+    # damaged one falls back too. The app boot needs only appboot's: the update boot before
+    # it checked the manager's files (startup.repair_manager) a moment ago.
+    from lcm_device import startup
 
 # The manager slot this code runs from, set by /main.py; None: a /main.py that does not say.
 RUNNING = None
 
-# What stays loaded while the app runs: the app API (`import lcm`: app, slots and what
-# they import), the check timer, the log (its UDP socket and ring position) and the HAL.
+# What stays loaded while the app runs: the check timer and what it uses (the HAL, and
+# compat, whose uptime its clock counts). The app API (`import lcm`), the boot state and
+# the log are loaded again when used: an app that never imports lcm does not pay for them.
 _KEEP = (
-    "lcm_device.app",
     "lcm_device.checktimer",
-    "lcm_device.slots",
+    "lcm_device.due",
     "lcm_device.compat",
-    "lcm_device.log",
     "lcm_device.hal",
+    "lcm_device.hal.board",
     "lcm_device.hal.fs",
-    "cert_sector.bootstate",
-    "cert_sector.logline",
 )
 
 
 def main():
-    global startup
-    app = startup.run(RUNNING)  # an update boot resets inside; else (slot path, tag) or None
-    startup = None  # released with the rest before the app
+    global startup, appboot
+    steps = startup if startup is not None else appboot  # appboot: the app boot after an update
+    app = steps.run(RUNNING)  # an update boot resets inside; else (slot path, tag) or None
+    steps = startup = appboot = None  # released with the rest before the app
     if app is not None:
         _run_app(app[0], app[1])
 
 
 def _run_app(path, tag):
     mine = ("lcm_device.", "cert_sector.")
-    unload([n for n in sys.modules if n.startswith(mine) and n not in _KEEP], True)
+    keep = _KEEP
+    log = sys.modules.get("lcm_device.log")
+    if log is not None and log.is_online():
+        # Online (a simulated board without a radio is, from power-on): its socket and
+        # state stay; a log loaded again would not know the network is up.
+        keep += ("lcm_device.log", "cert_sector.logline")
+    log = None
+    unload([n for n in sys.modules if n.startswith(mine) and n not in keep], True)
     sys.path.insert(0, path)
     # The slot is the app's working place: its relative paths stay inside it.
     import os

@@ -14,13 +14,10 @@ against the release; a trial gets at most slots.max_trial_boots boots in all.
 A trial app is confirmed when it calls `lcm.confirm()`, when it has run for
 `confirm_after_s` (a HAL timer, on boards), or when its main module returns.
 
-The app boot that follows an update boot (the marker APP_NEXT, which holds
-the update boot's reset cause) counts the app's trial boot with that cause,
-and does not count itself against a manager on trial (/main.py did): the
-update boot before it judged the manager already (lcm_device.checkboot).
-A power-on boot ignores the marker (the power went in between: a boot like
-any other), and so does a boot that cannot remove it (a read-only flash
-would otherwise never check again).
+The app boot that follows an update boot is lcm_device.appboot's (boot.py
+runs it without importing this module); the steps before any app (count the
+trial, arm the check timer) are there too. A power-on boot removes the
+marker and is a boot like any other.
 
 Flash writes at boot (trial counts, boot state, schedule, gestures, log)
 survive a full or read-only flash: the step is logged and the boot goes on
@@ -29,27 +26,21 @@ to the app (`step`).
 
 import sys
 
-from lcm_device import config, mainfile, slots
-from lcm_device.compat import collect, const, sleep_ms, unload
-
-try:
-    from lcm_device import log as _logmod
-except ImportError:  # a manager without the log module: the console only
-    _logmod = None
+from lcm_device import config, slots
+from lcm_device.appboot import (  # noqa: F401 (APP_NEXT: the update boot's marker)
+    APP_NEXT,
+    _continues,
+    _logmod,
+    app_boot,
+    log,
+    prepare_app,
+    step,
+)
+from lcm_device.compat import collect, const, unload
 
 # The manager slot this code runs from, set by /main.py; None: a /main.py that does not say.
 RUNNING = None
-# Written by the update boot before its reset: the next boot is the app boot.
-APP_NEXT = "/lcm/state/app.next"
-_IDLE_POLL_MS = const(1000)  # without an app: how often the boot polls the check schedule
 _CHECK_BUF = const(5120)  # lcm_device.update.BUF_SIZE, without importing the engine
-
-
-def log(text):
-    if _logmod is None:
-        print(text)
-    else:
-        _logmod.log(text)
 
 
 def run(running):
@@ -65,10 +56,9 @@ def run(running):
         _logmod.setup(hal, cfg)
     step(_firmware_booted, hal)
     power = hal.reset_cause() == "power"
-    cause = step(_continues, hal, power)
+    cause = step(_continues, hal, power)  # a power-on boot removes the marker
     if cause is not None:
-        step(_continued_trial, hal)
-        return step(prepare_app, hal, cfg, None, cause == "power")
+        return app_boot(hal, cfg, cause)  # (boot.py runs it without this module)
     if step(_gestures, hal, cfg, power) == "setup":
         step(_setup_mode, hal, cfg)  # the button held at power-on
     cfg = None
@@ -92,49 +82,6 @@ def run(running):
         confirm_manager(hal)
         step(repair_manager, hal)
     return step(prepare_app, hal, cfg, sched, power)
-
-
-def step(fn, *args):
-    """Run one boot step; a full or read-only flash (OSError) is logged, the boot goes on,
-    and so it does when the heap is too fragmented for the step (MemoryError): the app
-    runs rather than a crash at every boot."""
-    try:
-        return fn(*args)
-    except MemoryError:
-        log("boot: " + fn.__name__.lstrip("_") + " skipped (MemoryError)")
-        return None
-    except OSError as exc:
-        code = exc.args[0] if exc.args else None
-        why = {28: "flash full", 30: "flash read-only"}.get(code, "OSError " + str(code))
-        log("boot: " + fn.__name__.lstrip("_") + " skipped (" + why + ")")
-        return None
-
-
-def _continues(hal, power):
-    """The update boot's reset cause ("power" or "reset") when this is its app boot, else None."""
-    path = hal.root + APP_NEXT
-    try:
-        with open(path, "rb") as f:
-            cause = f.read(8)
-    except OSError:
-        return None
-    try:
-        hal.fs.remove(path)
-    except OSError:
-        return None  # a marker that stays would skip every check: a boot like any other
-    if power:
-        return None  # the power went after the update boot: a boot like any other
-    return "power" if cause == b"power" else "reset"
-
-
-def _continued_trial(hal):
-    # /main.py counted this boot against a manager on trial; the update boot before it
-    # judged the manager (confirmed it, or did not hold that boot against it).
-    st = slots.load(hal)
-    if slots.in_trial(st, "mgr") and st.get("mgr_trial"):
-        st["mgr_trial"] -= 1
-        st["mgr_boots"] = max(0, (st.get("mgr_boots") or 1) - 1)
-        slots.save(hal, st)
 
 
 def _schedule(hal, cfg, power):
@@ -299,98 +246,3 @@ def confirm_manager(hal, how=""):
             log("manager: cannot confirm " + str(tag) + " now: OSError " + str(exc.args[0]))
             return
         log("manager: confirmed " + str(tag) + (" " + how if how else ""))
-
-
-def prepare_app(hal, cfg, sched, power):
-    """Count the app's trial boot and arm the check timer; the app to start, or None."""
-    st = slots.load(hal)
-    if not st.get("app"):
-        log("app: none installed yet")
-        _wait_for_check(hal, cfg, sched)
-        return None
-    on_trial = st.get("app_tag")
-    counted = slots.count_trial_boot(hal, st, "app", power, log)
-    if counted == "rolled back":
-        bad = st.get("app_bad") == on_trial
-        log(
-            "app: "
-            + str(on_trial)
-            + (" failed its trial (" + str(st.get("app_bad_why")) + ")" if bad else " removed")
-            + "; rolled back to "
-            + str(st.get("app_tag"))
-        )
-    elif counted == "previous":
-        log("app: trial boot not counted; running the previous release " + str(st.get("app_tag")))
-    if not st.get("app"):
-        _wait_for_check(hal, cfg, sched)
-        return None
-    tag = st.get("app_tag")
-    trial = slots.in_trial(st, "app")
-    if trial:
-        log(
-            "app: trial boot "
-            + str(st["app_trial"])
-            + " of "
-            + str(st.get("trial_boots", 3))
-            + " for "
-            + str(tag)
-        )
-    else:
-        log("app: starting " + str(tag))
-    step(mainfile.keep, hal)
-    _arm_watcher(hal, cfg, sched, trial)
-    return slots.slot_dir(hal, st["app"]), tag
-
-
-def _wait_for_check(hal, cfg, sched):
-    """No app to run: stay up until the next check is due, then reset into the manager.
-
-    Returning would leave a board idle until someone resets it (a device whose
-    first check failed would never check again). The unix HAL does not wait:
-    `lcm device simulate` restarts it as a board's reset would, and its
-    `--once` run ends here.
-    """
-    if not hal.waits_without_app:
-        return
-    watcher = _arm_watcher(hal, cfg, sched, False)
-    if watcher is None:
-        # No life-cycle modules in this manager: check again after one interval.
-        left = cfg.get("check_interval_s") or 14400
-        log("app: waiting " + str(left) + " s for the next check")
-        for _ in range(left):
-            sleep_ms(1000)
-        hal.reset()
-    from lcm_device.schedule import uptime_s
-
-    left = watcher.sched.seconds_until_due(uptime_s())
-    log("app: waiting " + str(left) + " s for the next check")
-    # A board's timer polls the watcher (during this sleep); without one, this loop does.
-    by_timer = watcher.timer is not None
-    while True:
-        sleep_ms(_IDLE_POLL_MS)
-        if not by_timer:
-            watcher.poll(uptime_s())
-
-
-def _arm_watcher(hal, cfg, sched, trial):
-    """While the app runs: scheduled checks, the boot's chores (lcm_device.checktimer) and,
-    with a broker configured, the fleet link. lcm_device.checktimer polls from a timer on
-    boards; the unix port has no timer, so there a trial app is confirmed by
-    lcm.confirm(), by its main module returning, or while it calls lcm.idle()."""
-    try:
-        from lcm_device import checktimer
-    except ImportError:
-        return None
-    also = ()
-    agent = None
-    if cfg.get("mqtt_url"):
-        # Push hints and status while the app runs (lcm_device.fleet).
-        from lcm_device.fleet import Agent
-
-        agent = Agent(hal, cfg)
-        also = (agent.poll,)
-    after = int(cfg.get("confirm_after_s") or 30) if trial else None
-    watcher = checktimer.arm_timer(hal, cfg, sched, also, after)
-    if agent is not None:
-        agent.sched = watcher.sched
-    return watcher

@@ -18,7 +18,7 @@ from lcm_device.startup import APP_NEXT
 from publisher.device.simulate import provision
 
 BOOT_LIKE_A_BOARD = """
-from lcm_device import boot, compat, startup
+from lcm_device import appboot, boot, compat
 from lcm_device.hal import get
 
 clock = [compat._last_ticks]
@@ -29,7 +29,7 @@ def sleep(ms):
     slept[0] += ms
     clock[0] += ms
 
-startup.sleep_ms = sleep
+appboot.sleep_ms = sleep
 get().waits_without_app = {waits}
 try:
     boot.main()

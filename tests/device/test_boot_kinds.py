@@ -10,6 +10,7 @@ still an update boot.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from publisher.device.simulate import boot_once
 from tests.device.enginekit import engine_env, engine_heap, install_first_release
 
 UPDATE_BOOT_LINE = "boot: manager m0"  # logged by every boot but the app boot
+DEVICE_LINE = re.compile(r"[0-9a-f]{12} [0-9]+ ")  # a log line: DEVICE SEQ TIME TEXT
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +81,56 @@ def test_a_marker_that_cannot_be_removed_is_ignored(golden: Path, tmp_path: Path
     assert UPDATE_BOOT_LINE in out, out  # not taken for an app boot
     assert code == 0 and "APP v1.0.0 running" in out, out
     assert (state / APP_NEXT.lstrip("/")).exists()
+
+
+def test_the_app_boot_does_not_load_the_boot_of_other_kinds(golden: Path, tmp_path: Path, mpy: Any):
+    """The app boot runs from appboot alone (the app's heap): without startup it still runs
+    the app; any other boot imports startup with boot, so /main.py's fallback sees it."""
+    state = after_update_boot(golden, tmp_path, mpy)
+    (state / "lcm" / "m0" / "lcm_device" / "startup.mpy").unlink()
+
+    code, out = one_boot(state, mpy, "reset")
+    assert code == 0 and "APP v1.0.0 running" in out, out
+
+    code, out = one_boot(state, mpy, "reset")  # no marker: a boot that needs startup
+    assert "main.py: manager m0 does not import" in out, out
+    assert "APP v1.0.0 running" not in out, out
+
+
+APP_LOOKS = b"""import sys
+print("LOADED", sorted(n for n in sys.modules if n.startswith(("lcm_device", "cert_sector"))))
+from lcm_device.log import log
+log("app: a line of the app's")
+print("APP v1.0.0 running")
+"""
+
+
+def test_the_app_starts_with_only_the_check_timer_and_the_hal_loaded(
+    golden: Path, tmp_path: Path, mpy: Any
+):
+    """The app API and the log are released before the app (an app that never imports lcm
+    does not pay for them); the log sets itself up again at its next line, whose number
+    follows the boot's."""
+    state = after_update_boot(golden, tmp_path, mpy)
+    (state / "lcm" / "app0" / "main.py").write_bytes(APP_LOOKS)
+
+    code, out = one_boot(state, mpy, "reset")
+
+    assert code == 0 and "APP v1.0.0 running" in out, out
+    loaded = next(line for line in out.splitlines() if line.startswith("LOADED "))
+    assert loaded == "LOADED " + str(
+        [
+            "cert_sector",
+            "lcm_device",
+            "lcm_device.checktimer",
+            "lcm_device.compat",
+            "lcm_device.due",
+            "lcm_device.hal",
+            "lcm_device.hal.board",
+            "lcm_device.hal.fs",
+        ]
+    ), out
+    lines = [line.split(" ", 3) for line in out.splitlines() if DEVICE_LINE.match(line)]
+    assert lines[-1][3] == "app: a line of the app's", out
+    seqs = [int(fields[1]) for fields in lines]
+    assert len(seqs) >= 2 and seqs == list(range(seqs[0], seqs[0] + len(seqs))), out

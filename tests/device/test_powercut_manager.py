@@ -29,6 +29,7 @@ NEEDED = (
     "cert_sector/",
     "lcm_device/__init__",
     "lcm_device/app",
+    "lcm_device/appboot",
     "lcm_device/boot",
     "lcm_device/checkboot",
     "lcm_device/compat",

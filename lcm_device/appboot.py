@@ -1,0 +1,204 @@
+"""The app's side of the boot: the app boot after an update boot, and the steps before any app.
+
+The app boot that follows an update boot (the marker APP_NEXT, which holds
+the update boot's reset cause) does only this module's steps: remove the
+marker, give back the boot /main.py counted against a manager on trial (the
+update boot before it judged the manager already: lcm_device.checkboot),
+count the app's trial boot with that cause, arm the check timer and return
+the app to start. lcm_device.boot imports this module only, not
+lcm_device.startup, for it: what an app boot loads is what the app's heap
+keeps (its interned names are never freed), and the update boot before it
+checked the manager's files moments ago.
+
+A power-on boot ignores the marker (the power went in between: a boot like
+any other), and so does a boot that cannot remove it (a read-only flash would
+otherwise never check again): those run lcm_device.startup, which uses the
+steps below for its own app.
+
+Flash writes (trial counts, boot state, log) survive a full or read-only
+flash: the step is logged and the boot goes on to the app (`step`).
+"""
+
+from lcm_device import config, mainfile, slots
+from lcm_device.compat import const, exists, sleep_ms, uptime_s
+from lcm_device.hal import get
+
+try:
+    from lcm_device import log as _logmod
+except ImportError:  # a manager without the log module: the console only
+    _logmod = None
+
+# Written by the update boot before its reset: the next boot is the app boot.
+APP_NEXT = "/lcm/state/app.next"
+_IDLE_POLL_MS = const(1000)  # without an app: how often the boot polls the check schedule
+
+
+def log(text):
+    if _logmod is None:
+        print(text)
+    else:
+        _logmod.log(text)
+
+
+def step(fn, *args):
+    """Run one boot step; a full or read-only flash (OSError) is logged, the boot goes on,
+    and so it does when the heap is too fragmented for the step (MemoryError): the app
+    runs rather than a crash at every boot."""
+    try:
+        return fn(*args)
+    except MemoryError:
+        log("boot: " + fn.__name__.lstrip("_") + " skipped (MemoryError)")
+        return None
+    except OSError as exc:
+        code = exc.args[0] if exc.args else None
+        why = {28: "flash full", 30: "flash read-only"}.get(code, "OSError " + str(code))
+        log("boot: " + fn.__name__.lstrip("_") + " skipped (" + why + ")")
+        return None
+
+
+def after_update():
+    """Whether this boot is the app boot after an update boot (its marker, and no power-on
+    since): a look only, the marker is removed by `run`."""
+    hal = get()
+    return hal.reset_cause() != "power" and exists(hal.root + APP_NEXT)
+
+
+def run(running):
+    """The app boot after an update boot; returns the app to start, (slot path, tag), or
+    None. A marker that cannot be removed makes it a boot like any other (startup)."""
+    hal = get()
+    cause = step(_continues, hal, hal.reset_cause() == "power")
+    if cause is None:
+        from lcm_device import startup
+
+        return startup.run(running)
+    cfg = config.load(hal)
+    if _logmod is not None:
+        _logmod.setup(hal, cfg)
+    return app_boot(hal, cfg, cause)
+
+
+def app_boot(hal, cfg, cause):
+    """The steps of the app boot after an update boot that ended with reset cause `cause`."""
+    step(_continued_trial, hal)
+    return step(prepare_app, hal, cfg, None, cause == "power")
+
+
+def _continues(hal, power):
+    """The update boot's reset cause ("power" or "reset") when this is its app boot, else None."""
+    path = hal.root + APP_NEXT
+    try:
+        with open(path, "rb") as f:
+            cause = f.read(8)
+    except OSError:
+        return None
+    try:
+        hal.fs.remove(path)
+    except OSError:
+        return None  # a marker that stays would skip every check: a boot like any other
+    if power:
+        return None  # the power went after the update boot: a boot like any other
+    return "power" if cause == b"power" else "reset"
+
+
+def _continued_trial(hal):
+    # /main.py counted this boot against a manager on trial; the update boot before it
+    # judged the manager (confirmed it, or did not hold that boot against it).
+    st = slots.load(hal)
+    if slots.in_trial(st, "mgr") and st.get("mgr_trial"):
+        st["mgr_trial"] -= 1
+        st["mgr_boots"] = max(0, (st.get("mgr_boots") or 1) - 1)
+        slots.save(hal, st)
+
+
+def prepare_app(hal, cfg, sched, power):
+    """Count the app's trial boot and arm the check timer; the app to start, or None."""
+    st = slots.load(hal)
+    if not st.get("app"):
+        log("app: none installed yet")
+        _wait_for_check(hal, cfg, sched)
+        return None
+    on_trial = st.get("app_tag")
+    counted = slots.count_trial_boot(hal, st, "app", power, log)
+    if counted == "rolled back":
+        bad = st.get("app_bad") == on_trial
+        log(
+            "app: "
+            + str(on_trial)
+            + (" failed its trial (" + str(st.get("app_bad_why")) + ")" if bad else " removed")
+            + "; rolled back to "
+            + str(st.get("app_tag"))
+        )
+    elif counted == "previous":
+        log("app: trial boot not counted; running the previous release " + str(st.get("app_tag")))
+    if not st.get("app"):
+        _wait_for_check(hal, cfg, sched)
+        return None
+    tag = st.get("app_tag")
+    trial = slots.in_trial(st, "app")
+    if trial:
+        log(
+            "app: trial boot "
+            + str(st["app_trial"])
+            + " of "
+            + str(st.get("trial_boots", 3))
+            + " for "
+            + str(tag)
+        )
+    else:
+        log("app: starting " + str(tag))
+    step(mainfile.keep, hal)
+    _arm_watcher(hal, cfg, sched, trial)
+    return slots.slot_dir(hal, st["app"]), tag
+
+
+def _wait_for_check(hal, cfg, sched):
+    """No app to run: stay up until the next check is due, then reset into the manager.
+
+    Returning would leave a board idle until someone resets it (a device whose
+    first check failed would never check again). The unix HAL does not wait:
+    `lcm device simulate` restarts it as a board's reset would, and its
+    `--once` run ends here.
+    """
+    if not hal.waits_without_app:
+        return
+    watcher = _arm_watcher(hal, cfg, sched, False)
+    if watcher is None:
+        # No life-cycle modules in this manager: check again after one interval.
+        left = cfg.get("check_interval_s") or 14400
+        log("app: waiting " + str(left) + " s for the next check")
+        for _ in range(left):
+            sleep_ms(1000)
+        hal.reset()
+    left = watcher.sched.seconds_until_due(uptime_s())
+    log("app: waiting " + str(left) + " s for the next check")
+    # A board's timer polls the watcher (during this sleep); without one, this loop does.
+    by_timer = watcher.timer is not None
+    while True:
+        sleep_ms(_IDLE_POLL_MS)
+        if not by_timer:
+            watcher.poll(uptime_s())
+
+
+def _arm_watcher(hal, cfg, sched, trial):
+    """While the app runs: scheduled checks, the boot's chores (lcm_device.checktimer) and,
+    with a broker configured, the fleet link. lcm_device.checktimer polls from a timer on
+    boards; the unix port has no timer, so there a trial app is confirmed by
+    lcm.confirm(), by its main module returning, or while it calls lcm.idle()."""
+    try:
+        from lcm_device import checktimer
+    except ImportError:
+        return None
+    also = ()
+    agent = None
+    if cfg.get("mqtt_url"):
+        # Push hints and status while the app runs (lcm_device.fleet).
+        from lcm_device.fleet import Agent
+
+        agent = Agent(hal, cfg)
+        also = (agent.poll,)
+    after = int(cfg.get("confirm_after_s") or 30) if trial else None
+    watcher = checktimer.arm_timer(hal, cfg, sched, also, after)
+    if agent is not None:
+        agent.sched = watcher.sched
+    return watcher
