@@ -137,6 +137,38 @@ def test_ring_stays_bounded_and_keeps_the_newest_lines(mpy):
     assert 1 < first < 300 - 20  # old lines dropped, still a useful history kept
 
 
+def test_a_line_before_setup_sets_the_log_up_from_the_boards_hal(mpy):
+    """On demand (the boot released the log before the app): from the HAL the process made,
+    the sequence going on from the ring; without a HAL (a tool, a test), the console only."""
+    out = run(
+        mpy,
+        """
+        import os
+        from lcm_device import log
+        log.log("no board yet")
+        print("RING AFTER", "lcm" in os.listdir("."))
+        from lcm_device.hal import get
+        from cert_sector import logline
+        hal = get()
+        log.setup(hal, {})
+        log.log("set up")
+        import sys
+        from lcm_device.compat import unload
+        unload(("lcm_device.log",), True)  # as the boot releases it before the app
+        from lcm_device import log
+        log.log("loaded again")
+        print("RING", list(logline.read_ring(hal.root)))
+        """,
+        # Not the ROM model: it imports lcm_device.boot, which makes the HAL at import; so
+        # the code is in the heap, which the small-heap pass's 24 KB would not hold.
+        rom=False,
+        heap="128k",
+    ).stdout
+    assert "000000000000 1 +0s no board yet\n" in out
+    assert "RING AFTER False" in out  # no HAL: nothing written
+    assert "RING ['240ac4123456 2 +0s set up', '240ac4123456 3 +0s loaded again']" in out
+
+
 def test_logging_never_raises(mpy):
     """A broken flash, a broken HAL, a bad config and a bad UDP target: lines still print."""
     out = run(
