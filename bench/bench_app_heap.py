@@ -20,13 +20,12 @@ keeps (plain minus app):
   data heap of the same size for both).
 
 The bar compares the app's first line (before it imports anything) with the
-plain interpreter after `import lcm`, as the issue defines it. The app boot
-releases the app API's modules before the app (an app that never imports
-`lcm` does not pay for them), so each line also prints the app's free heap
-once it has imported `lcm` itself: the same modules on both sides; the rest
-is what the app boot keeps (the check timer, the HAL, the interned names of
-every module it loaded, and the device's /main.py, which runs around the
-app).
+plain interpreter after `import lcm`, as the issue defines it; the app boot
+keeps the bulk of the app API loaded (slots and the boot state), so both
+have it. Each line also prints the app's
+free heap once it has imported `lcm` itself. What lcm keeps is the check
+timer, the HAL, the interned names of every module the boot loaded, and the
+device's /main.py, which runs around the app.
 """
 
 from __future__ import annotations

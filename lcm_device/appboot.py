@@ -67,6 +67,7 @@ def run(running):
     """The app boot after an update boot; returns the app to start, (slot path, tag), or
     None. A marker that cannot be removed makes it a boot like any other (startup)."""
     hal = get()
+    step(_bootloader, hal)
     cause = step(_continues, hal, hal.reset_cause() == "power")
     if cause is None:
         from lcm_device import startup
@@ -76,6 +77,12 @@ def run(running):
     if _logmod is not None:
         _logmod.setup(hal, cfg)
     return app_boot(hal, cfg, cause)
+
+
+def _bootloader(hal):
+    # It runs at every reset (the unix port plays it: a flash write); what it booted was
+    # recorded by the update boot (startup._firmware_booted), which installed no firmware.
+    hal.boot_firmware()
 
 
 def app_boot(hal, cfg, cause):
@@ -112,7 +119,8 @@ def _continued_trial(hal):
 
 
 def prepare_app(hal, cfg, sched, power):
-    """Count the app's trial boot and arm the check timer; the app to start, or None."""
+    """Count the app's trial boot and arm the check timer; the app to start, (slot path,
+    tag, modules that stay loaded besides lcm_device.boot's), or None."""
     st = slots.load(hal)
     if not st.get("app"):
         log("app: none installed yet")
@@ -149,7 +157,13 @@ def prepare_app(hal, cfg, sched, power):
         log("app: starting " + str(tag))
     step(mainfile.keep, hal)
     _arm_watcher(hal, cfg, sched, trial)
-    return slots.slot_dir(hal, st["app"]), tag
+    keep = ()
+    if _logmod is not None and (_logmod.is_online() or cfg.get("mqtt_url")):
+        # Online (a simulated board without a radio is, from power-on), its socket and
+        # state stay: a log loaded again would not know the network is up. With a fleet
+        # link, which logs while the app runs (connections, hints), it stays too.
+        keep = ("lcm_device.log", "cert_sector.logline")
+    return slots.slot_dir(hal, st["app"]), tag, keep
 
 
 def _wait_for_check(hal, cfg, sched):

@@ -15,8 +15,8 @@ lcm_device.startup does both up to the app, but an app boot after an update
 boot, which lcm_device.appboot does alone: startup is not even imported then,
 so its code and names stay out of the app's heap. This module only runs the
 app, from a frame that holds nothing of the manager: what the boot imported
-is released first, but the check timer and what it uses (the HAL), so the
-app gets the heap a board without lcm would give it.
+is released first, but the app API, the check timer and what it uses (the
+HAL), so the app gets the heap a board without lcm would give it.
 """
 
 import sys
@@ -36,10 +36,15 @@ if not appboot.after_update():
 # The manager slot this code runs from, set by /main.py; None: a /main.py that does not say.
 RUNNING = None
 
-# What stays loaded while the app runs: the check timer and what it uses (the HAL, and
-# compat, whose uptime its clock counts). The app API (`import lcm`), the boot state and
-# the log are loaded again when used: an app that never imports lcm does not pay for them.
+# What stays loaded while the app runs: the app API (`import lcm`: app, slots and what
+# they import), the check timer and what it uses (the HAL, and compat, whose uptime its
+# clock counts). The log is loaded again when a line is logged (lcm_device.log), unless
+# the boot's steps keep it.
 _KEEP = (
+    "lcm_device.app",
+    "lcm_device.slots",
+    "cert_sector.bootstate",
+    "cert_sector.errors",
     "lcm_device.checktimer",
     "lcm_device.due",
     "lcm_device.compat",
@@ -52,22 +57,17 @@ _KEEP = (
 def main():
     global startup, appboot
     steps = startup if startup is not None else appboot  # appboot: the app boot after an update
-    app = steps.run(RUNNING)  # an update boot resets inside; else (slot path, tag) or None
+    app = steps.run(RUNNING)  # an update boot resets inside; else (path, tag, kept) or None
     steps = startup = appboot = None  # released with the rest before the app
     if app is not None:
-        _run_app(app[0], app[1])
+        _run_app(app[0], app[1], app[2])
 
 
-def _run_app(path, tag):
+def _run_app(path, tag, keep):
     mine = ("lcm_device.", "cert_sector.")
-    keep = _KEEP
-    log = sys.modules.get("lcm_device.log")
-    if log is not None and log.is_online():
-        # Online (a simulated board without a radio is, from power-on): its socket and
-        # state stay; a log loaded again would not know the network is up.
-        keep += ("lcm_device.log", "cert_sector.logline")
-    log = None
+    keep += _KEEP  # and what the boot's steps keep (appboot.prepare_app: the log, at times)
     unload([n for n in sys.modules if n.startswith(mine) and n not in keep], True)
+    keep = None
     sys.path.insert(0, path)
     # The slot is the app's working place: its relative paths stay inside it.
     import os
@@ -83,8 +83,9 @@ def _run_app(path, tag):
 
 
 def _after_app(tag, exc):
-    # Only modules that stayed loaded for the app, and mainfile when /main.py is gone:
-    # nothing of the boot is loaded again (on a small heap the app may have taken it).
+    # Only modules that stayed loaded for the app, the log (loaded again when released) and
+    # mainfile when /main.py is gone: nothing else of the boot is loaded again (on a small
+    # heap the app may have taken it).
     from lcm_device.hal import get
 
     hal = get()

@@ -5,10 +5,11 @@ raises: a full flash, a missing network or a bad config must not break an
 update, so every failure is swallowed after the console print.
 
 Set up on demand: a first line without `setup` sets it up from the board's
-HAL (the one this process made: without one, the console only) and config. The boot releases this module before the app (the app's
-heap: lcm_device.boot) unless it is online; a line logged while the app
-runs (the check timer, `lcm.confirm()`) loads it again, and the sequence goes
-on from the ring.
+HAL (the one this process made: without one, the console only) and config.
+The boot releases this module before the app (the app's heap:
+lcm_device.boot) unless it is online or a fleet link logs; a line logged while the app runs (the
+check timer, `lcm.confirm()`) loads it again, and the sequence goes on from
+the ring.
 
 The line and ring formats, shared with `lcm logs`, are cert_sector/logline.py's.
 """
