@@ -22,7 +22,6 @@ HAL), so the app gets the heap a board without lcm would give it.
 import sys
 
 # At import: a manager file missing or damaged fails here, and /main.py runs the other slot.
-# (appboot.after_update makes the HAL: importing this module is booting.)
 from lcm_device import appboot
 from lcm_device.compat import collect, unload
 

@@ -28,8 +28,8 @@ _ballast = []
 _modules = []  # held, so that a module the boot unloads stays "in ROM"
 
 
-def import_manager(skip=()):
-    """Import every module of the manager's packages found on sys.path, but `skip`."""
+def import_manager():
+    """Import every module of the manager's packages found on sys.path."""
     for package in _PACKAGES:
         folder = _find(package.replace(".", "/"))
         if folder is None:
@@ -37,7 +37,7 @@ def import_manager(skip=()):
         for name in sorted(os.listdir(folder)):
             stem = name.rsplit(".", 1)[0]
             module = package + "." + stem
-            if name.endswith((".py", ".mpy")) and stem != "__init__" and module not in _SKIP + skip:
+            if name.endswith((".py", ".mpy")) and stem != "__init__" and module not in _SKIP:
                 try:
                     __import__(module)
                     _modules.append(sys.modules[module])
@@ -45,13 +45,12 @@ def import_manager(skip=()):
                     pass  # a board's module that needs that board's firmware
 
 
-def leave_data_heap(n, skip=()):
-    """Import the manager (but the modules in `skip`), then hold all free heap but `n`
-    contiguous bytes; returns the free heap (n, or a little more when code loading left
-    holes of one block)."""
+def leave_data_heap(n):
+    """Import the manager, then hold all free heap but `n` contiguous bytes; returns
+    the free heap (n, or a little more when code loading left holes of one block)."""
     # Preallocated: a growing list would move, and leave holes of its own.
     held = [None] * _MAX_PIECES
-    import_manager(skip)
+    import_manager()
     return hold_all_but(n, held)
 
 

@@ -178,10 +178,7 @@ class UnixHal(BoardHal):
             # A board running the manager from ROM: only this much heap for data.
             from lcm_sim.rommodel import leave_data_heap
 
-            # Not lcm_device.boot: importing it makes the HAL (this one, not made yet).
-            # A boot under way imported it already; setup mode and the tests do not want it.
-            left = leave_data_heap(int(data_heap), ("lcm_device.boot",))
-            print("lcm-hal: code in ROM, data heap " + str(left))
+            print("lcm-hal: code in ROM, data heap " + str(leave_data_heap(int(data_heap))))
 
     def sync_clock(self):
         """The simulated clock is the host's, or stays unknown (LCM_CLOCK=unknown)."""

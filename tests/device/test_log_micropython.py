@@ -159,10 +159,6 @@ def test_a_line_before_setup_sets_the_log_up_from_the_boards_hal(mpy):
         log.log("loaded again")
         print("RING", list(logline.read_ring(hal.root)))
         """,
-        # Not the ROM model: it imports lcm_device.boot, which makes the HAL at import; so
-        # the code is in the heap, which the small-heap pass's 24 KB would not hold.
-        rom=False,
-        heap="128k",
     ).stdout
     assert "000000000000 1 +0s no board yet\n" in out
     assert "RING AFTER False" in out  # no HAL: nothing written
