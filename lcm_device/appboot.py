@@ -67,8 +67,8 @@ def after_update():
 
 
 def run(running):
-    """The app boot after an update boot; returns the app to start, (slot path, tag), or
-    None. A marker that cannot be removed makes it a boot like any other (startup)."""
+    """The app boot after an update boot; returns what prepare_app does. A power-on or a
+    marker that cannot be removed makes it a boot like any other (startup)."""
     hal = get()
     step(_bootloader, hal)
     cause = step(_continues, hal, hal.reset_cause() == "power")

@@ -27,9 +27,9 @@ from lcm_device.compat import collect, unload
 
 startup = None
 if not appboot.after_update():
-    # Every boot but the app boot after an update boot: its steps load at import, so a
-    # damaged one falls back too. The app boot needs only appboot's: the update boot before
-    # it checked the manager's files (startup.repair_manager) a moment ago.
+    # No marker, no app boot: the boot's steps load at import, so a damaged one falls back
+    # too. The app boot needs only appboot's: the update boot before it checked the
+    # manager's files (startup.repair_manager) a moment ago.
     from lcm_device import startup
 
 # The manager slot this code runs from, set by /main.py; None: a /main.py that does not say.
