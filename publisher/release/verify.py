@@ -25,8 +25,6 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from cert_sector import manifest as mf
-from cert_sector import sector as sf
 from cert_sector.assets import (
     BETA_POINTER_ASSET,
     CHAIN_ASSET,
@@ -48,6 +46,8 @@ from cert_sector.release import (
     tag_from_location,
     tag_from_pointer,
 )
+from publisher import manifest_format as mf
+from publisher import sector_format as sf
 from publisher.release.chain import verify_chain
 from publisher.release.errors import MissingAssetError, VerifyError
 from publisher.release.preflight import KNOWN_BOARDS
