@@ -19,7 +19,7 @@ The code is kept small on purpose (few functions, short messages): a loaded
 import select
 import socket
 
-from lcm_device.compat import const, ticks_diff, ticks_ms
+from lcm_device.compat import collect, const, ticks_diff, ticks_ms
 
 try:
     _Timeout = TimeoutError
@@ -395,7 +395,12 @@ class Client:
             if scheme == "https":
                 what = "TLS with %s:%d" % (host, port)
                 if not self._tls:
+                    # The context is one block of about 3 KB (and `ssl` a module of its
+                    # own): collected first, the garbage of the requests before is free,
+                    # not in its way.
+                    collect()
                     import ssl
+
 
                     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
                     self.verifies_tls = False
