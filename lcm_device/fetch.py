@@ -15,6 +15,7 @@ import hashlib
 from lcm_device.compat import const
 from lcm_device.hal.fs import pump
 from lcm_device.http import (
+    REDIRECTS,
     BudgetError,
     NetworkError,
     ProtocolError,
@@ -24,7 +25,6 @@ from lcm_device.http import (
 from lcm_device.update import Refused
 
 _RETRIES = const(3)
-_REDIRECTS = (301, 302, 303, 307, 308)
 _EXPIRED = (403, 404, 410)
 
 
@@ -83,7 +83,7 @@ class PackStream:
         url = self.cdn or self.url
         n = self.end - self.pos
         resp = client.get(url, start=self.pos, end=self.end - 1, max_bytes=n, follow=False)
-        if resp.status in _REDIRECTS:
+        if resp.status in REDIRECTS:
             resp.close()
             if resp.location is None:
                 raise ProtocolError("pack redirect without Location")

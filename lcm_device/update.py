@@ -46,7 +46,7 @@ from cert_sector import release
 from cert_sector.errors import TrustError
 from lcm_device import slots, trust
 from lcm_device.compat import collect, const, exists, ticks_diff, ticks_ms
-from lcm_device.http import Client, HTTPError, StatusError
+from lcm_device.http import REDIRECTS, Client, HTTPError, StatusError
 
 BUF_SIZE = 5120
 _NET = const(2048)  # the HTTP client's part: a github.com signed asset URL is ~1.3 KB, and its
@@ -192,7 +192,7 @@ class Updater:
                 # A static host (`lcm release export`) has no redirects: there
                 # /releases/latest is a pointer file naming the tag (docs/formats.md).
                 tag = release.tag_from_pointer(resp.read_all(release.MAX_TAG + 2))
-            elif resp.status in (301, 302, 303, 307, 308):
+            elif resp.status in REDIRECTS:
                 tag = release.tag_from_location(resp.location, self.repo)
             else:
                 raise Refused("/releases/latest answered " + str(resp.status) + ", not a redirect")
