@@ -43,6 +43,7 @@ The cycle, and why it is safe (docs/device.md, "Update engine"):
 """
 
 from cert_sector import release
+from cert_sector.assets import BETA_POINTER_ASSET
 from cert_sector.errors import TrustError
 from lcm_device import slots, trust
 from lcm_device.compat import collect, const, exists, ticks_diff, ticks_ms
@@ -80,10 +81,8 @@ class Updater:
         self.roots = cfg["app_roots" if app else "manager_roots"]
         self.threshold = cfg["app_threshold" if app else "manager_threshold"]
         self.channel = cfg["channel"] if app else "stable"
-        mv = memoryview(buf)
-        self.net = mv[:_NET]
-        self.slot = mv[_NET : 2 * _NET]
-        self.io = mv[2 * _NET :]
+        self.buf = memoryview(buf)  # the client's two parts are cut from it in check()
+        self.io = self.buf[2 * _NET :]
         self.client = None
 
     # -- the cycle ---------------------------------------------------------
@@ -108,8 +107,8 @@ class Updater:
         tag = None
         try:
             self.client = Client(
-                self.net,
-                slot=self.slot,
+                self.buf[:_NET],
+                slot=self.buf[_NET : 2 * _NET],
                 load_cas=self._tls_anchors,
                 timeout_ms=self.cfg["http_timeout_ms"],
                 min_rate=self.cfg["min_rate"],
@@ -203,7 +202,7 @@ class Updater:
         # Beta: the latest full release's `beta.tag` names the newest release of any
         # channel; without one (404), the latest full release.
         try:
-            resp = self.client.get(self.url(tag, release.BETA_POINTER_ASSET))
+            resp = self.client.get(self.url(tag, BETA_POINTER_ASSET))
         except StatusError as exc:
             if exc.status != 404:
                 raise
