@@ -206,7 +206,7 @@ class Response:
 
     # Set on the instance only when present: a small heap has room for a small
     # instance dict but not always for a bigger one.
-    location = length = range_start = range_total = None
+    location = length = range_total = None
 
     def __init__(self, client, url, status, kept):
         self._client = client
@@ -665,8 +665,7 @@ class Client:
                         "Content-Range %r (Content-Length %s) does not answer bytes=%s-%s"
                         % (text[:60], resp.length, start, "" if end is None else end)
                     )
-                resp.range_start = first
-                resp.range_total = total
+                resp.range_total = total  # (its first byte is `start`, checked above)
             return resp
         raise LimitError("more than %d redirects, last to %s" % (_MAX_REDIRECTS, _show(url)))
 

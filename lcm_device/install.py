@@ -33,7 +33,7 @@ _DONE = const(0)
 _COPY = const(1)
 _GET = const(2)
 _REC = const(9)
-_BATCH = const(32)
+_BATCH = const(16)
 _FREE_MARGIN = const(4096)
 
 
@@ -44,6 +44,10 @@ def install(u, st, tag):
     u.budget(MAX_SECTOR_SIZE + MAX_MANIFEST_SIZE)
     sector = _refresh_sector(u, tag)
     if sector is not None:
+        # Held through the manifest's verify and the download, which need only its
+        # release keys (and their scopes), epoch and expiry: its signatures, CAs
+        # (cached on flash, trust.save_cas) and roots are let go.
+        sector.signatures = sector.cas = sector.roots = ()
         from cert_sector.sector import check_expiry
 
         try:
@@ -75,10 +79,14 @@ def install(u, st, tag):
     if m.kind == "firmware":
         _install_firmware(u, st, m, tag, size, slots.manifest_path(hal, slot) + ".new")
         return
-    _plan_and_fetch(u, st, slot, m, tag, size)
+    # Of the header, the download needs the pack's size and the switch the order: the
+    # rest is not held through them.
+    order, pack_size = m.order, m.pack_size
+    m = None
+    _plan_and_fetch(u, st, slot, pack_size, tag, size)
     _verify_slot(u, slot)
     st[kind + "_repo"] = u.repo
-    slots.switch(hal, st, kind, slot, tag, m.order, u.cfg["trial_boots"])
+    slots.switch(hal, st, kind, slot, tag, order, u.cfg["trial_boots"])
     u.log(
         ("manager" if kind == "mgr" else "app")
         + ": switched to "
@@ -347,7 +355,7 @@ def read_manifest(u, path, sector):
 # -- 4/5. plan and fetch -----------------------------------------------------
 
 
-def _plan_and_fetch(u, st, slot, m, tag, size):
+def _plan_and_fetch(u, st, slot, pack_size, tag, size):
     hal = u.hal
     plan = hal.root + "/lcm/state/plan.bin"
     active = st.get(u.kind)
@@ -355,7 +363,7 @@ def _plan_and_fetch(u, st, slot, m, tag, size):
     free = hal.free_bytes()
     if free is not None and free < need + _FREE_MARGIN:
         raise Refused("not enough flash: " + str(need) + " bytes to write, " + str(free) + " free")
-    pack, budget = _pack(u, tag, m, size, get_bytes)
+    pack, budget = _pack(u, tag, pack_size, size, get_bytes)
     u.log(
         "download: "
         + str(get_bytes)
@@ -371,14 +379,14 @@ def _plan_and_fetch(u, st, slot, m, tag, size):
         pack.close()
 
 
-def _pack(u, tag, m, manifest_size, get_bytes):
+def _pack(u, tag, pack_size, manifest_size, get_bytes):
     """(PackStream, budget in ms) for fetching `get_bytes` of the pack."""
     # The signed manifest now says what is left to fetch: the check's whole budget
     # becomes the sector's cap, this manifest and those pack bytes; the resumes
     # allowed, check_resumes plus one per 32 KB.
     budget = u.budget(MAX_SECTOR_SIZE + manifest_size + get_bytes)
     resumes = u.cfg["check_resumes"] + get_bytes // 32768
-    pack = PackStream(u.client, u.url(tag, PACK_ASSET), m.pack_size, resumes, u.log)
+    pack = PackStream(u.client, u.url(tag, PACK_ASSET), pack_size, resumes, u.log)
     return pack, budget
 
 
@@ -558,7 +566,7 @@ def _install_firmware(u, st, m, tag, size, manifest):
     reader = entries = None
     collect()  # the writer needs one contiguous 4 KB flash block
     writer = FirmwareWriter(target, e.size, e.sha256, u.cfg["board"])
-    pack, budget = _pack(u, tag, m, size, e.size)
+    pack, budget = _pack(u, tag, m.pack_size, size, e.size)
     u.log(
         "firmware: "
         + str(e.size)

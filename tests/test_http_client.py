@@ -124,7 +124,7 @@ def test_cpython_path_bodies_redirects_ranges_and_keep_alive(server):
     resp = client.get(server.url("/moved"))
     assert resp.url == server.url("/plain") and _read(resp) == BODY
     resp = client.get(server.url("/range"), start=100, end=199)
-    assert (resp.status, resp.range_start, resp.range_total) == (206, 100, len(BODY))
+    assert (resp.status, resp.range_total) == (206, len(BODY))
     assert _read(resp) == BODY[100:200]
     assert (client.requests, client.connections) == (5, 1)
     assert client.bytes_in > 3 * len(BODY)
