@@ -28,9 +28,9 @@ _RETRIES = const(3)
 _EXPIRED = (403, 404, 410)
 
 
-def download(u, url, path, limit, headers=None):
+def download(u, url, path, limit, headers):
     """GET `url` with the Updater `u`'s client into the file `path`, at most `limit`
-    bytes, through its buffer; (size, sha256, etag).
+    bytes, through its buffer, with `headers` (a dict, or None); (size, sha256, etag).
 
     A StatusError (304 for an unchanged If-None-Match, 404, ...) is passed on.
     """
@@ -56,7 +56,7 @@ def download(u, url, path, limit, headers=None):
 class PackStream:
     """Byte ranges of the pack asset, [start, end), over one kept-alive connection."""
 
-    def __init__(self, client, url, size, max_resumes, log=print):
+    def __init__(self, client, url, size, max_resumes, log):
         self.client = client
         self.max_resumes = max_resumes
         self.url = url

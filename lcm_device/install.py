@@ -188,7 +188,7 @@ def _walk_chain(u, tag, top, reason):
     # The chain may be this long: the check's budget grows by as much.
     u.budget(MAX_SECTOR_SIZE + MAX_CHAIN_SIZE + MAX_MANIFEST_SIZE)
     try:
-        size = download(u, u.url(tag, CHAIN_ASSET), chain, MAX_CHAIN_SIZE)[0]
+        size = download(u, u.url(tag, CHAIN_ASSET), chain, MAX_CHAIN_SIZE, None)[0]
     except StatusError as exc:
         if exc.status != 404:
             raise
@@ -270,7 +270,7 @@ def _fetch_manifest(u, tag, sector, st, slot):
     final = slots.manifest_path(hal, slot)
     new = final + ".new"
     makedirs(hal.fs, hal.root + "/lcm")
-    size, digest, _ = download(u, u.url(tag, MANIFEST_ASSET), new, MAX_MANIFEST_SIZE)
+    size, digest, _ = download(u, u.url(tag, MANIFEST_ASSET), new, MAX_MANIFEST_SIZE, None)
     m = read_manifest(u, new, sector)
     from cert_sector.sector import manifest_order
 

@@ -71,7 +71,7 @@ class Updater:
     # the check's budget counts from there, so that a boot's two checks share one.
     started = None
 
-    def __init__(self, hal, cfg, kind, buf, log=print):
+    def __init__(self, hal, cfg, kind, buf, log):
         self.hal = hal
         self.cfg = cfg
         self.kind = kind
