@@ -70,8 +70,9 @@ class FileEntry:
 
 
 class Manifest:
-    """Header fields of a manifest; `files` is filled only by `parse_manifest`
-    (publisher/manifest_format.py).
+    """Header fields of a manifest; `files` only on the publisher's side (given when
+    building one, filled by publisher/manifest_format.py's `parse_manifest`). No
+    argument has a default: on a board a default costs RAM.
 
     Fields at their usual value are class attributes, set on an instance only when
     they differ: a files/stable manifest for any board read on a device then has 9
@@ -94,15 +95,15 @@ class Manifest:
         repo,
         version,
         seq,
-        kind="files",
-        channel="stable",
-        boards=(),
-        min_manager="",
-        pack_name="",
-        pack_size=0,
-        pack_sha256=b"\0" * 32,
-        created=0,
-        files=None,
+        kind,
+        channel,
+        boards,
+        min_manager,
+        pack_name,
+        pack_size,
+        pack_sha256,
+        created,
+        files,  # a list of FileEntry, or None (a device streams them instead)
     ):
         self.repo = repo
         self.version = version
@@ -193,6 +194,7 @@ class ManifestReader:
             pack_size,
             pack_sha,
             created,
+            None,
         )
         m.file_count = n_files
         self.manifest = m
