@@ -77,7 +77,9 @@ def install(u, st, tag):
         raise Refused("roll-out document for sequence " + str(staged.manifest_seq))
     staged = None
     if m.kind == "firmware":
-        _install_firmware(u, st, m, tag, size, slots.manifest_path(hal, slot) + ".new")
+        from lcm_device.firmware import install_firmware
+
+        install_firmware(u, st, m, tag, size, slots.manifest_path(hal, slot) + ".new")
         return
     # Of the header, the download needs the pack's size and the switch the order: the
     # rest is not held through them.
@@ -363,7 +365,7 @@ def _plan_and_fetch(u, st, slot, pack_size, tag, size):
     free = hal.free_bytes()
     if free is not None and free < need + _FREE_MARGIN:
         raise Refused("not enough flash: " + str(need) + " bytes to write, " + str(free) + " free")
-    pack, budget = _pack(u, tag, pack_size, size, get_bytes)
+    pack, budget = pack_stream(u, tag, pack_size, size, get_bytes)
     u.log(
         "download: "
         + str(get_bytes)
@@ -379,7 +381,7 @@ def _plan_and_fetch(u, st, slot, pack_size, tag, size):
         pack.close()
 
 
-def _pack(u, tag, pack_size, manifest_size, get_bytes):
+def pack_stream(u, tag, pack_size, manifest_size, get_bytes):
     """(PackStream, budget in ms) for fetching `get_bytes` of the pack."""
     # The signed manifest now says what is left to fetch: the check's whole budget
     # becomes the sector's cap, this manifest and those pack bytes; the resumes
@@ -532,67 +534,6 @@ def _run_end(pf, end):
             end = stop
     finally:
         pf.seek(pos)
-
-
-# -- firmware (ESP32 OTA partitions) ------------------------------------------
-
-
-def _install_firmware(u, st, m, tag, size, manifest):
-    """Stream firmware.bin into the next OTA partition (lcm_device.firmware), then boot it.
-
-    boot.json records `fw_next` (tag, sequence, partition) before set_boot:
-    the next boot sees which partition the bootloader chose and either
-    adopts the tag (`fw_tag`, marked valid after its first check) or, when
-    the bootloader went back after set_boot (`fw_next`'s 4th element), records
-    it as `fw_bad` (lcm_device.startup._firmware_booted).
-    """
-    from lcm_device.firmware import FirmwareWriter
-
-    hal = u.hal
-    parts = hal.partitions()
-    if parts is None:
-        raise Refused("this board has no OTA partitions for a firmware release")
-    with open(manifest, "rb") as f:
-        reader = ManifestReader(stream=f, body_size=file_size(manifest) - SIGNATURE_BLOCK)
-        reader.header()
-        entries = reader.files()
-        e = next(entries)
-        for _ in entries:
-            pass  # M1-M3 over the whole record list
-    if m.file_count != 1 or e.path != "firmware.bin":
-        raise Refused("manifest: a firmware release holds exactly one file, firmware.bin")
-    target = parts(parts.RUNNING).get_next_update()  # esp32.Partition's next OTA partition
-    label = partition_label(target)
-    reader = entries = None
-    collect()  # the writer needs one contiguous 4 KB flash block
-    writer = FirmwareWriter(target, e.size, e.sha256, u.cfg["board"])
-    pack, budget = _pack(u, tag, m.pack_size, size, e.size)
-    u.log(
-        "firmware: "
-        + str(e.size)
-        + " bytes into "
-        + label
-        + "; check budget "
-        + str(budget // 1000)
-        + " s"
-    )
-    try:
-        pack.open(e.offset, e.offset + e.size)
-        pump(pack, u.io, e.size, writer, None)
-    finally:
-        pack.close()
-    writer.finish()
-    u.log("firmware: written, hashed and read back")
-    st["fw_next"] = [tag, m.order, label]
-    st["app_repo"] = u.repo
-    slots.save(hal, st)
-    writer.activate()
-    # Recorded after set_boot(): if the old image runs at the next boot, the
-    # bootloader rolled the new one back (fw_bad) rather than it never being set.
-    st["fw_next"] = [tag, m.order, label, True]
-    slots.save(hal, st)
-    hal.fs.remove(manifest)
-    u.log("firmware: " + tag + " boots next from " + label)
 
 
 def partition_label(p):
