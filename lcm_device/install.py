@@ -137,7 +137,9 @@ def _refresh_sector(u, tag):
         if trusted is None and kind == "app" and not u.roots:
             # No app roots pinned at build time: the setup page's fingerprint
             # or trust on first use decides, once, from this first sector.
-            _pin_first_sector(u, fresh)
+            from lcm_device.firstpin import pin_first_sector
+
+            pin_first_sector(u, fresh)
         if trusted is None:
             trusted = trust.pinned(u.repo, u.roots, u.threshold)
         try:
@@ -230,33 +232,6 @@ def _walk_chain(u, tag, top, reason):
         remove_if_exists(hal.fs, link)
         remove_if_exists(hal.fs, chain)
     return trusted
-
-
-def _pin_first_sector(u, sector):
-    """Pin the roots of the first app sector in the config; TrustError when refused."""
-    from cert_sector.keys import key_id_hex
-    from lcm_device import config
-    from lcm_device.firstpin import pin_in_config, roots_from_first_sector
-
-    cfg = u.cfg
-    fingerprint = cfg.get("app_root_fingerprint")
-    tofu = cfg.get("app_trust_first_use") is True
-    roots, threshold = roots_from_first_sector(sector, u.repo, fingerprint, tofu, u.hal.time())
-    pinned = pin_in_config(cfg, roots, threshold)
-    # Saved before the sector is swapped in: a power cut in between leaves the
-    # pin, and the next check verifies the same sector against it.
-    config.save(u.hal, pinned)
-    cfg.pop("app_root_fingerprint", None)
-    cfg.pop("app_trust_first_use", None)
-    cfg["app_roots"] = u.roots = pinned["app_roots"]
-    cfg["app_threshold"] = u.threshold = threshold
-    u.log(
-        "app: pinned root keys "
-        + " ".join(key_id_hex(r) for r in roots)
-        + " from the first sector ("
-        + ("fingerprint" if fingerprint else "trust on first use")
-        + ")"
-    )
 
 
 # -- 3. the manifest ---------------------------------------------------------
