@@ -341,6 +341,14 @@ class Client:
             self._sock = self._key = self._poll = None
             self._pos = self._end = 0
 
+    def close_plain(self):
+        """Drop a plain HTTP connection, keep a TLS one: before a long computation (a
+        signature check), whose heap the socket would hold. A plain connection costs
+        one TCP connect to make again; a TLS one a handshake: seconds, and more heap
+        than its socket frees."""
+        if self._key is not None and self._key[0] == "http":
+            self.close()
+
     def redirect_url(self, url, location):
         """Where a redirect from `url` to `location` leads; ProtocolError for https -> http."""
         to = join_url(url, location)

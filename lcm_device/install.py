@@ -130,6 +130,7 @@ def _refresh_sector(u, tag):
             trust.save_etag(hal, kind, etag)  # next time: 304, no body
         return sector
     trusted = sector
+    u.client.close_plain()  # the sector's verify is the install's busiest heap
     try:
         # Parsed field by field from flash, its body hashed on the way (its CAs
         # stay there): a sector of 4096 bytes never sits in RAM.
