@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cert_sector import sector as sf
+from publisher import sector_format as sf
 from publisher.host.server import start_host
 from publisher.release.github import RetryPolicy, Session
 from publisher.release.publish import PublishRequest, publish

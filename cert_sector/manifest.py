@@ -29,13 +29,12 @@ Layout (big-endian; see docs/formats.md):
   ... end of signed body ... | 8 key id | 64 r‖s
 
 The device never holds the file list: it streams records from flash with
-`ManifestReader.files()`.
+`ManifestReader.files()`. Building a manifest and reading one held in memory
+(the publisher's side) are in publisher/manifest_format.py: a board does not
+keep them in RAM.
 """
 
-import hashlib
-import struct
-
-from cert_sector.encoding import Reader, check_repo, pack_text
+from cert_sector.encoding import Reader, check_repo
 from cert_sector.errors import (
     FormatError,
     MismatchError,
@@ -71,7 +70,9 @@ class FileEntry:
 
 
 class Manifest:
-    """Header fields of a manifest; `files` is filled only by `parse_manifest` (CPython side).
+    """Header fields of a manifest; `files` only on the publisher's side (given when
+    building one, filled by publisher/manifest_format.py's `parse_manifest`). No
+    argument has a default: on a board a default costs RAM.
 
     Fields at their usual value are class attributes, set on an instance only when
     they differ: a files/stable manifest for any board read on a device then has 9
@@ -94,15 +95,15 @@ class Manifest:
         repo,
         version,
         seq,
-        kind="files",
-        channel="stable",
-        boards=(),
-        min_manager="",
-        pack_name="",
-        pack_size=0,
-        pack_sha256=b"\0" * 32,
-        created=0,
-        files=None,
+        kind,
+        channel,
+        boards,
+        min_manager,
+        pack_name,
+        pack_size,
+        pack_sha256,
+        created,
+        files,  # a list of FileEntry, or None (a device streams them instead)
     ):
         self.repo = repo
         self.version = version
@@ -138,58 +139,6 @@ def check_path(path):
         if part in ("", ".", ".."):
             raise FormatError("path is not relative and normalised: " + repr(path))
     return path
-
-
-def pack_body(m):
-    """The signed body of manifest `m` (files in any order; they are sorted and tiled here)."""
-    check_repo(m.repo)
-    parse_version(m.version)
-    if m.min_manager:
-        parse_version(m.min_manager)
-    if m.kind not in KINDS or m.channel not in CHANNELS:
-        raise FormatError("kind must be files|firmware and channel stable|beta")
-    if not 0 <= m.seq <= 0xFFFFFFFF:
-        raise FormatError("sequence must fit in 32 bits")
-    if len(m.boards) > MAX_BOARDS or not 1 <= len(m.files) <= MAX_FILES:
-        raise FormatError("1.." + str(MAX_FILES) + " files and at most 8 boards")
-    parts = [
-        MAGIC,
-        bytes([FORMAT_VERSION, KINDS.index(m.kind), CHANNELS.index(m.channel), 0]),
-        struct.pack(">II", m.seq, m.created),
-        pack_text(m.repo, "repo", MAX_NAME * 2),
-        pack_text(m.version, "version", MAX_NAME),
-        pack_text(m.min_manager, "minimum manager version", MAX_NAME),
-        bytes([len(m.boards)]),
-    ]
-    for board in m.boards:
-        parts.append(pack_text(board, "board", 32))
-    parts.append(pack_text(m.pack_name, "pack name", MAX_NAME))
-    parts.append(struct.pack(">I", m.pack_size) + m.pack_sha256)
-    parts.append(struct.pack(">H", len(m.files)))
-    offset = 0
-    previous = b""
-    for f in sorted(m.files, key=lambda f: f.path.encode("utf-8")):
-        raw = check_path(f.path).encode("utf-8")
-        if raw == previous:
-            raise FormatError("duplicate path " + repr(f.path))
-        previous = raw
-        if f.offset != offset or not 0 <= f.size <= MAX_FILE_SIZE or len(f.sha256) != 32:
-            raise FormatError("file " + repr(f.path) + " does not tile the pack")
-        parts.append(pack_text(f.path, "path", MAX_PATH))
-        parts.append(struct.pack(">II", f.size, f.offset) + f.sha256)
-        offset += f.size
-    if offset != m.pack_size:
-        raise FormatError(
-            "files cover " + str(offset) + " bytes of a " + str(m.pack_size) + "-byte pack"
-        )
-    return b"".join(parts)
-
-
-def pack_manifest(body, kid, signature):
-    """The bytes of the manifest asset: body, then the release key id and r‖s."""
-    if len(kid) != KEY_ID_SIZE or len(signature) != SIGNATURE_SIZE:
-        raise FormatError("a signature is an 8-byte key id and 64 bytes r‖s")
-    return body + kid + signature
 
 
 class ManifestReader:
@@ -245,6 +194,7 @@ class ManifestReader:
             pack_size,
             pack_sha,
             created,
+            None,
         )
         m.file_count = n_files
         self.manifest = m
@@ -273,16 +223,6 @@ class ManifestReader:
         if offset != m.pack_size:  # Rule M3
             raise FormatError("files do not cover the pack")
         r.end("file records")  # Rule M1
-
-
-def split_signature(data):
-    """(body, key id, r‖s) of manifest bytes; checks only the sizes."""
-    if len(data) > MAX_MANIFEST_SIZE:
-        raise FormatError("manifest larger than " + str(MAX_MANIFEST_SIZE) + " bytes")
-    if len(data) <= SIGNATURE_BLOCK:
-        raise FormatError("manifest truncated")
-    end = len(data) - SIGNATURE_BLOCK
-    return data[:end], bytes(data[end : end + KEY_ID_SIZE]), bytes(data[end + KEY_ID_SIZE :])
 
 
 def check_signature(digest, kid, signature, sector):
@@ -343,28 +283,3 @@ def check_header(m, repo, installed_seq, board, channel, manager_version):
         raise RollbackError(
             "manifest sequence " + str(m.seq) + " is not above the installed " + str(installed_seq)
         )
-
-
-def parse_manifest(data):
-    """Parse manifest bytes fully (CPython side and tests): Manifest with `files`. M1-M3."""
-    body, kid, signature = split_signature(data)
-    import io
-
-    reader = ManifestReader(io.BytesIO(body), len(body))
-    m = reader.header()
-    m.files = list(reader.files())
-    m.key_id = kid
-    m.signature = signature
-    return m
-
-
-def verify_manifest(
-    data, sector, repo, installed_seq=-1, board=None, channel="stable", manager_version=""
-):
-    """Apply M1-M6 to manifest bytes held in memory; returns the Manifest."""
-    body, kid, signature = split_signature(data)
-    check_signature(hashlib.sha256(body).digest(), kid, signature, sector)
-    m = parse_manifest(data)
-    check_scope(sector, kid, m.channel, m.boards)
-    check_header(m, repo, installed_seq, board, channel, manager_version)
-    return m

@@ -8,7 +8,7 @@ the tag (`tag_from_pointer`), answered 200. Beta devices then read the
 `beta.tag` pointer asset of that latest full release.
 """
 
-from cert_sector.assets import BETA_POINTER_ASSET, MAX_TAG
+from cert_sector.assets import MAX_TAG
 from cert_sector.encoding import const
 from cert_sector.errors import FormatError
 
@@ -22,10 +22,6 @@ def latest_url(web_url, repo):
 
 def download_url(web_url, repo, tag, name):
     return web_url.rstrip("/") + "/" + repo + "/releases/download/" + tag + "/" + name
-
-
-def beta_pointer_url(web_url, repo):
-    return web_url.rstrip("/") + "/" + repo + "/releases/latest/download/" + BETA_POINTER_ASSET
 
 
 def check_tag(tag):

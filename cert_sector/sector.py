@@ -34,12 +34,15 @@ Layout (big-endian; see docs/formats.md):
   [flags & FLAG_EPOCH: u32 epoch | u32 first_seq]
   ... end of signed body ...
   | u8 n_sigs | n_sigs x (8 key id | 64 r‖s)
+
+A device reads a sector from flash (read_sector_file) and checks it
+(check_sector). Building one and reading one held in memory (the publisher's
+side) are in publisher/sector_format.py: a board does not keep them in RAM.
 """
 
 import hashlib
-import struct
 
-from cert_sector.encoding import Reader, check_repo, pack_text
+from cert_sector.encoding import Reader, check_repo
 from cert_sector.errors import (
     ExpiredError,
     FormatError,
@@ -157,7 +160,7 @@ class Sector:
         return None
 
 
-def _check_unique(items, what):
+def check_unique(items, what):
     # Rule S2: duplicates would let one key count twice toward a threshold.
     seen = []
     for item in items:
@@ -167,57 +170,7 @@ def _check_unique(items, what):
         seen.append(item)
 
 
-def pack_body(sector):
-    """The signed body of `sector` (S1/S2 checked, so a bad sector cannot be produced)."""
-    check_repo(sector.repo)
-    if not 0 <= sector.seq <= 0xFFFFFFFF or not 0 <= sector.expires <= 0xFFFFFFFF:
-        raise FormatError("sequence and expiry must fit in 32 bits")
-    if not 1 <= sector.threshold <= len(sector.roots):
-        raise FormatError("threshold must be between 1 and the number of roots")
-    if len(sector.roots) > MAX_KEYS or len(sector.release_keys) > MAX_KEYS:
-        raise FormatError("at most " + str(MAX_KEYS) + " root and release keys")
-    if len(sector.cas) > MAX_CAS:
-        raise FormatError("at most " + str(MAX_CAS) + " CA certificates")
-    _check_unique(sector.roots, "root key")
-    _check_unique(sector.release_keys, "release key")
-    parts = [
-        MAGIC,
-        bytes(
-            [
-                FORMAT_VERSION,
-                (FLAG_SCOPES if sector.scopes else 0) | (FLAG_EPOCH if sector.epoch else 0),
-            ]
-        ),
-        pack_text(sector.repo, "repo", MAX_REPO_LEN),
-        struct.pack(">IIBB", sector.seq, sector.expires, sector.threshold, len(sector.roots)),
-    ]
-    for key in sector.roots:
-        parts.append(check_public_key(key, "root key"))
-    parts.append(bytes([len(sector.release_keys)]))
-    for key in sector.release_keys:
-        parts.append(check_public_key(key, "release key"))
-    parts.append(bytes([len(sector.cas)]))
-    for der in sector.cas:
-        if not 0 < len(der) <= 0xFFFF:
-            raise FormatError("CA certificate of " + str(len(der)) + " bytes")
-        parts.append(struct.pack(">H", len(der)) + der)
-    if sector.scopes:
-        parts.append(bytes([len(sector.scopes)]))
-        for index in sorted(sector.scopes):
-            bits, boards = sector.scopes[index]
-            _check_scope(index, bits, len(boards), len(sector.release_keys))
-            parts.append(bytes([index, bits, len(boards)]))
-            _check_unique([b.encode() for b in boards], "scope board")
-            for board in boards:
-                parts.append(pack_text(board, "board", MAX_BOARD_NAME))
-    if sector.epoch:
-        if not 0 < sector.epoch <= 0xFFFFFFFF or not 0 <= sector.first_seq <= 0xFFFFFFFF:
-            raise FormatError("epoch and first sequence must fit in 32 bits")
-        parts.append(struct.pack(">II", sector.epoch, sector.first_seq))
-    return b"".join(parts)
-
-
-def _check_scope(index, bits, n_boards, n_keys):
+def check_key_scope(index, bits, n_boards, n_keys):
     # Rule S8: a scope limits a listed key to known channels and a bounded board list.
     if index >= n_keys:
         raise FormatError("key scope for release key " + str(index) + " of " + str(n_keys))
@@ -225,38 +178,6 @@ def _check_scope(index, bits, n_boards, n_keys):
         raise FormatError("key scope with no or unknown channels")
     if n_boards > MAX_KEYS:
         raise FormatError("key scope with more than " + str(MAX_KEYS) + " boards")
-
-
-def pack_sector(body, signatures, min_signatures=1):
-    """Body plus signatures [(key id, r‖s)]: the bytes of `certs.sector`.
-
-    `min_signatures=0` packs a sector still being signed (the publisher's root
-    ceremony); a device never accepts one (parse_sector's default is 1)."""
-    if not min_signatures <= len(signatures) <= MAX_SIGNATURES:
-        raise FormatError("a sector needs 1 to " + str(MAX_SIGNATURES) + " signatures")
-    _check_unique([kid for kid, _ in signatures], "signature key id")
-    parts = [body, bytes([len(signatures)])]
-    for kid, sig in signatures:
-        if len(kid) != KEY_ID_SIZE or len(sig) != SIGNATURE_SIZE:
-            raise FormatError("a signature is an 8-byte key id and 64 bytes r‖s")
-        parts.append(kid + sig)
-    data = b"".join(parts)
-    if len(data) > MAX_SECTOR_SIZE:
-        raise FormatError(
-            "sector is " + str(len(data)) + " bytes, more than " + str(MAX_SECTOR_SIZE)
-        )
-    return data
-
-
-def parse_sector(data, min_signatures=1):
-    """Parse (S1, S2) without checking signatures. Raises FormatError.
-
-    `min_signatures=0` reads a sector still being signed (publisher side only)."""
-    if len(data) > MAX_SECTOR_SIZE:  # Rule S1
-        raise FormatError("sector larger than " + str(MAX_SECTOR_SIZE) + " bytes")
-    sector, body_end = _parse(Reader(data, None, len(data)), min_signatures, None)
-    sector.body = bytes(data[:body_end])
-    return sector
 
 
 def read_sector_file(f, size, buf):
@@ -271,10 +192,10 @@ def read_sector_file(f, size, buf):
         raise FormatError("sector larger than " + str(MAX_SECTOR_SIZE) + " bytes")
     r = Reader(None, f, size)
     r.hasher = hashlib.sha256()
-    return _parse(r, 1, buf)[0]
+    return parse_fields(r, 1, buf)[0]
 
 
-def _parse(r, min_signatures, buf):
+def parse_fields(r, min_signatures, buf):
     # (Sector, size of its body) from Reader `r`; with `buf`, CAs are skipped (left
     # where they are, as (offset, length)) and the body's digest is taken on the way.
     if bytes(r.take(4, "magic")) != MAGIC:
@@ -322,9 +243,9 @@ def _parse(r, min_signatures, buf):
             if index <= previous:  # Rule S8: ascending, so no key has two scopes
                 raise FormatError("key scopes not in ascending key order")
             previous = index
-            _check_scope(index, bits, n_boards, len(release_keys))
+            check_key_scope(index, bits, n_boards, len(release_keys))
             boards = [r.text("board", MAX_BOARD_NAME) for _ in range(n_boards)]
-            _check_unique([b.encode() for b in boards], "scope board")
+            check_unique([b.encode() for b in boards], "scope board")
             scopes[index] = (bits, boards)
     epoch = first_seq = 0
     if flags & FLAG_EPOCH:
@@ -345,7 +266,7 @@ def _parse(r, min_signatures, buf):
         kid = bytes(r.take(KEY_ID_SIZE, "signature key id"))
         signatures.append((kid, bytes(r.take(SIGNATURE_SIZE, "signature"))))
     r.end("signatures")
-    _check_unique([kid for kid, _ in signatures], "signature key id")
+    check_unique([kid for kid, _ in signatures], "signature key id")
     sector = Sector(
         repo,
         seq,
@@ -369,20 +290,10 @@ def _keys(r, what):
     if n > MAX_KEYS:
         raise FormatError("more than " + str(MAX_KEYS) + " " + what + "s")
     keys = [bytes(r.take(PUBLIC_KEY_SIZE, what)) for _ in range(n)]
-    _check_unique(keys, what)
+    check_unique(keys, what)
     for key in keys:
         check_public_key(key, what)
     return keys
-
-
-def verify_sector(data, trusted, now=None):
-    """Parse `data` and apply S1-S7 against `trusted` (a Sector or PinnedRoots).
-
-    `now` is the Unix time when the device knows it, else None. Returns the
-    verified Sector; raises a TrustError subclass naming the failed rule.
-    """
-    sector = parse_sector(data)
-    return check_sector(sector, hashlib.sha256(sector.body).digest(), trusted, now)
 
 
 def check_sector(sector, digest, trusted, now):

@@ -23,6 +23,28 @@ from lcm_device.compat import collect, ticks_ms, unload
 from lcm_device.hal.fs import write_atomic
 from lcm_device.startup import APP_NEXT, confirm_manager, log, repair_manager, step
 
+# What a check imports (the network and the setup portal, the update engine, the
+# verifier, TLS), released after the checks: module name prefixes. Named, not found by
+# comparing sys.modules before and after: a list of every module loaded before, held
+# through the check, was its peak's largest object after the buffer (about 20 names on
+# a board, every module of the manager in the ROM model, which imports them all first).
+_CHECK_MODULES = (
+    "lcm_device.wifi",
+    "lcm_device.portal",
+    "lcm_device.update",
+    "lcm_device.install",
+    "lcm_device.fetch",
+    "lcm_device.http",
+    "lcm_device.trust",
+    "lcm_device.firstpin",
+    "lcm_device.rollout",
+    "lcm_device.firmware",
+    "cert_sector.",
+    "ssl",
+)
+# Of those, what the boot had before the check (the boot state and log formats).
+_BOOT_FORMATS = ("cert_sector.bootstate", "cert_sector.logline", "cert_sector.errors")
+
 
 def run(hal, sched, power, buf):
     """Check with the buffer `buf`, then reset into the app boot (never returns on a
@@ -48,8 +70,6 @@ def _checks(hal, cfg, sched, buf):
         from lcm_device.schedule import uptime_s
 
         now = uptime_s()
-    # What the check imports (network, engine, verifier) is released after it.
-    loaded = list(sys.modules)
     if not _network(hal, cfg):
         log("check: no network")
         _fleet_record(hal, cfg, ["failed"], "check: no network")
@@ -88,8 +108,9 @@ def _checks(hal, cfg, sched, buf):
         if result == "installed" and kind == "mgr":
             hal.reset()  # the new manager's own update boot comes next (it is on trial)
     Updater = buf = None
-    unload([name for name in sys.modules if name not in loaded], True)
-    loaded = None
+    unload(
+        [n for n in sys.modules if n.startswith(_CHECK_MODULES) and n not in _BOOT_FORMATS], True
+    )
     _fleet_record(hal, cfg, results, last[1])
     st = slots.load(hal)
     if "crashed" in results and st.get("fw_pending"):

@@ -15,6 +15,7 @@ import hashlib
 from lcm_device.compat import const
 from lcm_device.hal.fs import pump
 from lcm_device.http import (
+    REDIRECTS,
     BudgetError,
     NetworkError,
     ProtocolError,
@@ -24,13 +25,12 @@ from lcm_device.http import (
 from lcm_device.update import Refused
 
 _RETRIES = const(3)
-_REDIRECTS = (301, 302, 303, 307, 308)
 _EXPIRED = (403, 404, 410)
 
 
-def download(u, url, path, limit, headers=None):
+def download(u, url, path, limit, headers):
     """GET `url` with the Updater `u`'s client into the file `path`, at most `limit`
-    bytes, through its buffer; (size, sha256, etag).
+    bytes, through its buffer, with `headers` (a dict, or None); (size, sha256, etag).
 
     A StatusError (304 for an unchanged If-None-Match, 404, ...) is passed on.
     """
@@ -56,7 +56,7 @@ def download(u, url, path, limit, headers=None):
 class PackStream:
     """Byte ranges of the pack asset, [start, end), over one kept-alive connection."""
 
-    def __init__(self, client, url, size, max_resumes, log=print):
+    def __init__(self, client, url, size, max_resumes, log):
         self.client = client
         self.max_resumes = max_resumes
         self.url = url
@@ -83,7 +83,7 @@ class PackStream:
         url = self.cdn or self.url
         n = self.end - self.pos
         resp = client.get(url, start=self.pos, end=self.end - 1, max_bytes=n, follow=False)
-        if resp.status in _REDIRECTS:
+        if resp.status in REDIRECTS:
             resp.close()
             if resp.location is None:
                 raise ProtocolError("pack redirect without Location")

@@ -16,7 +16,8 @@ Rules (each check below names the rule it enforces):
 
 The writer streams: the update engine feeds it the pack's bytes as they
 arrive (`write`), and it collects them into one 4 KB flash block at a time,
-the only buffer it holds.
+the only buffer it holds. `install_firmware` is the engine's firmware path
+(lcm_device/install.py hands a verified firmware release to it).
 """
 
 import hashlib
@@ -96,3 +97,68 @@ class FirmwareWriter:
     def activate(self):
         """Rule F4: boot the new image next (after `finish`)."""
         self.partition.set_boot()
+
+
+def install_firmware(u, st, m, tag, size, manifest):
+    """Step 5-7 of lcm_device.install for a firmware release (its manifest verified, at
+    `manifest`): stream firmware.bin into the next OTA partition, then boot it. Here,
+    not in install.py: a files release, the common case, does not load it.
+
+    boot.json records `fw_next` (tag, sequence, partition) before set_boot:
+    the next boot sees which partition the bootloader chose and either
+    adopts the tag (`fw_tag`, marked valid after its first check) or, when
+    the bootloader went back after set_boot (`fw_next`'s 4th element), records
+    it as `fw_bad` (lcm_device.startup._firmware_booted).
+    """
+    from cert_sector.manifest import SIGNATURE_BLOCK, ManifestReader
+    from lcm_device import slots
+    from lcm_device.compat import collect, file_size
+    from lcm_device.hal.fs import pump
+    from lcm_device.install import pack_stream, partition_label
+    from lcm_device.update import Refused
+
+    hal = u.hal
+    parts = hal.partitions()
+    if parts is None:
+        raise Refused("this board has no OTA partitions for a firmware release")
+    with open(manifest, "rb") as f:
+        reader = ManifestReader(stream=f, body_size=file_size(manifest) - SIGNATURE_BLOCK)
+        reader.header()
+        entries = reader.files()
+        e = next(entries)
+        for _ in entries:
+            pass  # M1-M3 over the whole record list
+    if m.file_count != 1 or e.path != "firmware.bin":
+        raise Refused("manifest: a firmware release holds exactly one file, firmware.bin")
+    target = parts(parts.RUNNING).get_next_update()  # esp32.Partition's next OTA partition
+    label = partition_label(target)
+    reader = entries = None
+    collect()  # the writer needs one contiguous 4 KB flash block
+    writer = FirmwareWriter(target, e.size, e.sha256, u.cfg["board"])
+    pack, budget = pack_stream(u, tag, m.pack_size, size, e.size)
+    u.log(
+        "firmware: "
+        + str(e.size)
+        + " bytes into "
+        + label
+        + "; check budget "
+        + str(budget // 1000)
+        + " s"
+    )
+    try:
+        pack.open(e.offset, e.offset + e.size)
+        pump(pack, u.io, e.size, writer, None)
+    finally:
+        pack.close()
+    writer.finish()
+    u.log("firmware: written, hashed and read back")
+    st["fw_next"] = [tag, m.order, label]
+    st["app_repo"] = u.repo
+    slots.save(hal, st)
+    writer.activate()
+    # Recorded after set_boot(): if the old image runs at the next boot, the
+    # bootloader rolled the new one back (fw_bad) rather than it never being set.
+    st["fw_next"] = [tag, m.order, label, True]
+    slots.save(hal, st)
+    hal.fs.remove(manifest)
+    u.log("firmware: " + tag + " boots next from " + label)

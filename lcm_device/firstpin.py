@@ -69,3 +69,31 @@ def pin_in_config(cfg, roots, threshold):
     out.pop("app_root_fingerprint", None)
     out.pop("app_trust_first_use", None)
     return out
+
+
+def pin_first_sector(u, sector):
+    """Pin the roots of the first app sector in the config and in the Updater `u`
+    (lcm_device.install's first step, when no app roots are pinned); TrustError when
+    refused."""
+    from cert_sector.keys import key_id_hex
+    from lcm_device import config
+
+    cfg = u.cfg
+    fingerprint = cfg.get("app_root_fingerprint")
+    tofu = cfg.get("app_trust_first_use") is True
+    roots, threshold = roots_from_first_sector(sector, u.repo, fingerprint, tofu, u.hal.time())
+    pinned = pin_in_config(cfg, roots, threshold)
+    # Saved before the sector is swapped in: a power cut in between leaves the
+    # pin, and the next check verifies the same sector against it.
+    config.save(u.hal, pinned)
+    cfg.pop("app_root_fingerprint", None)
+    cfg.pop("app_trust_first_use", None)
+    cfg["app_roots"] = u.roots = pinned["app_roots"]
+    cfg["app_threshold"] = u.threshold = threshold
+    u.log(
+        "app: pinned root keys "
+        + " ".join(key_id_hex(r) for r in roots)
+        + " from the first sector ("
+        + ("fingerprint" if fingerprint else "trust on first use")
+        + ")"
+    )

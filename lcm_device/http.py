@@ -19,7 +19,7 @@ The code is kept small on purpose (few functions, short messages): a loaded
 import select
 import socket
 
-from lcm_device.compat import const, ticks_diff, ticks_ms
+from lcm_device.compat import collect, const, ticks_diff, ticks_ms
 
 try:
     _Timeout = TimeoutError
@@ -41,11 +41,15 @@ _DRAIN = const(2048)
 # kept in the client's URL slot, not made into a str (see Client.__init__).
 _LONG_VALUE = const(256)
 
+# Statuses that redirect (shared with fetch.py and update.py: on a board that loads
+# .mpy files from ROMFS, each tuple written out in the code is an object in RAM).
+REDIRECTS = (301, 302, 303, 307, 308)
+
 # Body framing.
 _LENGTH = const(0)
 _CHUNKED = const(1)
 _TO_CLOSE = const(2)
-_NONE = const(3)
+_NONE = const(3)  # the last: `mode >= _TO_CLOSE` is _TO_CLOSE or _NONE
 
 # The only headers kept; Response._kept is indexed like this tuple.
 _KEPT = (
@@ -86,7 +90,7 @@ del _BASES, _ATTRS
 
 def _net(exc, what):
     # The HTTPError for a socket/TLS OSError.
-    if isinstance(exc, _Timeout) or (exc.args and exc.args[0] in (110, 11)):
+    if isinstance(exc, _Timeout) or (exc.args and (exc.args[0] == 110 or exc.args[0] == 11)):
         return StalledError(what + " timed out")
     return NetworkError("%s failed: %s" % (what, " ".join(str(exc).split())))
 
@@ -99,7 +103,7 @@ def _bytes_of(url):
     return url
 
 
-def _clean(text, what, low=32):
+def _clean(text, what, low):
     # URLs and header values go into the request: printable ASCII above `low`.
     # Checked as bytes: a str per character may intern new strings (heap).
     data = _bytes_of(text)
@@ -139,7 +143,7 @@ def _url_parts(url):
     # left in place because a signed URL is long (github.com's: about 1.3 KB) and
     # a small heap may have no free block that size for a copy. `url` is a str or
     # the memoryview of a client's URL slot.
-    data = _bytes_of(_clean(url, "URL"))
+    data = _bytes_of(_clean(url, "URL", 32))
     n = len(data)
     i = 0
     while i + 2 < n and not (data[i] == 58 and data[i + 1] == 47 and data[i + 2] == 47):
@@ -153,7 +157,7 @@ def _url_parts(url):
         if data[k] == 35:
             end = k
             break
-        if j == n and k >= i + 3 and data[k] in (47, 63):
+        if j == n and k >= i + 3 and (data[k] == 47 or data[k] == 63):
             j = k
     j = min(j, end)
     host = str(data[i + 3 : j], "utf-8").lower()
@@ -161,7 +165,7 @@ def _url_parts(url):
     if ":" in host:
         host, port = host.rsplit(":", 1)
         port = int(port) if port.isdigit() and 0 < int(port) < 65536 else 0
-    if i < 1 or scheme not in ("http", "https") or not port or not host or "@" in host:
+    if i < 1 or (scheme != "http" and scheme != "https") or not port or not host or "@" in host:
         raise HTTPError("unsupported URL %r" % _show(url))
     return scheme, host, port, j, end
 
@@ -172,7 +176,7 @@ def join_url(base, location):
     A long Location (kept in a client's URL slot) must be absolute, and so must the
     base of a relative one: they are never copied to be joined.
     """
-    if _is_http_url(_bytes_of(_clean(location, "Location"))):
+    if _is_http_url(_bytes_of(_clean(location, "Location", 32))):
         return location
     if not isinstance(location, str) or not isinstance(base, str):
         raise LimitError("a relative Location joined to a URL over %d bytes" % _LONG_VALUE)
@@ -202,7 +206,7 @@ class Response:
 
     # Set on the instance only when present: a small heap has room for a small
     # instance dict but not always for a bigger one.
-    location = length = range_start = range_total = None
+    location = length = range_total = None
 
     def __init__(self, client, url, status, kept):
         self._client = client
@@ -217,21 +221,21 @@ class Response:
         key = name.lower().encode()
         return self._kept[_KEPT.index(key)] if key in _KEPT else None
 
-    def readinto(self, mv, n=-1):
+    def readinto(self, mv):
         """Body bytes into `mv`; 0 at the end.
 
         `mv` may be the client's own buffer from its first byte (one buffer for
         everything): bytes still pending in it always lie past what is copied.
         Raises LimitError past max_bytes, StalledError on a read timeout or
         below min_rate, NetworkError when the body is cut, ProtocolError on bad
-        chunking. (mv None: discard up to n bytes, to drain.)
+        chunking.
         """
         c = self._client
         if c._resp is not self:
             return 0
-        if mv is not None and not isinstance(mv, memoryview):
+        if not isinstance(mv, memoryview):
             mv = memoryview(mv)  # slicing a bytearray would copy
-        return c._read(mv, len(mv) if n < 0 else n)
+        return c._read(mv, len(mv))
 
     def read_all(self, limit):
         """The whole (small) body as bytes; LimitError when it is longer than `limit`."""
@@ -337,6 +341,14 @@ class Client:
             self._sock = self._key = self._poll = None
             self._pos = self._end = 0
 
+    def close_plain(self):
+        """Drop a plain HTTP connection, keep a TLS one: before a long computation (a
+        signature check), whose heap the socket would hold. A plain connection costs
+        one TCP connect to make again; a TLS one a handshake: seconds, and more heap
+        than its socket frees."""
+        if self._key is not None and self._key[0] == "http":
+            self.close()
+
     def redirect_url(self, url, location):
         """Where a redirect from `url` to `location` leads; ProtocolError for https -> http."""
         to = join_url(url, location)
@@ -395,6 +407,10 @@ class Client:
             if scheme == "https":
                 what = "TLS with %s:%d" % (host, port)
                 if not self._tls:
+                    # The context is one block of about 3 KB (and `ssl` a module of its
+                    # own): collected first, the garbage of the requests before is free,
+                    # not in its way.
+                    collect()
                     import ssl
 
                     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -435,7 +451,7 @@ class Client:
         self._sock = sock
         self._key = key
 
-    def _io(self, mv, send=False):
+    def _io(self, mv, send):
         # One read into mv (bytes read), or a whole send of mv; errors named and typed.
         sock = self._sock
         try:
@@ -485,7 +501,7 @@ class Client:
             self._pos, self._end = 0, n
         if self._end == len(buf):
             return -1
-        got = self._io(buf[self._end :])
+        got = self._io(buf[self._end :], False)
         self._end += got
         self._slow()  # a line dripped a byte at a time is a stall too
         return got
@@ -502,22 +518,7 @@ class Client:
                 "transfer below %d bytes/s (%d bytes in %d ms)" % (self.min_rate, self._got, ms)
             )
 
-    def _recv(self, mv, n):
-        # Pending bytes first, else straight from the socket; mv None discards.
-        avail = self._end - self._pos
-        if not avail:
-            if mv is not None:
-                return self._io(mv[:n])
-            avail = self._fill()
-            if avail < 1:
-                return 0
-        n = min(n, avail)
-        if mv is not None:
-            mv[:n] = self._buf[self._pos : self._pos + n]
-        self._pos += n
-        return n
-
-    def _line(self, what, skip=False):
+    def _line(self, what, skip):
         # Length of the next line without its CRLF; it starts at self._buf[self._at].
         # With skip, a header line longer than the buffer is read past and -1
         # returned, unless it is one we keep: CDNs send Content-Security-Policy
@@ -559,7 +560,7 @@ class Client:
         # A long Location goes into the URL slot, resolved against the request's
         # URL there and then (joining later would need a str of its length).
         prefix = ""
-        _clean(value, "Location")
+        _clean(value, "Location", 32)
         if not _is_http_url(value):
             if not isinstance(base, str):
                 raise LimitError("a relative Location after a URL over %d bytes" % _LONG_VALUE)
@@ -592,7 +593,7 @@ class Client:
             raise HTTPError("bad byte range %s-%s" % (start, end))
         extra = "" if not ranged else "Range: bytes=%d-%s\r\n" % (start, "" if end is None else end)
         for name, value in headers.items() if headers else ():
-            extra += "%s: %s\r\n" % (_clean(name, "header name"), _clean(value, name, 31))
+            extra += "%s: %s\r\n" % (_clean(name, "header name", 32), _clean(value, name, 31))
         for _ in range(_MAX_REDIRECTS + 1):
             scheme, host, port, p0, p1 = _url_parts(url)
             data = _bytes_of(url)
@@ -634,7 +635,7 @@ class Client:
                     if not reuse or not isinstance(exc, NetworkError):
                         raise
             status = resp.status
-            if status in (301, 302, 303, 307, 308):
+            if status in REDIRECTS:
                 if not follow:
                     return resp
                 resp.close()
@@ -672,8 +673,7 @@ class Client:
                         "Content-Range %r (Content-Length %s) does not answer bytes=%s-%s"
                         % (text[:60], resp.length, start, "" if end is None else end)
                     )
-                resp.range_start = first
-                resp.range_total = total
+                resp.range_total = total  # (its first byte is `start`, checked above)
             return resp
         raise LimitError("more than %d redirects, last to %s" % (_MAX_REDIRECTS, _show(url)))
 
@@ -682,12 +682,12 @@ class Client:
         self._t0 = ticks_ms()
         self._got = 0
         buf = self._buf
-        n = self._line("status line")
+        n = self._line("status line", False)
         line = bytes(buf[self._at : self._at + min(n, 40)])
         if (
-            line[:9] not in (b"HTTP/1.1 ", b"HTTP/1.0 ")
+            (line[:9] != b"HTTP/1.1 " and line[:9] != b"HTTP/1.0 ")
             or not line[9:12].isdigit()
-            or line[12:13] not in (b"", b" ")
+            or (len(line) > 12 and line[12] != 32)
         ):
             raise ProtocolError("garbage status line %r" % line)
         kept = [None] * len(_KEPT)
@@ -716,9 +716,9 @@ class Client:
                 if name == _KEPT[k]:
                     # Trimmed in the buffer, then one str made straight from it.
                     i += 1
-                    while i < end and buf[i] in (32, 9):
+                    while i < end and (buf[i] == 32 or buf[i] == 9):
                         i += 1
-                    while end > i and buf[end - 1] in (32, 9):
+                    while end > i and (buf[end - 1] == 32 or buf[end - 1] == 9):
                         end -= 1
                     if k == 0 and end - i > _LONG_VALUE:  # a long Location: the slot
                         if kept[0] is not None:
@@ -750,7 +750,7 @@ class Client:
             if length is not None or te.lower() != "chunked":
                 raise ProtocolError("unsupported Transfer-Encoding %r" % te[:40])
             self._mode = _CHUNKED
-        elif status in (204, 304):
+        elif status == 204 or status == 304:
             pass
         elif length is not None:
             self._left = _number(length)
@@ -770,9 +770,9 @@ class Client:
         mode = self._mode
         try:
             if mode == _CHUNKED and self._left < 1:
-                if not self._left and self._line("chunk end"):
+                if not self._left and self._line("chunk end", False):
                     raise ProtocolError("chunk data longer than its size")
-                k = self._line("chunk size line")
+                k = self._line("chunk size line", False)
                 line = bytes(self._buf[self._at : self._at + k]).split(b";", 1)[0]
                 try:
                     size = int(line, 16) if len(line) < 9 else -1
@@ -782,7 +782,7 @@ class Client:
                     raise ProtocolError("bad chunk size %r" % line[:20])
                 if not size:
                     for _ in range(_MAX_HEADERS):  # trailers, up to the empty line
-                        if not self._line("trailer"):
+                        if not self._line("trailer", False):
                             break
                     else:
                         raise LimitError("more than %d trailer lines" % _MAX_HEADERS)
@@ -796,9 +796,21 @@ class Client:
                 n = min(n, max(self._max - self._got, 1))
             elif n > self._left:
                 n = self._left
-            got = self._recv(mv, n) if n > 0 else 0
+            got = 0
+            if n > 0:
+                # Pending bytes first, else straight from the socket (mv None: discard).
+                avail = self._end - self._pos
+                if not avail and mv is not None:
+                    got = self._io(mv[:n], False)
+                else:
+                    if not avail:
+                        avail = max(self._fill(), 0)
+                    got = min(n, avail)
+                    if mv is not None:
+                        mv[:got] = self._buf[self._pos : self._pos + got]
+                    self._pos += got
             if not got:
-                if mode in (_TO_CLOSE, _NONE) or (mode == _LENGTH and not self._left):
+                if mode >= _TO_CLOSE or (mode == _LENGTH and not self._left):  # or _NONE
                     self.close(mode != _TO_CLOSE)
                     return 0
                 raise NetworkError(

@@ -33,7 +33,7 @@ _DONE = const(0)
 _COPY = const(1)
 _GET = const(2)
 _REC = const(9)
-_BATCH = const(32)
+_BATCH = const(16)
 _FREE_MARGIN = const(4096)
 
 
@@ -44,6 +44,10 @@ def install(u, st, tag):
     u.budget(MAX_SECTOR_SIZE + MAX_MANIFEST_SIZE)
     sector = _refresh_sector(u, tag)
     if sector is not None:
+        # Held through the manifest's verify and the download, which need only its
+        # release keys (and their scopes), epoch and expiry: its signatures, CAs
+        # (cached on flash, trust.save_cas) and roots are let go.
+        sector.signatures = sector.cas = sector.roots = ()
         from cert_sector.sector import check_expiry
 
         try:
@@ -73,12 +77,18 @@ def install(u, st, tag):
         raise Refused("roll-out document for sequence " + str(staged.manifest_seq))
     staged = None
     if m.kind == "firmware":
-        _install_firmware(u, st, m, tag, size, slots.manifest_path(hal, slot) + ".new")
+        from lcm_device.firmware import install_firmware
+
+        install_firmware(u, st, m, tag, size, slots.manifest_path(hal, slot) + ".new")
         return
-    _plan_and_fetch(u, st, slot, m, tag, size)
+    # Of the header, the download needs the pack's size and the switch the order: the
+    # rest is not held through them.
+    order, pack_size = m.order, m.pack_size
+    m = None
+    _plan_and_fetch(u, st, slot, pack_size, tag, size)
     _verify_slot(u, slot)
     st[kind + "_repo"] = u.repo
-    slots.switch(hal, st, kind, slot, tag, m.order, u.cfg["trial_boots"])
+    slots.switch(hal, st, kind, slot, tag, order, u.cfg["trial_boots"])
     u.log(
         ("manager" if kind == "mgr" else "app")
         + ": switched to "
@@ -120,6 +130,7 @@ def _refresh_sector(u, tag):
             trust.save_etag(hal, kind, etag)  # next time: 304, no body
         return sector
     trusted = sector
+    u.client.close_plain()  # the sector's verify is the install's busiest heap
     try:
         # Parsed field by field from flash, its body hashed on the way (its CAs
         # stay there): a sector of 4096 bytes never sits in RAM.
@@ -127,7 +138,9 @@ def _refresh_sector(u, tag):
         if trusted is None and kind == "app" and not u.roots:
             # No app roots pinned at build time: the setup page's fingerprint
             # or trust on first use decides, once, from this first sector.
-            _pin_first_sector(u, fresh)
+            from lcm_device.firstpin import pin_first_sector
+
+            pin_first_sector(u, fresh)
         if trusted is None:
             trusted = trust.pinned(u.repo, u.roots, u.threshold)
         try:
@@ -180,7 +193,7 @@ def _walk_chain(u, tag, top, reason):
     # The chain may be this long: the check's budget grows by as much.
     u.budget(MAX_SECTOR_SIZE + MAX_CHAIN_SIZE + MAX_MANIFEST_SIZE)
     try:
-        size = download(u, u.url(tag, CHAIN_ASSET), chain, MAX_CHAIN_SIZE)[0]
+        size = download(u, u.url(tag, CHAIN_ASSET), chain, MAX_CHAIN_SIZE, None)[0]
     except StatusError as exc:
         if exc.status != 404:
             raise
@@ -222,33 +235,6 @@ def _walk_chain(u, tag, top, reason):
     return trusted
 
 
-def _pin_first_sector(u, sector):
-    """Pin the roots of the first app sector in the config; TrustError when refused."""
-    from cert_sector.keys import key_id_hex
-    from lcm_device import config
-    from lcm_device.firstpin import pin_in_config, roots_from_first_sector
-
-    cfg = u.cfg
-    fingerprint = cfg.get("app_root_fingerprint")
-    tofu = cfg.get("app_trust_first_use") is True
-    roots, threshold = roots_from_first_sector(sector, u.repo, fingerprint, tofu, u.hal.time())
-    pinned = pin_in_config(cfg, roots, threshold)
-    # Saved before the sector is swapped in: a power cut in between leaves the
-    # pin, and the next check verifies the same sector against it.
-    config.save(u.hal, pinned)
-    cfg.pop("app_root_fingerprint", None)
-    cfg.pop("app_trust_first_use", None)
-    cfg["app_roots"] = u.roots = pinned["app_roots"]
-    cfg["app_threshold"] = u.threshold = threshold
-    u.log(
-        "app: pinned root keys "
-        + " ".join(key_id_hex(r) for r in roots)
-        + " from the first sector ("
-        + ("fingerprint" if fingerprint else "trust on first use")
-        + ")"
-    )
-
-
 # -- 3. the manifest ---------------------------------------------------------
 
 
@@ -262,7 +248,7 @@ def _fetch_manifest(u, tag, sector, st, slot):
     final = slots.manifest_path(hal, slot)
     new = final + ".new"
     makedirs(hal.fs, hal.root + "/lcm")
-    size, digest, _ = download(u, u.url(tag, MANIFEST_ASSET), new, MAX_MANIFEST_SIZE)
+    size, digest, _ = download(u, u.url(tag, MANIFEST_ASSET), new, MAX_MANIFEST_SIZE, None)
     m = read_manifest(u, new, sector)
     from cert_sector.sector import manifest_order
 
@@ -347,7 +333,7 @@ def read_manifest(u, path, sector):
 # -- 4/5. plan and fetch -----------------------------------------------------
 
 
-def _plan_and_fetch(u, st, slot, m, tag, size):
+def _plan_and_fetch(u, st, slot, pack_size, tag, size):
     hal = u.hal
     plan = hal.root + "/lcm/state/plan.bin"
     active = st.get(u.kind)
@@ -355,7 +341,7 @@ def _plan_and_fetch(u, st, slot, m, tag, size):
     free = hal.free_bytes()
     if free is not None and free < need + _FREE_MARGIN:
         raise Refused("not enough flash: " + str(need) + " bytes to write, " + str(free) + " free")
-    pack, budget = _pack(u, tag, m, size, get_bytes)
+    pack, budget = pack_stream(u, tag, pack_size, size, get_bytes)
     u.log(
         "download: "
         + str(get_bytes)
@@ -371,14 +357,14 @@ def _plan_and_fetch(u, st, slot, m, tag, size):
         pack.close()
 
 
-def _pack(u, tag, m, manifest_size, get_bytes):
+def pack_stream(u, tag, pack_size, manifest_size, get_bytes):
     """(PackStream, budget in ms) for fetching `get_bytes` of the pack."""
     # The signed manifest now says what is left to fetch: the check's whole budget
     # becomes the sector's cap, this manifest and those pack bytes; the resumes
     # allowed, check_resumes plus one per 32 KB.
     budget = u.budget(MAX_SECTOR_SIZE + manifest_size + get_bytes)
     resumes = u.cfg["check_resumes"] + get_bytes // 32768
-    pack = PackStream(u.client, u.url(tag, PACK_ASSET), m.pack_size, resumes, u.log)
+    pack = PackStream(u.client, u.url(tag, PACK_ASSET), pack_size, resumes, u.log)
     return pack, budget
 
 
@@ -524,67 +510,6 @@ def _run_end(pf, end):
             end = stop
     finally:
         pf.seek(pos)
-
-
-# -- firmware (ESP32 OTA partitions) ------------------------------------------
-
-
-def _install_firmware(u, st, m, tag, size, manifest):
-    """Stream firmware.bin into the next OTA partition (lcm_device.firmware), then boot it.
-
-    boot.json records `fw_next` (tag, sequence, partition) before set_boot:
-    the next boot sees which partition the bootloader chose and either
-    adopts the tag (`fw_tag`, marked valid after its first check) or, when
-    the bootloader went back after set_boot (`fw_next`'s 4th element), records
-    it as `fw_bad` (lcm_device.startup._firmware_booted).
-    """
-    from lcm_device.firmware import FirmwareWriter
-
-    hal = u.hal
-    parts = hal.partitions()
-    if parts is None:
-        raise Refused("this board has no OTA partitions for a firmware release")
-    with open(manifest, "rb") as f:
-        reader = ManifestReader(stream=f, body_size=file_size(manifest) - SIGNATURE_BLOCK)
-        reader.header()
-        entries = reader.files()
-        e = next(entries)
-        for _ in entries:
-            pass  # M1-M3 over the whole record list
-    if m.file_count != 1 or e.path != "firmware.bin":
-        raise Refused("manifest: a firmware release holds exactly one file, firmware.bin")
-    target = parts(parts.RUNNING).get_next_update()  # esp32.Partition's next OTA partition
-    label = partition_label(target)
-    reader = entries = None
-    collect()  # the writer needs one contiguous 4 KB flash block
-    writer = FirmwareWriter(target, e.size, e.sha256, u.cfg["board"])
-    pack, budget = _pack(u, tag, m, size, e.size)
-    u.log(
-        "firmware: "
-        + str(e.size)
-        + " bytes into "
-        + label
-        + "; check budget "
-        + str(budget // 1000)
-        + " s"
-    )
-    try:
-        pack.open(e.offset, e.offset + e.size)
-        pump(pack, u.io, e.size, writer, None)
-    finally:
-        pack.close()
-    writer.finish()
-    u.log("firmware: written, hashed and read back")
-    st["fw_next"] = [tag, m.order, label]
-    st["app_repo"] = u.repo
-    slots.save(hal, st)
-    writer.activate()
-    # Recorded after set_boot(): if the old image runs at the next boot, the
-    # bootloader rolled the new one back (fw_bad) rather than it never being set.
-    st["fw_next"] = [tag, m.order, label, True]
-    slots.save(hal, st)
-    hal.fs.remove(manifest)
-    u.log("firmware: " + tag + " boots next from " + label)
 
 
 def partition_label(p):

@@ -43,10 +43,11 @@ The cycle, and why it is safe (docs/device.md, "Update engine"):
 """
 
 from cert_sector import release
+from cert_sector.assets import BETA_POINTER_ASSET
 from cert_sector.errors import TrustError
 from lcm_device import slots, trust
 from lcm_device.compat import collect, const, exists, ticks_diff, ticks_ms
-from lcm_device.http import Client, HTTPError, StatusError
+from lcm_device.http import REDIRECTS, Client, HTTPError, StatusError
 
 BUF_SIZE = 5120
 _NET = const(2048)  # the HTTP client's part: a github.com signed asset URL is ~1.3 KB, and its
@@ -70,7 +71,7 @@ class Updater:
     # the check's budget counts from there, so that a boot's two checks share one.
     started = None
 
-    def __init__(self, hal, cfg, kind, buf, log=print):
+    def __init__(self, hal, cfg, kind, buf, log):
         self.hal = hal
         self.cfg = cfg
         self.kind = kind
@@ -80,10 +81,8 @@ class Updater:
         self.roots = cfg["app_roots" if app else "manager_roots"]
         self.threshold = cfg["app_threshold" if app else "manager_threshold"]
         self.channel = cfg["channel"] if app else "stable"
-        mv = memoryview(buf)
-        self.net = mv[:_NET]
-        self.slot = mv[_NET : 2 * _NET]
-        self.io = mv[2 * _NET :]
+        self.buf = memoryview(buf)  # the client's two parts are cut from it in check()
+        self.io = self.buf[2 * _NET :]
         self.client = None
 
     # -- the cycle ---------------------------------------------------------
@@ -108,8 +107,8 @@ class Updater:
         tag = None
         try:
             self.client = Client(
-                self.net,
-                slot=self.slot,
+                self.buf[:_NET],
+                slot=self.buf[_NET : 2 * _NET],
                 load_cas=self._tls_anchors,
                 timeout_ms=self.cfg["http_timeout_ms"],
                 min_rate=self.cfg["min_rate"],
@@ -192,7 +191,7 @@ class Updater:
                 # A static host (`lcm release export`) has no redirects: there
                 # /releases/latest is a pointer file naming the tag (docs/formats.md).
                 tag = release.tag_from_pointer(resp.read_all(release.MAX_TAG + 2))
-            elif resp.status in (301, 302, 303, 307, 308):
+            elif resp.status in REDIRECTS:
                 tag = release.tag_from_location(resp.location, self.repo)
             else:
                 raise Refused("/releases/latest answered " + str(resp.status) + ", not a redirect")
@@ -203,7 +202,7 @@ class Updater:
         # Beta: the latest full release's `beta.tag` names the newest release of any
         # channel; without one (404), the latest full release.
         try:
-            resp = self.client.get(self.url(tag, release.BETA_POINTER_ASSET))
+            resp = self.client.get(self.url(tag, BETA_POINTER_ASSET))
         except StatusError as exc:
             if exc.status != 404:
                 raise

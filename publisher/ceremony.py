@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cert_sector import sector as fmt
 from cert_sector.errors import TrustError
 from cert_sector.keys import key_id, key_id_hex
+from publisher import sector_format as fmt
 from publisher.certs import read_sector
 from publisher.errors import PublisherError
 from publisher.signing import Signer, verify_with_cryptography

@@ -12,9 +12,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from cert_sector import sector as fmt
 from cert_sector.errors import TrustError
 from cert_sector.keys import key_id, key_id_hex
+from publisher import sector_format as fmt
 from publisher.errors import PublisherError
 from publisher.signing import Signer, is_signer_spec, load_public_key, open_signer
 from publisher.timefmt import format_date

@@ -6,9 +6,9 @@ import hashlib
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cert_sector import manifest as mf
-from cert_sector import sector as sf
 from cert_sector.assets import PACK_ASSET
+from publisher import manifest_format as mf
+from publisher import sector_format as sf
 from publisher.signing import KeySigner, Signer
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cert_sector import sector as sf
+from publisher import sector_format as sf
 from publisher import signing
 from publisher.cli import app
 from tests.softhsm import SoftHsm, softhsm

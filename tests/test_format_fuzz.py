@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cert_sector import manifest as mf
-from cert_sector import sector as sf
 from cert_sector.errors import TrustError
+from publisher import manifest_format as mf
+from publisher import sector_format as sf
 from tests.keyfactory import make_manifest, make_sector, new_signer
 
 REPO = "acme/widget"

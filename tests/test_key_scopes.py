@@ -13,10 +13,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cert_sector import manifest as mf
-from cert_sector import sector as sf
 from cert_sector.assets import MANIFEST_ASSET, PACK_ASSET, SECTOR_ASSET
 from cert_sector.errors import FormatError, ScopeError
+from publisher import manifest_format as mf
+from publisher import sector_format as sf
 from publisher import signing
 from publisher.cli import app
 from tests.hostserver import TEST_REPO, TEST_TOKEN, github_client, running_host

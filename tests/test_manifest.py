@@ -6,10 +6,10 @@ import hashlib
 
 import pytest
 
-from cert_sector import manifest as mf
-from cert_sector import sector as sf
 from cert_sector.errors import FormatError, MismatchError, RollbackError, SignatureError
 from cert_sector.semver import parse_version
+from publisher import manifest_format as mf
+from publisher import sector_format as sf
 from tests.keyfactory import make_manifest, make_sector, new_signer
 
 REPO = "acme/widget"

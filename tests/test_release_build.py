@@ -10,9 +10,9 @@ import subprocess
 import pytest
 from esptool.bin_image import ELFSection, ESP32FirmwareImage, ESP8266ROMFirmwareImage
 
-from cert_sector import manifest as mf
-from cert_sector import sector as sf
 from cert_sector.assets import BETA_POINTER_ASSET, MANIFEST_ASSET, PACK_ASSET, SUMS_ASSET
+from publisher import manifest_format as mf
+from publisher import sector_format as sf
 from publisher.release import build, firmware, mpy, source
 from publisher.release.errors import SourceError
 from tests.keyfactory import make_sector, new_signer

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from cert_sector import sector as sf
 from cert_sector.assets import MAX_CHAIN_SIZE
 from cert_sector.errors import FormatError, MismatchError, SignatureError
+from publisher import sector_format as sf
 from publisher.release.chain import build_chain, split_chain, verify_chain
 from tests.keyfactory import make_sector, new_signer
 

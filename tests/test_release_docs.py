@@ -12,8 +12,8 @@ from pathlib import Path
 import yaml
 
 from cert_sector.assets import MANIFEST_ASSET
-from cert_sector.manifest import parse_manifest
 from publisher import signing
+from publisher.manifest_format import parse_manifest
 from tests.hostserver import github_client, running_host
 from tests.keyfactory import make_sector
 

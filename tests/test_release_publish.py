@@ -28,7 +28,6 @@ from github import Github, GithubException
 from typer.testing import CliRunner
 
 import publisher
-from cert_sector import manifest as mf
 from cert_sector.assets import (
     BETA_POINTER_ASSET,
     CHAIN_ASSET,
@@ -38,6 +37,7 @@ from cert_sector.assets import (
     SUMS_ASSET,
 )
 from cert_sector.version import MANAGER_VERSION
+from publisher import manifest_format as mf
 from publisher import signing
 from publisher.cli import app
 from publisher.host.server import HostServer

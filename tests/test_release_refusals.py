@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cert_sector import sector as sf
+from publisher import sector_format as sf
 from publisher.device.simulate import provision, simulate
 from publisher.release.preflight import check_version_order
 from publisher.release.sequence import HostClock, Ticker, next_sequence, parse_http_date

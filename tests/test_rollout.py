@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from cert_sector.errors import FormatError, RollbackError, SignatureError
 from cert_sector.rollout import Rollout, bucket, parse_rollout, takes_part, verify_rollout
-from cert_sector.sector import parse_sector
 from publisher import signing
 from publisher.cli import app
 from publisher.release.rollout import sign_rollout
+from publisher.sector_format import parse_sector
 from tests.hostserver import TEST_TOKEN, running_host
 from tests.keyfactory import make_sector, new_signer
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from cert_sector import sector as sf
 from cert_sector.errors import (
     ExpiredError,
     FormatError,
@@ -12,6 +11,7 @@ from cert_sector.errors import (
     RollbackError,
     SignatureError,
 )
+from publisher import sector_format as sf
 from tests.keyfactory import make_sector, new_signer
 
 REPO = "acme/widget"

@@ -18,8 +18,8 @@ import pytest
 import requests
 from typer.testing import CliRunner
 
-from cert_sector import manifest as mf
-from cert_sector import sector as sf
+from publisher import manifest_format as mf
+from publisher import sector_format as sf
 from publisher import signing
 from publisher.cli import app
 from publisher.exec_signer import recover_public_keys

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from cert_sector import sector as fmt
 from cert_sector.keys import key_id_hex
 from publisher import ceremony, certs
+from publisher import sector_format as fmt
 from publisher.console import command_edge, err, out, print_json
 from publisher.errors import PublisherError
 from publisher.fsutil import write_atomic

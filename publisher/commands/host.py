@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from cert_sector import sector as sf
 from cert_sector.errors import TrustError
+from publisher import sector_format as sf
 from publisher.certs import read_sector
 from publisher.console import command_edge, err, out
 from publisher.errors import PublisherError

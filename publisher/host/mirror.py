@@ -31,8 +31,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cert_sector import manifest as mf
-from cert_sector import sector as sf
 from cert_sector.assets import (
     BETA_POINTER_ASSET,
     CHAIN_ASSET,
@@ -43,6 +41,8 @@ from cert_sector.assets import (
     SUMS_ASSET,
 )
 from cert_sector.errors import TrustError
+from publisher import manifest_format as mf
+from publisher import sector_format as sf
 from publisher.errors import PublisherError
 from publisher.fsutil import write_atomic
 from publisher.host import render

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from cert_sector import manifest as mf
 from cert_sector.assets import (
     BETA_POINTER_ASSET,
     CHAIN_ASSET,
@@ -23,6 +22,7 @@ from cert_sector.assets import (
 from cert_sector.errors import FormatError
 from cert_sector.release import check_tag
 from cert_sector.semver import parse_version
+from publisher import manifest_format as mf
 from publisher.release.errors import SourceError
 from publisher.release.source import SourceFile
 from publisher.signing import Signer

@@ -36,9 +36,9 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from cert_sector import sector as sf
 from cert_sector.assets import CHAIN_ASSET, MAX_CHAIN_SIZE, SECTOR_ASSET
 from cert_sector.errors import FormatError, MismatchError, RollbackError, SignatureError, TrustError
+from publisher import sector_format as sf
 from publisher.release.github import Session
 
 if TYPE_CHECKING:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from cert_sector import manifest as mf
 from cert_sector.assets import MANIFEST_ASSET
 from cert_sector.errors import TrustError
+from publisher import manifest_format as mf
 from publisher.release.github import Session
 from publisher.timefmt import format_date
 

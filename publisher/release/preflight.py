@@ -20,10 +20,10 @@ The release key must be one the sector lists (checked with the sector in publish
 
 from __future__ import annotations
 
-from cert_sector import sector as sf
 from cert_sector.errors import TrustError
 from cert_sector.fwimage import CHIP_IDS
 from cert_sector.semver import parse_version
+from publisher import sector_format as sf
 from publisher.release.errors import ReleaseConflictError, SourceError
 from publisher.timefmt import format_date
 

@@ -33,13 +33,13 @@ from github.GitRelease import GitRelease
 from github.GitReleaseAsset import GitReleaseAsset
 from github.Repository import Repository
 
-from cert_sector import manifest as mf
-from cert_sector import sector as sf
 from cert_sector.assets import BETA_POINTER_ASSET, MANIFEST_ASSET, ROLLOUT_ASSET, SECTOR_ASSET
 from cert_sector.errors import TrustError
 from cert_sector.keys import key_id_hex
 from cert_sector.rollout import Rollout
 from cert_sector.semver import parse_version
+from publisher import manifest_format as mf
+from publisher import sector_format as sf
 from publisher.release import firmware, mpy, preflight
 from publisher.release.build import ReleaseSpec, release_assets, version_from_tag
 from publisher.release.chain import build_chain, published_sectors

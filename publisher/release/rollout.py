@@ -27,11 +27,11 @@ from typing import Any
 from github.GitRelease import GitRelease
 from github.GitReleaseAsset import GitReleaseAsset
 
-from cert_sector import manifest as mf
 from cert_sector import rollout as ro
-from cert_sector import sector as sf
 from cert_sector.assets import MANIFEST_ASSET, ROLLOUT_ASSET, SECTOR_ASSET
 from cert_sector.errors import TrustError
+from publisher import manifest_format as mf
+from publisher import sector_format as sf
 from publisher.release.errors import ReleaseConflictError, VerifyError
 from publisher.release.github import Session
 from publisher.signing import Signer

@@ -25,8 +25,6 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from cert_sector import manifest as mf
-from cert_sector import sector as sf
 from cert_sector.assets import (
     BETA_POINTER_ASSET,
     CHAIN_ASSET,
@@ -41,13 +39,14 @@ from cert_sector.errors import ExpiredError, TrustError
 from cert_sector.fwimage import CHIP_IDS
 from cert_sector.fwimage import check_header as check_firmware_header
 from cert_sector.release import (
-    beta_pointer_url,
     check_tag,
     download_url,
     latest_url,
     tag_from_location,
     tag_from_pointer,
 )
+from publisher import manifest_format as mf
+from publisher import sector_format as sf
 from publisher.release.chain import verify_chain
 from publisher.release.errors import MissingAssetError, VerifyError
 from publisher.release.preflight import KNOWN_BOARDS
@@ -59,6 +58,11 @@ MAX_SUMS_SIZE = 4096
 MAX_POINTER_SIZE = MAX_TAG + 2
 # The bytes of a firmware image's header a device checks before writing (rule F1).
 FIRMWARE_HEAD = 16
+
+
+def _beta_pointer_url(web_url: str, repo: str) -> str:
+    """The latest full release's `beta.tag` (the device asks the tag's own download URL)."""
+    return web_url.rstrip("/") + "/" + repo + "/releases/latest/download/" + BETA_POINTER_ASSET
 
 
 @dataclass
@@ -213,7 +217,7 @@ class Verifier:
             # As the device (lcm_device/update.py): one GET of the pointer, which the
             # host redirects to the latest full release's beta.tag asset.
             pointer = self.browser.fetch(
-                beta_pointer_url(self.web_url, self.repo), MAX_POINTER_SIZE, BETA_POINTER_ASSET
+                _beta_pointer_url(self.web_url, self.repo), MAX_POINTER_SIZE, BETA_POINTER_ASSET
             )
             try:
                 return tag_from_pointer(pointer)

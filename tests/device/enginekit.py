@@ -187,7 +187,7 @@ def slot_is_complete(state: Path, slot: str) -> bool:
     """Every file of the slot matches the slot's signed manifest (checked on CPython)."""
     import hashlib
 
-    from cert_sector.manifest import parse_manifest
+    from publisher.manifest_format import parse_manifest
 
     m = parse_manifest((state / "lcm" / f"{slot}.lcm").read_bytes())
     for e in m.files:

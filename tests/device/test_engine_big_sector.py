@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from cert_sector import sector as sf
 from cert_sector.sector import MAX_SECTOR_SIZE
+from publisher import sector_format as sf
 from tests.device.attackserver import point, release_routes
 from tests.device.enginekit import (
     Repo,

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cert_sector import sector as sf
+from publisher import sector_format as sf
 from tests.device.attackserver import point, release_routes
 from tests.device.conftest import MicroPython
 from tests.device.enginekit import Repo, app_files, new_device, run, slot_is_complete, text
