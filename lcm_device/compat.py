@@ -111,8 +111,8 @@ def free_heap():
         return None
 
 
-def unload(names, release=False):
-    """Take modules out of sys.modules. With `release`, out of their package's attributes
+def unload(names, release):
+    """Take modules out of sys.modules. With `release` true, out of their package's attributes
     too, so that their objects are freed (a submodule stays an attribute of its package);
     without, `from package import name` still finds it and does not load it again."""
     for name in names:

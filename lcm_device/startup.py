@@ -159,7 +159,7 @@ def _gestures(hal, cfg, power):
         return None
     action = gestures.at_boot(hal, cfg, power)
     # Its heap is needed by the check; checktimer imports it again for settle().
-    unload(("lcm_device.gestures",))
+    unload(("lcm_device.gestures",), release=False)
     return action
 
 
@@ -173,7 +173,10 @@ def _setup_mode(hal, cfg):
         return
     up = wifi.setup_mode(hal, cfg, **hal.portal_args())
     wifi = None
-    unload([n for n in sys.modules if n.startswith(("lcm_device.portal", "lcm_device.wifi"))])
+    unload(
+        [n for n in sys.modules if n.startswith(("lcm_device.portal", "lcm_device.wifi"))],
+        release=False,
+    )
     if up:
         from lcm_device.schedule import request_check
 
