@@ -89,7 +89,7 @@ def is_online():
     return _online
 
 
-def online(up=True):
+def online(up):
     """Tell the logger whether the network is up (the manager calls this after Wi-Fi)."""
     global _online, _sock
     _online = up
