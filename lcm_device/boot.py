@@ -93,21 +93,17 @@ def _after_app(tag, exc):
     from lcm_device.compat import file_size
 
     if file_size(hal.root + "/main.py") <= 0:
-        _restore_main(hal)
+        try:
+            from lcm_device import mainfile
+
+            mainfile.restore(hal, _log)
+        except OSError as exc:  # a full or read-only flash: the check timer tries again
+            _log("boot: cannot restore /main.py: OSError " + str(exc.args[0] if exc.args else ""))
     if exc is not None:
         hal.reset()
     from lcm_device.app import confirm
 
     confirm()
-
-
-def _restore_main(hal):
-    try:
-        from lcm_device import mainfile
-
-        mainfile.restore(hal, _log)
-    except OSError as exc:  # a full or read-only flash: the check timer tries again
-        _log("boot: cannot restore /main.py: OSError " + str(exc.args[0] if exc.args else ""))
 
 
 def _log(text):
