@@ -82,7 +82,7 @@ def _on_demand():
 
     setup(hal, config.load(hal))
     if not had:
-        unload(("lcm_device.config",), True)
+        unload(["lcm_device.config"], True)
 
 
 def is_online():

@@ -159,7 +159,7 @@ def _gestures(hal, cfg, power):
         return None
     action = gestures.at_boot(hal, cfg, power)
     # Its heap is needed by the check; checktimer imports it again for settle().
-    unload(("lcm_device.gestures",), release=False)
+    unload(["lcm_device.gestures"], release=False)
     return action
 
 
