@@ -46,9 +46,10 @@ def request_update():
     """Ask for an update check now: saved across the reset, then the manager runs it."""
     hal = _hal()
     try:
-        from lcm_device import schedule
+        # due alone (not the schedule): the request is a file, it needs no setting.
+        from lcm_device.due import request_check
 
-        schedule.request_check(hal, _config(hal))
+        request_check(hal)
     except ImportError:
         pass
     _log("app: update check requested")
@@ -69,12 +70,6 @@ def hold(on=True):
     from lcm_device import checktimer
 
     checktimer.hold(on)
-
-
-def _config(hal):
-    from lcm_device import config
-
-    return config.load(hal)
 
 
 def status():

@@ -119,8 +119,7 @@ def safe_log(text):
         pass
 
 
-def request_check(hal, cfg=None):
-    """Ask for a check at the manager's next boot (the app's `check now`): creates REQUEST.
-    (`cfg` is accepted for callers that pass it; the request needs no setting.)"""
+def request_check(hal):
+    """Ask for a check at the manager's next boot (the app's `check now`): creates REQUEST."""
     makedirs(hal.fs, hal.root + "/lcm/state")
     hal.fs.open_write(hal.root + REQUEST).close()
