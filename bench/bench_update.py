@@ -143,15 +143,17 @@ def idles(state: Path, heap_kb: int, rom: bool) -> bool:
     return status.exits == [75, 0] and any("nothing new" in line for line in status.lines)
 
 
-# The modules a full update cycle imports on a board, in the update boot (boot, startup,
-# checkboot; the verifier too: the cert sector's and the manifest's signatures are checked
-# in every install). The HAL is the ESP32's
+# The modules a full update cycle has loaded on a board, in the update boot: boot, which
+# releases the boot's steps (startup, appboot, the schedule) before the checks
+# (lcm_device.boot.main), and checkboot; the verifier too: the cert sector's and the
+# manifest's signatures are checked in every install. The HAL is the ESP32's
 # (hal/board.py + hal/esp32.py; the ESP8266's is smaller): lcm_sim.unix, the simulated
 # board the other figures run on, never ships to a board (SIM_HAL, printed beside).
 CYCLE_MODULES = (
     "from lcm_device.hal import fs\n"
-    "from lcm_device import compat, config, slots, boot, startup, checkboot, log, schedule\n"
-    "from lcm_device import update, install, fetch, trust, http\n"
+    "from lcm_device import compat, config, slots, boot, log\n"
+    "boot.unload(boot._STEPS, True)\n"
+    "from lcm_device import checkboot, update, install, fetch, trust, http\n"
     "from cert_sector import manifest, sector, release, version, p256\n"
 )
 BOARD_HAL = "from lcm_device.hal import esp32\n"

@@ -20,40 +20,13 @@ flash: the step is logged and the boot goes on to the app (`step`).
 """
 
 from lcm_device import config, mainfile, slots
+from lcm_device import log as _logmod
 from lcm_device.compat import const, exists, sleep_ms, uptime_s
 from lcm_device.hal import get
+from lcm_device.log import log, step
+from lcm_device.slots import APP_NEXT
 
-try:
-    from lcm_device import log as _logmod
-except ImportError:  # a manager without the log module: the console only
-    _logmod = None
-
-# Written by the update boot before its reset: the next boot is the app boot.
-APP_NEXT = "/lcm/state/app.next"
 _IDLE_POLL_MS = const(1000)  # without an app: how often the boot polls the check schedule
-
-
-def log(text):
-    if _logmod is None:
-        print(text)
-    else:
-        _logmod.log(text)
-
-
-def step(fn, *args):
-    """Run one boot step; a full or read-only flash (OSError) is logged, the boot goes on,
-    and so it does when the heap is too fragmented for the step (MemoryError): the app
-    runs rather than a crash at every boot."""
-    try:
-        return fn(*args)
-    except MemoryError:
-        log("boot: " + fn.__name__.lstrip("_") + " skipped (MemoryError)")
-        return None
-    except OSError as exc:
-        code = exc.args[0] if exc.args else None
-        why = {28: "flash full", 30: "flash read-only"}.get(code, "OSError " + str(code))
-        log("boot: " + fn.__name__.lstrip("_") + " skipped (" + why + ")")
-        return None
 
 
 def after_update():
@@ -77,8 +50,7 @@ def run(running):
 
         return startup.run(running)
     cfg = config.load(hal)
-    if _logmod is not None:
-        _logmod.setup(hal, cfg)
+    _logmod.setup(hal, cfg)
     return app_boot(hal, cfg, cause)
 
 
@@ -161,7 +133,7 @@ def prepare_app(hal, cfg, sched, power):
     step(mainfile.keep, hal)
     _arm_watcher(hal, cfg, sched, trial)
     keep = ()
-    if _logmod is not None and (_logmod.is_online() or cfg.get("mqtt_url")):
+    if _logmod.is_online() or cfg.get("mqtt_url"):
         # Online (a simulated board without a radio is, from power-on), its socket and
         # state stay: a log loaded again would not know the network is up. With a fleet
         # link, which logs while the app runs (connections, hints), it stays too.

@@ -8,15 +8,17 @@ Two kinds of boot (docs/device.md, "Boot flow"):
   app does not run in it: the engine's imports are not in the app's heap.
 - an **app boot** otherwise: the app's trial boot is counted, the check timer
   armed and the app run from its slot (/lcm/appN/main.py, imported as module
-  `main`). After an update boot (its marker, lcm_device.appboot.APP_NEXT) it
+  `main`). After an update boot (its marker, lcm_device.slots.APP_NEXT) it
   does nothing else: no gestures, no schedule, no check.
 
-lcm_device.startup does both up to the app, but an app boot after an update
-boot, which lcm_device.appboot does alone: startup is not even imported then,
-so its code and names stay out of the app's heap. This module only runs the
-app, from a frame that holds nothing of the manager: what the boot imported
-is released first, but the app API, the check timer and what it uses (the
-HAL), so the app gets the heap a board without lcm would give it.
+lcm_device.startup does both up to the app or the check, but an app boot
+after an update boot, which lcm_device.appboot does alone: startup is not
+even imported then, so its code and names stay out of the app's heap. This
+module runs the update boot (lcm_device.checkboot) once the boot's steps
+are released, so the checks do not carry them, and the app, from a frame
+that holds nothing of the manager: what the boot imported is released
+first, but the app API, the check timer and what it uses (the HAL), so the
+app gets the heap a board without lcm would give it.
 """
 
 import sys
@@ -29,7 +31,7 @@ startup = None
 if not appboot.after_update():
     # No marker, no app boot: the boot's steps load at import, so a damaged one falls back
     # too. The app boot needs only appboot's: the update boot before it checked the
-    # manager's files (startup.repair_manager) a moment ago.
+    # manager's files (checkboot.repair_manager) a moment ago.
     from lcm_device import startup
 
 # The manager slot this code runs from, set by /main.py; None: a /main.py that does not say.
@@ -53,11 +55,33 @@ _KEEP = (
 )
 
 
+# The boot's steps, released before an update boot's checks: their heap is the checks'.
+# (gestures was taken out of sys.modules by startup, not out of its package.)
+_STEPS = (
+    "lcm_device.startup",
+    "lcm_device.appboot",
+    "lcm_device.mainfile",
+    "lcm_device.schedule",
+    "lcm_device.due",
+    "lcm_device.gestures",
+)
+
+
 def main():
     global startup, appboot
     steps = startup if startup is not None else appboot  # appboot: the app boot after an update
-    app = steps.run(RUNNING)  # an update boot resets inside; else (path, tag, kept) or None
+    app = steps.run(RUNNING)  # (path, tag, kept), ("check", power, buf) or None
     steps = startup = appboot = None  # released with the rest before the app
+    if app is not None and app[0] == "check":
+        power, buf = app[1], app[2]
+        app = None
+        unload(_STEPS, True)
+        from lcm_device import checkboot
+        from lcm_device.hal import get
+
+        # Resets the board into the app boot; returns the app where it cannot.
+        app = checkboot.run(get(), power, buf, RUNNING)
+        checkboot = buf = None
     if app is not None:
         _run_app(app[0], app[1], app[2])
 

@@ -1,11 +1,15 @@
 """The update boot: the checks, then a reset into the app boot (lcm_device.boot).
 
-lcm_device.startup runs it when a check is due. It brings the network up,
-runs the checks (manager first, then app: lcm_device.update), records the
-outcome (schedule, fleet status), judges a manager on trial and marks a new
-firmware valid, releases the engine's modules, checks the manager's own
-files (startup.repair_manager), then leaves the marker startup.APP_NEXT and
-resets: the app starts in a boot that never imported the engine.
+lcm_device.startup finds a check due; lcm_device.boot then releases the
+boot's steps (startup, appboot, the schedule: their code and objects would
+sit in the heap through the checks) and runs this module. It brings the
+network up, runs the checks (manager first, then app: lcm_device.update),
+records the outcome (schedule, fleet status), judges a manager on trial and
+marks a new firmware valid, releases the engine's modules, checks the
+manager's own files (`repair_manager`), then leaves the marker
+slots.APP_NEXT and resets: the app starts in a boot that never imported the
+engine. A boot with no check due runs `confirm_manager` and `repair_manager`
+too (lcm_device.startup).
 
 A manager on trial (counted by /main.py) is confirmed once a check of it
 reached the server and got an answer (a release or none: idle, refused or
@@ -18,10 +22,11 @@ is confirmed after slots.max_trial_boots boots without a fault of its own.
 
 import sys
 
-from lcm_device import config, slots, startup
-from lcm_device.compat import collect, ticks_ms, unload
+from lcm_device import config, slots
+from lcm_device.compat import collect, ticks_ms, unload, uptime_s
 from lcm_device.hal.fs import write_atomic
-from lcm_device.startup import APP_NEXT, confirm_manager, log, repair_manager, step
+from lcm_device.log import log, step
+from lcm_device.slots import APP_NEXT
 
 # What a check imports (the network and the setup portal, the update engine, the
 # verifier, TLS), released after the checks: module name prefixes. Named, not found by
@@ -46,36 +51,36 @@ _CHECK_MODULES = (
 _BOOT_FORMATS = ("cert_sector.bootstate", "cert_sector.logline", "cert_sector.errors")
 
 
-def run(hal, sched, power, buf):
+def run(hal, power, buf, running):
     """Check with the buffer `buf`, then reset into the app boot (never returns on a
-    board)."""
+    board); `running`: the manager slot this code runs from (lcm_device.boot.RUNNING).
+    Where the marker cannot be left, the app runs in this boot: what
+    appboot.prepare_app returns."""
     cfg = config.load(hal)
-    step(_checks, hal, cfg, sched, buf)
+    step(_checks, hal, cfg, buf, running)
     buf = cfg = None
     # After the checks, whose buffers need the heap whole: a module the damage took
     # away makes this boot's check fail (logged), and the next boot's work.
-    step(repair_manager, hal)
+    step(repair_manager, hal, running)
     try:
         write_atomic(hal.fs, hal.root + APP_NEXT, b"power" if power else b"reset")
     except OSError:
-        return  # no marker, no reset: the app runs in this boot (lcm_device.startup)
+        # No marker, no reset: the app runs in this boot.
+        from lcm_device.appboot import prepare_app
+
+        return step(prepare_app, hal, config.load(hal), None, power)
     hal.reset()
 
 
-def _checks(hal, cfg, sched, buf):
+def _checks(hal, cfg, buf, running):
     """The checks and their outcome; resets at once after a manager install, and on a
     fault of the manager's or the firmware's own (a failed trial boot)."""
-    now = 0
-    if sched is not None:
-        from lcm_device.schedule import uptime_s
-
-        now = uptime_s()
+    now = uptime_s()
     if not _network(hal, cfg):
         log("check: no network")
         _fleet_record(hal, cfg, ["failed"], "check: no network")
-        _manager_trial(hal, ("no network",))
-        if sched is not None:
-            sched.record_failure(now)
+        _manager_trial(hal, ("no network",), running)
+        _record(hal, cfg, now, False)
         return
     try:
         from lcm_device.update import BUF_SIZE, Updater
@@ -116,22 +121,31 @@ def _checks(hal, cfg, sched, buf):
     if "crashed" in results and st.get("fw_pending"):
         log("firmware: crashed on trial; resetting (a failed trial boot)")
         hal.reset()
-    running = startup.RUNNING
     if "broken" in results and slots.in_trial(st, "mgr") and running in (None, st["mgr"]):
         # Its own fault, not a server's: a failed trial boot.
         log("manager: a module of its own does not import; resetting (a failed trial boot)")
         hal.reset()
     st = None
     # A manager in trial does not check its own repo (results[0] is "idle" unasked).
-    _manager_trial(hal, results[1:])
+    _manager_trial(hal, results[1:], running)
     _firmware_valid(hal)
-    if sched is not None:
-        if "failed" in results:
-            sched.record_failure(now)
-        else:
-            sched.record_success(now)
+    _record(hal, cfg, now, "failed" not in results)
     if results[-1] == "installed":
         hal.reset()  # the new app's trial boot: a boot like any other (no marker)
+
+
+def _record(hal, cfg, now, reached):
+    # The schedule's record of this check (a schedule on flash, made again here: the boot's
+    # was released with the boot's steps). No schedule module: nothing to record.
+    try:
+        from lcm_device.schedule import Schedule
+    except ImportError:
+        return
+    sched = Schedule(hal, cfg)
+    if reached:
+        sched.record_success(now)
+    else:
+        sched.record_failure(now)
 
 
 def _fleet_record(hal, cfg, results, error):
@@ -161,7 +175,7 @@ def _network(hal, cfg):
     return up
 
 
-def _manager_trial(hal, results):
+def _manager_trial(hal, results, running):
     """Rule (manager trial): a server's answer to a check (idle, refused, installed)
     proves the manager can still update: confirmed. A check that failed or crashed
     (the network, or whatever a server sent) is not held against it (one that is
@@ -172,9 +186,11 @@ def _manager_trial(hal, results):
     if not slots.in_trial(st, "mgr"):
         return
     if [r for r in results if r in ("idle", "refused", "installed")]:
-        confirm_manager(hal)
+        confirm_manager(hal, running, "")
     elif (st.get("mgr_boots") or 0) >= slots.max_trial_boots(st):
-        confirm_manager(hal, "after " + str(st["mgr_boots"]) + " boots without a fault of its own")
+        confirm_manager(
+            hal, running, "after " + str(st["mgr_boots"]) + " boots without a fault of its own"
+        )
     else:
         # /main.py counted this boot as held against the manager until it proves
         # otherwise; it got this far without a fault of its own: not held.
@@ -197,3 +213,42 @@ def _firmware_valid(hal):
         st["fw_pending"] = False
         slots.save(hal, st)
         log("firmware: " + str(st.get("fw_tag")) + " marked valid")
+
+
+def repair_manager(hal, running):
+    """Check the active manager slot's files against its signed manifest; repair them from
+    the other slot (lcm_device.repair). When /main.py had to fall back to the other
+    slot, this is what makes the active one start again at the next boot."""
+    st = slots.load(hal, log)
+    if running is not None and st["mgr"] != running:
+        log("boot: running manager " + running + ", not the active " + st["mgr"])
+    from lcm_device.compat import file_size
+
+    if file_size(slots.manifest_path(hal, st["mgr"])) < 0:
+        return  # the factory slot, or a frozen manager: nothing to check against
+    # What it imports (the manifest parser) is released before the app, as after a check.
+    loaded = list(sys.modules)
+    try:
+        from lcm_device import repair
+
+        repair.manager_files(hal, st["mgr"], slots.inactive(st, "mgr"), log)
+    except ImportError:
+        pass
+    except Exception as exc:  # a damaged manifest: /main.py's fallback is what is left
+        log("manager: self-check failed: " + exc.__class__.__name__ + ": " + str(exc))
+    repair = None
+    unload([name for name in sys.modules if name not in loaded], release=True)
+
+
+def confirm_manager(hal, running, how):
+    st = slots.load(hal)
+    if slots.in_trial(st, "mgr"):
+        if running is not None and st["mgr"] != running:
+            return  # the manager on trial did not start: /main.py runs another one
+        tag = st.get("mgr_tag")
+        try:
+            slots.confirm(hal, st, "mgr")
+        except OSError as exc:  # full or read-only flash: confirmed at a later boot
+            log("manager: cannot confirm " + str(tag) + " now: OSError " + str(exc.args[0]))
+            return
+        log("manager: confirmed " + str(tag) + (" " + how if how else ""))

@@ -116,10 +116,10 @@ def unload(names, release):
     too, so that their objects are freed (a submodule stays an attribute of its package);
     without, `from package import name` still finds it and does not load it again."""
     for name in names:
-        if name in sys.modules:
-            del sys.modules[name]
-            cut = name.rfind(".")
-            package = sys.modules.get(name[:cut]) if release and cut > 0 else None
-            if package is not None and name[cut + 1 :] in package.__dict__:
-                delattr(package, name[cut + 1 :])
+        sys.modules.pop(name, None)
+        cut = name.rfind(".")
+        # Released after an unload without: the package's attribute is all that is left.
+        package = sys.modules.get(name[:cut]) if release and cut > 0 else None
+        if package is not None and name[cut + 1 :] in package.__dict__:
+            delattr(package, name[cut + 1 :])
     collect()

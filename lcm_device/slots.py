@@ -43,6 +43,9 @@ from lcm_device.hal.fs import makedirs, write_atomic
 
 STATE_DIR = "/lcm/state"
 LEGACY_PATH = "/lcm/state/boot.json"
+# Written by the update boot before its reset (lcm_device.checkboot), holding its reset
+# cause: the next boot is the app boot (lcm_device.appboot).
+APP_NEXT = "/lcm/state/app.next"
 SLOTS = {"app": ("app0", "app1"), "mgr": ("m0", "m1")}
 
 

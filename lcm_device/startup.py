@@ -27,33 +27,22 @@ to the app (`step`).
 import sys
 
 from lcm_device import config, slots
-from lcm_device.appboot import (  # noqa: F401 (APP_NEXT: the update boot's marker)
-    APP_NEXT,
-    _continues,
-    _logmod,
-    app_boot,
-    log,
-    prepare_app,
-    step,
-)
+from lcm_device.appboot import _continues, _logmod, app_boot, log, prepare_app, step
 from lcm_device.compat import collect, const, unload
 
-# The manager slot this code runs from, set by /main.py; None: a /main.py that does not say.
-RUNNING = None
 _CHECK_BUF = const(5120)  # lcm_device.update.BUF_SIZE, without importing the engine
 
 
 def run(running):
-    """This boot's steps; returns the app to start, (slot path, tag), or None."""
-    global RUNNING
-    RUNNING = running
+    """This boot's steps; returns the app to start, (slot path, tag, kept), or None; when a
+    check is due, ("check", power, buf): lcm_device.boot releases these steps, then runs
+    the update boot (lcm_device.checkboot) with the buffer `buf`."""
     from lcm_device.hal import get
 
     hal = get()
     config.keep_good(hal)
     cfg = config.load(hal)
-    if _logmod is not None:
-        _logmod.setup(hal, cfg)
+    _logmod.setup(hal, cfg)
     step(_firmware_booted, hal)
     power = hal.reset_cause() == "power"
     cause = step(_continues, hal, power)  # a power-on boot removes the marker
@@ -70,17 +59,14 @@ def run(running):
     _log_boot(hal)
     sched = step(_schedule, hal, cfg, power)
     if _due(hal, sched):
-        cfg = None
-        from lcm_device import checkboot
+        return "check", power, buf
+    buf = None
+    from lcm_device.checkboot import confirm_manager, repair_manager
 
-        # Resets the board into the app boot; returns where a step failed on the flash.
-        step(checkboot.run, hal, sched, power, buf)
-        checkboot = buf = None
-        cfg = config.load(hal)
-    else:
-        buf = None
-        confirm_manager(hal)
-        step(repair_manager, hal)
+    confirm_manager(hal, running, "")
+    step(repair_manager, hal, running)
+    confirm_manager = repair_manager = None
+    unload(["lcm_device.checkboot"], True)
     return step(prepare_app, hal, cfg, sched, power)
 
 
@@ -106,31 +92,6 @@ def _due(hal, sched):
     if left:
         log("check: not due for " + str(left) + " s")
     return not left
-
-
-def repair_manager(hal):
-    """Check the active manager slot's files against its signed manifest; repair them from
-    the other slot (lcm_device.repair). When /main.py had to fall back to the other
-    slot, this is what makes the active one start again at the next boot."""
-    st = slots.load(hal, log)
-    if RUNNING is not None and st["mgr"] != RUNNING:
-        log("boot: running manager " + RUNNING + ", not the active " + st["mgr"])
-    from lcm_device.compat import file_size
-
-    if file_size(slots.manifest_path(hal, st["mgr"])) < 0:
-        return  # the factory slot, or a frozen manager: nothing to check against
-    # What it imports (the manifest parser) is released before the app, as after a check.
-    loaded = list(sys.modules)
-    try:
-        from lcm_device import repair
-
-        repair.manager_files(hal, st["mgr"], slots.inactive(st, "mgr"), log)
-    except ImportError:
-        pass
-    except Exception as exc:  # a damaged manifest: /main.py's fallback is what is left
-        log("manager: self-check failed: " + exc.__class__.__name__ + ": " + str(exc))
-    repair = None
-    unload([name for name in sys.modules if name not in loaded], release=True)
 
 
 def _log_boot(hal):
@@ -235,17 +196,3 @@ def _firmware_booted(hal):
 def _trial(st, kind):
     t = st.get(kind + "_trial")
     return "" if t is None else " (trial boot " + str(t) + ")"
-
-
-def confirm_manager(hal, how=""):
-    st = slots.load(hal)
-    if slots.in_trial(st, "mgr"):
-        if RUNNING is not None and st["mgr"] != RUNNING:
-            return  # the manager on trial did not start: /main.py runs another one
-        tag = st.get("mgr_tag")
-        try:
-            slots.confirm(hal, st, "mgr")
-        except OSError as exc:  # full or read-only flash: confirmed at a later boot
-            log("manager: cannot confirm " + str(tag) + " now: OSError " + str(exc.args[0]))
-            return
-        log("manager: confirmed " + str(tag) + (" " + how if how else ""))

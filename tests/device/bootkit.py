@@ -13,7 +13,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from lcm_device.startup import APP_NEXT
+from lcm_device.slots import APP_NEXT
 from lcm_sim import EXIT_RESET
 from publisher.device.simulate import boot_once, read_state
 from tests.device.enginekit import engine_env, engine_heap, slot_is_complete, start_device

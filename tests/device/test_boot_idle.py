@@ -14,7 +14,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from lcm_device.startup import APP_NEXT
+from lcm_device.slots import APP_NEXT
 from publisher.device.simulate import provision
 
 BOOT_LIKE_A_BOARD = """

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from lcm_device.startup import APP_NEXT
+from lcm_device.slots import APP_NEXT
 from lcm_sim import EXIT_RESET
 from publisher.device.simulate import boot_once
 from tests.device.enginekit import engine_env, engine_heap, install_first_release

@@ -40,6 +40,7 @@ NEEDED = (
     "lcm_device/hal/fs",
     "lcm_device/http",
     "lcm_device/install",
+    "lcm_device/log",
     "lcm_device/mainfile",
     "lcm_device/rollout",
     "lcm_device/slots",
