@@ -151,7 +151,7 @@ def idles(state: Path, heap_kb: int, rom: bool) -> bool:
 CYCLE_MODULES = (
     "from lcm_device.hal import fs\n"
     "from lcm_device import compat, config, slots, boot, startup, checkboot, log, schedule\n"
-    "from lcm_device import update, install, fetch, trust, http\n"
+    "from lcm_device import update, install, metadata, slotfill, fetch, trust, http\n"
     "from cert_sector import manifest, sector, release, version, p256\n"
 )
 BOARD_HAL = "from lcm_device.hal import esp32\n"
