@@ -21,6 +21,10 @@ PACK_ASSET = "pack.lcm"
 SECTOR_ASSET = "certs.sector"
 CHAIN_ASSET = "certs.chain"
 MAX_CHAIN_SIZE = 65536
+# The most a manifest.lcm may be: 1024 bytes of header with MAX_BOARDS (8) boards of 33,
+# and MAX_FILES (512) records of 1 + MAX_PATH (128) + 40 bytes (cert_sector.manifest; a
+# test checks the sum). Here so that the device budgets for it before loading the parser.
+MAX_MANIFEST_SIZE = 1024 + 8 * 33 + 512 * (1 + 128 + 40)
 SUMS_ASSET = "SHA256SUMS"
 BETA_POINTER_ASSET = "beta.tag"
 ROLLOUT_ASSET = "rollout.lcm"

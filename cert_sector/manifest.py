@@ -34,6 +34,7 @@ The device never holds the file list: it streams records from flash with
 keep them in RAM.
 """
 
+from cert_sector.assets import MAX_MANIFEST_SIZE  # noqa: F401 (re-exported: the cap)
 from cert_sector.encoding import Reader, check_repo
 from cert_sector.errors import (
     FormatError,
@@ -55,8 +56,6 @@ MAX_NAME = 64
 MAX_BOARDS = 8
 MAX_FILE_SIZE = 16 * 1024 * 1024
 SIGNATURE_BLOCK = KEY_ID_SIZE + SIGNATURE_SIZE
-_RECORD_FIXED = 4 + 4 + 32
-MAX_MANIFEST_SIZE = 1024 + MAX_BOARDS * 33 + MAX_FILES * (1 + MAX_PATH + _RECORD_FIXED)
 
 
 class FileEntry:

@@ -38,6 +38,8 @@ _CHECK_MODULES = (
     "lcm_device.portal",
     "lcm_device.update",
     "lcm_device.install",
+    "lcm_device.metadata",
+    "lcm_device.slotfill",
     "lcm_device.fetch",
     "lcm_device.http",
     "lcm_device.trust",

@@ -99,10 +99,11 @@ class FirmwareWriter:
         self.partition.set_boot()
 
 
-def install_firmware(u, st, m, tag, size, manifest):
+def install_firmware(u, st, tag, order, spent, manifest):
     """Step 5-7 of lcm_device.install for a firmware release (its manifest verified, at
-    `manifest`): stream firmware.bin into the next OTA partition, then boot it. Here,
-    not in install.py: a files release, the common case, does not load it.
+    `manifest`; `order` and `spent` as lcm_device.metadata.verified returns them):
+    stream firmware.bin into the next OTA partition, then boot it. Here,
+    not in slotfill.py: a files release, the common case, does not load it.
 
     boot.json records `fw_next` (tag, sequence, partition) before set_boot:
     the next boot sees which partition the bootloader chose and either
@@ -114,7 +115,8 @@ def install_firmware(u, st, m, tag, size, manifest):
     from lcm_device import slots
     from lcm_device.compat import collect, file_size
     from lcm_device.hal.fs import pump
-    from lcm_device.install import pack_stream, partition_label
+    from lcm_device.install import partition_label
+    from lcm_device.slotfill import pack_stream
     from lcm_device.update import Refused
 
     hal = u.hal
@@ -123,7 +125,7 @@ def install_firmware(u, st, m, tag, size, manifest):
         raise Refused("this board has no OTA partitions for a firmware release")
     with open(manifest, "rb") as f:
         reader = ManifestReader(stream=f, body_size=file_size(manifest) - SIGNATURE_BLOCK)
-        reader.header()
+        m = reader.header()
         entries = reader.files()
         e = next(entries)
         for _ in entries:
@@ -135,7 +137,7 @@ def install_firmware(u, st, m, tag, size, manifest):
     reader = entries = None
     collect()  # the writer needs one contiguous 4 KB flash block
     writer = FirmwareWriter(target, e.size, e.sha256, u.cfg["board"])
-    pack, budget = pack_stream(u, tag, m.pack_size, size, e.size)
+    pack, budget = pack_stream(u, tag, m.pack_size, spent, e.size)
     u.log(
         "firmware: "
         + str(e.size)
@@ -152,13 +154,13 @@ def install_firmware(u, st, m, tag, size, manifest):
         pack.close()
     writer.finish()
     u.log("firmware: written, hashed and read back")
-    st["fw_next"] = [tag, m.order, label]
+    st["fw_next"] = [tag, order, label]
     st["app_repo"] = u.repo
     slots.save(hal, st)
     writer.activate()
     # Recorded after set_boot(): if the old image runs at the next boot, the
     # bootloader rolled the new one back (fw_bad) rather than it never being set.
-    st["fw_next"] = [tag, m.order, label, True]
+    st["fw_next"] = [tag, order, label, True]
     slots.save(hal, st)
     hal.fs.remove(manifest)
     u.log("firmware: " + tag + " boots next from " + label)

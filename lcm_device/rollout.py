@@ -20,7 +20,7 @@ document cannot be replayed.
 import json
 
 from cert_sector.assets import ROLLOUT_ASSET
-from lcm_device.compat import const
+from lcm_device.compat import const, unload
 from lcm_device.hal.fs import makedirs, remove_if_exists, write_atomic
 
 WAIT = "/lcm/state/rollout.wait"
@@ -72,18 +72,14 @@ def gate(u, tag, sector):
     """After the cert sector: the verified Rollout this device takes part in, None when the
     release has no roll-out document (the whole fleet), or "wait".
 
-    It then drops this module and cert_sector.rollout from sys.modules: once the
-    caller lets go of `gate`, their heap returns for the install (a board with the
-    manager as .mpy files has little to spare).
+    It then releases this module and cert_sector.rollout (sys.modules and their
+    packages' attributes): once the caller lets go of `gate`, their heap returns for
+    the install (a board with the manager as .mpy files has little to spare).
     """
     try:
         return _gate(u, tag, sector)
     finally:
-        import sys
-
-        for name in ("lcm_device.rollout", "cert_sector.rollout"):
-            if name in sys.modules:
-                del sys.modules[name]
+        unload(["lcm_device.rollout", "cert_sector.rollout"], True)
 
 
 def _gate(u, tag, sector):

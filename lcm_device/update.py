@@ -18,9 +18,9 @@ The cycle, and why it is safe (docs/device.md, "Update engine"):
   1. tag: GET /releases/latest without following; the Location names the tag
      (beta devices read the `beta.tag` pointer). Same tag as installed: idle.
      A tag that failed its trial before is looked at again only to read its
-     signed sequence (install.py refuses it unless it is higher). The check's budget (time, and
-     resumes) starts here at check_slack_s; install.py widens it to what the
-     metadata may cost, then to what the signed manifest says to fetch.
+     signed sequence (metadata.py refuses it unless it is higher). The check's budget (time,
+     and resumes) starts here at check_slack_s; metadata.py widens it to what the
+     metadata may cost, slotfill.py to what the signed manifest says to fetch.
   2. cert sector: GET certs.sector with If-None-Match; a new one is verified
      against the installed sector (or the pinned roots) and swapped in
      atomically (trust.py). Its CAs become the TLS anchors.

@@ -186,7 +186,7 @@ def test_cpython_tls_checks_the_ca_and_the_host_name(tmp_path):
 
 
 def test_close_plain_drops_a_plain_connection_and_keeps_a_tls_one():
-    # Called before a signature check (lcm_device.install): a plain connection costs a
+    # Called before a signature check (lcm_device.metadata): a plain connection costs a
     # TCP connect to make again, a TLS one a handshake.
     with RawServer({"/x": [response(200, b"one"), response(200, b"two")]}) as srv:
         client = Client(bytearray(512), timeout_ms=3000)

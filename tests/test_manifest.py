@@ -179,6 +179,14 @@ def test_trailing_bytes(world):
         mf.parse_manifest(body + b"\0" + kid + sig)
 
 
+def test_size_cap_holds_the_largest_manifest():
+    # cert_sector.assets states the cap as a sum, so that the device need not load the
+    # parser to budget for it: a header of 1024 bytes, MAX_BOARDS boards (str8 of at most
+    # 32 bytes), MAX_FILES records (str8 path, u32 size, u32 offset, 32-byte sha256).
+    largest = 1024 + mf.MAX_BOARDS * 33 + mf.MAX_FILES * (1 + mf.MAX_PATH + 4 + 4 + 32)
+    assert largest == mf.MAX_MANIFEST_SIZE
+
+
 def test_too_many_files(world):
     _, rel, _ = world
     with pytest.raises(FormatError):

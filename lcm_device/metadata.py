@@ -1,0 +1,303 @@
+"""Steps 2-3 of an install: the cert sector and the manifest, verified.
+
+`verified(u, st, tag, slot)` refreshes the repo's cert sector (chain walk and
+first-sector pinning included), asks the roll-out gate, then fetches and
+checks the manifest of `tag` into `slot`. It returns plain values only, so
+that lcm_device.install can release this module and the verifier's
+(cert_sector.sector, p256, keys) before it loads lcm_device.slotfill: a
+board with its code in the heap never holds both. For the same reason the
+manifest's parser (cert_sector.manifest) is loaded only once the sector is
+verified: the sector's verify is the busiest heap of the check.
+"""
+
+import hashlib
+
+from cert_sector.assets import MANIFEST_ASSET, MAX_MANIFEST_SIZE, PACK_ASSET, SECTOR_ASSET
+from cert_sector.errors import FormatError, SignatureError, TrustError
+from cert_sector.sector import MAX_SECTOR_SIZE, check_sector
+from cert_sector.version import MANAGER_VERSION
+from lcm_device import slots, trust
+from lcm_device.compat import collect, file_size
+from lcm_device.fetch import download
+from lcm_device.hal.fs import makedirs, pump, remove_if_exists, remove_tree
+from lcm_device.http import StatusError
+from lcm_device.update import Refused, why
+
+
+def verified(u, st, tag, slot):
+    """None when a staged roll-out leaves this device out; else (order, pack size,
+    metadata bytes: the budget's share of the sector's cap and the manifest, firmware:
+    whether the manifest, at SLOT.lcm.new, is a firmware release's)."""
+    hal = u.hal
+    # Until a manifest is verified, the budget covers the most the metadata may be.
+    u.budget(MAX_SECTOR_SIZE + MAX_MANIFEST_SIZE)
+    sector = _refresh_sector(u, tag)
+    if sector is not None:
+        # Held through the manifest's verify, which needs only its release keys (and
+        # their scopes), epoch and expiry: its signatures, CAs (cached on flash,
+        # trust.save_cas) and roots are let go.
+        sector.signatures = sector.cas = sector.roots = ()
+        from cert_sector.sector import check_expiry
+
+        try:
+            # Rule S7 for the sector in use, not only a new one: when the server
+            # withholds the renewal (404, 304), an expired sector authorises nothing.
+            check_expiry(sector, hal.time())
+        except TrustError as exc:
+            raise Refused(
+                "cert sector: sequence " + str(sector.seq) + " in use: " + why(exc)
+            ) from None
+    staged = None
+    if u.kind == "app":
+        # A staged roll-out (lcm_device.rollout): checked against the fresh sector.
+        from lcm_device.rollout import gate
+
+        staged = gate(u, tag, sector)  # releases its modules
+        gate = None
+        collect()  # their heap goes to the manifest
+        if staged == "wait":
+            return None
+    m, size = _fetch_manifest(u, tag, sector, st, slot)
+    sector = None
+    u.log("manifest: " + u.repo + " " + m.version + " sequence " + str(m.seq))
+    if staged is not None and staged.manifest_seq != m.seq:
+        # Rule R4: the roll-out document is for this very release.
+        raise Refused("roll-out document for sequence " + str(staged.manifest_seq))
+    # Of the header, the fetch needs the pack's size and the switch the order.
+    return m.order, m.pack_size, MAX_SECTOR_SIZE + size, m.kind == "firmware"
+
+
+# -- 2. the cert sector ------------------------------------------------------
+
+
+def _refresh_sector(u, tag):
+    # The installed sector is read here, not passed in: an argument stays referenced
+    # from the caller's frame for the whole call, and the chain walk lets go of it.
+    hal = u.hal
+    kind = u.kind
+    sector = trust.installed(hal, kind, u.repo, u.io, u.log)
+    path = trust.path(hal, kind, ".sector")
+    new = path + ".new"
+    makedirs(hal.fs, hal.root + trust.CERTS[:-1])
+    headers = stored = None
+    if sector is not None:
+        stored = trust.stored_etag(hal, kind)
+        if stored:
+            headers = {"If-None-Match": stored}
+    try:
+        _, digest, etag = download(u, u.url(tag, SECTOR_ASSET), new, MAX_SECTOR_SIZE, headers)
+    except StatusError as exc:
+        if exc.status == 304:
+            return sector
+        if exc.status == 404 and sector is not None:
+            u.log("cert sector: none in " + tag + ", keeping the installed one")
+            return sector
+        raise
+    if sector is not None and digest == trust.file_sha(path, u.io):
+        if etag != stored:
+            trust.save_etag(hal, kind, etag)  # next time: 304, no body
+        return sector
+    trusted = sector
+    u.client.close_plain()  # the sector's verify is the install's busiest heap
+    try:
+        # Parsed field by field from flash, its body hashed on the way (its CAs
+        # stay there): a sector of 4096 bytes never sits in RAM.
+        fresh = trust.read_sector(new, u.io)
+        if trusted is None and kind == "app" and not u.roots:
+            # No app roots pinned at build time: the setup page's fingerprint
+            # or trust on first use decides, once, from this first sector.
+            from lcm_device.firstpin import pin_first_sector
+
+            pin_first_sector(u, fresh)
+        if trusted is None:
+            trusted = trust.pinned(u.repo, u.roots, u.threshold)
+        try:
+            check_sector(fresh, fresh.digest, trusted, hal.time())
+        except SignatureError as exc:
+            if sector is None or fresh.seq <= trusted.seq:
+                raise
+            # Not signed by the roots we trust, yet newer: perhaps several root
+            # rotations happened meanwhile; the repo's chain of sectors bridges them.
+            reason, top = str(exc), fresh.seq
+            exc = sector = trusted = fresh = None  # on flash: parsed again after the walk
+            trusted = _walk_chain(u, tag, top, reason)
+            fresh = trust.read_sector(new, u.io)
+            check_sector(fresh, fresh.digest, trusted, hal.time())
+    except TrustError as exc:
+        raise Refused("cert sector: " + why(exc)) from None
+    trusted = None
+    # CAs first: a cut before the swap leaves the old sector (fetched again
+    # next time) with the verified new CAs, never the new sector with stale ones.
+    trust.save_cas(hal, kind, new, fresh.cas, u.io)
+    trust.copy_over(hal, new, path + ".copy", u.io)  # damaged flash: trust.py, rule L2
+    hal.fs.rename(new, path)  # the sector's atomic A/B swap
+    trust.save_etag(hal, kind, etag)
+    u.log(
+        "cert sector: installed sequence "
+        + str(fresh.seq)
+        + " ("
+        + str(fresh.threshold)
+        + " of "
+        + str(len(fresh.roots))
+        + " roots, "
+        + str(len(fresh.release_keys))
+        + " release keys, "
+        + str(len(fresh.cas))
+        + " CAs)"
+    )
+    return fresh
+
+
+def _walk_chain(u, tag, top, reason):
+    """The last sector below sequence `top` reached from the installed one through the
+    release's certs.chain, each link checked with the rotation rules (S3-S6, S9;
+    not S7: a link may have expired since, the end of the chain must not). One
+    verified link and the one being checked are held at a time."""
+    from cert_sector.assets import CHAIN_ASSET, MAX_CHAIN_SIZE
+
+    hal = u.hal
+    base = trust.path(hal, u.kind, ".sector")
+    chain, link = base + ".chain", base + ".link"
+    # The chain may be this long: the check's budget grows by as much.
+    u.budget(MAX_SECTOR_SIZE + MAX_CHAIN_SIZE + MAX_MANIFEST_SIZE)
+    try:
+        size = download(u, u.url(tag, CHAIN_ASSET), chain, MAX_CHAIN_SIZE, None)[0]
+    except StatusError as exc:
+        if exc.status != 404:
+            raise
+        raise SignatureError(reason + "; no certs.chain in " + tag) from None
+    io = u.io
+    pos = 0
+    s = None
+    trusted = trust.installed(hal, u.kind, u.repo, io, None)
+    try:
+        with open(chain, "rb") as f:
+            while pos + 2 <= size:
+                s = None
+                collect()  # the last link's parse and signature checks: garbage
+                head = f.read(2)
+                n = (head[0] << 8) | head[1]
+                if not 0 < n <= MAX_SECTOR_SIZE or pos + 2 + n > size:
+                    raise FormatError("certs.chain: member of " + str(n) + " bytes")
+                out = hal.fs.open_write(link)
+                try:
+                    pump(f, io, n, out, None)
+                finally:
+                    out.close()
+                pos += 2 + n
+                s = trust.read_sector(link, io)
+                if s.seq >= top:
+                    break
+                if s.seq <= trusted.seq:
+                    continue
+                try:
+                    trusted = check_sector(s, s.digest, trusted, None)
+                except TrustError as exc:
+                    raise exc.__class__(
+                        "chain link sequence " + str(s.seq) + ": " + str(exc)
+                    ) from None
+                u.log("cert sector: chain link sequence " + str(s.seq) + " verified")
+    finally:
+        remove_if_exists(hal.fs, link)
+        remove_if_exists(hal.fs, chain)
+    return trusted
+
+
+# -- 3. the manifest ---------------------------------------------------------
+
+
+def _fetch_manifest(u, tag, sector, st, slot):
+    """The verified manifest header of `tag` in /lcm/SLOT.lcm (SLOT.lcm.new for
+    firmware), and the manifest's size."""
+    # Loaded only now, after the sector's verify (see the module's docstring).
+    from cert_sector.manifest import check_header
+
+    hal = u.hal
+    kind = u.kind
+    if sector is None:
+        raise Refused("no cert sector installed for " + u.repo)
+    final = slots.manifest_path(hal, slot)
+    new = final + ".new"
+    makedirs(hal.fs, hal.root + "/lcm")
+    size, digest, _ = download(u, u.url(tag, MANIFEST_ASSET), new, MAX_MANIFEST_SIZE, None)
+    m = read_manifest(u, new, sector)
+    from cert_sector.sector import manifest_order
+
+    # Rule S9: releases are ordered by (epoch, sequence), recorded as one number;
+    # the installed one is placed in this sector's epoch (below 0: an earlier one).
+    m.order = manifest_order(sector, m.seq)
+    if m.order is None:
+        raise Refused(
+            "manifest: sequence "
+            + str(m.seq)
+            + " is below "
+            + str(sector.first_seq)
+            + ", the first of epoch "
+            + str(sector.epoch)
+        )
+    installed = st.get(kind + "_seq")
+    installed = -1 if installed is None else installed
+    if kind == "app" and st.get("fw_seq") is not None:
+        installed = max(installed, st["fw_seq"])  # one repo, one sequence: files or firmware
+    mgr = st.get("mgr_tag")
+    try:
+        check_header(
+            m,
+            u.repo,
+            max(installed - (sector.epoch << 32), -1),
+            u.cfg["board"],
+            u.channel,
+            mgr[1:] if mgr and mgr[0] == "v" else MANAGER_VERSION,
+        )
+    except TrustError as exc:
+        raise Refused("manifest: " + why(exc)) from None
+    # Only signed facts are recorded: the tag the redirect named must be the
+    # signed version, and a tag that failed its trial is known by its sequence.
+    if "v" + m.version != tag:
+        raise Refused("manifest: version " + m.version + " served under tag " + tag)
+    if tag == st.get(kind + "_bad") and m.order <= (st.get(kind + "_bad_seq") or 0):
+        raise Refused(
+            tag + " failed its trial before; waiting for a newer one (sequence " + str(m.seq) + ")"
+        )
+    if m.pack_name != PACK_ASSET:
+        raise Refused("manifest: unexpected pack name " + repr(m.pack_name))
+    if m.kind == "firmware":
+        if kind != "app":
+            raise Refused("manifest: a manager release cannot be firmware")
+        return m, size  # stays at SLOT.lcm.new: firmware does not use the app slots
+    # The same manifest already staged in this slot: keep its files (resume).
+    if file_size(final) == size and trust.file_sha(final, u.io) == digest:
+        hal.fs.remove(new)
+        u.log("staging: resuming " + slot)
+        return m, size
+    slots.forget_previous(hal, st, kind)
+    remove_if_exists(hal.fs, final)
+    remove_tree(hal.fs, slots.slot_dir(hal, slot))
+    hal.fs.rename(new, final)
+    return m, size
+
+
+def read_manifest(u, path, sector):
+    """Check a manifest file's signature (hashing it from flash); its header."""
+    from cert_sector.manifest import SIGNATURE_BLOCK, ManifestReader, check_scope, check_signature
+
+    size = file_size(path)
+    if size <= SIGNATURE_BLOCK:
+        raise Refused("manifest: truncated (" + str(size) + " bytes)")
+    body = size - SIGNATURE_BLOCK
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        if pump(f, u.io, body, None, h) != body:
+            raise Refused("manifest: file shorter than it was")
+        trailer = f.read(SIGNATURE_BLOCK)
+    try:
+        check_signature(h.digest(), trailer[:8], trailer[8:], sector)
+    except TrustError as exc:
+        raise Refused("manifest: " + why(exc)) from None
+    with open(path, "rb") as f:
+        m = ManifestReader(stream=f, body_size=body).header()
+    try:
+        check_scope(sector, trailer[:8], m.channel, m.boards)  # Rule M7
+    except TrustError as exc:
+        raise Refused("manifest: " + why(exc)) from None
+    return m
