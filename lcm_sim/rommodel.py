@@ -8,8 +8,16 @@ given with `-X heapsize` would measure code and data together. With
 every module of the manager is imported (the code a board keeps in ROM),
 then a ballast takes all free heap but N bytes. What runs afterwards has
 the N bytes a board would have for data (docs/device.md, "Memory").
+
+A module the boot unloads and imports again (the engine releases the
+verifier between a manager's check and the app's) is put back from what was
+imported first: on a board its bytecode stays in ROM and only its RAM
+objects are made again (bench bar 2), while the unix port would load its
+code into the data heap a second time. (A board has one frozen manager: a
+slot /main.py falls back to in the same process gets the modules held.)
 """
 
+import builtins
 import gc
 import os
 import sys
@@ -25,7 +33,8 @@ _PACKAGES = ("lcm_device", "lcm_device.hal", "lcm_device.portal", "cert_sector",
 
 _MAX_PIECES = const(4096)
 _ballast = []
-_modules = []  # held, so that a module the boot unloads stays "in ROM"
+_held = {}  # name: module, so that a module the boot unloads stays "in ROM"
+_import = builtins.__import__
 
 
 def import_manager():
@@ -40,9 +49,26 @@ def import_manager():
             if name.endswith((".py", ".mpy")) and stem != "__init__" and module not in _SKIP:
                 try:
                     __import__(module)
-                    _modules.append(sys.modules[module])
+                    _held[module] = sys.modules[module]
                 except ImportError:
                     pass  # a board's module that needs that board's firmware
+    builtins.__import__ = _import_from_rom
+
+
+def _import_from_rom(name, globals=None, locals=None, fromlist=None, level=0):
+    # `import a.b` and `from a import b`: a held module the boot unloaded goes back into
+    # sys.modules and its package before the import runs, which then finds it there.
+    names = [name]
+    if isinstance(fromlist, tuple):  # (MicroPython passes True where no names are asked)
+        names += [name + "." + leaf for leaf in fromlist]
+    for full in names:
+        module = _held.get(full)
+        if module is not None and full not in sys.modules:
+            sys.modules[full] = module
+            cut = full.rfind(".")
+            if cut > 0 and full[:cut] in sys.modules:
+                setattr(sys.modules[full[:cut]], full[cut + 1 :], module)
+    return _import(name, globals, locals, fromlist, level)
 
 
 def leave_data_heap(n):
