@@ -19,7 +19,7 @@ Flash writes (trial counts, boot state, log) survive a full or read-only
 flash: the step is logged and the boot goes on to the app (`step`).
 """
 
-from lcm_device import config, mainfile, slots
+from lcm_device import config, mainfile, slots, trial
 from lcm_device import log as _logmod
 from lcm_device.compat import const, exists, sleep_ms, uptime_s
 from lcm_device.hal import get
@@ -102,7 +102,7 @@ def prepare_app(hal, cfg, sched, power):
         _wait_for_check(hal, cfg, sched)
         return None
     on_trial = st.get("app_tag")
-    counted = slots.count_trial_boot(hal, st, "app", power, log)
+    counted = trial.count_boot(hal, st, "app", power, log)
     if counted == "rolled back":
         bad = st.get("app_bad") == on_trial
         log(
@@ -118,8 +118,8 @@ def prepare_app(hal, cfg, sched, power):
         _wait_for_check(hal, cfg, sched)
         return None
     tag = st.get("app_tag")
-    trial = slots.in_trial(st, "app")
-    if trial:
+    trying = slots.in_trial(st, "app")
+    if trying:
         log(
             "app: trial boot "
             + str(st["app_trial"])
@@ -131,7 +131,7 @@ def prepare_app(hal, cfg, sched, power):
     else:
         log("app: starting " + str(tag))
     step(mainfile.keep, hal)
-    _arm_watcher(hal, cfg, sched, trial)
+    _arm_watcher(hal, cfg, sched, trying)
     keep = ()
     if _logmod.is_online() or cfg.get("mqtt_url"):
         # Online (a simulated board without a radio is, from power-on), its socket and

@@ -60,6 +60,7 @@ _KEEP = (
 _STEPS = (
     "lcm_device.startup",
     "lcm_device.appboot",
+    "lcm_device.trial",
     "lcm_device.mainfile",
     "lcm_device.schedule",
     "lcm_device.due",

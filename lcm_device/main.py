@@ -80,7 +80,7 @@ if t is not None:
         os.rename(n + ".tmp", n)
     except OSError as e:
         # Full or read-only flash: an uncounted trial could crash for ever, so the
-        # previous manager runs this boot (lcm_device.slots.count_trial_boot does the same).
+        # previous manager runs this boot (lcm_device.trial.count_boot does the same).
         print("main.py: cannot count the trial boot (" + repr(e) + "); previous manager")
         if b.get("mgr_prev"):
             m, t = b["mgr_prev"], None

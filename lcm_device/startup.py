@@ -6,7 +6,7 @@
   -> not due: manager self-check, the app boot in this boot.
 
 The app runs from its slot (/lcm/appN/main.py, imported as module `main`).
-In trial mode each boot is counted first (slots.count_trial_boot); an app
+In trial mode each boot is counted first (trial.count_boot); an app
 that raises, at import or later, resets the board, which counts as a failed
 trial boot, and after `trial_boots` of them the previous slot comes back. A
 power-on boot does not hold the boot before it (cut short by the power)

@@ -47,6 +47,7 @@ NEEDED = (
     "lcm_device/slotfill",
     "lcm_device/slots",
     "lcm_device/startup",
+    "lcm_device/trial",
     "lcm_device/trust",
     "lcm_device/update",
 )
