@@ -33,24 +33,16 @@ from lcm_device.slots import APP_NEXT
 # comparing sys.modules before and after: a list of every module loaded before, held
 # through the check, was its peak's largest object after the buffer (about 20 names on
 # a board, every module of the manager in the ROM model, which imports them all first).
+# One string each, split where used: a tuple constant is an object in RAM through the
+# checks on a board (frozen or ROMFS), a string is not.
 _CHECK_MODULES = (
-    "lcm_device.wifi",
-    "lcm_device.portal",
-    "lcm_device.update",
-    "lcm_device.install",
-    "lcm_device.metadata",
-    "lcm_device.slotfill",
-    "lcm_device.fetch",
-    "lcm_device.http",
-    "lcm_device.trust",
-    "lcm_device.firstpin",
-    "lcm_device.rollout",
-    "lcm_device.firmware",
-    "cert_sector.",
-    "ssl",
+    "lcm_device.wifi lcm_device.portal lcm_device.update lcm_device.install"
+    " lcm_device.metadata lcm_device.slotfill lcm_device.fetch lcm_device.http"
+    " lcm_device.trust lcm_device.firstpin lcm_device.rollout lcm_device.firmware"
+    " cert_sector. ssl"
 )
 # Of those, what the boot had before the check (the boot state and log formats).
-_BOOT_FORMATS = ("cert_sector.bootstate", "cert_sector.logline", "cert_sector.errors")
+_BOOT_FORMATS = "cert_sector.bootstate cert_sector.logline cert_sector.errors"
 
 
 def run(hal, power, buf, running):
@@ -115,9 +107,9 @@ def _checks(hal, cfg, buf, running):
         if result == "installed" and kind == "mgr":
             hal.reset()  # the new manager's own update boot comes next (it is on trial)
     Updater = buf = None
-    unload(
-        [n for n in sys.modules if n.startswith(_CHECK_MODULES) and n not in _BOOT_FORMATS], True
-    )
+    mine, kept = tuple(_CHECK_MODULES.split()), _BOOT_FORMATS.split()
+    unload([n for n in sys.modules if n.startswith(mine) and n not in kept], True)
+    mine = kept = None
     _fleet_record(hal, cfg, results, last[1])
     st = slots.load(hal)
     if "crashed" in results and st.get("fw_pending"):
