@@ -25,6 +25,10 @@ MAX_CHAIN_SIZE = 65536
 # and MAX_FILES (512) records of 1 + MAX_PATH (128) + 40 bytes (cert_sector.manifest; a
 # test checks the sum). Here so that the device budgets for it before loading the parser.
 MAX_MANIFEST_SIZE = 1024 + 8 * 33 + 512 * (1 + 128 + 40)
+# A manifest's signature trailer: key id (8) | r‖s (64), cert_sector.keys' KEY_ID_SIZE +
+# SIGNATURE_SIZE (a test checks the sum). Here so that the device reads the signer's id
+# before it loads the parser, and the parser does not load cert_sector.keys.
+SIGNATURE_BLOCK = 8 + 64
 SUMS_ASSET = "SHA256SUMS"
 BETA_POINTER_ASSET = "beta.tag"
 ROLLOUT_ASSET = "rollout.lcm"

@@ -34,7 +34,10 @@ The device never holds the file list: it streams records from flash with
 keep them in RAM.
 """
 
-from cert_sector.assets import MAX_MANIFEST_SIZE  # noqa: F401 (re-exported: the cap)
+from cert_sector.assets import (  # noqa: F401 (re-exported: the cap, the trailer's size)
+    MAX_MANIFEST_SIZE,
+    SIGNATURE_BLOCK,
+)
 from cert_sector.encoding import Reader, check_repo
 from cert_sector.errors import (
     FormatError,
@@ -43,7 +46,6 @@ from cert_sector.errors import (
     ScopeError,
     SignatureError,
 )
-from cert_sector.keys import KEY_ID_SIZE, SIGNATURE_SIZE
 from cert_sector.semver import parse_version, version_at_least
 
 MAGIC = b"LCMM"
@@ -55,7 +57,6 @@ MAX_PATH = 128
 MAX_NAME = 64
 MAX_BOARDS = 8
 MAX_FILE_SIZE = 16 * 1024 * 1024
-SIGNATURE_BLOCK = KEY_ID_SIZE + SIGNATURE_SIZE
 
 
 class FileEntry:
@@ -224,20 +225,22 @@ class ManifestReader:
         r.end("file records")  # Rule M1
 
 
-def check_signature(digest, kid, signature, sector):
-    """Rule M4: signed by a release key of the verified `sector`."""
+def check_signature(digest, key, signature):
+    """Rule M4: signed by `key`, the release key of the verified sector whose id the
+    trailer names (Sector.release_key; None: the sector lists no such key). The caller
+    looks it up, so that the sector need not be loaded with the manifest's checks."""
     from cert_sector.p256 import verify_p256
 
-    key = sector.release_key(kid)
     if key is None:
         raise SignatureError("manifest signed by an unknown key")
     if not verify_p256(key, digest, signature):
         raise SignatureError("bad manifest signature")
 
 
-def check_scope(sector, kid, channel, boards):
-    """Rule M7: a release key signs only within its scope (checked before signing too)."""
-    scope = sector.scope(kid)
+def check_scope(kid, scope, channel, boards):
+    """Rule M7: a release key signs only within its scope (checked before signing too).
+    `scope` is the sector's for the signer `kid` (Sector.scope): (channels, boards), or
+    None when the key is unlimited."""
     if scope is None:
         return
     channels, allowed = scope
@@ -265,6 +268,16 @@ def check_scope(sector, kid, channel, boards):
             + outside
             + " is outside it"
         )
+
+
+def manifest_order(epoch, first_seq, seq):
+    """Rule S9 (cert_sector/sector.py): where a manifest of sequence `seq`, verified by a
+    sector of `epoch` whose epoch starts at `first_seq`, stands among all the repo's
+    releases: epoch x 2**32 + seq (what a device records), or None when the sequence is
+    below the epoch's first sequence (a release of an earlier epoch)."""
+    if seq < first_seq:
+        return None
+    return (epoch << 32) + seq
 
 
 def check_header(m, repo, installed_seq, board, channel, manager_version):

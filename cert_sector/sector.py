@@ -20,7 +20,8 @@ Trust rules (each check below names the rule it enforces):
       (rule M7, cert_sector/manifest.py).
   S9  Its epoch (when flags has FLAG_EPOCH, else 0) is not below the trusted
       one. Manifests are ordered by (epoch of the sector that verifies them,
-      sequence), and in an epoch only sequences from its `first_seq` count:
+      sequence), and in an epoch only sequences from its `first_seq` count
+      (manifest_order, cert_sector/manifest.py):
       a root-signed sector with a higher epoch undoes a fast-forward by a
       stolen release key (docs/formats.md, "Epochs").
 
@@ -345,12 +346,3 @@ def check_expiry(sector, now):
     # device without time must still be able to fetch the sector that renews it.
     if now is not None and sector.expires and now >= sector.expires:
         raise ExpiredError("sector expired at " + str(sector.expires) + " (now " + str(now) + ")")
-
-
-def manifest_order(sector, seq):
-    """Rule S9: where a manifest of sequence `seq` verified by `sector` stands among all
-    the repo's releases: epoch x 2**32 + seq (what a device records), or None when the
-    sequence is below the epoch's first sequence (a release of an earlier epoch)."""
-    if seq < sector.first_seq:
-        return None
-    return (sector.epoch << 32) + seq

@@ -3,21 +3,29 @@
 `verified(u, st, tag, slot)` refreshes the repo's cert sector (chain walk and
 first-sector pinning included), asks the roll-out gate, then fetches and
 checks the manifest of `tag` into `slot`. It returns plain values only, so
-that lcm_device.install can release this module and the verifier's
-(cert_sector.sector, p256, keys) before it loads lcm_device.slotfill: a
-board with its code in the heap never holds both. For the same reason the
-manifest's parser (cert_sector.manifest) is loaded only once the sector is
-verified: the sector's verify is the busiest heap of the check.
+that lcm_device.install can release this module and the verifier
+(cert_sector.p256) before it loads lcm_device.slotfill: a board with its code
+in the heap never holds both. For the same reason the sector and the
+manifest's parser are never loaded together: once the manifest is
+downloaded, the sector gives the few values its checks need (the signer's
+release key and scope, the epoch) and is released with cert_sector.sector
+and cert_sector.keys before cert_sector.manifest is imported.
 """
 
 import hashlib
 
-from cert_sector.assets import MANIFEST_ASSET, MAX_MANIFEST_SIZE, PACK_ASSET, SECTOR_ASSET
+from cert_sector.assets import (
+    MANIFEST_ASSET,
+    MAX_MANIFEST_SIZE,
+    PACK_ASSET,
+    SECTOR_ASSET,
+    SIGNATURE_BLOCK,
+)
 from cert_sector.errors import FormatError, SignatureError, TrustError
-from cert_sector.sector import MAX_SECTOR_SIZE, check_sector
+from cert_sector.sector import MAX_SECTOR_SIZE  # a number: holds nothing of the module
 from cert_sector.version import MANAGER_VERSION
 from lcm_device import slots, trust
-from lcm_device.compat import collect, file_size
+from lcm_device.compat import collect, file_size, unload
 from lcm_device.fetch import download
 from lcm_device.hal.fs import makedirs, pump, remove_if_exists, remove_tree
 from lcm_device.http import StatusError
@@ -33,9 +41,9 @@ def verified(u, st, tag, slot):
     u.budget(MAX_SECTOR_SIZE + MAX_MANIFEST_SIZE)
     sector = _refresh_sector(u, tag)
     if sector is not None:
-        # Held through the manifest's verify, which needs only its release keys (and
-        # their scopes), epoch and expiry: its signatures, CAs (cached on flash,
-        # trust.save_cas) and roots are let go.
+        # Held through the roll-out gate and the manifest's download, which need only its
+        # release keys (and their scopes), epoch and expiry: its signatures, CAs (cached
+        # on flash, trust.save_cas) and roots are let go.
         sector.signatures = sector.cas = sector.roots = ()
         from cert_sector.sector import check_expiry
 
@@ -47,6 +55,7 @@ def verified(u, st, tag, slot):
             raise Refused(
                 "cert sector: sequence " + str(sector.seq) + " in use: " + why(exc)
             ) from None
+        check_expiry = None
     staged = None
     if u.kind == "app":
         # A staged roll-out (lcm_device.rollout): checked against the fresh sector.
@@ -54,15 +63,26 @@ def verified(u, st, tag, slot):
 
         staged = gate(u, tag, sector)  # releases its modules
         gate = None
-        collect()  # their heap goes to the manifest
         if staged == "wait":
             return None
-    m, size = _fetch_manifest(u, tag, sector, st, slot)
+        if staged is not None:
+            staged = staged.manifest_seq  # a number: the Rollout's class is let go too
+        collect()  # their heap goes to the manifest
+    if sector is None:
+        raise Refused("no cert sector installed for " + u.repo)
+    new, size, digest, kid = _download_manifest(u, tag, slot)
+    # What the manifest's checks need of the sector, as plain values (rules M4, M7, S9);
+    # then the sector goes, with its module, before the manifest's parser is loaded.
+    key = sector.release_key(kid)
+    scope = sector.scope(kid)
+    epoch, first_seq = sector.epoch, sector.first_seq
     sector = None
+    unload(["cert_sector.sector", "cert_sector.keys", "lcm_device.firstpin"], True)
+    m = _check_manifest(u, st, tag, slot, new, size, digest, kid, key, scope, epoch, first_seq)
     u.log("manifest: " + u.repo + " " + m.version + " sequence " + str(m.seq))
-    if staged is not None and staged.manifest_seq != m.seq:
+    if staged is not None and staged != m.seq:
         # Rule R4: the roll-out document is for this very release.
-        raise Refused("roll-out document for sequence " + str(staged.manifest_seq))
+        raise Refused("roll-out document for sequence " + str(staged))
     # Of the header, the fetch needs the pack's size and the switch the order.
     return m.order, m.pack_size, MAX_SECTOR_SIZE + size, m.kind == "firmware"
 
@@ -99,6 +119,10 @@ def _refresh_sector(u, tag):
         return sector
     trusted = sector
     u.client.close_plain()  # the sector's verify is the install's busiest heap
+    # Imported here, not with the module: a function held keeps its module's globals,
+    # and verified() releases cert_sector.sector before the manifest's checks.
+    from cert_sector.sector import check_sector
+
     try:
         # Parsed field by field from flash, its body hashed on the way (its CAs
         # stay there): a sector of 4096 bytes never sits in RAM.
@@ -154,6 +178,7 @@ def _walk_chain(u, tag, top, reason):
     not S7: a link may have expired since, the end of the chain must not). One
     verified link and the one being checked are held at a time."""
     from cert_sector.assets import CHAIN_ASSET, MAX_CHAIN_SIZE
+    from cert_sector.sector import check_sector
 
     hal = u.hal
     base = trust.path(hal, u.kind, ".sector")
@@ -206,34 +231,44 @@ def _walk_chain(u, tag, top, reason):
 # -- 3. the manifest ---------------------------------------------------------
 
 
-def _fetch_manifest(u, tag, sector, st, slot):
-    """The verified manifest header of `tag` in /lcm/SLOT.lcm (SLOT.lcm.new for
-    firmware), and the manifest's size."""
-    # Loaded only now, after the sector's verify (see the module's docstring).
-    from cert_sector.manifest import check_header
+def _download_manifest(u, tag, slot):
+    """The manifest of `tag` downloaded to /lcm/SLOT.lcm.new: its path, size, SHA-256,
+    and the id of its signer (the trailer's first bytes; the signature is checked later,
+    with the key the sector lists under that id)."""
+    final = slots.manifest_path(u.hal, slot)
+    new = final + ".new"
+    makedirs(u.hal.fs, u.hal.root + "/lcm")
+    size, digest, _ = download(u, u.url(tag, MANIFEST_ASSET), new, MAX_MANIFEST_SIZE, None)
+    if size <= SIGNATURE_BLOCK:
+        raise Refused("manifest: truncated (" + str(size) + " bytes)")
+    with open(new, "rb") as f:
+        f.seek(size - SIGNATURE_BLOCK)
+        kid = f.read(8)  # the key id (cert_sector.keys.KEY_ID_SIZE)
+    return new, size, digest, kid
+
+
+def _check_manifest(u, st, tag, slot, new, size, digest, kid, key, scope, epoch, first_seq):
+    """The verified manifest header of `tag`, downloaded at `new`, in /lcm/SLOT.lcm
+    (SLOT.lcm.new for firmware). `key`, `scope`: the sector's for the signer `kid`;
+    `epoch`, `first_seq`: the sector's (rule S9)."""
+    # Loaded only now, after the sector's release (see the module's docstring).
+    from cert_sector.manifest import check_header, manifest_order
 
     hal = u.hal
     kind = u.kind
-    if sector is None:
-        raise Refused("no cert sector installed for " + u.repo)
     final = slots.manifest_path(hal, slot)
-    new = final + ".new"
-    makedirs(hal.fs, hal.root + "/lcm")
-    size, digest, _ = download(u, u.url(tag, MANIFEST_ASSET), new, MAX_MANIFEST_SIZE, None)
-    m = read_manifest(u, new, sector)
-    from cert_sector.sector import manifest_order
-
+    m = read_manifest(u, new, size, kid, key, scope)
     # Rule S9: releases are ordered by (epoch, sequence), recorded as one number;
     # the installed one is placed in this sector's epoch (below 0: an earlier one).
-    m.order = manifest_order(sector, m.seq)
+    m.order = manifest_order(epoch, first_seq, m.seq)
     if m.order is None:
         raise Refused(
             "manifest: sequence "
             + str(m.seq)
             + " is below "
-            + str(sector.first_seq)
+            + str(first_seq)
             + ", the first of epoch "
-            + str(sector.epoch)
+            + str(epoch)
         )
     installed = st.get(kind + "_seq")
     installed = -1 if installed is None else installed
@@ -244,7 +279,7 @@ def _fetch_manifest(u, tag, sector, st, slot):
         check_header(
             m,
             u.repo,
-            max(installed - (sector.epoch << 32), -1),
+            max(installed - (epoch << 32), -1),
             u.cfg["board"],
             u.channel,
             mgr[1:] if mgr and mgr[0] == "v" else MANAGER_VERSION,
@@ -264,40 +299,38 @@ def _fetch_manifest(u, tag, sector, st, slot):
     if m.kind == "firmware":
         if kind != "app":
             raise Refused("manifest: a manager release cannot be firmware")
-        return m, size  # stays at SLOT.lcm.new: firmware does not use the app slots
+        return m  # stays at SLOT.lcm.new: firmware does not use the app slots
     # The same manifest already staged in this slot: keep its files (resume).
     if file_size(final) == size and trust.file_sha(final, u.io) == digest:
         hal.fs.remove(new)
         u.log("staging: resuming " + slot)
-        return m, size
+        return m
     slots.forget_previous(hal, st, kind)
     remove_if_exists(hal.fs, final)
     remove_tree(hal.fs, slots.slot_dir(hal, slot))
     hal.fs.rename(new, final)
-    return m, size
+    return m
 
 
-def read_manifest(u, path, sector):
-    """Check a manifest file's signature (hashing it from flash); its header."""
-    from cert_sector.manifest import SIGNATURE_BLOCK, ManifestReader, check_scope, check_signature
+def read_manifest(u, path, size, kid, key, scope):
+    """Check a manifest file's signature by `key` (hashing it from flash), its signer's
+    `scope`; its header."""
+    from cert_sector.manifest import ManifestReader, check_scope, check_signature
 
-    size = file_size(path)
-    if size <= SIGNATURE_BLOCK:
-        raise Refused("manifest: truncated (" + str(size) + " bytes)")
     body = size - SIGNATURE_BLOCK
     h = hashlib.sha256()
     with open(path, "rb") as f:
         if pump(f, u.io, body, None, h) != body:
             raise Refused("manifest: file shorter than it was")
-        trailer = f.read(SIGNATURE_BLOCK)
+        signature = f.read(SIGNATURE_BLOCK)[8:]
     try:
-        check_signature(h.digest(), trailer[:8], trailer[8:], sector)
+        check_signature(h.digest(), key, signature)  # Rule M4
     except TrustError as exc:
         raise Refused("manifest: " + why(exc)) from None
     with open(path, "rb") as f:
         m = ManifestReader(stream=f, body_size=body).header()
     try:
-        check_scope(sector, trailer[:8], m.channel, m.boards)  # Rule M7
+        check_scope(kid, scope, m.channel, m.boards)  # Rule M7
     except TrustError as exc:
         raise Refused("manifest: " + why(exc)) from None
     return m

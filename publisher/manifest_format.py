@@ -35,6 +35,7 @@ from cert_sector.manifest import (
     check_path,
     check_scope,
     check_signature,
+    manifest_order,
 )
 from cert_sector.semver import parse_version
 
@@ -54,6 +55,7 @@ __all__ = [
     "check_path",
     "check_scope",
     "check_signature",
+    "manifest_order",
     "pack_body",
     "pack_manifest",
     "parse_manifest",
@@ -140,8 +142,8 @@ def verify_manifest(
 ):
     """Apply M1-M6 to manifest bytes held in memory; returns the Manifest."""
     body, kid, signature = split_signature(data)
-    check_signature(hashlib.sha256(body).digest(), kid, signature, sector)
+    check_signature(hashlib.sha256(body).digest(), sector.release_key(kid), signature)
     m = parse_manifest(data)
-    check_scope(sector, kid, m.channel, m.boards)
+    check_scope(kid, sector.scope(kid), m.channel, m.boards)
     check_header(m, repo, installed_seq, board, channel, manager_version)
     return m

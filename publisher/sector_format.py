@@ -34,7 +34,6 @@ from cert_sector.sector import (
     check_key_scope,
     check_sector,
     check_unique,
-    manifest_order,
     parse_fields,
     read_sector_file,
 )
@@ -49,7 +48,6 @@ __all__ = [
     "check_expiry",
     "check_sector",
     "key_id",
-    "manifest_order",
     "pack_body",
     "pack_sector",
     "parse_sector",

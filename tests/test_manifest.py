@@ -187,6 +187,21 @@ def test_size_cap_holds_the_largest_manifest():
     assert largest == mf.MAX_MANIFEST_SIZE
 
 
+def test_signature_block_is_key_id_and_signature():
+    # cert_sector.assets states the trailer's size as a sum, so that the parser need not
+    # load cert_sector.keys (released with the sector before the manifest's checks).
+    from cert_sector.keys import KEY_ID_SIZE, SIGNATURE_SIZE
+
+    assert mf.SIGNATURE_BLOCK == KEY_ID_SIZE + SIGNATURE_SIZE
+
+
+def test_manifest_order():
+    # Rule S9: epoch x 2**32 + sequence; below the epoch's first sequence, none.
+    assert mf.manifest_order(0, 0, 5) == 5
+    assert mf.manifest_order(2, 10, 10) == (2 << 32) + 10
+    assert mf.manifest_order(2, 10, 9) is None
+
+
 def test_too_many_files(world):
     _, rel, _ = world
     with pytest.raises(FormatError):

@@ -166,7 +166,7 @@ def check_sector(data: bytes, repo: str, signer: Signer, where: str) -> sf.Secto
 def check_key_scope(sector: sf.Sector, signer: Signer, spec: ReleaseSpec) -> None:
     """Refuse to sign outside the key's scope in the sector (rule M7; devices refuse it too)."""
     try:
-        mf.check_scope(sector, signer.key_id, spec.channel, spec.boards)
+        mf.check_scope(signer.key_id, sector.scope(signer.key_id), spec.channel, spec.boards)
     except TrustError as exc:
         raise SourceError(f"refusing to sign: {exc}") from None
 
