@@ -156,7 +156,7 @@ def idles(state: Path, heap_kb: int, rom: bool) -> bool:
 CYCLE_BASE = (
     "from lcm_device.hal import fs\n"
     "from lcm_device import compat, config, slots, boot, log\n"
-    "boot.unload(boot._STEPS, True)\n"
+    "boot.unload(boot._STEPS.split(), True)\n"
     "from lcm_device import checkboot, update, install, fetch, trust, http\n"
 )
 SECTOR_PHASE = "from lcm_device import metadata\nfrom cert_sector import sector, keys, p256\n"

@@ -41,30 +41,20 @@ RUNNING = None
 # they import), the check timer and what it uses (the HAL, and compat, whose uptime its
 # clock counts). The log is loaded again when a line is logged (lcm_device.log), unless
 # the boot's steps keep it.
+# One string each, split where used: a tuple constant is an object in RAM while this module
+# is loaded (all along, on a board), a string is not.
 _KEEP = (
-    "lcm_device.app",
-    "lcm_device.slots",
-    "cert_sector.bootstate",
-    "cert_sector.errors",
-    "lcm_device.checktimer",
-    "lcm_device.due",
-    "lcm_device.compat",
-    "lcm_device.hal",
-    "lcm_device.hal.board",
-    "lcm_device.hal.fs",
+    "lcm_device.app lcm_device.slots cert_sector.bootstate cert_sector.errors"
+    " lcm_device.checktimer lcm_device.due lcm_device.compat lcm_device.hal"
+    " lcm_device.hal.board lcm_device.hal.fs"
 )
 
 
 # The boot's steps, released before an update boot's checks: their heap is the checks'.
 # (gestures was taken out of sys.modules by startup, not out of its package.)
 _STEPS = (
-    "lcm_device.startup",
-    "lcm_device.appboot",
-    "lcm_device.trial",
-    "lcm_device.mainfile",
-    "lcm_device.schedule",
-    "lcm_device.due",
-    "lcm_device.gestures",
+    "lcm_device.startup lcm_device.appboot lcm_device.trial lcm_device.mainfile"
+    " lcm_device.schedule lcm_device.due lcm_device.gestures"
 )
 
 
@@ -76,7 +66,7 @@ def main():
     if app is not None and app[0] == "check":
         power, buf = app[1], app[2]
         app = None
-        unload(_STEPS, True)
+        unload(_STEPS.split(), True)
         from lcm_device import checkboot
         from lcm_device.hal import get
 
@@ -89,7 +79,8 @@ def main():
 
 def _run_app(path, tag, keep):
     mine = ("lcm_device.", "cert_sector.")
-    keep += _KEEP  # and what the boot's steps keep (appboot.prepare_app: the log, at times)
+    # And what the boot's steps keep (appboot.prepare_app: the log, at times).
+    keep += tuple(_KEEP.split())
     unload([n for n in sys.modules if n.startswith(mine) and n not in keep], True)
     keep = None
     sys.path.insert(0, path)
