@@ -50,9 +50,8 @@ def run(hal, power, buf, running):
     board); `running`: the manager slot this code runs from (lcm_device.boot.RUNNING).
     Where the marker cannot be left, the app runs in this boot: what
     appboot.prepare_app returns."""
-    cfg = config.load(hal)
-    step(_checks, hal, cfg, buf, running)
-    buf = cfg = None
+    step(_checks, hal, buf, running)  # a full flash or a MemoryError: logged, the boot goes on
+    buf = None
     # After the checks, whose buffers need the heap whole: a module the damage took
     # away makes this boot's check fail (logged), and the next boot's work.
     step(repair_manager, hal, running)
@@ -66,9 +65,10 @@ def run(hal, power, buf, running):
     hal.reset()
 
 
-def _checks(hal, cfg, buf, running):
+def _checks(hal, buf, running):
     """The checks and their outcome; resets at once after a manager install, and on a
     fault of the manager's or the firmware's own (a failed trial boot)."""
+    cfg = config.load(hal)
     now = uptime_s()
     if not _network(hal, cfg):
         log("check: no network")
