@@ -1,7 +1,7 @@
 """Counting a trial boot, and rolling back (docs/device.md, "Trial boots").
 
-A new release runs in trial mode (slots.switch); every boot of the app's is
-counted here, before it runs (lcm_device.appboot.prepare_app). A boot that
+A new release runs in trial mode (slots.switch); every boot of an app on
+trial is counted here, before it runs (lcm_device.appboot.prepare_app). A boot that
 crashes or resets counts against it; after `trial_boots` of them, or
 slots.max_trial_boots boots in all without a confirmation, the previous slot
 comes back and the release is marked bad. /main.py counts the manager's
