@@ -144,8 +144,9 @@ def idles(state: Path, heap_kb: int, rom: bool) -> bool:
 
 
 # The modules a full update cycle loads on a board, in the update boot: boot, which
-# releases the boot's steps (startup, appboot, the schedule) before the checks
-# (lcm_device.boot.main), checkboot and the engine; then one phase of the install at a
+# releases the boot's steps (startup, appboot, the schedule, the config) before the
+# checks (lcm_device.boot.main), checkboot (which loads the config and releases it
+# again) and the engine; then one phase of the install at a
 # time: the sector's checks (lcm_device.metadata, cert_sector.sector and keys, the
 # verifier), then the manifest's, once metadata has released the sector's modules
 # (cert_sector.manifest and the verifier: every install checks both signatures), all
@@ -155,7 +156,9 @@ def idles(state: Path, heap_kb: int, rom: bool) -> bool:
 # beside).
 CYCLE_BASE = (
     "from lcm_device.hal import fs\n"
-    "from lcm_device import compat, config, slots, boot, log\n"
+    "from lcm_device import compat, slots, boot, log\n"
+    # As boot.main: its globals let go of the steps, then they are released.
+    "boot.startup = boot.appboot = None\n"
     "boot.unload(boot._STEPS.split(), True)\n"
     "from lcm_device import checkboot, update, install, fetch, trust, http\n"
 )

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
     encode_dss_signature,
 )
 
-from cert_sector import verify_p256
+from cert_sector.p256 import verify_p256
 from publisher.micropython import (
     ROM_MODEL_HEAP,
     UNIX_PACKAGES,
@@ -44,7 +44,7 @@ ROUNDS = 50
 
 DEVICE_TIMING = """
 import time, binascii
-from cert_sector import verify_p256
+from cert_sector.p256 import verify_p256
 key = binascii.unhexlify("{key}")
 digest = binascii.unhexlify("{digest}")
 sig = binascii.unhexlify("{sig}")

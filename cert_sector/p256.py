@@ -94,7 +94,8 @@ def verify_p256(public_key, digest, signature):
     # z == 0 is the point at infinity.
     qx, qy = q
     q = None
-    x, y, z = 0, 1, 0
+    x = z = 0
+    y = 1
     for i in range(_BITS, 0, -1):
         todo = 1 if z else 0  # the doubling
         g = (h1 >> i & 1) - (u1 >> i & 1)  # G's digit
@@ -129,7 +130,8 @@ def verify_p256(public_key, digest, signature):
             m = (ty * (a * z % p) - y) % p  # two products, not one of three coordinates
             if not h:
                 if m:
-                    x, y, z = 0, 1, 0  # R = -T: the sum is infinity
+                    x = z = 0  # R = -T: the sum is infinity
+                    y = 1
                 else:
                     todo = 1  # R = T: R + T = 2R
                 continue

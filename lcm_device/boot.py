@@ -31,7 +31,7 @@ startup = None
 if not appboot.after_update():
     # No marker, no app boot: the boot's steps load at import, so a damaged one falls back
     # too. The app boot needs only appboot's: the update boot before it checked the
-    # manager's files (checkboot.repair_manager) a moment ago.
+    # manager's files (aftercheck.repair_manager) a moment ago.
     from lcm_device import startup
 
 # The manager slot this code runs from, set by /main.py; None: a /main.py that does not say.
@@ -54,7 +54,7 @@ _KEEP = (
 # (gestures was taken out of sys.modules by startup, not out of its package.)
 _STEPS = (
     "lcm_device.startup lcm_device.appboot lcm_device.trial lcm_device.mainfile"
-    " lcm_device.schedule lcm_device.due lcm_device.gestures"
+    " lcm_device.schedule lcm_device.due lcm_device.gestures lcm_device.config"
 )
 
 
@@ -78,7 +78,7 @@ def main():
 
 
 def _run_app(path, tag, keep):
-    mine = ("lcm_device.", "cert_sector.")
+    mine = tuple(["lcm_device.", "cert_sector."])  # made here: not a tuple constant in RAM
     # And what the boot's steps keep (appboot.prepare_app: the log, at times).
     keep += tuple(_KEEP.split())
     unload([n for n in sys.modules if n.startswith(mine) and n not in keep], True)

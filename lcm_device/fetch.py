@@ -15,7 +15,6 @@ import hashlib
 from lcm_device.compat import const
 from lcm_device.hal.fs import pump
 from lcm_device.http import (
-    REDIRECTS,
     BudgetError,
     NetworkError,
     ProtocolError,
@@ -25,7 +24,6 @@ from lcm_device.http import (
 from lcm_device.update import Refused
 
 _RETRIES = const(3)
-_EXPIRED = (403, 404, 410)
 
 
 def download(u, url, path, limit, headers):
@@ -83,7 +81,7 @@ class PackStream:
         url = self.cdn or self.url
         n = self.end - self.pos
         resp = client.get(url, start=self.pos, end=self.end - 1, max_bytes=n, follow=False)
-        if resp.status in REDIRECTS:
+        if 300 < resp.status < 304 or 306 < resp.status < 309:  # a redirect (http.py)
             resp.close()
             if resp.location is None:
                 raise ProtocolError("pack redirect without Location")
@@ -113,7 +111,8 @@ class PackStream:
                 return got
             except StatusError as exc:
                 self.resp = None
-                if exc.status not in _EXPIRED or self.cdn is None:
+                expired = exc.status == 403 or exc.status == 404 or exc.status == 410
+                if not expired or self.cdn is None:
                     raise
                 # The signed CDN URL expired: ask the download URL for a fresh one.
                 self.cdn = None

@@ -41,9 +41,9 @@ _DRAIN = const(2048)
 # kept in the client's URL slot, not made into a str (see Client.__init__).
 _LONG_VALUE = const(256)
 
-# Statuses that redirect (shared with fetch.py and update.py: on a board that loads
-# .mpy files from ROMFS, each tuple written out in the code is an object in RAM).
-REDIRECTS = (301, 302, 303, 307, 308)
+# Statuses that redirect: 301, 302, 303, 307 and 308, tested as `300 < s < 304 or
+# 306 < s < 309` here, in fetch.py and update.py (on a board that loads .mpy files
+# from ROMFS, a tuple written out in the code is an object in RAM).
 
 # Body framing.
 _LENGTH = const(0)
@@ -635,7 +635,7 @@ class Client:
                     if not reuse or not isinstance(exc, NetworkError):
                         raise
             status = resp.status
-            if status in REDIRECTS:
+            if 300 < status < 304 or 306 < status < 309:  # a redirect
                 if not follow:
                     return resp
                 resp.close()

@@ -4,7 +4,7 @@ Its own module: a device needs it only after software removed its boot state,
 so the code stays out of the heap of every other boot.
 """
 
-from lcm_device.slots import SLOTS, manifest_path, slot_dir
+from lcm_device.slots import manifest_path, pair, slot_dir
 
 
 def rebuild(hal, log=None):
@@ -24,7 +24,7 @@ def rebuild(hal, log=None):
     st = {"gen": 0}
     for kind in ("app", "mgr"):
         found = []
-        for slot in SLOTS[kind]:
+        for slot in pair(kind):
             m = complete_manifest(hal, slot)
             if m is not None:
                 found.append((m.seq, slot, m))

@@ -46,7 +46,12 @@ LEGACY_PATH = "/lcm/state/boot.json"
 # Written by the update boot before its reset (lcm_device.checkboot), holding its reset
 # cause: the next boot is the app boot (lcm_device.appboot).
 APP_NEXT = "/lcm/state/app.next"
-SLOTS = {"app": ("app0", "app1"), "mgr": ("m0", "m1")}
+
+
+def pair(kind):
+    """The two slots of `kind` ("app" or "mgr"). Made at each call: a dict of tuples kept
+    in the module is four objects in RAM on a board."""
+    return ["m0", "m1"] if kind == "mgr" else ["app0", "app1"]
 
 
 def _read(path):
@@ -68,9 +73,19 @@ def load(hal, log=None):
         if one is not None and (st is None or one["gen"] > st["gen"]):
             st = one
     if st is None:
-        st = _legacy(hal)
-    # No valid state: rebuilt when a slot keeps a signed manifest.
-    if st is None and any(file_size(manifest_path(hal, s)) >= 0 for k in SLOTS for s in SLOTS[k]):
+        # The single boot.json of managers before two generations: read once, then
+        # replaced. Here, not in a function of its own: one object fewer in RAM.
+        try:
+            with open(hal.root + LEGACY_PATH) as f:
+                st = json.load(f)
+            st["gen"] = 0
+        except (OSError, ValueError, TypeError):  # TypeError: not a JSON object
+            st = None
+    # No valid state: rebuilt when a slot keeps a signed manifest (a list, made here: a
+    # tuple would be a constant, an object in RAM on a board).
+    if st is None and any(
+        file_size(manifest_path(hal, s)) >= 0 for s in ["app0", "app1", "m0", "m1"]
+    ):
         try:
             from lcm_device.rebuild import rebuild  # rarely needed: its own module
         except ImportError:  # a manager without it (damaged, or a cut-down test release)
@@ -83,19 +98,6 @@ def load(hal, log=None):
         st = {"gen": 0}  # a new device: nothing installed yet
     if not st.get("mgr"):
         st["mgr"] = "m0"
-    return st
-
-
-def _legacy(hal):
-    # The single boot.json of managers before two generations: read once, then replaced.
-    try:
-        with open(hal.root + LEGACY_PATH) as f:
-            st = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(st, dict):
-        return None
-    st["gen"] = 0
     return st
 
 
@@ -131,7 +133,7 @@ def manifest_path(hal, slot):
 
 
 def inactive(st, kind):
-    a, b = SLOTS[kind]
+    a, b = pair(kind)
     return b if st.get(kind) == a else a
 
 

@@ -61,12 +61,12 @@ def run(running):
     if _due(hal, sched):
         return "check", power, buf
     buf = None
-    from lcm_device.checkboot import confirm_manager, repair_manager
+    from lcm_device.aftercheck import confirm_manager, repair_manager
 
     confirm_manager(hal, running, "")
     step(repair_manager, hal, running)
     confirm_manager = repair_manager = None
-    unload(["lcm_device.checkboot"], True)
+    unload(["lcm_device.aftercheck"], True)
     return step(prepare_app, hal, cfg, sched, power)
 
 

@@ -145,14 +145,15 @@ def file_sha(file, buf):
 
 
 def _sound(file, buf):
-    """(the Sector in `file`, None) when it passes rule L2, else (None, why)."""
+    """(the Sector in `file`, None) when it passes rule L2, (None, None) when there is
+    none, else (None, why)."""
     from cert_sector.errors import TrustError
     from cert_sector.sector import PinnedRoots, check_sector
 
     try:
         sector = read_sector(file, buf)
         if sector is None:
-            return None, "missing"
+            return sector, None  # no file (sector: a name, not a tuple constant in RAM)
         # Rule S5: signed by its own roots (the body as read). Another repo's sector
         # is sound too: the repo was changed in the config, `installed` answers None.
         own = PinnedRoots(sector.repo, sector.roots, sector.threshold)
@@ -180,7 +181,7 @@ def installed(hal, kind, repo, buf, log):
         for file, other in ((main, copy), (copy, main)):  # Rule L2
             sector, why = _sound(file, buf)
             if sector is None:
-                if log and why != "missing":
+                if log and why is not None:
                     log("cert sector: " + file[len(hal.root) :] + " damaged: " + why)
                 continue
             copy_over(hal, file, other, buf)

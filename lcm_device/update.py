@@ -47,7 +47,7 @@ from cert_sector.assets import BETA_POINTER_ASSET
 from cert_sector.errors import TrustError
 from lcm_device import slots, trust
 from lcm_device.compat import collect, const, exists, ticks_diff, ticks_ms
-from lcm_device.http import REDIRECTS, Client, HTTPError, StatusError
+from lcm_device.http import Client, HTTPError, StatusError
 
 BUF_SIZE = 5120
 _NET = const(2048)  # the HTTP client's part: a github.com signed asset URL is ~1.3 KB, and its
@@ -97,7 +97,8 @@ class Updater:
             # The device was pointed at another repo (setup portal): what is installed
             # says nothing about this one's tags and sequences.
             self.log(name + ": repo changed to " + self.repo + ", installing it afresh")
-            for key in ("_tag", "_seq", "_bad", "_bad_seq", "_repo"):
+            # A list, made here: a tuple would be a constant, an object in RAM on a board.
+            for key in ["_tag", "_seq", "_bad", "_bad_seq", "_repo"]:
                 st[self.kind + key] = None
             if self.kind == "app":
                 st["fw_tag"] = st["fw_seq"] = st["fw_bad"] = None
@@ -191,7 +192,7 @@ class Updater:
                 # A static host (`lcm release export`) has no redirects: there
                 # /releases/latest is a pointer file naming the tag (docs/formats.md).
                 tag = release.tag_from_pointer(resp.read_all(release.MAX_TAG + 2))
-            elif resp.status in REDIRECTS:
+            elif 300 < resp.status < 304 or 306 < resp.status < 309:  # a redirect (http.py)
                 tag = release.tag_from_location(resp.location, self.repo)
             else:
                 raise Refused("/releases/latest answered " + str(resp.status) + ", not a redirect")

@@ -12,8 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_ds
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cert_sector import verify_p256
-from cert_sector.p256 import decode_public_key
+from cert_sector.p256 import decode_public_key, verify_p256
 from tests.keyfactory import new_signer
 from tests.wycheproof import vectors
 

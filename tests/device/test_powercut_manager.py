@@ -31,6 +31,7 @@ NEEDED = (
     "lcm_device/app",
     "lcm_device/appboot",
     "lcm_device/boot",
+    "lcm_device/aftercheck",
     "lcm_device/checkboot",
     "lcm_device/compat",
     "lcm_device/config",
