@@ -44,7 +44,7 @@ RUNNING = None
 # One string each, split where used: a tuple constant is an object in RAM while this module
 # is loaded (all along, on a board), a string is not.
 _KEEP = (
-    "lcm_device.app lcm_device.slots cert_sector.bootstate cert_sector.errors"
+    "lcm_device.app lcm_device.slots cert_sector.bootstate"
     " lcm_device.checktimer lcm_device.due lcm_device.compat lcm_device.hal"
     " lcm_device.hal.board lcm_device.hal.fs"
 )

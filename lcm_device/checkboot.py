@@ -33,7 +33,7 @@ _CHECK_MODULES = (
     " cert_sector. ssl"
 )
 # Of those, what the boot had before the check (the boot state and log formats).
-_BOOT_FORMATS = "cert_sector.bootstate cert_sector.logline cert_sector.errors"
+_BOOT_FORMATS = "cert_sector.bootstate cert_sector.logline"
 
 
 def run(hal, power, buf, running):

@@ -125,7 +125,6 @@ def test_the_app_starts_with_the_check_timer_the_hal_and_the_boot_state_loaded(
         [
             "cert_sector",
             "cert_sector.bootstate",
-            "cert_sector.errors",
             "lcm_device",
             "lcm_device.checktimer",
             "lcm_device.compat",
