@@ -41,13 +41,19 @@ def run(hal, power, buf, running):
     board); `running`: the manager slot this code runs from (lcm_device.boot.RUNNING).
     Where the marker cannot be left, the app runs in this boot: what
     appboot.prepare_app returns."""
-    step(_checks, hal, buf, running)  # a full flash or a MemoryError: logged, the boot goes on
-    buf = None
-    # After the checks, whose buffers need the heap whole: a module the damage took
-    # away makes this boot's check fail (logged), and the next boot's work.
-    from lcm_device.aftercheck import repair_manager
+    try:
+        step(_checks, hal, buf, running)  # a full flash or a MemoryError: logged, the boot goes on
+        buf = None
+        # After the checks, whose buffers need the heap whole: a module the damage took
+        # away makes this boot's check fail (logged), and the next boot's work.
+        from lcm_device.aftercheck import repair_manager
 
-    step(repair_manager, hal, running)
+        step(repair_manager, hal, running)
+    except ImportError as exc:
+        # lcm_device.aftercheck damaged (the engine's own import is handled in _checks):
+        # the outcome goes unrecorded, the app runs (lcm_device.startup says what follows).
+        log("check: the manager's self-check does not import: " + str(exc))
+    buf = None
     try:
         write_atomic(hal.fs, hal.root + APP_NEXT, b"power" if power else b"reset")
     except OSError:

@@ -139,3 +139,23 @@ def test_the_app_starts_with_the_check_timer_the_hal_and_the_boot_state_loaded(
     assert lines[-1][3] == "app: a line of the app's", out
     seqs = [int(fields[1]) for fields in lines]
     assert len(seqs) >= 2 and seqs == list(range(seqs[0], seqs[0] + len(seqs))), out
+
+
+def test_a_damaged_self_check_is_logged_and_the_app_runs(golden: Path, tmp_path: Path, mpy: Any):
+    """lcm_device.aftercheck (the outcome of a check, the manager's self-check) is imported
+    late, by the update boot after its checks and by a boot with no check due: damaged, it
+    is logged and the app runs all the same, where an exception would stop the board."""
+    state = tmp_path / "device"
+    shutil.copytree(golden, state)
+    (state / "lcm" / "m0" / "lcm_device" / "aftercheck.mpy").unlink()
+    damaged = "the manager's self-check does not import"
+
+    code, out = one_boot(state, mpy, "power")  # no check due (the first install backs off)
+    assert code == 0 and "APP v1.0.0 running" in out, out
+    assert "boot: " + damaged in out, out
+
+    code, out = one_boot(state, mpy, "reset", check_now=True)  # an update boot
+    assert code == EXIT_RESET and "check: " + damaged in out, out
+    assert (state / APP_NEXT.lstrip("/")).read_bytes() == b"reset"
+    code, out = one_boot(state, mpy, "reset")  # its app boot
+    assert code == 0 and "APP v1.0.0 running" in out, out
