@@ -20,6 +20,7 @@ from lcm_device.http import (
     ProtocolError,
     StalledError,
     StatusError,
+    is_redirect,
 )
 from lcm_device.update import Refused
 
@@ -81,7 +82,7 @@ class PackStream:
         url = self.cdn or self.url
         n = self.end - self.pos
         resp = client.get(url, start=self.pos, end=self.end - 1, max_bytes=n, follow=False)
-        if 300 < resp.status < 304 or 306 < resp.status < 309:  # a redirect (http.py)
+        if is_redirect(resp.status):
             resp.close()
             if resp.location is None:
                 raise ProtocolError("pack redirect without Location")

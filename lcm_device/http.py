@@ -41,9 +41,12 @@ _DRAIN = const(2048)
 # kept in the client's URL slot, not made into a str (see Client.__init__).
 _LONG_VALUE = const(256)
 
-# Statuses that redirect: 301, 302, 303, 307 and 308, tested as `300 < s < 304 or
-# 306 < s < 309` here, in fetch.py and update.py (on a board that loads .mpy files
-# from ROMFS, a tuple written out in the code is an object in RAM).
+
+def is_redirect(status):
+    """301, 302, 303, 307 or 308 (shared with fetch.py and update.py). Ranges, not a tuple:
+    on a board that loads .mpy files from ROMFS, a tuple constant is an object in RAM."""
+    return 300 < status < 304 or 306 < status < 309
+
 
 # Body framing.
 _LENGTH = const(0)
@@ -635,7 +638,7 @@ class Client:
                     if not reuse or not isinstance(exc, NetworkError):
                         raise
             status = resp.status
-            if 300 < status < 304 or 306 < status < 309:  # a redirect
+            if is_redirect(status):
                 if not follow:
                     return resp
                 resp.close()

@@ -47,7 +47,7 @@ from cert_sector.assets import BETA_POINTER_ASSET
 from cert_sector.errors import TrustError
 from lcm_device import slots, trust
 from lcm_device.compat import collect, const, exists, ticks_diff, ticks_ms
-from lcm_device.http import Client, HTTPError, StatusError
+from lcm_device.http import Client, HTTPError, StatusError, is_redirect
 
 BUF_SIZE = 5120
 _NET = const(2048)  # the HTTP client's part: a github.com signed asset URL is ~1.3 KB, and its
@@ -192,7 +192,7 @@ class Updater:
                 # A static host (`lcm release export`) has no redirects: there
                 # /releases/latest is a pointer file naming the tag (docs/formats.md).
                 tag = release.tag_from_pointer(resp.read_all(release.MAX_TAG + 2))
-            elif 300 < resp.status < 304 or 306 < resp.status < 309:  # a redirect (http.py)
+            elif is_redirect(resp.status):
                 tag = release.tag_from_location(resp.location, self.repo)
             else:
                 raise Refused("/releases/latest answered " + str(resp.status) + ", not a redirect")

@@ -138,6 +138,24 @@ def test_cpython_path_bodies_redirects_ranges_and_keep_alive(server):
     assert (client.requests, client.connections) == (7, 2)
 
 
+@pytest.mark.parametrize("status", range(300, 310))
+def test_only_the_redirect_statuses_are_followed(status):
+    """301, 302, 303, 307 and 308 redirect (http.is_redirect, which fetch and update use
+    too); any other 3xx with a Location is an answer the client refuses, not a redirect."""
+    routes = {
+        "/ask": [response(status, b"", [("Location", "/plain")])],
+        "/plain": [response(200, BODY)],
+    }
+    with RawServer(routes) as running:
+        client = Client(bytearray(512), timeout_ms=2000)
+        if status in (301, 302, 303, 307, 308):
+            assert _read(client.get(running.url("/ask"))) == BODY
+            assert client.get(running.url("/ask"), follow=False).status == status
+        else:
+            with pytest.raises(StatusError, match=f"HTTP {status} from"):
+                client.get(running.url("/ask"))
+
+
 def test_cpython_path_refusals(server):
     client = Client(bytearray(512), timeout_ms=300)
     with pytest.raises(StatusError, match="HTTP 410") as info:
