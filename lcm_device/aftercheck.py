@@ -49,9 +49,9 @@ def manager_trial(hal, results, running):
     """Rule (manager trial): a server's answer to a check (idle, refused, installed)
     proves the manager can still update: confirmed. A check that failed or crashed
     (the network, or whatever a server sent) is not held against it (one that is
-    "broken", a module of its own missing, resets the board: lcm_device.checkboot): the trial stays
-    open, at most slots.max_trial_boots boots, then the manager is confirmed, having
-    started and run that often without a fault of its own."""
+    "broken", a module of its own missing, resets the board: lcm_device.checkboot): the
+    trial stays open, at most slots.max_trial_boots boots, then the manager is confirmed,
+    having started and run that often without a fault of its own."""
     st = slots.load(hal)
     if not slots.in_trial(st, "mgr"):
         return

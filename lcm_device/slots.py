@@ -81,11 +81,8 @@ def load(hal, log=None):
             st["gen"] = 0
         except (OSError, ValueError, TypeError):  # TypeError: not a JSON object
             st = None
-    # No valid state: rebuilt when a slot keeps a signed manifest (a list, made here: a
-    # tuple would be a constant, an object in RAM on a board).
-    if st is None and any(
-        file_size(manifest_path(hal, s)) >= 0 for s in ["app0", "app1", "m0", "m1"]
-    ):
+    # No valid state: rebuilt when a slot keeps a signed manifest.
+    if st is None and any(file_size(manifest_path(hal, s)) >= 0 for s in pair("app") + pair("mgr")):
         try:
             from lcm_device.rebuild import rebuild  # rarely needed: its own module
         except ImportError:  # a manager without it (damaged, or a cut-down test release)
