@@ -10,81 +10,95 @@
 # to import or crashes resets the board, so its trial boots run out. A
 # confirmed manager that does not import (its files damaged) falls back to the
 # other slot, then to a manager frozen into the firmware, if there is one.
-import json
 import os
 import sys
 
 R = os.getcwd().rstrip("/")
-D = R + "/lcm/state/"
 
 
-def rd(n):
-    try:
-        with open(D + n, "rb") as f:
-            d = f.read(2048)
+def pick():
+    # The manager slot to run and its trial boots counted (None: not on trial). A function,
+    # released once it ran: the app runs in this file's frame, and what stays of it (its
+    # code, its globals) is the app's heap lost.
+    import json
+
+    D = R + "/lcm/state/"
+
+    def rd(n):
+        try:
+            with open(D + n, "rb") as f:
+                d = f.read(2048)
+            from binascii import hexlify
+            from hashlib import sha256
+
+            if hexlify(sha256(d[:-18]).digest()[:8]) == d[-17:-1]:
+                return json.loads(d[:-18])
+        except (OSError, ValueError):
+            pass
+        return None
+
+    b = None
+    for n in ("boot0.json", "boot1.json"):
+        c = rd(n)
+        if (
+            isinstance(c, dict)
+            and isinstance(c.get("gen"), int)
+            and (b is None or c["gen"] > b["gen"])
+        ):
+            b = c
+    if b is None:
+        try:  # the single boot.json of older managers
+            with open(D + "boot.json") as f:
+                b = json.load(f)
+            b["gen"] = 0
+        except (OSError, ValueError, TypeError):
+            b = {"gen": 0}  # none: lcm_device.boot rebuilds the state from the slots
+    m = b.get("mgr") or "m0"
+    t = b.get("mgr_trial")
+    if t is not None:
+        try:
+            import machine
+
+            p = machine.reset_cause() == machine.PWRON_RESET
+        except (ImportError, AttributeError):  # the unix port's machine has no reset_cause
+            p = os.getenv("LCM_BOOT_CAUSE", "power") == "power"
+        if p and t > 0:
+            t -= 1  # the boot before lost its power: not the manager's fault
+        if t >= (b.get("trial_boots") or 3) and b.get("mgr_prev"):
+            print("main.py: manager " + str(b.get("mgr_tag")) + " failed its trial; rolling back")
+            b["mgr_bad"] = b.get("mgr_tag")
+            b["mgr_bad_seq"] = b.get("mgr_seq")
+            b["mgr_bad_why"] = "manager crashed or reset in " + str(t) + " trial boots"
+            m = b["mgr"] = b["mgr_prev"]
+            b["mgr_tag"] = b.get("mgr_prev_tag")
+            b["mgr_seq"] = b.get("mgr_prev_seq")
+            b["mgr_trial"] = b["mgr_boots"] = b["mgr_prev"] = b["mgr_prev_tag"] = None
+            b["mgr_prev_seq"] = t = None
+        else:
+            b["mgr_trial"] = t + 1
+            b["mgr_boots"] = (b.get("mgr_boots") or 0) + 1
+        b["gen"] += 1
+        s = json.dumps(b).encode()
         from binascii import hexlify
         from hashlib import sha256
 
-        if hexlify(sha256(d[:-18]).digest()[:8]) == d[-17:-1]:
-            return json.loads(d[:-18])
-    except (OSError, ValueError):
-        pass
-    return None
+        n = D + "boot" + str(b["gen"] % 2) + ".json"
+        try:
+            with open(n + ".tmp", "wb") as f:
+                f.write(s + b"\n" + hexlify(sha256(s).digest()[:8]) + b"\n")
+            os.rename(n + ".tmp", n)
+        except OSError as e:
+            # Full or read-only flash: an uncounted trial could crash for ever, so the
+            # previous manager runs this boot (lcm_device.trial.count_boot does the same).
+            print("main.py: cannot count the trial boot (" + repr(e) + "); previous manager")
+            if b.get("mgr_prev"):
+                m, t = b["mgr_prev"], None
+        s = None
+    return m, t
 
 
-b = None
-for n in ("boot0.json", "boot1.json"):
-    c = rd(n)
-    if isinstance(c, dict) and isinstance(c.get("gen"), int) and (b is None or c["gen"] > b["gen"]):
-        b = c
-if b is None:
-    try:  # the single boot.json of older managers
-        with open(D + "boot.json") as f:
-            b = json.load(f)
-        b["gen"] = 0
-    except (OSError, ValueError, TypeError):
-        b = {"gen": 0}  # none: lcm_device.boot rebuilds the state from the slots
-m = b.get("mgr") or "m0"
-t = b.get("mgr_trial")
-if t is not None:
-    try:
-        import machine
-
-        p = machine.reset_cause() == machine.PWRON_RESET
-    except (ImportError, AttributeError):  # the unix port's machine has no reset_cause
-        p = os.getenv("LCM_BOOT_CAUSE", "power") == "power"
-    if p and t > 0:
-        t -= 1  # the boot before lost its power: not the manager's fault
-    if t >= (b.get("trial_boots") or 3) and b.get("mgr_prev"):
-        print("main.py: manager " + str(b.get("mgr_tag")) + " failed its trial; rolling back")
-        b["mgr_bad"] = b.get("mgr_tag")
-        b["mgr_bad_seq"] = b.get("mgr_seq")
-        b["mgr_bad_why"] = "manager crashed or reset in " + str(t) + " trial boots"
-        m = b["mgr"] = b["mgr_prev"]
-        b["mgr_tag"] = b.get("mgr_prev_tag")
-        b["mgr_seq"] = b.get("mgr_prev_seq")
-        b["mgr_trial"] = b["mgr_boots"] = b["mgr_prev"] = b["mgr_prev_tag"] = None
-        b["mgr_prev_seq"] = t = None
-    else:
-        b["mgr_trial"] = t + 1
-        b["mgr_boots"] = (b.get("mgr_boots") or 0) + 1
-    b["gen"] += 1
-    s = json.dumps(b).encode()
-    from binascii import hexlify
-    from hashlib import sha256
-
-    n = D + "boot" + str(b["gen"] % 2) + ".json"
-    try:
-        with open(n + ".tmp", "wb") as f:
-            f.write(s + b"\n" + hexlify(sha256(s).digest()[:8]) + b"\n")
-        os.rename(n + ".tmp", n)
-    except OSError as e:
-        # Full or read-only flash: an uncounted trial could crash for ever, so the
-        # previous manager runs this boot (lcm_device.trial.count_boot does the same).
-        print("main.py: cannot count the trial boot (" + repr(e) + "); previous manager")
-        if b.get("mgr_prev"):
-            m, t = b["mgr_prev"], None
-    s = None
+m, t = pick()
+pick = None
 
 
 def run(slot):
