@@ -1,5 +1,6 @@
 """The pull-through mirror against upstreams that change or lie: a moved beta pointer, an
-extra asset, the wrong pins, an upstream that rolls back. Upstreams are lcm hosts over HTTP;
+extra asset, the wrong pins, an upstream that rolls back, a staged roll-out widened,
+replayed, forged or withdrawn. Upstreams are lcm hosts over HTTP;
 releases are made by `lcm release publish`'s code."""
 
 from __future__ import annotations
@@ -7,13 +8,15 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from cert_sector.assets import CHAIN_ASSET
+from cert_sector.assets import CHAIN_ASSET, ROLLOUT_ASSET
+from cert_sector.rollout import Rollout, parse_rollout
 from publisher.demo import make_repo
 from publisher.host.mirror import MirrorConfig, MirrorSpec
 from publisher.release.chain import build_chain, split_chain
 from publisher.release.github import Session
 from publisher.release.publish import PublishRequest, publish
-from publisher.release.verify import Trust
+from publisher.release.rollout import sign_rollout, widen
+from publisher.release.verify import Trust, verify_release
 from publisher.signing import load_signer
 from tests.hostserver import TEST_REPO, TEST_TOKEN, github_client, running_host
 from tests.keyfactory import make_sector, new_signer
@@ -26,13 +29,16 @@ class Upstream:
         self.tmp_path = tmp_path
         self.keys = make_repo(TEST_REPO, tmp_path / "keys")
 
-    def release(self, host, tag: str, *, prerelease: bool = False, seq: int | None = None) -> None:
+    def release(
+        self, host, tag: str, *, prerelease: bool = False, seq: int | None = None,
+        rollout: int | None = None,
+    ) -> None:  # fmt: skip
         source = self.tmp_path / f"src-{tag}"
         source.mkdir(exist_ok=True)
         (source / "main.py").write_text(f"print({tag!r})\n")
         request = PublishRequest(
             source, TEST_REPO, tag, load_signer(self.keys.release_pem), sector=self.keys.sector,
-            prerelease=prerelease, seq=seq,
+            prerelease=prerelease, seq=seq, rollout=rollout,
         )  # fmt: skip
         publish(Session(host.api_url, TEST_TOKEN), request)
 
@@ -204,3 +210,77 @@ def test_a_mirror_behind_root_rotations_walks_the_chain_and_refuses_a_lying_one(
             mirror.mirror.refresh()
             assert status.error is None and status.mirrored[-1] == "v2.1.0"
             assert CHAIN_ASSET not in served(mirror)[0][2]
+
+
+def replace_rollout(host, tag: str, doc: bytes | None) -> None:
+    """The upstream's roll-out document of `tag` is swapped (None: deleted)."""
+    rel = github_client(host).get_repo(TEST_REPO).get_release(tag)
+    for asset in rel.get_assets():
+        if asset.name == ROLLOUT_ASSET:
+            asset.delete_asset()
+    if doc is not None:
+        rel.upload_asset_from_memory(io.BytesIO(doc), len(doc), ROLLOUT_ASSET)
+
+
+def mirrored_rollout(mirror_host, tag: str) -> Rollout:
+    store = mirror_host.store
+    rel = store.release_by_tag(store.repo(TEST_REPO), tag)
+    return parse_rollout(store.asset_path(store.asset_named(rel, ROLLOUT_ASSET)).read_bytes())
+
+
+def test_a_staged_rollout_is_mirrored_widened_and_never_narrowed(tmp_path):
+    """Devices behind a mirror get the release's roll-out document, not the whole release
+    at once: it is mirrored with the release, replaced when the maintainer widens or halts
+    it, and an older (narrower) or forged one from the upstream is refused (rules R3, R5),
+    as is a withdrawn one (the mirror keeps serving the last it verified)."""
+    up = Upstream(tmp_path)
+    with running_host(tmp_path / "a") as upstream:
+        session = Session(upstream.api_url, TEST_TOKEN)
+        signer = load_signer(up.keys.release_pem)
+        up.release(upstream, "v1.0.0", rollout=10)
+        roots = Trust(roots=[up.keys.root.public_key])
+        result = verify_release(upstream.url, TEST_REPO, roots)
+        assert (result.rollout, result.rollout_seq) == ("10 %", 1)  # `lcm release verify`
+        rel = github_client(upstream).get_repo(TEST_REPO).get_release("v1.0.0")
+        first = next(a for a in rel.get_assets() if a.name == ROLLOUT_ASSET)
+        old_doc = session.download(first, 256)
+        with mirror_of(upstream, tmp_path, roots) as mirror:
+            assert mirror.mirror is not None
+            status = mirror.mirror.status[TEST_REPO]
+            mirror.mirror.refresh()
+            assert status.error is None and ROLLOUT_ASSET in served(mirror)[0][2]
+            assert mirrored_rollout(mirror, "v1.0.0").share == 10
+            mirror.mirror.refresh()
+            assert status.mirrored == ["v1.0.0"]  # nothing moved: nothing stored again
+
+            widen(session, TEST_REPO, "v1.0.0", signer, 50, False)
+            mirror.mirror.refresh()
+            assert status.error is None, status.error
+            doc = mirrored_rollout(mirror, "v1.0.0")
+            assert (doc.share, doc.seq) == (50, 2)
+            assert verify_release(mirror.url, TEST_REPO, roots).rollout == "50 %"
+
+            replace_rollout(upstream, "v1.0.0", old_doc)  # a replay of the 10 % document
+            mirror.mirror.refresh()
+            assert status.error is not None and "below the 2 mirrored" in status.error
+            assert mirrored_rollout(mirror, "v1.0.0").share == 50
+
+            stranger = new_signer()
+            forged = sign_rollout(stranger, Rollout(TEST_REPO, "v1.0.0", 1, 9, 0, True))
+            replace_rollout(upstream, "v1.0.0", forged)
+            mirror.mirror.refresh()
+            assert status.error is not None and status.error.startswith("rollout.lcm:")
+            assert "unknown key" in status.error, status.error
+            assert mirrored_rollout(mirror, "v1.0.0").share == 50
+
+            replace_rollout(upstream, "v1.0.0", None)  # withdrawn: fail-closed
+            mirror.mirror.refresh()
+            assert status.error is None
+            assert mirrored_rollout(mirror, "v1.0.0").share == 50
+
+            replace_rollout(upstream, "v1.0.0", sign_rollout(signer, doc))  # back, as it was
+            widen(session, TEST_REPO, "v1.0.0", signer, None, True)
+            mirror.mirror.refresh()
+            assert status.error is None, status.error
+            doc = mirrored_rollout(mirror, "v1.0.0")
+            assert (doc.halted, doc.seq) == (True, 3)

@@ -312,6 +312,8 @@ def verify_command(
     )
     if result.beta_pointer:
         out.print(f"beta pointer -> {result.beta_pointer}")
+    if result.rollout:
+        out.print(f"roll-out {result.rollout} (roll-out sequence {result.rollout_seq})")
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 

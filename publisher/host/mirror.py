@@ -13,6 +13,15 @@ Each refresh, per mirrored repo (on a schedule, and on demand: `refresh_now()`, 
   4. only then are the verified bytes stored, as a draft first and published after its
      last asset, so no client ever sees half a mirrored release.
 
+A mirrored release changes in two assets only, each verified before it is served: its
+beta.tag (a new prerelease moved it) and its roll-out document `rollout.lcm` (a staged
+roll-out widened or halted: `lcm release rollout`). The roll-out document is checked
+as a device checks it (rules R1-R4 of cert_sector/rollout.py, by the verifier) and
+may not go back (R5: a roll-out sequence below the mirrored one is refused, so a lying
+upstream cannot narrow or un-halt what the mirror serves). One that disappears
+upstream stays served (the publisher replaces it by a delete and a rename: fail-closed,
+as a device that saw it waits).
+
 A mirror never serves what a device would refuse: only assets that took part in the
 verification are stored (extra upstream assets are left out), and a release that fails
 is not stored at all (the failure is logged and kept in `status`). What was mirrored
@@ -31,16 +40,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cert_sector import rollout as ro
 from cert_sector.assets import (
     BETA_POINTER_ASSET,
     CHAIN_ASSET,
     MANIFEST_ASSET,
     MAX_CHAIN_SIZE,
     PACK_ASSET,
+    ROLLOUT_ASSET,
     SECTOR_ASSET,
     SUMS_ASSET,
 )
 from cert_sector.errors import TrustError
+from cert_sector.release import tag_from_pointer
 from publisher import manifest_format as mf
 from publisher import sector_format as sf
 from publisher.errors import PublisherError
@@ -48,8 +60,9 @@ from publisher.fsutil import write_atomic
 from publisher.host import render
 from publisher.host.errors import ApiError, HostError
 from publisher.host.names import is_repo_name
-from publisher.host.store import Repo, Store
+from publisher.host.store import Asset, Repo, Store
 from publisher.release.chain import split_chain
+from publisher.release.errors import MissingAssetError, VerifyError
 from publisher.release.export import file_sha256
 from publisher.release.verify import MAX_POINTER_SIZE, Trust, Verifier, VerifyResult
 from publisher.release.web import Browser
@@ -64,7 +77,10 @@ MIRROR_ASSETS = (
     PACK_ASSET,
     SUMS_ASSET,
     BETA_POINTER_ASSET,
+    ROLLOUT_ASSET,
 )
+# What may change in a mirrored release: replaced once verified (the rest never changes).
+MUTABLE_ASSETS = (BETA_POINTER_ASSET, ROLLOUT_ASSET)
 TRUSTED_SECTOR = "trusted.sector"
 SERVED_CHAIN = "served.chain"  # the last verified certs.chain stored: its history (rule C5)
 MIRROR_USER = render.HOST_USER  # mirrored releases are the host's, like the token holder's
@@ -196,27 +212,27 @@ class Mirror:
             ask = self.verifier(spec.repo, trust, tmp)
             try:
                 latest = ask.resolve(None, "stable")
-                if self.mirrored(repo, latest):
-                    # The release is here; only its beta.tag may have moved since.
-                    upstream_pointer = ask.browser.fetch(
-                        ask.url(latest, BETA_POINTER_ASSET), MAX_POINTER_SIZE, BETA_POINTER_ASSET
-                    )
-                    if upstream_pointer == self.pointer_of(repo, latest):
-                        return []
+                if self.mirrored(repo, latest) and not self.moved(ask, repo, latest):
+                    return []
             finally:
                 ask.browser.close()
             installed = self.latest_seq(repo)
             if self.mirrored(repo, latest):
-                installed = -1  # the same release again, for its new pointer
+                installed = -1  # the same release again, for what moved
             stable, stable_files = self.verify(spec.repo, trust, latest, installed, tmp)
             found = [(stable, stable_files)]
             pointer = stable.beta_pointer
-            if pointer is not None and pointer != latest and not self.mirrored(repo, pointer):
-                found.insert(0, self.verify(spec.repo, trust, pointer, -1, tmp))
+            if pointer is not None and pointer != latest:
+                beta = self.verify(spec.repo, trust, pointer, -1, tmp)
+                if not self.mirrored(repo, pointer) or self.changes(repo, *beta):
+                    found.insert(0, beta)
+            for result, files in found:  # rule R5 for every document before any is stored
+                self.changes(repo, result, files)
             stored = []
             for result, files in found:  # the beta target first: the pointer names it
                 if self.mirrored(repo, result.tag):
-                    self.replace_pointer(repo, result.tag, files[BETA_POINTER_ASSET])
+                    for name in self.changes(repo, result, files):
+                        self.replace_asset(repo, result.tag, name, files[name])
                 else:
                     self.store_release(repo, result, files)
                 stored.append(result.tag)
@@ -226,29 +242,91 @@ class Mirror:
                 self.keep_chain(spec.repo, stable_files[CHAIN_ASSET])
             return stored
 
-    def pointer_of(self, repo: Repo, tag: str) -> bytes | None:
-        """The mirrored beta.tag of release `tag`, or None."""
+    def moved(self, ask: Verifier, repo: Repo, tag: str) -> bool:
+        """Whether what may change in the mirrored release `tag` changed upstream: its
+        beta.tag, or a roll-out document (its own, or its beta target's)."""
+        pointer = ask.browser.fetch(
+            ask.url(tag, BETA_POINTER_ASSET), MAX_POINTER_SIZE, BETA_POINTER_ASSET
+        )
+        if pointer != self.asset_bytes(repo, tag, BETA_POINTER_ASSET, MAX_POINTER_SIZE):
+            return True
+        try:
+            target = tag_from_pointer(pointer)  # verified when it was mirrored
+        except TrustError:
+            target = tag
+        for name in dict.fromkeys([tag, target]):
+            try:
+                doc = ask.browser.fetch(
+                    ask.url(name, ROLLOUT_ASSET), ro.MAX_ROLLOUT_SIZE, ROLLOUT_ASSET
+                )
+            except MissingAssetError:
+                continue  # none upstream (or one being replaced): the mirrored one stays
+            if doc != self.asset_bytes(repo, name, ROLLOUT_ASSET, ro.MAX_ROLLOUT_SIZE):
+                return True
+        return False
+
+    def changes(self, repo: Repo, result: VerifyResult, files: dict[str, Path]) -> list[str]:
+        """The verified assets of `result` that differ from the mirrored release's (none
+        when it is not mirrored). A roll-out document below the mirrored one's roll-out
+        sequence is refused (rule R5): VerifyError."""
+        if not self.mirrored(repo, result.tag):
+            return []
+        changed = []
+        for name in MUTABLE_ASSETS:
+            if name not in files:
+                continue  # gone upstream: the mirrored one stays (fail-closed)
+            new = files[name].read_bytes()
+            old = self.asset_bytes(repo, result.tag, name, len(new) + 256)
+            if new == old:
+                continue
+            if name == ROLLOUT_ASSET and old is not None:
+                # Both were verified (R1-R4); only the order is left to check.
+                seen = ro.parse_rollout(old).seq
+                if result.rollout_seq is not None and result.rollout_seq < seen:
+                    raise VerifyError(
+                        ROLLOUT_ASSET,
+                        f"of {result.tag} has roll-out sequence {result.rollout_seq}, below "
+                        f"the {seen} mirrored: an older document is not served again (R5)",
+                    )
+            changed.append(name)
+        return changed
+
+    def asset_bytes(self, repo: Repo, tag: str, name: str, limit: int) -> bytes | None:
+        """The mirrored asset `name` of release `tag` (at most `limit` bytes), or None."""
         store = self.store
 
         def path() -> Path | None:
             try:
-                asset = store.asset_named(store.release_by_tag(repo, tag), BETA_POINTER_ASSET)
+                asset = store.asset_named(store.release_by_tag(repo, tag), name)
             except ApiError:
                 return None
             return store.asset_path(asset)
 
         found = store.read(path)
-        return found.read_bytes()[: MAX_POINTER_SIZE + 1] if found is not None else None
+        return found.read_bytes()[: limit + 1] if found is not None else None
 
-    def replace_pointer(self, repo: Repo, tag: str, verified: Path) -> None:
-        """Swap the mirrored release's beta.tag for the newly verified one (one rename)."""
+    def replace_asset(self, repo: Repo, tag: str, name: str, verified: Path) -> None:
+        """Serve the newly verified `name` of the mirrored release `tag`: the old bytes are
+        swapped in one rename; an asset it did not have is uploaded to it."""
         store = self.store
-        asset = store.read(
-            lambda: store.asset_named(store.release_by_tag(repo, tag), BETA_POINTER_ASSET)
-        )
+        rel = store.read(lambda: store.release_by_tag(repo, tag))
+
+        def existing() -> Asset | None:
+            try:
+                return store.asset_named(rel, name)
+            except ApiError:
+                return None
+
+        asset = store.read(existing)
         tmp = store.new_upload_file()
         shutil.copyfile(verified, tmp)
-        store.replace_asset_bytes(asset.id, tmp, tmp.stat().st_size, file_sha256(tmp))
+        if asset is None:
+            asset = store.begin_upload(
+                repo, rel.id, name, "", "application/octet-stream", MIRROR_USER
+            )
+            store.finish_upload(asset.id, tmp, tmp.stat().st_size, file_sha256(tmp))
+        else:
+            store.replace_asset_bytes(asset.id, tmp, tmp.stat().st_size, file_sha256(tmp))
 
     def verifier(self, repo: str, trust: Trust, folder: Path) -> Verifier:
         served = self.folder / repo / SERVED_CHAIN

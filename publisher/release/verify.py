@@ -17,6 +17,9 @@ as a VerifyError naming the asset:
                 (--board, firmware) an image for that board's chip
   SHA256SUMS    matches the verified assets (humans rely on it)
   beta.tag      on a full release: a valid tag whose release is at least as new
+  rollout.lcm   when the release has one (a staged roll-out): rules R1-R4 of
+                cert_sector/rollout.py, signed by a release key of that sector,
+                for this repo, tag and manifest sequence
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from cert_sector import rollout as ro
 from cert_sector.assets import (
     BETA_POINTER_ASSET,
     CHAIN_ASSET,
@@ -32,6 +36,7 @@ from cert_sector.assets import (
     MAX_CHAIN_SIZE,
     MAX_TAG,
     PACK_ASSET,
+    ROLLOUT_ASSET,
     SECTOR_ASSET,
     SUMS_ASSET,
 )
@@ -89,6 +94,10 @@ class VerifyResult:
     beta_pointer: str | None
     requests: int = 0
     warnings: list[str] = field(default_factory=list)
+    # A staged release's roll-out ("10 %", "halted at 10 %", with its roll-out sequence
+    # in `rollout_seq`); None: no rollout.lcm, the release is out to the whole fleet.
+    rollout: str | None = None
+    rollout_seq: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -341,6 +350,25 @@ class Verifier:
             )
         return target
 
+    def rollout(self, tag: str, m: mf.Manifest, sector: sf.Sector) -> ro.Rollout | None:
+        """A staged release's rollout.lcm, as a device checks it; None when it has none."""
+        try:
+            data = self.browser.fetch(
+                self.url(tag, ROLLOUT_ASSET), ro.MAX_ROLLOUT_SIZE, ROLLOUT_ASSET
+            )
+        except MissingAssetError:
+            return None  # optional: the release goes to the whole fleet
+        try:
+            doc = ro.verify_rollout(data, sector, self.repo, tag)  # R1-R3
+        except TrustError as exc:
+            raise _trust_error(ROLLOUT_ASSET, exc) from None
+        if doc.manifest_seq != m.seq:  # R4
+            raise VerifyError(
+                ROLLOUT_ASSET,
+                f"names manifest sequence {doc.manifest_seq}, the release's is {m.seq}",
+            )
+        return doc
+
     def run(self, tag: str | None, channel: str, installed_seq: int = -1) -> VerifyResult:
         try:
             tag = self.resolve(tag, channel)
@@ -359,9 +387,10 @@ class Verifier:
                 },
             )
             pointer = self.pointer(tag, m, sector)
+            doc = self.rollout(tag, m, sector)
         finally:
             self.browser.close()
-        return VerifyResult(
+        result = VerifyResult(
             self.repo,
             tag,
             m.seq,
@@ -381,6 +410,10 @@ class Verifier:
                 if b not in KNOWN_BOARDS
             ],
         )
+        if doc is not None:
+            result.rollout = ("halted at " if doc.halted else "") + f"{doc.share} %"
+            result.rollout_seq = doc.seq
+        return result
 
 
 def verify_release(
