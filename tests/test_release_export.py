@@ -1,4 +1,5 @@
-"""`lcm release export`: the static tree, re-runs, drafts, prereleases and bad tags."""
+"""`lcm release export`: the static tree, re-runs, drafts, prereleases and bad tags; and
+`lcm release verify` against the export served by nginx, as a device reads it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,12 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from publisher.cli import app
+from publisher.demo import make_repo
+from publisher.release.github import Session
+from publisher.release.publish import PublishRequest, publish
+from publisher.signing import load_signer
 from tests.hostserver import TEST_REPO, TEST_TOKEN, github_client, running_host
+from tests.staticserver import running_nginx
 
 runner = CliRunner()
 
@@ -71,3 +77,45 @@ def test_a_tag_a_device_would_refuse_is_not_exported(tmp_path):
     assert result.exit_code == 1
     assert "release tag 'release/1' cannot be exported" in result.output
     assert not (tmp_path / "www" / TEST_REPO / "releases" / "latest").exists()
+
+
+def test_verify_reads_a_static_export_as_a_device_does(tmp_path):
+    """A static host cannot redirect: `lcm release verify` reads its pointer file, as the
+    device does, then checks every asset; the beta channel follows beta.tag; a tampered
+    pack in the tree is named."""
+    keys = make_repo(TEST_REPO, tmp_path / "keys")
+    www = tmp_path / "www"
+
+    def signed(host, tag: str, prerelease: bool = False) -> None:
+        source = tmp_path / f"src-{tag}"
+        source.mkdir()
+        (source / "main.py").write_text(f"print({tag!r})\n")
+        request = PublishRequest(
+            source, TEST_REPO, tag, load_signer(keys.release_pem), sector=keys.sector,
+            prerelease=prerelease,
+        )  # fmt: skip
+        publish(Session(host.api_url, TEST_TOKEN), request)
+
+    with running_host(tmp_path / "host") as host:
+        signed(host, "v1.0.0")
+        signed(host, "v1.1.0-beta.1", prerelease=True)
+        export(host, www)
+    root = str(keys.root_pub)
+    with running_nginx(www, tmp_path / "nginx") as web:
+
+        def verify(*extra: str, code: int = 0) -> str:
+            result = runner.invoke(
+                app,
+                ["release", "verify", "--repo", TEST_REPO, "--root", root,
+                 "--web-url", web.url, *extra],
+            )  # fmt: skip
+            assert result.exit_code == code, result.output
+            return result.output
+
+        assert "valid: " + TEST_REPO + " v1.0.0 sequence " in verify()
+        assert "beta pointer -> v1.1.0-beta.1" in verify()
+        assert "v1.1.0-beta.1 sequence " in verify("--channel", "beta")
+        pack = www / TEST_REPO / "releases" / "download" / "v1.0.0" / "pack.lcm"
+        pack.write_bytes(b"x" + pack.read_bytes()[1:])
+        out = verify(code=1)
+        assert "pack.lcm" in out and "SHA-256" in out, out

@@ -548,7 +548,7 @@ def test_beta_channel_pointer(world):
     assert out["channel"] == "beta"
     assert any("no full release yet" in w for w in out["warnings"])
     # With no full release there is no pointer: beta devices (and verify) find nothing.
-    assert "error: beta.tag: missing" in verify_cli(world, "--channel", "beta", code=1).output
+    assert "has no published full release" in verify_cli(world, "--channel", "beta", code=1).output
     publish_cli(world, "v1.0.0")
     verify_cli(world, "--channel", "beta")  # the pointer names v1.0.0 itself
     out = publish_cli(world, "v1.1.0-beta.2", "--prerelease", "--json")

@@ -6,7 +6,6 @@ import pytest
 
 from cert_sector import release
 from cert_sector.errors import FormatError
-from publisher.release.verify import _beta_pointer_url
 
 
 @pytest.mark.parametrize(
@@ -61,4 +60,3 @@ def test_urls() -> None:
         release.download_url("http://h:1", "a/b", "v1.0.0", "pack.lcm")
         == "http://h:1/a/b/releases/download/v1.0.0/pack.lcm"
     )
-    assert _beta_pointer_url("http://h", "a/b").endswith("/releases/latest/download/beta.tag")

@@ -65,11 +65,6 @@ MAX_POINTER_SIZE = MAX_TAG + 2
 FIRMWARE_HEAD = 16
 
 
-def _beta_pointer_url(web_url: str, repo: str) -> str:
-    """The latest full release's `beta.tag` (the device asks the tag's own download URL)."""
-    return web_url.rstrip("/") + "/" + repo + "/releases/latest/download/" + BETA_POINTER_ASSET
-
-
 @dataclass
 class Trust:
     """What the verifier starts from: pinned roots, or a trusted cert sector's bytes."""
@@ -222,24 +217,34 @@ class Verifier:
                 return check_tag(tag)
             except TrustError as exc:
                 raise VerifyError("--tag", str(exc)) from None
-        if channel == "beta":
-            # As the device (lcm_device/update.py): one GET of the pointer, which the
-            # host redirects to the latest full release's beta.tag asset.
-            pointer = self.browser.fetch(
-                _beta_pointer_url(self.web_url, self.repo), MAX_POINTER_SIZE, BETA_POINTER_ASSET
-            )
-            try:
-                return tag_from_pointer(pointer)
-            except TrustError as exc:
-                raise VerifyError(BETA_POINTER_ASSET, f"of the latest release: {exc}") from None
-        location = self.browser.location(latest_url(self.web_url, self.repo), "latest release")
+        # As the device (lcm_device/update.py): /releases/latest redirects to the latest
+        # full release, or, on a static host (`lcm release export`), is a pointer file.
+        answer = self.browser.location(
+            latest_url(self.web_url, self.repo), "latest release", MAX_POINTER_SIZE
+        )
         try:
-            latest = tag_from_location(location, self.repo)
+            if isinstance(answer, bytes):
+                latest: str | None = tag_from_pointer(answer)
+            else:
+                latest = tag_from_location(answer, self.repo)
         except TrustError as exc:
             raise VerifyError("latest release", str(exc)) from None
         if latest is None:
             raise VerifyError("latest release", f"{self.repo} has no published full release")
-        return latest
+        if channel != "beta":
+            return latest
+        # Beta: that release's beta.tag names the newest release of any channel; without
+        # one (404), the latest full release.
+        try:
+            pointer = self.browser.fetch(
+                self.url(latest, BETA_POINTER_ASSET), MAX_POINTER_SIZE, BETA_POINTER_ASSET
+            )
+        except MissingAssetError:
+            return latest
+        try:
+            return tag_from_pointer(pointer)
+        except TrustError as exc:
+            raise VerifyError(BETA_POINTER_ASSET, f"of the latest release: {exc}") from None
 
     def sector(self, tag: str, data: bytes) -> sf.Sector:
         """The release's verified sector `data`: against the trust, and (with `chain`)

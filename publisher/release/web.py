@@ -55,15 +55,25 @@ class Browser:
         if self._bundle is not None:
             self._bundle.cleanup()
 
-    def location(self, url: str, what: str) -> str | None:
-        """The Location of a redirect at `url` (not followed)."""
+    def location(self, url: str, what: str, pointer_max: int = 0) -> str | bytes | None:
+        """The Location of a redirect at `url` (not followed). With `pointer_max`, a 200
+        answer is a static host's pointer file (`lcm release export`, which cannot
+        redirect): its body, at most `pointer_max` bytes, as the device reads it."""
         self.requests += 1
         try:
             with self.http.get(
-                url, allow_redirects=False, timeout=STALL_TIMEOUT_S, verify=self.verify
-            ) as resp:
+                url, allow_redirects=False, stream=True, timeout=STALL_TIMEOUT_S,
+                verify=self.verify,
+            ) as resp:  # fmt: skip
                 if resp.status_code in (301, 302, 303, 307, 308):
                     return resp.headers.get("Location")
+                if resp.status_code == 200 and pointer_max:
+                    body = b""
+                    for chunk in resp.iter_content(CHUNK):
+                        body += chunk
+                        if len(body) > pointer_max:
+                            raise VerifyError(what, f"more than the {pointer_max} bytes allowed")
+                    return body
                 if resp.status_code == 404:
                     raise VerifyError(what, f"not found at {url} (404): no such repository?")
                 raise VerifyError(what, f"{url} answered {resp.status_code}, not a redirect")
