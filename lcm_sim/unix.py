@@ -5,18 +5,10 @@ port with the device's flash in a folder (`LCM_ROOT`, else the current
 directory). A reset exits with EXIT_RESET and the simulator restarts the
 process like a board would.
 
-Fault injection: with `LCM_FAULT_AT=k` the k-th flash mutation of the
-process (a `write` call, a file creation, rename, remove, mkdir, rmdir) cuts
-the power instead: a write is cut half way, then the process exits with
-EXIT_POWER_CUT. MicroPython has no `os._exit`, so the cut is a SystemExit;
-the flash is marked dead first, so `finally` blocks that run on the way out
-cannot change anything more, as after a real power cut.
-
-Flash failure: with `LCM_FLASH_FAIL=full@k` the flash is full from the k-th
-mutation of the process on (creating a folder or writing a byte raises
-OSError 28, ENOSPC; a file is still created empty, renames and removals
-work, and `free_bytes()` is 0) until a removal frees space; with `ro@k` it turns read-only (every
-mutation raises OSError 30, EROFS), as a worn or failing chip does.
+Fault injection (`LCM_FAULT_AT`, `LCM_FLASH_FAIL`): lcm_sim/faults.py, whose
+counting flash the HAL uses only when one of them is set (even to 0, which
+counts the mutations and cuts none). Otherwise the flash is a board's plain
+`Fs`: the simulated board does not carry the injector in its heap.
 
 A board (`LCM_BOARD`, set by `lcm device simulate`; lcm_sim.BOARD_RUN and
 BOARD_ONCE): with "run" the HAL has a periodic timer (lcm_sim/boardtimer.py)
@@ -39,107 +31,7 @@ import time
 
 from lcm_device.hal.board import BoardHal
 from lcm_device.hal.fs import Fs
-from lcm_sim import BOARD_RUN, EXIT_POWER_CUT, EXIT_RESET, RADIO_SCRIPT, RTC_FILE
-
-
-class PowerCut(SystemExit):
-    """Raised by the fault injector; not an Exception, so nothing catches it by accident."""
-
-
-class FaultyFs(Fs):
-    """Flash mutations counted; the `fault_at`-th one cuts the power."""
-
-    def __init__(self, fault_at=0, fail=""):
-        self.fault_at = fault_at
-        self.mutations = 0
-        self.dead = False
-        # "full@k" / "ro@k": the flash fails from the k-th mutation on.
-        self.fail_mode, _, at = fail.partition("@")
-        self.fail_at = int(at) if at else 0
-
-    def _tick(self, grows=True):
-        # True when this mutation is the one that cuts the power; raises when the flash
-        # is full (for a mutation that needs space: `grows`) or read-only.
-        if self.dead:
-            raise PowerCut(EXIT_POWER_CUT)
-        self.mutations += 1
-        if self.mutations == self.fail_at:
-            print("lcm-hal: flash " + self.fail_mode + " from mutation " + str(self.fail_at))
-        if self.failing() and (grows or self.fail_mode == "ro"):
-            raise OSError(28 if self.fail_mode == "full" else 30)
-        return self.mutations == self.fault_at
-
-    def failing(self):
-        return self.fail_at > 0 and self.mutations >= self.fail_at
-
-    def cut(self):
-        self.dead = True
-        print("lcm-hal: power cut at flash mutation " + str(self.mutations))
-        raise PowerCut(EXIT_POWER_CUT)
-
-    def open_write(self, path):
-        if self._tick(grows=False):
-            open(path, "wb").close()  # created and truncated, nothing written
-            self.cut()
-        return _CountedFile(self, open(path, "wb"))
-
-    def open_append(self, path):
-        if self._tick(grows=False):
-            open(path, "ab").close()
-            self.cut()
-        return _CountedFile(self, open(path, "ab"))
-
-    def rename(self, old, new):
-        if self._tick(grows=False):
-            self.cut()  # a rename is atomic: cut before it happens
-        os.rename(old, new)
-
-    def remove(self, path):
-        if self._tick(grows=False):
-            self.cut()
-        os.remove(path)
-        self._freed()
-
-    def _freed(self):
-        # A full flash has room again once something was removed.
-        if self.fail_mode == "full" and self.failing():
-            self.fail_at = 0
-
-    def mkdir(self, path):
-        if self._tick():
-            self.cut()
-        os.mkdir(path)
-
-    def rmdir(self, path):
-        if self._tick(grows=False):
-            self.cut()
-        os.rmdir(path)
-        self._freed()
-
-
-class _CountedFile:
-    def __init__(self, fs, f):
-        self._fs = fs
-        self._f = f
-
-    def write(self, data):
-        if self._fs._tick():
-            self._f.write(data[: len(data) // 2])
-            self._f.close()
-            self._fs.cut()
-        return self._f.write(data)
-
-    def flush(self):
-        self._f.flush()
-
-    def close(self):
-        self._f.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._f.close()
+from lcm_sim import BOARD_RUN, EXIT_RESET, RADIO_SCRIPT, RTC_FILE
 
 
 class UnixHal(BoardHal):
@@ -151,7 +43,14 @@ class UnixHal(BoardHal):
         getenv = getattr(os, "getenv", None)
         env = getenv if getenv else (lambda name: os.environ.get(name))
         self.root = (root or env("LCM_ROOT") or os.getcwd()).rstrip("/")
-        self.fs = FaultyFs(int(env("LCM_FAULT_AT") or 0), env("LCM_FLASH_FAIL") or "")
+        fault_at, fail = env("LCM_FAULT_AT"), env("LCM_FLASH_FAIL")
+        self._faults = None
+        if fault_at is None and fail is None:
+            self.fs = Fs()  # a board's flash (lcm_device.hal.fs): nothing counts
+        else:
+            from lcm_sim.faults import FaultyFs
+
+            self.fs = self._faults = FaultyFs(int(fault_at or 0), fail or "")
         self._clock = env("LCM_CLOCK") != "unknown"
         self._mac = env("LCM_MAC")
         # Set by the simulator: why this process started, and a check requested from outside.
@@ -208,7 +107,7 @@ class UnixHal(BoardHal):
         # still powered: a board's timer keeps running at the REPL (and settles the gesture
         # count after QUICK_S), so this process does the same until the timer resets it.
         # An exception out of an exit function is fatal to the unix port: none leaves here.
-        if self._resetting or self.fs.dead:
+        if self._resetting or (self._faults is not None and self._faults.dead):
             return
         try:
             from lcm_device import gestures
@@ -266,7 +165,7 @@ class UnixHal(BoardHal):
         """Free flash: LCM_FLASH_KB minus what the folder holds, else the host disk's."""
         from lcm_device.compat import free_bytes
 
-        if self.fs.fail_mode == "full" and self.fs.failing():
+        if self._faults is not None and self._faults.full():
             return 0
         if not self._flash_kb:
             return free_bytes(self.root)

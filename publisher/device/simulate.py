@@ -243,6 +243,12 @@ def board_code() -> Path:
     return build_mpy(dest, SIM_PACKAGES)
 
 
+def fault_env(fault_at: int) -> dict[str, str]:
+    """The unix HAL's power cut at flash mutation `fault_at`; none for 0, and then the HAL
+    runs on the board's plain flash, without the fault injector (lcm_sim/faults.py)."""
+    return {"LCM_FAULT_AT": str(fault_at)} if fault_at else {}
+
+
 def boot_once(
     state: Path,
     *,
@@ -258,7 +264,7 @@ def boot_once(
         "LCM_ROOT": str(Path(state).resolve()),
         "LCM_BOOT_CAUSE": cause,
         "LCM_CHECK_NOW": "1" if check_now else "0",
-        "LCM_FAULT_AT": str(fault_at),
+        **fault_env(fault_at),
     }
     extra.update(env or {})
     proc = run_micropython(
@@ -291,7 +297,7 @@ def boot_live(
         "LCM_ROOT": str(Path(state).resolve()),
         "LCM_BOOT_CAUSE": cause,
         "LCM_CHECK_NOW": "1" if check_now else "0",
-        "LCM_FAULT_AT": str(fault_at),
+        **fault_env(fault_at),
         **(env or {}),
     }
     cmd = micropython_command()

@@ -142,13 +142,14 @@ def mpy(mpy_build: Path, request: pytest.FixtureRequest, tmp_path: Path) -> Micr
 
 
 # The device's /main.py, replaced in a census copy of a device: every flash mutation
-# the unix HAL counts (lcm_sim/unix.py's FaultyFs._tick, the counter `LCM_FAULT_AT`
-# cuts at) prints its kind (the FaultyFs method or file write that made it; "other"
-# for any other caller), then the device's own /main.py (kept beside it) runs unchanged.
+# the unix HAL counts (lcm_sim/faults.py's FaultyFs._tick, the counter `LCM_FAULT_AT`
+# cuts at; the census runs with LCM_FAULT_AT=0: counted, never cut) prints its kind
+# (the FaultyFs method or file write that made it; "other" for any other caller),
+# then the device's own /main.py (kept beside it) runs unchanged.
 CENSUS_MAIN = """\
 import sys
 sys.path.insert(0, {build!r})
-import lcm_sim.unix as _u
+import lcm_sim.faults as _u
 sys.path.pop(0)
 _kind = ["other"]
 _count = _u.FaultyFs._tick
@@ -173,7 +174,7 @@ def _tap(cls, name):
 _u.FaultyFs._tick = _tick
 for _n in ("open_write", "open_append", "rename", "remove", "mkdir", "rmdir"):
     _tap(_u.FaultyFs, _n)
-_tap(_u._CountedFile, "write")
+_tap(_u.CountedFile, "write")
 exec(open({device_main!r}).read())
 """
 CENSUS_MARK = "lcm-census: "
@@ -280,7 +281,9 @@ class HeapPassSample:
             CENSUS_MAIN.format(build=str(self.mpy.build), device_main=device_main)
         )
         default_heap = MicroPython(self.mpy.build, None, self.mpy.workdir)
-        status = run(state, default_heap, **run_kw)
+        # Counted (LCM_FAULT_AT set), never cut (0): the HAL's flash is the FaultyFs traced.
+        env = {**(run_kw.pop("env", None) or {}), "LCM_FAULT_AT": "0"}
+        status = run(state, default_heap, env=env, **run_kw)
         shutil.rmtree(state)
         out = "\n".join(status.lines)
         assert "crashed" not in out and "Traceback" not in out, out
