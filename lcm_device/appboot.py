@@ -151,43 +151,41 @@ def _wait_for_check(hal, cfg, sched):
     """
     if not hal.waits_without_app:
         return
-    watcher = _arm_watcher(hal, cfg, sched, False)
-    if watcher is None:
+    checktimer = _arm_watcher(hal, cfg, sched, False)
+    if checktimer is None:
         # No life-cycle modules in this manager: check again after one interval.
         left = cfg.get("check_interval_s") or 14400
         log("app: waiting " + str(left) + " s for the next check")
         for _ in range(left):
             sleep_ms(1000)
         hal.reset()
-    left = watcher.sched.seconds_until_due(uptime_s())
+    left = checktimer.seconds_until_due(uptime_s())
     log("app: waiting " + str(left) + " s for the next check")
-    # A board's timer polls the watcher (during this sleep); without one, this loop does.
-    by_timer = watcher.timer is not None
+    # A board's timer polls the check timer (during this sleep); without one, this loop does.
+    by_timer = checktimer.timer is not None
     while True:
         sleep_ms(_IDLE_POLL_MS)
         if not by_timer:
-            watcher.poll(uptime_s())
+            checktimer.poll(uptime_s())
 
 
 def _arm_watcher(hal, cfg, sched, trial):
-    """While the app runs: scheduled checks, the boot's chores (lcm_device.checktimer) and,
-    with a broker configured, the fleet link. lcm_device.checktimer polls from a timer on
-    boards; the unix port has no timer, so there a trial app is confirmed by
-    lcm.confirm(), by its main module returning, or while it calls lcm.idle()."""
+    """While the app runs: scheduled checks, the boot's chores and, with a broker
+    configured, the fleet link (lcm_device.checktimer, returned armed; None without it).
+    It polls from a timer on boards; the unix port has no timer, so there a trial app is
+    confirmed by lcm.confirm(), by its main module returning, or while it calls
+    lcm.idle()."""
     try:
         from lcm_device import checktimer
     except ImportError:
         return None
     also = ()
-    agent = None
     if cfg.get("mqtt_url"):
-        # Push hints and status while the app runs (lcm_device.fleet).
+        # Push hints and status while the app runs (lcm_device.fleet), on the timer's
+        # deadline (it moves it for a push hint).
         from lcm_device.fleet import Agent
 
-        agent = Agent(hal, cfg)
-        also = (agent.poll,)
+        also = (Agent(hal, cfg, checktimer).poll,)
     after = int(cfg.get("confirm_after_s") or 30) if trial else None
-    watcher = checktimer.arm_timer(hal, cfg, sched, also, after)
-    if agent is not None:
-        agent.sched = watcher.sched
-    return watcher
+    checktimer.arm_timer(hal, cfg, sched, also, after)
+    return checktimer

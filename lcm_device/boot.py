@@ -45,7 +45,7 @@ RUNNING = None
 # is loaded (all along, on a board), a string is not.
 _KEEP = (
     "lcm_device.app lcm_device.slots cert_sector.bootstate"
-    " lcm_device.checktimer lcm_device.due lcm_device.compat lcm_device.hal"
+    " lcm_device.checktimer lcm_device.compat lcm_device.hal"
     " lcm_device.hal.board lcm_device.hal.fs"
 )
 

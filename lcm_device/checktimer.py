@@ -1,35 +1,33 @@
-"""Checks while an app runs, without the app's cooperation.
+"""Checks while an app runs, without the app's cooperation: what stays of the manager.
 
-The manager's boot calls `arm_timer(hal, cfg)` before it starts the app. A
-periodic timer (the HAL's `timer(period_ms, fn)`, else machine.Timer) polls a
-`Watcher` every POLL_MS from the main loop: when the schedule says a check is
-due and the app has not called `hold()`, it saves the request (so the manager
-checks at once) and resets into the manager (`hal.reset(75)`; the unix HAL
-exits with 75 and `lcm device simulate` restarts it). While held, the check
-waits and happens as soon as the app calls `hold(False)`.
+The manager's boot calls `arm_timer(hal, cfg, sched, also, confirm_after_s)`
+before it starts the app. It takes the next check's deadline from `sched` (the
+boot's schedule) or, without one, from the saved state (lcm_device.due), keeps
+it as numbers in this module's globals and lets the schedule go: while the app
+runs, this module is all of the check timer in the heap (no schedule, no
+deadline object, no class), with the HAL. A periodic timer (the HAL's
+`timer(period_ms, fn)`, else machine.Timer) calls `poll(now_s)` every POLL_MS
+from the main loop: when the check is due and the app has not called `hold()`,
+it saves the request (so the manager checks at once) and resets into the
+manager (`hal.reset(75)`; the unix HAL exits with 75 and `lcm device simulate`
+restarts it). While held, the check waits and happens as soon as the app
+calls `hold(False)`.
 
-The watcher also refreshes the schedule's saved seconds-remaining once per
-_CHECKPOINT_S, and does the boot's chores while the app runs: put back a
-/main.py the app removed, settle the gesture counter once the board has been
-up SETTLE_S, confirm a trial app after `confirm_after_s`. It holds only the
-moments these are due and imports each chore's module when its moment comes:
-it is what stays of the manager in the app's heap (lcm_device.boot). Extra
-pollers (`also`: the fleet link) run at every tick. The unix port has no
-machine.Timer: there the caller polls the returned Watcher itself (`idle`),
-unless the simulated board's HAL gives a timer (`lcm device simulate`
-without --once: lcm_sim/boardtimer.py).
-
-Kept apart from `schedule` so that the manager, which only computes the
-schedule, does not load it, and the app, which only needs this, stays light:
-without a schedule from the boot, the timer polls the saved deadline alone
-(lcm_device.due, whose class the schedule extends), and never loads the
-schedule's rules.
+The poll also writes the deadline back as seconds-remaining once per
+_CHECKPOINT_S (through lcm_device.due, imported for the write), and does the
+boot's chores: put back a /main.py the app removed, settle the gesture counter
+once the board has been up SETTLE_S, confirm a trial app after
+`confirm_after_s`. Each chore imports its module when its moment comes. Extra
+pollers (`also`: the fleet link) run at every tick; the fleet link sees the
+deadline through `due`, `seconds_until_due` and `check_within` (it is handed
+this module as its `sched`). The unix port has no machine.Timer: there the
+app polls through `idle`, unless the simulated board's HAL gives a timer
+(`lcm device simulate` without --once: lcm_sim/boardtimer.py).
 """
 
 from lcm_device.compat import const, file_size, unload, uptime_s
-from lcm_device.due import Due, safe_log
 
-# Timer period of the watcher while an app runs.
+# Timer period of the poll while an app runs.
 POLL_MS = 1000
 # Uptime after which a power-on no longer counts as a quick power cycle (gestures.QUICK_S).
 SETTLE_S = 4
@@ -37,7 +35,17 @@ SETTLE_S = 4
 _CHECKPOINT_S = const(3600)
 _EXIT_RESET = const(75)
 
+# The armed timer's state (arm_timer sets it).
+hal = None
+timer = None  # the board timer that polls; None: the app polls (idle)
+also = ()  # more pollers, e.g. the fleet link's `poll(now_s)`
+next_s = 0  # uptime at which the next check is due
+requested = False  # a check was asked for: due at once
+saved_at = 0  # uptime of the deadline's last write
+settled = False  # the gesture counter
+confirm_at = None  # uptime at which a trial app is confirmed; None: not one
 _held = False
+_waiting = False
 
 
 def hold(on=True):
@@ -46,66 +54,89 @@ def hold(on=True):
     _held = bool(on)
 
 
-class Watcher:
-    """Polled by a timer while the app runs; resets into the manager when a check is due."""
+def seconds_until_due(now_s):
+    return 0 if requested else max(0, next_s - now_s)
 
-    def __init__(self, hal, sched, also=(), confirm_at=None):
-        self.hal = hal
-        self.sched = sched
-        self.also = also  # more pollers, e.g. the fleet link's `poll(now_s)`
-        self.settled = False  # the gesture counter
-        self.confirm_at = confirm_at  # uptime at which a trial app is confirmed; None: not one
-        self.waiting = False
-        self.timer = None  # the board timer that polls it; None: the app polls (idle)
 
-    def poll(self, now_s):
-        """One tick: returns True when a reset was asked for."""
+def due(now_s):
+    return seconds_until_due(now_s) == 0
+
+
+def check_within(now_s, left):
+    """Move the next check to at most `left` seconds from now (a push hint); saved."""
+    global next_s
+    if next_s > now_s + left:
+        next_s = now_s + left
+        _save(now_s)
+
+
+def poll(now_s):
+    """One tick: returns True when a reset was asked for."""
+    global _waiting, requested
+    try:
+        _chores(now_s)
+    except Exception:
+        pass
+    for fn in also:
         try:
-            self.chores(now_s)
+            fn(now_s)
         except Exception:
             pass
-        for fn in self.also:
-            try:
-                fn(now_s)
-            except Exception:
-                pass
-        if now_s - self.sched.saved_at >= _CHECKPOINT_S:
-            self.sched._save(now_s)
-        if not self.sched.due(now_s):
-            return False
-        if _held:
-            if not self.waiting:
-                safe_log("schedule: check due, waiting while the app holds")
-                self.waiting = True
-            return False
-        safe_log("schedule: check due, resetting into the manager")
-        self.sched.request_now()
-        self.hal.reset(_EXIT_RESET)
-        return True
+    if now_s - saved_at >= _CHECKPOINT_S:
+        _save(now_s)
+    if not due(now_s):
+        return False
+    from lcm_device.due import request_check, safe_log
 
-    def chores(self, now_s):
-        # Each imports its module only when its moment comes (the app's heap).
-        if file_size(self.hal.root + "/main.py") <= 0:
-            from lcm_device import mainfile
+    if _held:
+        if not _waiting:
+            safe_log("schedule: check due, waiting while the app holds")
+            _waiting = True
+        return False
+    safe_log("schedule: check due, resetting into the manager")
+    requested = True
+    request_check(hal)  # kept across the reset: the manager checks at once
+    hal.reset(_EXIT_RESET)
+    return True
 
-            mainfile.restore(self.hal, safe_log)
-        if not self.settled and now_s >= SETTLE_S:
-            self.settled = True
-            from lcm_device import gestures
 
-            gestures.settle(self.hal, now_s)
-            unload(("lcm_device.gestures",), True)
-        if self.confirm_at is not None and now_s >= self.confirm_at:
-            self.confirm_at = None
-            from lcm_device.app import confirm
+def _save(now_s):
+    # The deadline as lcm_device.due saves it (seconds remaining, the wall clock), whose
+    # failures count it keeps: loaded for the write, released with its object after.
+    global saved_at
+    saved_at = now_s
+    from lcm_device.due import Due
 
-            confirm()
+    d = Due(hal)
+    d.next = next_s
+    d.save(now_s)
+
+
+def _chores(now_s):
+    global settled, confirm_at
+    # Each imports its module only when its moment comes (the app's heap).
+    if file_size(hal.root + "/main.py") <= 0:
+        from lcm_device import mainfile
+        from lcm_device.due import safe_log
+
+        mainfile.restore(hal, safe_log)
+    if not settled and now_s >= SETTLE_S:
+        settled = True
+        from lcm_device import gestures
+
+        gestures.settle(hal, now_s)
+        unload(("lcm_device.gestures",), True)
+    if confirm_at is not None and now_s >= confirm_at:
+        confirm_at = None
+        from lcm_device.app import confirm
+
+        confirm()
 
 
 def idle(ms):
-    """Sleep `ms` milliseconds. Where no timer polls the watcher (the unix port) the
-    watcher is polled here, so an app that calls `lcm.idle` gets its checks and the
-    fleet link (push hints, status) as a board's timer would give them."""
+    """Sleep `ms` milliseconds. Where no timer polls (the unix port) the timer is polled
+    here, so an app that calls `lcm.idle` gets its checks and the fleet link (push
+    hints, status) as a board's timer would give them."""
     from lcm_device.compat import sleep_ms, ticks_diff, ticks_ms
 
     start = ticks_ms()
@@ -114,51 +145,63 @@ def idle(ms):
         if left <= 0:
             return
         sleep_ms(min(left, POLL_MS))
-        w = current
-        if w is not None and w.timer is None:
-            w.poll(uptime_s())
+        if hal is not None and timer is None:
+            poll(uptime_s())
 
 
-current = None  # the watcher armed for the running app
-
-
-def arm_timer(hal, cfg, sched=None, also=(), confirm_after_s=None):
-    """Start polling with a periodic timer where the board has one; returns the Watcher
-    (the unix port has no machine.Timer: there the caller polls it). A trial app is
-    confirmed `confirm_after_s` seconds from now (None: not a trial)."""
+def arm_timer(board_hal, cfg, sched=None, pollers=(), confirm_after_s=None):
+    """Start polling with a periodic timer where the board has one (the unix port has no
+    machine.Timer: there the app polls, `idle`). `sched`: the boot's schedule, whose
+    deadline is taken (None: the saved one, lcm_device.due). A trial app is confirmed
+    `confirm_after_s` seconds from now (None: not a trial). Returns this module's
+    timer, or None."""
+    global hal, timer, also, next_s, requested, saved_at, settled, confirm_at, _waiting
     now = uptime_s()
     if sched is None:
-        sched = Due(hal)
+        from lcm_device.due import Due
+
+        sched = Due(board_hal)
         sched.resume(now)
-    global current
+    hal, also = board_hal, pollers
+    next_s, requested, saved_at = sched.next, sched.requested, sched.saved_at
+    settled = _waiting = False
     confirm_at = None if confirm_after_s is None else now + confirm_after_s
-    w = current = Watcher(hal, sched, also, confirm_at)
+    sched = None
     # A HAL timer calls back from the main loop (the HAL's business).
-    w.timer = hal.timer(POLL_MS, lambda: w.poll(uptime_s()))
-    if w.timer is not None:
-        return w
+    timer = board_hal.timer(POLL_MS, _tick)
+    if timer is None:
+        timer = _machine_timer()
+    return timer
+
+
+def _tick():
+    poll(uptime_s())
+
+
+def _machine_timer():
     try:
         from machine import Timer
         from micropython import schedule
     except ImportError:
-        return w
+        return None
 
-    # Made once, here: the timer callback may run where allocating is not allowed,
-    # so it only queues the poll for the main loop (where machine.reset() works).
-    def tick(_arg):
-        w.poll(uptime_s())
-
+    # The timer callback may run where allocating is not allowed, so it only queues the
+    # poll for the main loop (where machine.reset() works).
     def irq(_timer):
         try:
-            schedule(tick, None)
+            schedule(_scheduled, None)
         except RuntimeError:
             pass  # the queue is full: the next tick tries again
 
     for timer_id in (-1, 0):  # -1: virtual timer (ESP8266); 0: hardware timer (ESP32)
         try:
-            w.timer = Timer(timer_id)
-            w.timer.init(period=POLL_MS, mode=Timer.PERIODIC, callback=irq)
-            break
+            t = Timer(timer_id)
+            t.init(period=POLL_MS, mode=Timer.PERIODIC, callback=irq)
+            return t
         except Exception:
             continue
-    return w
+    return None
+
+
+def _scheduled(_arg):
+    poll(uptime_s())

@@ -1,8 +1,9 @@
 """The next check's moment as it is saved: read back, tested, kept fresh, asked for now.
 
 lcm_device.schedule's rules set it (jitter, back-off, power-on window); the
-check timer, which only polls it while the app runs, loads this module alone
-(the app's heap). The saved state and its rules are schedule's (docstring
+check timer (lcm_device.checktimer), which keeps the deadline as numbers while
+the app runs, loads this module to read it at arm time and to write it back,
+and releases it between (the app's heap). The saved state and its rules are schedule's (docstring
 there): `remaining` seconds, saved with the wall clock when it is known, so a
 reboot rebuilds the deadline as `now + remaining` (minus the time off, when
 the wall clock was known at both ends), and never fires early.
@@ -60,7 +61,7 @@ class Due:
             if now_wall is not None and self.wall is not None and now_wall >= self.wall:
                 left = max(0, left - (now_wall - self.wall))
         self.next = now_s + left
-        self._save(now_s)
+        self.save(now_s)
 
     def due(self, now_s):
         return self.seconds_until_due(now_s) == 0
@@ -70,25 +71,14 @@ class Due:
             return 0
         return max(0, self.next - now_s)
 
-    def check_within(self, now_s, left):
-        """Move the next check to at most `left` seconds from now (a push hint)."""
-        if self.next > now_s + left:
-            self.next = now_s + left
-            self._save(now_s)
-
-    def request_now(self):
-        """Ask for a check as soon as possible (kept across a reset)."""
-        self.requested = True
-        if self.hal is not None:
-            request_check(self.hal)
-
     def _wall(self):
         try:
             return self.hal.time()
         except Exception:
             return None
 
-    def _save(self, now_s):
+    def save(self, now_s):
+        """Write the deadline as seconds remaining from `now_s` (with the wall clock)."""
         self.remaining = max(0, self.next - now_s)
         self.saved_at = now_s
         if self.hal is None:

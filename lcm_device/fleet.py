@@ -91,7 +91,8 @@ def _int(cfg, key, default):
 
 
 class Agent:
-    """Polled every second (`poll(now_s)`); `sched` is the watcher's Schedule."""
+    """Polled every second (`poll(now_s)`); `sched`: the deadline it may move for a push hint
+    (`due`, `seconds_until_due`, `check_within`: lcm_device.checktimer, armed by the boot)."""
 
     def __init__(self, hal, cfg, sched=None):
         self.hal = hal

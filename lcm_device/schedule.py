@@ -85,7 +85,7 @@ class Schedule(Due):
         """Rebuild the deadline at boot; `power_on` is False after a reset or a soft reboot."""
         if power_on and not self.requested and self.remaining is not None:
             self.next = now_s + int(self.rand() * self.window)
-            self._save(now_s)
+            self.save(now_s)
         else:
             self.resume(now_s)
 
@@ -103,7 +103,7 @@ class Schedule(Due):
 
     def _set(self, now_s, left):
         self.next = now_s + left
-        self._save(now_s)
+        self.save(now_s)
         if self.requested:
             # After the save: a cut in between only repeats the check.
             self.requested = False

@@ -86,17 +86,17 @@ def test_app_requests_an_update_check(tmp_path: Path, mpy: Any, host: Any) -> No
 HOLDS = """
 import lcm
 from lcm_device import schedule
-from lcm_device.checktimer import Watcher
+from lcm_device import checktimer
 from lcm_device.hal import get
 
 hal = get()
 sched = schedule.Schedule(hal, {"check_interval_s": 60})
 sched.on_boot(0, False)  # a device without schedule state: a check is due at once
-watcher = Watcher(hal, sched)
+checktimer.arm_timer(hal, {}, sched)
 lcm.hold()
-print("HELD", watcher.poll(5), watcher.poll(6))
+print("HELD", checktimer.poll(5), checktimer.poll(6))
 lcm.hold(False)
-watcher.poll(7)  # due and no longer held: resets into the manager
+checktimer.poll(7)  # due and no longer held: resets into the manager
 print("NOT REACHED")
 """
 

@@ -108,8 +108,9 @@ print("APP v1.0.0 running")
 def test_the_app_starts_with_the_check_timer_the_hal_and_the_boot_state_loaded(
     golden: Path, tmp_path: Path, mpy: Any
 ):
-    """Neither startup nor the schedule, the config or the log: only what the app's check
-    timer and the app API use stays loaded. The log sets itself up again at its next line,
+    """Neither startup nor the schedule, its saved deadline (`due`: the check timer keeps
+    the deadline as numbers), the config or the log: only what the app's check timer and
+    the app API use stays loaded. The log sets itself up again at its next line,
     whose number follows the boot's."""
     state = after_update_boot(golden, tmp_path, mpy)
     (state / "lcm" / "app0" / "main.py").write_bytes(APP_LOOKS)
@@ -128,7 +129,6 @@ def test_the_app_starts_with_the_check_timer_the_hal_and_the_boot_state_loaded(
             "lcm_device",
             "lcm_device.checktimer",
             "lcm_device.compat",
-            "lcm_device.due",
             "lcm_device.hal",
             "lcm_device.hal.board",
             "lcm_device.hal.fs",

@@ -7,40 +7,44 @@ from pathlib import Path
 from typing import Any
 
 SNIPPET = """
-import json, os
+import os
 from lcm_sim.unix import UnixHal
+from lcm_device import checktimer, slots
 from lcm_device.fleet import Agent
 from lcm_device.schedule import Schedule
 
 hal = UnixHal()
 os.mkdir(hal.root + "/lcm")
 os.mkdir(hal.root + "/lcm/state")
-with open(hal.root + "/lcm/state/boot.json", "w") as f:
-    f.write(json.dumps({"app": "app0", "app_tag": "v1.0.0"}))
+st = slots.load(hal)
+st.update({"app": "app0", "app_tag": "v1.0.0"})
+slots.save(hal, st)
 cfg = {"repo": "acme/widget", "mqtt_url": "mqtt://127.0.0.1:1", "check_interval_s": 14400,
        "push_spread_s": 60, "push_min_gap_s": 3600}
 sched = Schedule(hal, cfg, rand=lambda: 0.5)
 sched.on_boot(0, False)
 sched.record_success(0)   # the next check in 4 h
-agent = Agent(hal, cfg, sched)
+checktimer.arm_timer(hal, cfg, sched)   # as the boot arms it: the agent moves its deadline
+agent = Agent(hal, cfg, checktimer)
 topic = b"lcm/acme/widget/release"
 
 def hint(now, payload, t=topic):
     agent._hint(now, t, payload)
-    return sched.seconds_until_due(now)
+    return checktimer.seconds_until_due(now)
 
 print("INSTALLED", hint(100, b"v1.0.0"))              # the running tag: nothing
 d = hint(100, b"v9.9.9")                              # a forged hint: a check within the spread
 print("FORGED", d)
 print("AGAIN", hint(100 + d // 2, b"v9.9.9"), d - d // 2)  # the same hint again: nothing more
 sched.record_success(100 + d)                         # that check ran (found nothing new)
+checktimer.arm_timer(hal, cfg, sched)                 # and the next app boot armed the timer
 t = 100 + d + 10
 print("OTHER", hint(t, b"v1.1.0 rollout 10"))         # inside the gap: at the gap's end
 print("MALFORMED", hint(t, bytes([118, 10, 49])), hint(t, b" v1"), hint(t, b"x" * 81))
 print("FOREIGN", hint(t, b"v5.0.0", b"lcm/other/repo/release"))
 with open(hal.root + "/lcm/state/push.json") as f:
     print("SAVED", f.read().replace(" ", ""))
-again = Agent(hal, cfg, sched)                        # after a reset: the gap is remembered
+again = Agent(hal, cfg, checktimer)                        # after a reset: the gap is remembered
 print("GAP", again.gap_until > 3000, again.last_hint.replace(" ", "_"))
 """
 

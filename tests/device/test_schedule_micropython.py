@@ -116,11 +116,11 @@ def test_power_on_spreads_over_the_window_and_reset_keeps_the_deadline(mpy):
         s = Schedule(Hal(), {"power_on_window_s": 7200}, rand=seq(0.25))
         s.on_boot(0, True)
         s.record_success(0)  # next check in 4 h - 25 % + 0.25 * 2 * 25 % = 12600 s
-        from lcm_device.checktimer import Watcher
-        w = Watcher(Hal(), s)
-        w.poll(3599)  # too soon to rewrite flash
+        from lcm_device import checktimer
+        checktimer.arm_timer(Hal(), {}, s)
+        checktimer.poll(3599)  # too soon to rewrite flash
         print("AFTER", saved()["remaining"])
-        w.poll(3600)
+        checktimer.poll(3600)
         print("CHECKPOINT", saved()["remaining"])
         """,
     )
@@ -264,7 +264,7 @@ def test_a_power_cut_while_saving_keeps_the_old_or_the_new_state(mpy):
     assert "SAVED 1" in out
 
 
-def test_watcher_resets_into_the_manager_unless_the_app_holds(mpy):
+def test_check_timer_resets_into_the_manager_unless_the_app_holds(mpy):
     proc = run(
         mpy,
         """
@@ -272,12 +272,12 @@ def test_watcher_resets_into_the_manager_unless_the_app_holds(mpy):
         s = Schedule(hal, {}, rand=seq(0.5, 0.5))
         s.on_boot(0, True)
         s.record_success(0)
-        w = checktimer.Watcher(hal, s)
-        print("EARLY", w.poll(100))
+        checktimer.arm_timer(hal, {}, s)
+        print("EARLY", checktimer.poll(100))
         checktimer.hold()
-        print("HELD", w.poll(20000), checktimer._held)
+        print("HELD", checktimer.poll(20000), checktimer._held)
         checktimer.hold(False)
-        w.poll(20001)
+        checktimer.poll(20001)
         print("NOT REACHED")
         """,
         check=False,
@@ -299,8 +299,8 @@ def test_arm_timer_polls_through_the_board_timer(mpy):
         """
         hal = TimerHal()
         schedule.request_check(hal)
-        w = checktimer.arm_timer(hal, {})
-        print("PERIOD", hal.period, w.timer)
+        t = checktimer.arm_timer(hal, {})
+        print("PERIOD", hal.period, t)
         hal.callback()  # the timer fires
         print("NOT REACHED")
         """,
@@ -346,8 +346,8 @@ def test_arm_timer_uses_machine_timer_and_polls_from_the_main_loop(mpy):
 
         hal = Board()
         schedule.request_check(hal)
-        w = checktimer.arm_timer(hal, {})
-        machine.Timer.fired[0](w.timer)  # the timer interrupt: it queues the poll
+        t = checktimer.arm_timer(hal, {})
+        machine.Timer.fired[0](t)  # the timer interrupt: it queues the poll
         for _ in range(100):  # the main loop: the queued poll runs between bytecodes
             if getattr(hal, "reset_code", None):
                 break
@@ -359,14 +359,14 @@ def test_arm_timer_uses_machine_timer_and_polls_from_the_main_loop(mpy):
     assert "REQUESTED True" in out
 
 
-def test_unix_port_without_timer_gets_a_watcher_to_poll(mpy):
+def test_unix_port_without_timer_is_polled_by_the_app(mpy):
     out = run(
         mpy,
         """
         from lcm_device import checktimer
         Schedule(Hal(), {}, rand=seq(0.5)).record_success(0)  # next check in about 4 h
-        w = checktimer.arm_timer(Hal(), {})
-        print("TIMER", w.timer is not None, w.poll(schedule.uptime_s()))
+        t = checktimer.arm_timer(Hal(), {})
+        print("TIMER", t is not None, checktimer.poll(schedule.uptime_s()))
         """,
     ).stdout
     assert "TIMER False False" in out
