@@ -5,7 +5,7 @@ lcm.confirm()          # this (trial) version works: keep it
 lcm.request_update()   # check for an update now (resets into the manager)
 lcm.status()           # {"app": tag, "slot": ..., "trial": bool, "manager": tag, ...}
 lcm.hold()             # do not reset me into the manager for a check now (lcm.hold(False): do)
-lcm.idle(ms)           # sleep; where no timer runs (unix port) lcm's watcher runs meanwhile
+lcm.idle(ms)           # sleep; where no timer runs (unix port) lcm's check timer runs meanwhile
 """
 
 from lcm_device import slots

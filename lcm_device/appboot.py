@@ -131,7 +131,7 @@ def prepare_app(hal, cfg, sched, power):
     else:
         log("app: starting " + str(tag))
     step(mainfile.keep, hal)
-    _arm_watcher(hal, cfg, sched, trying)
+    _arm_timer(hal, cfg, sched, trying)
     keep = ()
     if _logmod.is_online() or cfg.get("mqtt_url"):
         # Online (a simulated board without a radio is, from power-on), its socket and
@@ -151,7 +151,7 @@ def _wait_for_check(hal, cfg, sched):
     """
     if not hal.waits_without_app:
         return
-    checktimer = _arm_watcher(hal, cfg, sched, False)
+    checktimer = _arm_timer(hal, cfg, sched, False)
     if checktimer is None:
         # No life-cycle modules in this manager: check again after one interval.
         left = cfg.get("check_interval_s") or 14400
@@ -169,7 +169,7 @@ def _wait_for_check(hal, cfg, sched):
             checktimer.poll(uptime_s())
 
 
-def _arm_watcher(hal, cfg, sched, trial):
+def _arm_timer(hal, cfg, sched, trial):
     """While the app runs: scheduled checks, the boot's chores and, with a broker
     configured, the fleet link (lcm_device.checktimer, returned armed; None without it).
     It polls from a timer on boards; the unix port has no timer, so there a trial app is
