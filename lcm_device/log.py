@@ -28,7 +28,7 @@ _size = 0  # bytes in the current half
 _torn = False  # the current half may end in a torn record (power cut mid-write)
 _online = False
 _target = (BROADCAST, DEFAULT_PORT)
-_sock = None
+_sock = None  # (socket, address) once looked up; False: the lookup failed
 _ready = False  # set up (by the boot, or on demand at the first line)
 
 
@@ -42,6 +42,7 @@ def setup(hal, cfg):
         _target = (cfg.get("log_host") or BROADCAST, int(cfg.get("log_port") or DEFAULT_PORT))
     except Exception:
         pass
+    online(_online)  # the target may be another: looked up again at the next line
     try:
         for line in read_ring(hal.root):
             _seq = max(_seq, int(line.split(" ", 2)[1]))
@@ -109,12 +110,14 @@ def online(up):
     """Tell the logger whether the network is up (the manager calls this after Wi-Fi)."""
     global _online, _sock
     _online = up
-    if not up and _sock is not None:
+    if _sock:
         try:
-            _sock.close()
+            _sock[0].close()
         except Exception:
             pass
-        _sock = None
+    # Up again (or down): the next line opens a socket and looks the target up again,
+    # also after a lookup that failed.
+    _sock = None
 
 
 def log(text):
@@ -145,17 +148,21 @@ def log(text):
             _append(line)
         except Exception:
             pass
-    if _online:
+    if _online and _sock is not False:
         try:
             if _sock is None:
+                # False until it worked: a target that does not resolve is looked up once
+                # per online(), not at every line (an unanswered DNS query blocks seconds).
+                _sock = False
                 import socket
 
+                addr = socket.getaddrinfo(_target[0], _target[1])[0][-1]
                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 try:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
                 except Exception:
                     pass
-                _sock = (s, socket.getaddrinfo(_target[0], _target[1])[0][-1])
+                _sock = (s, addr)
             _sock[0].sendto(line.encode() + b"\n", _sock[1])
         except Exception:
             pass

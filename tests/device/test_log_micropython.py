@@ -204,3 +204,44 @@ def test_logging_never_raises(mpy):
     assert "000000000000 1 +0s still printed\n" in out
     assert "000000000000 2 +0s and again\n" in out
     assert "DONE" in out
+
+
+# The unix port's socket module with a name service that does not answer: every lookup
+# fails (and is counted); the rest is the real module's.
+FAILING_DNS = """
+from usocket import *
+
+lookups = []
+
+
+def getaddrinfo(host, port, *args):
+    lookups.append(host)
+    raise OSError(-3)  # EAI_AGAIN: the name server did not answer
+"""
+
+
+def test_a_log_target_that_does_not_resolve_is_looked_up_once_per_connection(mpy):
+    """A lookup that an unanswered name server fails blocks for seconds on a board: lines
+    logged after it do not look the target up again, until the network comes up again."""
+    extra = compile_module(mpy.workdir, "socket", FAILING_DNS)
+    compile_module(mpy.workdir, "haldouble", HAL_DOUBLE)
+    out = run(
+        mpy,
+        """
+        import socket
+        from haldouble import Hal
+        from lcm_device import log
+
+        log.setup(Hal(), {"log_host": "logs.example", "log_port": 45678})
+        log.online(True)
+        for n in range(5):
+            log.log("line " + str(n))
+        print("LOOKUPS", len(socket.lookups))
+        log.online(True)  # Wi-Fi joined again
+        log.log("after")
+        print("AGAIN", len(socket.lookups))
+        """,
+        extra_path=extra,
+    ).stdout
+    assert "LOOKUPS 1" in out and "AGAIN 2" in out, out
+    assert "240ac4123456 6 +0s after" in out
