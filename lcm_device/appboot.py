@@ -46,8 +46,14 @@ def run(running):
     step(_bootloader, hal)
     cause = step(_continues, hal, hal.reset_cause() == "power")
     if cause is None:
-        from lcm_device import startup
-
+        try:
+            from lcm_device import startup
+        except ImportError as exc:
+            # Damaged, and imported here, late, where /main.py's fallback does not see it:
+            # a reset, whose boot (the marker gone) imports it with lcm_device.boot and
+            # falls back to the other slot. Raised, it would stop the board at the REPL.
+            log("boot: " + str(exc) + "; resetting")
+            hal.reset()
         return startup.run(running)
     cfg = config.load(hal)
     _logmod.setup(hal, cfg)

@@ -97,6 +97,23 @@ def test_the_app_boot_does_not_load_the_boot_of_other_kinds(golden: Path, tmp_pa
     assert "APP v1.0.0 running" not in out, out
 
 
+def test_a_power_on_with_the_marker_and_a_damaged_startup_resets(
+    golden: Path, tmp_path: Path, mpy: Any
+):
+    """A power-on after an update boot is a boot like any other, which loads startup late
+    (from appboot, past /main.py's fallback): damaged, the board resets, and the boot
+    after it falls back to the other slot, where an exception stopped it at the REPL."""
+    state = after_update_boot(golden, tmp_path, mpy)
+    (state / "lcm" / "m0" / "lcm_device" / "startup.mpy").unlink()
+
+    code, out = one_boot(state, mpy, "power")
+    assert code == EXIT_RESET and "boot: no module named" in out and "resetting" in out, out
+    assert "Traceback" not in out, out
+
+    code, out = one_boot(state, mpy, "reset")  # the marker is gone
+    assert "main.py: manager m0 does not import" in out, out
+
+
 APP_LOOKS = b"""import sys
 print("LOADED", sorted(n for n in sys.modules if n.startswith(("lcm_device", "cert_sector"))))
 from lcm_device.log import log
