@@ -183,7 +183,9 @@ def _arm_timer(hal, cfg, sched, trial):
     lcm.idle()."""
     try:
         from lcm_device import checktimer
-    except ImportError:
+    except ImportError as exc:
+        # Damaged past the boot's self-check (no good copy): no checks while the app runs.
+        log("app: no check timer (" + str(exc) + "); the next check at the next boot")
         return None
     also = ()
     if cfg.get("mqtt_url"):
