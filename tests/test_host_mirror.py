@@ -20,6 +20,7 @@ from publisher.release.verify import Trust, verify_release
 from publisher.signing import load_signer
 from tests.hostserver import TEST_REPO, TEST_TOKEN, github_client, running_host
 from tests.keyfactory import make_sector, new_signer
+from tests.staticserver import running_nginx
 
 
 class Upstream:
@@ -284,3 +285,31 @@ def test_a_staged_rollout_is_mirrored_widened_and_never_narrowed(tmp_path):
             assert status.error is None, status.error
             doc = mirrored_rollout(mirror, "v1.0.0")
             assert (doc.halted, doc.seq) == (True, 3)
+
+
+def test_a_static_export_is_an_upstream_too(tmp_path):
+    """A site mirror fed from a static export (`lcm release export` behind a web server or
+    CDN: no redirects, a pointer file) verifies and stores its releases as from a host,
+    the staged roll-out's document included."""
+    from typer.testing import CliRunner
+
+    from publisher.cli import app
+
+    up = Upstream(tmp_path)
+    www = tmp_path / "www"
+    with running_host(tmp_path / "a") as upstream:
+        up.release(upstream, "v1.0.0", rollout=20)
+        result = CliRunner().invoke(
+            app,
+            ["release", "export", "--repo", TEST_REPO, "--to", str(www),
+             "--api-url", upstream.api_url],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+    roots = Trust(roots=[up.keys.root.public_key])
+    with running_nginx(www, tmp_path / "nginx") as web, mirror_of(web, tmp_path, roots) as mirror:
+        assert mirror.mirror is not None
+        mirror.mirror.refresh()
+        status = mirror.mirror.status[TEST_REPO]
+        assert status.error is None and status.mirrored == ["v1.0.0"], status.error
+        assert ROLLOUT_ASSET in served(mirror)[0][2]
+        assert mirrored_rollout(mirror, "v1.0.0").share == 20
