@@ -1,14 +1,18 @@
 """The app's side of the boot: the app boot after an update boot, and the steps before any app.
 
-The app boot that follows an update boot (the marker APP_NEXT, which holds
-the update boot's reset cause) does only this module's steps: remove the
-marker, give back the boot /main.py counted against a manager on trial (the
-update boot before it judged the manager already: lcm_device.checkboot),
-count the app's trial boot with that cause, arm the check timer and return
-the app to start. lcm_device.boot imports this module only, not
-lcm_device.startup, for it: what an app boot loads is what the app's heap
-keeps (its interned names are never freed), and the update boot before it
-checked the manager's files moments ago.
+The app boot that follows an update boot (the marker APP_NEXT: the update
+boot's reset cause, then the settings this boot needs, APP_BOOT_SETTINGS, as
+JSON) does only this module's steps: remove the marker, give back the boot
+/main.py counted against a manager on trial (the update boot before it judged
+the manager already: lcm_device.checkboot), count the app's trial boot with
+that cause, arm the check timer and return the app to start. lcm_device.boot
+imports this module only, not lcm_device.startup, for it: what an app boot
+loads is what the app's heap keeps (its interned names are never freed), and
+the update boot before it checked the manager's files moments ago. So it
+loads neither the config module (the settings are in the marker; a fleet link
+needs them all and loads it) nor the log, unless it has something to say: an
+app on trial, a roll-back, a step that failed (the update boot before it
+logged the check, and names the app it found installed).
 
 A power-on boot ignores the marker (the power went in between: a boot like
 any other), and so does a boot that cannot remove it (a read-only flash would
@@ -16,17 +20,29 @@ otherwise never check again): those run lcm_device.startup, which uses the
 steps below for its own app.
 
 Flash writes (trial counts, boot state, log) survive a full or read-only
-flash: the step is logged and the boot goes on to the app (`step`).
+flash: the step is logged and the boot goes on to the app (compat.step).
 """
 
-from lcm_device import config, mainfile, slots, trial
-from lcm_device import log as _logmod
-from lcm_device.compat import const, exists, sleep_ms, uptime_s
+import json
+import sys
+
+from lcm_device import slots
+from lcm_device.compat import const, exists, sleep_ms, step, uptime_s
 from lcm_device.hal import get
-from lcm_device.log import log, step
 from lcm_device.slots import APP_NEXT
 
+# What the app boot reads of the config, written into the marker by the update boot.
+# One string, split where used: a tuple constant is an object in RAM on a board.
+APP_BOOT_SETTINGS = "confirm_after_s check_interval_s mqtt_url"
+_MAX_MARKER = const(256)
 _IDLE_POLL_MS = const(1000)  # without an app: how often the boot polls the check schedule
+
+
+def log(text):
+    """Log `text`, loading the log for it (the app boot has none loaded until it speaks)."""
+    from lcm_device.log import log as _log
+
+    _log(text)
 
 
 def after_update():
@@ -44,8 +60,8 @@ def run(running):
     marker that cannot be removed makes it a boot like any other (startup)."""
     hal = get()
     step(_bootloader, hal)
-    cause = step(_continues, hal, hal.reset_cause() == "power")
-    if cause is None:
+    marker = step(_continues, hal, hal.reset_cause() == "power")
+    if marker is None:
         try:
             from lcm_device import startup
         except ImportError as exc:
@@ -55,9 +71,29 @@ def run(running):
             log("boot: " + str(exc) + "; resetting")
             hal.reset()
         return startup.run(running)
-    cfg = config.load(hal)
-    _logmod.setup(hal, cfg)
-    return app_boot(hal, cfg, cause)
+    return app_boot(hal, _settings(hal, marker), marker)
+
+
+def _settings(hal, marker):
+    # The update boot's settings from the marker; the config itself for a fleet link (it
+    # reads many) and for a marker without them (an older manager's update boot).
+    try:
+        cfg = json.loads(marker.split(b"\n", 1)[1])
+    except (IndexError, ValueError):
+        cfg = None
+    if not isinstance(cfg, dict) or cfg.get("mqtt_url"):
+        from lcm_device import config
+
+        cfg = config.load(hal)
+    return cfg
+
+
+def marker_for(cfg, power):
+    """The marker the update boot leaves for its app boot (lcm_device.checkboot)."""
+    settings = {}
+    for key in APP_BOOT_SETTINGS.split():
+        settings[key] = cfg.get(key)
+    return (b"power" if power else b"reset") + b"\n" + json.dumps(settings).encode()
 
 
 def _bootloader(hal):
@@ -66,18 +102,20 @@ def _bootloader(hal):
     hal.boot_firmware()
 
 
-def app_boot(hal, cfg, cause):
-    """The steps of the app boot after an update boot that ended with reset cause `cause`."""
+def app_boot(hal, cfg, marker):
+    """The steps of the app boot after an update boot that left `marker`."""
     step(_continued_trial, hal)
-    return step(prepare_app, hal, cfg, None, cause == "power")
+    # The update boot's reset cause: a power-on there forgives the app's boot before it.
+    power = marker.split(b"\n", 1)[0] == b"power"
+    return step(prepare_app, hal, cfg, None, power, False)
 
 
 def _continues(hal, power):
-    """The update boot's reset cause ("power" or "reset") when this is its app boot, else None."""
+    """The update boot's marker (bytes) when this is its app boot, else None."""
     path = hal.root + APP_NEXT
     try:
         with open(path, "rb") as f:
-            cause = f.read(8)
+            marker = f.read(_MAX_MARKER)
     except OSError:
         return None
     try:
@@ -86,7 +124,7 @@ def _continues(hal, power):
         return None  # a marker that stays would skip every check: a boot like any other
     if power:
         return None  # the power went after the update boot: a boot like any other
-    return "power" if cause == b"power" else "reset"
+    return marker
 
 
 def _continued_trial(hal):
@@ -99,9 +137,12 @@ def _continued_trial(hal):
         slots.save(hal, st)
 
 
-def prepare_app(hal, cfg, sched, power):
+def prepare_app(hal, cfg, sched, power, announce=True):
     """Count the app's trial boot and arm the check timer; the app to start, (slot path,
-    tag, modules that stay loaded besides lcm_device.boot's), or None."""
+    tag, modules that stay loaded besides lcm_device.boot's), or None. `announce`: log
+    "app: starting" (the app boot after an update boot does not: the log stays unloaded)."""
+    from lcm_device import trial
+
     st = slots.load(hal)
     if not st.get("app"):
         log("app: none installed yet")
@@ -134,12 +175,18 @@ def prepare_app(hal, cfg, sched, power):
             + " for "
             + str(tag)
         )
-    else:
+    elif announce:
         log("app: starting " + str(tag))
+    trial = None
+    from lcm_device import mainfile
+
     step(mainfile.keep, hal)
+    mainfile = None
     _arm_timer(hal, cfg, sched, trying)
     keep = ()
-    if _logmod.is_online() or cfg.get("mqtt_url"):
+    # The log is loaded when a line was logged (or by the HAL); only then can it be online.
+    logged = sys.modules.get("lcm_device.log")
+    if (logged is not None and logged.is_online()) or cfg.get("mqtt_url"):
         # Online (a simulated board without a radio is, from power-on), its socket and
         # state stay: a log loaded again would not know the network is up. With a fleet
         # link, which logs while the app runs (connections, hints), it stays too.

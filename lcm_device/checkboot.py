@@ -14,9 +14,9 @@ never imported the engine.
 import sys
 
 from lcm_device import slots
-from lcm_device.compat import collect, ticks_ms, unload, uptime_s
+from lcm_device.compat import collect, step, ticks_ms, unload, uptime_s
 from lcm_device.hal.fs import write_atomic
-from lcm_device.log import log, step
+from lcm_device.log import log
 from lcm_device.slots import APP_NEXT
 
 # What a check imports (the network and the setup portal, the update engine, the
@@ -54,14 +54,18 @@ def run(hal, power, buf, running):
         # the outcome goes unrecorded, the app runs (lcm_device.startup says what follows).
         log("check: the manager's self-check does not import: " + str(exc))
     buf = None
+    from lcm_device import config
+    from lcm_device.appboot import marker_for
+
+    cfg = config.load(hal)
     try:
-        write_atomic(hal.fs, hal.root + APP_NEXT, b"power" if power else b"reset")
+        # The reset cause and the settings the app boot reads (it loads no config module).
+        write_atomic(hal.fs, hal.root + APP_NEXT, marker_for(cfg, power))
     except OSError:
         # No marker, no reset: the app runs in this boot.
-        from lcm_device import config
         from lcm_device.appboot import prepare_app
 
-        return step(prepare_app, hal, config.load(hal), None, power)
+        return step(prepare_app, hal, cfg, None, power)
     hal.reset()
 
 

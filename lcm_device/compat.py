@@ -123,3 +123,21 @@ def unload(names, release):
         if package is not None and name[cut + 1 :] in package.__dict__:
             delattr(package, name[cut + 1 :])
     collect()
+
+
+def step(fn, *args):
+    """Run one boot step; a full or read-only flash (OSError) is logged, the boot goes on,
+    and so it does when the heap is too fragmented for the step (MemoryError): the app
+    runs rather than a crash at every boot. The log is imported only to say so (the app
+    boot after an update boot logs nothing otherwise: the app's heap)."""
+    try:
+        return fn(*args)
+    except MemoryError:
+        why = "MemoryError"
+    except OSError as exc:
+        code = exc.args[0] if exc.args else None
+        why = {28: "flash full", 30: "flash read-only"}.get(code, "OSError " + str(code))
+    from lcm_device.log import log
+
+    log("boot: " + fn.__name__.lstrip("_") + " skipped (" + why + ")")
+    return None

@@ -86,22 +86,6 @@ def _on_demand():
         unload(["lcm_device.config"], True)
 
 
-def step(fn, *args):
-    """Run one boot step; a full or read-only flash (OSError) is logged, the boot goes on,
-    and so it does when the heap is too fragmented for the step (MemoryError): the app
-    runs rather than a crash at every boot."""
-    try:
-        return fn(*args)
-    except MemoryError:
-        log("boot: " + fn.__name__.lstrip("_") + " skipped (MemoryError)")
-        return None
-    except OSError as exc:
-        code = exc.args[0] if exc.args else None
-        why = {28: "flash full", 30: "flash read-only"}.get(code, "OSError " + str(code))
-        log("boot: " + fn.__name__.lstrip("_") + " skipped (" + why + ")")
-        return None
-
-
 def is_online():
     return _online
 

@@ -44,7 +44,8 @@ from lcm_device.hal.fs import makedirs, write_atomic
 STATE_DIR = "/lcm/state"
 LEGACY_PATH = "/lcm/state/boot.json"
 # Written by the update boot before its reset (lcm_device.checkboot), holding its reset
-# cause: the next boot is the app boot (lcm_device.appboot).
+# cause and the settings its app boot reads (lcm_device.appboot.marker_for): the next
+# boot is the app boot (lcm_device.appboot).
 APP_NEXT = "/lcm/state/app.next"
 
 

@@ -27,8 +27,10 @@ to the app (`step`).
 import sys
 
 from lcm_device import config, slots
-from lcm_device.appboot import _continues, _logmod, app_boot, log, prepare_app, step
-from lcm_device.compat import collect, const, unload
+from lcm_device import log as _logmod
+from lcm_device.appboot import _continues, app_boot, prepare_app
+from lcm_device.compat import collect, const, step, unload
+from lcm_device.log import log
 
 _CHECK_BUF = const(5120)  # lcm_device.update.BUF_SIZE, without importing the engine
 
@@ -45,9 +47,9 @@ def run(running):
     _logmod.setup(hal, cfg)
     step(_firmware_booted, hal)
     power = hal.reset_cause() == "power"
-    cause = step(_continues, hal, power)  # a power-on boot removes the marker
-    if cause is not None:
-        return app_boot(hal, cfg, cause)  # (boot.py runs it without this module)
+    marker = step(_continues, hal, power)  # a power-on boot removes the marker
+    if marker is not None:
+        return app_boot(hal, cfg, marker)  # (boot.py runs it without this module)
     if step(_gestures, hal, cfg, power) == "setup":
         step(_setup_mode, hal, cfg)  # the button held at power-on
     cfg = None

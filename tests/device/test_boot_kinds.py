@@ -10,6 +10,7 @@ still an update boot.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from cert_sector.logline import read_ring
 from lcm_device.slots import APP_NEXT
 from lcm_sim import EXIT_RESET
 from publisher.device.simulate import boot_once
@@ -48,7 +50,13 @@ def after_update_boot(golden: Path, tmp_path: Path, mpy: Any) -> Path:
     code, out = one_boot(state, mpy, "reset", check_now=True)
     assert code == EXIT_RESET and "app: check failed" in out, out
     assert "APP v1.0.0 running" not in out, out  # the app never runs in an update boot
-    assert (state / APP_NEXT.lstrip("/")).read_bytes() == b"reset"
+    cause, settings = (state / APP_NEXT.lstrip("/")).read_bytes().split(b"\n")
+    # The update boot's reset cause, and the settings the app boot reads (no config module).
+    assert cause == b"reset" and json.loads(settings) == {
+        "confirm_after_s": 30,
+        "check_interval_s": 14400,
+        "mqtt_url": None,
+    }
     return state
 
 
@@ -61,6 +69,24 @@ def test_the_app_boot_runs_the_app_and_nothing_else(golden: Path, tmp_path: Path
     assert code == 0 and "APP v1.0.0 running" in out, out
     assert UPDATE_BOOT_LINE not in out and "check" not in out, out
     assert not (state / APP_NEXT.lstrip("/")).exists()
+
+
+def test_the_app_boot_logs_nothing_of_its_own_and_reads_an_older_marker(
+    golden: Path, tmp_path: Path, mpy: Any
+):
+    """The app boot loads neither the config nor the log: it says nothing unless it has to
+    (the update boot before it logged the check). A marker of an older manager's update
+    boot (its reset cause alone) still makes an app boot, which then reads the config."""
+    state = after_update_boot(golden, tmp_path, mpy)
+    code, out = one_boot(state, mpy, "reset")
+    assert code == 0 and "APP v1.0.0 running" in out, out
+    assert not [line for line in out.splitlines() if DEVICE_LINE.match(line)], out
+
+    marker = state / APP_NEXT.lstrip("/")
+    marker.write_bytes(b"reset")
+    code, out = one_boot(state, mpy, "reset")
+    assert code == 0 and "APP v1.0.0 running" in out, out
+    assert UPDATE_BOOT_LINE not in out and not marker.exists(), out
 
 
 def test_a_power_on_boot_ignores_the_marker(golden: Path, tmp_path: Path, mpy: Any):
@@ -131,6 +157,7 @@ def test_the_app_starts_with_the_check_timer_the_hal_and_the_boot_state_loaded(
     whose number follows the boot's."""
     state = after_update_boot(golden, tmp_path, mpy)
     (state / "lcm" / "app0" / "main.py").write_bytes(APP_LOOKS)
+    last_seq = int(list(read_ring(str(state)))[-1].split(" ", 2)[1])
 
     code, out = one_boot(state, mpy, "reset")
 
@@ -153,9 +180,10 @@ def test_the_app_starts_with_the_check_timer_the_hal_and_the_boot_state_loaded(
         ]
     ), out
     lines = [line.split(" ", 3) for line in out.splitlines() if DEVICE_LINE.match(line)]
-    assert lines[-1][3] == "app: a line of the app's", out
-    seqs = [int(fields[1]) for fields in lines]
-    assert len(seqs) >= 2 and seqs == list(range(seqs[0], seqs[0] + len(seqs))), out
+    assert [fields[3] for fields in lines] == ["app: a line of the app's"], out
+    # Its number follows the update boot's last line (the ring's): the log, loaded again,
+    # set itself up from it.
+    assert int(lines[0][1]) == last_seq + 1, (last_seq, out)
 
 
 def test_a_damaged_self_check_is_logged_and_the_app_runs(golden: Path, tmp_path: Path, mpy: Any):
@@ -173,6 +201,6 @@ def test_a_damaged_self_check_is_logged_and_the_app_runs(golden: Path, tmp_path:
 
     code, out = one_boot(state, mpy, "reset", check_now=True)  # an update boot
     assert code == EXIT_RESET and "check: " + damaged in out, out
-    assert (state / APP_NEXT.lstrip("/")).read_bytes() == b"reset"
+    assert (state / APP_NEXT.lstrip("/")).read_bytes().startswith(b"reset\n")
     code, out = one_boot(state, mpy, "reset")  # its app boot
     assert code == 0 and "APP v1.0.0 running" in out, out
