@@ -264,7 +264,7 @@ def test_malformed_batch_no_crash_no_hang_keeps_serving(portal: SetupSim) -> Non
 
 def test_crowded_air_lists_the_24_strongest_within_the_heap_bar(
     portal_build: Path,  # noqa: F811
-    tmp_path: Path,
+    device_root: Path,
 ) -> None:
     rng = random.Random(24)
     networks = [
@@ -272,7 +272,7 @@ def test_crowded_air_lists_the_24_strongest_within_the_heap_bar(
         for i in range(30)
     ]
     networks += [dict(net, rssi=net["rssi"] - 5) for net in networks[:10]]  # repeaters
-    state = make_state(tmp_path, {}, {"mac": "a4cf12b3c4d5", "networks": networks})
+    state = make_state(device_root, {}, {"mac": "a4cf12b3c4d5", "networks": networks})
     with start_setup(state, build_dir=portal_build, data_heap=DATA_HEAP) as sim:
         try:
             status, _, page = http(sim.url)

@@ -70,9 +70,9 @@ def portal_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def portal(portal_build: Path, tmp_path: Path) -> Iterator[SetupSim]:
+def portal(portal_build: Path, device_root: Path) -> Iterator[SetupSim]:
     """A device in setup mode with old credentials stored, within the data-heap bar."""
-    state = make_state(tmp_path, {"wifi_ssid": "old-net", "wifi_password": "old-password"})
+    state = make_state(device_root, {"wifi_ssid": "old-net", "wifi_password": "old-password"})
     sim = start_setup(state, build_dir=portal_build, data_heap=DATA_HEAP)
     try:
         yield sim
