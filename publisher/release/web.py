@@ -68,12 +68,7 @@ class Browser:
                 if resp.status_code in (301, 302, 303, 307, 308):
                     return resp.headers.get("Location")
                 if resp.status_code == 200 and pointer_max:
-                    body = b""
-                    for chunk in resp.iter_content(CHUNK):
-                        body += chunk
-                        if len(body) > pointer_max:
-                            raise VerifyError(what, f"more than the {pointer_max} bytes allowed")
-                    return body
+                    return b"".join(_bounded(resp, pointer_max, what))
                 if resp.status_code == 404:
                     raise VerifyError(what, f"not found at {url} (404): no such repository?")
                 raise VerifyError(what, f"{url} answered {resp.status_code}, not a redirect")
@@ -91,19 +86,22 @@ class Browser:
                     raise MissingAssetError(what, f"missing from the release (404 at {url})")
                 if resp.status_code != 200:
                     raise VerifyError(what, f"download failed: {resp.status_code} at {url}")
-                declared = resp.headers.get("Content-Length")
-                if declared is not None and declared.isdigit() and int(declared) > max_size:
-                    raise VerifyError(
-                        what, f"is {declared} bytes, more than the {max_size} allowed"
-                    )
-                got = 0
-                for chunk in resp.iter_content(CHUNK):
-                    got += len(chunk)
-                    if got > max_size:
-                        raise VerifyError(what, f"more than the {max_size} bytes allowed")
-                    yield chunk
+                yield from _bounded(resp, max_size, what)
         except requests.RequestException as exc:
             raise VerifyError(what, f"download from {url} failed: {exc}") from None
 
     def fetch(self, url: str, max_size: int, what: str) -> bytes:
         return b"".join(self.stream(url, max_size, what))
+
+
+def _bounded(resp: requests.Response, max_size: int, what: str) -> Iterator[bytes]:
+    """The body of `resp` in chunks; VerifyError past `max_size` bytes (declared or read)."""
+    declared = resp.headers.get("Content-Length")
+    if declared is not None and declared.isdigit() and int(declared) > max_size:
+        raise VerifyError(what, f"is {declared} bytes, more than the {max_size} allowed")
+    got = 0
+    for chunk in resp.iter_content(CHUNK):
+        got += len(chunk)
+        if got > max_size:
+            raise VerifyError(what, f"more than the {max_size} bytes allowed")
+        yield chunk
