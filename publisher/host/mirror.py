@@ -220,18 +220,19 @@ class Mirror:
             if self.mirrored(repo, latest):
                 installed = -1  # the same release again, for what moved
             stable, stable_files = self.verify(spec.repo, trust, latest, installed, tmp)
-            found = [(stable, stable_files)]
+            # Each verified release with what changed of it, found (and rule R5 checked)
+            # for every one before anything is stored.
+            found = [(stable, stable_files, self.changes(repo, stable, stable_files))]
             pointer = stable.beta_pointer
             if pointer is not None and pointer != latest:
-                beta = self.verify(spec.repo, trust, pointer, -1, tmp)
-                if not self.mirrored(repo, pointer) or self.changes(repo, *beta):
-                    found.insert(0, beta)
-            for result, files in found:  # rule R5 for every document before any is stored
-                self.changes(repo, result, files)
+                beta, beta_files = self.verify(spec.repo, trust, pointer, -1, tmp)
+                changed = self.changes(repo, beta, beta_files)
+                if changed or not self.mirrored(repo, pointer):
+                    found.insert(0, (beta, beta_files, changed))
             stored = []
-            for result, files in found:  # the beta target first: the pointer names it
+            for result, files, changed in found:  # the beta target first: the pointer names it
                 if self.mirrored(repo, result.tag):
-                    for name in self.changes(repo, result, files):
+                    for name in changed:
                         self.replace_asset(repo, result.tag, name, files[name])
                 else:
                     self.store_release(repo, result, files)
