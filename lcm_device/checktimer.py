@@ -102,14 +102,20 @@ def poll(now_s):
 
 def _save(now_s):
     # The deadline as lcm_device.due saves it (seconds remaining, the wall clock), whose
-    # failures count it keeps: loaded for the write, released with its object after.
+    # failures count it keeps: loaded for the write and released after, unless something
+    # else had it loaded (the fleet link's schedule).
     global saved_at
     saved_at = now_s
+    import sys
+
+    had = "lcm_device.due" in sys.modules
     from lcm_device.due import Due
 
     d = Due(hal)
     d.next = next_s
     d.save(now_s)
+    if not had:
+        unload(("lcm_device.due",), True)
 
 
 def _chores(now_s):
@@ -174,7 +180,8 @@ def arm_timer(board_hal, cfg, sched=None, pollers=(), confirm_after_s=None):
     return timer
 
 
-def _tick():
+def _tick(_arg=None):
+    # Called by the HAL's timer (no argument) and by micropython.schedule (one).
     poll(uptime_s())
 
 
@@ -189,7 +196,7 @@ def _machine_timer():
     # poll for the main loop (where machine.reset() works).
     def irq(_timer):
         try:
-            schedule(_scheduled, None)
+            schedule(_tick, None)
         except RuntimeError:
             pass  # the queue is full: the next tick tries again
 
@@ -201,7 +208,3 @@ def _machine_timer():
         except Exception:
             continue
     return None
-
-
-def _scheduled(_arg):
-    poll(uptime_s())
