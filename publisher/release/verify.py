@@ -40,7 +40,7 @@ from cert_sector.assets import (
     SECTOR_ASSET,
     SUMS_ASSET,
 )
-from cert_sector.errors import ExpiredError, TrustError
+from cert_sector.errors import ExpiredError, SignatureError, TrustError
 from cert_sector.fwimage import CHIP_IDS
 from cert_sector.fwimage import check_header as check_firmware_header
 from cert_sector.release import (
@@ -247,19 +247,29 @@ class Verifier:
             raise VerifyError(BETA_POINTER_ASSET, f"of the latest release: {exc}") from None
 
     def sector(self, tag: str, data: bytes) -> sf.Sector:
-        """The release's verified sector `data`: against the trust, and (with `chain`)
-        through its certs.chain too, which must then walk from the trust to it."""
-        if not self.chain:
-            return check_sector(data, self.repo, self.trust, self.now)
-        try:
-            chain = self.browser.fetch(self.url(tag, CHAIN_ASSET), MAX_CHAIN_SIZE, CHAIN_ASSET)
-        except MissingAssetError:  # a release without a chain: its sector alone
-            return check_sector(data, self.repo, self.trust, self.now)
+        """The release's verified sector `data`: against the trust, and through its
+        certs.chain where that is walked. A mirror (`chain`) walks the chain of every
+        release that has one (it serves it: every link must hold); otherwise it is walked
+        where a device walks it (lcm_device/metadata.py): the trust is a sector (not
+        pinned roots: a first install walks none) older than `data`, whose roots do not
+        sign it."""
         direct = None
         try:
             sector = check_sector(data, self.repo, self.trust, self.now)
         except VerifyError as exc:
+            if not (self.chain or self._device_walks(data)):
+                raise
             direct = exc  # perhaps root rotations the trust missed: the chain bridges them
+        if direct is None and not self.chain:
+            return sector
+        try:
+            chain = self.browser.fetch(self.url(tag, CHAIN_ASSET), MAX_CHAIN_SIZE, CHAIN_ASSET)
+        except MissingAssetError:  # a release without a chain: its sector alone
+            if direct is None:
+                return sector
+            if self.chain:
+                raise direct from None
+            raise VerifyError(direct.asset, f"{direct.reason}; no {CHAIN_ASSET} in {tag}") from None
         try:
             # Parsed before: a trust that does not parse failed check_sector already.
             sector = verify_chain(chain, data, trusted_of(self.trust, self.repo), self.known)
@@ -273,6 +283,21 @@ class Verifier:
         except ExpiredError:
             raise _expired(data, self.now) from None
         return sector
+
+    def _device_walks(self, data: bytes) -> bool:
+        """Whether a device that holds the trusted sector walks the chain to `data`:
+        `data` is newer and not signed by that sector's roots (rules S4, S6)."""
+        if self.trust.sector is None:
+            return False
+        trusted = sf.parse_sector(self.trust.sector)
+        try:
+            fresh = sf.parse_sector(data)
+            sf.verify_sector(data, trusted, None)
+        except SignatureError:
+            return fresh.seq > trusted.seq
+        except TrustError:
+            return False
+        return False
 
     def manifest(
         self, tag: str, sector: sf.Sector, installed_seq: int
