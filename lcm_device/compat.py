@@ -125,6 +125,12 @@ def unload(names, release):
     collect()
 
 
+def errno_text(exc):
+    """What a flash write's OSError means, for a log line."""
+    code = exc.args[0] if exc.args else None
+    return {28: "flash full", 30: "flash read-only"}.get(code, "OSError " + str(code))
+
+
 def step(fn, *args):
     """Run one boot step; a full or read-only flash (OSError) is logged, the boot goes on,
     and so it does when the heap is too fragmented for the step (MemoryError): the app
@@ -135,8 +141,7 @@ def step(fn, *args):
     except MemoryError:
         why = "MemoryError"
     except OSError as exc:
-        code = exc.args[0] if exc.args else None
-        why = {28: "flash full", 30: "flash read-only"}.get(code, "OSError " + str(code))
+        why = errno_text(exc)
     from lcm_device.log import log
 
     log("boot: " + fn.__name__.lstrip("_") + " skipped (" + why + ")")

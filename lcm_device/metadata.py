@@ -322,7 +322,7 @@ def read_manifest(u, path, size, kid, key, scope):
     with open(path, "rb") as f:
         if pump(f, u.io, body, None, h) != body:
             raise Refused("manifest: file shorter than it was")
-        signature = f.read(SIGNATURE_BLOCK)[8:]
+        signature = f.read(SIGNATURE_BLOCK)[8:]  # after the key id
     try:
         check_signature(h.digest(), key, signature)  # Rule M4
     except TrustError as exc:

@@ -38,7 +38,7 @@ rules.
 import json
 
 from cert_sector.bootstate import MAX_STATE, PATHS, decode, encode
-from lcm_device.compat import file_size
+from lcm_device.compat import errno_text, file_size
 from lcm_device.hal.fs import makedirs, write_atomic
 
 STATE_DIR = "/lcm/state"
@@ -115,11 +115,6 @@ def try_save(hal, st, log):
     except OSError as exc:
         log("boot state: cannot save (" + errno_text(exc) + ")")
         return False
-
-
-def errno_text(exc):
-    code = exc.args[0] if exc.args else None
-    return {28: "flash full", 30: "flash read-only"}.get(code, "OSError " + str(code))
 
 
 def slot_dir(hal, slot):
