@@ -46,6 +46,9 @@ DEFAULT_GAP_S = 3600
 DEFAULT_KEEPALIVE_S = 300
 BUF_SIZE = 512  # the largest packet accepted from the broker (a hint is ~60 bytes)
 _MAX_STATE = const(512)
+# The error line a status carries, at most: escaped as JSON (at worst twice as long) it
+# leaves room in _MAX_STATE for the rest of the record. The dashboard shows 200.
+_MAX_ERROR = const(160)
 _RETRY_MIN_S = const(5)
 _RETRY_MAX_S = const(300)
 _MAX_HINT = const(80)
@@ -59,6 +62,10 @@ def device_id(hal):
 
 def record_check(hal, results, error, free_heap):
     """Called by the boot after the checks (engine unloaded): what the status reports."""
+    if error:
+        # The record is read back in _MAX_STATE bytes: a line holding a server's bytes,
+        # escaped, could be longer, and the status would then lose the whole record.
+        error = error[:_MAX_ERROR]
     rec = {"time": _wall(hal), "result": results, "error": error, "heap": free_heap}
     try:
         makedirs(hal.fs, hal.root + "/lcm/state")

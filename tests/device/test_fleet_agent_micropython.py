@@ -68,3 +68,35 @@ def test_hints_are_spread_rate_limited_and_remembered(tmp_path: Path, mpy: Any) 
     assert "push: ignored a malformed hint" in out
     assert '"hint":"v1.1.0rollout10"' in values["SAVED"][0], out
     assert values["GAP"] == ["True", "v1.1.0_rollout_10"], out
+
+
+LONG_ERROR = """
+import json, os
+from lcm_sim.unix import UnixHal
+from lcm_device import fleet
+from lcm_device.fleet import Agent
+
+hal = UnixHal()
+os.mkdir(hal.root + "/lcm")
+os.mkdir(hal.root + "/lcm/state")
+cfg = {"repo": "acme/widget", "mqtt_url": "mqtt://127.0.0.1:1", "check_interval_s": 14400}
+# A hostile server's bytes, shown escaped in the engine's line (the HTTP client's repr).
+line = "app: check failed: HTTPError: Location has an invalid character: " + repr("\\x01" * 100)
+fleet.record_check(hal, ["idle", "failed"], line, 12345)
+status = json.loads(Agent(hal, cfg, None).status("online"))
+print("RESULT", json.dumps(status["result"]).replace(" ", ""))
+print("ERROR", len(status["error"]), status["error"][:18].replace(" ", "_"))
+"""
+
+
+def test_a_long_error_line_is_cut_not_lost_in_the_status(tmp_path: Path, mpy: Any) -> None:
+    """The check record (read back in 512 bytes) once held the whole error line: a hostile
+    server's escaped bytes made it too long to read, and the fleet status lost the last
+    check's result and error altogether."""
+    root = tmp_path / "dev"
+    root.mkdir()
+    env = {"LCM_ROOT": str(root), "LCM_MAC": "240ac4000001"}
+    out = mpy.run(LONG_ERROR, extra_env=env, rom=True).stdout  # the manager in ROM, as on a board
+    values = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line}
+    assert values["RESULT"] == ['["idle","failed"]'], out
+    assert 100 <= int(values["ERROR"][0]) <= 160 and values["ERROR"][1] == "app:_check_failed:", out
