@@ -36,5 +36,10 @@ def command_edge(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def retry_notice(text: str) -> None:
+    """A host's transient failure that is retried (publisher.release.github.Session)."""
+    err.print(f"[yellow]retrying:[/] {text}", highlight=False, soft_wrap=True)
+
+
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, sort_keys=True) + "\n")

@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -515,10 +516,30 @@ def test_endless_502_storm_fails_clearly_and_a_rerun_finishes(world):
     world.host.inject_fault("status502", 1000)
     result = publish_cli(world, "v1.0.0", "--retries", "3", code=1)
     assert "kept failing (502" in result.output and "after 3 attempts" in result.output
+    # Each retry is told as it comes, not only the final failure: no silent wait.
+    notices = [line for line in result.output.splitlines() if line.startswith("retrying: ")]
+    assert [n.split(";")[1].split(" in ")[0] for n in notices] == [
+        " attempt 2 of 3",
+        " attempt 3 of 3",
+    ], result.output
+    assert all(": 502 " in n for n in notices), result.output
     world.host.state.faults._pending.clear()  # the outage is over
     assert publish_cli(world, "v1.0.0", "--json")["state"] == "published"
     assert [r.tag_name for r in world.releases()] == ["v1.0.0"]
     verify_cli(world)
+
+
+def test_a_host_that_refuses_connections_is_retried_aloud(world):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    url = f"http://127.0.0.1:{port}/api/v3"
+    result = publish_cli(world, "v1.0.0", "--api-url", url, "--retries", "2", code=1)
+    assert (
+        f"retrying: opening repository {REPO}: [Errno 111] Connection refused; attempt 2 of 2"
+        in result.output
+    ), result.output
+    assert f"connection to {url} failed after 2 attempts" in result.output, result.output
 
 
 def test_dropped_uploads_are_replaced(world):

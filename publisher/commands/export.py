@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from publisher.console import command_edge, err, out, print_json
+from publisher.console import command_edge, err, out, print_json, retry_notice
 from publisher.release.export import export_releases
 from publisher.release.github import API_URL_ENV, DEFAULT_API_URL, DEFAULT_TOKEN_ENV, Session
 
@@ -37,7 +37,9 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Write the published releases of --repo under --to, laid out as devices fetch them."""
-    session = Session(api_url, os.environ.get(token_env) or None, token_env=token_env)
+    session = Session(
+        api_url, os.environ.get(token_env) or None, token_env=token_env, on_retry=retry_notice
+    )
 
     def show(name: str) -> None:
         if not as_json:

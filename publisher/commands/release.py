@@ -31,7 +31,7 @@ from publisher.commands.release_options import (
     TokenEnv,
     token_from_env,
 )
-from publisher.console import command_edge, err, out, print_json
+from publisher.console import command_edge, err, out, print_json, retry_notice
 from publisher.device.manager import write_manager_release
 from publisher.errors import PublisherError
 from publisher.fleet.broker import publish_hint
@@ -212,6 +212,7 @@ def publish_command(
         token,
         token_env=token_env,
         retry=RetryPolicy(attempts=retries, base_delay=retry_delay),
+        on_retry=retry_notice,
     )
     started = time.monotonic()
     with (
@@ -327,7 +328,12 @@ def list_command(
     as_json: AsJson = False,
 ) -> None:
     """List releases, newest first: tag, sequence, channel, kind, boards, state, date, notes."""
-    session = Session(api_url, token_from_env(token_env, required=False), token_env=token_env)
+    session = Session(
+        api_url,
+        token_from_env(token_env, required=False),
+        token_env=token_env,
+        on_retry=retry_notice,
+    )
     rows = list_releases(session, repo)
     if as_json:
         print_json(rows)

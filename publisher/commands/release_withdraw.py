@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from publisher.commands.release_options import ApiUrl, AsJson, Repo, TokenEnv, token_from_env
-from publisher.console import command_edge, err, out, print_json
+from publisher.console import command_edge, err, out, print_json, retry_notice
 from publisher.release.github import DEFAULT_API_URL, DEFAULT_TOKEN_ENV, Session
 from publisher.release.withdraw import WithdrawResult, delete, yank
 
@@ -43,7 +43,9 @@ def yank_command(
     as_json: AsJson = False,
 ) -> None:
     """Withdraw a release: back to a draft no device sees; devices on it take the next one."""
-    session = Session(api_url, token_from_env(token_env, True), token_env=token_env)
+    session = Session(
+        api_url, token_from_env(token_env, True), token_env=token_env, on_retry=retry_notice
+    )
     _report(yank(session, repo, tag, reason), as_json)
 
 
@@ -56,5 +58,7 @@ def delete_command(
     as_json: AsJson = False,
 ) -> None:
     """Delete a release and its assets; devices on it take the next one (its sequence is higher)."""
-    session = Session(api_url, token_from_env(token_env, True), token_env=token_env)
+    session = Session(
+        api_url, token_from_env(token_env, True), token_env=token_env, on_retry=retry_notice
+    )
     _report(delete(session, repo, tag), as_json)

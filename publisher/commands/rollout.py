@@ -14,7 +14,7 @@ from publisher.commands.release_options import (
     TokenEnv,
     token_from_env,
 )
-from publisher.console import command_edge, out, print_json
+from publisher.console import command_edge, out, print_json, retry_notice
 from publisher.errors import PublisherError
 from publisher.fleet.broker import publish_hint
 from publisher.release.github import DEFAULT_API_URL, DEFAULT_TOKEN_ENV, Session
@@ -50,7 +50,12 @@ def rollout(
     if halt == (share is not None):
         raise PublisherError("give a new share (e.g. 50 or 100) or --halt, not both")
     signer = open_signer(key, passphrase_env)
-    session = Session(api_url, token_from_env(token_env, required=True), token_env=token_env)
+    session = Session(
+        api_url,
+        token_from_env(token_env, required=True),
+        token_env=token_env,
+        on_retry=retry_notice,
+    )
     result = widen(session, repo, tag, signer, share, halt)
     if mqtt:
         publish_hint(mqtt, repo, result.hint())

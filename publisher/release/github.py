@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,6 +95,15 @@ class PartialUploadError(Exception):
     """The host acknowledged fewer bytes than were sent; the next attempt replaces it."""
 
 
+def _reason(exc: BaseException) -> str:
+    """A failure in a few words, for a retry notice: the HTTP status, or the socket error
+    (requests nests it in a long message), else the exception's class."""
+    if isinstance(exc, GithubException):
+        return f"{exc.status} {_message(exc)}"
+    found = re.search(r"\[Errno -?\d+\][^'\")]*", str(exc))
+    return found.group(0).strip() if found else type(exc).__name__
+
+
 def _is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, PartialUploadError):
         return True
@@ -145,10 +155,14 @@ class Session:
         *,
         token_env: str = DEFAULT_TOKEN_ENV,
         retry: RetryPolicy | None = None,
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.token_env = token_env
         self.retry = retry or RetryPolicy()
+        # Told of each retry before its wait (the command prints it): a host that does not
+        # answer should not look like a command that hangs.
+        self.on_retry = on_retry
         self.gh = Github(
             base_url=self.api_url,
             auth=Auth.Token(token) if token else None,
@@ -175,6 +189,11 @@ class Session:
                 )
                 attempt += 1
                 self.retries += 1
+                if self.on_retry is not None:
+                    self.on_retry(
+                        f"{what}: {_reason(exc)}; attempt {attempt + 1} of "
+                        f"{self.retry.attempts} in {wait:.1f} s"
+                    )
                 self.retry.sleep(wait)
 
     def explain(self, what: str, exc: BaseException) -> HostError:
