@@ -621,6 +621,10 @@ def test_verify_argument_errors(world):
         "--channel: must be stable or beta"
         in verify_cli(world, "--channel", "nightly", code=1).output
     )
+    assert (
+        "--web-url: must be an http(s) URL, got 'ftp://host'"
+        in verify_cli(world, "--web-url", "ftp://host", code=1).output
+    )
     _, wrong_root, _ = signing.generate(world.tmp / "k3", "root", None)
     result = lcm(world, *base, "--root", str(wrong_root), code=1)
     assert "certs.sector: sector signed by 0 of the trusted roots" in result.output

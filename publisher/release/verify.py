@@ -463,4 +463,6 @@ def verify_release(
     device of that board checks."""
     if channel not in ("stable", "beta"):
         raise VerifyError("--channel", f"must be stable or beta, not {channel!r}")
+    if not web_url.startswith(("http://", "https://")):
+        raise VerifyError("--web-url", f"must be an http(s) URL, got {web_url!r}")
     return Verifier(web_url, repo, trust, now, ca_file, board).run(tag, channel, installed_seq)
