@@ -32,6 +32,14 @@ def command_edge(func: F) -> F:
         except (PublisherError, TrustError) as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_REFUSED) from None
+        except OSError as exc:
+            # What the machine refused (a folder that does not exist, no permission, a full
+            # disk), named with its path, rather than a traceback.
+            where = f"{exc.filename}: " if exc.filename else ""
+            err.print(
+                f"[bold red]error:[/] {where}{exc.strerror or exc}", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(EXIT_REFUSED) from None
 
     return wrapper  # type: ignore[return-value]
 

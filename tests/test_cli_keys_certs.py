@@ -126,3 +126,18 @@ def test_certs_bad_arguments(keydir, tmp_path):
     res = run("certs", "verify", str(garbage), code=1)
     assert "either --root" in res.output
     assert run("certs", "build", "--repo", REPO, code=2).exit_code == 2
+
+
+def test_an_output_path_that_cannot_be_written_is_named(keydir, tmp_path):
+    """A folder that does not exist, or a file where a folder should be: one error line
+    naming the path, exit 1, no traceback, nothing half-written."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    res = run("keys", "new", "root", "--dir", str(blocker / "keys"), code=1)
+    assert res.output.startswith(f"error: {blocker / 'keys'}: "), res.output
+    assert isinstance(res.exception, SystemExit), res.exception  # an exit, not a traceback
+    missing = tmp_path / "no-such-folder" / "certs.sector"
+    res = run("certs", "build", "--repo", REPO, "--root-key", str(keydir / "root.pem"),
+              "--release-key", str(keydir / "release.pub"), "-o", str(missing), code=1)  # fmt: skip
+    assert res.output == f"error: {missing}: No such file or directory\n", res.output
+    assert not missing.parent.exists()
