@@ -605,6 +605,19 @@ def test_firmware_release(world, tmp_path):
     assert "not an ESP firmware image" in result.output
 
 
+def test_a_malformed_repo_is_refused_before_any_request(world):
+    """Named at once by every command that takes --repo, not after the host's retries."""
+    for args in (
+        ["release", "list", "--repo", "acme"],
+        ["release", "verify", "--repo", "acme/widget/x", "--root", str(world.root_pub)],
+        ["release", "yank", "v1.0.0", "--repo", "acme/wid get"],
+        ["fleet", "status", "--repo", "acme", "--mqtt", "mqtt://127.0.0.1:9"],
+    ):
+        result = lcm(world, *args, code=2)
+        assert "Invalid value for '--repo': repo " in result.output, result.output
+    assert world.host.requests == []
+
+
 def test_verify_argument_errors(world):
     base = ["release", "verify", "--repo", REPO]
     assert "either --root" in lcm(world, *base, code=1).output

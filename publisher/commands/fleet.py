@@ -10,6 +10,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from publisher.commands.release_options import Repo
 from publisher.console import command_edge, out, print_json
 from publisher.errors import PublisherError
 from publisher.fleet import broker
@@ -28,7 +29,6 @@ MqttUrl = Annotated[
         f"${broker.PASSWORD_ENV}).",
     ),
 ]
-Repo = Annotated[str, typer.Option("--repo", help="The repository, OWNER/NAME.")]
 
 
 def _age(seconds: float | None) -> str:

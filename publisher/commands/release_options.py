@@ -7,10 +7,24 @@ from typing import Annotated
 
 import typer
 
+from cert_sector.encoding import check_repo
+from cert_sector.errors import TrustError
 from publisher.errors import PublisherError
 from publisher.release.github import API_URL_ENV
 
-Repo = Annotated[str, typer.Option("--repo", help="The repository, OWNER/NAME.")]
+
+def _repo_name(value: str) -> str:
+    # Checked before any request: a typo is named at once, not after the host's retries.
+    try:
+        check_repo(value)
+    except TrustError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+Repo = Annotated[
+    str, typer.Option("--repo", callback=_repo_name, help="The repository, OWNER/NAME.")
+]
 ApiUrl = Annotated[
     str,
     typer.Option(
