@@ -489,6 +489,10 @@ def test_bad_source(world, tmp_path):
     with open(big / "blob.bin", "wb") as f:
         f.truncate(mf.MAX_FILE_SIZE + 1)  # sparse: refused from its size, never read
     assert "more than 16777216 per file" in publish_cli(world, "v1.0.0", source=big, code=1).output
+    # Rule P6: no main.py at the top (here only in a subfolder): every device would roll it back.
+    headless = write_app(tmp_path / "headless", {"app/main.py": b"x", "lib/util.py": b"y"})
+    result = publish_cli(world, "v1.0.0", source=headless, code=1)
+    assert "SOURCE has no main.py (or main.mpy) at its top" in result.output, result.output
     esc = write_app(tmp_path / "esc", {"main.py": b"x"})
     os.symlink(world.key, esc / "key.pem")
     result = publish_cli(world, "v1.0.0", source=esc, code=1)

@@ -206,6 +206,7 @@ def publish_command(
         new_board=new_board,
         downgrade=downgrade,
         rollout=rollout,
+        app=not manager,
     )
     session = Session(
         api_url,

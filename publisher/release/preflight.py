@@ -15,6 +15,9 @@ fleet just as surely as a broken one. The rules (each check names its rule):
   P5  The version is not below the newest published version of its channel
       unless `--downgrade` says so (devices install by sequence, so they would
       "update" to the older version).
+  P6  An app release holds its entry point at the top, `main.py` or `main.mpy`:
+      devices run the app by importing `main` from its slot, so without one every
+      device would install it, fail its trial boots and roll it back.
 The release key must be one the sector lists (checked with the sector in publish.py).
 """
 
@@ -32,6 +35,18 @@ KNOWN_BOARDS = ("esp32", "esp8266")
 # Boards whose devices install firmware releases into an OTA partition.
 FIRMWARE_BOARDS = tuple(CHIP_IDS)
 EXPIRY_WARNING_DAYS = 30
+
+
+APP_ENTRY = ("main.py", "main.mpy")
+
+
+def check_app_entry(paths: list[str]) -> None:
+    """Rule P6 for the paths of an app release's files."""
+    if not any(path in APP_ENTRY for path in paths):
+        raise SourceError(
+            "SOURCE has no main.py (or main.mpy) at its top: devices start the app by "
+            "importing main, so they would install this release and roll it back"
+        )
 
 
 def check_boards(boards: list[str], kind: str, new_board: bool) -> None:

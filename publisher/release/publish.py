@@ -77,6 +77,7 @@ class PublishRequest:
     new_board: bool = False
     downgrade: bool = False
     rollout: int | None = None  # percent of the fleet (staged roll-out; release/rollout.py)
+    app: bool = True  # an app folder (rule P6); False: the manager's own modules (--manager)
 
 
 @dataclass
@@ -120,6 +121,8 @@ def build_spec(req: PublishRequest) -> ReleaseSpec:
         files = collect(req.source, req.max_size)
         if req.compile_mpy:
             files = mpy.compile_files(files)
+        if req.app:
+            preflight.check_app_entry([f.path for f in files])
     else:
         raise SourceError(f"--kind must be files or firmware, not {req.kind!r}")
     channel = "beta" if req.prerelease else "stable"
