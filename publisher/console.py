@@ -10,12 +10,15 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from cert_sector.errors import TrustError
 from publisher.errors import PublisherError
 
-out = Console()
-err = Console(stderr=True)
+# Markup off: what is printed is text (paths, tags, a host's or a certificate's strings,
+# any of which may hold "[...]"); a style is given as a Text, never as markup in a string.
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,23 +33,30 @@ def command_edge(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except (PublisherError, TrustError) as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            _say("error:", "bold red", str(exc))
             raise typer.Exit(EXIT_REFUSED) from None
         except OSError as exc:
             # What the machine refused (a folder that does not exist, no permission, a full
             # disk), named with its path, rather than a traceback.
             where = f"{exc.filename}: " if exc.filename else ""
-            err.print(
-                f"[bold red]error:[/] {where}{exc.strerror or exc}", highlight=False, soft_wrap=True
-            )
+            _say("error:", "bold red", f"{where}{exc.strerror or exc}")
             raise typer.Exit(EXIT_REFUSED) from None
 
     return wrapper  # type: ignore[return-value]
 
 
+def _say(label: str, style: str, text: str) -> None:
+    err.print(Text.assemble((label, style), " ", text), highlight=False, soft_wrap=True)
+
+
+def warn(text: str) -> None:
+    """A warning on stderr: the command goes on."""
+    _say("warning:", "yellow", text)
+
+
 def retry_notice(text: str) -> None:
     """A host's transient failure that is retried (publisher.release.github.Session)."""
-    err.print(f"[yellow]retrying:[/] {text}", highlight=False, soft_wrap=True)
+    _say("retrying:", "yellow", text)
 
 
 def print_json(value: Any) -> None:

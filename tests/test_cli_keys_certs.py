@@ -141,3 +141,16 @@ def test_an_output_path_that_cannot_be_written_is_named(keydir, tmp_path):
               "--release-key", str(keydir / "release.pub"), "-o", str(missing), code=1)  # fmt: skip
     assert res.output == f"error: {missing}: No such file or directory\n", res.output
     assert not missing.parent.exists()
+
+
+def test_brackets_in_what_is_printed_are_text_not_markup(tmp_path):
+    """Paths (and tags, certificate names, a host's strings) may hold "[...]": printed as
+    they are, where the console once read them as markup (a crash: MarkupError)."""
+    res = run("keys", "show", str(tmp_path / "x[/y].pub"), code=1)
+    assert (
+        res.output
+        == f"error: cannot read key file {tmp_path / 'x[/y].pub'}: No such file or directory\n"
+    )
+    odd = tmp_path / "keys [/odd] [bold]"
+    res = run("keys", "new", "root", "--dir", str(odd))
+    assert f"public key  {odd / 'root.pub'}" in res.output.replace("\n", ""), res.output

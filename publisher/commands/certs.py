@@ -11,7 +11,7 @@ import typer
 from cert_sector.errors import ExpiredError, TrustError
 from publisher import ceremony, certs
 from publisher import sector_format as fmt
-from publisher.console import command_edge, err, out, print_json
+from publisher.console import command_edge, out, print_json, warn
 from publisher.errors import PublisherError
 from publisher.fsutil import write_atomic
 from publisher.release.preflight import expiry_warnings
@@ -133,7 +133,7 @@ def build(
             soft_wrap=True,
         )
     for warning in warnings:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        warn(warning)
 
 
 @app.command("show")

@@ -11,7 +11,7 @@ import typer
 from cert_sector.keys import key_id_hex
 from publisher import ceremony, certs
 from publisher import sector_format as fmt
-from publisher.console import command_edge, err, out, print_json
+from publisher.console import command_edge, err, out, print_json, warn
 from publisher.errors import PublisherError
 from publisher.fsutil import write_atomic
 from publisher.signing import open_signer
@@ -64,10 +64,9 @@ def sign(
                 f"key {kid} is a root of neither this sector nor --previous: its signature "
                 "would count for nothing"
             )
-        err.print(
-            f"[yellow]warning:[/] key {kid} is not a root of this sector: it counts only as a "
-            "root of the sector this one replaces (check with --previous)",
-            highlight=False,
+        warn(
+            f"key {kid} is not a root of this sector: it counts only as a "
+            "root of the sector this one replaces (check with --previous)"
         )
     data = ceremony.add_signature(sector, signer)
     target = output or file

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from publisher.console import command_edge, out, print_json
 from publisher.device import flash as flashing
@@ -121,7 +122,7 @@ def _settings(
 
 
 def _print_setup_network(password: str, mac: bytes | None) -> None:
-    out.print("[bold]setup network[/] (when the board has no working Wi-Fi):")
+    out.print(Text.assemble(("setup network", "bold"), " (when the board has no working Wi-Fi):"))
     if mac is not None:
         ssid = device_settings.setup_ssid(mac)
         out.print(f"  name     {ssid}")

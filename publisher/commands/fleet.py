@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 from rich.live import Live
-from rich.markup import escape
 from rich.table import Table
 
 from publisher.commands.release_options import Repo
@@ -61,13 +60,13 @@ def table(view: FleetView) -> Table:
     for d in devices:
         seen = d.last_seen()
         t.add_row(
-            escape(d.id),
-            escape(d.app or "-"),
-            escape(d.manager or "(factory)"),
-            escape(_state(d, now)),
+            d.id,
+            d.app or "-",
+            d.manager or "(factory)",
+            _state(d, now),
             _age(None if seen is None else now - seen),
-            escape("/".join(d.result) or "-"),
-            escape(d.error or ""),
+            "/".join(d.result) or "-",
+            d.error or "",
         )
     return t
 

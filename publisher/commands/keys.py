@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from cert_sector.keys import key_id_hex
 from publisher import signing
@@ -60,7 +61,7 @@ def new(
             {"key_id": kid, "private": str(pem), "public": str(pub), "encrypted": bool(passphrase)}
         )
         return
-    out.print(f"key id [bold]{kid}[/]")
+    out.print(Text.assemble("key id ", (kid, "bold")))
     out.print(f"private key {pem} (mode 0600{', encrypted' if passphrase else ''})")
     out.print(f"public key  {pub}")
 
@@ -88,7 +89,7 @@ def _new_in_token(uri: str, name: str | None, directory: Path, as_json: bool) ->
             }
         )
         return
-    out.print(f"key id [bold]{kid}[/]")
+    out.print(Text.assemble("key id ", (kid, "bold")))
     out.print(f"private key {uri} (in the token, not extractable)", highlight=False)
     out.print(f"public key  {pub_path or public.hex()}", soft_wrap=True)
 

@@ -31,7 +31,7 @@ from publisher.commands.release_options import (
     TokenEnv,
     token_from_env,
 )
-from publisher.console import command_edge, err, out, print_json, retry_notice
+from publisher.console import command_edge, err, out, print_json, retry_notice, warn
 from publisher.device.manager import write_manager_release
 from publisher.errors import PublisherError
 from publisher.fleet.broker import publish_hint
@@ -244,7 +244,7 @@ def publish_command(
     if result.beta_pointer:
         out.print(f"beta pointer {result.beta_pointer}", highlight=False)
     for warning in result.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        warn(warning)
     out.print(result.url, highlight=False)
 
 
@@ -317,7 +317,7 @@ def verify_command(
     if result.rollout:
         out.print(f"roll-out {result.rollout} (roll-out sequence {result.rollout_seq})")
     for warning in result.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        warn(warning)
 
 
 @app.command("list")

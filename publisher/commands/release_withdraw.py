@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from publisher.commands.release_options import ApiUrl, AsJson, Repo, TokenEnv, token_from_env
-from publisher.console import command_edge, err, out, print_json, retry_notice
+from publisher.console import command_edge, out, print_json, retry_notice, warn
 from publisher.release.github import DEFAULT_API_URL, DEFAULT_TOKEN_ENV, Session
 from publisher.release.withdraw import WithdrawResult, delete, yank
 
@@ -30,7 +30,7 @@ def _report(result: WithdrawResult, as_json: bool) -> None:
         soft_wrap=True,
     )
     for warning in result.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        warn(warning)
 
 
 @command_edge
