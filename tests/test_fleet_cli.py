@@ -101,7 +101,8 @@ def test_fleet_status_shows_every_device_and_names_hostile_statuses(
                          "error": None, "interval": 14400, "time": now - 60},
         "240ac4000002": {"id": "240ac4000002", "state": "online", "app": "v1.0.0",
                          "trial": False, "result": ["idle", "refused"],
-                         "error": "app: refused v1.1.0: Refused: bad [b]markup[/b]",
+                         "error": "app: refused v1.1.0: Refused: bad [b]markup[/b] "
+                                  "\x1b]0;pwned\x07\x1b[2J",
                          "interval": 3600, "time": now - 3 * 3600},
     }  # fmt: skip
     for dev in statuses:
@@ -140,6 +141,9 @@ def test_fleet_status_shows_every_device_and_names_hostile_statuses(
     monkeypatch.setattr(console.out, "_width", None)
     text = lcm([*args], {**env, "COLUMNS": "200"}).stdout
     assert "240ac4000002" in text and "not seen" in text and "[b]markup[/b]" in text
+    # A status cannot drive the maintainer's terminal: its control characters are shown.
+    assert "\x1b" not in text and "\x07" not in text, repr(text)
+    assert "\\x1b]0;pwned\\x07\\x1b[2J" in text.replace("\n", ""), text
     # A wrong password: a clear message, exit 1.
     r = lcm(args, {**env, "LCM_MQTT_PASSWORD": "nope"}, code=1)
     assert "refused the connection" in r.output

@@ -19,6 +19,7 @@ import typer
 from cert_sector import logline
 from publisher.console import command_edge, err
 from publisher.errors import PublisherError
+from publisher.printable import printable
 
 # Longest datagram read; device lines are far shorter (see cert_sector.logline).
 MAX_DATAGRAM = 2048
@@ -26,11 +27,6 @@ MAX_DATAGRAM = 2048
 
 class LogsError(PublisherError):
     """`lcm logs` cannot listen or cannot read a ring."""
-
-
-def clean(text: str) -> str:
-    """`text` with control characters shown as escapes (no terminal escape injection)."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def parse_line(line: str) -> tuple[str, int, str, str] | None:
@@ -49,15 +45,15 @@ def record(line: str, received: float | None, source: str | None) -> dict[str, A
         "sequence": None,
         "time": None,
         "uptime": None,
-        "text": clean(line),
+        "text": printable(line),
     }
     if parsed is not None:
         device, seq, when, text = parsed
-        rec.update(device=clean(device), sequence=seq, text=clean(text))
+        rec.update(device=printable(device), sequence=seq, text=printable(text))
         if when.startswith("+"):
-            rec["uptime"] = clean(when)
+            rec["uptime"] = printable(when)
         else:
-            rec["time"] = clean(when)
+            rec["time"] = printable(when)
     if received is not None:
         rec["received"] = logline.iso_time(received)
     if source is not None:

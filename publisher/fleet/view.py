@@ -17,6 +17,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from publisher.fleet import broker
+from publisher.printable import printable
 
 MAX_STATUS = 4096
 _TEXT = 200  # longest text field kept (an error line is at most 200 bytes on the device)
@@ -25,7 +26,9 @@ STALE_FACTOR = 1.25
 
 
 def _text(value: Any) -> str | None:
-    return value[:_TEXT] if isinstance(value, str) else None
+    # A device's text reaches a terminal (`lcm fleet status`): its control characters as
+    # escapes, so that a status cannot drive the terminal.
+    return printable(value[:_TEXT]) if isinstance(value, str) else None
 
 
 def _number(value: Any) -> int | None:
@@ -52,7 +55,7 @@ class DeviceStatus:
 
     @classmethod
     def parse(cls, device: str, payload: bytes, received: float) -> DeviceStatus:
-        st = cls(id=device[:64], received=received)
+        st = cls(id=printable(device[:64]), received=received)
         if len(payload) > MAX_STATUS:
             st.problem = f"status of {len(payload)} bytes (over {MAX_STATUS})"
             return st
@@ -73,7 +76,9 @@ class DeviceStatus:
         st.checked = _number(data.get("checked"))
         result = data.get("result")
         st.result = (
-            [r[:16] for r in result if isinstance(r, str)][:2] if isinstance(result, list) else []
+            [printable(r[:16]) for r in result if isinstance(r, str)][:2]
+            if isinstance(result, list)
+            else []
         )
         st.error = _text(data.get("error"))
         st.heap = _number(data.get("heap"))
