@@ -35,6 +35,7 @@ from publisher.console import command_edge, err, out, print_json, retry_notice, 
 from publisher.device.manager import write_manager_release
 from publisher.errors import PublisherError
 from publisher.fleet.broker import publish_hint
+from publisher.printable import printable
 from publisher.release.github import (
     DEFAULT_API_URL,
     DEFAULT_TOKEN_ENV,
@@ -339,5 +340,5 @@ def list_command(
     if as_json:
         print_json(rows)
         return
-    for line in text_rows(rows, out.width):
-        out.print(line, highlight=False, markup=False, soft_wrap=True)
+    for line in text_rows(rows, out.width):  # tags and notes as the host has them: as text
+        out.print(printable(line), highlight=False, soft_wrap=True)
