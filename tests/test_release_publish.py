@@ -189,6 +189,11 @@ def test_publish_then_verify_and_list(world):
     assert rows[0]["assets"][PACK_ASSET] == sum(len(d) for d in APP.values())
     table = lcm(world, "release", "list", "--repo", REPO).stdout
     assert "v1.0.0" in table and "stable" in table
+    # Notes as the host has them (anyone with the token wrote them): text, not terminal codes.
+    (release,) = world.releases()
+    release.update_release(release.tag_name, "notes \x1b[2J\x1b]0;x\x07 [b]end")
+    table = lcm(world, "release", "list", "--repo", REPO).stdout
+    assert "\x1b" not in table and "\\x1b[2J" in table and "[b]end" in table, repr(table)
 
 
 def test_the_token_is_never_printed(world):
