@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from publisher.console import command_edge, err, out, print_json, retry_notice
+from publisher.commands.release_options import api_session
+from publisher.console import command_edge, err, out, print_json
 from publisher.release.export import export_releases
-from publisher.release.github import API_URL_ENV, DEFAULT_API_URL, DEFAULT_TOKEN_ENV, Session
+from publisher.release.github import API_URL_ENV, DEFAULT_API_URL, DEFAULT_TOKEN_ENV
 
 
 @command_edge
@@ -37,9 +37,7 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Write the published releases of --repo under --to, laid out as devices fetch them."""
-    session = Session(
-        api_url, os.environ.get(token_env) or None, token_env=token_env, on_retry=retry_notice
-    )
+    session = api_session(api_url, token_env, required=False)
 
     def show(name: str) -> None:
         if not as_json:

@@ -29,9 +29,9 @@ from publisher.commands.release_options import (
     KeyPassphraseEnv,
     Repo,
     TokenEnv,
-    token_from_env,
+    api_session,
 )
-from publisher.console import command_edge, err, out, print_json, retry_notice, warn
+from publisher.console import command_edge, err, out, print_json, warn
 from publisher.device.manager import write_manager_release
 from publisher.errors import PublisherError
 from publisher.fleet.broker import publish_hint
@@ -41,7 +41,6 @@ from publisher.release.github import (
     DEFAULT_TOKEN_ENV,
     ProgressCallback,
     RetryPolicy,
-    Session,
     web_url_for,
 )
 from publisher.release.listing import list_releases, text_rows
@@ -187,7 +186,12 @@ def publish_command(
         raise PublisherError("give SOURCE (an app folder or a firmware .bin) or --manager")
     if manager and (kind != "files" or compile_mpy):
         raise PublisherError("--manager publishes the manager's .mpy modules as they are built")
-    token = token_from_env(token_env, required=not dry_run)
+    session = api_session(
+        api_url,
+        token_env,
+        required=not dry_run,
+        retry=RetryPolicy(attempts=retries, base_delay=retry_delay),
+    )
     signer = open_signer(key, passphrase_env)
     request = PublishRequest(
         source=source or Path(),
@@ -208,13 +212,6 @@ def publish_command(
         downgrade=downgrade,
         rollout=rollout,
         app=not manager,
-    )
-    session = Session(
-        api_url,
-        token,
-        token_env=token_env,
-        retry=RetryPolicy(attempts=retries, base_delay=retry_delay),
-        on_retry=retry_notice,
     )
     started = time.monotonic()
     with (
@@ -330,12 +327,7 @@ def list_command(
     as_json: AsJson = False,
 ) -> None:
     """List releases, newest first: tag, sequence, channel, kind, boards, state, date, notes."""
-    session = Session(
-        api_url,
-        token_from_env(token_env, required=False),
-        token_env=token_env,
-        on_retry=retry_notice,
-    )
+    session = api_session(api_url, token_env, required=False)
     rows = list_releases(session, repo)
     if as_json:
         print_json(rows)

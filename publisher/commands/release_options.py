@@ -1,4 +1,5 @@
-"""Options shared by the `lcm release` commands, and the token read from the environment."""
+"""Options shared by the `lcm release` (and `lcm fleet`) commands, the token read from the
+environment and the API session they make with it."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import typer
 
 from cert_sector.encoding import check_repo
 from cert_sector.errors import TrustError
+from publisher.console import retry_notice
 from publisher.errors import PublisherError
-from publisher.release.github import API_URL_ENV
+from publisher.release.github import API_URL_ENV, RetryPolicy, Session
 
 
 def _repo_name(value: str) -> str:
@@ -52,3 +54,12 @@ def token_from_env(token_env: str, required: bool) -> str | None:
             "(the token is read from the environment only, never from an argument)"
         )
     return token or None
+
+
+def api_session(
+    api_url: str, token_env: str, *, required: bool, retry: RetryPolicy | None = None
+) -> Session:
+    """The command's API session: the token from `token_env` (`required`: or stop), and each
+    retry said on stderr as it comes."""
+    token = token_from_env(token_env, required)
+    return Session(api_url, token, token_env=token_env, retry=retry, on_retry=retry_notice)

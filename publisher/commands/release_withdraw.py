@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from publisher.commands.release_options import ApiUrl, AsJson, Repo, TokenEnv, token_from_env
-from publisher.console import command_edge, out, print_json, retry_notice, warn
-from publisher.release.github import DEFAULT_API_URL, DEFAULT_TOKEN_ENV, Session
+from publisher.commands.release_options import ApiUrl, AsJson, Repo, TokenEnv, api_session
+from publisher.console import command_edge, out, print_json, warn
+from publisher.release.github import DEFAULT_API_URL, DEFAULT_TOKEN_ENV
 from publisher.release.withdraw import WithdrawResult, delete, yank
 
 Tag = Annotated[str, typer.Argument(help="The release's tag, e.g. v1.2.0.")]
@@ -43,9 +43,7 @@ def yank_command(
     as_json: AsJson = False,
 ) -> None:
     """Withdraw a release: back to a draft no device sees; devices on it take the next one."""
-    session = Session(
-        api_url, token_from_env(token_env, True), token_env=token_env, on_retry=retry_notice
-    )
+    session = api_session(api_url, token_env, required=True)
     _report(yank(session, repo, tag, reason), as_json)
 
 
@@ -58,7 +56,5 @@ def delete_command(
     as_json: AsJson = False,
 ) -> None:
     """Delete a release and its assets; devices on it take the next one (its sequence is higher)."""
-    session = Session(
-        api_url, token_from_env(token_env, True), token_env=token_env, on_retry=retry_notice
-    )
+    session = api_session(api_url, token_env, required=True)
     _report(delete(session, repo, tag), as_json)

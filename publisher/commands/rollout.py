@@ -12,12 +12,12 @@ from publisher.commands.release_options import (
     KeyPassphraseEnv,
     Repo,
     TokenEnv,
-    token_from_env,
+    api_session,
 )
-from publisher.console import command_edge, out, print_json, retry_notice
+from publisher.console import command_edge, out, print_json
 from publisher.errors import PublisherError
 from publisher.fleet.broker import publish_hint
-from publisher.release.github import DEFAULT_API_URL, DEFAULT_TOKEN_ENV, Session
+from publisher.release.github import DEFAULT_API_URL, DEFAULT_TOKEN_ENV
 from publisher.release.rollout import widen
 from publisher.signing import open_signer
 
@@ -50,12 +50,7 @@ def rollout(
     if halt == (share is not None):
         raise PublisherError("give a new share (e.g. 50 or 100) or --halt, not both")
     signer = open_signer(key, passphrase_env)
-    session = Session(
-        api_url,
-        token_from_env(token_env, required=True),
-        token_env=token_env,
-        on_retry=retry_notice,
-    )
+    session = api_session(api_url, token_env, required=True)
     result = widen(session, repo, tag, signer, share, halt)
     if mqtt:
         publish_hint(mqtt, repo, result.hint())
