@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from cert_sector.version import MANAGER_VERSION
 from lcm_sim import BOARD_ONCE
@@ -112,8 +112,11 @@ class Demo:
     def say(self, text: str) -> None:
         self.console.print(text, highlight=False)
 
+    def done(self, milestone: str, rest: str) -> None:
+        self.console.print(Text.assemble((milestone, "bold green"), rest), highlight=False)
+
     def step(self, title: str) -> None:
-        self.console.rule(f"[bold cyan]{title}", align="left")
+        self.console.rule(Text(title, style="bold cyan"), align="left")
 
     def start(self) -> None:
         self.step("1. A release host on loopback (stands in for GitHub)")
@@ -185,11 +188,11 @@ class Demo:
 
         def show(line: str) -> None:
             if line.startswith("--- "):
-                self.console.print(f"  [dim]{line}[/]", highlight=False)
+                self.console.print(Text("  " + line, style="dim"), highlight=False)
                 return
             # Log lines carry device id, sequence and time for `lcm logs`; here, only the text.
             text = LOG_PREFIX.sub("", line)
-            self.console.print(f"  [green]device[/] {escape(text)}", highlight=False)
+            self.console.print(Text.assemble("  ", ("device", "green"), " ", text), highlight=False)
 
         # As `lcm device simulate --once`: output as it comes, and the board counted as
         # staying on after each run (its next run is no quick power cycle).
@@ -218,18 +221,18 @@ def tell_story(demo: Demo) -> None:
     demo.step("4. A blank device installs v1.0.0")
     state = demo.provision_device()
     demo.run_device(state, "v1.0.0")
-    demo.say("[bold green]v1.0.0 installed[/] and confirmed by the app")
+    demo.done("v1.0.0 installed", " and confirmed by the app")
 
     demo.step("5. Publish v1.1.0; the device fetches only what changed")
     demo.publish(demo.app, "v1.1.0", str(app_version(demo.workdir, "1.1.0")), "--compile-mpy")
     demo.run_device(state, "v1.1.0")
-    demo.say("[bold green]v1.1.0 installed[/] and confirmed by the app")
+    demo.done("v1.1.0 installed", " and confirmed by the app")
 
     demo.step("6. Publish a broken v1.2.0 (it raises at import)")
     broken = app_version(demo.workdir, "1.2.0", broken=True)
     demo.publish(demo.app, "v1.2.0", str(broken), "--compile-mpy")
     demo.run_device(state, "v1.1.0", expect_refused="v1.2.0")
-    demo.say("[bold green]rolled back to v1.1.0[/]: v1.2.0 failed its trial boots")
+    demo.done("rolled back to v1.1.0", ": v1.2.0 failed its trial boots")
 
 
 def run_demo(console: Console, *, keep: bool = False, heap: str = DEMO_HEAP) -> None:

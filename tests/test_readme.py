@@ -93,3 +93,6 @@ def test_demo_command_as_written(tmp_path: Path) -> None:
     assert proc.returncode == 0, output[-4000:]
     for milestone in ("v1.0.0 installed", "v1.1.0 installed", "rolled back to v1.1.0"):
         assert milestone in output, output[-4000:]
+    # The console prints text, not markup: a style tag in the output is a leak.
+    for tag in ("[bold", "[dim]", "[green]", "[/]"):
+        assert tag not in output, output[:2000]
