@@ -156,8 +156,11 @@ def prepare_app(hal, cfg, sched, power, announce=True):
             "app: "
             + str(on_trial)
             + (" failed its trial (" + str(st.get("app_bad_why")) + ")" if bad else " removed")
-            + "; rolled back to "
-            + str(st.get("app_tag"))
+            + (
+                "; rolled back to " + str(st["app_tag"])
+                if st.get("app_tag")
+                else "; no release before it"
+            )
         )
     elif counted == "previous":
         log("app: trial boot not counted; running the previous release " + str(st.get("app_tag")))

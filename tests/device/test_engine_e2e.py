@@ -148,6 +148,28 @@ def test_broken_v3_rolls_back_to_v2_and_is_not_offered_again(
     assert run(state, mpy).state["app_tag"] == "v3.0.1"
 
 
+def test_a_broken_first_release_leaves_no_app_and_says_so(
+    tmp_path: Path, mpy: Any, host: Any
+) -> None:
+    """Nothing was installed before it: the log says there is no release to go back to
+    (not "rolled back to None"), and the device waits for a newer release."""
+    repo = Repo(host)
+    repo.publish("1.0.0", app_files("1.0.0", n=2, broken=True))
+    state = new_device(tmp_path, mpy, host, repo, trial_boots=2)
+
+    status = run(state, mpy)
+
+    out = text(status)
+    assert (
+        "app: v1.0.0 failed its trial (crashed or reset in 2 trial boots); no release before it"
+        in out
+    ), out
+    assert "rolled back to None" not in out, out
+    assert status.state["app"] is None and status.state["app_bad"] == "v1.0.0"
+    repo.publish("1.0.1", app_files("1.0.1", n=2))
+    assert run(state, mpy).state["app_tag"] == "v1.0.1"
+
+
 def test_dropped_pack_transfer_resumes_from_the_last_byte(
     tmp_path: Path, mpy: Any, host: Any
 ) -> None:
