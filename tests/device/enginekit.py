@@ -123,6 +123,23 @@ def new_device(tmp_path: Path, mpy: Any, host: Any, repo: Repo, **settings: Any)
     return state
 
 
+def provision_with_manager(
+    state: Path, build: Path, app: Repo, manager: Repo, settings: dict[str, Any]
+) -> None:
+    """Provision a device that follows `app` and the manager repo `manager` (both on the
+    same host, their roots pinned), with the manager's `build` in its factory slot."""
+    provision(
+        state,
+        web_url=app.host.url,
+        repo=app.name,
+        roots=[app.root.public_key],
+        manager_repo=manager.name,
+        manager_roots=[manager.root.public_key],
+        build=build,
+        settings=settings,
+    )
+
+
 def engine_heap(mpy: Any) -> str | None:
     """The process heap for an engine run: the port's default, or room for code in the
     small-heap pass (where `engine_env` limits the data heap)."""

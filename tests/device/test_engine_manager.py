@@ -8,8 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from publisher.device.manager import manager_files
-from publisher.device.simulate import provision
-from tests.device.enginekit import Repo, app_files, run, slot_is_complete, text
+from tests.device.enginekit import (
+    Repo,
+    app_files,
+    provision_with_manager,
+    run,
+    slot_is_complete,
+    text,
+)
 from tests.hostserver import running_host
 
 MANAGER_REPO = "acme/lcm"
@@ -29,15 +35,8 @@ def test_manager_updates_itself_and_rolls_back_a_broken_one(tmp_path: Path, mpy:
         app.publish("1.0.0", app_files("1.0.0", n=3))
         manager = Repo(host, name=MANAGER_REPO)
         state = tmp_path / "device"
-        provision(
-            state,
-            web_url=host.url,
-            repo=app.name,
-            roots=[app.root.public_key],
-            manager_repo=MANAGER_REPO,
-            manager_roots=[manager.root.public_key],
-            build=mpy.build,
-            settings={"gestures": False, "trial_boots": 2},
+        provision_with_manager(
+            state, mpy.build, app, manager, {"gestures": False, "trial_boots": 2}
         )
         first = run(state, mpy)
         assert first.state.get("app_tag") == "v1.0.0", text(first)

@@ -15,9 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from publisher.device.manager import manager_files
-from publisher.device.simulate import provision, read_state
+from publisher.device.simulate import read_state
 from tests.device.bootkit import boot
-from tests.device.enginekit import Repo, app_files, run, slot_is_complete, text
+from tests.device.enginekit import (
+    Repo,
+    app_files,
+    provision_with_manager,
+    run,
+    slot_is_complete,
+    text,
+)
 from tests.hostserver import running_host
 from tests.test_http_servers import RawServer
 
@@ -51,15 +58,12 @@ def test_network_and_hostile_server_do_not_fail_a_manager_trial(tmp_path: Path, 
         files = manager_files(mpy.build)
         manager.publish("0.2.0", files)
         state = tmp_path / "device"
-        provision(
+        provision_with_manager(
             state,
-            web_url=host.url,
-            repo=app.name,
-            roots=[app.root.public_key],
-            manager_repo=manager.name,
-            manager_roots=[manager.root.public_key],
-            build=mpy.build,
-            settings={"gestures": False, "trial_boots": 2, "http_timeout_ms": 1000},
+            mpy.build,
+            app,
+            manager,
+            {"gestures": False, "trial_boots": 2, "http_timeout_ms": 1000},
         )
         st = run(state, mpy).state
         assert st["mgr_tag"] == "v0.2.0" and st["mgr_trial"] is None
@@ -106,16 +110,7 @@ def test_an_answer_from_the_server_confirms_a_manager_trial(tmp_path: Path, mpy:
         files = manager_files(mpy.build)
         manager.publish("0.2.0", files)
         state = tmp_path / "device"
-        provision(
-            state,
-            web_url=host.url,
-            repo=app.name,
-            roots=[app.root.public_key],
-            manager_repo=manager.name,
-            manager_roots=[manager.root.public_key],
-            build=mpy.build,
-            settings={"gestures": False},
-        )
+        provision_with_manager(state, mpy.build, app, manager, {"gestures": False})
         run(state, mpy)
         files = dict(files)
         files["lcm.py"] += b"# v0.3.0\n"
@@ -140,15 +135,8 @@ def test_a_module_missing_from_a_new_manager_fails_its_trial(tmp_path: Path, mpy
         files = manager_files(mpy.build)
         manager.publish("0.2.0", files)
         state = tmp_path / "device"
-        provision(
-            state,
-            web_url=host.url,
-            repo=app.name,
-            roots=[app.root.public_key],
-            manager_repo=manager.name,
-            manager_roots=[manager.root.public_key],
-            build=mpy.build,
-            settings={"gestures": False, "trial_boots": 2},
+        provision_with_manager(
+            state, mpy.build, app, manager, {"gestures": False, "trial_boots": 2}
         )
         assert run(state, mpy).state["mgr_tag"] == "v0.2.0"
         broken = {p: d for p, d in files.items() if p != "lcm_device/install.mpy"}

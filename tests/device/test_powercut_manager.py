@@ -15,8 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from publisher.device.manager import manager_files
-from publisher.device.simulate import provision
-from tests.device.enginekit import Repo, app_files, run, slot_is_complete, text
+from tests.device.enginekit import (
+    Repo,
+    app_files,
+    provision_with_manager,
+    run,
+    slot_is_complete,
+    text,
+)
 from tests.device.test_engine_manager import tree_digest
 from tests.hostserver import running_host
 from tests.keyfactory import make_sector, new_signer
@@ -68,16 +74,7 @@ def test_power_cut_at_every_flash_mutation_of_a_manager_update(
         v2 = small_manager(mpy.build)
         manager.publish("0.2.0", v2)
         golden = tmp_path / "golden"
-        provision(
-            golden,
-            web_url=host.url,
-            repo=app.name,
-            roots=[app.root.public_key],
-            manager_repo=MANAGER_REPO,
-            manager_roots=[manager.root.public_key],
-            build=mpy.build,
-            settings={"gestures": False},
-        )
+        provision_with_manager(golden, mpy.build, app, manager, {"gestures": False})
         status = run(golden, mpy)
         assert status.state.get("mgr_tag") == "v0.2.0", text(status)
         assert status.state.get("app_tag") == "v1.0.0", text(status)

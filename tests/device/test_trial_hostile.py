@@ -16,9 +16,18 @@ from typing import Any
 import pytest
 
 from publisher.device.manager import manager_files
-from publisher.device.simulate import provision, read_state
+from publisher.device.simulate import read_state
 from tests.device.bootkit import boot, boot_until_app, kill_when, running_app
-from tests.device.enginekit import APP_OK, Repo, app_files, new_device, run, slot_is_complete, text
+from tests.device.enginekit import (
+    APP_OK,
+    Repo,
+    app_files,
+    new_device,
+    provision_with_manager,
+    run,
+    slot_is_complete,
+    text,
+)
 from tests.hostserver import running_host
 
 HANGS_ON_REQUEST = APP_OK + (
@@ -118,16 +127,7 @@ def test_trial_app_that_deletes_manager_files(tmp_path: Path, mpy: Any) -> None:
         manager = Repo(host, name="acme/lcm")
         manager.publish("0.2.0", manager_files(mpy.build))
         state = tmp_path / "device"
-        provision(
-            state,
-            web_url=host.url,
-            repo=app.name,
-            roots=[app.root.public_key],
-            manager_repo=manager.name,
-            manager_roots=[manager.root.public_key],
-            build=mpy.build,
-            settings={"gestures": False},
-        )
+        provision_with_manager(state, mpy.build, app, manager, {"gestures": False})
         st = run(state, mpy).state
         assert st["mgr"] == "m1" and st["app_tag"] == "v1.0.0"
         gone = ("lcm_device/slots.mpy", "lcm_device/update.mpy")
