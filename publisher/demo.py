@@ -5,7 +5,8 @@ stands in for GitHub, the keys and cert sectors are made as a maintainer
 makes them, releases are published by running `lcm release publish` (the
 app) and `lcm release publish --manager` (the manager) as a maintainer does,
 and the device is the manager's own code running in the MicroPython unix
-port with an ESP8266-sized heap (`lcm device simulate`).
+port as an ESP32 with stock firmware would run it, from `.mpy` files
+(`lcm device simulate`).
 
 The story: publish the manager and app v1 → a blank device installs v1 →
 publish v2 → the device updates and confirms it → publish a v3 that crashes
@@ -44,9 +45,10 @@ OWNER = "lcm-demo"
 MANAGER_REPO = f"{OWNER}/manager"
 APP_REPO = f"{OWNER}/sensor"
 EXAMPLE_APP = REPO_ROOT / "examples" / "sensor"
-# The unix port loads the manager's bytecode into the GC heap (a board runs it
-# frozen or from ROMFS), so the simulated device gets room for its code on top
-# of an ESP8266-sized working heap; bench/bench_update.py measures both. (192k:
+# The simulated board is an ESP32 with stock firmware: the manager in `.mpy` files, which
+# update themselves (an ESP8266 runs it frozen into its firmware: docs/hobbyist.md). The
+# unix port loads that bytecode into the GC heap, so the device gets room for its code on
+# top of its working heap; bench/bench_update.py measures both. (192k:
 # the attack defences of issue 10 added bytecode to the update boot, the check
 # budget, sectors parsed from flash, epochs and the chain walk: 168k the least
 # with them, 160k before; the boot state's two generations, trial rules and
@@ -110,10 +112,11 @@ class Demo:
         self.app: Repo | None = None
 
     def say(self, text: str) -> None:
-        self.console.print(text, highlight=False)
+        # Soft-wrapped: a command, URL or path is one line to copy, whatever the width.
+        self.console.print(text, highlight=False, soft_wrap=True)
 
     def done(self, milestone: str, rest: str) -> None:
-        self.console.print(Text.assemble((milestone, "bold green"), rest), highlight=False)
+        self.console.print(Text.assemble((milestone, "bold green"), rest), soft_wrap=True)
 
     def step(self, title: str) -> None:
         self.console.rule(Text(title, style="bold cyan"), align="left")
@@ -175,12 +178,15 @@ class Demo:
             roots=[self.app.root.public_key],
             manager_repo=self.manager.name,
             manager_roots=[self.manager.root.public_key],
-            board="esp8266",
+            board="esp32",
             build=self.workdir / "mpy",
             # A simulated board logs to loopback only: never broadcast from a workstation.
             settings={"log_host": "127.0.0.1"},
         )
-        self.say(f"simulated ESP8266 in {state} (MicroPython unix port, -X heapsize={self.heap})")
+        self.say(
+            f"simulated ESP32 in {state} (MicroPython unix port, -X heapsize={self.heap}: "
+            "the manager's .mpy bytecode and its working heap)"
+        )
         return state
 
     def run_device(self, state: Path, expect_app: str, expect_refused: str | None = None) -> None:
@@ -188,11 +194,11 @@ class Demo:
 
         def show(line: str) -> None:
             if line.startswith("--- "):
-                self.console.print(Text("  " + line, style="dim"), highlight=False)
+                self.console.print(Text("  " + line, style="dim"), soft_wrap=True)
                 return
             # Log lines carry device id, sequence and time for `lcm logs`; here, only the text.
             text = LOG_PREFIX.sub("", line)
-            self.console.print(Text.assemble("  ", ("device", "green"), " ", text), highlight=False)
+            self.console.print(Text.assemble("  ", ("device", "green"), " ", text), soft_wrap=True)
 
         # As `lcm device simulate --once`: output as it comes, and the board counted as
         # staying on after each run (its next run is no quick power cycle).
