@@ -17,8 +17,10 @@ from publisher.errors import PublisherError
 
 # Markup off: what is printed is text (paths, tags, a host's or a certificate's strings,
 # any of which may hold "[...]"); a style is given as a Text, never as markup in a string.
-out = Console(markup=False)
-err = Console(stderr=True, markup=False)
+# Soft wrap: a line is never broken by the console (a path, URL or command stays one line
+# to copy or grep, in a terminal as in a CI log); tables and rules still fit the width.
+out = Console(markup=False, soft_wrap=True)
+err = Console(stderr=True, markup=False, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
 
 import pytest
 import trustme
@@ -37,6 +40,24 @@ def test_keys_new_writes_0600_and_shows_id(tmp_path):
         assert shown["key_id"] == info["key_id"]
     # Never overwrites a key.
     assert "already exists" in run("keys", "new", "k", "--dir", str(tmp_path), code=1).output
+
+
+def test_a_long_path_is_printed_on_one_line(tmp_path):
+    """Output is never wrapped by the console: a path stays one line to copy or grep, in a
+    pipe (80 columns by default) as in a terminal."""
+    folder = tmp_path / ("k" * 100)
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    lcm = [sys.executable, "-c", "from publisher.cli import main; main()"]
+    proc = subprocess.run(
+        [*lcm, "keys", "new", "ci", "--dir", str(folder)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    lines = proc.stdout.splitlines()
+    assert any(line.endswith(f"{folder / 'ci.pem'} (mode 0600)") for line in lines), lines
+    assert any(line.endswith(str(folder / "ci.pub")) for line in lines), lines
 
 
 def test_encrypted_key_needs_passphrase_from_env(tmp_path):
