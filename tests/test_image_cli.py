@@ -299,7 +299,7 @@ def test_install_without_a_board_names_the_port(inputs: dict[str, Path]) -> None
     port = "/dev/lcm-test-no-such-port"
     args = ["device", "install", "--port", port, "--board", "esp32"]
     args += ["--repo", "alice/thermo", "--root", str(inputs["root"])]
-    refused(args, f"no MicroPython board answered on {port}", "failed to access")
+    refused(args, f"could not copy lcm to the board on {port}", "failed to access")
 
 
 @pytest.fixture
@@ -371,6 +371,22 @@ def test_install_copies_the_image_files_onto_micropython(
     assert set(copied) == set(expected)
     del copied[device_settings.CONFIG_PATH], expected[device_settings.CONFIG_PATH]
     assert copied == expected
+
+
+def test_a_board_that_refuses_the_copy_is_not_called_silent(
+    inputs: dict[str, Path], serial_micropython: tuple[str, Path]
+) -> None:
+    # The board answers, but a file named `lcm` stands where the folder goes: the copy
+    # fails on the board, and the error says so, with the board's reason.
+    port, board = serial_micropython
+    (board / "lcm").write_bytes(b"in the way")
+    args = ["device", "install", "--port", port, "--board", "esp32"]
+    result = refused(
+        [*args, "--repo", "alice/thermo", "--root", str(inputs["root"])],
+        f"could not copy lcm to the board on {port}",
+    )
+    assert "no MicroPython board answered" not in result, result
+    assert (board / "lcm").read_bytes() == b"in the way"
 
 
 def test_install_on_an_esp8266_needs_the_manager_frozen_in(

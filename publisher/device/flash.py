@@ -173,18 +173,28 @@ def mpremote_install_args(port: str, top_level: Sequence[str], reset: bool = Tru
 def _ask_board(port: str, code: str) -> str:
     """Run `code` on the MicroPython board on `port` (mpremote exec); returns its output."""
     args = [sys.executable, "-m", "mpremote", "connect", port, "resume", "exec", code]
+    return _mpremote(
+        args,
+        None,
+        DETECT_TIMEOUT_S,
+        f"no MicroPython board answered on {port} in {DETECT_TIMEOUT_S} s",
+        f"no MicroPython board answered on {port}",
+    )
+
+
+def _mpremote(args: list[str], cwd: Path | None, timeout: int, stalled: str, failed: str) -> str:
+    """Run mpremote; its output, or FlashError: `stalled` past `timeout` seconds, else
+    `failed` with mpremote's last line (its reason)."""
     try:
         proc = subprocess.run(
-            args, capture_output=True, text=True, timeout=DETECT_TIMEOUT_S, check=False
+            args, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired:
-        raise FlashError(
-            f"no MicroPython board answered on {port} in {DETECT_TIMEOUT_S} s"
-        ) from None
+        raise FlashError(stalled) from None
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
         reason = detail[-1] if detail else f"mpremote exited {proc.returncode}"
-        raise FlashError(f"no MicroPython board answered on {port}: {reason}")
+        raise FlashError(f"{failed}: {reason}")
     return proc.stdout
 
 
@@ -212,23 +222,12 @@ def install(port: str, files: dict[str, bytes], staging: Path, reset: bool = Tru
     """Copy `files` onto the board on `port` with mpremote; returns mpremote's output."""
     stage_files(files, staging)
     top = sorted({p.lstrip("/").split("/", 1)[0] for p in files})
-    args = mpremote_install_args(port, top, reset)
-    try:
-        proc = subprocess.run(
-            args,
-            cwd=staging,
-            capture_output=True,
-            text=True,
-            timeout=INSTALL_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise FlashError(
-            f"the board on {port} stopped answering during the copy "
-            f"({INSTALL_TIMEOUT_S} s): run lcm device install again"
-        ) from None
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        reason = detail[-1] if detail else f"mpremote exited {proc.returncode}"
-        raise FlashError(f"no MicroPython board answered on {port}: {reason}")
-    return proc.stdout
+    return _mpremote(
+        mpremote_install_args(port, top, reset),
+        staging,
+        INSTALL_TIMEOUT_S,
+        f"the board on {port} stopped answering during the copy ({INSTALL_TIMEOUT_S} s): "
+        "run lcm device install again",
+        # Not "no board answered": the board may have, and refused a file (a full flash).
+        f"could not copy lcm to the board on {port}",
+    )
