@@ -1,6 +1,6 @@
 """The device's boot state file format (lcm_device/slots.py, /main.py; read by the simulator).
 
-Two generation files, written alternately (generation N to PATHS[N % 2]). Each is
+Two generation files, written alternately (generation N to PATH % (N % 2)). Each is
 
   one line of JSON: an object with an integer "gen"
   one line of 16 hex digits: the first 8 bytes of SHA-256 of the JSON line
@@ -16,7 +16,9 @@ Rules, enforced by `decode`:
 
 import json
 
-PATHS = ("/lcm/state/boot0.json", "/lcm/state/boot1.json")
+# % 0 or % 1: one string, not a tuple of two (a tuple constant is an object in RAM on a
+# board, through every boot).
+PATH = "/lcm/state/boot%d.json"
 MAX_STATE = 2048  # a state file is a few hundred bytes; longer is not one
 _SUM_LEN = 16
 

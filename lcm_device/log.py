@@ -27,7 +27,7 @@ _seq = 0
 _size = 0  # bytes in the current half
 _torn = False  # the current half may end in a torn record (power cut mid-write)
 _online = False
-_target = (BROADCAST, DEFAULT_PORT)
+_target = None  # (host, port) once set up; None: BROADCAST, DEFAULT_PORT (no tuple in RAM)
 _sock = None  # (socket, address) once looked up; False: the lookup failed
 _ready = False  # set up (by the boot, or on demand at the first line)
 
@@ -140,7 +140,8 @@ def log(text):
                 _sock = False
                 import socket
 
-                addr = socket.getaddrinfo(_target[0], _target[1])[0][-1]
+                host, port = _target or (BROADCAST, DEFAULT_PORT)
+                addr = socket.getaddrinfo(host, port)[0][-1]
                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 try:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)

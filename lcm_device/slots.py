@@ -37,7 +37,7 @@ rules.
 
 import json
 
-from cert_sector.bootstate import MAX_STATE, PATHS, decode, encode
+from cert_sector.bootstate import MAX_STATE, PATH, decode, encode
 from lcm_device.compat import errno_text, file_size
 from lcm_device.hal.fs import makedirs, write_atomic
 
@@ -69,8 +69,8 @@ def _read(path):
 def load(hal, log=None):
     """The newest valid generation; rebuilt from the slots when there is none."""
     st = None
-    for path in PATHS:
-        one = _read(hal.root + path)
+    for n in range(2):
+        one = _read(hal.root + PATH % n)
         if one is not None and (st is None or one["gen"] > st["gen"]):
             st = one
     if st is None:
@@ -104,7 +104,7 @@ def save(hal, st):
     flash): callers at boot decide what a state they cannot save means."""
     st["gen"] = (st.get("gen") or 0) + 1
     makedirs(hal.fs, hal.root + STATE_DIR)
-    write_atomic(hal.fs, hal.root + PATHS[st["gen"] % 2], encode(st))
+    write_atomic(hal.fs, hal.root + PATH % (st["gen"] % 2), encode(st))
 
 
 def try_save(hal, st, log):

@@ -217,12 +217,12 @@ def provision(
 
 def read_state(state: Path) -> dict[str, Any]:
     """The device's boot state: the newest valid generation (cert_sector.bootstate), else {}."""
-    from cert_sector.bootstate import PATHS, decode
+    from cert_sector.bootstate import PATH, decode
 
     best: dict[str, Any] = {}
-    for rel in PATHS:
+    for n in (0, 1):
         try:
-            value = decode((Path(state) / rel.lstrip("/")).read_bytes()[:4096])
+            value = decode((Path(state) / (PATH % n).lstrip("/")).read_bytes()[:4096])
         except OSError:
             continue
         if value is not None and value["gen"] > best.get("gen", -1):

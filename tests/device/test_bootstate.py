@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from cert_sector.bootstate import PATHS
+from cert_sector.bootstate import PATH
 from publisher.device.simulate import read_state
 from tests.device.bootkit import boot, boot_until_app, running_app, sample, sweep
 from tests.device.enginekit import Repo, app_files, new_device, run, slot_is_complete, text
 from tests.hostserver import running_host
 
-GENERATIONS = [Path(p.lstrip("/")) for p in PATHS]
+GENERATIONS = [Path((PATH % n).lstrip("/")) for n in (0, 1)]
 
 
 def two_releases(tmp_path: Path, mpy: Any, host: Any) -> tuple[Repo, Path]:
