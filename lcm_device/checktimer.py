@@ -9,7 +9,7 @@ deadline object, no class), with the HAL. A periodic timer (the HAL's
 `timer(period_ms, fn)`, else machine.Timer) calls `poll(now_s)` every POLL_MS
 from the main loop: when the check is due and the app has not called `hold()`,
 it saves the request (so the manager checks at once) and resets into the
-manager (`hal.reset(75)`; the unix HAL exits with 75 and `lcm device simulate`
+manager (`hal.reset()`; the unix HAL exits with 75 and `lcm device simulate`
 restarts it). While held, the check waits and happens as soon as the app
 calls `hold(False)`.
 
@@ -33,7 +33,6 @@ POLL_MS = 1000
 SETTLE_S = 4
 
 _CHECKPOINT_S = const(3600)
-_EXIT_RESET = const(75)
 
 # The armed timer's state (arm_timer sets it).
 hal = None
@@ -96,7 +95,7 @@ def poll(now_s):
     safe_log("schedule: check due, resetting into the manager")
     requested = True
     request_check(hal)  # kept across the reset: the manager checks at once
-    hal.reset(_EXIT_RESET)
+    hal.reset()
     return True
 
 

@@ -7,7 +7,7 @@ period at a time and queues the callback for the main thread with
 callback runs between two bytecodes of the app (or during its sleep), never
 beside it.
 
-A reset asked for inside the callback (the watcher's `hal.reset(75)`, a
+A reset asked for inside the callback (the check timer's `hal.reset()`, a
 SystemExit) cannot leave a scheduled callback: MicroPython prints and drops
 any exception raised there. A board's reset does not unwind the app either,
 it stops the chip. So the process is ended at once by a signal to itself

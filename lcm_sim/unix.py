@@ -83,10 +83,10 @@ class UnixHal(BoardHal):
         """The simulated clock is the host's, or stays unknown (LCM_CLOCK=unknown)."""
         return self._clock
 
-    def reset(self, code=EXIT_RESET):
+    def reset(self):
         print("lcm-hal: reset")
         self._resetting = True
-        raise SystemExit(code)
+        raise SystemExit(EXIT_RESET)
 
     def timer(self, period_ms, callback):
         """A thread-driven periodic timer when simulating a board that runs (LCM_BOARD=run);

@@ -34,7 +34,7 @@ class BoardHal:
     def __init__(self):
         self.fs = Fs()
 
-    def reset(self, code=75):
+    def reset(self):
         import machine
 
         machine.reset()
