@@ -265,8 +265,8 @@ def summary_lines(info: dict[str, Any]) -> list[str]:
         scope = info["scopes"].get(kid)
         limit = "any channel, any board"
         if scope is not None:
-            boards = ",".join(scope["boards"]) or "any"
-            limit = f"channel {','.join(scope['channels'])}, board {boards}"
+            boards = "board " + ",".join(scope["boards"]) if scope["boards"] else "any board"
+            limit = f"channel {','.join(scope['channels'])}, {boards}"
         lines.append(f"release     {kid} ({limit})")
     for ca_info in info["cas"]:
         lines.append(f"CA          {ca_info['subject']} (until {ca_info.get('not_after', '?')})")

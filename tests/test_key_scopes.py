@@ -122,6 +122,12 @@ def test_publish_refuses_and_verify_names_a_scope_violation(tmp_path):
         f"release     {ci_id} (channel beta, board esp32)"
         in lcm("certs", "show", str(sector)).output
     )
+    beta_only = tmp_path / "beta.sector"
+    lcm("certs", "build", "--repo", TEST_REPO, "--root-key", str(keydir / "root.pem"),
+        "--release-key", str(keydir / "ci.pub"), "--scope", f"{keydir / 'ci.pub'}:beta",
+        "-o", str(beta_only))  # fmt: skip
+    shown_beta = lcm("certs", "show", str(beta_only)).output
+    assert f"release     {ci_id} (channel beta, any board)" in shown_beta, shown_beta
     app_dir = tmp_path / "app"
     app_dir.mkdir()
     (app_dir / "main.py").write_text("print('hi')\n")
