@@ -100,6 +100,8 @@ def test_unknown_board_needs_new_board(world: World) -> None:
     result = publish_cli(world, "v1.0.0", "--board", "esp33", code=1)
     assert "--board 'esp33' is not a board lcm devices report (esp32, esp8266)" in result.output
     assert "--new-board" in result.output
+    # Refused before any upload: no progress display was started (it left an empty line).
+    assert result.output.startswith("error: --board"), result.output
     assert world.releases() == []
     out = publish_cli(world, "v1.0.0", "--board", "esp33", "--new-board", "--json")
     assert out["state"] == "published"

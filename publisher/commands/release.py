@@ -76,15 +76,22 @@ def _upload_progress(enabled: bool) -> Iterator[ProgressCallback | None]:
         DownloadColumn(),
         AverageSpeedColumn(),
     )
-    with Progress(*columns, console=err, transient=False) as progress:
-        tasks: dict[str, TaskID] = {}
+    # Started at the first upload: a command refused before it prints no empty display.
+    progress = Progress(*columns, console=err, transient=False)
+    tasks: dict[str, TaskID] = {}
 
-        def update(name: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = progress.add_task(name, total=total)
-            progress.update(tasks[name], completed=done, total=total)
+    def update(name: str, done: int, total: int) -> None:
+        if not tasks:
+            progress.start()
+        if name not in tasks:
+            tasks[name] = progress.add_task(name, total=total)
+        progress.update(tasks[name], completed=done, total=total)
 
+    try:
         yield update
+    finally:
+        if tasks:
+            progress.stop()
 
 
 @app.command("publish")
