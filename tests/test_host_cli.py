@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.client
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -153,6 +155,26 @@ def test_mirror_refreshes_at_start_and_on_sighup(tmp_path):
             proc.send_signal(signal.SIGINT)
             _out, errors = proc.communicate(timeout=60)
         assert proc.returncode == 0, errors
+    # The operator sees what the mirror stored, one timestamped line each, on stderr.
+    for tag in ("v1.0.0", "v1.1.0"):
+        line = f"Z mirror {TEST_REPO}: {tag} verified and stored"
+        assert any(
+            re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d" + line, row)
+            for row in errors.splitlines()
+        ), errors
+
+
+def test_the_host_log_shows_upstream_text_escaped():
+    """A mirror's refusal quotes what an upstream sent: its control characters are shown
+    as escapes, never sent to the operator's terminal."""
+    from publisher.commands.host import _LogFormatter
+
+    record = logging.LogRecord(
+        "lcm.host.mirror", logging.WARNING, __file__, 1, "mirror %s: %s", ("a/b", "tag \x1b[2Jx"),
+        None,
+    )  # fmt: skip
+    line = _LogFormatter("%(message)s").format(record)
+    assert line == "mirror a/b: tag \\x1b[2Jx"
 
 
 def test_refuses_a_mirror_without_pins(tmp_path):

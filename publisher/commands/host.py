@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +18,7 @@ from publisher.console import command_edge, err, out
 from publisher.errors import PublisherError
 from publisher.host.mirror import DEFAULT_INTERVAL, MirrorConfig, MirrorSpec
 from publisher.host.server import HostServer
+from publisher.printable import printable
 from publisher.release.verify import Trust
 from publisher.signing import load_public_key
 
@@ -110,6 +113,7 @@ def host(
             interval=mirror_interval,
             ca_file=str(upstream_ca) if upstream_ca is not None else None,
         )
+    _log_to_stderr()
     server = HostServer(
         data,
         bind=bind,
@@ -144,3 +148,25 @@ def host(
         out.print("stopped")
     finally:
         server.shutdown()
+
+
+class _LogFormatter(logging.Formatter):
+    """One line per record, UTC time first; text an upstream sent (a tag, an error
+    message) is shown with its control characters escaped."""
+
+    def converter(self, secs: float | None) -> time.struct_time:
+        return time.gmtime(secs)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+
+def _log_to_stderr() -> None:
+    """The host's own log on stderr: what the mirror stored or refused, and internal
+    errors (with their traceback). The per-request log (debug) stays off."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%SZ"))
+    logger = logging.getLogger("lcm.host")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
