@@ -272,7 +272,7 @@ class Agent:
             "push: hint "
             + tag
             + " (installed "
-            + str(installed)
+            + str(installed or "none")
             + "); check in "
             + str(at - now_s)
             + " s"

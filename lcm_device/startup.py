@@ -112,7 +112,7 @@ def _log_boot(hal):
         + str(st.get("mgr_tag") or "(factory)")
         + _trial(st, "mgr")
         + ", app "
-        + str(st.get("app_tag"))
+        + str(st.get("app_tag") or "none")
         + _trial(st, "app")
     )
 

@@ -150,7 +150,12 @@ class Updater:
                 if waiting(self.hal, tag, self.log):
                     return "idle"
             self.log(
-                name + ": " + tag + " available (installed " + str(st.get(self.kind + "_tag")) + ")"
+                name
+                + ": "
+                + tag
+                + " available (installed "
+                + str(st.get(self.kind + "_tag") or "none")
+                + ")"
             )
             # Only now the code that installs: an idle check does not load it.
             from lcm_device.install import install

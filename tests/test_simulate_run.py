@@ -169,7 +169,7 @@ def test_lcm_logs_shows_the_device(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in out.splitlines()]
     assert len(records) == 3 and records[0]["source"].startswith("127.0.0.1:")
-    assert records[0]["text"] == "boot: manager m0 (factory), app None"
+    assert records[0]["text"] == "boot: manager m0 (factory), app none"
     assert len(records[0]["device"]) == 12 and records[0]["time"] is not None
 
 

@@ -44,6 +44,9 @@ def test_blank_device_installs_v1_and_confirms_it(tmp_path: Path, mpy: Any, host
     out = text(status)
     assert status.exits == [75, 0], out
     assert "app: switched to app0 (v1.0.0), trial boot next" in out
+    # Nothing installed yet reads "none", not Python's None.
+    assert "app: v1.0.0 available (installed none)" in out and "app none" in out
+    assert "None" not in out, out
     assert "app: trial boot 1 of 3 for v1.0.0" in out
     assert "APP v1.0.0 running" in out
     assert "app: confirmed v1.0.0" in out
