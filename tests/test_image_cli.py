@@ -116,6 +116,26 @@ def test_image_command_takes_secrets_from_env(
     assert cfg["board"] == "esp8266" and cfg["channel"] == "stable"
 
 
+def test_image_with_the_fleets_broker(inputs: dict[str, Path]) -> None:
+    result = runner.invoke(app, [*image_args(inputs), "--mqtt", "mqtts://broker.lan:8883"])
+    assert result.exit_code == 0, result.output
+    data = inputs["out"].read_bytes()
+    fs = firmware.Region(0x200000, 0x200000)
+    files = littlefs_files(data[fs.offset - 0x1000 : fs.end - 0x1000], fs)
+    cfg = json.loads(files["/lcm/state/config.json"])
+    assert cfg["mqtt_url"] == "mqtts://broker.lan:8883"
+    assert "mqtt_url" in cfg["factory_keys"]  # a factory reset keeps the fleet's broker
+    inputs["out"].unlink()
+    for url, message in [
+        ("mqtt://", "must be mqtt://HOST[:PORT]"),
+        ("mqtt://broker.lan:99999", "must be mqtt://HOST[:PORT]"),
+        ("mqtt://dev:secret@broker.lan", "no credentials"),
+        ("mqtt://broker.lan/topic", "must be mqtt://HOST[:PORT]"),
+    ]:
+        refused([*image_args(inputs), "--mqtt", url], f"--mqtt {url!r}", message)
+        assert not inputs["out"].exists()
+
+
 def test_image_json_and_generated_setup_password(inputs: dict[str, Path]) -> None:
     result = runner.invoke(app, [*image_args(inputs), "--json"])
     assert result.exit_code == 0, result.output

@@ -143,6 +143,8 @@ def test_refuses_bad_arguments_with_a_clear_error(tmp_path: Path) -> None:
         (["--manager-repo", "acme/manager"], "--manager-repo needs at least one --manager-root"),
         (["--channel", "nightly"], "--channel must be stable or beta, got 'nightly'"),
         (["--check-interval", "0"], "--check-interval must be at least 60 s"),
+        (["--mqtt", "http://broker.lan"], "--mqtt 'http://broker.lan' must be mqtt://HOST"),
+        (["--mqtt", "mqtt://me:pw@broker.lan"], "no credentials"),
     ]
     for extra, message in cases:
         args = simulate_args(tmp_path / "dev", url, pub, "--once") + extra
@@ -244,19 +246,23 @@ def test_setup_refuses_bad_arguments_with_a_clear_error(tmp_path: Path) -> None:
         assert message in result.output, (extra, result.output)
 
 
-def test_channel_and_check_interval_configure_a_new_device(tmp_path: Path) -> None:
+def test_channel_check_interval_and_broker_configure_a_new_device(tmp_path: Path) -> None:
     with running_host(tmp_path) as host:
         repo = Repo(host)
         repo.publish("1.0.0", app_files("1.0.0", n=2))
         pub = write_root(tmp_path, repo)
         state = tmp_path / "dev"
         extra = ["--once", "--channel", "beta", "--check-interval", "60"]
+        # A broker nobody listens on: the device installs and runs its app all the same.
+        extra += ["--mqtt", "mqtt://127.0.0.1:9/"]
 
         result = runner.invoke(app, simulate_args(state, host.url, pub, *extra))
 
         assert result.exit_code == 0, result.output
         cfg = json.loads((state / "lcm/state/config.json").read_text())
         assert cfg["channel"] == "beta" and cfg["check_interval_s"] == 60
+        assert cfg["mqtt_url"] == "mqtt://127.0.0.1:9"
+        assert "APP v1.0.0 running" in result.output
 
 
 def test_setup_without_a_radio_script_uses_the_built_in_air(tmp_path: Path) -> None:

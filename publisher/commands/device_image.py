@@ -70,6 +70,14 @@ SetupPasswordEnvOpt = Annotated[
         help="Env var holding the setup network's WPA2 password (default: a new random one).",
     ),
 ]
+MqttOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mqtt",
+        help="The fleet's MQTT broker, mqtt://HOST[:PORT] or mqtts://…: push hints and "
+        "status (docs/fleet.md).",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
@@ -95,6 +103,7 @@ def _settings(
     wifi_ssid: str | None,
     wifi_password_env: str | None,
     setup_password_env: str | None,
+    mqtt_url: str | None,
 ) -> device_settings.DeviceSettings:
     setup_password = _env_secret(setup_password_env, "setup password")
     return device_settings.DeviceSettings(
@@ -118,6 +127,7 @@ def _settings(
             if setup_password is not None
             else device_settings.generate_setup_password()
         ),
+        mqtt_url=mqtt_url,
     )
 
 
@@ -155,6 +165,7 @@ def image(
     wifi_ssid: WifiSsidOpt = None,
     wifi_password_env: WifiPasswordEnvOpt = None,
     setup_password_env: SetupPasswordEnvOpt = None,
+    mqtt: MqttOpt = None,
     flash_size: Annotated[
         str, typer.Option("--flash-size", help="The board's flash: 2MB, 4MB, 8MB, 16MB.")
     ] = "4MB",
@@ -178,6 +189,7 @@ def image(
         wifi_ssid,
         wifi_password_env,
         setup_password_env,
+        mqtt,
     )
     factory = img.build_factory_image(board.value, read_firmware(firmware), flash_size, settings)
     write_atomic(output, factory.data, mode=0o600)  # holds the Wi-Fi and setup passwords
@@ -258,6 +270,7 @@ def install(
     wifi_ssid: WifiSsidOpt = None,
     wifi_password_env: WifiPasswordEnvOpt = None,
     setup_password_env: SetupPasswordEnvOpt = None,
+    mqtt: MqttOpt = None,
 ) -> None:
     """Copy lcm (the same files as a factory image) onto a board already running MicroPython."""
     settings = _settings(
@@ -273,6 +286,7 @@ def install(
         wifi_ssid,
         wifi_password_env,
         setup_password_env,
+        mqtt,
     )
     device_settings.check_settings(settings, require_repo=False)
     if not board:

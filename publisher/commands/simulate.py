@@ -22,7 +22,7 @@ from cert_sector.logline import DEFAULT_PORT
 from lcm_sim import BOARD_ONCE, BOARD_RUN
 from publisher import signing
 from publisher.console import command_edge, out
-from publisher.device.settings import CHANNELS
+from publisher.device.settings import CHANNELS, check_mqtt_url
 from publisher.device.setup_sim import (
     DEFAULT_RADIO,
     RADIO_SCRIPT,
@@ -127,6 +127,14 @@ def simulate_command(
         int,
         typer.Option("--log-port", min=1, max=65535, help="UDP port of a new device's log lines."),
     ] = DEFAULT_PORT,
+    mqtt: Annotated[
+        str | None,
+        typer.Option(
+            "--mqtt",
+            help="A new device's MQTT broker (config mqtt_url): push hints and status, "
+            "as `lcm fleet status` shows (docs/fleet.md).",
+        ),
+    ] = None,
     max_boots: Annotated[
         int | None, typer.Option("--max-boots", help="Stop after this many boots.")
     ] = None,
@@ -166,6 +174,8 @@ def simulate_command(
                 f"(the device's shortest interval), got {check_interval}"
             )
         settings["check_interval_s"] = check_interval
+    if mqtt is not None:
+        settings["mqtt_url"] = check_mqtt_url(mqtt)  # ImageError (a PublisherError) names it
     if radio_script is not None and not setup:
         raise SimulateError("--radio-script needs --setup")
     if not (state / "main.py").exists():

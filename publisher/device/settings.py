@@ -46,6 +46,7 @@ class DeviceSettings:
     wifi_ssid: str | None = None
     wifi_password: str | None = None
     setup_password: str = ""
+    mqtt_url: str | None = None  # the fleet's broker (docs/fleet.md); None: no MQTT
 
 
 # ---------------------------------------------------------------- settings
@@ -79,6 +80,34 @@ def check_web_url(url: str) -> str:
         raise ImageError(f"--web-url {url!r} must be an http:// or https:// URL with a host")
     if parts.query or parts.fragment:
         raise ImageError(f"--web-url {url!r} must not have a query or fragment")
+    return url.rstrip("/")
+
+
+def check_mqtt_url(url: str) -> str:
+    """A broker URL the device takes (lcm_device.mqtt.split_url, the setup page):
+    mqtt://HOST[:PORT] or mqtts://HOST[:PORT], no credentials (the device's own account
+    is set on its setup page: the broker's ACL names each device), at most 100 bytes."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    host = parts.hostname or ""
+    if (
+        parts.scheme not in ("mqtt", "mqtts")
+        or not host
+        or not all(c.isascii() and (c.isalnum() or c in ".-") for c in host)
+        or port == 0
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+        or len(url.encode()) > 100
+    ):
+        raise ImageError(
+            f"--mqtt {url!r} must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (at most 100 "
+            "bytes, no credentials: each device's broker account is set on its setup page)"
+        )
     return url.rstrip("/")
 
 
@@ -117,6 +146,8 @@ def check_settings(s: DeviceSettings, require_repo: bool = True) -> None:
     s.web_url = check_web_url(s.web_url)
     check_wifi(s.wifi_ssid, s.wifi_password)
     check_setup_password(s.setup_password, "the setup password")
+    if s.mqtt_url is not None:
+        s.mqtt_url = check_mqtt_url(s.mqtt_url)
 
 
 def generate_setup_password() -> str:
@@ -142,11 +173,16 @@ def config_json(s: DeviceSettings) -> bytes:
     if s.wifi_ssid is not None:
         cfg["wifi_ssid"] = s.wifi_ssid
         cfg["wifi_password"] = s.wifi_password or ""
+    if s.mqtt_url is not None:
+        cfg["mqtt_url"] = s.mqtt_url
     # A factory reset (gestures) keeps what the factory set: the setup password on
-    # the board's label and the app it was made for, but not the owner's Wi-Fi.
+    # the board's label, the app it was made for and its fleet's broker, but not the
+    # owner's Wi-Fi.
     keep = ["setup_password", "channel"]
     if s.repo is not None:
         keep += ["repo", "app_roots", "app_threshold"]
+    if s.mqtt_url is not None:
+        keep.append("mqtt_url")
     cfg["factory_keys"] = keep
     return json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
 
