@@ -144,6 +144,11 @@ def test_fleet_status_shows_every_device_and_names_hostile_statuses(
     # A status cannot drive the maintainer's terminal: its control characters are shown.
     assert "\x1b" not in text and "\x07" not in text, repr(text)
     assert "\\x1b]0;pwned\\x07\\x1b[2J" in text.replace("\n", ""), text
+    # In 80 columns (a pipe) the device ids are whole: the other columns wrap instead.
+    narrow = lcm([*args], {**env, "COLUMNS": "80"}).stdout
+    assert max(len(line) for line in narrow.splitlines()) <= 80, narrow
+    for dev in ("240ac4000001", "240ac4000002", "240ac4000003"):
+        assert dev in narrow, narrow
     # A wrong password: a clear message, exit 1.
     r = lcm(args, {**env, "LCM_MQTT_PASSWORD": "nope"}, code=1)
     assert "refused the connection" in r.output

@@ -54,9 +54,16 @@ def table(view: FleetView) -> Table:
             title += " (roll-out halted)"
         elif ro.share is not None:
             title += f" (roll-out {ro.share} %)"
-    t = Table(
-        "device", "app", "manager", "state", "last seen", "last check", "last error", title=title
-    )
+    t = Table(title=title)
+    # What identifies a device is never cut (a pipe or a narrow terminal is 80 columns):
+    # the state, the check results and the error wrap instead.
+    t.add_column("device", no_wrap=True, min_width=12)
+    t.add_column("app", no_wrap=True)
+    t.add_column("manager", no_wrap=True)
+    t.add_column("state")
+    t.add_column("last seen", no_wrap=True)
+    t.add_column("last check")
+    t.add_column("last error", overflow="fold")
     for d in devices:
         seen = d.last_seen()
         t.add_row(
@@ -65,7 +72,7 @@ def table(view: FleetView) -> Table:
             d.manager or "(factory)",
             _state(d, now),
             _age(None if seen is None else now - seen),
-            "/".join(d.result) or "-",
+            " ".join(d.result) or "-",  # the manager's, the app's: wraps between them
             d.error or "",
         )
     return t
