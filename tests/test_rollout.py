@@ -107,5 +107,6 @@ def test_rollout_command_refuses_what_is_not_a_widening(tmp_path: Path) -> None:
         other_key, _, _ = signing.generate(keys, "stranger", None)
         stranger = ("release", "rollout", "--repo", REPO, "--key", str(other_key))
         assert "is not a release key" in lcm(*stranger, "v1.1.0", "100", code=1)
-        assert "-> halted" in lcm(*rollout, "v1.1.0", "--halt")
+        halted = lcm(*rollout, "v1.1.0", "--halt")
+        assert "-> halted" in halted and "no push hint (no --mqtt or $LCM_MQTT_URL)" in halted
         assert "is halted: publish a fixed release" in lcm(*rollout, "v1.1.0", "100", code=1)

@@ -61,3 +61,9 @@ def rollout(
     out.print(
         f"{repo} {tag}: roll-out {result.previous} -> {now} (roll-out sequence {result.sequence})"
     )
+    if not mqtt:
+        # The broker still holds the last hint: `lcm fleet status` shows the roll-out from it.
+        out.print(
+            "no push hint (no --mqtt or $LCM_MQTT_URL): devices see it at their next check, "
+            "and `lcm fleet status` shows the last hint's roll-out until one is sent"
+        )
