@@ -103,10 +103,16 @@ def test_rollout_command_refuses_what_is_not_a_widening(tmp_path: Path) -> None:
         assert "has no published release v9.0.0" in lcm(*rollout, "v9.0.0", "50", code=1)
         out = json.loads(lcm(*rollout, "v1.1.0", "50", "--json"))
         assert (out["sequence"], out["share"], out["previous"]) == (2, 50, "20 %")
+        listed = lcm("release", "list", "--repo", REPO)
+        assert "published, roll-out 50 %" in listed and "v1.0.0" in listed, listed
+        rows = json.loads(lcm("release", "list", "--repo", REPO, "--json"))
+        staged = {r["tag"]: r["rollout"] for r in rows}
+        assert staged == {"v1.1.0": {"share": 50, "halted": False, "sequence": 2}, "v1.0.0": None}
         assert "20 % -> 100 %" not in lcm(*rollout, "v1.1.0", "100")
         other_key, _, _ = signing.generate(keys, "stranger", None)
         stranger = ("release", "rollout", "--repo", REPO, "--key", str(other_key))
         assert "is not a release key" in lcm(*stranger, "v1.1.0", "100", code=1)
         halted = lcm(*rollout, "v1.1.0", "--halt")
         assert "-> halted" in halted and "no push hint (no --mqtt or $LCM_MQTT_URL)" in halted
+        assert "published, halted at 100 %" in lcm("release", "list", "--repo", REPO)
         assert "is halted: publish a fixed release" in lcm(*rollout, "v1.1.0", "100", code=1)

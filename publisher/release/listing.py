@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from cert_sector.assets import MANIFEST_ASSET
+from cert_sector.assets import MANIFEST_ASSET, ROLLOUT_ASSET
 from cert_sector.errors import TrustError
+from cert_sector.rollout import MAX_ROLLOUT_SIZE, parse_rollout
 from publisher import manifest_format as mf
 from publisher.release.github import Session
 from publisher.timefmt import format_date
@@ -30,6 +31,9 @@ def list_releases(session: Session, repo_name: str) -> list[dict[str, Any]]:
             else None,
             "assets": {a.name: a.size for a in assets},
             "notes": release.body or "",
+            # A staged release's share (its signed rollout.lcm, not checked here: verify
+            # does), or None for a release out to the whole fleet.
+            "rollout": None,
             "problem": None,
         }
         manifest = next((a for a in assets if a.name == MANIFEST_ASSET), None)
@@ -41,12 +45,26 @@ def list_releases(session: Session, repo_name: str) -> list[dict[str, Any]]:
                 row.update(sequence=m.seq, channel=m.channel, kind=m.kind, boards=list(m.boards))
             except TrustError as exc:
                 row["problem"] = f"unreadable manifest: {exc}"
+        staged = next((a for a in assets if a.name == ROLLOUT_ASSET), None)
+        if staged is not None:
+            try:
+                r = parse_rollout(session.download(staged, MAX_ROLLOUT_SIZE))
+                row["rollout"] = {"share": r.share, "halted": r.halted, "sequence": r.seq}
+            except TrustError as exc:
+                row["problem"] = f"unreadable {ROLLOUT_ASSET}: {exc}"
         rows.append(row)
     rows.sort(key=lambda r: -1 if r["sequence"] is None else r["sequence"], reverse=True)
     return rows
 
 
 COLUMNS = ("TAG", "SEQUENCE", "CHANNEL", "KIND", "BOARDS", "STATE", "PUBLISHED (UTC)")
+
+
+def _staged(rollout: dict[str, Any] | None) -> str:
+    if rollout is None:
+        return ""
+    share = f"{rollout['share']} %"
+    return f", halted at {share}" if rollout["halted"] else f", roll-out {share}"
 
 
 def _aligned(table: list[list[str]], indent: str = "") -> list[str]:
@@ -70,7 +88,7 @@ def text_rows(rows: list[dict[str, Any]], width: int = 80) -> list[str]:
             r["channel"],
             r["kind"] or "?",
             ",".join(r["boards"]) or "any",
-            r["state"],
+            r["state"] + _staged(r["rollout"]),
             format_date(dt.datetime.fromisoformat(r["date"]).timestamp()).removesuffix(" UTC")
             if r["date"]
             else "",
