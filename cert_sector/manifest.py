@@ -262,8 +262,7 @@ def check_scope(kid, scope, channel, boards):
             + hexlify(kid).decode()
             + " is limited to channel "
             + ",".join(channels)
-            + " and board "
-            + (",".join(allowed) or "any")
+            + (" and board " + ",".join(allowed) if allowed else " and any board")
             + ": "
             + outside
             + " is outside it"
