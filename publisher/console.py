@@ -48,7 +48,7 @@ def command_edge(func: F) -> F:
 
 
 def _say(label: str, style: str, text: str) -> None:
-    err.print(Text.assemble((label, style), " ", text), highlight=False, soft_wrap=True)
+    err.print(Text.assemble((label, style), " ", text), highlight=False)
 
 
 def warn(text: str) -> None:

@@ -112,11 +112,10 @@ class Demo:
         self.app: Repo | None = None
 
     def say(self, text: str) -> None:
-        # Soft-wrapped: a command, URL or path is one line to copy, whatever the width.
-        self.console.print(text, highlight=False, soft_wrap=True)
+        self.console.print(text, highlight=False)
 
     def done(self, milestone: str, rest: str) -> None:
-        self.console.print(Text.assemble((milestone, "bold green"), rest), soft_wrap=True)
+        self.console.print(Text.assemble((milestone, "bold green"), rest))
 
     def step(self, title: str) -> None:
         self.console.rule(Text(title, style="bold cyan"), align="left")
@@ -194,11 +193,11 @@ class Demo:
 
         def show(line: str) -> None:
             if line.startswith("--- "):
-                self.console.print(Text("  " + line, style="dim"), soft_wrap=True)
+                self.console.print(Text("  " + line, style="dim"))
                 return
             # Log lines carry device id, sequence and time for `lcm logs`; here, only the text.
             text = LOG_PREFIX.sub("", line)
-            self.console.print(Text.assemble("  ", ("device", "green"), " ", text), soft_wrap=True)
+            self.console.print(Text.assemble("  ", ("device", "green"), " ", text))
 
         # As `lcm device simulate --once`: output as it comes, and the board counted as
         # staying on after each run (its next run is no quick power cycle).

@@ -130,7 +130,6 @@ def build(
         out.print(
             f"wrote {output}: {len(data)} bytes, sequence {sector.seq}, {len(sector.cas)} CA(s)",
             highlight=False,
-            soft_wrap=True,
         )
     for warning in warnings:
         warn(warning)
@@ -148,7 +147,7 @@ def show(
         print_json(info)
         return
     for line in certs.summary_lines(info):
-        out.print(line, highlight=False, soft_wrap=True)
+        out.print(line, highlight=False)
 
 
 @app.command("verify")
@@ -194,7 +193,7 @@ def verify(
             print_json({"valid": False, "error": error, **info})
         else:
             for line in ceremony.report_lines(info):
-                out.print(line, highlight=False, soft_wrap=True)
+                out.print(line, highlight=False)
         if isinstance(exc, ExpiredError):
             raise PublisherError(error) from None
         raise
@@ -202,5 +201,5 @@ def verify(
         print_json({"valid": True, "repo": sector.repo, "sequence": sector.seq, **info})
         return
     for line in ceremony.report_lines(info):
-        out.print(line, highlight=False, soft_wrap=True)
+        out.print(line, highlight=False)
     out.print(f"valid: {sector.repo} sequence {sector.seq}")

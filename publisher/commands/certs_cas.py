@@ -49,10 +49,8 @@ def cas(
         out.print(
             f"{row['host']}: root {row['root']} (until {row['root_not_after']})",
             highlight=False,
-            soft_wrap=True,
         )
     out.print(
         f"wrote {output}: {len(roots)} root(s); pass it to `lcm certs build --ca {output}`",
         highlight=False,
-        soft_wrap=True,
     )

@@ -48,7 +48,7 @@ def sign(
     # The holder sees what they sign (and its SHA-256, to compare out of band) first.
     console = err if as_json else out
     for line in certs.summary_lines(info):
-        console.print(line, highlight=False, soft_wrap=True)
+        console.print(line, highlight=False)
     if not yes and sys.stdin.isatty() and not typer.confirm("Sign this sector?"):
         raise PublisherError("not signed")
     signer = open_signer(key, passphrase_env)
@@ -79,7 +79,7 @@ def sign(
         return
     out.print(f"signed {target} with {kid} ({', '.join(roles) or 'an old root'})")
     for line in ceremony.report_lines(summary):
-        out.print(line, highlight=False, soft_wrap=True)
+        out.print(line, highlight=False)
 
 
 @command_edge

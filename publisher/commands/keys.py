@@ -91,7 +91,7 @@ def _new_in_token(uri: str, name: str | None, directory: Path, as_json: bool) ->
         return
     out.print(Text.assemble("key id ", (kid, "bold")))
     out.print(f"private key {uri} (in the token, not extractable)", highlight=False)
-    out.print(f"public key  {pub_path or public.hex()}", soft_wrap=True)
+    out.print(f"public key  {pub_path or public.hex()}")
 
 
 @app.command("show")
@@ -111,4 +111,4 @@ def show(
         print_json({"key_id": kid, "public_key": public.hex()})
         return
     out.print(f"key id     {kid}")
-    out.print(f"public key {public.hex()}", soft_wrap=True)
+    out.print(f"public key {public.hex()}")

@@ -340,4 +340,4 @@ def list_command(
         print_json(rows)
         return
     for line in text_rows(rows, out.width):  # tags and notes as the host has them: as text
-        out.print(printable(line), highlight=False, soft_wrap=True)
+        out.print(printable(line), highlight=False)

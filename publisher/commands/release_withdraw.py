@@ -27,7 +27,6 @@ def _report(result: WithdrawResult, as_json: bool) -> None:
         "devices that installed it keep it and take the next release you publish "
         "(its sequence is higher); no other device will install it",
         highlight=False,
-        soft_wrap=True,
     )
     for warning in result.warnings:
         warn(warning)

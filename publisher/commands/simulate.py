@@ -59,7 +59,7 @@ def timeline_line(line: str) -> str:
 
 
 def print_line(line: str) -> None:
-    out.print(timeline_line(line), highlight=False, markup=False, soft_wrap=True)
+    out.print(timeline_line(line), highlight=False)
 
 
 @command_edge
@@ -354,4 +354,4 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def say(text: str) -> None:
-    out.print(text, highlight=False, markup=False, soft_wrap=True)
+    out.print(text, highlight=False)
