@@ -164,6 +164,50 @@ def test_mirror_refreshes_at_start_and_on_sighup(tmp_path):
         ), errors
 
 
+def test_a_hostile_upstreams_text_reaches_the_operator_escaped(tmp_path):
+    """From outside: an upstream whose beta.tag holds terminal escape sequences. The mirror
+    refuses the release, and `lcm host` logs why on stderr without the control bytes."""
+    import io
+
+    from publisher.demo import make_repo
+    from publisher.release.github import Session
+    from publisher.release.publish import PublishRequest, publish
+    from publisher.signing import load_signer
+    from tests.hostserver import TEST_REPO, TEST_TOKEN, github_client, running_host
+
+    keys = make_repo(TEST_REPO, tmp_path / "keys")
+    app_dir = tmp_path / "app"
+    app_dir.mkdir()
+    (app_dir / "main.py").write_text("print('app')\n")
+    hostile = b"\x1b]0;pwned\x07\x1b[2Jv9.9.9\n"
+    with running_host(tmp_path / "upstream") as upstream:
+        request = PublishRequest(
+            app_dir, TEST_REPO, "v1.0.0", load_signer(keys.release_pem), sector=keys.sector
+        )
+        publish(Session(upstream.api_url, TEST_TOKEN), request)
+        release = github_client(upstream).get_repo(TEST_REPO).get_release("v1.0.0")
+        next(a for a in release.get_assets() if a.name == "beta.tag").delete_asset()
+        release.upload_asset_from_memory(io.BytesIO(hostile), len(hostile), "beta.tag")
+        proc = lcm_host(
+            tmp_path,
+            "--port", "0", "--data", "mirror", "--mirror-interval", "3600",
+            "--mirror", f"{TEST_REPO}={keys.root_pub}", "--upstream", upstream.url,
+        )  # fmt: skip
+        try:
+            assert proc.stderr is not None
+            line = ""
+            while "mirror " not in line:  # past the read-only warning: the refusal
+                line = proc.stderr.readline()
+                assert line, "lcm host ended before logging the refusal"
+        finally:
+            proc.send_signal(signal.SIGINT)
+            _out, errors = proc.communicate(timeout=60)
+    errors = line + errors
+    assert f"mirror {TEST_REPO}: " in line, errors
+    assert "\x1b" not in errors and "\x07" not in errors, repr(errors)
+    assert "\\x1b]0;pwned\\x07" in errors, errors
+
+
 def test_the_host_log_shows_upstream_text_escaped():
     """A mirror's refusal quotes what an upstream sent: its control characters are shown
     as escapes, never sent to the operator's terminal."""
