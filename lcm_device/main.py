@@ -17,9 +17,10 @@ R = os.getcwd().rstrip("/")
 
 
 def pick():
-    # The manager slot to run and its trial boots counted (None: not on trial). A function,
-    # released once it ran: the app runs in this file's frame, and what stays of it (its
-    # code, its globals) is the app's heap lost.
+    # The manager slot to run and its trial boots counted (None: not on trial). A function:
+    # what it reads and imports is released once it ran, where this file's globals would
+    # stay through the app (it runs in this file's frame). Its bytecode stays with the
+    # file's (docs/device.md, "The app's heap after a check").
     import json
 
     D = R + "/lcm/state/"
