@@ -15,7 +15,9 @@ Prints:
 - for comparison, the smallest `-X heapsize` of the whole process with the
   code loaded into the heap (as the unix port and a board without ROMFS do),
   in 8 KB steps, and how much of it is code;
-- TLS handshakes (TCP connections) for a full install over HTTPS;
+- TLS handshakes (TCP connections) for a full install over HTTPS, with the
+  assets on the release host itself and on a second host name (as GitHub's
+  download URLs redirect to its CDN);
 - bytes and requests for one changed file of twenty;
 - requests and bytes of an idle check;
 - a pack transfer cut again and again (every cut at half of what is left):
@@ -298,14 +300,20 @@ def bench_heap(tmp: Path, build: Path) -> None:
     print(f"idle check (one request): data heap {idle_data} KB; code in the heap {idle_heap} KB")
 
 
-def bench_https(tmp: Path, build: Path) -> None:
+def tls_files(tmp: Path) -> tuple[Path, Path, Path, bytes]:
+    """A test CA and a server certificate: (cert PEM, key PEM, CA PEM, CA DER)."""
     ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
+    # Both names: the second host's downloads (asset_host) are signed URLs on localhost.
+    cert = ca.issue_cert("127.0.0.1", "localhost")
     cert_pem, key_pem, ca_pem = tmp / "cert.pem", tmp / "key.pem", tmp / "ca.pem"
     cert.private_key_and_cert_chain_pem.write_to_path(str(cert_pem))
     cert.private_key_pem.write_to_path(str(key_pem))
     ca.cert_pem.write_to_path(str(ca_pem))
-    der = der_from_pem(ca_pem.read_bytes())
+    return cert_pem, key_pem, ca_pem, der_from_pem(ca_pem.read_bytes())
+
+
+def bench_https(tmp: Path, build: Path) -> None:
+    cert_pem, key_pem, ca_pem, der = tls_files(tmp)
     with running_host(tmp / "h2", tls=(cert_pem, key_pem)) as host:
         repo = Repo(host, verify=str(ca_pem), cas=[der])
         v1 = app_files("1.0.0", n=FILES, size=FILE_SIZE)
@@ -317,6 +325,12 @@ def bench_https(tmp: Path, build: Path) -> None:
         conns = len({r.connection_id for r in host.requests})
         n = len(host.requests)
         print(f"full install over HTTPS: {n} requests, {conns} TLS handshakes (bar 3)")
+        cdn_n, cdn_conns = cdn_install(tmp, build, (cert_pem, key_pem, ca_pem, der))
+        print(
+            f"  the same with the assets on a second host (as GitHub's CDN): {cdn_n} requests, "
+            f"{cdn_conns} TLS handshakes (the client keeps one connection: each asset's "
+            "redirect leaves the first host)"
+        )
 
         def installs_https(kb: int) -> bool:
             state = new_device(tmp, f"https{kb}", host, repo, build, _ca=der)
@@ -348,6 +362,20 @@ def bench_https(tmp: Path, build: Path) -> None:
         status = simulate(state)
         sent = sum(r.bytes_sent for r in host.requests)
         print(f"idle check: {len(host.requests)} request, {sent} bytes received (bar 1, 2048)")
+
+
+def cdn_install(tmp: Path, build: Path, tls: tuple[Path, Path, Path, bytes]) -> tuple[int, int]:
+    """(requests, connections) of a full install over HTTPS (`tls`: tls_files) from a host
+    whose download URLs redirect to another host name, as github.com's do to its CDN."""
+    cert_pem, key_pem, ca_pem, der = tls
+    with running_host(tmp / "h-cdn", tls=(cert_pem, key_pem), asset_host="localhost") as host:
+        repo = Repo(host, verify=str(ca_pem), cas=[der])
+        repo.publish("1.0.0", app_files("1.0.0", n=FILES, size=FILE_SIZE))
+        state = new_device(tmp, "https-cdn", host, repo, build, _ca=der)
+        host.clear_requests()
+        status = simulate(state)
+        assert status.state.get("app_tag") == "v1.0.0", status.lines
+        return len(host.requests), len({r.connection_id for r in host.requests})
 
 
 def bench_cuts(tmp: Path, build: Path) -> None:

@@ -45,6 +45,10 @@ def test_the_quick_micropython_parts_of_the_benches_run(
     update.bench_cuts(tmp_path, build)
     assert "0 read twice" in capsys.readouterr().out
     assert update.import_objects(tmp_path, build) > 0
+    # GitHub's layout (downloads redirect to a CDN host): the install completes; the bench
+    # prints its handshakes (each asset's redirect leaves the first host: more than one).
+    requests, connections = update.cdn_install(tmp_path, build, update.tls_files(tmp_path))
+    assert requests >= 7 and connections > 1, (requests, connections)
     with running_host(tmp_path / "host", token="bench", repos=(http.REPO,)) as host:
         http.publish(host, tmp_path)
         code = http.IDLE.format(ca="None", web=host.url, repo=http.REPO)
