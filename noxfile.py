@@ -87,13 +87,36 @@ def device(session: nox.Session) -> None:
         session.run("pytest", "tests/device", "-n", WORKERS, *args, *session.posargs)
 
 
+# The official stubs each board HAL is type-checked against, and the files that run there.
+BOARD_STUBS = {
+    "esp32": ("micropython-esp32-stubs==1.29.*", "lcm_device/hal/esp32.py"),
+    "esp8266": ("micropython-esp8266-stubs==1.29.*", "lcm_device/hal/esp8266.py"),
+}
+BOARD_SHARED = ("lcm_device/hal/board.py", "lcm_device/hal/fs.py", "lcm_device/wifi.py")
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff (check + format) and mypy on the CPython packages."""
+    """ruff (check + format), mypy on the CPython packages, and on the board HALs against
+    the official MicroPython stubs (mypy-boards.ini)."""
     session.install("-e", ".[lint,test]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+    for board, (stubs, hal) in BOARD_STUBS.items():
+        target = os.path.join(session.create_tmp(), "stubs-" + board)
+        session.install("--target", target, "--upgrade", stubs)
+        session.run(
+            "mypy",
+            "--config-file",
+            "mypy-boards.ini",
+            "--custom-typeshed-dir",
+            target,
+            "--no-incremental",
+            hal,
+            *BOARD_SHARED,
+            env={"MYPYPATH": target},
+        )
 
 
 @nox.session
