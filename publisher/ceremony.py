@@ -21,20 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cert_sector.errors import TrustError
 from cert_sector.keys import key_id, key_id_hex
 from publisher import sector_format as fmt
-from publisher.certs import read_sector
+from publisher.certs import load_sector
 from publisher.errors import PublisherError
 from publisher.signing import Signer, verify_with_cryptography
 
 
 def read_unfinished(path: Path) -> fmt.Sector:
     """A sector file with any number of signatures, none included."""
-    try:
-        return fmt.parse_sector(read_sector(path), min_signatures=0)
-    except TrustError as exc:
-        raise PublisherError(f"{path}: {exc}") from None
+    return load_sector(path, min_signatures=0)
 
 
 def pack(sector: fmt.Sector, signatures: list[tuple[bytes, bytes]]) -> bytes:

@@ -33,6 +33,20 @@ def read_sector(path: Path) -> bytes:
     return data
 
 
+def parse_sector_file(data: bytes, path: Path, min_signatures: int = 1) -> fmt.Sector:
+    """`data`, read from file `path`, parsed (signatures not checked); an error names the
+    file. `min_signatures=0` reads a sector still being signed."""
+    try:
+        return fmt.parse_sector(data, min_signatures=min_signatures)
+    except TrustError as exc:
+        raise PublisherError(f"{path}: {exc}") from None
+
+
+def load_sector(path: Path, min_signatures: int = 1) -> fmt.Sector:
+    """The sector in file `path`, parsed as `parse_sector_file` does."""
+    return parse_sector_file(read_sector(path), path, min_signatures)
+
+
 def load_ca_certificates(path: Path) -> list[bytes]:
     """DER certificates from a PEM file (one or several)."""
     try:
@@ -141,7 +155,7 @@ def build_sector(
         raise PublisherError("a sector needs at least one --release-key")
     old: fmt.Sector | None = None
     if previous is not None:
-        old = fmt.parse_sector(read_sector(previous))
+        old = load_sector(previous)
         if old.repo != repo:
             raise PublisherError(f"--previous is a sector for {old.repo}, not {repo}")
         if not unsigned:

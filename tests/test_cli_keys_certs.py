@@ -107,6 +107,34 @@ def test_certs_build_show_verify(keydir, tmp_path):
     assert "expected x/y" in res.output
 
 
+def test_a_file_that_is_not_a_sector_is_named_by_every_certs_command(keydir, tmp_path):
+    """`lcm certs show keys/root.pub` (a key, not a sector), and every other certs command
+    given such a file as its sector or --previous: the error names the file; no file is
+    written or changed."""
+    good = tmp_path / "certs.sector"
+    run("certs", "build", "--repo", REPO, "--root-key", str(keydir / "root.pem"),
+        "--release-key", str(keydir / "release.pub"), "-o", str(good))  # fmt: skip
+    before = good.read_bytes()
+    key = keydir / "root.pub"
+    out = tmp_path / "out.sector"
+    root, signer = ("--root", str(key)), ("--key", str(keydir / "root.pem"), "--yes")
+    for args in [
+        ("certs", "show", str(key)),
+        ("certs", "show", str(key), "--json"),
+        ("certs", "verify", str(key), *root),
+        ("certs", "verify", str(good), "--previous", str(key)),
+        ("certs", "sign", str(key), *signer),
+        ("certs", "sign", str(good), *signer, "--previous", str(key)),
+        ("certs", "combine", str(good), str(key), "-o", str(out)),
+        ("certs", "build", "--repo", REPO, "--root-key", str(keydir / "root.pem"),
+         "--release-key", str(keydir / "release.pub"), "--previous", str(key), "-o", str(out)),
+    ]:  # fmt: skip
+        res = run(*args, code=1)
+        assert f"error: {key}: not a cert sector (bad magic)" in res.output, (args, res.output)
+        assert res.stdout == ""
+    assert good.read_bytes() == before and not out.exists()
+
+
 def test_certs_rotation(keydir, tmp_path):
     old = tmp_path / "old.sector"
     new = tmp_path / "new.sector"

@@ -142,7 +142,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Describe a cert sector (without checking its signatures; it may be still unsigned)."""
-    info = certs.describe(fmt.parse_sector(certs.read_sector(file), min_signatures=0))
+    info = certs.describe(certs.load_sector(file, min_signatures=0))
     if as_json:
         print_json(info)
         return
@@ -169,25 +169,26 @@ def verify(
     data = certs.read_sector(file)
     if (root is None) == (previous is None):
         raise PublisherError("give either --root (pinned keys) or --previous (trusted sector)")
+    unfinished = certs.parse_sector_file(data, file, min_signatures=0)
     trusted: fmt.Sector | fmt.PinnedRoots
     if previous is not None:
-        trusted = fmt.parse_sector(certs.read_sector(previous))
+        trusted = certs.load_sector(previous)
     else:
-        expected = repo or fmt.parse_sector(data).repo
+        expected = repo or unfinished.repo
         trusted = fmt.PinnedRoots(expected, [load_public_key(p) for p in root or []], threshold)
     if repo and trusted.repo != repo:
         raise PublisherError(f"--previous is a sector for {trusted.repo}, not {repo}")
     roots = ceremony.RootSet(
         "previous" if previous is not None else "pinned", trusted.roots, trusted.threshold
     )
-    info = ceremony.report(fmt.parse_sector(data, min_signatures=0), roots)
+    info = ceremony.report(unfinished, roots)
     now = int(time.time())
     try:
         sector = fmt.verify_sector(data, trusted, now=now)
     except TrustError as exc:
         error = str(exc)
         if isinstance(exc, ExpiredError):  # dates, not the device's Unix seconds
-            expired = format_date(fmt.parse_sector(data, min_signatures=0).expires)
+            expired = format_date(unfinished.expires)
             error = f"{file}: sector expired on {expired} (now {format_date(now)})"
         if as_json:
             print_json({"valid": False, "error": error, **info})

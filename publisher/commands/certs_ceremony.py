@@ -41,7 +41,7 @@ def sign(
 ) -> None:
     """Show the sector's body, then add this root holder's signature to it."""
     sector = ceremony.read_unfinished(file)
-    old = fmt.parse_sector(certs.read_sector(previous)) if previous is not None else None
+    old = certs.load_sector(previous) if previous is not None else None
     if old is not None and old.repo != sector.repo:
         raise PublisherError(f"--previous is a sector for {old.repo}, not {sector.repo}")
     info = certs.describe(sector)
