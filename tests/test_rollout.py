@@ -116,3 +116,22 @@ def test_rollout_command_refuses_what_is_not_a_widening(tmp_path: Path) -> None:
         assert "-> halted" in halted and "no push hint (no --mqtt or $LCM_MQTT_URL)" in halted
         assert "published, halted at 100 %" in lcm("release", "list", "--repo", REPO)
         assert "is halted: publish a fixed release" in lcm(*rollout, "v1.1.0", "100", code=1)
+
+
+def test_rollout_names_the_option_that_is_missing(tmp_path: Path) -> None:
+    """`--repo` given without `--key` (or the other way round): the error names the one
+    that is missing, not both, and nothing reaches the host."""
+    key, _, _ = signing.generate(tmp_path / "keys", "release", None)
+    with running_host(tmp_path / "host") as host:
+        env = {"GITHUB_TOKEN": TEST_TOKEN, "LCM_GITHUB_API": host.api_url, "COLUMNS": "200"}
+        for given, missing, other in [
+            (["--repo", REPO], "--key", "--repo"),
+            (["--key", str(key)], "--repo", "--key"),
+        ]:
+            result = CliRunner().invoke(
+                app, ["release", "rollout", "v1.4.0", "100", *given], env=env
+            )
+            assert result.exit_code == 2, result.output
+            assert f"Missing option '{missing}'" in result.output, result.output
+            assert f"'{other}'" not in result.output and "are required" not in result.output
+        assert host.requests == []

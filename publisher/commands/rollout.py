@@ -28,10 +28,12 @@ def rollout(
     share: Annotated[
         int | None, typer.Argument(min=0, max=100, help="New share in percent (only grows).")
     ] = None,
-    repo: Repo = "",
+    *,
+    # Required options: a missing one is named by itself ("Missing option '--key'").
+    repo: Repo,
     key: Annotated[
         str, typer.Option("--key", help="Release key: PEM file, pkcs11:URI or exec:CMD.")
-    ] = "",
+    ],
     halt: Annotated[
         bool, typer.Option("--halt", help="Stop the roll-out: devices not on it never take it.")
     ] = False,
@@ -45,8 +47,6 @@ def rollout(
     as_json: AsJson = False,
 ) -> None:
     """Widen a staged roll-out (`TAG 50`, `TAG 100`) or halt it (`TAG --halt`); signed."""
-    if not repo or not key:
-        raise PublisherError("--repo and --key are required")
     if halt == (share is not None):
         raise PublisherError("give a new share (e.g. 50 or 100) or --halt, not both")
     signer = open_signer(key, passphrase_env)
