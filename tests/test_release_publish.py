@@ -551,6 +551,26 @@ def test_a_host_that_refuses_connections_is_retried_aloud(world):
     assert f"connection to {url} failed after 2 attempts" in result.output, result.output
 
 
+def test_a_host_name_that_does_not_resolve_fails_at_once(world):
+    """A name that does not resolve (no DNS, a typo) is said once, with the host and the
+    way to point lcm elsewhere: not retried 8 times over a minute as a 502 or a refused
+    connection is (above)."""
+    url = "https://nonexistent.invalid/api/v3"  # RFC 6761: never resolves
+    anonymous = {"LCM_GITHUB_API": url, "GITHUB_TOKEN": ""}
+    for result in (
+        lcm(world, "release", "list", "--repo", REPO, code=1, env=anonymous),
+        publish_cli(world, "v1.0.0", "--api-url", url, "--retries", "8", code=1),
+    ):
+        assert "retrying:" not in result.output, result.output
+        (line,) = result.output.splitlines()
+        assert line.startswith(f"error: opening repository {REPO}: cannot resolve the host "
+                               "name nonexistent.invalid ("), line  # fmt: skip
+        assert "not retried" in line and "--api-url (or $LCM_GITHUB_API)" in line, line
+        assert f"(now {url})" in line, line
+    assert world.releases() == []
+    assert publish_cli(world, "v1.0.0", "--json")["state"] == "published"  # the real host
+
+
 def test_dropped_uploads_are_replaced(world):
     world.host.inject_fault("drop_upload", 3)
     out = publish_cli(world, "v1.0.0", "--json")

@@ -9,7 +9,8 @@ found and replaced or kept, never duplicated.
 Retried: 5xx answers, GitHub's secondary rate limits (403/429 with
 `Retry-After` or "secondary rate limit"), and dropped connections, with
 exponential back-off and full jitter. Not retried: 401 (wrong token), 404,
-422, and the primary rate limit (which resets only on the hour).
+422, the primary rate limit (which resets only on the hour), and a host name
+that does not resolve (a name that does not resolve now will not in a minute).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import hashlib
 import io
 import random
 import re
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 import requests
+import urllib3
 from github import Auth, Github, GithubException
 from github.GitRelease import GitRelease
 from github.GitReleaseAsset import GitReleaseAsset
@@ -104,6 +107,27 @@ def _reason(exc: BaseException) -> str:
     return found.group(0).strip() if found else type(exc).__name__
 
 
+def _unresolved_host(exc: BaseException) -> str | None:
+    """The host name whose resolution failed (socket.gaierror, which requests nests in
+    urllib3's errors), else None."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    host: str | None = None
+    while todo:
+        cur = todo.pop()
+        if id(cur) in seen:
+            continue
+        seen.add(id(cur))
+        if isinstance(cur, urllib3.exceptions.NameResolutionError):
+            host = getattr(cur, "_host", None) or host
+        if isinstance(cur, socket.gaierror):
+            return host or "the host"
+        reason = getattr(cur, "reason", None)
+        nested = [cur.__cause__, cur.__context__, reason, *cur.args]
+        todo += [e for e in nested if isinstance(e, BaseException)]
+    return None
+
+
 def _is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, PartialUploadError):
         return True
@@ -182,6 +206,9 @@ class Session:
             except HostError:
                 raise
             except Exception as exc:
+                unresolved = _unresolved_host(exc)
+                if unresolved is not None:
+                    raise self.unresolved(what, unresolved, exc) from None
                 if not _is_retryable(exc) or attempt + 1 >= self.retry.attempts:
                     raise self.explain(what, exc) from None
                 wait = self.retry.delay(
@@ -195,6 +222,14 @@ class Session:
                         f"{self.retry.attempts} in {wait:.1f} s"
                     )
                 self.retry.sleep(wait)
+
+    def unresolved(self, what: str, host: str, exc: BaseException) -> HostError:
+        """A host name that does not resolve: said at once, not retried."""
+        return HostError(
+            f"{what}: cannot resolve the host name {host} ({_reason(exc)}); not retried. "
+            f"Check the name and this machine's DNS, or point --api-url (or ${API_URL_ENV}) "
+            f"at your host (now {self.api_url})"
+        )
 
     def explain(self, what: str, exc: BaseException) -> HostError:
         """A HostError saying what failed and why, in the user's terms (never the token)."""
