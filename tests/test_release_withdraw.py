@@ -54,7 +54,7 @@ def test_yank_and_delete_never_strand_a_device(world: World, tmp_path: Path) -> 
     assert json.loads(verify_cli(world, "--json").stdout)["tag"] == "v1.0.0"
     anonymous = {"LCM_GITHUB_API": world.host.api_url, "GITHUB_TOKEN": ""}
     assert listed(world, anonymous) == [("v1.0.0", "published")]
-    assert listed(world) == [("v1.1.0", "draft"), ("v1.0.0", "published")]
+    assert listed(world) == [("v1.1.0", "yanked: bad sensor"), ("v1.0.0", "published")]
     # W3: the device on it keeps it (v1.0.0's sequence is lower: no going back).
     assert run_device(state) == "v1.1.0"
     again = lcm(world, "release", "yank", "v1.1.0", "--repo", REPO, "--json")
@@ -77,3 +77,26 @@ def test_yank_and_delete_never_strand_a_device(world: World, tmp_path: Path) -> 
     assert run_device(state) == "v1.1.2"
     missing = lcm(world, "release", "delete", "v9.9.9", "--repo", REPO, code=1)
     assert "acme/widget has no release v9.9.9" in missing.output
+
+
+def test_list_shows_a_yanked_release_with_its_reason(world: World, tmp_path: Path) -> None:
+    """`lcm release list` (table and --json) tells a yanked release, with the reason given
+    to `lcm release yank`, from a draft still being published."""
+    for version in ("1.0.0", "1.1.0", "1.2.0"):
+        release(world, tmp_path, version)
+    lcm(world, "release", "yank", "v1.1.0", "--repo", REPO, "--reason", "sensor driver crashes")
+    lcm(world, "release", "yank", "v1.2.0", "--repo", REPO)  # no reason: the tag stands in
+    world.github().get_repo(REPO).create_git_release("v2.0.0", "v2.0.0", "", draft=True)
+    assert sorted(listed(world)) == [
+        ("v1.0.0", "published"),
+        ("v1.1.0", "yanked: sensor driver crashes"),
+        ("v1.2.0", "yanked: v1.2.0"),
+        ("v2.0.0", "draft"),
+    ]
+    env = {**world.env, "COLUMNS": "120"}
+    table = lcm(world, "release", "list", "--repo", REPO, env=env).stdout.splitlines()
+    state = table[0].index("STATE")
+    rows = {line.split()[0]: line[state:] for line in table[1:]}
+    assert rows["v1.1.0"].startswith("yanked: sensor driver crashes  "), table
+    assert rows["v1.2.0"].startswith("yanked: v1.2.0  "), table
+    assert rows["v2.0.0"].startswith("draft  ") and rows["v1.0.0"].startswith("published  ")

@@ -10,7 +10,15 @@ from cert_sector.errors import TrustError
 from cert_sector.rollout import MAX_ROLLOUT_SIZE, parse_rollout
 from publisher import manifest_format as mf
 from publisher.release.github import Session
+from publisher.release.publish import YANKED_PREFIX
 from publisher.timefmt import format_date
+
+
+def _state(draft: bool, name: str) -> str:
+    """published, draft, or `yanked: REASON` (a draft `lcm release yank` made: its name)."""
+    if not draft:
+        return "published"
+    return name if name.startswith(YANKED_PREFIX) else "draft"
 
 
 def list_releases(session: Session, repo_name: str) -> list[dict[str, Any]]:
@@ -25,7 +33,7 @@ def list_releases(session: Session, repo_name: str) -> list[dict[str, Any]]:
             "channel": "beta" if release.prerelease else "stable",
             "kind": None,
             "boards": [],
-            "state": "draft" if release.draft else "published",
+            "state": _state(release.draft, release.name or ""),
             "date": (release.published_at or release.created_at).isoformat()
             if (release.published_at or release.created_at)
             else None,
