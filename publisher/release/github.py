@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
@@ -108,22 +109,21 @@ def _reason(exc: BaseException) -> str:
 
 
 def _unresolved_host(exc: BaseException) -> str | None:
-    """The host name whose resolution failed (socket.gaierror, which requests nests in
-    urllib3's errors), else None."""
+    """The host name whose resolution failed (a socket.gaierror, which requests nests in
+    urllib3's errors): "" when the error does not say which; None for any other error."""
     seen: set[int] = set()
     todo: list[BaseException] = [exc]
-    host: str | None = None
+    host = ""
     while todo:
         cur = todo.pop()
         if id(cur) in seen:
             continue
         seen.add(id(cur))
-        if isinstance(cur, urllib3.exceptions.NameResolutionError):
-            host = getattr(cur, "_host", None) or host
+        if isinstance(cur, urllib3.exceptions.NewConnectionError):
+            host = str(getattr(cur.conn, "host", "") or host)
         if isinstance(cur, socket.gaierror):
-            return host or "the host"
-        reason = getattr(cur, "reason", None)
-        nested = [cur.__cause__, cur.__context__, reason, *cur.args]
+            return host
+        nested = [cur.__cause__, cur.__context__, getattr(cur, "reason", None), *cur.args]
         todo += [e for e in nested if isinstance(e, BaseException)]
     return None
 
@@ -225,6 +225,7 @@ class Session:
 
     def unresolved(self, what: str, host: str, exc: BaseException) -> HostError:
         """A host name that does not resolve: said at once, not retried."""
+        host = host or urlsplit(self.api_url).hostname or self.api_url
         return HostError(
             f"{what}: cannot resolve the host name {host} ({_reason(exc)}); not retried. "
             f"Check the name and this machine's DNS, or point --api-url (or ${API_URL_ENV}) "
