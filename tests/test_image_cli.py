@@ -9,13 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import pty
-import select
 import stat
-import subprocess
 import sys
-import threading
-import tty
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,8 +22,8 @@ from publisher.device import firmware
 from publisher.device import flash as flashing
 from publisher.device import image as img
 from publisher.device import settings as device_settings
-from publisher.micropython import micropython_command
 from publisher.signing import load_public_key
+from tests.serialboard import serial_board
 from tests.test_image import esp32_firmware, esp8266_firmware, littlefs_files
 
 runner = CliRunner()
@@ -324,48 +319,11 @@ def test_install_without_a_board_names_the_port(inputs: dict[str, Path]) -> None
 
 @pytest.fixture
 def serial_micropython(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """MicroPython's REPL on a serial port: the unix port on one pty, relayed to another.
-
-    Only the USB-UART is missing: mpremote opens the port as it would a
-    board's and speaks the raw REPL to the real interpreter, whose current
-    folder stands in for the board's filesystem.
-    """
+    """MicroPython's REPL on a serial port (tests/serialboard.py); its filesystem a folder."""
     board = tmp_path / "board"
     board.mkdir()
-    dev_leader, dev_follower = pty.openpty()
-    host_leader, host_follower = pty.openpty()
-    for fd in (dev_leader, dev_follower, host_leader, host_follower):
-        tty.setraw(fd)
-    proc = subprocess.Popen(
-        micropython_command(),
-        stdin=dev_follower,
-        stdout=dev_follower,
-        stderr=dev_follower,
-        cwd=board,
-    )
-    stop = threading.Event()
-
-    def relay() -> None:
-        peer = {dev_leader: host_leader, host_leader: dev_leader}
-        while not stop.is_set():
-            ready, _, _ = select.select(list(peer), [], [], 0.05)
-            for fd in ready:
-                try:
-                    os.write(peer[fd], os.read(fd, 4096))
-                except OSError:
-                    return
-
-    thread = threading.Thread(target=relay, daemon=True)
-    thread.start()
-    try:
-        yield os.ttyname(host_follower), board
-    finally:
-        stop.set()
-        proc.kill()
-        proc.wait()
-        thread.join()
-        for fd in (dev_leader, dev_follower, host_leader, host_follower):
-            os.close(fd)
+    with serial_board(board) as port:
+        yield port, board
 
 
 def test_install_copies_the_image_files_onto_micropython(

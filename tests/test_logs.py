@@ -1,19 +1,24 @@
-"""`lcm logs` against real MicroPython processes on loopback, and the flash ring across restarts.
+"""`lcm logs` against real MicroPython processes on loopback, the flash ring across restarts,
+and the ring of a board on a serial port.
 
 The device side runs from .mpy in the unix port with the life-cycle HAL
 double (`tests/device/test_log_micropython.py`); `lcm logs` runs as its own
-process, listening on a free port on 127.0.0.1.
+process, listening on a free port on 127.0.0.1, or reading a board through
+mpremote: the unix port behind a pseudo-terminal (`tests/serialboard.py`),
+its filesystem the folder the device code logged in.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import os
+import pty
 import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -22,6 +27,7 @@ from cert_sector import logline
 from publisher.commands.logs import parse_line
 from publisher.micropython import UNIX_PACKAGES, build_mpy, run_micropython
 from tests.device.test_log_micropython import DEVICE, DEVICE_ENV
+from tests.serialboard import serial_board
 
 LCM = [sys.executable, "-c", "from publisher.cli import main; main()"]
 
@@ -43,8 +49,8 @@ def device(build: Path, workdir: Path, code: str, **env: str) -> subprocess.Comp
     )
 
 
-def lcm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*LCM, *args], capture_output=True, text=True, timeout=60, check=False)
+def lcm(*args: str, lcm: Sequence[str] = LCM) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*lcm, *args], capture_output=True, text=True, timeout=90, check=False)
 
 
 class Listener:
@@ -242,6 +248,108 @@ def test_lcm_logs_refuses_bad_arguments(tmp_path: Path) -> None:
         busy = lcm("logs", "--bind", "127.0.0.1", "--port", str(port))
     assert busy.returncode == 1
     assert f"cannot listen on UDP 127.0.0.1:{port}" in busy.stderr
+
+
+# ---------------------------------------------------------------- a board's ring
+
+
+def test_lcm_logs_device_reads_a_boards_ring_as_state_does(build: Path, tmp_path: Path) -> None:
+    # The device code logs enough to rotate the ring (both halves hold lines), the last
+    # line hostile; the board's flash is then read over its serial port.
+    device(
+        build,
+        tmp_path,
+        """
+        from lcm_sim.unix import UnixHal
+        from lcm_device import log
+
+        class Clock(UnixHal):
+            def time(self):
+                return 1795939658
+
+        log.setup(UnixHal(), {})
+        for i in range(20):
+            log.log("line %d " % i + "x" * 100)
+        log.setup(Clock(), {})
+        log.log("bell\x07 \x1b[2J and [bold]markup[/bold]")
+        """,
+    )
+    assert (tmp_path / logline.RING_OLD.lstrip("/")).is_file()
+    state = lcm("logs", "--state", str(tmp_path))
+    state_json = lcm("logs", "--state", str(tmp_path), "--json")
+    with serial_board(tmp_path) as port:
+        text = lcm("logs", "--device", port)
+        as_json = lcm("logs", "--device", port, "--json")
+    assert text.returncode == 0, text.stderr
+    assert as_json.returncode == 0, as_json.stderr
+    assert text.stdout == state.stdout
+    assert as_json.stdout == state_json.stdout
+    lines = text.stdout.splitlines()
+    assert lines[0] == f"+0s {DEVICE} #1 line 0 " + "x" * 100
+    assert lines[-1] == (
+        f"2026-11-29T08:07:38Z {DEVICE} #21 bell\\x07 \\x1b[2J and [bold]markup[/bold]"
+    )
+    recs = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [r["sequence"] for r in recs] == list(range(1, 22))
+    assert recs[-1]["text"] == "bell\\x07 \\x1b[2J and [bold]markup[/bold]"
+    assert f"the board on {port} stopped its program" in text.stderr
+
+
+def test_lcm_logs_device_on_a_board_that_logged_nothing(tmp_path: Path) -> None:
+    with serial_board(tmp_path) as port:
+        result = lcm("logs", "--device", port)
+        as_json = lcm("logs", "--device", port, "--json")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    assert f"no log lines are stored on the board on {port}" in result.stderr
+    assert as_json.returncode == 0 and as_json.stdout == "", as_json.stderr
+    # A ring the board cannot read is not taken for an empty one.
+    (tmp_path / logline.RING.lstrip("/")).mkdir(parents=True)
+    with serial_board(tmp_path) as port:
+        unreadable = lcm("logs", "--device", port)
+    assert unreadable.returncode == 1
+    assert unreadable.stderr == (
+        f"error: the board on {port} cannot read {logline.RING}: Is a directory\n"
+    )
+
+
+def test_lcm_logs_device_where_no_board_answers(tmp_path: Path) -> None:
+    missing = "/dev/lcm-test-no-such-port"
+    result = lcm("logs", "--device", missing)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: no MicroPython board answered on {missing}: ")
+    assert "failed to access" in result.stderr and "Traceback" not in result.stderr
+    # A serial port that opens but where nothing answers (a board not running
+    # MicroPython): a pseudo-terminal, named as a USB-UART so mpremote waits for it as
+    # for one (10 s), not for ever as for an emulator's pty.
+    leader, follower = pty.openpty()
+    try:
+        silent = tmp_path / "ttyUSB0"
+        silent.symlink_to(os.ttyname(follower))
+        result = lcm("logs", "--device", str(silent))
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert result.returncode == 1
+    assert f"error: no MicroPython board answered on {silent}: " in result.stderr
+    assert "could not enter raw repl" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_lcm_logs_device_without_mpremote(tmp_path: Path) -> None:
+    no_mpremote = [
+        sys.executable,
+        "-c",
+        "import sys; sys.modules['mpremote'] = None; from publisher.cli import main; main()",
+    ]
+    result = lcm("logs", "--device", "/dev/ttyUSB0", lcm=no_mpremote)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: cannot reach the board on /dev/ttyUSB0: "
+        "mpremote is not installed (pip install mpremote)\n"
+    )
+    both = lcm("logs", "--device", "/dev/ttyUSB0", "--state", str(tmp_path))
+    assert both.returncode == 1
+    assert "give --state or --device, not both" in both.stderr
 
 
 def test_iso_time_matches_the_calendar() -> None:

@@ -1,12 +1,14 @@
-"""Put lcm on a board: flash a factory image (esptool), or copy files onto MicroPython (mpremote).
+"""Put lcm on a board: flash a factory image (esptool), or copy files onto MicroPython (mpremote);
+read files back from MicroPython (`lcm logs --device`).
 
-Both talk to the board over its serial port. A port that does not exist, or
+All talk to the board over its serial port. A port that does not exist, or
 where no board answers, ends in a `FlashError` naming the port; the board's
 flash is untouched until esptool has connected and identified the chip.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import subprocess
@@ -35,6 +37,8 @@ _MAC_LINE = re.compile(r"^MAC:\s*((?:[0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2})", re.MUL
 # mpremote copies ~200 KiB of .mpy over a 115200 baud REPL in well under this.
 INSTALL_TIMEOUT_S = 600
 DETECT_TIMEOUT_S = 30
+# Bytes of a file the board reads and prints (as hex) at a time: a small buffer on its heap.
+READ_CHUNK = 192
 
 
 class FlashError(PublisherError):
@@ -174,6 +178,7 @@ def _ask_board(port: str, code: str) -> str:
     """Run `code` on the MicroPython board on `port` (mpremote exec); returns its output."""
     args = [sys.executable, "-m", "mpremote", "connect", port, "resume", "exec", code]
     return _mpremote(
+        port,
         args,
         None,
         DETECT_TIMEOUT_S,
@@ -182,9 +187,17 @@ def _ask_board(port: str, code: str) -> str:
     )
 
 
-def _mpremote(args: list[str], cwd: Path | None, timeout: int, stalled: str, failed: str) -> str:
+def _mpremote(
+    port: str, args: list[str], cwd: Path | None, timeout: int, stalled: str, failed: str
+) -> str:
     """Run mpremote; its output, or FlashError: `stalled` past `timeout` seconds, else
     `failed` with mpremote's last line (its reason)."""
+    try:
+        import mpremote  # noqa: F401  (it runs as a child process; a missing one is named)
+    except ImportError:
+        raise FlashError(
+            f"cannot reach the board on {port}: mpremote is not installed (pip install mpremote)"
+        ) from None
     try:
         proc = subprocess.run(
             args, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
@@ -218,11 +231,75 @@ def has_frozen_manager(port: str) -> bool:
     return "lcm_device/boot" in _ask_board(port, "help('modules')")
 
 
+# Run on the board: each file's bytes as hex lines, after `lcm-file INDEX ERRNO` (0: opened;
+# a read that fails part way says so again). A file's errors are printed, not raised, so
+# that a failed mpremote run means the board did not answer.
+_READ_FILES = """
+import binascii
+for i, p in enumerate(%r):
+    try:
+        f = open(p, 'rb')
+    except OSError as e:
+        print('lcm-file', i, e.args[0])
+        continue
+    print('lcm-file', i, 0)
+    try:
+        while True:
+            b = f.read(%d)
+            if not b:
+                break
+            print('lcm-hex', binascii.hexlify(b).decode())
+    except OSError as e:
+        print('lcm-file', i, e.args[0])
+    f.close()
+print('lcm-end')
+"""
+
+
+def read_files(port: str, paths: Sequence[str]) -> dict[str, bytes | None]:
+    """The bytes of each of `paths` (absolute, on the board's filesystem) on the MicroPython
+    board on `port`, None for a file that does not exist (mpremote exec).
+
+    mpremote stops the board's running program (Ctrl-C) to ask; the board is left at its
+    REPL. Files are read in small pieces: the board needs no buffer the size of a file.
+    """
+    answer = _ask_board(port, _READ_FILES % (tuple(paths), READ_CHUNK))
+    try:
+        found = _files_in_answer(answer, paths)
+    except (ValueError, IndexError):
+        found = None
+    if found is None:
+        raise FlashError(f"the board on {port} gave no complete answer for {', '.join(paths)}")
+    for path, (code, _) in found.items():
+        if code not in (0, errno.ENOENT):
+            raise FlashError(f"the board on {port} cannot read {path}: {os.strerror(code)}")
+    return {path: bytes(data) if code == 0 else None for path, (code, data) in found.items()}
+
+
+def _files_in_answer(answer: str, paths: Sequence[str]) -> dict[str, tuple[int, bytearray]] | None:
+    """{path: (0 or the board's errno, bytes)} from the board's answer to _READ_FILES; None
+    if the answer was cut short."""
+    found: dict[str, tuple[int, bytearray]] = {}
+    data = bytearray()
+    for line in answer.splitlines():
+        tag, _, value = line.strip().partition(" ")
+        if tag == "lcm-file":
+            index, code = (int(v) for v in value.split())
+            data = found[paths[index]][1] if paths[index] in found else bytearray()
+            found[paths[index]] = (code, data)
+        elif tag == "lcm-hex":
+            data += bytes.fromhex(value)
+        elif tag == "lcm-end":
+            return found if len(found) == len(paths) else None
+    return None
+
+
 def install(port: str, files: dict[str, bytes], staging: Path, reset: bool = True) -> str:
     """Copy `files` onto the board on `port` with mpremote; returns mpremote's output."""
     stage_files(files, staging)
     top = sorted({p.lstrip("/").split("/", 1)[0] for p in files})
     return _mpremote(
+        port,
         mpremote_install_args(port, top, reset),
         staging,
         INSTALL_TIMEOUT_S,
