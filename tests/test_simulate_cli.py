@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,10 +19,13 @@ import pytest
 import trustme
 from typer.testing import CliRunner
 
+from cert_sector.keys import key_id_hex
 from publisher.cli import app
-from publisher.device.simulate import der_from_pem
+from publisher.device.setup_sim import free_port
+from publisher.device.simulate import NEW_DEVICE_OPTIONS, der_from_pem
 from tests.device.enginekit import ENGINE_HEAP_KB, Repo, app_files
 from tests.hostserver import running_host
+from tests.keyfactory import new_signer
 
 runner = CliRunner()
 HEAP = f"{ENGINE_HEAP_KB}k"
@@ -69,6 +74,7 @@ def test_once_installs_and_prints_timeline_and_json(tmp_path: Path) -> None:
         assert "  | APP v1.0.0 running" in lines
         status = json.loads(lines[-1])
         assert status["app"] == "v1.0.0" and status["trial"] is False and status["exits"] == [75, 0]
+        assert status["check"] == "installed" and status["check_reason"] is None
 
         assert "check_interval_s" not in json.loads((state / "lcm/state/config.json").read_text())
 
@@ -76,6 +82,120 @@ def test_once_installs_and_prints_timeline_and_json(tmp_path: Path) -> None:
         assert again.exit_code == 0, again.output
         assert again.output.startswith(f"booting the device in {state} (its configuration is kept)")
         assert any(line.endswith("nothing new") for line in again.output.splitlines())
+        assert json.loads(again.stdout.splitlines()[-1])["check"] == "idle"
+
+
+def test_once_says_in_its_exit_code_and_json_how_the_check_went(tmp_path: Path) -> None:
+    pub = tmp_path / "root.pub"
+    pub.write_bytes(new_signer().public_key)
+    # Nothing listens there: the check fails (the network), retried at the next check.
+    nobody = f"http://127.0.0.1:{free_port(socket.SOCK_STREAM)}"
+
+    failed = runner.invoke(app, simulate_args(tmp_path / "dev1", nobody, pub, "--once", "--json"))
+
+    assert failed.exit_code == 3, failed.output
+    status = json.loads(failed.stdout.splitlines()[-1])
+    assert status["check"] == "failed" and status["app"] is None, status
+    assert status["check_reason"].startswith("app: check failed: NetworkError: connect to "), status
+    assert f"error: the device's check failed (exit 3): {status['check_reason']}" in failed.output
+
+    with running_host(tmp_path) as host:
+        Repo(host).publish("1.0.0", app_files("1.0.0", n=2))
+        # The device pins a root that signed nothing of this repo: the release is refused.
+        refused = runner.invoke(
+            app, simulate_args(tmp_path / "dev2", host.url, pub, "--once", "--json")
+        )
+        # The same without --json: the exit code alone tells a script.
+        plain = runner.invoke(app, simulate_args(tmp_path / "dev3", host.url, pub, "--once"))
+
+    assert refused.exit_code == 4, refused.output
+    status = json.loads(refused.stdout.splitlines()[-1])
+    assert status["check"] == "refused" and status["app"] is None, status
+    assert status["check_reason"].startswith("app: refused v1.0.0: "), status
+    assert "error: the device refused a release (exit 4): app: refused v1.0.0: " in refused.output
+    assert plain.exit_code == 4, plain.output
+
+
+def test_an_existing_device_refuses_options_that_differ_from_what_it_keeps(
+    tmp_path: Path,
+) -> None:
+    with running_host(tmp_path) as host:
+        repo = Repo(host)
+        repo.publish("1.0.0", app_files("1.0.0", n=2))
+        pub = write_root(tmp_path, repo)
+        other = tmp_path / "other.pub"
+        other.write_bytes(new_signer().public_key)
+        state = tmp_path / "dev"
+        first = runner.invoke(
+            app, simulate_args(state, host.url, pub, "--once", "--check-interval", "60")
+        )
+        assert first.exit_code == 0, first.output
+        config = (state / "lcm/state/config.json").read_bytes()
+
+        # Meant to point the device at a mirror, with a longer interval: it would keep its own.
+        moved = runner.invoke(
+            app,
+            [
+                *("device", "simulate", "--state", str(state), "--once"),
+                *("--web-url", "http://127.0.0.1:8100", "--check-interval", "120"),
+                *("--root", str(other), "--mqtt", "mqtt://broker.lan", "--channel", "stable"),
+            ],
+        )
+
+        assert moved.exit_code == 1, moved.output
+        lines = moved.output.splitlines()
+        assert lines[0] == (
+            f"error: {state} holds a device provisioned before, which keeps the configuration "
+            "it was provisioned with, as a real board does; these options of a new device "
+            "would be ignored:"
+        )
+        assert lines[1:5] == [
+            f"  --web-url http://127.0.0.1:8100 (the device has {host.url})",
+            f"  --root {other} (the device has key id {key_id_hex(repo.root.public_key)})",
+            "  --check-interval 120 (the device has 60)",
+            "  --mqtt mqtt://broker.lan (the device has none)",
+        ]
+        # --channel stable is what the device has (the default): no conflict.
+        assert lines[5] == (
+            "To boot it as it is, leave them out; to start afresh with them, give a new "
+            f"--state folder (or delete {state}: the device and all it installed)."
+        )
+        assert len(lines) == 6 and (state / "lcm/state/config.json").read_bytes() == config
+
+        # What the device has, defaults spelled out and a trailing slash included: it boots.
+        same = runner.invoke(
+            app,
+            simulate_args(
+                state,
+                host.url + "/",
+                pub,
+                *("--once", "--check-interval", "60", "--channel", "stable", "--board", "esp32"),
+                *("--log-host", "127.0.0.1", "--log-port", "45678"),
+            ),
+        )
+
+    assert same.exit_code == 0, same.output
+    assert same.output.startswith(f"booting the device in {state} (its configuration is kept)\n")
+    assert "error" not in same.output and "ignored" not in same.output
+
+
+def test_help_marks_every_option_of_a_new_device() -> None:
+    lcm = Path(sys.executable).parent / "lcm"
+    # Wide enough for each option's help to be one line.
+    env = {**os.environ, "TERMINAL_WIDTH": "400"}
+    result = subprocess.run(
+        [str(lcm), "device", "simulate", "--help"], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {}
+    for line in result.stdout.splitlines():
+        m = re.match(r"^\W*(--[a-z-]+)\s+<[^>]*>(?:\s+\[[^]]*\])?\s+(.*?)\s*\W*$", line)
+        if m:
+            rows[m.group(1)] = m.group(2)
+    assert set(NEW_DEVICE_OPTIONS) < set(rows), rows
+    for option, text in rows.items():
+        assert ("of a new device" in text) == (option in NEW_DEVICE_OPTIONS), (option, text)
+    assert "3 failed, 4 refused" in rows["--once"]
 
 
 def test_data_heap_models_a_board_with_its_manager_frozen(tmp_path: Path) -> None:
@@ -97,7 +217,12 @@ def test_data_heap_models_a_board_with_its_manager_frozen(tmp_path: Path) -> Non
         repo.publish("1.1.0", app_files("1.1.0", n=20, size=2048))
         result = runner.invoke(app, [*args, "--data-heap", "4k"])
         assert "MemoryError" in result.output, result.output
-        assert json.loads(result.output.splitlines()[-1])["app"] == "v1.0.0", result.output
+        status = json.loads(result.stdout.splitlines()[-1])
+        assert status["app"] == "v1.0.0", result.output
+        # A device that crashes before its check says how it went: a failed check.
+        assert result.exit_code == 3, result.output
+        assert status["check"] == "failed" and status["exits"] == [1], status
+        assert status["check_reason"] == "boot 1 (its check) ended with exit 1 (crash)", status
 
 
 def test_full_install_over_https_costs_few_handshakes(tmp_path: Path) -> None:
@@ -129,8 +254,6 @@ def test_full_install_over_https_costs_few_handshakes(tmp_path: Path) -> None:
 
 def test_refuses_bad_arguments_with_a_clear_error(tmp_path: Path) -> None:
     pub = tmp_path / "root.pub"
-    from tests.keyfactory import new_signer
-
     pub.write_bytes(new_signer().public_key)
     url = "http://127.0.0.1:9"
     cases = [
@@ -152,6 +275,17 @@ def test_refuses_bad_arguments_with_a_clear_error(tmp_path: Path) -> None:
         assert result.exit_code != 0, (extra, result.output)
         assert message in result.output, (extra, result.output)
         assert not (tmp_path / "dev" / "main.py").exists()
+    no_root = simulate_args(tmp_path / "dev", url, pub, "--once")
+    del no_root[no_root.index("--root") : no_root.index("--root") + 2]
+    result = runner.invoke(app, no_root)
+    assert result.exit_code == 1, result.output
+    assert result.output == (
+        "error: the app repo acme/widget needs its root public key: --root KEY.pub "
+        "(repeatable); or, instead of --repo, --setup: the device's setup page asks for the "
+        "repo and pins its root key by fingerprint (the key id `lcm keys show` prints) or "
+        "trust on first use\n"
+    )
+    assert not (tmp_path / "dev" / "main.py").exists()
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "precious.txt").write_text("keep me")
     result = runner.invoke(app, simulate_args(tmp_path / "busy", url, pub, "--once"))

@@ -193,16 +193,21 @@ def test_set_up_on_the_portal_then_install_from_the_cli(tmp_path: Path) -> None:
         try:
             url = read_until(lines, "setup mode: portal ", seen).split()[-1]
             key_id = hashlib.sha256(repo.root.public_key).hexdigest()[:16]
-            submit_setup_page(url, fingerprint=key_id)
+            submit_setup_page(url, fingerprint=key_id, log_host="127.0.0.2")
             read_until(lines, "set up; to install: lcm device simulate", seen)
             assert proc.wait(timeout=60) == 0
         finally:
             if proc.poll() is None:
                 proc.kill()
 
-        # No --repo, no --root, no edits: what the page chose is kept.
+        # No --repo, no --root, no edits: what the page chose is kept, but for what an
+        # option given now says (the log host).
         result = runner.invoke(
-            app, ["device", "simulate", "--state", str(state), "--web-url", host.url, "--once"]
+            app,
+            [
+                *("device", "simulate", "--state", str(state), "--web-url", host.url, "--once"),
+                *("--log-host", "127.0.0.1"),
+            ],
         )
 
     assert result.exit_code == 0, result.output

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from cert_sector.logline import DEFAULT_PORT
 from lcm_sim import BOARD_ONCE, BOARD_RUN
 from publisher import signing
-from publisher.console import command_edge, out
+from publisher.console import command_edge, err, out
 from publisher.device.settings import CHANNELS, check_mqtt_url
 from publisher.device.setup_sim import (
     DEFAULT_RADIO,
@@ -32,9 +33,13 @@ from publisher.device.setup_sim import (
     write_default_radio,
 )
 from publisher.device.simulate import (
+    CHECK_FAILED,
+    CHECK_REFUSED,
+    MissingRootError,
     SimStatus,
     SimulateError,
     der_from_pem,
+    ignored_options,
     provision,
     setup_session_config,
     simulate,
@@ -43,6 +48,17 @@ from publisher.micropython import ROM_MODEL_HEAP, heap_bytes
 
 _LOG_LINE = re.compile(r"^[0-9a-f]{12} \d+ (\S+) (.*)$")
 _HEAP = re.compile(r"^\d{1,6}[kKmM]?$")
+DEFAULT_BOARD = "esp32"
+# A simulated board logs to loopback unless told otherwise: never broadcast from a workstation.
+DEFAULT_LOG_HOST = "127.0.0.1"
+# Exit codes of `--once` for a check that did not go well (1: an error of the command).
+EXIT_CHECK_FAILED = 3
+EXIT_CHECK_REFUSED = 4
+_CHECK_EXITS = {CHECK_FAILED: EXIT_CHECK_FAILED, CHECK_REFUSED: EXIT_CHECK_REFUSED}
+_CHECK_SAYS = {
+    CHECK_FAILED: "the device's check failed",
+    CHECK_REFUSED: "the device refused a release",
+}
 # The device never checks more often than this (lcm_device.schedule.MIN_INTERVAL_S;
 # tests/test_simulate_run.py keeps the two equal).
 MIN_CHECK_INTERVAL_S = 60
@@ -64,22 +80,40 @@ def print_line(line: str) -> None:
 
 @command_edge
 def simulate_command(
-    state: Annotated[Path, typer.Option("--state", help="Folder holding the device's flash.")],
+    state: Annotated[
+        Path,
+        typer.Option(
+            "--state",
+            help="Folder holding the device's flash; a device there keeps the configuration "
+            "it was provisioned with, as a board does (a new folder starts afresh).",
+        ),
+    ],
     web_url: Annotated[
         str | None,
-        typer.Option("--web-url", help="Browser base URL: https://github.com or an lcm host."),
+        typer.Option(
+            "--web-url",
+            help="Browser base URL of a new device: https://github.com or an lcm host.",
+        ),
     ] = None,
-    repo: Annotated[str | None, typer.Option("--repo", help="The app repo, OWNER/NAME.")] = None,
+    repo: Annotated[
+        str | None, typer.Option("--repo", help="The app repo of a new device, OWNER/NAME.")
+    ] = None,
     root: Annotated[
         list[Path] | None,
-        typer.Option("--root", help="Pinned root public key of the app repo (.pub)."),
+        typer.Option(
+            "--root", help="Root public key (.pub) of a new device's app repo, pinned; repeatable."
+        ),
     ] = None,
     manager_repo: Annotated[
-        str | None, typer.Option("--manager-repo", help="The manager's own repo, OWNER/NAME.")
+        str | None,
+        typer.Option("--manager-repo", help="The manager's own repo of a new device, OWNER/NAME."),
     ] = None,
     manager_root: Annotated[
         list[Path] | None,
-        typer.Option("--manager-root", help="Pinned root public key of the manager repo."),
+        typer.Option(
+            "--manager-root",
+            help="Root public key (.pub) of a new device's manager repo, pinned; repeatable.",
+        ),
     ] = None,
     heap: Annotated[
         str | None, typer.Option("--heap", help="MicroPython heap size, e.g. 160k.")
@@ -97,48 +131,74 @@ def simulate_command(
         typer.Option(
             "--once",
             help="One check/update cycle and its trial boot, then stop "
-            "(default: run like a board until Ctrl-C).",
+            "(default: run like a board until Ctrl-C); the exit code says how the check "
+            f"went: 0 installed or nothing new, {EXIT_CHECK_FAILED} failed, "
+            f"{EXIT_CHECK_REFUSED} refused.",
         ),
     ] = False,
     https_ca: Annotated[
-        Path | None, typer.Option("--https-ca", help="CA certificate (PEM) of an HTTPS host.")
+        Path | None,
+        typer.Option(
+            "--https-ca",
+            help="CA certificate (PEM) of an HTTPS host: the trust anchor of a new device.",
+        ),
     ] = None,
-    board: Annotated[str, typer.Option("--board", help="Board the device claims to be.")] = "esp32",
+    board: Annotated[
+        str | None,
+        typer.Option(
+            "--board", help="Board of a new device, as it tells the host (default: esp32)."
+        ),
+    ] = None,
     channel: Annotated[
         str | None,
-        typer.Option("--channel", help="Release channel of a new device: stable or beta."),
+        typer.Option(
+            "--channel", help="Release channel of a new device: stable (default) or beta."
+        ),
     ] = None,
     check_interval: Annotated[
         int | None,
         typer.Option(
             "--check-interval",
-            help="Seconds between a new device's scheduled checks (config check_interval_s).",
+            help="Seconds between the scheduled checks of a new device "
+            "(config check_interval_s; default: 14400).",
         ),
     ] = None,
     log_host: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--log-host",
-            help="Where a new device sends its UDP log lines (lcm logs); "
-            "255.255.255.255 broadcasts.",
+            help="Where the UDP log lines of a new device go (lcm logs; default: "
+            f"{DEFAULT_LOG_HOST}); 255.255.255.255 broadcasts.",
         ),
-    ] = "127.0.0.1",
+    ] = None,
     log_port: Annotated[
-        int,
-        typer.Option("--log-port", min=1, max=65535, help="UDP port of a new device's log lines."),
-    ] = DEFAULT_PORT,
+        int | None,
+        typer.Option(
+            "--log-port",
+            min=1,
+            max=65535,
+            help=f"UDP port of the log lines of a new device (default: {DEFAULT_PORT}).",
+        ),
+    ] = None,
     mqtt: Annotated[
         str | None,
         typer.Option(
             "--mqtt",
-            help="A new device's MQTT broker (config mqtt_url): push hints and status, "
+            help="MQTT broker of a new device (config mqtt_url): push hints and status, "
             "as `lcm fleet status` shows (docs/fleet.md).",
         ),
     ] = None,
     max_boots: Annotated[
         int | None, typer.Option("--max-boots", help="Stop after this many boots.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="End with a JSON status line.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="End with a JSON status line; its check field says how the check went "
+            "(installed, idle, failed, refused), check_reason why it failed or was refused.",
+        ),
+    ] = False,
     setup: Annotated[
         bool,
         typer.Option("--setup", help="Start in setup mode: serve the portal until Ctrl-C."),
@@ -152,6 +212,10 @@ def simulate_command(
     ] = None,
 ) -> None:
     """Simulate a device: provision a blank state folder, then boot it like a board."""
+    # --help says the rest: the options "of a new device" are what a new device is
+    # provisioned with and keeps, as a board does (one given for a device provisioned
+    # before that differs from what it keeps is an error: refuse_ignored); --once's exit
+    # code says how the device's check went (3 failed, 4 refused; 1 is this command's).
     if heap is not None and not _HEAP.match(heap):
         raise SimulateError(f"--heap must look like 160k or 2m, got {heap!r}")
     env = {}
@@ -174,6 +238,10 @@ def simulate_command(
                 f"(the device's shortest interval), got {check_interval}"
             )
         settings["check_interval_s"] = check_interval
+    if log_host is not None:
+        settings["log_host"] = log_host
+    if log_port is not None:
+        settings["log_port"] = log_port
     if mqtt is not None:
         settings["mqtt_url"] = check_mqtt_url(mqtt)  # ImageError (a PublisherError) names it
     if radio_script is not None and not setup:
@@ -195,16 +263,93 @@ def simulate_command(
                     f"{state} --web-url URL (what the page chose is kept)"
                 )
             return
-        settings.update(log_host=log_host, log_port=log_port)
-        provision_new(
-            state, web_url, repo, root, manager_repo, manager_root, https_ca, board, settings
-        )
+        try:
+            provision_new(
+                state,
+                web_url,
+                repo,
+                root,
+                manager_repo,
+                manager_root,
+                https_ca,
+                board or DEFAULT_BOARD,
+                settings,
+            )
+        except MissingRootError as exc:
+            raise SimulateError(
+                f"the app repo {exc.repo} needs its root public key: --root KEY.pub "
+                "(repeatable); or, instead of --repo, --setup: the device's setup page asks "
+                "for the repo and pins its root key by fingerprint (the key id `lcm keys "
+                "show` prints) or trust on first use"
+            ) from None
     else:
         # A device of an earlier run boots as it is: it keeps its own settings.
+        given: dict[str, tuple[str, object]] = {}
+        if web_url is not None:
+            given["--web-url"] = (web_url, web_url)
+        if repo is not None:
+            given["--repo"] = (repo, repo)
+        if root:
+            given["--root"] = (_paths(root), [signing.load_public_key(p) for p in root])
+        if manager_repo is not None:
+            given["--manager-repo"] = (manager_repo, manager_repo)
+        if manager_root:
+            keys = [signing.load_public_key(p) for p in manager_root]
+            given["--manager-root"] = (_paths(manager_root), keys)
+        if https_ca is not None:
+            given["--https-ca"] = (str(https_ca), read_https_ca(https_ca))
+        if board is not None:
+            given["--board"] = (board, board)
+        for option, key in _SETTING_OPTIONS:
+            if key in settings:
+                given[option] = (str(settings[key]), settings[key])
+        refuse_ignored(state, given)
         say(f"booting the device in {state} (its configuration is kept)")
     if setup and not serve_setup(state, radio_script, heap):
         return
     run_device(state, heap, once, max_boots, env, as_json)
+
+
+# The settings of a new device the command collects, by option.
+_SETTING_OPTIONS = (
+    ("--channel", "channel"),
+    ("--check-interval", "check_interval_s"),
+    ("--log-host", "log_host"),
+    ("--log-port", "log_port"),
+    ("--mqtt", "mqtt_url"),
+)
+
+
+def _paths(paths: list[Path]) -> str:
+    return " ".join(str(p) for p in paths)
+
+
+def refuse_ignored(state: Path, given: dict[str, tuple[str, object]]) -> None:
+    """SimulateError naming the options of a new device (`given`: option -> (as typed,
+    as the device stores it)) that the device in `state` would ignore: the ones that
+    differ from the configuration it keeps."""
+    ignored = ignored_options(state, {option: value for option, (_, value) in given.items()})
+    if not ignored:
+        return
+    lines = [
+        f"  {option} {given[option][0]} (the device has {kept})" for option, kept in ignored.items()
+    ]
+    raise SimulateError(
+        f"{state} holds a device provisioned before, which keeps the configuration it was "
+        "provisioned with, as a real board does; these options of a new device would be "
+        "ignored:\n"
+        + "\n".join(lines)
+        + f"\nTo boot it as it is, leave them out; to start afresh with them, give a new "
+        f"--state folder (or delete {state}: the device and all it installed)."
+    )
+
+
+def read_https_ca(path: Path) -> bytes:
+    """The --https-ca certificate as DER (what the device's TLS client loads)."""
+    try:
+        return der_from_pem(path.read_bytes())
+    except OSError as exc:
+        raise SimulateError(f"cannot read --https-ca {path}: {exc.strerror}") from None
 
 
 def provision_new(
@@ -226,15 +371,11 @@ def provision_new(
     """
     roots = [signing.load_public_key(p) for p in root or []]
     manager_roots = [signing.load_public_key(p) for p in manager_root or []]
-    ca = None
-    if https_ca is not None:
-        try:
-            ca = der_from_pem(https_ca.read_bytes())
-        except OSError as exc:
-            raise SimulateError(f"cannot read --https-ca {https_ca}: {exc.strerror}") from None
+    ca = None if https_ca is None else read_https_ca(https_ca)
     kept = setup_session_config(state)
-    if kept.get("log_host"):
-        settings.pop("log_host")  # chosen on the setup page
+    settings.setdefault("log_port", DEFAULT_PORT)
+    if "log_host" not in settings and not kept.get("log_host"):
+        settings["log_host"] = DEFAULT_LOG_HOST  # else: what the setup page chose
     # Without a repo the device's boot opens its setup portal, in the built-in air.
     default_air = not (repo or kept.get("repo") or (state / RADIO_SCRIPT).exists())
     provision(
@@ -287,14 +428,23 @@ def run_device(
         )
     finally:
         signal.signal(signal.SIGTERM, previous)
-    report(status, as_json)
+    report(status, as_json, once)
 
 
-def report(status: SimStatus, as_json: bool) -> None:
+def report(status: SimStatus, as_json: bool, once: bool = False) -> None:
+    """The summary (and the JSON line); with `once`, a check that failed or was refused
+    ends the command with its exit code (the demo, in-process, reads the status instead)."""
     say(("stopped: " if status.stopped else "done: ") + status.summary())
+    code = _CHECK_EXITS.get(status.check or "") if once else None
+    if code is not None:
+        what = _CHECK_SAYS[status.check or ""]
+        text = f" {what} (exit {code}): {status.check_reason}"
+        err.print(Text.assemble(("error:", "bold red"), text), highlight=False)
     if as_json:
         # One line, last: what scripts and CI parse.
         sys.stdout.write(json.dumps(status.as_json(), sort_keys=True) + "\n")
+    if code is not None:
+        raise typer.Exit(code)
 
 
 def use_default_air(state: Path) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import atexit
 import functools
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,8 @@ from typing import Any
 
 from cert_sector.encoding import check_repo
 from cert_sector.errors import FormatError
+from cert_sector.keys import key_id_hex
+from lcm_device.config import DEFAULTS as DEVICE_DEFAULTS
 from lcm_sim import EXIT_POWER_CUT, EXIT_RESET, POWER_CUT_SIGNAL, RESET_SIGNAL, RTC_FILE
 from publisher.device.manager import manager_files
 from publisher.errors import PublisherError
@@ -66,6 +69,48 @@ class SimulateError(PublisherError):
     """The simulation could not start or the device did not behave like a board."""
 
 
+class MissingRootError(SimulateError):
+    """A new device would follow a repo with no root key pinned and none to be chosen on
+    its setup page; each command says which of its own options give one."""
+
+    def __init__(self, repo: str) -> None:
+        super().__init__(
+            f"the app repo {repo} needs at least one root public key pinned (or a root "
+            "fingerprint or trust on first use chosen on the device's setup page)"
+        )
+        self.repo = repo
+
+
+# The outcome of a run's checks (SimStatus.check), the worst first.
+CHECK_REFUSED = "refused"  # a release failed a trust rule or a limit
+CHECK_FAILED = "failed"  # the check did not end: network, server, or the device's own fault
+CHECK_INSTALLED = "installed"  # a release was installed and switched to
+CHECK_IDLE = "idle"  # nothing new (or nothing this device takes yet)
+_CHECK_RANK = {CHECK_REFUSED: 3, CHECK_FAILED: 2, CHECK_INSTALLED: 1, CHECK_IDLE: 0}
+# The device's log line (cert_sector.logline: DEVICE SEQ TIME TEXT) and the texts of the
+# update boot (lcm_device.update, checkboot, slotfill, firmware) that tell a check's outcome.
+_LOG_TEXT = re.compile(r"^[0-9a-f]{12} \d+ \S+ (.*)$")
+_CHECK_TEXTS = (
+    (re.compile(r"^(app|manager): refused "), CHECK_REFUSED),
+    (re.compile(r"^(app|manager): check (failed|crashed|broken): "), CHECK_FAILED),
+    (re.compile(r"^check: (no network|the update engine does not import)"), CHECK_FAILED),
+    (re.compile(r"^boot: checks skipped "), CHECK_FAILED),
+    (re.compile(r"^(app|manager): switched to "), CHECK_INSTALLED),
+    (re.compile(r"^firmware: \S+ boots next from "), CHECK_INSTALLED),
+)
+
+
+def check_outcome(line: str) -> str | None:
+    """What a device output line says of a check: CHECK_REFUSED, CHECK_FAILED,
+    CHECK_INSTALLED, or None (it says nothing of one)."""
+    m = _LOG_TEXT.match(line)
+    if m:
+        for pattern, outcome in _CHECK_TEXTS:
+            if pattern.match(m.group(1)):
+                return outcome
+    return None
+
+
 @dataclass
 class SimStatus:
     boots: int = 0
@@ -75,6 +120,33 @@ class SimStatus:
     # App releases that became the installed one during this run, in order.
     installed: list[str] = field(default_factory=list)
     stopped: bool = False  # ended by Ctrl-C
+    # The outcome of this run's checks, the worst of them (refused, failed, installed,
+    # idle); None when no check ended (stopped first). `check_reason`: the device's log
+    # text that says why a check was refused or failed.
+    check: str | None = None
+    check_reason: str | None = None
+
+    def note(self, line: str) -> None:
+        """Take one output line of the device into the run's check outcome."""
+        outcome = check_outcome(line)
+        if outcome is None or _CHECK_RANK[outcome] <= _CHECK_RANK.get(self.check or "", -1):
+            return
+        self.check = outcome
+        if outcome in (CHECK_REFUSED, CHECK_FAILED):
+            m = _LOG_TEXT.match(line)
+            self.check_reason = m.group(1) if m else line
+
+    def settle_check(self) -> None:
+        """After the run: a first boot that ended (reset or app returned) with no line
+        saying otherwise checked and found nothing new; one that crashed failed."""
+        if self.check is not None or not self.exits:
+            return
+        first = self.exits[0]
+        if first in (EXIT_RESET, EXIT_APP_DONE):
+            self.check = CHECK_IDLE
+        elif first != EXIT_POWER_CUT:
+            self.check = CHECK_FAILED
+            self.check_reason = f"boot 1 (its check) ended with exit {_exit_name(first)}"
 
     def as_json(self) -> dict[str, Any]:
         st = self.state
@@ -89,6 +161,8 @@ class SimStatus:
             "exits": self.exits,
             "installed": self.installed,
             "stopped": self.stopped,
+            "check": self.check,
+            "check_reason": self.check_reason,
         }
 
     def summary(self) -> str:
@@ -178,10 +252,7 @@ def provision(
         )
     ):
         # Without roots only the setup page's choices can pin them (lcm_device.firstpin).
-        raise SimulateError(
-            "at least one --root public key is needed for the app repo "
-            "(or a root fingerprint, or trust on first use)"
-        )
+        raise MissingRootError(repo)
     if manager_repo and not manager_roots:
         raise SimulateError("--manager-repo needs at least one --manager-root public key")
     if not web_url.startswith(("http://", "https://")):
@@ -213,6 +284,73 @@ def provision(
     # Last: its presence marks a provisioned device.
     write_atomic(state / "main.py", (REPO_ROOT / "lcm_device" / "main.py").read_bytes())
     return True
+
+
+# The options that make a new device (`lcm device simulate`) and the config key each one
+# sets; --https-ca sets the bootstrap trust anchor (BOOTSTRAP_CA), a file of its own.
+NEW_DEVICE_OPTIONS = {
+    "--web-url": "web_url",
+    "--repo": "repo",
+    "--root": "app_roots",
+    "--manager-repo": "manager_repo",
+    "--manager-root": "manager_roots",
+    "--https-ca": "",
+    "--board": "board",
+    "--channel": "channel",
+    "--check-interval": "check_interval_s",
+    "--log-host": "log_host",
+    "--log-port": "log_port",
+    "--mqtt": "mqtt_url",
+}
+
+
+def kept_config(state: Path) -> dict[str, Any]:
+    """The configuration of the provisioned device in `state` as it boots with it: its
+    config.json (else the last good copy) over the device's defaults (lcm_device.config)."""
+    cfg = dict(DEVICE_DEFAULTS)
+    for path in (CONFIG_JSON, CONFIG_JSON.with_name("config.good.json")):
+        try:
+            saved = json.loads((Path(state) / path).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(saved, dict):
+            cfg.update(saved)
+            break
+    return cfg
+
+
+def ignored_options(state: Path, given: dict[str, Any]) -> dict[str, str]:
+    """Of `given` (a NEW_DEVICE_OPTIONS option -> the value provision would store: roots
+    as public keys, --https-ca as DER), the options whose value differs from what the
+    provisioned device in `state` keeps, each with what it keeps, as text.
+
+    A device keeps the configuration it was provisioned with (and what its setup page
+    chose since), as a board does: these options would be ignored. One that says what
+    the device keeps is no conflict, so the same command runs again as it is."""
+    cfg = kept_config(state)
+    ignored = {}
+    for option, value in given.items():
+        key = NEW_DEVICE_OPTIONS[option]
+        if not key:
+            try:
+                ca: bytes | None = (Path(state) / BOOTSTRAP_CA).read_bytes()
+            except FileNotFoundError:
+                ca = None
+            if ca != value:
+                ignored[option] = "another certificate" if ca else "none"
+            continue
+        kept = cfg.get(key)
+        if key.endswith("_roots"):
+            mine = {bytes.fromhex(k) for k in kept or [] if isinstance(k, str)}
+            if mine != set(value):
+                ids = sorted(key_id_hex(k) for k in mine)
+                ignored[option] = "key id " + ", ".join(ids) if ids else "none"
+        elif key.endswith("_url"):
+            if str(kept or "").rstrip("/") != str(value).rstrip("/"):
+                ignored[option] = str(kept or "none")
+        elif kept != value:
+            ignored[option] = "none" if kept is None else str(kept)
+    return ignored
 
 
 def read_state(state: Path) -> dict[str, Any]:
@@ -395,6 +533,7 @@ def simulate(
 
     def show(line: str) -> None:
         status.lines.append(line)
+        status.note(line)
         if on_line is not None:
             on_line(line)
 
@@ -452,6 +591,7 @@ def simulate(
         except KeyboardInterrupt:
             status.stopped = True
             break
+    status.settle_check()
     status.state = read_state(state)
     return status
 
