@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -79,10 +84,9 @@ def test_a_tag_a_device_would_refuse_is_not_exported(tmp_path):
     assert not (tmp_path / "www" / TEST_REPO / "releases" / "latest").exists()
 
 
-def test_verify_reads_a_static_export_as_a_device_does(tmp_path):
-    """A static host cannot redirect: `lcm release verify` reads its pointer file, as the
-    device does, then checks every asset; the beta channel follows beta.tag; a tampered
-    pack in the tree is named."""
+def signed_export(tmp_path: Path) -> tuple[Path, Path]:
+    """Signed releases v1.0.0 and v1.1.0-beta.1 published to an lcm host, then written by
+    `lcm release export`: the tree, and the root public key that verifies it."""
     keys = make_repo(TEST_REPO, tmp_path / "keys")
     www = tmp_path / "www"
 
@@ -100,17 +104,27 @@ def test_verify_reads_a_static_export_as_a_device_does(tmp_path):
         signed(host, "v1.0.0")
         signed(host, "v1.1.0-beta.1", prerelease=True)
         export(host, www)
-    root = str(keys.root_pub)
+    return www, keys.root_pub
+
+
+def verify_at(url: str, root: Path, *extra: str, code: int = 0) -> str:
+    result = runner.invoke(
+        app,
+        ["release", "verify", "--repo", TEST_REPO, "--root", str(root), "--web-url", url, *extra],
+    )
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def test_verify_reads_a_static_export_as_a_device_does(tmp_path):
+    """A static host cannot redirect: `lcm release verify` reads its pointer file, as the
+    device does, then checks every asset; the beta channel follows beta.tag; a tampered
+    pack in the tree is named."""
+    www, root = signed_export(tmp_path)
     with running_nginx(www, tmp_path / "nginx") as web:
 
         def verify(*extra: str, code: int = 0) -> str:
-            result = runner.invoke(
-                app,
-                ["release", "verify", "--repo", TEST_REPO, "--root", root,
-                 "--web-url", web.url, *extra],
-            )  # fmt: skip
-            assert result.exit_code == code, result.output
-            return result.output
+            return verify_at(web.url, root, *extra, code=code)
 
         assert "valid: " + TEST_REPO + " v1.0.0 sequence " in verify()
         assert "beta pointer -> v1.1.0-beta.1" in verify()
@@ -119,3 +133,50 @@ def test_verify_reads_a_static_export_as_a_device_does(tmp_path):
         pack.write_bytes(b"x" + pack.read_bytes()[1:])
         out = verify(code=1)
         assert "pack.lcm" in out and "SHA-256" in out, out
+
+
+@contextmanager
+def python_http_server(root: Path) -> Iterator[str]:
+    """Python's http.server serving `root` (it answers a Range request with the whole
+    file, 200), in a thread on a free loopback port."""
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(root)))
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_verify_refuses_a_static_host_that_does_not_serve_byte_ranges(tmp_path):
+    """Devices read the pack by byte ranges and refuse a 200 to a Range request: a web
+    server that ignores Range (Python's http.server) serves every byte right, yet no device
+    can install from it. `lcm release verify` asks for a range as a device does and says
+    so, naming the host; nginx serving the same tree answers 206 and verifies."""
+    www, root = signed_export(tmp_path)
+    pack = f"/{TEST_REPO}/releases/download/v1.0.0/pack.lcm"
+    with python_http_server(www) as url:
+        out = verify_at(url, root, code=1)
+        host = url.removeprefix("http://")
+        assert f"error: pack.lcm: {host} does not serve byte ranges" in out, out
+        assert "answered 200 (the whole file)" in out and url + pack in out, out
+        assert "devices read the pack by ranges and cannot install from this host" in out, out
+        assert "valid:" not in out
+        as_json = runner.invoke(
+            app,
+            ["release", "verify", "--repo", TEST_REPO, "--root", str(root), "--web-url", url,
+             "--json"],
+        )  # fmt: skip
+        assert as_json.exit_code == 1 and as_json.stdout == ""
+        assert "does not serve byte ranges" in as_json.output
+    with running_nginx(www, tmp_path / "nginx") as web:
+        assert "valid: " + TEST_REPO + " v1.0.0 sequence " in verify_at(web.url, root)
+        ranged = [r for r in web.requests() if r[0].startswith(f"GET {pack} ")]
+        assert [(status, r) for _, status, _, r in ranged if r] == [(206, "bytes=0-0")]

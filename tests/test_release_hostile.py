@@ -28,10 +28,46 @@ Behaviour = Callable[[BaseHTTPRequestHandler, bytes], None]
 
 
 def honest(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+    """The whole asset, or the one byte range asked (`Range: bytes=F-L`, as devices ask)."""
+    asked = handler.headers.get("Range", "")
+    if not asked.startswith("bytes="):
+        ignores_range(handler, body)
+        return
+    first, _, last = asked.removeprefix("bytes=").partition("-")
+    start, end = int(first), min(int(last or len(body) - 1), len(body) - 1)
+    ranged(handler, body[start : end + 1], f"bytes {start}-{end}/{len(body)}")
+
+
+def ignores_range(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+    """200 and the whole asset whatever was asked (Python's http.server does so)."""
     handler.send_response(200)
     handler.send_header("Content-Length", str(len(body)))
     handler.end_headers()
     handler.wfile.write(body)
+
+
+def ranged(handler: BaseHTTPRequestHandler, part: bytes, content_range: str) -> None:
+    handler.send_response(206)
+    handler.send_header("Content-Range", content_range)
+    handler.send_header("Content-Length", str(len(part)))
+    handler.end_headers()
+    handler.wfile.write(part)
+
+
+def lying_range(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+    """206 to a Range request, with a Content-Range that does not answer it."""
+    if "Range" not in handler.headers:
+        honest(handler, body)
+        return
+    ranged(handler, body[1:2], f"bytes 1-1/{len(body)}")
+
+
+def wrong_range_bytes(handler: BaseHTTPRequestHandler, body: bytes) -> None:
+    """206 and the right Content-Range, but another byte than the asset's."""
+    if "Range" not in handler.headers:
+        honest(handler, body)
+        return
+    ranged(handler, bytes([body[0] ^ 0xFF]), f"bytes 0-0/{len(body)}")
 
 
 def endless(handler: BaseHTTPRequestHandler, body: bytes) -> None:
@@ -150,6 +186,28 @@ def test_misbehaving_asset_downloads_are_refused_by_name(asset, behaviour, messa
         verify(release, url)
     assert info.value.asset == asset
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "answered"),
+    [
+        (ignores_range, "answered 200 (the whole file)"),
+        (lying_range, "answered 206 with Content-Range 'bytes 1-1/"),
+        (wrong_range_bytes, "answered 206 with 1 byte(s) that are not the pack's first"),
+    ],
+)
+def test_a_pack_not_served_by_byte_ranges_is_refused_naming_the_host(behaviour, answered):
+    """Every byte of the pack is right, but devices read it by ranges: a host that does
+    not answer `Range: bytes=0-0` with exactly that byte (206) is refused, named."""
+    release = Release()
+    release.behaviour[PACK_ASSET] = behaviour
+    with hostile_server(release) as url, pytest.raises(VerifyError) as info:
+        verify(release, url)
+    assert info.value.asset == PACK_ASSET
+    message = str(info.value)
+    assert f"{url.removeprefix('http://')} does not serve byte ranges" in message, message
+    assert answered in message, message
+    assert "devices read the pack by ranges and cannot install from this host" in message
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,8 @@ as a VerifyError naming the asset:
                 a sequence above --installed-seq, for this tag's version, and
                 (--board) for that board, which can install its kind
   pack.lcm      exactly the declared size; every file's SHA-256 as listed;
-                (--board, firmware) an image for that board's chip
+                (--board, firmware) an image for that board's chip; (`ranges`: `lcm
+                release verify`) a byte range of it answered 206, as devices read it
   SHA256SUMS    matches the verified assets (humans rely on it)
   beta.tag      on a full release: a valid tag whose release is at least as new
   rollout.lcm   when the release has one (a staged roll-out): rules R1-R4 of
@@ -27,6 +28,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from cert_sector import rollout as ro
 from cert_sector.assets import (
@@ -196,6 +198,7 @@ class Verifier:
         board: str | None = None,
         chain: bool = False,
         known: list[bytes] | None = None,
+        ranges: bool = False,
     ) -> None:
         self.web_url = web_url.rstrip("/")
         self.repo = repo
@@ -204,6 +207,7 @@ class Verifier:
         self.board = board
         self.chain = chain  # also verify the release's certs.chain (a mirror serves it)
         self.known = known  # the chain's members served before (rule C5)
+        self.ranges = ranges  # also check that the host serves the pack by byte ranges
         self.pack_head = b""
         self.browser = Browser(tls_anchors(trust), ca_file)
 
@@ -348,6 +352,32 @@ class Verifier:
                 raise _trust_error(PACK_ASSET, exc) from None
         return whole.digest()
 
+    def ranged(self, tag: str, m: mf.Manifest) -> None:
+        """Devices read the pack by byte ranges and refuse a 200 to a Range request
+        (lcm_device/http.py): a host that ignores Range serves every byte right, yet no
+        device can install from it. So ask, as a device does, for the pack's first byte."""
+        if not m.pack_size:
+            return
+        url = self.url(tag, PACK_ASSET)
+        status, content_range, body, answered = self.browser.ranged(url, 0, 0, PACK_ASSET)
+        if status == 206 and content_range == f"bytes 0-0/{m.pack_size}":
+            if body == self.pack_head[:1]:
+                return
+            got = f"206 with {len(body)} byte(s) that are not the pack's first"
+        elif status == 206:
+            got = f"206 with Content-Range {content_range[:60]!r}"
+        else:
+            got = f"{status} (the whole file)" if status == 200 else str(status)
+        host = urlsplit(answered).netloc or answered
+        raise VerifyError(
+            PACK_ASSET,
+            f"{host} does not serve byte ranges (asked for Range: bytes=0-0 of {url}, it "
+            f"answered {got}, not 206 with Content-Range 'bytes 0-0/{m.pack_size}'): devices "
+            "read the pack by ranges and cannot install from this host; serve the files with "
+            "a web server that answers Range requests (nginx, Apache, a CDN or object store; "
+            "not `python -m http.server`)",
+        )
+
     def sums(self, tag: str, expected: dict[str, bytes]) -> None:
         data = self.browser.fetch(self.url(tag, SUMS_ASSET), MAX_SUMS_SIZE, SUMS_ASSET)
         want = "".join(f"{digest.hex()}  {name}\n" for name, digest in sorted(expected.items()))
@@ -418,6 +448,8 @@ class Verifier:
             )
             pointer = self.pointer(tag, m, sector)
             doc = self.rollout(tag, m, sector)
+            if self.ranges:  # last: every byte is right, but can devices read them?
+                self.ranged(tag, m)
         finally:
             self.browser.close()
         result = VerifyResult(
@@ -460,9 +492,12 @@ def verify_release(
 ) -> VerifyResult:
     """Verify a release; over HTTPS the TLS anchors are `ca_file`, else the CAs of the
     trusted sector (as on a device), else the system's. With `board`, also what a
-    device of that board checks."""
+    device of that board checks. Unlike a mirror's verification (which reads whole
+    assets), it also checks that the host serves the pack by byte ranges, as devices
+    read it."""
     if channel not in ("stable", "beta"):
         raise VerifyError("--channel", f"must be stable or beta, not {channel!r}")
     if not web_url.startswith(("http://", "https://")):
         raise VerifyError("--web-url", f"must be an http(s) URL, got {web_url!r}")
-    return Verifier(web_url, repo, trust, now, ca_file, board).run(tag, channel, installed_seq)
+    verifier = Verifier(web_url, repo, trust, now, ca_file, board, ranges=True)
+    return verifier.run(tag, channel, installed_seq)

@@ -90,6 +90,31 @@ class Browser:
         except requests.RequestException as exc:
             raise VerifyError(what, f"download from {url} failed: {exc}") from None
 
+    def ranged(self, url: str, first: int, last: int, what: str) -> tuple[int, str, bytes, str]:
+        """GET `url` with `Range: bytes=FIRST-LAST`, as a device reads the pack: the status,
+        Content-Range, at most one byte more of the body than was asked, and the URL that
+        answered (after redirects)."""
+        self.requests += 1
+        want = last - first + 1
+        try:
+            with self.http.get(
+                url, headers={"Range": f"bytes={first}-{last}"}, stream=True,
+                timeout=STALL_TIMEOUT_S, verify=self.verify,
+            ) as resp:  # fmt: skip
+                body = b""
+                for chunk in resp.iter_content(CHUNK):
+                    body += chunk
+                    if len(body) > want:
+                        break
+                return (
+                    resp.status_code,
+                    resp.headers.get("Content-Range", ""),
+                    body[: want + 1],
+                    resp.url,
+                )
+        except requests.RequestException as exc:
+            raise VerifyError(what, f"download from {url} failed: {exc}") from None
+
     def fetch(self, url: str, max_size: int, what: str) -> bytes:
         return b"".join(self.stream(url, max_size, what))
 
