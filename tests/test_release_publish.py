@@ -571,6 +571,28 @@ def test_a_host_name_that_does_not_resolve_fails_at_once(world):
     assert publish_cli(world, "v1.0.0", "--json")["state"] == "published"  # the real host
 
 
+def test_a_temporary_failure_of_name_resolution_is_retried():
+    """EAI_AGAIN ("Temporary failure in name resolution": a resolver that did not answer in
+    time) is retried like a dropped connection; an unknown name is said at once (above)."""
+    import socket
+
+    import requests
+
+    from publisher.release.github import _unresolved_host
+
+    def lookup_error(errno: int) -> requests.ConnectionError:
+        try:
+            try:
+                raise socket.gaierror(errno, "lookup failed")
+            except socket.gaierror as exc:
+                raise requests.ConnectionError("Max retries exceeded") from exc
+        except requests.ConnectionError as wrapped:
+            return wrapped
+
+    assert _unresolved_host(lookup_error(socket.EAI_AGAIN)) is None
+    assert _unresolved_host(lookup_error(socket.EAI_NONAME)) == ""
+
+
 def test_dropped_uploads_are_replaced(world):
     world.host.inject_fault("drop_upload", 3)
     out = publish_cli(world, "v1.0.0", "--json")

@@ -109,8 +109,9 @@ def _reason(exc: BaseException) -> str:
 
 
 def _unresolved_host(exc: BaseException) -> str | None:
-    """The host name whose resolution failed (a socket.gaierror, which requests nests in
-    urllib3's errors): "" when the error does not say which; None for any other error."""
+    """The host name whose resolution failed for good (a socket.gaierror other than a
+    temporary failure, nested by requests in urllib3's errors): "" when the error does not
+    say which; None for any other error."""
     seen: set[int] = set()
     todo: list[BaseException] = [exc]
     host = ""
@@ -122,7 +123,8 @@ def _unresolved_host(exc: BaseException) -> str | None:
         if isinstance(cur, urllib3.exceptions.NewConnectionError):
             host = str(getattr(cur.conn, "host", "") or host)
         if isinstance(cur, socket.gaierror):
-            return host
+            # "Temporary failure in name resolution" is worth the retries; an unknown name not.
+            return None if cur.errno == socket.EAI_AGAIN else host
         nested = [cur.__cause__, cur.__context__, getattr(cur, "reason", None), *cur.args]
         todo += [e for e in nested if isinstance(e, BaseException)]
     return None
