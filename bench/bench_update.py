@@ -328,8 +328,8 @@ def bench_https(tmp: Path, build: Path) -> None:
         cdn_n, cdn_conns = cdn_install(tmp, build, (cert_pem, key_pem, ca_pem, der))
         print(
             f"  the same with the assets on a second host (as GitHub's CDN): {cdn_n} requests, "
-            f"{cdn_conns} TLS handshakes (the client keeps one connection: each asset's "
-            "redirect leaves the first host)"
+            f"{cdn_conns} TLS handshakes (bar 3; the assets' redirects are asked for first, on "
+            "the first connection: lcm_device.resolve)"
         )
 
         def installs_https(kb: int) -> bool:

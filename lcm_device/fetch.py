@@ -5,9 +5,10 @@ Drops and stalls are retried (`_RETRIES` in a row without progress); a pack
 range resumes with Range from the last byte written, so a cut costs at most
 the bytes that were in flight (one buffer). Resumes of one check are capped
 (`max_resumes`, from the check's budget): a server that sends a few bytes and
-stalls, again and again, ends the check with BudgetError. The pack's signed CDN URL is
-resolved once (the 302 of the browser download URL) and re-resolved when the
-CDN says it expired (403/404/410).
+stalls, again and again, ends the check with BudgetError. Each asset is fetched from
+where lcm_device.resolve found it served (its signed CDN URL, on flash) when
+it asked, else from its browser download URL; a CDN URL that expired
+(403/404/410) is asked of the download URL again.
 """
 
 import hashlib
@@ -25,18 +26,56 @@ from lcm_device.http import (
 from lcm_device.update import Refused
 
 _RETRIES = const(3)
+_LONG_URL = const(256)  # lcm_device.http's _LONG_VALUE: longer Locations stay in the URL slot
+# Where lcm_device.resolve keeps an asset's signed URL: % (root, kind, asset name). A
+# format string, not a function: a function is an object in RAM on a board, a string not.
+URL_FILE = "%s/lcm/state/%s-%s.url"
+
+
+def stored_url(u, name):
+    """The signed URL lcm_device.resolve found for asset `name` in this check, or None. As
+    the client keeps a Location: a long one in its URL slot (a memoryview: a URL of 1.3 KB
+    never becomes a str), a short one as a str (a relative redirect may be joined to it)."""
+    if " " + name not in u.resolved:
+        return None
+    path = URL_FILE % (u.hal.root, u.kind, name)
+    with open(path, "rb") as f:
+        n = f.readinto(u.slot)
+    try:
+        u.hal.fs.remove(path)  # read once: its flash block is not held until the next install
+    except OSError:
+        pass  # a flash that refuses it now: the next asking removes it
+    return u.slot[:n] if n > _LONG_URL else str(u.slot[:n], "utf-8")
 
 
 def download(u, url, path, limit, headers):
-    """GET `url` with the Updater `u`'s client into the file `path`, at most `limit`
-    bytes, through its buffer, with `headers` (a dict, or None); (size, sha256, etag).
+    """GET the release asset whose browser download URL is `url` with the Updater `u`'s
+    client into the file `path`, at most `limit` bytes, through its buffer, with `headers`
+    (a dict, or None); (size, sha256, etag). From its signed URL when lcm_device.resolve
+    found one, else (or when that one expired) from `url`.
 
-    A StatusError (304 for an unchanged If-None-Match, 404, ...) is passed on.
+    A StatusError (304 for an unchanged If-None-Match, 404, ...) is passed on: a 404
+    without a request when lcm_device.resolve heard it already.
     """
+    name = url[url.rfind("/") + 1 :]
+    if " -" + name in u.resolved:
+        exc = StatusError("HTTP 404 from " + url)
+        exc.status = 404
+        exc.retry_after = None
+        raise exc
     failures = 0
+    stored = stored_url(u, name)
     while True:
         try:
-            resp = u.client.get(url, max_bytes=limit, headers=headers)
+            try:
+                resp = u.client.get(stored or url, max_bytes=limit, headers=headers)
+            except StatusError as exc:
+                expired = exc.status == 403 or exc.status == 404 or exc.status == 410
+                if stored is None or not expired:
+                    raise
+                stored = None
+                u.log("download: asset URL expired (HTTP " + str(exc.status) + "), renewing")
+                continue
             etag = resp.header("etag")
             h = hashlib.sha256()
             f = u.hal.fs.open_write(path)

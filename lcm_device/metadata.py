@@ -39,6 +39,13 @@ def verified(u, st, tag, slot):
     hal = u.hal
     # Until a manifest is verified, the budget covers the most the metadata may be.
     u.budget(MAX_SECTOR_SIZE + MAX_MANIFEST_SIZE)
+    # Where the assets are served, asked in a row on the connection the tag's request
+    # left open (GitHub: its CDN), so that they are then fetched in a row from there.
+    from lcm_device.resolve import resolve
+
+    resolve(u, tag)
+    resolve = None
+    unload(["lcm_device.resolve"], True)
     sector = _refresh_sector(u, tag)
     if sector is not None:
         # Held through the roll-out gate and the manifest's download, which need only its

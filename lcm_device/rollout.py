@@ -83,6 +83,7 @@ def gate(u, tag, sector):
 
 
 def _gate(u, tag, sector):
+    from lcm_device.fetch import download
     from lcm_device.http import StatusError
 
     hal = u.hal
@@ -90,8 +91,10 @@ def _gate(u, tag, sector):
     if w is not None and w.get("tag") != tag:
         w = None  # another release's wait: this one starts afresh
     headers = {"If-None-Match": w["etag"]} if w is not None and w.get("etag") else None
+    doc = hal.root + WAIT + ".doc"
     try:
-        resp = u.client.get(u.url(tag, ROLLOUT_ASSET), max_bytes=_MAX_DOC, headers=headers)
+        # Through the file `doc`, as every asset: from where lcm_device.resolve found it.
+        etag = download(u, u.url(tag, ROLLOUT_ASSET), doc, _MAX_DOC, headers)[2]
     except StatusError as exc:
         if exc.status == 304:
             return _wait(u, w, tag, w.get("seq"), w.get("share"), False, w.get("etag"), None)
@@ -109,10 +112,10 @@ def _gate(u, tag, sector):
     from cert_sector.rollout import takes_part, verify_rollout
 
     try:
-        data = resp.read_all(_MAX_DOC)
-        etag = resp.header("etag")
+        with open(doc, "rb") as f:
+            data = f.read(_MAX_DOC)
     finally:
-        resp.close()
+        remove_if_exists(hal.fs, doc)
     r = verify_rollout(data, sector, u.repo, tag, (w or {}).get("seq") or 0)
     device = binascii.hexlify(hal.unique_id()).decode()
     if takes_part(r, device):

@@ -15,7 +15,7 @@ from cert_sector.errors import TrustError
 from cert_sector.manifest import SIGNATURE_BLOCK, ManifestReader
 from lcm_device import slots, trust
 from lcm_device.compat import const, file_size
-from lcm_device.fetch import PackStream
+from lcm_device.fetch import PackStream, stored_url
 from lcm_device.hal.fs import makedirs, pump, remove_if_exists
 from lcm_device.update import Refused
 
@@ -79,6 +79,7 @@ def pack_stream(u, tag, pack_size, spent, get_bytes):
     budget = u.budget(spent + get_bytes)
     resumes = u.cfg["check_resumes"] + get_bytes // 32768
     pack = PackStream(u.client, u.url(tag, PACK_ASSET), pack_size, resumes, u.log)
+    pack.cdn = stored_url(u, PACK_ASSET)  # where lcm_device.resolve found it, if it asked
     return pack, budget
 
 

@@ -83,14 +83,23 @@ class Updater:
         self.channel = cfg["channel"] if app else "stable"
         self.buf = memoryview(buf)  # the client's two parts are cut from it in check()
         self.io = self.buf[2 * _NET :]
+        self.slot = self.buf[_NET : 2 * _NET]  # the client's URL slot
         self.client = None
+        # What lcm_device.resolve learnt of this check's assets (lcm_device.fetch).
+        self.resolved = ""
 
     # -- the cycle ---------------------------------------------------------
 
     def check(self):
         name = "manager" if self.kind == "mgr" else "app"
         if not self.repo:
-            self.log(name + ": no repo configured, nothing to check")
+            # The manager's repo is optional (a factory image's --manager-repo): say what
+            # its absence means, not that the device has no repo.
+            self.log(
+                "manager: no manager repo set, lcm itself is not updated"
+                if self.kind == "mgr"
+                else "app: no repo set yet, nothing to check"
+            )
             return "idle"
         st = slots.load(self.hal)
         if st.get(self.kind + "_repo") not in (None, self.repo):
@@ -109,7 +118,7 @@ class Updater:
         try:
             self.client = Client(
                 self.buf[:_NET],
-                slot=self.buf[_NET : 2 * _NET],
+                slot=self.slot,
                 load_cas=self._tls_anchors,
                 timeout_ms=self.cfg["http_timeout_ms"],
                 min_rate=self.cfg["min_rate"],

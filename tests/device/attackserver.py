@@ -24,6 +24,16 @@ def download(tag: str, name: str) -> str:
     return f"{BASE}/download/{tag}/{name}"
 
 
+def fetches(requests: list[Request], asset: str) -> list[Request]:
+    """The requests that fetched `asset`: not the one-byte probes (`Range: bytes=0-0`) with
+    which a device first asks where each asset is served (lcm_device.resolve)."""
+    return [
+        r
+        for r in requests
+        if r.path.endswith("/" + asset) and r.headers.get("range") != "bytes=0-0"
+    ]
+
+
 def ranged(pack: bytes) -> Callable[[Request], list[bytes]]:
     """An honest pack route: 206 with the bytes asked for."""
 

@@ -50,6 +50,7 @@ NEEDED = (
     "lcm_device/log",
     "lcm_device/mainfile",
     "lcm_device/metadata",
+    "lcm_device/resolve",
     "lcm_device/rollout",
     "lcm_device/slotfill",
     "lcm_device/slots",

@@ -1,0 +1,122 @@
+"""A release host whose download URLs redirect to a CDN host, as github.com's do.
+
+The install asks where each asset is served (lcm_device.resolve) on the
+connection the tag's request opened, then fetches them in a row from the CDN:
+two TLS handshakes, where asking and fetching asset by asset switched hosts
+six times (the brief's bar: at most three). A signed URL that expired between
+the asking and the fetch is asked for again.
+"""
+
+from __future__ import annotations
+
+import http.client
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import trustme
+
+from publisher.device.simulate import der_from_pem
+from tests.device.enginekit import Repo, app_files, new_device, run, text
+from tests.hostserver import running_host
+
+TLS_DATA_KB = 40  # as tests/device/test_engine_ca_rotation.py: mbedTLS's heap
+
+
+def tls_files(tmp_path: Path) -> tuple[tuple[Path, Path], Path, bytes]:
+    """A CA and a certificate for both names: the host (127.0.0.1) and its CDN (localhost)."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_pem, key_pem, ca_pem = (tmp_path / f"{x}.pem" for x in ("cert", "key", "ca"))
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_pem))
+    cert.private_key_pem.write_to_path(str(key_pem))
+    ca.cert_pem.write_to_path(str(ca_pem))
+    return (cert_pem, key_pem), ca_pem, der_from_pem(ca_pem.read_bytes())
+
+
+def asked(host: Any) -> list[tuple[int, str, int]]:
+    """(connection, asset or page, status) of each request the host served."""
+    return [(r.connection_id, r.path.rsplit("/", 1)[-1], r.status) for r in host.requests]
+
+
+def test_an_install_and_an_update_from_a_cdn_take_two_handshakes_each(
+    tmp_path: Path, mpy: Any
+) -> None:
+    tls, ca_pem, der = tls_files(tmp_path)
+    with running_host(tmp_path, tls=tls, asset_host="localhost") as host:
+        repo = Repo(host, verify=str(ca_pem), cas=[der])
+        repo.publish("1.0.0", app_files("1.0.0", n=20))
+        state = new_device(tmp_path, mpy, host, repo)
+        (state / "lcm/state/certs").mkdir(parents=True)
+        (state / "lcm/state/certs/bootstrap.der").write_bytes(der)
+        host.clear_requests()
+        status = run(state, mpy, data_at_least_kb=TLS_DATA_KB)
+        assert status.state["app_tag"] == "v1.0.0", text(status)
+        requests = asked(host)
+        first = requests[0][0]
+        # The tag, then where each asset is (a redirect, or 404: no roll-out), on the
+        # first connection; then every asset from the CDN on a second one.
+        assert [(page, code) for conn, page, code in requests if conn == first] == [
+            ("latest", 302),
+            ("certs.sector", 302),
+            ("rollout.lcm", 404),
+            ("manifest.lcm", 302),
+            ("pack.lcm", 302),
+        ], requests
+        assert [page for conn, page, _ in requests if conn != first] == [
+            "certs.sector",
+            "manifest.lcm",
+            "pack.lcm",
+        ], requests
+        assert len({conn for conn, _, _ in requests}) == 2, requests
+
+        v2 = app_files("1.0.0", n=20)
+        v2["lib/m05.py"] += b"# changed\n"
+        repo.publish("1.0.1", v2)
+        host.clear_requests()
+        status = run(state, mpy, data_at_least_kb=TLS_DATA_KB)
+        assert status.state["app_tag"] == "v1.0.1", text(status)
+        # The sector unchanged: 304 from the CDN; still two handshakes.
+        assert ("certs.sector", 304) in [(p, c) for _, p, c in asked(host)], asked(host)
+        assert len({conn for conn, _, _ in asked(host)}) == 2, asked(host)
+
+
+def test_a_signed_url_that_expired_after_the_asking_is_asked_for_again(
+    tmp_path: Path, mpy: Any
+) -> None:
+    with running_host(tmp_path, asset_host="localhost") as host:
+        repo = Repo(host)
+        repo.publish("1.0.0", app_files("1.0.0", n=2))
+        url = f"{host.url}/{repo.name}/releases/download/v1.0.0/certs.sector"
+        parts = urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port)
+        conn.request("GET", parts.path)
+        signed = conn.getresponse().getheader("Location")
+        conn.close()
+        host.expire_signed_urls()
+        host.clear_requests()
+        root = tmp_path / "device"
+        (root / "lcm/state").mkdir(parents=True)
+        code = f"""
+from lcm_device.fetch import URL_FILE, download
+from lcm_device.http import Client
+from lcm_sim.unix import UnixHal
+
+class Check:  # what download() uses of an Updater, as lcm_device.resolve left it
+    pass
+
+buf = memoryview(bytearray(5120))  # as the engine's: 2 KB HTTP, 2 KB URL slot, 1 KB data
+u = Check()
+u.hal, u.kind, u.log = UnixHal({str(root)!r}), "app", print
+u.slot, u.io = buf[2048:4096], buf[4096:]
+u.client = Client(buf[:2048], slot=u.slot, timeout_ms=2000)
+u.resolved = " certs.sector"
+with open(URL_FILE % (u.hal.root, "app", "certs.sector"), "wb") as f:
+    f.write({signed!r}.encode())
+print("size", download(u, {url!r}, u.hal.root + "/sector.new", 4096, None)[0])
+"""
+        out = mpy.run(code, rom=True).stdout
+    assert "download: asset URL expired (HTTP 403), renewing" in out, out
+    assert f"size {len(repo.sector)}" in out, out
+    assert [code for _, _, code in asked(host)] == [403, 302, 200], asked(host)
+    assert (root / "sector.new").read_bytes() == repo.sector
