@@ -57,9 +57,14 @@ def load(hal):
     cfg["board"] = hal.board
     data = _read(hal.root + PATH)
     if data is None:
+        from lcm_device.compat import file_size
+
         data = _read(hal.root + GOOD)
-        kept = "defaults" if data is None else "the last good copy"
-        print("config: " + PATH + " missing or damaged; using " + kept)
+        if file_size(hal.root + PATH) >= 0:
+            print("config: " + PATH + " damaged; using " + ("defaults" if data is None else GOOD))
+        elif data is not None:
+            print("config: " + PATH + " missing; using " + GOOD)
+        # Neither: a device not set up yet (its setup page writes the file), nothing to say.
     if data is not None:
         for key in data:
             cfg[key] = data[key]

@@ -103,8 +103,27 @@ def test_torn_config_keeps_the_last_good_one(tmp_path: Path, mpy: Any) -> None:
             status = run(state, mpy)
             out = text(status)
             # The repo, its keys and the web URL came from the last good copy.
-            assert "missing or damaged; using the last good copy" in out, out
+            assert "config.json damaged; using /lcm/state/config.good.json" in out, out
             assert status.state["app_tag"] == "v1.2.0", out
+
+
+def test_a_missing_config_is_named_only_where_there_was_one(tmp_path: Path, mpy: Any) -> None:
+    with running_host(tmp_path) as host:
+        repo, golden = two_releases(tmp_path, mpy, host)
+        repo.publish("1.2.0", app_files("1.2.0", n=3))
+        state = tmp_path / "removed"
+        shutil.copytree(golden, state)
+        (state / "lcm/state/config.json").unlink()
+        status = run(state, mpy)
+        # The repo, its keys and the web URL came from the last good copy.
+        assert "config.json missing; using /lcm/state/config.good.json" in text(status)
+        assert status.state["app_tag"] == "v1.2.0", text(status)
+        # Never set up (no copy either): the defaults, said as what they mean, not as damage.
+        (state / "lcm/state/config.json").unlink(missing_ok=True)  # not written back
+        (state / "lcm/state/config.good.json").unlink()
+        out = text(run(state, mpy))
+        assert "config:" not in out, out
+        assert "app: no repo set yet, nothing to check" in out, out
 
 
 @pytest.mark.parametrize("mode", ["full", "ro"])
