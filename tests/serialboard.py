@@ -3,9 +3,9 @@
 The unix port runs behind one pseudo-terminal and is relayed to another,
 whose name is the board's port. Only the USB-UART is missing: mpremote opens
 the port as it would a board's and speaks the raw REPL to the real
-interpreter. The board's filesystem is a folder: mounted as its `/` and its
-current folder, so a board path (`/lcm/state/log.ring`) and a relative one
-(what `mpremote fs cp` writes) both land in it.
+interpreter. The board's filesystem is a folder, mounted as its `/`. Its
+current folder is `/`, as after a board's boot, or another one (`cwd`): a
+board that runs lcm is in its app's slot (/lcm/appN, lcm_device/boot.py).
 """
 
 from __future__ import annotations
@@ -22,19 +22,26 @@ from pathlib import Path
 
 from publisher.micropython import micropython_command
 
-# Run before the REPL starts (-i): the folder becomes the board's root filesystem.
-_ROOT_AT = "import vfs, os; vfs.umount('/'); vfs.mount(vfs.VfsPosix({!r}), '/'); os.chdir('/')"
+# Run before the REPL starts (-i): the folder becomes the board's root filesystem, and the
+# board's current folder is the second (a board path).
+_ROOT_AT = "import vfs, os; vfs.umount('/'); vfs.mount(vfs.VfsPosix({!r}), '/'); os.chdir({!r})"
 
 
 @contextlib.contextmanager
-def serial_board(folder: Path) -> Iterator[str]:
-    """MicroPython's REPL on a serial port, its filesystem `folder`; yields the port."""
+def serial_board(folder: Path, cwd: str = "/") -> Iterator[str]:
+    """MicroPython's REPL on a serial port, its filesystem `folder`; yields the port.
+
+    `cwd` is the board's current folder, a board path that exists in `folder`
+    (`/lcm/app0`: `folder / "lcm/app0"`).
+    """
+    if not (folder / cwd.lstrip("/")).is_dir():
+        raise ValueError(f"the board's current folder {cwd} is not a folder in {folder}")
     dev_leader, dev_follower = pty.openpty()
     host_leader, host_follower = pty.openpty()
     for fd in (dev_leader, dev_follower, host_leader, host_follower):
         tty.setraw(fd)
     proc = subprocess.Popen(
-        [*micropython_command(), "-i", "-c", _ROOT_AT.format(str(folder.resolve()))],
+        [*micropython_command(), "-i", "-c", _ROOT_AT.format(str(folder.resolve()), cwd)],
         stdin=dev_follower,
         stdout=dev_follower,
         stderr=dev_follower,

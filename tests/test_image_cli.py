@@ -301,13 +301,15 @@ def test_install_command_line_and_staging(tmp_path: Path) -> None:
     flashing.stage_files(files, tmp_path)
     assert (tmp_path / "main.py").read_bytes() == b"shim"
     assert (tmp_path / "lcm/m0/lcm_device/boot.mpy").read_bytes() == b"M"
-    args = flashing.mpremote_install_args("/dev/ttyACM0", ["lcm", "main.py"])
+    args = flashing.mpremote_install_args("/dev/ttyACM0", files)
     mpremote = [sys.executable, "-m", "mpremote", "connect", "/dev/ttyACM0", "resume"]
-    copy_lcm = ["fs", "cp", "-r", "lcm", ":lcm"]
-    copy_main = ["fs", "cp", "-r", "main.py", ":main.py"]
-    assert args == [*mpremote, *copy_lcm, "+", *copy_main, "+", "reset"]
-    no_reset = flashing.mpremote_install_args("/dev/ttyACM0", ["lcm"], reset=False)
-    assert no_reset == [*mpremote, *copy_lcm]
+    make_lcm = ["exec", flashing._MAKE_FOLDERS % (("/lcm",),)]
+    # Absolute destinations, and what lcm holds copied into /lcm (made first).
+    copy_lcm = ["fs", "cp", "-r", "lcm/m0", "lcm/state", ":/lcm"]
+    copy_main = ["fs", "cp", "main.py", ":/main.py"]
+    assert args == [*mpremote, *make_lcm, "+", *copy_lcm, "+", *copy_main, "+", "reset"]
+    no_reset = flashing.mpremote_install_args("/dev/ttyACM0", ["/main.py"], reset=False)
+    assert no_reset == [*mpremote, *copy_main]
 
 
 def test_install_without_a_board_names_the_port(inputs: dict[str, Path]) -> None:
@@ -346,6 +348,46 @@ def test_install_copies_the_image_files_onto_micropython(
     # Everything else is byte for byte what a factory image holds.
     same = device_settings.DeviceSettings(board="esp32", repo="alice/thermo", app_roots=[])
     expected = img.device_files(same)
+    assert set(copied) == set(expected)
+    del copied[device_settings.CONFIG_PATH], expected[device_settings.CONFIG_PATH]
+    assert copied == expected
+
+
+def test_install_over_lcm_lands_at_the_root_not_in_the_app_slot(
+    inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    # A board that runs lcm: its boot entered the app's slot (lcm_device/boot.py,
+    # os.chdir('/lcm/app0')), and Ctrl-C leaves the board there. An older manager is
+    # in /lcm/m0. The new one goes to /lcm/m0 and /main.py, not into the slot, and not
+    # into /lcm/lcm (mpremote copies a folder into one that exists).
+    board = tmp_path / "board"
+    (board / "lcm/app0").mkdir(parents=True)
+    app_file = board / "lcm/app0/main.py"
+    app_file.write_bytes(b"print('the app')\n")
+    boot = board / "lcm/m0/lcm_device/boot.mpy"
+    boot.parent.mkdir(parents=True)
+    boot.write_bytes(b"an older manager")
+    (board / "main.py").write_bytes(b"an older shim")
+    with serial_board(board, cwd="/lcm/app0") as port:
+        args = ["device", "install", "--port", port, "--board", "esp32"]
+        args += ["--repo", "alice/thermo", "--root", str(inputs["root"])]
+        result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    copied = {
+        "/" + p.relative_to(board).as_posix(): p.read_bytes()
+        for p in board.rglob("*")
+        if p.is_file()
+    }
+    # The slot holds its app file, unchanged, and nothing else.
+    assert [p for p in copied if p.startswith("/lcm/app0/")] == ["/lcm/app0/main.py"]
+    assert copied.pop("/lcm/app0/main.py") == b"print('the app')\n"
+    assert not (board / "lcm/lcm").exists()
+    cfg = json.loads(copied["/lcm/state/config.json"])
+    assert cfg["repo"] == "alice/thermo" and cfg["board"] == "esp32"
+    # Everything else is byte for byte what a factory image holds: the older files replaced.
+    same = device_settings.DeviceSettings(board="esp32", repo="alice/thermo", app_roots=[])
+    expected = img.device_files(same)
+    assert "/lcm/m0/lcm_device/boot.mpy" in expected and "/main.py" in expected
     assert set(copied) == set(expected)
     del copied[device_settings.CONFIG_PATH], expected[device_settings.CONFIG_PATH]
     assert copied == expected

@@ -13,7 +13,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,18 +159,57 @@ def stage_files(files: dict[str, bytes], staging: Path) -> None:
         local.write_bytes(data)
 
 
-def mpremote_install_args(port: str, top_level: Sequence[str], reset: bool = True) -> list[str]:
-    """One mpremote session: copy each top-level entry to the board's root, then reset.
+# Run on the board before the copy: each top-level folder exists (one that already does
+# is kept, with what it holds); any other failure (a full flash) stops the install.
+_MAKE_FOLDERS = """
+import errno, os
+for p in %r:
+    try:
+        os.mkdir(p)
+    except OSError as e:
+        if e.args[0] != errno.EEXIST:
+            raise
+"""
 
-    Run with the staging folder as the working directory: `cp -r lcm :lcm`
-    copies the folder's contents into `lcm` in the board's current folder
-    (`/` after boot). `resume` skips mpremote's soft reset on connect: its
-    Ctrl-C already stops the running program, and a board's soft reset is not
-    needed to copy files (the unix port, which the tests use, has none).
+
+def mpremote_install_args(port: str, paths: Iterable[str], reset: bool = True) -> list[str]:
+    """One mpremote session: copy the staged files (their board `paths`) to the board's
+    root, then reset.
+
+    Run with the staging folder as the working directory. Every destination is
+    absolute: the board's current folder is not `/` on a board that runs lcm
+    (lcm_device/boot.py enters the app's slot, /lcm/appN, and Ctrl-C leaves it
+    there), and a relative `:lcm` would land in the slot. An `os.chdir('/')`
+    first would fix only that, and only as long as nothing in the session moves
+    it again; an absolute path does not depend on the session's state.
+
+    A folder is never the target of `cp -r lcm :/lcm`: mpremote copies a folder
+    *into* a destination that exists (`/lcm/lcm/...` on a board that has
+    `/lcm`, as a reinstall does), *as* one that does not. So each top-level
+    folder is made first (exec; kept if it exists), then what the staging holds
+    in it is copied into it (`cp -r lcm/m0 lcm/state :/lcm`): always the
+    "into" case, `/lcm/m0/...` whatever the board held. Files are overwritten.
+    `resume` skips mpremote's soft reset on connect: its Ctrl-C already stops
+    the running program, and a board's soft reset is not needed to copy files
+    (the unix port, which the tests use, has none).
     """
+    folders: dict[str, set[str]] = {}
+    files: set[str] = set()
+    for path in paths:
+        top, _, rest = path.strip("/").partition("/")
+        if rest:
+            folders.setdefault(top, set()).add(rest.split("/", 1)[0])
+        else:
+            files.add(top)
     args = [sys.executable, "-m", "mpremote", "connect", port, "resume"]
-    for name in top_level:
-        args += ["fs", "cp", "-r", name, ":" + name, "+"]
+    if folders:
+        made = tuple("/" + top for top in sorted(folders))
+        args += ["exec", _MAKE_FOLDERS % (made,), "+"]
+    for top in sorted(folders):
+        inside = [f"{top}/{name}" for name in sorted(folders[top])]
+        args += ["fs", "cp", "-r", *inside, f":/{top}", "+"]
+    for name in sorted(files):
+        args += ["fs", "cp", name, f":/{name}", "+"]
     return [*args, "reset"] if reset else args[:-1]
 
 
@@ -297,10 +336,9 @@ def _files_in_answer(answer: str, paths: Sequence[str]) -> dict[str, tuple[int, 
 def install(port: str, files: dict[str, bytes], staging: Path, reset: bool = True) -> str:
     """Copy `files` onto the board on `port` with mpremote; returns mpremote's output."""
     stage_files(files, staging)
-    top = sorted({p.lstrip("/").split("/", 1)[0] for p in files})
     return _mpremote(
         port,
-        mpremote_install_args(port, top, reset),
+        mpremote_install_args(port, files, reset),
         staging,
         INSTALL_TIMEOUT_S,
         f"the board on {port} stopped answering during the copy ({INSTALL_TIMEOUT_S} s): "
