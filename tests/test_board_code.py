@@ -44,3 +44,12 @@ def test_nothing_in_the_publisher_imports_the_device_package() -> None:
         if imports.search(p.read_text())
     ]
     assert found == []
+
+
+def test_the_simulator_reads_the_device_defaults_it_compares_with() -> None:
+    """`lcm device simulate` reads lcm_device.config.DEFAULTS from the device's source (it may
+    not import the device package): the same dict the device boots with."""
+    from lcm_device.config import DEFAULTS
+    from publisher.device.simulate import device_defaults
+
+    assert device_defaults() == DEFAULTS

@@ -20,6 +20,7 @@ power cut would, and `simulate` returns with `stopped` set.
 
 from __future__ import annotations
 
+import ast
 import atexit
 import functools
 import json
@@ -38,7 +39,6 @@ from typing import Any
 from cert_sector.encoding import check_repo
 from cert_sector.errors import FormatError
 from cert_sector.keys import key_id_hex
-from lcm_device.config import DEFAULTS as DEVICE_DEFAULTS
 from lcm_sim import EXIT_POWER_CUT, EXIT_RESET, POWER_CUT_SIGNAL, RESET_SIGNAL, RTC_FILE
 from publisher.device.manager import manager_files
 from publisher.errors import PublisherError
@@ -304,10 +304,25 @@ NEW_DEVICE_OPTIONS = {
 }
 
 
+@functools.cache
+def device_defaults() -> dict[str, Any]:
+    """The device's config defaults, `DEFAULTS` in lcm_device/config.py, read from its source
+    as data (a literal dict): the publisher never imports the device's package."""
+    source = REPO_ROOT / "lcm_device" / "config.py"
+    for node in ast.parse(source.read_text()).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", "") for t in node.targets] == [
+            "DEFAULTS"
+        ]:
+            defaults = ast.literal_eval(node.value)
+            if isinstance(defaults, dict):
+                return defaults
+    raise PublisherError(f"{source} has no DEFAULTS dict")
+
+
 def kept_config(state: Path) -> dict[str, Any]:
     """The configuration of the provisioned device in `state` as it boots with it: its
-    config.json (else the last good copy) over the device's defaults (lcm_device.config)."""
-    cfg = dict(DEVICE_DEFAULTS)
+    config.json (else the last good copy) over the device's defaults (device_defaults)."""
+    cfg = dict(device_defaults())
     for path in (CONFIG_JSON, CONFIG_JSON.with_name("config.good.json")):
         try:
             saved = json.loads((Path(state) / path).read_text())
