@@ -249,11 +249,12 @@ def test_mac_is_read_from_esptool_output(capsys: pytest.CaptureFixture[str]) -> 
 
 def test_flash_refuses_an_image_without_lcm(inputs: dict[str, Path]) -> None:
     inputs["out"].write_bytes(esp32_firmware())
-    refused(
+    output = refused(
         ["device", "flash", "--port", "/dev/null", "--board", "esp32", str(inputs["out"])],
         "no lcm filesystem",
         "lcm device image",
     )
+    assert "flashing" not in output, output  # refused before anything was said to happen
 
 
 def test_flash_without_a_board_names_the_port(

@@ -241,8 +241,17 @@ def flash(
 ) -> None:
     """Write a factory image with esptool at the board's firmware offset."""
     b = get_board(board.value)
-    out.print(f"flashing {image_file} to {board.value} on {port} at {b.firmware_offset:#x}")
-    flashed = flashing.flash(board.value, port, image_file, baud, connect_attempts)
+    flashed = flashing.flash(
+        board.value,
+        port,
+        image_file,
+        baud,
+        connect_attempts,
+        # Said once the image passed its checks: a wrong file is refused without it.
+        on_start=lambda: out.print(
+            f"flashing {image_file} to {board.value} on {port} at {b.firmware_offset:#x}"
+        ),
+    )
     out.print("done: the board reboots into lcm")
     password = flashed.config.get("setup_password")
     if isinstance(password, str):

@@ -102,11 +102,13 @@ def flash(
     baud: int = DEFAULT_BAUD,
     connect_attempts: int = 7,
     echo: Callable[[bytes], None] = _echo_stdout,
+    on_start: Callable[[], None] | None = None,
 ) -> Flashed:
     """esptool write-flash, its progress echoed as it runs; errors name the port.
 
     esptool runs as a child process so its output (progress, the MAC it read)
-    can be shown and parsed at once.
+    can be shown and parsed at once. `on_start` is called once the image passed its
+    checks, just before esptool starts (a command's "flashing ..." line).
     """
     try:
         board = get_board(board_name)
@@ -117,6 +119,8 @@ def flash(
         config = factory_config(board, path.read_bytes())
     except ImageError as exc:
         raise FlashError(f"{path}: {exc}") from None
+    if on_start is not None:
+        on_start()
     args = [sys.executable, "-m", "esptool"]
     args += esptool_flash_args(board, port, path, baud, connect_attempts)
     tail = bytearray()
