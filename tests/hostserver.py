@@ -13,9 +13,11 @@ with running_host(tmp_path) as host:            # repo "acme/widget" exists
 from __future__ import annotations
 
 import contextlib
+import http.client
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from github import Auth, Github
 
@@ -42,6 +44,20 @@ def running_host(
         yield host
     finally:
         host.shutdown()
+
+
+def signed_url(download_url: str) -> str:
+    """Where the host's browser download URL redirects: the asset's signed URL (a plain GET,
+    not followed), as a device resolves it."""
+    parts = urlsplit(download_url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port)
+    try:
+        conn.request("GET", parts.path)
+        location = conn.getresponse().getheader("Location")
+    finally:
+        conn.close()
+    assert location, f"{download_url} does not redirect"
+    return location
 
 
 def github_client(host: HostServer, token: str | None = TEST_TOKEN, **kw: Any) -> Github:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 
 from publisher.device import image as img
 from publisher.micropython import DEVICE_PACKAGES, REPO_ROOT, run_micropython, source_files
+from tests.threadserver import serving
 
 REGENERATE = (
     "package.json is out of date with the device code; regenerate it with\n"
@@ -84,19 +84,8 @@ def test_manifest_freezes_every_device_module() -> None:
 def repo_server() -> Iterator[str]:
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(REPO_ROOT))
 
-    class Quiet(http.server.ThreadingHTTPServer):
-        def handle_error(self, request, client_address):
-            pass
-
-    server = Quiet(("127.0.0.1", 0), handler)
-    server.RequestHandlerClass.log_message = lambda *a: None  # type: ignore[method-assign]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(handler) as url:
+        yield url
 
 
 def test_mip_installs_the_lcm_layout(repo_server: str, tmp_path: Path) -> None:

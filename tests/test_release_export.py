@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import io
 import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -21,6 +19,7 @@ from publisher.release.publish import PublishRequest, publish
 from publisher.signing import load_signer
 from tests.hostserver import TEST_REPO, TEST_TOKEN, github_client, running_host
 from tests.staticserver import running_nginx
+from tests.threadserver import serving
 
 runner = CliRunner()
 
@@ -135,24 +134,10 @@ def test_verify_reads_a_static_export_as_a_device_does(tmp_path):
         assert "pack.lcm" in out and "SHA-256" in out, out
 
 
-@contextmanager
-def python_http_server(root: Path) -> Iterator[str]:
+def python_http_server(root: Path) -> AbstractContextManager[str]:
     """Python's http.server serving `root` (it answers a Range request with the whole
     file, 200), in a thread on a free loopback port."""
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(root)))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    return serving(partial(SimpleHTTPRequestHandler, directory=str(root)))
 
 
 def test_verify_refuses_a_static_host_that_does_not_serve_byte_ranges(tmp_path):

@@ -7,10 +7,9 @@ odd Location headers. Every case must end in a clear error naming the asset.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
@@ -19,6 +18,7 @@ from publisher.release.build import release_assets
 from publisher.release.errors import VerifyError
 from publisher.release.verify import Trust, verify_release
 from tests.keyfactory import make_manifest, make_sector, new_signer
+from tests.threadserver import serving
 
 REPO = "acme/widget"
 TAG = "v1.0.0"
@@ -123,9 +123,6 @@ def hostile_server(release: Release) -> Iterator[str]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, *args: object) -> None:
-            pass
-
         def do_GET(self) -> None:
             if self.path == f"/{REPO}/releases/latest":
                 self.send_response(302)
@@ -143,16 +140,8 @@ def hostile_server(release: Release) -> Iterator[str]:
                 return
             release.behaviour.get(name, honest)(self, release.assets[name])
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    # A short poll interval only makes shutdown quick.
-    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 def verify(release: Release, url: str):

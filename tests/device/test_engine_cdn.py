@@ -9,16 +9,14 @@ the asking and the fetch is asked for again.
 
 from __future__ import annotations
 
-import http.client
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import trustme
 
 from publisher.device.simulate import der_from_pem
 from tests.device.enginekit import Repo, app_files, new_device, run, text
-from tests.hostserver import running_host
+from tests.hostserver import running_host, signed_url
 
 TLS_DATA_KB = 40  # as tests/device/test_engine_ca_rotation.py: mbedTLS's heap
 
@@ -88,11 +86,7 @@ def test_a_signed_url_that_expired_after_the_asking_is_asked_for_again(
         repo = Repo(host)
         repo.publish("1.0.0", app_files("1.0.0", n=2))
         url = f"{host.url}/{repo.name}/releases/download/v1.0.0/certs.sector"
-        parts = urlsplit(url)
-        conn = http.client.HTTPConnection(parts.hostname, parts.port)
-        conn.request("GET", parts.path)
-        signed = conn.getresponse().getheader("Location")
-        conn.close()
+        signed = signed_url(url)
         host.expire_signed_urls()
         host.clear_requests()
         root = tmp_path / "device"

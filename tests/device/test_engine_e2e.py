@@ -20,7 +20,7 @@ from tests.device.enginekit import (
     slot_is_complete,
     text,
 )
-from tests.hostserver import running_host
+from tests.hostserver import running_host, signed_url
 
 
 @pytest.fixture
@@ -226,17 +226,10 @@ def test_beta_channel_follows_the_pointer_and_stable_devices_do_not(
 
 
 def test_expired_signed_asset_url_is_renewed(tmp_path: Path, mpy: Any, host: Any) -> None:
-    import http.client
-    from urllib.parse import urlsplit
-
     repo = Repo(host)
     _, pack = repo.publish("1.0.0", app_files("1.0.0", n=4))
     url = f"{host.url}/{repo.name}/releases/download/v1.0.0/pack.lcm"
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port)
-    conn.request("GET", parts.path)
-    signed = conn.getresponse().getheader("Location")
-    conn.close()
+    signed = signed_url(url)
     host.expire_signed_urls()
     host.clear_requests()
 
