@@ -47,6 +47,14 @@ def test_bad_signature(device: Any, mpy: Any) -> None:
     refused(state, mpy, "app: refused v2.0.0: ", "bad manifest signature")
 
 
+def test_release_for_a_newer_manager(device: Any, mpy: Any) -> None:
+    """A release whose manifest asks for a manager newer than the device's (it would not run
+    under this one): refused on the device, the app untouched, until the manager updates."""
+    _, repo, state = device
+    repo.publish("2.0.0", V2, min_manager="99.0.0")
+    refused(state, mpy, "app: refused v2.0.0: ", "needs manager 99.0.0")
+
+
 def test_unknown_key(device: Any, mpy: Any) -> None:
     _, repo, state = device
     repo.publish("2.0.0", V2, key=new_signer())
