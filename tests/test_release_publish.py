@@ -202,6 +202,22 @@ def test_the_token_is_never_printed(world):
     assert "published" in result.output
 
 
+def test_verify_with_another_root_names_both_sides_key_ids(world, tmp_path):
+    """The usual cause of "signed by 0 of the trusted roots": a --root that is not the
+    repo's. The refusal shows the sector's roots and the trusted ones by key id."""
+    from cert_sector.keys import key_id_hex
+    from publisher.signing import load_public_key
+
+    publish_cli(world, "v1.0.0")
+    _, other, _ = signing.generate(tmp_path / "other", "root", None)
+    args = ["release", "verify", "--repo", REPO, "--root", str(other)]
+    result = lcm(world, *args, code=1)
+    repo_root = key_id_hex(load_public_key(world.root_pub))
+    given = key_id_hex(load_public_key(other))
+    assert "signed by 0 of the trusted roots, 1 required" in result.output, result.output
+    assert f"its roots are {repo_root}, the trusted ones {given}" in result.output, result.output
+
+
 @pytest.mark.parametrize(
     ("asset", "tamper", "named"),
     [

@@ -45,6 +45,7 @@ from cert_sector.assets import (
 from cert_sector.errors import ExpiredError, SignatureError, TrustError
 from cert_sector.fwimage import CHIP_IDS
 from cert_sector.fwimage import check_header as check_firmware_header
+from cert_sector.keys import key_id_hex
 from cert_sector.release import (
     check_tag,
     download_url,
@@ -133,8 +134,26 @@ def check_sector(data: bytes, repo: str, trust: Trust, now: int | None) -> sf.Se
         return sf.verify_sector(data, sf.PinnedRoots(repo, trust.roots, trust.threshold), now)
     except ExpiredError:
         raise _expired(data, now) from None
+    except SignatureError as exc:
+        raise _with_root_ids(_trust_error(SECTOR_ASSET, exc), data, trust) from None
     except TrustError as exc:
         raise _trust_error(SECTOR_ASSET, exc) from None
+
+
+def _with_root_ids(error: VerifyError, data: bytes, trust: Trust) -> VerifyError:
+    """A sector not signed by the trusted roots, with the key ids on both sides: the usual
+    cause is a --root (or --certs) that is not the repo's."""
+    try:
+        sector = sf.parse_sector(data)
+        trusted = sf.parse_sector(trust.sector).roots if trust.sector else trust.roots
+    except TrustError:
+        return error
+    ids = ", ".join
+    return VerifyError(
+        SECTOR_ASSET,
+        f"{error.reason}; its roots are {ids(key_id_hex(k) for k in sector.roots)}, "
+        f"the trusted ones {ids(key_id_hex(k) for k in trusted)}",
+    )
 
 
 class _FileChecker:
