@@ -38,13 +38,8 @@ def stored_url(u, name):
     never becomes a str), a short one as a str (a relative redirect may be joined to it)."""
     if " " + name not in u.resolved:
         return None
-    path = URL_FILE % (u.hal.root, u.kind, name)
-    with open(path, "rb") as f:
+    with open(URL_FILE % (u.hal.root, u.kind, name), "rb") as f:
         n = f.readinto(u.slot)
-    try:
-        u.hal.fs.remove(path)  # read once: its flash block is not held until the next install
-    except OSError:
-        pass  # a flash that refuses it now: the next asking removes it
     return u.slot[:n] if n > _LONG_URL else str(u.slot[:n], "utf-8")
 
 
@@ -64,16 +59,19 @@ def download(u, url, path, limit, headers):
         exc.retry_after = None
         raise exc
     failures = 0
-    stored = stored_url(u, name)
+    stored = " " + name in u.resolved
     while True:
         try:
             try:
-                resp = u.client.get(stored or url, max_bytes=limit, headers=headers)
+                # Read at each try: a redirect followed from it replaced it in the URL slot.
+                resp = u.client.get(
+                    stored_url(u, name) if stored else url, max_bytes=limit, headers=headers
+                )
             except StatusError as exc:
                 expired = exc.status == 403 or exc.status == 404 or exc.status == 410
-                if stored is None or not expired:
+                if not stored or not expired:
                     raise
-                stored = None
+                stored = False
                 u.log("download: asset URL expired (HTTP " + str(exc.status) + "), renewing")
                 continue
             etag = resp.header("etag")

@@ -564,7 +564,11 @@ class Client:
         # URL there and then (joining later would need a str of its length).
         prefix = ""
         _clean(value, "Location", 32)
-        if not _is_http_url(value):
+        if _is_http_url(value):
+            # Checked now, while `base` is whole: it may be a URL in this very slot (a
+            # signed URL redirecting again), which the Location is about to replace.
+            self.redirect_url(base, value)
+        else:
             if not isinstance(base, str):
                 raise LimitError("a relative Location after a URL over %d bytes" % _LONG_VALUE)
             two = str(value[:2], "utf-8")

@@ -19,33 +19,43 @@ def install(u, st, tag):
     from lcm_device.metadata import verified
 
     try:
-        got = verified(u, st, tag, slot)
+        try:
+            got = verified(u, st, tag, slot)
+        finally:
+            # Steps 2-3 done (or refused): their modules and the verifier's go, and their
+            # heap with them (only plain values came back: nothing refers to them).
+            verified = None
+            unload(
+                [
+                    "lcm_device.metadata",
+                    "lcm_device.firstpin",
+                    "cert_sector.sector",
+                    "cert_sector.p256",
+                    "cert_sector.keys",
+                ],
+                True,
+            )
+        if got is None:
+            return "idle"  # a staged roll-out that leaves this device out
+        order, pack_size, spent, firmware = got
+        got = None
+        if firmware:
+            from lcm_device.firmware import install_firmware
+
+            install_firmware(u, st, tag, order, spent, slots.manifest_path(u.hal, slot) + ".new")
+            return
+        from lcm_device.slotfill import fill
+
+        fill(u, st, tag, slot, order, pack_size, spent)
     finally:
-        # Steps 2-3 done (or refused): their modules and the verifier's go, and their
-        # heap with them (only plain values came back: nothing refers to them).
-        verified = None
-        unload(
-            [
-                "lcm_device.metadata",
-                "lcm_device.firstpin",
-                "cert_sector.sector",
-                "cert_sector.p256",
-                "cert_sector.keys",
-            ],
-            True,
-        )
-    if got is None:
-        return "idle"  # a staged roll-out that leaves this device out
-    order, pack_size, spent, firmware = got
-    got = None
-    if firmware:
-        from lcm_device.firmware import install_firmware
+        # The signed URLs lcm_device.resolve kept: of this install only (installed,
+        # refused or failed), their flash blocks are let go.
+        from lcm_device.fetch import URL_FILE
+        from lcm_device.hal.fs import remove_if_exists
 
-        install_firmware(u, st, tag, order, spent, slots.manifest_path(u.hal, slot) + ".new")
-        return
-    from lcm_device.slotfill import fill
-
-    fill(u, st, tag, slot, order, pack_size, spent)
+        for name in u.resolved.split():
+            if name[0] != "-":
+                remove_if_exists(u.hal.fs, URL_FILE % (u.hal.root, u.kind, name))
 
 
 def partition_label(p):

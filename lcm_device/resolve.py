@@ -5,8 +5,9 @@ signed URL of about 1.3 KB on another host). The client keeps one connection,
 so fetching the assets in turn (sector, roll-out document, manifest, pack)
 would switch hosts at every asset: six TLS handshakes for an install. Asked
 here one after the other on the connection the tag's request left open, and
-the signed URLs kept on flash (the client's URL slot holds one; each file is
-removed once read), the assets are then fetched in a row from the CDN: two
+the signed URLs kept on flash (the client's URL slot holds one; the files go
+when the install ends: lcm_device.install), the assets are then fetched in a
+row from the CDN: two
 handshakes (lcm_device.fetch.download and the pack's stream use what this
 leaves).
 

@@ -17,6 +17,7 @@ import trustme
 from publisher.device.simulate import der_from_pem
 from tests.device.enginekit import Repo, app_files, new_device, run, text
 from tests.hostserver import running_host, signed_url
+from tests.test_http_servers import CLOSE, RawServer, Request, response
 
 TLS_DATA_KB = 40  # as tests/device/test_engine_ca_rotation.py: mbedTLS's heap
 
@@ -67,6 +68,8 @@ def test_an_install_and_an_update_from_a_cdn_take_two_handshakes_each(
             "pack.lcm",
         ], requests
         assert len({conn for conn, _, _ in requests}) == 2, requests
+        # The signed URLs kept for the install are gone with it.
+        assert not list((state / "lcm/state").glob("*.url"))
 
         v2 = app_files("1.0.0", n=20)
         v2["lib/m05.py"] += b"# changed\n"
@@ -77,6 +80,51 @@ def test_an_install_and_an_update_from_a_cdn_take_two_handshakes_each(
         # The sector unchanged: 304 from the CDN; still two handshakes.
         assert ("certs.sector", 304) in [(p, c) for _, p, c in asked(host)], asked(host)
         assert len({conn for conn, _, _ in asked(host)}) == 2, asked(host)
+
+
+def test_a_download_cut_after_a_redirect_from_its_signed_url_tries_that_url_again(
+    tmp_path: Path, mpy: Any
+) -> None:
+    """The stored signed URL redirects once more to a long URL, which takes its place in
+    the client's URL slot; the body is then cut: the retry asks the stored URL again (read
+    from flash again), not what the slot holds by then."""
+    served = []
+
+    def moved(req: Request) -> list[bytes]:
+        return [response(302, b"", [("Location", server.url("/t?" + "b" * 300))])]
+
+    def body(req: Request) -> list[Any]:
+        served.append(req.path)
+        if len(served) == 1:  # the first answer breaks off: a retry
+            return [b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789", CLOSE]
+        return [response(200, b"x" * 100)]
+
+    root = tmp_path / "device"
+    (root / "lcm/state").mkdir(parents=True)
+    with RawServer({"/s": moved, "/t": body}) as server:
+        code = f"""
+from lcm_device.fetch import URL_FILE, download
+from lcm_device.http import Client
+from lcm_sim.unix import UnixHal
+
+class Check:  # what download() uses of an Updater, as lcm_device.resolve left it
+    pass
+
+buf = memoryview(bytearray(5120))
+u = Check()
+u.hal, u.kind, u.log = UnixHal({str(root)!r}), "app", print
+u.slot, u.io = buf[2048:4096], buf[4096:]
+u.client = Client(buf[:2048], slot=u.slot, timeout_ms=2000)
+u.resolved = " certs.sector"
+with open(URL_FILE % (u.hal.root, "app", "certs.sector"), "wb") as f:
+    f.write({server.url("/s?" + "a" * 400)!r}.encode())
+url = {server.url("/dl/certs.sector")!r}
+print("size", download(u, url, u.hal.root + "/sector.new", 4096, None)[0])
+"""
+        out = mpy.run(code, rom=True).stdout
+    assert "size 100" in out, out
+    assert [r.path.split("?")[0] for r in server.requests] == ["/s", "/t", "/s", "/t"], out
+    assert server.requests[2].path.endswith("a" * 400), server.requests[2].path[:80]
 
 
 def test_a_signed_url_that_expired_after_the_asking_is_asked_for_again(

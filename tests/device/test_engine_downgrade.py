@@ -56,3 +56,36 @@ def test_https_to_http_redirect_is_refused(tmp_path: Path, mpy: Any) -> None:
         point(state, server.url(), allow_http_redirect=None)
         status = run(state, mpy, data_at_least_kb=TLS_DATA_KB)
     assert status.state["app_tag"] == "v3.0.0" and "APP v3.0.0 running" in text(status)
+
+
+def test_a_signed_url_that_redirects_to_http_is_refused(tmp_path: Path, mpy: Any) -> None:
+    """The download URL redirects to a long signed URL (kept in the client's URL slot, as
+    GitHub's CDN URLs are), which redirects again, to a long http:// URL: the second
+    redirect's Location replaces the first URL in that slot, and the refusal must still see
+    where the redirect came from (https)."""
+    ca = trustme.CA()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(ctx)
+    with running_host(tmp_path) as host:
+        repo = Repo(host)
+        repo.publish("1.0.0", app_files("1.0.0", n=3))
+        state = new_device(tmp_path, mpy, host, repo, http_timeout_ms=1000)
+        assert run(state, mpy).state["app_tag"] == "v1.0.0"
+    (state / "lcm/state/certs/bootstrap.der").write_bytes(der_from_pem(ca.cert_pem.bytes()))
+
+    genuine = release_routes(repo, "2.0.0", 2)
+    manifest = download("v2.0.0", "manifest.lcm")
+    signed = "/cdn/" + "a" * 400 + "/manifest.lcm"  # over 256 bytes: the URL slot
+    plain_path = "/plain/" + "b" * 400 + "/manifest.lcm"
+    with RawServer({**genuine, plain_path: genuine[manifest]}) as plain:
+        hostile = dict(genuine)
+        hostile[manifest] = [response(302, b"", [("Location", signed)])]
+        hostile[signed] = [response(302, b"", [("Location", plain.url(plain_path))])]
+        with RawServer(hostile, tls=ctx) as server:
+            point(state, server.url())
+            status = run(state, mpy, data_at_least_kb=TLS_DATA_KB)
+    out = text(status)
+    assert "app: check failed: ProtocolError: redirect from https to" in out, out
+    assert "refused (no downgrade)" in out
+    assert status.state["app_tag"] == "v1.0.0" and "APP v1.0.0 running" in out
+    assert not [r for r in plain.requests if r.path == plain_path], plain.requests
