@@ -125,6 +125,9 @@ class PackStream:
                 raise ProtocolError("pack redirect without Location")
             self.cdn = client.redirect_url(url, resp.location)
             resp = client.get(self.cdn, start=self.pos, end=self.end - 1, max_bytes=n)
+            # Where the ranges come from now: a further redirect's Location replaced the
+            # one above in the client's URL slot (a long URL lives there).
+            self.cdn = resp.url
         if resp.range_total != self.size:
             resp.close()
             raise Refused(

@@ -9,6 +9,7 @@ the asking and the fetch is asked for again.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,44 @@ print("size", download(u, url, u.hal.root + "/sector.new", 4096, None)[0])
     assert "size 100" in out, out
     assert [r.path.split("?")[0] for r in server.requests] == ["/s", "/t", "/s", "/t"], out
     assert server.requests[2].path.endswith("a" * 400), server.requests[2].path[:80]
+
+
+def test_the_pack_keeps_reading_from_where_a_second_redirect_led(tmp_path: Path, mpy: Any) -> None:
+    """The pack's download URL redirects to a long signed URL that redirects again to
+    another (both kept in the client's URL slot, one replacing the other): the next range
+    is asked of the last one, whole, not of what was left of the first in the slot."""
+    pack = bytes(range(256)) * 8
+    first, last = "/s?" + "a" * 400, "/t?" + "b" * 300
+
+    def ranged_pack(req: Request) -> list[bytes]:
+        a, b = (int(x) for x in req.headers["range"].removeprefix("bytes=").split("-"))
+        return [response(206, pack[a : b + 1], [("Content-Range", f"bytes {a}-{b}/{len(pack)}")])]
+
+    routes = {
+        "/dl/pack.lcm": lambda req: [response(302, b"", [("Location", server.url(first))])],
+        "/s": lambda req: [response(302, b"", [("Location", server.url(last))])],
+        "/t": ranged_pack,
+    }
+    with RawServer(routes) as server:
+        code = f"""
+from lcm_device.fetch import PackStream
+from lcm_device.http import Client
+
+buf = memoryview(bytearray(5120))
+client = Client(buf[:2048], slot=buf[2048:4096], timeout_ms=2000)
+pack = PackStream(client, {server.url("/dl/pack.lcm")!r}, {len(pack)}, 10, print)
+got = bytearray()
+for start in (0, 1024):  # two ranges: two requests
+    pack.open(start, start + 1024)
+    while len(got) < start + 1024:
+        n = pack.readinto(buf[4096:])
+        got += buf[4096 : 4096 + n]
+print("sha", __import__("hashlib").sha256(got).digest().hex())
+"""
+        out = mpy.run(code, rom=True).stdout
+    assert "sha " + hashlib.sha256(pack).hexdigest() in out, out
+    paths = [r.path for r in server.requests]
+    assert paths == ["/dl/pack.lcm", first, last, last], paths
 
 
 def test_a_signed_url_that_expired_after_the_asking_is_asked_for_again(
