@@ -34,6 +34,32 @@ def tls_files(tmp_path: Path) -> tuple[tuple[Path, Path], Path, bytes]:
     return (cert_pem, key_pem), ca_pem, der_from_pem(ca_pem.read_bytes())
 
 
+def download_stored(mpy: Any, root: Path, stored: str, url: str) -> str:
+    """lcm_device.fetch.download of certs.sector (browser URL `url`) in MicroPython, as
+    lcm_device.resolve leaves an install: the asset's signed URL `stored` kept on flash under
+    `root`; the device's output."""
+    (root / "lcm/state").mkdir(parents=True, exist_ok=True)
+    code = f"""
+from lcm_device.fetch import URL_FILE, download
+from lcm_device.http import Client
+from lcm_sim.unix import UnixHal
+
+class Check:  # what download() uses of an Updater, as lcm_device.resolve left it
+    pass
+
+buf = memoryview(bytearray(5120))  # as the engine's: 2 KB HTTP, 2 KB URL slot, 1 KB data
+u = Check()
+u.hal, u.kind, u.log = UnixHal({str(root)!r}), "app", print
+u.slot, u.io = buf[2048:4096], buf[4096:]
+u.client = Client(buf[:2048], slot=u.slot, timeout_ms=2000)
+u.resolved = " certs.sector"
+with open(URL_FILE % (u.hal.root, "app", "certs.sector"), "wb") as f:
+    f.write({stored!r}.encode())
+print("size", download(u, {url!r}, u.hal.root + "/sector.new", 4096, None)[0])
+"""
+    return mpy.run(code, rom=True).stdout
+
+
 def asked(host: Any) -> list[tuple[int, str, int]]:
     """(connection, asset or page, status) of each request the host served."""
     return [(r.connection_id, r.path.rsplit("/", 1)[-1], r.status) for r in host.requests]
@@ -100,29 +126,9 @@ def test_a_download_cut_after_a_redirect_from_its_signed_url_tries_that_url_agai
             return [b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789", CLOSE]
         return [response(200, b"x" * 100)]
 
-    root = tmp_path / "device"
-    (root / "lcm/state").mkdir(parents=True)
     with RawServer({"/s": moved, "/t": body}) as server:
-        code = f"""
-from lcm_device.fetch import URL_FILE, download
-from lcm_device.http import Client
-from lcm_sim.unix import UnixHal
-
-class Check:  # what download() uses of an Updater, as lcm_device.resolve left it
-    pass
-
-buf = memoryview(bytearray(5120))
-u = Check()
-u.hal, u.kind, u.log = UnixHal({str(root)!r}), "app", print
-u.slot, u.io = buf[2048:4096], buf[4096:]
-u.client = Client(buf[:2048], slot=u.slot, timeout_ms=2000)
-u.resolved = " certs.sector"
-with open(URL_FILE % (u.hal.root, "app", "certs.sector"), "wb") as f:
-    f.write({server.url("/s?" + "a" * 400)!r}.encode())
-url = {server.url("/dl/certs.sector")!r}
-print("size", download(u, url, u.hal.root + "/sector.new", 4096, None)[0])
-"""
-        out = mpy.run(code, rom=True).stdout
+        stored, url = server.url("/s?" + "a" * 400), server.url("/dl/certs.sector")
+        out = download_stored(mpy, tmp_path / "device", stored, url)
     assert "size 100" in out, out
     assert [r.path.split("?")[0] for r in server.requests] == ["/s", "/t", "/s", "/t"], out
     assert server.requests[2].path.endswith("a" * 400), server.requests[2].path[:80]
@@ -177,26 +183,7 @@ def test_a_signed_url_that_expired_after_the_asking_is_asked_for_again(
         host.expire_signed_urls()
         host.clear_requests()
         root = tmp_path / "device"
-        (root / "lcm/state").mkdir(parents=True)
-        code = f"""
-from lcm_device.fetch import URL_FILE, download
-from lcm_device.http import Client
-from lcm_sim.unix import UnixHal
-
-class Check:  # what download() uses of an Updater, as lcm_device.resolve left it
-    pass
-
-buf = memoryview(bytearray(5120))  # as the engine's: 2 KB HTTP, 2 KB URL slot, 1 KB data
-u = Check()
-u.hal, u.kind, u.log = UnixHal({str(root)!r}), "app", print
-u.slot, u.io = buf[2048:4096], buf[4096:]
-u.client = Client(buf[:2048], slot=u.slot, timeout_ms=2000)
-u.resolved = " certs.sector"
-with open(URL_FILE % (u.hal.root, "app", "certs.sector"), "wb") as f:
-    f.write({signed!r}.encode())
-print("size", download(u, {url!r}, u.hal.root + "/sector.new", 4096, None)[0])
-"""
-        out = mpy.run(code, rom=True).stdout
+        out = download_stored(mpy, root, signed, url)
     assert "download: asset URL expired (HTTP 403), renewing" in out, out
     assert f"size {len(repo.sector)}" in out, out
     assert [code for _, _, code in asked(host)] == [403, 302, 200], asked(host)

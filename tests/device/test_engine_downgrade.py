@@ -20,7 +20,8 @@ from tests.test_http_servers import RawServer, response
 TLS_DATA_KB = 40
 
 
-def test_https_to_http_redirect_is_refused(tmp_path: Path, mpy: Any) -> None:
+def installed_over_tls(tmp_path: Path, mpy: Any) -> tuple[Repo, Path, ssl.SSLContext]:
+    """A device running v1.0.0, which trusts a test CA, and a server context of that CA."""
     ca = trustme.CA()
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ca.issue_cert("127.0.0.1").configure_cert(ctx)
@@ -30,6 +31,19 @@ def test_https_to_http_redirect_is_refused(tmp_path: Path, mpy: Any) -> None:
         state = new_device(tmp_path, mpy, host, repo, http_timeout_ms=1000)
         assert run(state, mpy).state["app_tag"] == "v1.0.0"
     (state / "lcm/state/certs/bootstrap.der").write_bytes(der_from_pem(ca.cert_pem.bytes()))
+    return repo, state, ctx
+
+
+def refused_downgrade(status: Any) -> None:
+    """The check refused a redirect to plain HTTP, named it, and the app ran on."""
+    out = text(status)
+    assert "app: check failed: ProtocolError: redirect from https to" in out, out
+    assert "refused (no downgrade)" in out
+    assert status.state["app_tag"] == "v1.0.0" and "APP v1.0.0 running" in out
+
+
+def test_https_to_http_redirect_is_refused(tmp_path: Path, mpy: Any) -> None:
+    repo, state, ctx = installed_over_tls(tmp_path, mpy)
 
     genuine = release_routes(repo, "2.0.0", 2)
     sector = download("v2.0.0", "certs.sector")
@@ -38,11 +52,7 @@ def test_https_to_http_redirect_is_refused(tmp_path: Path, mpy: Any) -> None:
         hostile[sector] = [response(302, b"", [("Location", plain.url(sector))])]
         with RawServer(hostile, tls=ctx) as server:
             point(state, server.url())
-            status = run(state, mpy, data_at_least_kb=TLS_DATA_KB)
-            out = text(status)
-            assert "app: check failed: ProtocolError: redirect from https to" in out, out
-            assert "refused (no downgrade)" in out
-            assert status.state["app_tag"] == "v1.0.0" and "APP v1.0.0 running" in out
+            refused_downgrade(run(state, mpy, data_at_least_kb=TLS_DATA_KB))
             assert slot_is_complete(state, "app0")
             assert not [r for r in plain.requests if r.path == sector]
 
@@ -63,15 +73,7 @@ def test_a_signed_url_that_redirects_to_http_is_refused(tmp_path: Path, mpy: Any
     GitHub's CDN URLs are), which redirects again, to a long http:// URL: the second
     redirect's Location replaces the first URL in that slot, and the refusal must still see
     where the redirect came from (https)."""
-    ca = trustme.CA()
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("127.0.0.1").configure_cert(ctx)
-    with running_host(tmp_path) as host:
-        repo = Repo(host)
-        repo.publish("1.0.0", app_files("1.0.0", n=3))
-        state = new_device(tmp_path, mpy, host, repo, http_timeout_ms=1000)
-        assert run(state, mpy).state["app_tag"] == "v1.0.0"
-    (state / "lcm/state/certs/bootstrap.der").write_bytes(der_from_pem(ca.cert_pem.bytes()))
+    repo, state, ctx = installed_over_tls(tmp_path, mpy)
 
     genuine = release_routes(repo, "2.0.0", 2)
     manifest = download("v2.0.0", "manifest.lcm")
@@ -83,9 +85,5 @@ def test_a_signed_url_that_redirects_to_http_is_refused(tmp_path: Path, mpy: Any
         hostile[signed] = [response(302, b"", [("Location", plain.url(plain_path))])]
         with RawServer(hostile, tls=ctx) as server:
             point(state, server.url())
-            status = run(state, mpy, data_at_least_kb=TLS_DATA_KB)
-    out = text(status)
-    assert "app: check failed: ProtocolError: redirect from https to" in out, out
-    assert "refused (no downgrade)" in out
-    assert status.state["app_tag"] == "v1.0.0" and "APP v1.0.0 running" in out
+            refused_downgrade(run(state, mpy, data_at_least_kb=TLS_DATA_KB))
     assert not [r for r in plain.requests if r.path == plain_path], plain.requests
