@@ -187,24 +187,31 @@ def _fetch(u, slot, active, plan, pack):
                 start, end = e.offset, e.offset + e.size
                 h = hashlib.sha256()
             have = start - e.offset
-            if have:
-                with open(target, "rb") as f:
-                    if pump(f, io, have, None, h) != have:
-                        raise OSError("partial file shorter than expected")
-                out = fs.open_append(target)
-            else:
-                out = fs.open_write(target)
-            try:
-                if start < end and (pack.resp is None or pack.pos != start or pack.end < end):
-                    pack.open(start, _run_end(pf, end))
-                pump(pack, io, end - start, out, h)
-            finally:
-                out.close()
-            if h.digest() != e.sha256:
+            while True:
+                if have:
+                    with open(target, "rb") as f:
+                        if pump(f, io, have, None, h) != have:
+                            raise OSError("partial file shorter than expected")
+                    out = fs.open_append(target)
+                else:
+                    out = fs.open_write(target)
+                try:
+                    if start < end and (pack.resp is None or pack.pos != start or pack.end < end):
+                        pack.open(start, _run_end(pf, end))
+                    pump(pack, io, end - start, out, h)
+                finally:
+                    out.close()
+                if h.digest() == e.sha256:
+                    break
                 fs.remove(target)
-                raise Refused(
-                    "file " + e.path + ": downloaded bytes do not match the manifest sha256"
-                )
+                if not have:
+                    raise Refused(
+                        "file " + e.path + ": downloaded bytes do not match the manifest sha256"
+                    )
+                # The part kept from before a power cut did not hold (its last write torn):
+                # the whole file once more, from the pack.
+                u.log("download: " + e.path + " was damaged before the resume; fetching it whole")
+                start, have, h = e.offset, 0, hashlib.sha256()
     finally:
         if pf is not None:
             pf.close()

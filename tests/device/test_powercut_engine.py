@@ -105,3 +105,36 @@ def test_power_cut_in_the_trial_boot_and_its_confirmation(
             shutil.rmtree(state)
         print(f"trial-boot power cut points tried: {tried} (100 % recovered), {cuts.summary()}")
         assert cuts.points >= 3
+
+
+def test_a_resumed_file_whose_kept_part_was_torn_is_fetched_whole(tmp_path: Path, mpy: Any) -> None:
+    """A power cut in the middle of a file's download, its last write torn (0xFF, as a
+    flash page being programmed is): the next check resumes that file, finds its hash
+    wrong, and fetches it whole, in the same check, instead of refusing the release."""
+    with running_host(tmp_path) as host:
+        repo = Repo(host)
+        v1 = app_files("1.0.0", n=4, size=1500)
+        repo.publish("1.0.0", v1)
+        golden = new_device(tmp_path, mpy, host, repo)
+        assert run(golden, mpy).state["app_tag"] == "v1.0.0"
+        v2 = dict(v1)
+        v2["lib/m01.py"] = b"VALUE = 'changed'\n" * 300  # 5.4 KB: several writes
+        repo.publish("1.1.0", v2)
+        partial = None
+        for k in range(1, 200):  # the first cut that leaves m01.py partly written
+            state = tmp_path / f"cut{k}"
+            shutil.copytree(golden, state)
+            status = run(state, mpy, fault_at=k)
+            assert 76 in status.exits, text(status)  # cut before the update finished
+            found = state / "lcm/app1/lib/m01.py"
+            if found.is_file() and 1024 < found.stat().st_size < len(v2["lib/m01.py"]):
+                partial = found
+                break
+        assert partial is not None
+        data = partial.read_bytes()
+        partial.write_bytes(data[:5] + b"\xff" * (len(data) - 5))  # the kept part, torn
+        status = run(state, mpy)
+        out = text(status)
+        assert "lib/m01.py was damaged before the resume; fetching it whole" in out, out
+        assert status.state["app_tag"] == "v1.1.0", out
+        assert (state / "lcm/app1/lib/m01.py").read_bytes() == v2["lib/m01.py"]
