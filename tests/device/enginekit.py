@@ -234,3 +234,14 @@ def install_first_release(tmp: Path, mpy_build: Path) -> tuple[Repo, Path]:
         state = new_device(tmp, device, host, repo, http_timeout_ms=1000)
         assert run(state, device).state["app_tag"] == "v1.0.0"
     return repo, state
+
+
+def installed_v1(tmp_path: Path, mpy: Any, host: Any) -> tuple[Repo, dict[str, bytes], Path]:
+    """(repo, files, device): a device at v1.0.0 of four 1500-byte files from `host`, the
+    release the power-cut tests update from."""
+    repo = Repo(host)
+    files = app_files("1.0.0", n=4, size=1500)
+    repo.publish("1.0.0", files)
+    device = new_device(tmp_path, mpy, host, repo)
+    assert run(device, mpy).state["app_tag"] == "v1.0.0"
+    return repo, files, device

@@ -14,7 +14,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tests.device.enginekit import Repo, app_files, new_device, run, slot_is_complete, text
+from tests.device.enginekit import (
+    Repo,
+    app_files,
+    installed_v1,
+    new_device,
+    run,
+    slot_is_complete,
+    text,
+)
 from tests.hostserver import running_host
 from tests.keyfactory import make_sector, new_signer
 
@@ -33,11 +41,7 @@ def test_power_cut_at_every_flash_mutation_recovers(
     tmp_path: Path, mpy: Any, heap_pass_sample: Any
 ) -> None:
     with running_host(tmp_path) as host:
-        repo = Repo(host)
-        v1 = app_files("1.0.0", n=4, size=1500)
-        repo.publish("1.0.0", v1)
-        golden = new_device(tmp_path, mpy, host, repo)
-        assert run(golden, mpy).state["app_tag"] == "v1.0.0"
+        repo, v1, golden = installed_v1(tmp_path, mpy, host)
         first_sector = repo.sector
         v2 = dict(v1)
         v2["lib/m01.py"] = b"VALUE = 'changed'\n" * 100
@@ -112,11 +116,7 @@ def test_a_resumed_file_whose_kept_part_was_torn_is_fetched_whole(tmp_path: Path
     flash page being programmed is): the next check resumes that file, finds its hash
     wrong, and fetches it whole, in the same check, instead of refusing the release."""
     with running_host(tmp_path) as host:
-        repo = Repo(host)
-        v1 = app_files("1.0.0", n=4, size=1500)
-        repo.publish("1.0.0", v1)
-        golden = new_device(tmp_path, mpy, host, repo)
-        assert run(golden, mpy).state["app_tag"] == "v1.0.0"
+        repo, v1, golden = installed_v1(tmp_path, mpy, host)
         v2 = dict(v1)
         v2["lib/m01.py"] = b"VALUE = 'changed'\n" * 300  # 5.4 KB: several writes
         repo.publish("1.1.0", v2)

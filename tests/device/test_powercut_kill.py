@@ -27,7 +27,7 @@ from tests.device.bootkit import (
     sweep,
     tear,
 )
-from tests.device.enginekit import Repo, app_files, new_device, run, text
+from tests.device.enginekit import app_files, installed_v1, run, text
 from tests.hostserver import running_host
 
 TRIALS = 100 if sweep() else 8
@@ -40,11 +40,7 @@ STATE_FILES = ("boot0.json", "boot1.json", "config.json", "config.good.json")
 def test_sigkill_at_random_moments_with_torn_last_writes(tmp_path: Path, mpy: Any) -> None:
     rng = random.Random(20261204)
     with running_host(tmp_path) as host:
-        repo = Repo(host)
-        v1 = app_files("1.0.0", n=4, size=1500)
-        repo.publish("1.0.0", v1)
-        golden = new_device(tmp_path, mpy, host, repo)
-        assert run(golden, mpy).state["app_tag"] == "v1.0.0"
+        repo, v1, golden = installed_v1(tmp_path, mpy, host)
         v2 = dict(v1)
         v2["lib/m01.py"] = b"VALUE = 'changed'\n" * 100
         v2["main.py"] = app_files("1.1.0", n=1)["main.py"]
