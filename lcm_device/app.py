@@ -57,11 +57,20 @@ def request_update():
 
 
 def idle(ms):
-    """Sleep `ms` milliseconds; on a port without a board timer (the unix port) the
-    check timer and the fleet link run during this call (lcm_device.checktimer.idle)."""
+    """Sleep `ms` milliseconds. Where no board timer polls the check timer (the unix
+    port) it is polled here, so an app that calls `lcm.idle` gets its checks and the
+    fleet link (push hints, status) as a board's timer would give them."""
     from lcm_device import checktimer
+    from lcm_device.compat import sleep_ms, ticks_diff, ticks_ms
 
-    checktimer.idle(ms)
+    start = ticks_ms()
+    while True:
+        left = ms - ticks_diff(ticks_ms(), start)
+        if left <= 0:
+            return
+        sleep_ms(min(left, 1000))  # the board timer's period (lcm_device.timerwork.POLL_MS)
+        if checktimer.root is not None and checktimer.timer is None:  # armed, no timer polls
+            checktimer.poll()
 
 
 def hold(on=True):
@@ -69,7 +78,7 @@ def hold(on=True):
     # Imported here: the boot has loaded it already for the app's check timer.
     from lcm_device import checktimer
 
-    checktimer.hold(on)
+    checktimer.held = bool(on)
 
 
 def status():

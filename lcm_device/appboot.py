@@ -27,14 +27,14 @@ import json
 import sys
 
 from lcm_device import slots
-from lcm_device.compat import const, exists, sleep_ms, step, uptime_s
+from lcm_device.compat import const, exists, sleep_ms, step, unload, uptime_s
 from lcm_device.hal import get
 from lcm_device.slots import APP_NEXT
 
 # What the app boot reads of the config, written into the marker by the update boot.
 # One string, split where used: a tuple constant is an object in RAM on a board.
 APP_BOOT_SETTINGS = "confirm_after_s check_interval_s mqtt_url"
-_MAX_MARKER = const(256)
+_MAX_MARKER = const(512)
 _IDLE_POLL_MS = const(1000)  # without an app: how often the boot polls the check schedule
 
 
@@ -74,26 +74,45 @@ def run(running):
     return app_boot(hal, _settings(hal, marker), marker)
 
 
+def _fields(marker):
+    # The marker's JSON (marker_for), or None: an older manager's marker (its cause alone).
+    try:
+        fields = json.loads(marker.split(b"\n")[1])
+    except (IndexError, ValueError):
+        return None
+    return fields if isinstance(fields, dict) else None
+
+
 def _settings(hal, marker):
     # The update boot's settings from the marker; the config itself for a fleet link (it
     # reads many) and for a marker without them (an older manager's update boot).
-    try:
-        cfg = json.loads(marker.split(b"\n", 1)[1])
-    except (IndexError, ValueError):
-        cfg = None
-    if not isinstance(cfg, dict) or cfg.get("mqtt_url"):
+    cfg = _fields(marker)
+    if cfg is None or cfg.get("mqtt_url"):
         from lcm_device import config
 
         cfg = config.load(hal)
     return cfg
 
 
-def marker_for(cfg, power):
-    """The marker the update boot leaves for its app boot (lcm_device.checkboot)."""
+def marker_for(cfg, power, app=None, running=None, check_in=0, hal_timer=False, settled=False):
+    """The marker the update boot leaves for its app boot (lcm_device.checkboot): its reset
+    cause, then the settings as JSON. With `app`, counted already (count_app), the JSON
+    also holds what the app boot needs to start it (the app's slot and tag, the next check
+    in `check_in` seconds, when to confirm a trial app, whether the board's timer is the
+    HAL's and whether the gesture counter is settled), and a third line names the
+    manager slot `running`: /main.py then starts the app itself (lcm_device.appstart).
+    Without it (None: a fleet link, a firmware on trial) this module starts it."""
     settings = {}
     for key in APP_BOOT_SETTINGS.split():
         settings[key] = cfg.get(key)
-    return (b"power" if power else b"reset") + b"\n" + json.dumps(settings).encode()
+    slot = b""
+    if app is not None:
+        settings["app"], settings["app_tag"], settings["check_in"] = app[0], app[1], check_in
+        settings["confirm_in"] = int(cfg.get("confirm_after_s") or 30) if app[2] else None
+        settings["hal_timer"], settings["settled"] = hal_timer, settled
+        if running:
+            slot = b"\n" + running.encode()
+    return (b"power" if power else b"reset") + b"\n" + json.dumps(settings).encode() + slot
 
 
 def _bootloader(hal):
@@ -107,7 +126,13 @@ def app_boot(hal, cfg, marker):
     step(_continued_trial, hal)
     # The update boot's reset cause: a power-on there forgives the app's boot before it.
     power = marker.split(b"\n", 1)[0] == b"power"
-    return step(prepare_app, hal, cfg, None, power, False)
+    app = _fields(marker)
+    if app is not None and app.get("app"):
+        # Counted by the update boot (a /main.py older than the marker did not start it).
+        app = app["app"], app["app_tag"], app.get("confirm_in") is not None
+    else:
+        app = None
+    return step(prepare_app, hal, cfg, None, power, False, app)
 
 
 def _continues(hal, power):
@@ -137,16 +162,14 @@ def _continued_trial(hal):
         slots.save(hal, st)
 
 
-def prepare_app(hal, cfg, sched, power, announce=True):
-    """Count the app's trial boot and arm the check timer; the app to start, (slot path,
-    tag, modules that stay loaded besides lcm_device.boot's), or None. `announce`: log
-    "app: starting" (the app boot after an update boot does not: the log stays unloaded)."""
+def count_app(hal, power):
+    """Count the app's trial boot, logging a roll-back; (slot, tag, on trial) of the
+    app to start, or None: no app installed. The update boot does it for its app boot
+    before its reset (marker_for), so that the app boot need not load this module."""
     from lcm_device import trial
 
     st = slots.load(hal)
     if not st.get("app"):
-        log("app: none installed yet")
-        _wait_for_check(hal, cfg, sched)
         return None
     on_trial = st.get("app_tag")
     counted = trial.count_boot(hal, st, "app", power, log)
@@ -165,7 +188,6 @@ def prepare_app(hal, cfg, sched, power, announce=True):
     elif counted == "previous":
         log("app: trial boot not counted; running the previous release " + str(st.get("app_tag")))
     if not st.get("app"):
-        _wait_for_check(hal, cfg, sched)
         return None
     tag = st.get("app_tag")
     trying = slots.in_trial(st, "app")
@@ -178,14 +200,27 @@ def prepare_app(hal, cfg, sched, power, announce=True):
             + " for "
             + str(tag)
         )
-    elif announce:
-        log("app: starting " + str(tag))
-    trial = None
+    return st["app"], tag, trying
+
+
+def prepare_app(hal, cfg, sched, power, announce=True, app=None):
+    """Count the app's trial boot (unless `app`, counted already: count_app) and arm the
+    check timer; the app to start, (slot path, tag, modules that stay loaded besides
+    lcm_device.boot's), or None. `announce`: log "app: starting" (the app boot after an
+    update boot does not: the log stays unloaded)."""
+    if app is None:
+        app = count_app(hal, power)
+    if app is None:
+        log("app: none installed yet")
+        _wait_for_check(hal, cfg, sched)
+        return None
+    if announce and not app[2]:
+        log("app: starting " + str(app[1]))
     from lcm_device import mainfile
 
     step(mainfile.keep, hal)
     mainfile = None
-    _arm_timer(hal, cfg, sched, trying)
+    _arm_timer(hal, cfg, sched, app[2])
     keep = ()
     # The log is loaded when a line was logged (or by the HAL); only then can it be online.
     logged = sys.modules.get("lcm_device.log")
@@ -194,7 +229,7 @@ def prepare_app(hal, cfg, sched, power, announce=True):
         # state stay: a log loaded again would not know the network is up. With a fleet
         # link, which logs while the app runs (connections, hints), it stays too.
         keep = ("lcm_device.log", "cert_sector.logline")
-    return slots.slot_dir(hal, st["app"]), tag, keep
+    return slots.slot_dir(hal, app[0]), app[1], keep
 
 
 def _wait_for_check(hal, cfg, sched):
@@ -244,6 +279,24 @@ def _arm_timer(hal, cfg, sched, trial):
         from lcm_device.fleet import Agent
 
         also = (Agent(hal, cfg, checktimer).poll,)
-    after = int(cfg.get("confirm_after_s") or 30) if trial else None
-    checktimer.arm_timer(hal, cfg, sched, also, after)
+    arm_timer(hal, sched, also, int(cfg.get("confirm_after_s") or 30) if trial else None)
     return checktimer
+
+
+def arm_timer(hal, sched=None, pollers=(), confirm_after_s=None):
+    """Arm lcm_device.checktimer with the boot's HAL and the deadline of `sched` (the
+    boot's schedule; None: the saved one, lcm_device.due), `pollers` run at each tick,
+    a trial app confirmed `confirm_after_s` seconds from now (None: not a trial).
+    Returns the board timer, or None (the app polls: lcm.idle)."""
+    from lcm_device.timerwork import arm
+
+    now = uptime_s()
+    if sched is None:
+        from lcm_device.due import Due
+
+        sched = Due(hal)
+        sched.resume(now)
+    left = 0 if sched.requested else max(0, sched.next - now)
+    timer = arm(hal.root, left, confirm_after_s, hal.own_timer, False, hal, pollers)
+    unload(["lcm_device.timerwork"], True)
+    return timer

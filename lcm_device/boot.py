@@ -92,39 +92,10 @@ def _run_app(path, tag, keep):
     collect()
     try:
         __import__("main")
+        failure = None
     except Exception as exc:
-        _after_app(tag, exc)  # a reset: a failed trial boot
-    _after_app(tag, None)  # it returned: it ran healthy, confirmed
+        # As text: the exception's traceback would hold the app's heap through what follows.
+        failure = exc.__class__.__name__ + ": " + str(exc)
+    from lcm_device.appexit import after_app
 
-
-def _after_app(tag, exc):
-    # Only modules that stayed loaded for the app, the log (loaded again when released) and
-    # mainfile when /main.py is gone: nothing else of the boot is loaded again (on a small
-    # heap the app may have taken it).
-    from lcm_device.hal import get
-
-    hal = get()
-    if exc is not None:
-        _log("app: " + str(tag) + " failed: " + exc.__class__.__name__ + ": " + str(exc))
-    from lcm_device.compat import file_size
-
-    if file_size(hal.root + "/main.py") <= 0:
-        try:
-            from lcm_device import mainfile
-
-            mainfile.restore(hal, _log)
-        except OSError as exc:  # a full or read-only flash: the check timer tries again
-            _log("boot: cannot restore /main.py: OSError " + str(exc.args[0] if exc.args else ""))
-    if exc is not None:
-        hal.reset()
-    from lcm_device.app import confirm
-
-    confirm()
-
-
-def _log(text):
-    try:
-        from lcm_device.log import log
-    except ImportError:  # a manager without the log module: the console only
-        log = print
-    log(text)
+    after_app(tag, failure)  # a failure resets: a failed trial boot; else confirmed

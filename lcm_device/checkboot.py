@@ -6,9 +6,9 @@ sit in the heap through the checks) and runs this module. It brings the
 network up, runs the checks (manager first, then app: lcm_device.update),
 releases the engine's modules, then records the outcome (schedule, fleet
 status), judges a manager on trial, marks a new firmware valid and checks
-the manager's own files (lcm_device.aftercheck, imported only then), then
-leaves the marker slots.APP_NEXT and resets: the app starts in a boot that
-never imported the engine.
+the manager's own files (lcm_device.aftercheck, imported only then), counts
+the app's trial boot, then leaves the marker slots.APP_NEXT and resets: the
+app starts in a boot that never imported the engine, from /main.py alone.
 """
 
 import sys
@@ -55,18 +55,51 @@ def run(hal, power, buf, running):
         log("check: the manager's self-check does not import: " + str(exc))
     buf = None
     from lcm_device import config
-    from lcm_device.appboot import marker_for
+    from lcm_device.appboot import count_app, marker_for
 
     cfg = config.load(hal)
+    # The app boot's trial boot, counted here so that /main.py can start the app alone:
+    # not with a fleet link (the app boot connects it) or a firmware on trial (a board's
+    # bootloader judges it at the reset; the unix HAL plays that in the boot's steps).
+    app = step(count_app, hal, power)
+    if cfg.get("mqtt_url") or slots.load(hal).get("fw_pending"):
+        running = None
     try:
-        # The reset cause and the settings the app boot reads (it loads no config module).
-        write_atomic(hal.fs, hal.root + APP_NEXT, marker_for(cfg, power))
+        # The reset cause, the settings and the app the app boot reads (it loads no config).
+        write_atomic(
+            hal.fs,
+            hal.root + APP_NEXT,
+            marker_for(cfg, power, app, running, _check_in(hal), hal.own_timer, _settle(hal, cfg)),
+        )
     except OSError:
         # No marker, no reset: the app runs in this boot.
         from lcm_device.appboot import prepare_app
 
-        return step(prepare_app, hal, cfg, None, power)
+        return step(prepare_app, hal, cfg, None, power, True, app)
     hal.reset()
+
+
+def _settle(hal, cfg):
+    # Whether the gesture counter is settled for the app boot: gestures off, or this boot
+    # has been up long enough to settle it (a check over Wi-Fi is); else the app boot's
+    # check timer does it, with a HAL made for it.
+    if cfg.get("gestures") is False:
+        return True
+    from lcm_device import gestures
+
+    now = uptime_s()
+    if now < gestures.QUICK_S:
+        return False
+    gestures.settle(hal, now)
+    return True
+
+
+def _check_in(hal):
+    # Seconds to the next check as the check's outcome saved them (lcm_device.due).
+    from lcm_device.due import Due
+
+    due = Due(hal)
+    return 0 if due.requested or due.remaining is None else due.remaining
 
 
 def _checks(hal, buf, running):

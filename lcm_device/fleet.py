@@ -35,7 +35,7 @@ or lcm_device.mqtt (the update boot's heap stays what the bars measure).
 import json
 
 from lcm_device import slots
-from lcm_device.compat import const
+from lcm_device.compat import const, unload
 from lcm_device.hal.fs import makedirs, write_atomic
 from lcm_device.schedule import safe_log, uniform
 
@@ -99,7 +99,8 @@ def _int(cfg, key, default):
 
 class Agent:
     """Polled every second (`poll(now_s)`); `sched`: the deadline it may move for a push hint
-    (`due`, `seconds_until_due`, `check_within`: lcm_device.checktimer, armed by the boot)."""
+    (lcm_device.checktimer, armed by the boot: `seconds_until_due`; lcm_device.timerwork
+    moves it)."""
 
     def __init__(self, hal, cfg, sched=None):
         self.hal = hal
@@ -154,7 +155,7 @@ class Agent:
     # -- the connection -------------------------------------------------------
 
     def poll(self, now_s):
-        if self.sched is not None and self.sched.due(now_s):
+        if self.sched is not None and not self.sched.seconds_until_due(now_s):
             self._close_for_check()
             return
         if self.client is None or self.client.sock is None:
@@ -255,7 +256,10 @@ class Agent:
         if self.sched.seconds_until_due(now_s) <= at - now_s:
             safe_log("push: hint " + tag + "; a check is due sooner anyway")
             return
-        self.sched.check_within(now_s, at - now_s)
+        from lcm_device.timerwork import check_within
+
+        check_within(now_s, at - now_s)
+        unload(["lcm_device.timerwork"], True)
         from lcm_device.rollout import recheck
 
         recheck(self.hal)  # a widened roll-out: read its document at that check

@@ -5,7 +5,7 @@ raises: a full flash, a missing network or a bad config must not break an
 update, so every failure is swallowed after the console print.
 
 Set up on demand: a first line without `setup` sets it up from the board's
-HAL (the one this process made: without one, the console only) and config.
+HAL (made then if this process had none yet) and config.
 The boot releases this module before the app (the app's heap:
 lcm_device.boot) unless it is online or a fleet link logs; a line logged while the app runs (the
 check timer, `lcm.confirm()`) loads it again, and the sequence goes on from
@@ -73,11 +73,9 @@ def _on_demand():
     # The config module is released again (the app's heap) unless something else loaded it.
     import sys
 
-    from lcm_device.hal import current
+    from lcm_device.hal import get
 
-    hal = current()
-    if hal is None:
-        return  # no board in this process (a tool, a test): the console only
+    hal = get()  # made here when nothing needed it before (the app boot after an update boot)
     had = "lcm_device.config" in sys.modules
     from lcm_device import config
 

@@ -24,10 +24,16 @@ import sys
 
 from lcm_device.compat import const
 
-# Never imported for the model: the /main.py shim and the simulator's setup-mode
-# entry point (importing them runs them) and the app's `lcm` shim (the app imports
-# it under its own name).
-_SKIP = ("lcm_device.main", "lcm_device.lcm", "lcm_sim.setup_mode")
+# Never imported for the model: the /main.py shim and /lcm/pick.py (files of their own on
+# a board, never frozen), the simulator's setup-mode and ROM-model entry points (importing
+# them runs them) and the app's `lcm` shim (the app imports it under its own name).
+_SKIP = (
+    "lcm_device.main",
+    "lcm_device.pick",
+    "lcm_device.lcm",
+    "lcm_sim.setup_mode",
+    "lcm_sim.romboot",
+)
 # The manager's packages, and the simulated board's (a board's HAL and radio are firmware).
 _PACKAGES = ("lcm_device", "lcm_device.hal", "lcm_device.portal", "cert_sector", "lcm_sim")
 

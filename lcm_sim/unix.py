@@ -59,7 +59,7 @@ class UnixHal(BoardHal):
         self._flash_kb = int(env("LCM_FLASH_KB") or 0)
         self.check_now = env("LCM_CHECK_NOW") == "1"
         self._board = env("LCM_BOARD") or ""
-        self.waits_without_app = self._board == BOARD_RUN
+        self.waits_without_app = self.own_timer = self._board == BOARD_RUN
         self._timers = []
         self._resetting = False
         if self._board:
@@ -72,12 +72,6 @@ class UnixHal(BoardHal):
                 from lcm_device import log
 
                 log.online(True)
-        data_heap = env("LCM_DATA_HEAP")
-        if data_heap:
-            # A board running the manager from ROM: only this much heap for data.
-            from lcm_sim.rommodel import leave_data_heap
-
-            print("lcm-hal: code in ROM, data heap " + str(leave_data_heap(int(data_heap))))
 
     def sync_clock(self):
         """The simulated clock is the host's, or stays unknown (LCM_CLOCK=unknown)."""

@@ -123,9 +123,14 @@ def expected_paths() -> set[str]:
         f"/lcm/m0/{p.with_suffix('.mpy').as_posix()}"
         for p in source_files(("cert_sector", "lcm_device"), REPO_ROOT)
     }
-    # /main.py's source is not a module of the slot; lcm.py is what apps `import lcm` from.
-    mpys -= {"/lcm/m0/lcm_device/main.mpy", "/lcm/m0/lcm_device/lcm.mpy"}
-    return {"/main.py", "/lcm/state/config.json", "/lcm/m0/lcm.py", *mpys}
+    # /main.py's and /lcm/pick.py's sources are not modules of the slot; lcm.py is what apps
+    # `import lcm` from.
+    mpys -= {
+        "/lcm/m0/lcm_device/main.mpy",
+        "/lcm/m0/lcm_device/pick.mpy",
+        "/lcm/m0/lcm_device/lcm.mpy",
+    }
+    return {"/main.py", "/lcm/pick.py", "/lcm/state/config.json", "/lcm/m0/lcm.py", *mpys}
 
 
 def settings(keys: dict[str, Path], **overrides: object) -> device_settings.DeviceSettings:
@@ -315,7 +320,7 @@ def test_esp8266_image_reads_back(
 ) -> None:
     fw = esp8266_firmware()
     # The manager is frozen into the firmware: the slot holds only the app's `lcm` shim.
-    expected = {"/main.py", "/lcm/state/config.json", "/lcm/m0/lcm.py"}
+    expected = {"/main.py", "/lcm/pick.py", "/lcm/state/config.json", "/lcm/m0/lcm.py"}
     factory = img.build_factory_image("esp8266", fw, flash, settings(keys), main_shim)
     assert factory.firmware.frozen_manager
     region = factory.firmware.filesystem

@@ -40,6 +40,8 @@ def test_package_json_lists_every_device_module() -> None:
         assert (REPO_ROOT / src).is_file()
         if src == "lcm_device/lcm.py":  # the app shim: `import lcm` from the slot's root
             assert dest == "lcm/m0/lcm.py"
+        elif dest == "lcm/pick.py":  # what /main.py runs to start the manager
+            assert src == "lcm_device/pick.py"
         else:
             assert dest == ("main.py" if dest == "main.py" else f"lcm/m0/{src}")
 

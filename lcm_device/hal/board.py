@@ -30,6 +30,9 @@ class BoardHal:
     waits_without_app = True
     # A check asked for from outside at this boot (the simulator's LCM_CHECK_NOW).
     check_now = False
+    # Whether `timer()` gives the board's periodic timer (a simulated board); False: the
+    # check timer arms machine.Timer itself (the app boot then needs no HAL for it).
+    own_timer = False
 
     def __init__(self):
         self.fs = Fs()

@@ -182,7 +182,7 @@ def mpremote_install_args(port: str, paths: Iterable[str], reset: bool = True) -
 
     Run with the staging folder as the working directory. Every destination is
     absolute: the board's current folder is not `/` on a board that runs lcm
-    (lcm_device/boot.py enters the app's slot, /lcm/appN, and Ctrl-C leaves it
+    (the boot enters the app's slot, /lcm/appN, and Ctrl-C leaves it
     there), and a relative `:lcm` would land in the slot. An `os.chdir('/')`
     first would fix only that, and only as long as nothing in the session moves
     it again; an absolute path does not depend on the session's state.

@@ -43,6 +43,10 @@ LFS_BLOCK_CYCLES = 100
 LFS_DISK_VERSION = 0x00020000
 
 MAIN_SHIM = REPO_ROOT / "lcm_device" / "main.py"
+# What /main.py runs at every boot but the app boot after an update boot (it picks and
+# starts the manager slot): never updated over the air either.
+PICK = REPO_ROOT / "lcm_device" / "pick.py"
+PICK_PATH = "/lcm/pick.py"
 MANAGER_SLOT = "/lcm/m0"
 
 
@@ -70,6 +74,7 @@ def mip_package(root: Path = REPO_ROOT, version: str = "0.1.0") -> dict[str, Any
     urls: list[list[str]] = []
     if (root / "lcm_device" / "main.py").is_file():
         urls.append(["main.py", "lcm_device/main.py"])
+        urls.append([PICK_PATH.lstrip("/"), "lcm_device/pick.py"])
     slot = MANAGER_SLOT.lstrip("/")
     for rel in source_files(DEVICE_PACKAGES, root):
         # The app shim lives at the slot's root, where apps `import lcm` from.
@@ -106,7 +111,7 @@ def device_files(
         shim = main_shim.read_bytes()
     except OSError as exc:
         raise ImageError(f"cannot read the boot shim {main_shim}: {exc.strerror}") from None
-    files = {"/main.py": shim}
+    files = {"/main.py": shim, PICK_PATH: PICK.read_bytes()}
     if frozen_manager:
         files[f"{MANAGER_SLOT}/lcm.py"] = LCM_SHIM_SOURCE.read_bytes()
     else:

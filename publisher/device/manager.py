@@ -16,7 +16,7 @@ from publisher.micropython import DEVICE_PACKAGES, REPO_ROOT, build_mpy
 LCM_SHIM_SOURCE = REPO_ROOT / "lcm_device" / "lcm.py"
 # Compiled with the packages but not part of a slot: /main.py's source, and the
 # shim (it sits at the slot's root as lcm.py instead).
-_NOT_IN_SLOT = ("lcm_device/main.mpy", "lcm_device/lcm.mpy")
+_NOT_IN_SLOT = ("lcm_device/main.mpy", "lcm_device/pick.mpy", "lcm_device/lcm.mpy")
 
 
 def manager_files(build: Path) -> dict[str, bytes]:

@@ -281,6 +281,7 @@ def provision(
     if https_ca is not None:
         (state / BOOTSTRAP_CA).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(state / BOOTSTRAP_CA, https_ca)
+    write_atomic(state / "lcm" / "pick.py", (REPO_ROOT / "lcm_device" / "pick.py").read_bytes())
     # Last: its presence marks a provisioned device.
     write_atomic(state / "main.py", (REPO_ROOT / "lcm_device" / "main.py").read_bytes())
     return True
@@ -402,6 +403,12 @@ def fault_env(fault_at: int) -> dict[str, str]:
     return {"LCM_FAULT_AT": str(fault_at)} if fault_at else {}
 
 
+def boot_args(env: dict[str, str]) -> list[str]:
+    """The unix port's arguments for one boot: /main.py, or in the ROM model (LCM_DATA_HEAP)
+    lcm_sim.romboot, which puts the manager's code "in ROM" first, then runs /main.py."""
+    return ["-m", "lcm_sim.romboot"] if env.get("LCM_DATA_HEAP") else ["main.py"]
+
+
 def boot_once(
     state: Path,
     *,
@@ -421,7 +428,7 @@ def boot_once(
     }
     extra.update(env or {})
     proc = run_micropython(
-        ["main.py"],
+        boot_args(extra),
         path=[board_code()],
         heap=heap,
         timeout=timeout,
@@ -457,7 +464,7 @@ def boot_live(
     if heap:
         cmd += ["-X", f"heapsize={heap}"]
     proc = subprocess.Popen(
-        [*cmd, "main.py"],
+        [*cmd, *boot_args(extra)],
         cwd=Path(state),
         env={**micropython_env([board_code()]), **extra},
         stdout=subprocess.PIPE,

@@ -86,13 +86,13 @@ def test_app_requests_an_update_check(tmp_path: Path, mpy: Any, host: Any) -> No
 HOLDS = """
 import lcm
 from lcm_device import schedule
-from lcm_device import checktimer
+from lcm_device import appboot, checktimer
 from lcm_device.hal import get
 
 hal = get()
 sched = schedule.Schedule(hal, {"check_interval_s": 60})
 sched.on_boot(0, False)  # a device without schedule state: a check is due at once
-checktimer.arm_timer(hal, {}, sched)
+appboot.arm_timer(hal, sched)
 lcm.hold()
 print("HELD", checktimer.poll(5), checktimer.poll(6))
 lcm.hold(False)

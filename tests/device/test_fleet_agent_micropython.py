@@ -9,7 +9,7 @@ from typing import Any
 SNIPPET = """
 import os
 from lcm_sim.unix import UnixHal
-from lcm_device import checktimer, slots
+from lcm_device import appboot, checktimer, slots
 from lcm_device.fleet import Agent
 from lcm_device.schedule import Schedule
 
@@ -24,7 +24,7 @@ cfg = {"repo": "acme/widget", "mqtt_url": "mqtt://127.0.0.1:1", "check_interval_
 sched = Schedule(hal, cfg, rand=lambda: 0.5)
 sched.on_boot(0, False)
 sched.record_success(0)   # the next check in 4 h
-checktimer.arm_timer(hal, cfg, sched)   # as the boot arms it: the agent moves its deadline
+appboot.arm_timer(hal, sched)   # as the boot arms it: the agent moves its deadline
 agent = Agent(hal, cfg, checktimer)
 topic = b"lcm/acme/widget/release"
 
@@ -37,7 +37,7 @@ d = hint(100, b"v9.9.9")                              # a forged hint: a check w
 print("FORGED", d)
 print("AGAIN", hint(100 + d // 2, b"v9.9.9"), d - d // 2)  # the same hint again: nothing more
 sched.record_success(100 + d)                         # that check ran (found nothing new)
-checktimer.arm_timer(hal, cfg, sched)                 # and the next app boot armed the timer
+appboot.arm_timer(hal, sched)                 # and the next app boot armed the timer
 t = 100 + d + 10
 print("OTHER", hint(t, b"v1.1.0 rollout 10"))         # inside the gap: at the gap's end
 print("MALFORMED", hint(t, bytes([118, 10, 49])), hint(t, b" v1"), hint(t, b"x" * 81))

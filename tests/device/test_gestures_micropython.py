@@ -280,6 +280,6 @@ def test_check_request_is_the_schedules():
 
 
 def test_the_check_timer_settles_when_a_power_on_stops_being_quick():
-    from lcm_device import checktimer, gestures
+    from lcm_device import gestures, timerwork
 
-    assert checktimer.SETTLE_S == gestures.QUICK_S
+    assert timerwork.SETTLE_S == gestures.QUICK_S
