@@ -9,7 +9,8 @@
 # an ESP8266 has not the heap to run a manager from the filesystem, see
 # docs/hobbyist.md).
 # The boot shim itself is not frozen: MicroPython runs /main.py from the
-# filesystem; copy lcm_device/main.py there (lcm device install does).
+# filesystem; copy lcm_device/main.py there and lcm_device/pick.py to /lcm/pick.py
+# (lcm device install does).
 
 metadata(
     description="lcm: signed, atomic, self-updating life-cycle manager for MicroPython devices",

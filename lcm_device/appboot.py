@@ -1,11 +1,14 @@
 """The app's side of the boot: the app boot after an update boot, and the steps before any app.
 
-The app boot that follows an update boot (the marker APP_NEXT: the update
-boot's reset cause, then the settings this boot needs, APP_BOOT_SETTINGS, as
-JSON) does only this module's steps: remove the marker, give back the boot
-/main.py counted against a manager on trial (the update boot before it judged
-the manager already: lcm_device.checkboot), count the app's trial boot with
-that cause, arm the check timer and return the app to start. lcm_device.boot
+The app boot that follows an update boot (the marker APP_NEXT, marker_for:
+the update boot's reset cause, then the settings this boot needs,
+APP_BOOT_SETTINGS, and the app as JSON), when /main.py does not start it
+itself (lcm_device.appstart: the marker names no manager slot, or /main.py is
+older), does only this module's steps: remove the marker, give back the boot
+/lcm/pick.py counted against a manager on trial (the update boot before it
+judged the manager already: lcm_device.checkboot), count the app's trial boot
+with that cause unless the update boot did (count_app), arm the check timer
+and return the app to start. lcm_device.boot
 imports this module only, not lcm_device.startup, for it: what an app boot
 loads is what the app's heap keeps (its interned names are never freed), and
 the update boot before it checked the manager's files moments ago. So it

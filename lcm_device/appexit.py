@@ -2,7 +2,8 @@
 (lcm_device.boot, or /main.py in the app boot after an update boot).
 
 A module of its own, loaded once the app has ended: the app's heap never holds
-it. It loads no more than it needs (the log, mainfile when /main.py is gone).
+it. It loads no more than it needs (the log; mainfile when /main.py or
+/lcm/pick.py is gone).
 """
 
 from lcm_device.compat import file_size
@@ -15,7 +16,7 @@ def after_app(tag, failure):
     hal = get()
     if failure is not None:
         _log("app: " + str(tag) + " failed: " + failure)
-    if file_size(hal.root + "/main.py") <= 0:
+    if file_size(hal.root + "/main.py") <= 0 or file_size(hal.root + "/lcm/pick.py") <= 0:
         try:
             from lcm_device import mainfile
 

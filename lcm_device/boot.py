@@ -1,4 +1,4 @@
-"""What the device does at every boot, after /main.py picked the manager slot.
+"""What the device does at every boot, after /lcm/pick.py picked the manager slot.
 
 Two kinds of boot (docs/device.md, "Boot flow"):
 
@@ -9,7 +9,10 @@ Two kinds of boot (docs/device.md, "Boot flow"):
 - an **app boot** otherwise: the app's trial boot is counted, the check timer
   armed and the app run from its slot (/lcm/appN/main.py, imported as module
   `main`). After an update boot (its marker, lcm_device.slots.APP_NEXT) it
-  does nothing else: no gestures, no schedule, no check.
+  does nothing else: no gestures, no schedule, no check. /main.py starts that
+  one itself (lcm_device.appstart) when the marker names the manager slot;
+  this module does when it does not (a fleet link, a firmware on trial), and
+  for a /main.py older than that.
 
 lcm_device.startup does both up to the app or the check, but an app boot
 after an update boot, which lcm_device.appboot does alone: startup is not

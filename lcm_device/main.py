@@ -2,15 +2,16 @@
 #
 # The app boot that follows an update boot is started here alone: the update boot
 # counted the app's trial boot and left its marker (/lcm/state/app.next, written by
-# lcm_device.appboot.marker_for: the update boot's reset cause, then JSON naming the
-# app's slot and tag, the manager slot, the next check and when to confirm a trial
-# app). So the app runs in this file's frame with only the check timer
-# (lcm_device.checktimer) loaded beside it, and the app API once it imports `lcm`:
-# this file's code stays in the heap while the app runs, so it is kept this short. A
-# power-on boot (the power went in between), a marker without a manager slot (a fleet
-# link, a firmware on trial, an older manager) or one that cannot be removed make a
-# boot like any other: /lcm/pick.py picks the manager slot, counts its trial and
-# starts it (docs/device.md, "Boot flow").
+# lcm_device.appboot.marker_for: its reset cause, JSON naming the app's slot and tag,
+# the next check and when to confirm a trial app, then the manager slot it ran from).
+# lcm_device.appstart, from that slot, arms the check timer and readies the app, which
+# then runs in this file's frame with only the check timer (lcm_device.checktimer)
+# beside it, and the app API once it imports `lcm`. This file's code stays in the heap
+# while the app runs, so it is kept this short. A marker without a manager slot (a
+# fleet link, a firmware on trial, an older manager), a power-on boot (the power went
+# in between) or a marker that cannot be removed make a boot like any other:
+# /lcm/pick.py picks the manager slot, counts its trial and starts it (docs/device.md,
+# "Boot flow").
 import os
 import sys
 

@@ -1,29 +1,34 @@
-"""/main.py starts the manager and nothing updates it, so the boot keeps a copy
-and puts it back when an app removed or emptied it: before the app runs (`keep`),
-after it returned or raised and every second from the check timer (`restore`).
-An app that removes it and cuts the power itself beats this (docs/device.md).
+"""/main.py and /lcm/pick.py start the manager and nothing updates them, so the boot
+keeps a copy of each and puts one back when an app removed or emptied it: before the
+app runs (`keep`), after it returned or raised, and from the check timer (`restore`):
+every second for /main.py, at the timer's next chore (within the hour) for
+/lcm/pick.py. An app that removes them and cuts the power itself beats this
+(docs/device.md).
 
-A module of its own: what runs after the app (lcm_device.boot) and the check
-timer import it only when /main.py is gone, not the boot's other steps.
+A module of its own: what runs after the app (lcm_device.appexit) and the check
+timer import it only when a file is gone or a chore is due, not the boot's other steps.
 """
 
 from lcm_device.compat import file_size
 
 MAIN = "/main.py"
 COPY = "/lcm/state/main.py.good"
+PICK = "/lcm/pick.py"
+PICK_COPY = "/lcm/state/pick.py.good"
 
 
 def keep(hal):
-    if file_size(hal.root + MAIN) > 0 and file_size(hal.root + COPY) < 0:
-        _copy(hal, hal.root + MAIN, hal.root + COPY)
+    for path, copy in [(MAIN, COPY), (PICK, PICK_COPY)]:
+        if file_size(hal.root + path) > 0 and file_size(hal.root + copy) < 0:
+            _copy(hal, hal.root + path, hal.root + copy)
 
 
 def restore(hal, log):
-    """Put /main.py back from its copy when it is missing or empty, and say so."""
-    if file_size(hal.root + MAIN) > 0 or file_size(hal.root + COPY) <= 0:
-        return
-    _copy(hal, hal.root + COPY, hal.root + MAIN)
-    log("boot: /main.py was removed; restored from " + COPY)
+    """Put /main.py and /lcm/pick.py back from their copies when missing or empty; say so."""
+    for path, copy in [(MAIN, COPY), (PICK, PICK_COPY)]:
+        if file_size(hal.root + path) <= 0 and file_size(hal.root + copy) > 0:
+            _copy(hal, hal.root + copy, hal.root + path)
+            log("boot: " + path + " was removed; restored from " + copy)
 
 
 def _copy(hal, source, target):

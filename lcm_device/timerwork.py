@@ -2,8 +2,9 @@
 
 lcm_device.checktimer stays loaded while the app runs and keeps the state;
 this module is loaded to arm it before the app starts (`arm`) and by the poll
-when a chore is due (`chores`, at checktimer.work_at, and at once when
-/main.py is gone), then released: put back /main.py when the app removed it,
+when a chore is due (`work`, at checktimer.work_at, and at once when
+/main.py is gone), then released: put back /main.py and /lcm/pick.py when
+the app removed them,
 settle the gesture counter once the board has been up SETTLE_S, confirm a
 trial app after `confirm_after_s`, write the deadline back as
 seconds-remaining once per _CHECKPOINT_S (lcm_device.due, loaded for the
@@ -50,7 +51,7 @@ def work(now_s):
     from lcm_device.compat import file_size
 
     chores = ct.chores
-    if file_size(ct.root + "/main.py") <= 0:
+    if file_size(ct.root + "/main.py") <= 0 or file_size(ct.root + "/lcm/pick.py") <= 0:
         from lcm_device import mainfile
         from lcm_device.due import safe_log
 

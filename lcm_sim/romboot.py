@@ -1,33 +1,27 @@
-"""A simulated board's boot in the ROM model (LCM_DATA_HEAP=N): the code in "ROM" first.
+"""A simulated board's boot in the ROM model (LCM_DATA_HEAP=N): the device's /main.py,
+with the manager's code in "ROM" before it runs.
 
-A board holds the frozen manager in its firmware from power-on, whoever imports
-it: the manager's boot, or /main.py starting the app alone after an update boot
-(which never makes a HAL). So the simulator starts each boot of the ROM model
-here (`micropython -m lcm_sim.romboot`), which runs the device's /main.py from
-the current folder (the device's root) as a board runs it. At the first import
-of the manager's code, once /main.py has put its slot on sys.path,
-lcm_sim/rommodel.py loads every module of the manager and leaves N bytes of
-heap for data.
+The unix HAL models the ROM when it is made (lcm_sim/rommodel.py, which loads
+every module of the manager and leaves N bytes of heap for data), as the
+manager's boot makes it first thing. The app boot after an update boot makes
+no HAL: /main.py starts the app through lcm_device.appstart. So the simulator
+starts each boot of the ROM model here (`micropython -m lcm_sim.romboot`),
+which runs /main.py from the current folder (the device's root) as a board
+does, and models the ROM when lcm_device.appstart is first imported, if no HAL
+did before.
 """
 
 import builtins
-import os
-import sys
 
 _import = builtins.__import__
 
 
 def _first_import(name, globals=None, locals=None, fromlist=None, level=0):
-    if name.startswith(("lcm_device", "cert_sector")):
+    if name == "lcm_device.appstart":
         builtins.__import__ = _import
-        from lcm_sim.rommodel import leave_data_heap
+        from lcm_sim.rommodel import from_env
 
-        data_heap = leave_data_heap(int(os.getenv("LCM_DATA_HEAP")))
-        print("lcm-hal: code in ROM, data heap " + str(data_heap))
-        # In ROM, not imported: as a board's frozen modules, each comes into sys.modules
-        # when something imports it (rommodel puts it back from what it holds).
-        for module in [m for m in sys.modules if m.startswith(("lcm_device", "cert_sector"))]:
-            del sys.modules[module]
+        from_env()
     return builtins.__import__(name, globals, locals, fromlist, level)
 
 

@@ -39,6 +39,7 @@ _PACKAGES = ("lcm_device", "lcm_device.hal", "lcm_device.portal", "cert_sector",
 
 _MAX_PIECES = const(4096)
 _ballast = []
+_modelled = False
 _held = {}  # name: module, so that a module the boot unloads stays "in ROM"
 _import = builtins.__import__
 
@@ -75,6 +76,17 @@ def _import_from_rom(name, globals=None, locals=None, fromlist=None, level=0):
             if cut > 0 and full[:cut] in sys.modules:
                 setattr(sys.modules[full[:cut]], full[cut + 1 :], module)
     return _import(name, globals, locals, fromlist, level)
+
+
+def from_env():
+    """With LCM_DATA_HEAP=N set, model the ROM once per process (leave_data_heap(N)), when
+    the board's code first runs: the unix HAL's construction, or lcm_sim/romboot.py in
+    an app boot that makes no HAL."""
+    global _modelled
+    n = os.getenv("LCM_DATA_HEAP")
+    if n and not _modelled:
+        _modelled = True
+        print("lcm-hal: code in ROM, data heap " + str(leave_data_heap(int(n))))
 
 
 def leave_data_heap(n):

@@ -72,6 +72,11 @@ class UnixHal(BoardHal):
                 from lcm_device import log
 
                 log.online(True)
+        if env("LCM_DATA_HEAP"):
+            # A board running the manager from ROM: only this much heap for data.
+            from lcm_sim.rommodel import from_env
+
+            from_env()
 
     def sync_clock(self):
         """The simulated clock is the host's, or stays unknown (LCM_CLOCK=unknown)."""

@@ -37,6 +37,7 @@ ROOT = "R = __import__('os').getenv('LCM_ROOT')\n"
 HOSTILE = {
     "resets in a loop": "from lcm_device.hal import get\nget().reset()\n",
     "deletes /main.py": ROOT + "__import__('os').remove(R + '/main.py')\n",
+    "deletes /lcm/pick.py": ROOT + "__import__('os').remove(R + '/lcm/pick.py')\n",
     "deletes the boot state": ROOT
     + "for n in ('boot0.json', 'boot1.json'):\n"
     + "    __import__('os').remove(R + '/lcm/state/' + n)\n",
@@ -112,6 +113,7 @@ def test_hostile_trial_app_leaves_a_device_that_comes_back(
         log = "\n".join(outs)
         assert running_app(state, out) == "v1.0.0", log
         assert (state / "main.py").is_file(), log
+        assert (state / "lcm" / "pick.py").is_file(), log
         repo.publish("1.2.0", app_files("1.2.0", n=3))
         later = run(state, mpy)
         assert later.state["app_tag"] == "v1.2.0", text(later)
