@@ -79,6 +79,7 @@ def hold(on=True):
     from lcm_device import checktimer
 
     checktimer.held = bool(on)
+    checktimer.work_at = 0  # the next poll looks again: a check held off happens then
 
 
 def status():

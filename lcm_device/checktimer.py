@@ -6,18 +6,17 @@ occasional work. This module is all of the check timer that stays in the heap
 while the app runs: the next check's deadline as numbers in its globals (no
 schedule, no deadline object, no class, no HAL until something needs one) and
 the poll. A periodic timer (the HAL's `timer(period_ms, fn)` on a simulated
-board, else machine.Timer) calls `poll(now_s)` every POLL_MS from the main
-loop: when the check is due and the app has not called `lcm.hold()`, it saves
-the request (so the manager checks at once) and resets into the manager (the
-unix HAL exits with 75 and `lcm device simulate` restarts it). While held, the
-check waits and happens as soon as the app calls `lcm.hold(False)`.
-
-At `work_at`, and at once when /main.py is gone, the poll loads
-lcm_device.timerwork for the chores (put back /main.py, settle the gesture
-counter, confirm a trial app, write the deadline back hourly), then releases
-it. Extra pollers (`also`: the fleet link) run at every tick; the fleet link
-reads the deadline through `seconds_until_due` (it is handed this module as its
-`sched`) and moves it through lcm_device.timerwork.check_within. The unix port
+board, else machine.Timer) calls `poll()` every second from the main loop.
+Extra pollers (`also`: the fleet link) run at every tick; at `work_at` (the
+next chore or the check), and at once when /main.py is gone, the poll loads
+lcm_device.timerwork, which does what is due (put back /main.py, settle the
+gesture counter, confirm a trial app, write the deadline back hourly; when the
+check is due and the app has not called `lcm.hold()`, save the request so
+the manager checks at once, and reset into it: the unix HAL exits with 75 and
+`lcm device simulate` restarts it), then releases it. While held, the check
+waits and happens as soon as the app calls `lcm.hold(False)`. The fleet link
+reads the deadline through `seconds_until_due` (it is handed this module as
+its `sched`) and moves it through lcm_device.timerwork.check_within. The unix port
 has no machine.Timer: there the app polls through `lcm.idle`, unless the
 simulated board's HAL gives a timer (`lcm device simulate` without --once:
 lcm_sim/boardtimer.py).
@@ -32,7 +31,7 @@ root = None  # the HAL's root (the poll's file check needs no HAL); None: not ar
 timer = None  # the board timer that polls; None: the app polls (lcm.idle)
 also = ()  # more pollers, e.g. the fleet link's `poll(now_s)`
 next_s = 0  # uptime at which the next check is due
-work_at = 0  # uptime of the next chore (timerwork.work)
+work_at = 0  # uptime of the next chore or check (timerwork.work)
 chores = None  # the chores' state (timerwork: last write of the deadline, settle, confirm)
 held = False  # the app holds off a reset into the manager (lcm.hold); 2: said so in the log
 schedule = None  # micropython.schedule, with a machine.Timer
@@ -45,40 +44,23 @@ def seconds_until_due(now_s):
 def poll(now_s=None):
     """One tick at uptime `now_s` (None: now; the timer's callback); True when a reset was
     asked for."""
-    global held
     if now_s is None:
         now_s = compat.uptime_s()
-    if now_s >= work_at or compat.file_size(root + "/main.py") <= 0:
-        try:
-            from lcm_device.timerwork import work
-
-            work(now_s)
-        except Exception:
-            pass
-        compat.unload(["lcm_device.timerwork"], True)
     for fn in also:
         try:
             fn(now_s)
         except Exception:
             pass
-    if now_s < next_s:
+    if now_s < work_at and compat.file_size(root + "/main.py") > 0:
         return False
-    from lcm_device.due import request_check, safe_log
-
-    if held:
-        if held is True:
-            safe_log("schedule: check due, waiting while the app holds")
-            held = 2
+    try:
+        from lcm_device.timerwork import work
+    except ImportError:  # damaged: no chores and no check until the next boot repairs it
         return False
-    safe_log("schedule: check due, resetting into the manager")
-    board = hal
-    if board is None:
-        from lcm_device.hal import get
-
-        board = get()
-    request_check(board)  # kept across the reset: the manager checks at once
-    board.reset()
-    return True
+    try:
+        return work(now_s)
+    finally:
+        compat.unload(["lcm_device.timerwork"], True)
 
 
 def irq(_timer):

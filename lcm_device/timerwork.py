@@ -1,16 +1,16 @@
-"""The check timer's work that does not stay in the heap: arming it, and its chores.
+"""The check timer's work that does not stay in the heap: arming it, its chores, the check.
 
 lcm_device.checktimer stays loaded while the app runs and keeps the state;
 this module is loaded to arm it before the app starts (`arm`) and by the poll
-when a chore is due (`work`, at checktimer.work_at, and at once when
-/main.py is gone), then released: put back /main.py and /lcm/pick.py when
-the app removed them,
-settle the gesture counter once the board has been up SETTLE_S, confirm a
-trial app after `confirm_after_s`, write the deadline back as
-seconds-remaining once per _CHECKPOINT_S (lcm_device.due, loaded for the
-write). Each chore imports its module when its moment comes; one that needs
-the HAL makes it (lcm_device.hal.get), where the boot did not hand one over.
-"""
+when something is due (`work`, at checktimer.work_at, and at once when
+/main.py is gone), then released: put back /main.py and /lcm/pick.py when the
+app removed them, settle the gesture counter once the board has been up
+SETTLE_S, confirm a trial app after `confirm_after_s`, write the deadline back
+as seconds-remaining once per _CHECKPOINT_S (lcm_device.due, loaded for the
+write), and at the deadline reset into the manager for the check, unless the
+app holds it off. Each chore imports its module when its moment comes; one
+that needs the HAL makes it (lcm_device.hal.get), where the boot did not hand
+one over."""
 
 from lcm_device import checktimer as ct
 from lcm_device.compat import const, unload, uptime_s
@@ -47,7 +47,29 @@ def arm(root, left_s, confirm_after_s, hal_timer, settled=False, hal=None, polle
 
 
 def work(now_s):
-    """The chores due at `now_s`; then the moment of the next one (checktimer.work_at)."""
+    """What is due at `now_s`: the chores, then the check (True: a reset was asked for);
+    then the moment of the next (checktimer.work_at)."""
+    try:
+        _chores(now_s)
+    except Exception:
+        pass
+    if now_s >= ct.next_s:
+        from lcm_device.due import request_check, safe_log
+
+        if not ct.held:
+            safe_log("schedule: check due, resetting into the manager")
+            board = _board()
+            request_check(board)  # kept across the reset: the manager checks at once
+            board.reset()
+            return True
+        if ct.held is True:
+            safe_log("schedule: check due, waiting while the app holds")
+            ct.held = 2  # said so; lcm.hold(False) makes the next poll check
+    _plan()
+    return False
+
+
+def _chores(now_s):
     from lcm_device.compat import file_size
 
     chores = ct.chores
@@ -69,7 +91,6 @@ def work(now_s):
         confirm()
     if now_s - chores[_SAVED] >= _CHECKPOINT_S:
         save(now_s)
-    _plan()
 
 
 def check_within(now_s, left):
@@ -77,6 +98,7 @@ def check_within(now_s, left):
     if ct.next_s > now_s + left:
         ct.next_s = now_s + left
         save(now_s)
+        _plan()
 
 
 def save(now_s):
@@ -97,9 +119,12 @@ def save(now_s):
 
 
 def _plan():
-    # The next chore's moment: the gesture counter's, a trial's confirmation, the next write.
+    # The next moment the poll loads this module: the check's (unless the app holds it
+    # off), the gesture counter's, a trial's confirmation, the deadline's next write.
     chores = ct.chores
     at = chores[_SAVED] + _CHECKPOINT_S
+    if not ct.held:
+        at = min(at, ct.next_s)
     if not chores[_SETTLED]:
         at = min(at, SETTLE_S)
     if chores[_CONFIRM] is not None:

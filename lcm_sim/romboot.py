@@ -7,8 +7,9 @@ manager's boot makes it first thing. The app boot after an update boot makes
 no HAL: /main.py starts the app through lcm_device.appstart. So the simulator
 starts each boot of the ROM model here (`micropython -m lcm_sim.romboot`),
 which runs /main.py from the current folder (the device's root) as a board
-does, and models the ROM when lcm_device.appstart is first imported, if no HAL
-did before.
+does, and models the ROM when lcm_device.timerwork is first imported, if no HAL
+did before: in that boot, once appstart has removed the marker (a power-on, a
+marker that stays, goes on as a boot like any other, whose HAL models it).
 """
 
 import builtins
@@ -17,7 +18,7 @@ _import = builtins.__import__
 
 
 def _first_import(name, globals=None, locals=None, fromlist=None, level=0):
-    if name == "lcm_device.appstart":
+    if name == "lcm_device.timerwork":
         builtins.__import__ = _import
         from lcm_sim.rommodel import from_env
 
