@@ -474,12 +474,22 @@ def test_same_tag_different_content_needs_force_and_a_new_sequence(world):
     assert ok["sequence"] == out["sequence"]
 
 
+def test_a_certs_file_that_is_no_sector_is_named(world):
+    garbage = world.tmp / "garbage.sector"
+    garbage.write_bytes(b"not a sector at all")
+    args = ["release", "publish", str(world.app), "--repo", REPO, "--tag", "v1.0.0"]
+    args += ["--key", str(world.key), "--certs", str(garbage)]
+    result = lcm(world, *args, code=1)
+    assert str(garbage) in result.output, result.output
+    assert world.releases() == []
+
+
 def test_key_not_in_the_cert_sector(world):
     other_key, _, _ = signing.generate(world.tmp / "keys", "stranger", None)
     args = ["release", "publish", str(world.app), "--repo", REPO, "--tag", "v1.0.0"]
     args += ["--key", str(other_key), "--certs", str(world.sector)]
     result = lcm(world, *args, code=1)
-    assert "is not a release key of the cert sector (--certs)" in result.output
+    assert f"is not a release key of the cert sector (--certs {world.sector})" in result.output
     assert world.releases() == []
     # A sector of another repo is refused as well.
     _, _, root = signing.generate(world.tmp / "k2", "root", None)

@@ -75,6 +75,7 @@ def test_once_installs_and_prints_timeline_and_json(tmp_path: Path) -> None:
         status = json.loads(lines[-1])
         assert status["app"] == "v1.0.0" and status["trial"] is False and status["exits"] == [75, 0]
         assert status["check"] == "installed" and status["check_reason"] is None
+        assert status["failed_trial"] is None and status["failed_trial_why"] is None
 
         assert "check_interval_s" not in json.loads((state / "lcm/state/config.json").read_text())
 

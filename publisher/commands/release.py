@@ -206,6 +206,7 @@ def publish_command(
         tag=tag,
         signer=signer,
         sector=read_sector(certs) if certs is not None else None,
+        sector_file=certs,
         kind=kind,
         prerelease=prerelease,
         boards=list(board or []),

@@ -154,7 +154,9 @@ class SimStatus:
             "app": st.get("app_tag"),
             "app_slot": st.get("app"),
             "trial": st.get("app_trial") is not None,
-            "refused_tag": st.get("app_bad"),
+            # The release that failed its trial and was rolled back (the device refuses it).
+            "failed_trial": st.get("app_bad"),
+            "failed_trial_why": st.get("app_bad_why"),
             "manager": st.get("mgr_tag"),
             "manager_slot": st.get("mgr"),
             "boots": self.boots,

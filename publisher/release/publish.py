@@ -64,6 +64,7 @@ class PublishRequest:
     tag: str
     signer: Signer
     sector: bytes | None = None
+    sector_file: Path | None = None  # where `sector` was read from (--certs): errors name it
     kind: str = "files"
     prerelease: bool = False
     boards: list[str] = field(default_factory=list)
@@ -376,7 +377,8 @@ class Publisher:
         req = self.req
         newest = newest_sector(self.session, known)
         if req.sector is not None:
-            data, where = req.sector, "(--certs)"
+            data = req.sector
+            where = "(--certs)" if req.sector_file is None else f"(--certs {req.sector_file})"
         elif newest is not None:
             data, where = newest[0], f"(from {newest[1]})"
         else:
