@@ -19,7 +19,7 @@ R = os.getcwd().rstrip("/")
 
 def pick():
     # The manager slot to run and its trial boots counted (None: not on trial). A function:
-    # what it reads and imports is released once it ran.
+    # what it reads and imports is released once it ran, and its code after (main).
     import json
 
     D = R + "/lcm/state/"
@@ -121,7 +121,12 @@ def run(slot, t):
 
 
 def main():
+    global pick
     m, t = pick()
+    # Released: a module's function keeps its code only while it is referenced (this
+    # module's top-level code went when its import ended), and the boot and the app run
+    # below this frame.
+    pick = None
     e = run(m, t)
     if e is not None and t is None:
         print("main.py: manager " + m + " does not import: " + repr(e))
