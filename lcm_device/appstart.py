@@ -25,23 +25,26 @@ def start(root):
     try:
         with open(path, "rb") as f:
             fields = json.loads(f.read(512).split(b"\n")[1])
+        slot, tag = fields["app"], fields["app_tag"]
+        timer = fields["check_in"], fields["confirm_in"], fields["hal_timer"], fields["settled"]
         if _power_on():
             return None
         os.remove(path)  # a marker that stays would skip every check: a boot like any other
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError, IndexError, KeyError, TypeError):
         return None
+    fields = None
     try:
         from lcm_device.timerwork import arm
 
-        arm(root, fields["check_in"], fields["confirm_in"], fields["hal_timer"], fields["settled"])
+        arm(root, *timer)
     except Exception as exc:  # damaged: the app runs, its checks wait for the next boot
         print("main.py: no check timer: " + repr(exc))
-    arm = None
+    arm = timer = None
     unload(["lcm_device.timerwork", "lcm_device.appstart"], True)
-    path = root + "/lcm/" + fields["app"]
+    path = root + "/lcm/" + slot
     sys.path.insert(0, path)
     os.chdir(path)  # the app's working place: its relative paths stay inside its slot
-    return fields["app_tag"]
+    return tag
 
 
 def _power_on():

@@ -299,3 +299,23 @@ def test_the_app_boot_after_an_update_boot_is_counted_once(
     code, out = one_boot(state, mpy, "reset")  # no marker: a boot like any other, counted
     assert "APP v1.0.0 running" in out and UPDATE_BOOT_LINE in out, out
     assert read_state(state)["app_trial"] == 2, out
+
+
+def test_a_marker_short_of_a_field_makes_a_boot_like_any_other(
+    golden: Path, tmp_path: Path, mpy: Any
+):
+    """A marker whose JSON lacks a field /main.py needs to start the app (not one this
+    manager writes) is left to the boot, which starts the app with its check timer: not
+    an app started without one."""
+    state = after_update_boot(golden, tmp_path, mpy)
+    marker = state / APP_NEXT.lstrip("/")
+    cause, settings, slot = marker.read_bytes().split(b"\n")
+    fields = json.loads(settings)
+    del fields["settled"]
+    marker.write_bytes(cause + b"\n" + json.dumps(fields).encode() + b"\n" + slot)
+
+    code, out = one_boot(state, mpy, "reset")
+
+    assert code == 0 and out.count("APP v1.0.0 running") == 1, out
+    assert "no check timer" not in out, out
+    assert not marker.exists(), out
