@@ -119,11 +119,11 @@ def save(now_s):
 
 
 def _plan():
-    # The next moment the poll loads this module: the check's (unless the app holds it
-    # off), the gesture counter's, a trial's confirmation, the deadline's next write.
+    # The next moment the poll loads this module: the check's (unless it is due and the
+    # app holds it off), the gesture counter's, a trial's confirmation, the next write.
     chores = ct.chores
     at = chores[_SAVED] + _CHECKPOINT_S
-    if not ct.held:
+    if ct.held != 2:  # held and said so: lcm.hold(False) makes the next poll look again
         at = min(at, ct.next_s)
     if not chores[_SETTLED]:
         at = min(at, SETTLE_S)
