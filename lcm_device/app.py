@@ -78,8 +78,12 @@ def hold(on=True):
     # Imported here: the boot has loaded it already for the app's check timer.
     from lcm_device import checktimer
 
-    checktimer.held = bool(on)
-    checktimer.work_at = 0  # the next poll looks again: a check held off happens then
+    if on:
+        if not checktimer.held:  # (2: held, and the wait logged)
+            checktimer.held = True
+    elif checktimer.held:
+        checktimer.held = False
+        checktimer.work_at = 0  # the next poll looks again: a check held off happens then
 
 
 def status():

@@ -29,6 +29,8 @@ def start(root):
         timer = fields["check_in"], fields["confirm_in"], fields["hal_timer"], fields["settled"]
         if _power_on():
             return None
+        app = root + "/lcm/" + slot
+        os.stat(app)  # there (nothing below may fail once the marker is gone)
         os.remove(path)  # a marker that stays would skip every check: a boot like any other
     except (OSError, ValueError, IndexError, KeyError, TypeError):
         return None
@@ -41,9 +43,8 @@ def start(root):
         print("main.py: no check timer: " + repr(exc))
     arm = timer = None
     unload(["lcm_device.timerwork", "lcm_device.appstart"], True)
-    path = root + "/lcm/" + slot
-    sys.path.insert(0, path)
-    os.chdir(path)  # the app's working place: its relative paths stay inside its slot
+    sys.path.insert(0, app)
+    os.chdir(app)  # the app's working place: its relative paths stay inside its slot
     return tag
 
 

@@ -65,11 +65,16 @@ def run(hal, power, buf, running):
     if cfg.get("mqtt_url") or slots.load(hal).get("fw_pending"):
         running = None
     try:
+        check_in, settled = _check_in(hal), _settle(hal, cfg)
+    except Exception as exc:  # (a damaged module, the heap): lcm_device.boot starts the app
+        log("check: the app boot's figures: " + repr(exc))
+        check_in, settled, running = 0, False, None
+    try:
         # The reset cause, the settings and the app the app boot reads (it loads no config).
         write_atomic(
             hal.fs,
             hal.root + APP_NEXT,
-            marker_for(cfg, power, app, running, _check_in(hal), hal.own_timer, _settle(hal, cfg)),
+            marker_for(cfg, power, app, running, check_in, hal.own_timer, settled),
         )
     except OSError:
         # No marker, no reset: the app runs in this boot.

@@ -20,8 +20,8 @@ a = None
 try:
     with open(R + "/lcm/state/app.next") as f:
         a = f.read(512).split("\n")[2]  # a manager slot: this file starts the app
-except (OSError, IndexError):
-    pass
+except Exception:  # none, or damaged (a boot like any other removes it): never stop here
+    a = None
 if a:
     sys.path.insert(0, R + "/lcm/" + a)
     try:
@@ -38,6 +38,7 @@ if a is None:
     import pick  # /lcm/pick.py
 
     sys.path.pop(0)
+    del sys.modules["pick"]  # the app may have a module of that name
     pick.main()
 else:
     t = a

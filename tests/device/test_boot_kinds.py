@@ -319,3 +319,53 @@ def test_a_marker_short_of_a_field_makes_a_boot_like_any_other(
     assert code == 0 and out.count("APP v1.0.0 running") == 1, out
     assert "no check timer" not in out, out
     assert not marker.exists(), out
+
+
+def test_a_marker_that_is_no_text_makes_a_boot_like_any_other(
+    golden: Path, tmp_path: Path, mpy: Any
+):
+    """/main.py is never updated: a damaged marker (bytes that are no UTF-8) must not stop
+    it at every boot; the boot removes the marker and the app runs."""
+    state = after_update_boot(golden, tmp_path, mpy)
+    marker = state / APP_NEXT.lstrip("/")
+    marker.write_bytes(b"reset\n\xff\xfe{\n\xffm0")
+
+    code, out = one_boot(state, mpy, "reset")
+
+    assert code == 0 and out.count("APP v1.0.0 running") == 1, out
+    assert "Traceback" not in out and not marker.exists(), out
+
+
+def test_the_app_may_have_a_module_named_pick(golden: Path, tmp_path: Path, mpy: Any):
+    """/lcm/pick.py is imported as `pick` by /main.py: it must not shadow the app's own."""
+    state = tmp_path / "device"
+    shutil.copytree(golden, state)
+    app = state / "lcm" / "app0"
+    (app / "pick.py").write_bytes(b'WHO = "the app\'s"\n')
+    (app / "main.py").write_bytes(b'import pick\nprint("APP PICK", pick.WHO)\n')
+
+    code, out = one_boot(state, mpy, "power")
+
+    assert code == 0 and "APP PICK the app's" in out, out
+
+
+def test_an_update_boot_without_the_gesture_module_still_resets_into_the_app(
+    golden: Path, tmp_path: Path, mpy: Any
+):
+    """The update boot imports `gestures` (to settle the counter) and `due` (the next check)
+    for its marker: one that does not import leaves the app boot to lcm_device.boot (no
+    manager slot named), not the board stopped at the REPL after every check."""
+    state = tmp_path / "device"
+    shutil.copytree(golden, state)
+    config = state / "lcm" / "state" / "config.json"
+    cfg = json.loads(config.read_text())
+    cfg["gestures"] = True
+    config.write_text(json.dumps(cfg))
+    (state / "lcm" / "m0" / "lcm_device" / "gestures.mpy").unlink()
+
+    code, out = one_boot(state, mpy, "reset", check_now=True)
+    assert code == EXIT_RESET and "check: the app boot's figures" in out, out
+    assert len((state / APP_NEXT.lstrip("/")).read_bytes().split(b"\n")) == 2, out
+
+    code, out = one_boot(state, mpy, "reset")
+    assert code == 0 and "APP v1.0.0 running" in out, out

@@ -283,6 +283,9 @@ def test_check_timer_resets_into_the_manager_unless_the_app_holds(mpy):
         app.hold()
         checktimer.poll(101)  # held well before the check is due
         print("HELD", checktimer.poll(700), bool(checktimer.held))
+        for now in range(702, 712):  # an app that holds in its loop: the wait is said once
+            app.hold()
+            checktimer.poll(now)
         app.hold(False)
         checktimer.poll(701)
         print("NOT REACHED")
@@ -295,6 +298,7 @@ def test_check_timer_resets_into_the_manager_unless_the_app_holds(mpy):
     assert "HELD False True" in proc.stdout
     # Said when the check fell due, not at the next hourly write.
     assert "check due, waiting while the app holds" in proc.stdout.split("HELD")[0]
+    assert proc.stdout.count("check due, waiting while the app holds") == 1, proc.stdout
     assert "check due, resetting into the manager" in proc.stdout
     assert "NOT REACHED" not in proc.stdout
     out = run(mpy, 'print("REQUESTED", requested())').stdout
