@@ -2,11 +2,9 @@
 (lcm_device.boot, or /main.py in the app boot after an update boot).
 
 A module of its own, loaded once the app has ended: the app's heap never holds
-it. It loads no more than it needs (the log; mainfile when /main.py or
-/lcm/pick.py is gone).
+it. It loads no more than it needs (the log, mainfile).
 """
 
-from lcm_device.compat import file_size
 from lcm_device.hal import get
 
 
@@ -16,13 +14,12 @@ def after_app(tag, failure):
     hal = get()
     if failure is not None:
         _log("app: " + str(tag) + " failed: " + failure)
-    if file_size(hal.root + "/main.py") <= 0 or file_size(hal.root + "/lcm/pick.py") <= 0:
-        try:
-            from lcm_device import mainfile
+    try:
+        from lcm_device import mainfile
 
-            mainfile.restore(hal, _log)
-        except OSError as exc:  # a full or read-only flash: the check timer tries again
-            _log("boot: cannot restore /main.py: OSError " + str(exc.args[0] if exc.args else ""))
+        mainfile.restore(hal, _log)  # when /main.py or /lcm/pick.py is gone
+    except OSError as exc:  # a full or read-only flash: the check timer tries again
+        _log("boot: cannot restore /main.py: OSError " + str(exc.args[0] if exc.args else ""))
     if failure is not None:
         hal.reset()
     from lcm_device.app import confirm

@@ -6,7 +6,7 @@ every second for /main.py, at the timer's next chore (within the hour) for
 (docs/device.md).
 
 A module of its own: what runs after the app (lcm_device.appexit) and the check
-timer import it only when a file is gone or a chore is due, not the boot's other steps.
+timer's chores (lcm_device.timerwork) import it, not the boot's other steps.
 """
 
 from lcm_device.compat import file_size

@@ -70,14 +70,11 @@ def work(now_s):
 
 
 def _chores(now_s):
-    from lcm_device.compat import file_size
+    from lcm_device import mainfile
+    from lcm_device.due import safe_log
 
     chores = ct.chores
-    if file_size(ct.root + "/main.py") <= 0 or file_size(ct.root + "/lcm/pick.py") <= 0:
-        from lcm_device import mainfile
-        from lcm_device.due import safe_log
-
-        mainfile.restore(_board(), safe_log)
+    mainfile.restore(_board(), safe_log)  # when /main.py or /lcm/pick.py is gone
     if not chores[_SETTLED] and now_s >= SETTLE_S:
         chores[_SETTLED] = True
         from lcm_device import gestures
