@@ -59,12 +59,20 @@ def source_files(packages: Sequence[str] = DEVICE_PACKAGES, root: Path = REPO_RO
     return [f.relative_to(root) for f in files if "__pycache__" not in f.parts]
 
 
+def module_name(rel: Path) -> str:
+    """The dotted module name of a source file, relative to the packages' root."""
+    parts = rel.with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def build_mpy(
     dest: Path, packages: Sequence[str] = DEVICE_PACKAGES, root: Path = REPO_ROOT
 ) -> Path:
     """Compile the device packages into `dest` as .mpy, keeping the layout.
 
-    A file is recompiled only when its source is newer than its .mpy.
+    A file is recompiled only when its source is newer than its .mpy. Each names its
+    source, for tracebacks, by its module's name ("lcm_device.http"): an interned name
+    the import makes anyway, where a path would be one more name in a board's heap.
     """
     cross = mpy_cross_command()
     for rel in source_files(packages, root):
@@ -74,7 +82,7 @@ def build_mpy(
             continue
         out.parent.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(
-            [*cross, "-o", str(out), "-s", str(rel), str(src)],
+            [*cross, "-o", str(out), "-s", module_name(rel), str(src)],
             capture_output=True,
             text=True,
             check=False,
