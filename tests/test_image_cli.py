@@ -304,20 +304,27 @@ def test_install_command_line_and_staging(tmp_path: Path) -> None:
     assert (tmp_path / "lcm/m0/lcm_device/boot.mpy").read_bytes() == b"M"
     args = flashing.mpremote_install_args("/dev/ttyACM0", files)
     mpremote = [sys.executable, "-m", "mpremote", "connect", "/dev/ttyACM0", "resume"]
-    make_lcm = ["exec", flashing._MAKE_FOLDERS % (("/lcm",),)]
+    make_lcm = ["exec", flashing._PREPARE % ((), ("/lcm",))]
     # Absolute destinations, and what lcm holds copied into /lcm (made first).
     copy_lcm = ["fs", "cp", "-r", "lcm/m0", "lcm/state", ":/lcm"]
     copy_main = ["fs", "cp", "main.py", ":/main.py"]
     assert args == [*mpremote, *make_lcm, "+", *copy_lcm, "+", *copy_main, "+", "reset"]
     no_reset = flashing.mpremote_install_args("/dev/ttyACM0", ["/main.py"], reset=False)
     assert no_reset == [*mpremote, *copy_main]
+    # What the copy replaces whole is removed first, in the same session.
+    replaced = flashing.mpremote_install_args("/dev/ttyACM0", files, remove=["/lcm/m0"])
+    assert replaced[len(mpremote) : len(mpremote) + 2] == [
+        "exec",
+        flashing._PREPARE % (("/lcm/m0",), ("/lcm",)),
+    ]
 
 
 def test_install_without_a_board_names_the_port(inputs: dict[str, Path]) -> None:
     port = "/dev/lcm-test-no-such-port"
     args = ["device", "install", "--port", port, "--board", "esp32"]
     args += ["--repo", "alice/thermo", "--root", str(inputs["root"])]
-    refused(args, f"could not copy lcm to the board on {port}", "failed to access")
+    # The board is first asked for its boot state: nothing is copied.
+    refused(args, f"no MicroPython board answered on {port}", "failed to access")
 
 
 @pytest.fixture

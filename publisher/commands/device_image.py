@@ -19,6 +19,7 @@ from rich.text import Text
 from publisher.console import command_edge, out, print_json
 from publisher.device import flash as flashing
 from publisher.device import image as img
+from publisher.device import reinstall
 from publisher.device import settings as device_settings
 from publisher.device.firmware import ImageError, get_board, read_firmware
 from publisher.fsutil import write_atomic
@@ -305,9 +306,15 @@ def install(
     frozen = settings.board == "esp8266" and flashing.has_frozen_manager(port)
     img.check_manager_fits(settings.board, frozen)
     files = img.device_files(settings, frozen_manager=frozen)
+    # A board that runs lcm: its older manager's files go, and it runs the one copied.
+    found = flashing.read_files(port, reinstall.BOOT_FILES)
+    before = reinstall.describe(found)
+    files.update(reinstall.factory_manager_state(found))
     with tempfile.TemporaryDirectory(prefix="lcm-install-") as staging:
         out.print(f"copying {len(files)} files to the board on {port} (mpremote)")
-        flashing.install(port, files, Path(staging))
+        flashing.install(port, files, Path(staging), remove=reinstall.REPLACED)
+    if before:
+        out.print(f"{before}; it now runs the manager copied to /lcm/m0")
     out.print("done: the board was reset and runs lcm")
     if settings.repo is None:
         out.print("no --repo: pick the app repo on the setup page")

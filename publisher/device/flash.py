@@ -163,10 +163,24 @@ def stage_files(files: dict[str, bytes], staging: Path) -> None:
         local.write_bytes(data)
 
 
-# Run on the board before the copy: each top-level folder exists (one that already does
-# is kept, with what it holds); any other failure (a full flash) stops the install.
-_MAKE_FOLDERS = """
+# Run on the board before the copy: what the copy replaces whole is removed (files and
+# folders; one that is not there is fine), then each top-level folder exists (one that
+# already does is kept, with what it holds); any other failure (a full flash) stops the
+# install.
+_PREPARE = """
 import errno, os
+def rm(p):
+    try:
+        os.remove(p)
+        return
+    except OSError as e:
+        if e.args[0] == errno.ENOENT:
+            return
+    for e in os.ilistdir(p):
+        rm(p + "/" + e[0])
+    os.rmdir(p)
+for p in %r:
+    rm(p)
 for p in %r:
     try:
         os.mkdir(p)
@@ -176,9 +190,12 @@ for p in %r:
 """
 
 
-def mpremote_install_args(port: str, paths: Iterable[str], reset: bool = True) -> list[str]:
-    """One mpremote session: copy the staged files (their board `paths`) to the board's
-    root, then reset.
+def mpremote_install_args(
+    port: str, paths: Iterable[str], reset: bool = True, remove: Sequence[str] = ()
+) -> list[str]:
+    """One mpremote session: remove the board's `remove` paths (files or folders, whose
+    contents the copy replaces whole), copy the staged files (their board `paths`) to
+    the board's root, then reset.
 
     Run with the staging folder as the working directory. Every destination is
     absolute: the board's current folder is not `/` on a board that runs lcm
@@ -206,9 +223,9 @@ def mpremote_install_args(port: str, paths: Iterable[str], reset: bool = True) -
         else:
             files.add(top)
     args = [sys.executable, "-m", "mpremote", "connect", port, "resume"]
-    if folders:
+    if folders or remove:
         made = tuple("/" + top for top in sorted(folders))
-        args += ["exec", _MAKE_FOLDERS % (made,), "+"]
+        args += ["exec", _PREPARE % (tuple(remove), made), "+"]
     for top in sorted(folders):
         inside = [f"{top}/{name}" for name in sorted(folders[top])]
         args += ["fs", "cp", "-r", *inside, f":/{top}", "+"]
@@ -301,7 +318,8 @@ print('lcm-end')
 
 def read_files(port: str, paths: Sequence[str]) -> dict[str, bytes | None]:
     """The bytes of each of `paths` (absolute, on the board's filesystem) on the MicroPython
-    board on `port`, None for a file that does not exist (mpremote exec).
+    board on `port`, None for a file that does not exist (mpremote exec), or whose folder
+    is a file.
 
     mpremote stops the board's running program (Ctrl-C) to ask; the board is left at its
     REPL. Files are read in small pieces: the board needs no buffer the size of a file.
@@ -314,7 +332,7 @@ def read_files(port: str, paths: Sequence[str]) -> dict[str, bytes | None]:
     if found is None:
         raise FlashError(f"the board on {port} gave no complete answer for {', '.join(paths)}")
     for path, (code, _) in found.items():
-        if code not in (0, errno.ENOENT):
+        if code not in (0, errno.ENOENT, errno.ENOTDIR):
             raise FlashError(f"the board on {port} cannot read {path}: {os.strerror(code)}")
     return {path: bytes(data) if code == 0 else None for path, (code, data) in found.items()}
 
@@ -337,12 +355,19 @@ def _files_in_answer(answer: str, paths: Sequence[str]) -> dict[str, tuple[int, 
     return None
 
 
-def install(port: str, files: dict[str, bytes], staging: Path, reset: bool = True) -> str:
-    """Copy `files` onto the board on `port` with mpremote; returns mpremote's output."""
+def install(
+    port: str,
+    files: dict[str, bytes],
+    staging: Path,
+    reset: bool = True,
+    remove: Sequence[str] = (),
+) -> str:
+    """Copy `files` onto the board on `port` with mpremote, `remove` removed first;
+    returns mpremote's output."""
     stage_files(files, staging)
     return _mpremote(
         port,
-        mpremote_install_args(port, files, reset),
+        mpremote_install_args(port, files, reset, remove),
         staging,
         INSTALL_TIMEOUT_S,
         f"the board on {port} stopped answering during the copy ({INSTALL_TIMEOUT_S} s): "

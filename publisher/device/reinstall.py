@@ -1,0 +1,92 @@
+"""What `lcm device install` changes on a board that already runs lcm, besides copying.
+
+The copy puts the manager in the factory slot, /lcm/m0. Two things on such a
+board would keep it from running that manager as it was copied:
+
+- **Files of an older manager in /lcm/m0.** The copy adds and overwrites; a file
+  it does not write stays. A stale `.py` shadows the `.mpy` of the same module
+  (MicroPython imports the source first), and a stale /lcm/m0.lcm (the slot's
+  manifest, when a manager release was installed into m0 over the air) makes
+  the boot's self-check "repair" the new files from the other slot. So the slot
+  and its manifest are removed before the copy (`REPLACED`).
+- **A boot state that runs another slot.** After a manager update over the air
+  the board runs /lcm/m1 (or m0 under a release's tag, or on trial). The boot
+  state is then written one generation on, with the manager as a factory image
+  has it: m0, no tag, no sequence, not on trial (`factory_manager_state`). The
+  app's state, the other manager slot and the rest of the state are kept; a
+  manager tag that failed its trial is still refused. Like a new board, the
+  device then installs its manager repo's latest release over the air.
+"""
+
+from __future__ import annotations
+
+from cert_sector.bootstate import PATH, decode, encode
+
+# Removed before the copy: the factory manager slot, and the manifest (and a staged one)
+# of a manager release installed into it over the air (lcm_device.slots.manifest_path).
+REPLACED = ("/lcm/m0", "/lcm/m0.lcm", "/lcm/m0.lcm.new")
+# The boot state of managers before two generations (lcm_device.slots.LEGACY_PATH).
+LEGACY_PATH = "/lcm/state/boot.json"
+# The boot state files a cable install reads from the board.
+BOOT_FILES = (PATH % 0, PATH % 1, LEGACY_PATH)
+# Of the manager's keys (lcm_device/slots.py), those that describe the slot it runs and
+# its trial: cleared, as a factory image has none of them.
+_RUNNING_KEYS = (
+    "mgr_tag",
+    "mgr_seq",
+    "mgr_repo",
+    "mgr_prev",
+    "mgr_prev_tag",
+    "mgr_prev_seq",
+    "mgr_trial",
+    "mgr_boots",
+)
+
+
+def current_state(found: dict[str, bytes | None]) -> dict | None:
+    """The board's boot state as /lcm/pick.py reads it from `found` (path -> bytes or None):
+    the valid generation file with the higher "gen", else the older single file."""
+    best = None
+    for path in (PATH % 0, PATH % 1):
+        data = found.get(path)
+        st = decode(data) if data is not None else None
+        if st is not None and (best is None or st["gen"] > best["gen"]):
+            best = st
+    if best is None and found.get(LEGACY_PATH) is not None:
+        import json
+
+        try:
+            legacy = json.loads(found[LEGACY_PATH] or b"")
+        except ValueError:
+            return None
+        if isinstance(legacy, dict):
+            best = {**legacy, "gen": 0}
+    return best
+
+
+def factory_manager_state(found: dict[str, bytes | None]) -> dict[str, bytes]:
+    """The boot state file to copy so that the board runs the manager in /lcm/m0 as a
+    factory image's (path on the board -> bytes); none when it already does, or when
+    the board has no readable boot state (a new board; one whose state is lost is
+    rebuilt by its boot from the slots)."""
+    st = current_state(found)
+    if st is None:
+        return {}
+    if st.get("mgr") in (None, "m0") and not any(st.get(k) is not None for k in _RUNNING_KEYS):
+        return {}
+    st = dict(st)
+    st["mgr"] = "m0"
+    for key in _RUNNING_KEYS:
+        st[key] = None
+    st["gen"] += 1
+    return {PATH % (st["gen"] % 2): encode(st)}
+
+
+def describe(found: dict[str, bytes | None]) -> str | None:
+    """What the board ran before, when the install changes it (for the command's output)."""
+    st = current_state(found)
+    if st is None or not factory_manager_state(found):
+        return None
+    tag = st.get("mgr_tag") or "its factory manager"
+    trial = " on trial" if st.get("mgr_trial") is not None else ""
+    return f"the board ran {tag}{trial} from /lcm/{st.get('mgr') or 'm0'}"
