@@ -1,8 +1,7 @@
 """/main.py and /lcm/pick.py start the manager and nothing updates them, so the boot
 keeps a copy of each and puts one back when an app removed or emptied it: before the
-app runs (`keep`), after it returned or raised, and from the check timer (`restore`):
-every second for /main.py, at the timer's next chore (within the hour) for
-/lcm/pick.py. An app that removes them and cuts the power itself beats this
+app runs (`keep`), after it returned or raised, and from the check timer (`restore`)
+within the second. An app that removes them and cuts the power itself beats this
 (docs/device.md).
 
 A module of its own: what runs after the app (lcm_device.appexit) and the check

@@ -305,6 +305,41 @@ def test_check_timer_resets_into_the_manager_unless_the_app_holds(mpy):
     assert "REQUESTED True" in out
 
 
+def test_check_timer_puts_back_main_py_and_pick_py_at_its_next_tick(mpy):
+    # An app that removes either file and then cuts the power itself beats the timer only
+    # if it does so within the second: neither waits for the timer's hourly chore.
+    proc = run(
+        mpy,
+        """
+        import os
+        from lcm_device import mainfile
+        hal = Hal()
+        os.mkdir(hal.root + "/lcm")
+        os.mkdir(hal.root + "/lcm/state")
+        for path in ["/main.py", "/lcm/pick.py"]:
+            with open(hal.root + path, "w") as f:
+                f.write("# " + path)
+        mainfile.keep(hal)
+        s = Schedule(hal, {"check_interval_s": 86400}, rand=seq(0.5, 0.5))
+        s.on_boot(0, True)
+        s.record_success(0)
+        appboot.arm_timer(hal, s)
+        checktimer.poll(100)
+        t = 101
+        for path in ["/lcm/pick.py", "/main.py"]:
+            os.remove(hal.root + path)
+            print("RESET", checktimer.poll(t))
+            print("BACK", path, open(hal.root + path).read())
+            t += 1
+        """,
+        prelude=LOGGING_PRELUDE,
+    )
+    for path in ["/lcm/pick.py", "/main.py"]:
+        assert f"BACK {path} # {path}" in proc.stdout, proc.stdout
+        assert f"boot: {path} was removed; restored from" in proc.stdout
+    assert "RESET True" not in proc.stdout
+
+
 def test_arm_timer_polls_through_the_board_timer(mpy):
     proc = run(
         mpy,
