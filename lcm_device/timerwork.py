@@ -35,6 +35,11 @@ def arm(root, left_s, confirm_after_s, hal_timer, settled=False, hal=None, polle
     already or not, `pollers` run at each tick. `hal_timer`: the board's timer is the
     HAL's (a simulated board), else machine.Timer. Returns the timer, or None (the app
     polls: lcm.idle)."""
+    if ct.timer is not None:
+        # Armed again in one boot (/main.py armed it, then fell back to a boot like any
+        # other): one timer polls, not two.
+        ct.timer.deinit()
+        ct.timer = None
     now = uptime_s()
     ct.hal, ct.root, ct.also, ct.next_s, ct.held = hal, root, pollers, now + left_s, False
     confirm_at = None if confirm_after_s is None else now + confirm_after_s

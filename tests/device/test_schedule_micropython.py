@@ -41,13 +41,23 @@ TIMER_PRELUDE = (
     + """
 from lcm_device import app, appboot, checktimer
 
+class FakeTimer:
+    stopped = False
+
+    def deinit(self):
+        self.stopped = True
+
+    def __repr__(self):
+        return "stopped timer" if self.stopped else "timer"
+
+
 class TimerHal(Hal):
     own_timer = True  # the board's timer is the HAL's (as a simulated board's)
 
     def timer(self, period_ms, callback):
         self.period = period_ms
         self.callback = callback
-        return "timer"
+        return FakeTimer()
 """
 )
 
@@ -303,6 +313,20 @@ def test_check_timer_resets_into_the_manager_unless_the_app_holds(mpy):
     assert "NOT REACHED" not in proc.stdout
     out = run(mpy, 'print("REQUESTED", requested())').stdout
     assert "REQUESTED True" in out
+
+
+def test_arming_the_check_timer_again_stops_the_first(mpy):
+    out = run(
+        mpy,
+        """
+        hal = TimerHal()
+        first = appboot.arm_timer(hal)
+        second = appboot.arm_timer(hal)
+        print("TIMERS", first, second, checktimer.timer is second)
+        """,
+        prelude=TIMER_PRELUDE,
+    ).stdout
+    assert "TIMERS stopped timer timer True" in out
 
 
 def test_check_timer_puts_back_main_py_and_pick_py_at_its_next_tick(mpy):
