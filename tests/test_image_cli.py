@@ -324,7 +324,7 @@ def test_install_without_a_board_names_the_port(inputs: dict[str, Path]) -> None
     args = ["device", "install", "--port", port, "--board", "esp32"]
     args += ["--repo", "alice/thermo", "--root", str(inputs["root"])]
     # The board is first asked for its boot state: nothing is copied.
-    refused(args, f"no MicroPython board answered on {port}", "failed to access")
+    refused(args, f"no serial port {port}: is the board plugged in?")
 
 
 @pytest.fixture

@@ -258,6 +258,12 @@ def _mpremote(
         raise FlashError(
             f"cannot reach the board on {port}: mpremote is not installed (pip install mpremote)"
         ) from None
+    if port.startswith("/") and not os.path.exists(port):
+        # mpremote's own words ("failed to access ... it may be in use by another
+        # program") would send the user looking for another program.
+        raise FlashError(
+            f"no serial port {port}: is the board plugged in? (ls /dev/ttyUSB* /dev/ttyACM*)"
+        )
     try:
         proc = subprocess.run(
             args, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
