@@ -34,7 +34,27 @@ PRELUDE = HAL_DOUBLE + HELPERS
 CUT_PRELUDE = "from lcm_sim.unix import UnixHal\nimport gc\ngc.collect()\n" + HELPERS
 # The watcher logs: load the logger first, as the manager's boot does.
 LOGGING_PRELUDE = (
-    "from lcm_device import log\n" + PRELUDE + "from lcm_device import app, appboot, checktimer\n"
+    "from lcm_device import log\n"
+    + PRELUDE
+    + """
+from lcm_device import app, appboot, checktimer
+
+def boot_files(hal):
+    # /main.py and /lcm/pick.py on the flash: with both there, a poll has no chore to do.
+    import os
+    os.mkdir(hal.root + "/lcm")
+    os.mkdir(hal.root + "/lcm/state")
+    for path in ["/main.py", "/lcm/pick.py"]:
+        with open(hal.root + path, "w") as f:
+            f.write("# " + path)
+
+def arm_checked(hal, interval_s):
+    # The check timer armed after a check that succeeded at uptime 0 (next in interval_s).
+    s = Schedule(hal, {"check_interval_s": interval_s}, rand=seq(0.5, 0.5))
+    s.on_boot(0, True)
+    s.record_success(0)
+    appboot.arm_timer(hal, s)
+"""
 )
 TIMER_PRELUDE = (
     PRELUDE
@@ -283,12 +303,8 @@ def test_check_timer_resets_into_the_manager_unless_the_app_holds(mpy):
         mpy,
         """
         hal = Hal()
-        with open(hal.root + "/main.py", "w") as f:  # there: the poll has no chore to do
-            f.write("# the boot shim")
-        s = Schedule(hal, {"check_interval_s": 600}, rand=seq(0.5, 0.5))
-        s.on_boot(0, True)
-        s.record_success(0)  # the next check in 600 s: before the deadline's hourly write
-        appboot.arm_timer(hal, s)
+        boot_files(hal)
+        arm_checked(hal, 600)  # the next check in 600 s: before the deadline's hourly write
         print("EARLY", checktimer.poll(100))
         app.hold()
         checktimer.poll(101)  # held well before the check is due
@@ -338,16 +354,9 @@ def test_check_timer_puts_back_main_py_and_pick_py_at_its_next_tick(mpy):
         import os
         from lcm_device import mainfile
         hal = Hal()
-        os.mkdir(hal.root + "/lcm")
-        os.mkdir(hal.root + "/lcm/state")
-        for path in ["/main.py", "/lcm/pick.py"]:
-            with open(hal.root + path, "w") as f:
-                f.write("# " + path)
+        boot_files(hal)
         mainfile.keep(hal)
-        s = Schedule(hal, {"check_interval_s": 86400}, rand=seq(0.5, 0.5))
-        s.on_boot(0, True)
-        s.record_success(0)
-        appboot.arm_timer(hal, s)
+        arm_checked(hal, 86400)
         checktimer.poll(100)
         t = 101
         for path in ["/lcm/pick.py", "/main.py"]:
