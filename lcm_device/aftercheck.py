@@ -122,3 +122,26 @@ def confirm_manager(hal, running, how):
             log("manager: cannot confirm " + str(tag) + " now: OSError " + str(exc.args[0]))
             return
         log("manager: confirmed " + str(tag) + (" " + how if how else ""))
+
+
+def app_boot_figures(hal, cfg):
+    """(seconds to the next check as the check's outcome saved them, whether the gesture
+    counter is settled) for the app boot's marker. Here, not in lcm_device.checkboot: its
+    code would be in the heap through the checks. Settled: gestures off, or this boot has
+    been up long enough to settle it (a check over Wi-Fi is); else the app boot's check
+    timer does it, with a HAL made for it."""
+    from lcm_device.compat import uptime_s
+    from lcm_device.due import Due
+
+    due = Due(hal)
+    left = 0 if due.requested or due.remaining is None else due.remaining
+    due = None
+    if cfg.get("gestures") is False:
+        return left, True
+    from lcm_device import gestures
+
+    now = uptime_s()
+    if now < gestures.QUICK_S:
+        return left, False
+    gestures.settle(hal, now)
+    return left, True

@@ -65,7 +65,9 @@ def run(hal, power, buf, running):
     if cfg.get("mqtt_url") or slots.load(hal).get("fw_pending"):
         running = None
     try:
-        check_in, settled = _check_in(hal), _settle(hal, cfg)
+        from lcm_device.aftercheck import app_boot_figures
+
+        check_in, settled = app_boot_figures(hal, cfg)
     except Exception as exc:  # (a damaged module, the heap): lcm_device.boot starts the app
         log("check: the app boot's figures: " + repr(exc))
         check_in, settled, running = 0, False, None
@@ -82,29 +84,6 @@ def run(hal, power, buf, running):
 
         return step(prepare_app, hal, cfg, None, power, True, app)
     hal.reset()
-
-
-def _settle(hal, cfg):
-    # Whether the gesture counter is settled for the app boot: gestures off, or this boot
-    # has been up long enough to settle it (a check over Wi-Fi is); else the app boot's
-    # check timer does it, with a HAL made for it.
-    if cfg.get("gestures") is False:
-        return True
-    from lcm_device import gestures
-
-    now = uptime_s()
-    if now < gestures.QUICK_S:
-        return False
-    gestures.settle(hal, now)
-    return True
-
-
-def _check_in(hal):
-    # Seconds to the next check as the check's outcome saved them (lcm_device.due).
-    from lcm_device.due import Due
-
-    due = Due(hal)
-    return 0 if due.requested or due.remaining is None else due.remaining
 
 
 def _checks(hal, buf, running):
