@@ -8,9 +8,9 @@ schedule, no deadline object, no class, no HAL until something needs one) and
 the poll. A periodic timer (the HAL's `timer(period_ms, fn)` on a simulated
 board, else machine.Timer) calls `poll()` every second from the main loop.
 Extra pollers (`also`: the fleet link) run at every tick; at `work_at` (the
-next chore or the check), and at once when /main.py or /lcm/pick.py is gone, the poll loads
-lcm_device.timerwork, which does what is due (put them back, settle the
-gesture counter, confirm a trial app, write the deadline back hourly; when the
+next chore or the check), and at once when /main.py or /lcm/pick.py is gone,
+the poll loads lcm_device.timerwork, which does what is due (put them back,
+settle the gesture counter, confirm a trial app, write the deadline back hourly; when the
 check is due and the app has not called `lcm.hold()`, save the request so
 the manager checks at once, and reset into it: the unix HAL exits with 75 and
 `lcm device simulate` restarts it), then releases it. While held, the check
