@@ -15,9 +15,10 @@ Rules (the maths is in docs/lifecycle.md):
 - after the n-th consecutive failure: full jitter, uniform in
   [_MIN_S, min(cap, _BASE_S * 2**n)], cap = 2 x interval (so a failing
   server is never asked more often, on average, than a healthy one);
-- at power-on: uniform over `power_on_window_s` (default: the interval), so a
-  fleet switched on together keeps its steady-state rate (LCM checked 1 s
-  after every power-on);
+- at power-on: uniform over `power_on_window_s` (default: the interval; from
+  1 s, never in the boot the power came back in; 0: at once), so a fleet
+  switched on together keeps its steady-state rate (LCM checked 1 s after
+  every power-on);
 - a requested check (app, gesture, timer: the REQUEST file) is due at once,
   and stays requested across resets until a check is recorded;
 - no saved state (new or factory-reset device): due at once.
@@ -84,7 +85,10 @@ class Schedule(Due):
     def on_boot(self, now_s, power_on):
         """Rebuild the deadline at boot; `power_on` is False after a reset or a soft reboot."""
         if power_on and not self.requested and self.remaining is not None:
-            self.next = now_s + int(self.rand() * self.window)
+            # At least 1 s: a draw of 0 would check in the very boot the power came back
+            # (as LCM did), which a boot's decision and its tests must not meet at random.
+            left = 1 + int(self.rand() * (self.window - 1)) if self.window else 0
+            self.next = now_s + left
             self.save(now_s)
         else:
             self.resume(now_s)

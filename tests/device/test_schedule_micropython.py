@@ -169,10 +169,19 @@ def test_power_on_spreads_over_the_window_and_reset_keeps_the_deadline(mpy):
         s = Schedule(Hal(), {"power_on_window_s": 7200}, rand=seq(0.75))
         s.on_boot(5, True)
         print("POWERON", s.seconds_until_due(5))
+        # The lowest draw: not in this very boot (a second on); a window of 0: at once.
+        s = Schedule(Hal(), {"power_on_window_s": 7200}, rand=seq(0.0))
+        s.on_boot(5, True)
+        print("LOWEST", s.seconds_until_due(5))
+        s = Schedule(Hal(), {"power_on_window_s": 0}, rand=seq(0.5))
+        s.on_boot(5, True)
+        print("NO WINDOW", s.seconds_until_due(5))
         """,
     ).stdout
     assert "RESET 9000" in out
     assert "POWERON 5400" in out
+    assert "LOWEST 1" in out
+    assert "NO WINDOW 0" in out
 
 
 def test_known_wall_clock_counts_the_time_spent_off(mpy):
@@ -249,7 +258,8 @@ def test_bad_config_and_damaged_state_fall_back_safely(mpy):
     states = [line for line in out.splitlines() if line.startswith("STATE")]
     # Unreadable state counts as none (check soon); a valid one is clamped to sane bounds.
     assert states[:3] == ["STATE 0 0 False True"] * 3
-    assert states[3] == "STATE 20 0 False True"
+    # (A power-on's lowest draw is a second on: not due in this very boot.)
+    assert states[3] == "STATE 20 1 False False"
 
 
 def test_a_power_cut_while_saving_keeps_the_old_or_the_new_state(mpy):
