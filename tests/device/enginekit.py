@@ -245,3 +245,20 @@ def installed_v1(tmp_path: Path, mpy: Any, host: Any) -> tuple[Repo, dict[str, b
     device = new_device(tmp_path, mpy, host, repo)
     assert run(device, mpy).state["app_tag"] == "v1.0.0"
     return repo, files, device
+
+
+def updated_manager(tmp_path: Path, mpy: Any, host: Any, n: int = 2) -> tuple[Repo, Repo, Path]:
+    """(app repo, manager repo, device): a device that installed app v1.0.0 (`n` files)
+    and the manager release v0.2.0 (this build) over the air from `host`, which serves
+    acme/widget and acme/lcm; its manager runs from /lcm/m1."""
+    from publisher.device.manager import manager_files
+
+    app = Repo(host)
+    app.publish("1.0.0", app_files("1.0.0", n=n))
+    manager = Repo(host, name="acme/lcm")
+    manager.publish("0.2.0", manager_files(mpy.build))
+    state = tmp_path / "device"
+    provision_with_manager(state, mpy.build, app, manager, {"gestures": False})
+    st = run(state, mpy).state
+    assert (st["mgr"], st["mgr_tag"], st["app_tag"]) == ("m1", "v0.2.0", "v1.0.0")
+    return app, manager, state

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from publisher.device.manager import manager_files
 from publisher.device.simulate import read_state
 from tests.device.bootkit import boot, boot_until_app, kill_when, running_app
 from tests.device.enginekit import (
@@ -23,10 +22,10 @@ from tests.device.enginekit import (
     Repo,
     app_files,
     new_device,
-    provision_with_manager,
     run,
     slot_is_complete,
     text,
+    updated_manager,
 )
 from tests.hostserver import running_host
 
@@ -124,14 +123,7 @@ def test_trial_app_that_deletes_manager_files(tmp_path: Path, mpy: Any) -> None:
     """The manager's files are repaired from the other manager slot, checked against the
     signed manifest; /main.py falls back to that slot while the active one does not import."""
     with running_host(tmp_path, repos=("acme/widget", "acme/lcm")) as host:
-        app = Repo(host)
-        app.publish("1.0.0", app_files("1.0.0", n=3))
-        manager = Repo(host, name="acme/lcm")
-        manager.publish("0.2.0", manager_files(mpy.build))
-        state = tmp_path / "device"
-        provision_with_manager(state, mpy.build, app, manager, {"gestures": False})
-        st = run(state, mpy).state
-        assert st["mgr"] == "m1" and st["app_tag"] == "v1.0.0"
+        app, _, state = updated_manager(tmp_path, mpy, host, n=3)
         gone = ("lcm_device/slots.mpy", "lcm_device/update.mpy")
         hostile = ROOT + "".join(f"__import__('os').remove(R + '/lcm/m1/{p}')\n" for p in gone)
         app.publish("1.1.0", release("1.1.0", hostile + "raise RuntimeError('hostile')\n"))
