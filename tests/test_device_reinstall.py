@@ -162,20 +162,23 @@ def test_the_boot_state_read_as_the_board_reads_it() -> None:
         PATH % 1: torn,
         reinstall.LEGACY_PATH: None,
     }
-    written = reinstall.factory_manager_state(found)
+    written, _ = reinstall.factory_manager_state(found)
     assert list(written) == [PATH % 1]
     assert decode(written[PATH % 1])["mgr"] == "m0"  # type: ignore[index]
     assert decode(written[PATH % 1])["gen"] == 5  # type: ignore[index]
     # The single file of managers before two generations: written over by generation 1.
     legacy = json.dumps({"mgr": "m1", "mgr_tag": "v1.0.0", "app": "app0"}).encode()
-    written = reinstall.factory_manager_state({reinstall.LEGACY_PATH: legacy})
+    written, _ = reinstall.factory_manager_state({reinstall.LEGACY_PATH: legacy})
     st = decode(written[PATH % 1])
     assert st == {**json.loads(legacy), "mgr": "m0", "mgr_tag": None, "gen": 1} | {
         k: None for k in reinstall._RUNNING_KEYS
     }
     # Nothing readable: a new board, or one whose boot rebuilds its state.
-    assert reinstall.factory_manager_state({PATH % 0: b"junk", reinstall.LEGACY_PATH: b"{"}) == {}
-    assert reinstall.factory_manager_state({}) == {}
+    assert reinstall.factory_manager_state({PATH % 0: b"junk", reinstall.LEGACY_PATH: b"{"}) == (
+        {},
+        None,
+    )
+    assert reinstall.factory_manager_state({}) == ({}, None)
 
 
 def test_the_paths_are_the_devices() -> None:

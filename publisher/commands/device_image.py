@@ -307,9 +307,8 @@ def install(
     img.check_manager_fits(settings.board, frozen)
     files = img.device_files(settings, frozen_manager=frozen)
     # A board that runs lcm: its older manager's files go, and it runs the one copied.
-    found = flashing.read_files(port, reinstall.BOOT_FILES)
-    before = reinstall.describe(found)
-    files.update(reinstall.factory_manager_state(found))
+    state, before = reinstall.factory_manager_state(flashing.read_files(port, reinstall.BOOT_FILES))
+    files.update(state)
     with tempfile.TemporaryDirectory(prefix="lcm-install-") as staging:
         out.print(f"copying {len(files)} files to the board on {port} (mpremote)")
         flashing.install(port, files, Path(staging), remove=reinstall.REPLACED)

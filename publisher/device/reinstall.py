@@ -64,29 +64,23 @@ def current_state(found: dict[str, bytes | None]) -> dict | None:
     return best
 
 
-def factory_manager_state(found: dict[str, bytes | None]) -> dict[str, bytes]:
+def factory_manager_state(found: dict[str, bytes | None]) -> tuple[dict[str, bytes], str | None]:
     """The boot state file to copy so that the board runs the manager in /lcm/m0 as a
-    factory image's (path on the board -> bytes); none when it already does, or when
-    the board has no readable boot state (a new board; one whose state is lost is
-    rebuilt by its boot from the slots)."""
+    factory image's (path on the board -> bytes), and what the board ran before, for the
+    command's output; neither when it already runs that, or when the board has no
+    readable boot state (a new board; one whose state is lost is rebuilt by its boot
+    from the slots)."""
     st = current_state(found)
-    if st is None:
-        return {}
-    if st.get("mgr") in (None, "m0") and not any(st.get(k) is not None for k in _RUNNING_KEYS):
-        return {}
+    if st is None or (
+        st.get("mgr") in (None, "m0") and not any(st.get(k) is not None for k in _RUNNING_KEYS)
+    ):
+        return {}, None
+    tag = st.get("mgr_tag") or "its factory manager"
+    trial = " on trial" if st.get("mgr_trial") is not None else ""
+    before = f"the board ran {tag}{trial} from /lcm/{st.get('mgr') or 'm0'}"
     st = dict(st)
     st["mgr"] = "m0"
     for key in _RUNNING_KEYS:
         st[key] = None
     st["gen"] += 1
-    return {PATH % (st["gen"] % 2): encode(st)}
-
-
-def describe(found: dict[str, bytes | None]) -> str | None:
-    """What the board ran before, when the install changes it (for the command's output)."""
-    st = current_state(found)
-    if st is None or not factory_manager_state(found):
-        return None
-    tag = st.get("mgr_tag") or "its factory manager"
-    trial = " on trial" if st.get("mgr_trial") is not None else ""
-    return f"the board ran {tag}{trial} from /lcm/{st.get('mgr') or 'm0'}"
+    return {PATH % (st["gen"] % 2): encode(st)}, before

@@ -373,17 +373,16 @@ def ignored_options(state: Path, given: dict[str, Any]) -> dict[str, str]:
 
 def read_state(state: Path) -> dict[str, Any]:
     """The device's boot state: the newest valid generation (cert_sector.bootstate), else {}."""
-    from cert_sector.bootstate import PATH, decode
+    from cert_sector.bootstate import PATH
+    from publisher.device.reinstall import current_state
 
-    best: dict[str, Any] = {}
-    for n in (0, 1):
+    found: dict[str, bytes | None] = {}
+    for path in (PATH % 0, PATH % 1):
         try:
-            value = decode((Path(state) / (PATH % n).lstrip("/")).read_bytes()[:4096])
+            found[path] = (Path(state) / path.lstrip("/")).read_bytes()[:4096]
         except OSError:
-            continue
-        if value is not None and value["gen"] > best.get("gen", -1):
-            best = value
-    return best
+            found[path] = None
+    return current_state(found) or {}
 
 
 @functools.cache

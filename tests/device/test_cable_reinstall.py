@@ -25,7 +25,7 @@ def cable_install(state: Path, settings: DeviceSettings) -> None:
     on_board = {p: state / p.lstrip("/") for p in reinstall.BOOT_FILES}
     found = {p: f.read_bytes() if f.is_file() else None for p, f in on_board.items()}
     files = img.device_files(settings)
-    files.update(reinstall.factory_manager_state(found))
+    files.update(reinstall.factory_manager_state(found)[0])
     for path in reinstall.REPLACED:
         target = state / path.lstrip("/")
         if target.is_dir():
