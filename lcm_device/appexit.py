@@ -19,7 +19,10 @@ def after_app(tag, failure):
 
         mainfile.restore(hal, _log)  # when /main.py or /lcm/pick.py is gone
     except OSError as exc:  # a full or read-only flash: the check timer tries again
-        _log("boot: cannot restore /main.py: OSError " + str(exc.args[0] if exc.args else ""))
+        _log(
+            "boot: cannot restore /main.py or /lcm/pick.py: OSError "
+            + str(exc.args[0] if exc.args else "")
+        )
     if failure is not None:
         hal.reset()
     from lcm_device.app import confirm

@@ -176,8 +176,8 @@ def rm(p):
     except OSError as e:
         if e.args[0] == errno.ENOENT:
             return
-    for e in os.ilistdir(p):
-        rm(p + "/" + e[0])
+    for entry in os.ilistdir(p):
+        rm(p + "/" + entry[0])
     os.rmdir(p)
 for p in %r:
     rm(p)
