@@ -139,6 +139,27 @@ def test_a_cable_install_replaces_an_updated_manager(tmp_path: Path) -> None:
     assert picked_slot(board) == "m0"
 
 
+def test_a_cable_install_on_a_board_that_lost_its_boot_state(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["keys", "new", "root", "--dir", str(tmp_path)]).exit_code == 0
+    board = tmp_path / "board"
+    # Both generations damaged: the board's boot rebuilds the state from the slots and
+    # would run /lcm/m1, whose manifest is complete, rather than the copy.
+    on_board = {
+        "/lcm/m1/lcm_device/boot.mpy": b"the manager updated over the air",
+        "/lcm/m1.lcm": b"its manifest",
+        PATH % 0: b"damaged",
+        PATH % 1: b"damaged too",
+    }
+    for path, data in on_board.items():
+        (board / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (board / path.lstrip("/")).write_bytes(data)
+    output = install(board, tmp_path / "root.pub")
+    assert "the board's boot state is damaged" in output, output
+    files = board_files(board)
+    assert "/lcm/m1.lcm" not in files
+    assert files["/lcm/m1/lcm_device/boot.mpy"] == on_board["/lcm/m1/lcm_device/boot.mpy"]
+
+
 def test_a_cable_install_on_a_board_already_on_its_factory_manager_keeps_its_state(
     tmp_path: Path,
 ) -> None:
@@ -162,23 +183,24 @@ def test_the_boot_state_read_as_the_board_reads_it() -> None:
         PATH % 1: torn,
         reinstall.LEGACY_PATH: None,
     }
-    written, _ = reinstall.factory_manager_state(found)
+    written = reinstall.plan(found).files
     assert list(written) == [PATH % 1]
     assert decode(written[PATH % 1])["mgr"] == "m0"  # type: ignore[index]
     assert decode(written[PATH % 1])["gen"] == 5  # type: ignore[index]
     # The single file of managers before two generations: written over by generation 1.
     legacy = json.dumps({"mgr": "m1", "mgr_tag": "v1.0.0", "app": "app0"}).encode()
-    written, _ = reinstall.factory_manager_state({reinstall.LEGACY_PATH: legacy})
+    written = reinstall.plan({reinstall.LEGACY_PATH: legacy}).files
     st = decode(written[PATH % 1])
     assert st == {**json.loads(legacy), "mgr": "m0", "mgr_tag": None, "gen": 1} | {
         k: None for k in reinstall._RUNNING_KEYS
     }
-    # Nothing readable: a new board, or one whose boot rebuilds its state.
-    assert reinstall.factory_manager_state({PATH % 0: b"junk", reinstall.LEGACY_PATH: b"{"}) == (
-        {},
-        None,
-    )
-    assert reinstall.factory_manager_state({}) == ({}, None)
+    # Nothing readable: a new board, or one whose boot rebuilds its state from the slots,
+    # which must not find the other manager slot's release (it would run it).
+    lost = reinstall.plan({PATH % 0: b"junk", reinstall.LEGACY_PATH: b"{"})
+    assert lost.files == {} and "damaged" in str(lost.before)
+    assert set(lost.remove) == set(reinstall.REPLACED) | {"/lcm/m1.lcm"}
+    new = reinstall.plan({})
+    assert (new.files, new.before) == ({}, None) and "/lcm/m1.lcm" in new.remove
 
 
 def test_the_paths_are_the_devices() -> None:
@@ -187,4 +209,5 @@ def test_the_paths_are_the_devices() -> None:
 
     assert reinstall.LEGACY_PATH == slots.LEGACY_PATH
     assert slots.manifest_path(Root, "m0") in reinstall.REPLACED
+    assert (slots.manifest_path(Root, "m1"),) == reinstall.LOST_STATE
     assert slots.slot_dir(Root, "m0") == img.MANAGER_SLOT in reinstall.REPLACED

@@ -307,13 +307,13 @@ def install(
     img.check_manager_fits(settings.board, frozen)
     files = img.device_files(settings, frozen_manager=frozen)
     # A board that runs lcm: its older manager's files go, and it runs the one copied.
-    state, before = reinstall.factory_manager_state(flashing.read_files(port, reinstall.BOOT_FILES))
-    files.update(state)
+    plan = reinstall.plan(flashing.read_files(port, reinstall.BOOT_FILES))
+    files.update(plan.files)
     with tempfile.TemporaryDirectory(prefix="lcm-install-") as staging:
         out.print(f"copying {len(files)} files to the board on {port} (mpremote)")
-        flashing.install(port, files, Path(staging), remove=reinstall.REPLACED)
-    if before:
-        out.print(f"{before}; it now runs the manager copied to /lcm/m0")
+        flashing.install(port, files, Path(staging), remove=plan.remove)
+    if plan.before:
+        out.print(f"{plan.before}; it now runs the manager copied to /lcm/m0")
     out.print("done: the board was reset and runs lcm")
     if settings.repo is None:
         out.print("no --repo: pick the app repo on the setup page")

@@ -16,15 +16,28 @@ board would keep it from running that manager as it was copied:
   app's state, the other manager slot and the rest of the state are kept; a
   manager tag that failed its trial is still refused. Like a new board, the
   device then installs its manager repo's latest release over the air.
+- **A boot state that is lost** (both generation files damaged, or removed). The
+  board's boot rebuilds it from the slots (lcm_device/rebuild.py) and runs the
+  manager slot with the newest complete manifest: /lcm/m1 after an update over the
+  air, not the copy. So the other slot's manifest is removed too (`LOST_STATE`):
+  the rebuild then finds no manager release and runs the factory slot, the copy.
+  The app's state is rebuilt from its slots as on any board that lost it.
+
+`plan(found)` says what to write and what to remove, from the board's boot files.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from cert_sector.bootstate import PATH, decode, encode
 
 # Removed before the copy: the factory manager slot, and the manifest (and a staged one)
 # of a manager release installed into it over the air (lcm_device.slots.manifest_path).
 REPLACED = ("/lcm/m0", "/lcm/m0.lcm", "/lcm/m0.lcm.new")
+# Removed as well when the board's boot state is lost: the manifest of the other manager
+# slot, which the boot's rebuild would otherwise run (lcm_device.rebuild).
+LOST_STATE = ("/lcm/m1.lcm",)
 # The boot state of managers before two generations (lcm_device.slots.LEGACY_PATH).
 LEGACY_PATH = "/lcm/state/boot.json"
 # The boot state files a cable install reads from the board.
@@ -64,17 +77,30 @@ def current_state(found: dict[str, bytes | None]) -> dict | None:
     return best
 
 
-def factory_manager_state(found: dict[str, bytes | None]) -> tuple[dict[str, bytes], str | None]:
-    """The boot state file to copy so that the board runs the manager in /lcm/m0 as a
-    factory image's (path on the board -> bytes), and what the board ran before, for the
-    command's output; neither when it already runs that, or when the board has no
-    readable boot state (a new board; one whose state is lost is rebuilt by its boot
-    from the slots)."""
+@dataclass(frozen=True)
+class Plan:
+    """What a cable install does on the board besides copying the factory image's files."""
+
+    # Paths removed before the copy (files or folders).
+    remove: tuple[str, ...] = REPLACED
+    # Boot state to write (path on the board -> bytes), copied with the files.
+    files: dict[str, bytes] = field(default_factory=dict)
+    # What the board ran before, for the command's output; None: the factory manager.
+    before: str | None = None
+
+
+def plan(found: dict[str, bytes | None]) -> Plan:
+    """The install's plan for a board whose boot files (`BOOT_FILES`, path -> bytes or
+    None) are `found`: a boot state that runs the manager in /lcm/m0 as a factory image
+    has it, unless the board runs that already (a new board too); on a board with no
+    readable boot state, the removals that make its rebuild pick the copy."""
     st = current_state(found)
-    if st is None or (
-        st.get("mgr") in (None, "m0") and not any(st.get(k) is not None for k in _RUNNING_KEYS)
-    ):
-        return {}, None
+    if st is None:
+        damaged = any(data is not None for data in found.values())
+        lost = "the board's boot state is damaged (its boot rebuilds it from the slots)"
+        return Plan(remove=REPLACED + LOST_STATE, before=lost if damaged else None)
+    if st.get("mgr") in (None, "m0") and not any(st.get(k) is not None for k in _RUNNING_KEYS):
+        return Plan()
     tag = st.get("mgr_tag") or "its factory manager"
     trial = " on trial" if st.get("mgr_trial") is not None else ""
     before = f"the board ran {tag}{trial} from /lcm/{st.get('mgr') or 'm0'}"
@@ -83,4 +109,4 @@ def factory_manager_state(found: dict[str, bytes | None]) -> tuple[dict[str, byt
     for key in _RUNNING_KEYS:
         st[key] = None
     st["gen"] += 1
-    return {PATH % (st["gen"] % 2): encode(st)}, before
+    return Plan(files={PATH % (st["gen"] % 2): encode(st)}, before=before)
