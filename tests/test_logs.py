@@ -250,6 +250,16 @@ def test_lcm_logs_refuses_bad_arguments(tmp_path: Path) -> None:
     assert f"cannot listen on UDP 127.0.0.1:{port}" in busy.stderr
 
 
+def test_a_second_lcm_logs_on_the_same_port_is_refused(listener: type[Listener]) -> None:
+    # Two listeners sharing a port (SO_REUSEADDR) would split a device's unicast lines
+    # between them, silently: the second one is refused, naming the port.
+    first = listener(1)
+    second = lcm("logs", "--bind", "127.0.0.1", "--port", str(first.port))
+    assert second.returncode == 1
+    assert f"cannot listen on UDP 127.0.0.1:{first.port}" in second.stderr
+    assert "in use" in second.stderr
+
+
 # ---------------------------------------------------------------- a board's ring
 
 

@@ -123,7 +123,8 @@ def board_ring_lines(halves: dict[str, bytes | None]) -> list[str]:
 def listen(bind: str, port: int) -> socket.socket:
     try:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # No SO_REUSEADDR: a second listener on the port would get some of the unicast
+        # lines and this one the rest, silently. It is refused instead.
         sock.bind((bind, port))
     except OSError as exc:
         raise LogsError(f"cannot listen on UDP {bind}:{port}: {exc.strerror or exc}") from None
