@@ -67,6 +67,12 @@ def picked_slot(board: Path) -> str:
     return proc.stdout.split()[-1]
 
 
+def put_files(board: Path, files: dict[str, bytes]) -> None:
+    for path, data in files.items():
+        (board / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (board / path.lstrip("/")).write_bytes(data)
+
+
 def board_files(board: Path) -> dict[str, bytes]:
     return {
         "/" + p.relative_to(board).as_posix(): p.read_bytes()
@@ -102,9 +108,7 @@ def test_a_cable_install_replaces_an_updated_manager(tmp_path: Path) -> None:
         "/lcm/app0/main.py": b"print('the app')\n",
         "/lcm/state/schedule.json": b'{"failures": 0}',
     }
-    for path, data in {**stale, **kept}.items():
-        (board / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
-        (board / path.lstrip("/")).write_bytes(data)
+    put_files(board, {**stale, **kept})
     write_state(board, 6, {**UPDATED, "mgr_trial": None})
     write_state(board, 7, UPDATED)
     (board / "lcm/pick.py").write_bytes(img.PICK.read_bytes())
@@ -150,9 +154,7 @@ def test_a_cable_install_on_a_board_that_lost_its_boot_state(tmp_path: Path) -> 
         PATH % 0: b"damaged",
         PATH % 1: b"damaged too",
     }
-    for path, data in on_board.items():
-        (board / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
-        (board / path.lstrip("/")).write_bytes(data)
+    put_files(board, on_board)
     output = install(board, tmp_path / "root.pub")
     assert "the board's boot state is damaged" in output, output
     files = board_files(board)
