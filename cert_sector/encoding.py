@@ -29,7 +29,7 @@ class Reader:
 
     def take(self, n, what):
         if n < 0 or n > self.limit - self.pos:
-            raise FormatError("truncated: " + what + " needs " + str(n) + " bytes")
+            raise FormatError("truncated: %s needs %s bytes" % (what, n))
         if self._data is not None:
             out = self._data[self.pos : self.pos + n]
         else:
@@ -45,7 +45,7 @@ class Reader:
         """Read past `n` bytes through `buf` (hashed when hashing): a field that stays on
         flash (a stream) instead of in memory."""
         if n < 0 or n > self.limit - self.pos:
-            raise FormatError("truncated: " + what + " needs " + str(n) + " bytes")
+            raise FormatError("truncated: %s needs %s bytes" % (what, n))
         if self._data is not None:
             if self.hasher is not None:
                 self.hasher.update(self._data[self.pos : self.pos + n])
@@ -69,7 +69,7 @@ class Reader:
         """A u8-length-prefixed UTF-8 string without control characters."""
         n = self.uint(1, what + " length")
         if n > max_len:
-            raise FormatError(what + " longer than " + str(max_len) + " bytes")
+            raise FormatError("%s longer than %s bytes" % (what, max_len))
         raw = bytes(self.take(n, what))
         for c in raw:
             if c < 0x20 or c == 0x7F:
@@ -88,7 +88,7 @@ class Reader:
 def pack_text(value, what, max_len):
     raw = value.encode("utf-8")
     if len(raw) > max_len:
-        raise FormatError(what + " longer than " + str(max_len) + " bytes")
+        raise FormatError("%s longer than %s bytes" % (what, max_len))
     for c in raw:
         if c < 0x20 or c == 0x7F:
             raise FormatError(what + " contains a control character")

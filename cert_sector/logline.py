@@ -39,7 +39,7 @@ def format_line(dev, seq, when, text):
     text = str(text).replace("\n", " ").replace("\r", " ")[:MAX_TEXT]
     if not isinstance(when, str):
         when = iso_time(when)
-    return dev + " " + str(seq) + " " + when + " " + text
+    return "%s %s %s %s" % (dev, seq, when, text)
 
 
 def iso_time(t):

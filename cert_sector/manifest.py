@@ -132,7 +132,7 @@ def check_path(path):
     """Rule M2 for one path; returns it."""
     raw = path.encode("utf-8")
     if not raw or len(raw) > MAX_PATH:
-        raise FormatError("path length must be 1.." + str(MAX_PATH) + ": " + repr(path))
+        raise FormatError("path length must be 1..%s: %r" % (MAX_PATH, path))
     if "\\" in path:
         raise FormatError("backslash in path " + repr(path))
     for part in path.split("/"):
@@ -174,14 +174,14 @@ class ManifestReader:
             parse_version(min_manager)
         n_boards = r.uint(1, "board count")
         if n_boards > MAX_BOARDS:
-            raise FormatError("more than " + str(MAX_BOARDS) + " boards")
+            raise FormatError("more than %s boards" % (MAX_BOARDS,))
         boards = [r.text("board", 32) for _ in range(n_boards)]
         pack_name = r.text("pack name", MAX_NAME)
         pack_size = r.uint(4, "pack size")
         pack_sha = bytes(r.take(32, "pack sha256"))
         n_files = r.uint(2, "file count")
         if not 1 <= n_files <= MAX_FILES:  # Rule M1
-            raise FormatError("file count " + str(n_files) + " outside 1.." + str(MAX_FILES))
+            raise FormatError("file count %s outside 1..%s" % (n_files, MAX_FILES))
         m = Manifest(
             repo,
             tag_version,
@@ -217,7 +217,7 @@ class ManifestReader:
             file_offset = r.uint(4, "file offset")
             sha = bytes(r.take(32, "file sha256"))
             if file_offset != offset or size > MAX_FILE_SIZE:  # Rule M3
-                raise FormatError("file " + repr(path) + " does not tile the pack")
+                raise FormatError("file %r does not tile the pack" % (path,))
             offset += size
             yield FileEntry(path, size, file_offset, sha)
         if offset != m.pack_size:  # Rule M3
@@ -246,7 +246,7 @@ def check_scope(kid, scope, channel, boards):
     channels, allowed = scope
     outside = None
     if channel not in channels:
-        outside = "a " + channel + " release"
+        outside = "a %s release" % (channel,)
     elif allowed and not boards:
         outside = "a release for any board"
     elif allowed:
@@ -258,14 +258,13 @@ def check_scope(kid, scope, channel, boards):
         from binascii import hexlify
 
         raise ScopeError(
-            "release key "
-            + hexlify(kid).decode()
-            + " is limited to channel "
-            + ",".join(channels)
-            + (" and board " + ",".join(allowed) if allowed else " and any board")
-            + ": "
-            + outside
-            + " is outside it"
+            "release key %s is limited to channel %s%s: %s is outside it"
+            % (
+                hexlify(kid).decode(),
+                ",".join(channels),
+                " and board " + ",".join(allowed) if allowed else " and any board",
+                outside,
+            )
         )
 
 
@@ -283,14 +282,14 @@ def check_header(m, repo, installed_seq, board, channel, manager_version):
     """Rules M5 and M6 for a parsed header (`board` None: any; `manager_version` "": not
     checked)."""
     if m.repo != repo:
-        raise MismatchError("manifest is for " + m.repo + ", expected " + repo)
+        raise MismatchError("manifest is for %s, expected %s" % (m.repo, repo))
     if board is not None and m.boards and board not in m.boards:
-        raise MismatchError("release is for " + ",".join(m.boards) + ", not " + board)
+        raise MismatchError("release is for %s, not %s" % (",".join(m.boards), board))
     if channel == "stable" and m.channel != "stable":
         raise MismatchError("beta release offered to a stable device")
     if manager_version and not version_at_least(manager_version, m.min_manager):
-        raise MismatchError("release needs manager " + m.min_manager + " or newer")
+        raise MismatchError("release needs manager %s or newer" % (m.min_manager,))
     if m.seq <= installed_seq:
         raise RollbackError(
-            "manifest sequence " + str(m.seq) + " is not above the installed " + str(installed_seq)
+            "manifest sequence %s is not above the installed %s" % (m.seq, installed_seq)
         )

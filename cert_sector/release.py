@@ -17,11 +17,11 @@ _TAG_CHARS = const("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234567
 
 
 def latest_url(web_url, repo):
-    return web_url.rstrip("/") + "/" + repo + "/releases/latest"
+    return "%s/%s/releases/latest" % (web_url.rstrip("/"), repo)
 
 
 def download_url(web_url, repo, tag, name):
-    return web_url.rstrip("/") + "/" + repo + "/releases/download/" + tag + "/" + name
+    return "%s/%s/releases/download/%s/%s" % (web_url.rstrip("/"), repo, tag, name)
 
 
 def check_tag(tag):
@@ -44,7 +44,7 @@ def tag_from_location(location, repo):
     marker = ("/" + repo + _TAG_MARK).lower()
     i = lowered.find(marker)
     if i < 0:
-        if lowered.rstrip("/").endswith(("/" + repo + "/releases").lower()):
+        if lowered.rstrip("/").endswith(("/%s/releases" % (repo,)).lower()):
             return None
         raise FormatError("unexpected latest-release redirect to " + repr(location[:100]))
     return check_tag(path[i + len(marker) :])

@@ -174,11 +174,11 @@ def check_unique(items, what):
 def check_key_scope(index, bits, n_boards, n_keys):
     # Rule S8: a scope limits a listed key to known channels and a bounded board list.
     if index >= n_keys:
-        raise FormatError("key scope for release key " + str(index) + " of " + str(n_keys))
+        raise FormatError("key scope for release key %s of %s" % (index, n_keys))
     if not 0 < bits < (1 << len(SCOPE_CHANNELS)):
         raise FormatError("key scope with no or unknown channels")
     if n_boards > MAX_KEYS:
-        raise FormatError("key scope with more than " + str(MAX_KEYS) + " boards")
+        raise FormatError("key scope with more than %s boards" % (MAX_KEYS,))
 
 
 def read_sector_file(f, size, buf):
@@ -190,7 +190,7 @@ def read_sector_file(f, size, buf):
     bytes; `buf` (any size) is what they are read through.
     """
     if size > MAX_SECTOR_SIZE:  # Rule S1
-        raise FormatError("sector larger than " + str(MAX_SECTOR_SIZE) + " bytes")
+        raise FormatError("sector larger than %s bytes" % (MAX_SECTOR_SIZE,))
     r = Reader(None, f, size)
     r.hasher = hashlib.sha256()
     return parse_fields(r, 1, buf)[0]
@@ -217,11 +217,11 @@ def parse_fields(r, min_signatures, buf):
     threshold = r.uint(1, "threshold")
     roots = _keys(r, "root key")
     if not 1 <= threshold <= len(roots):  # Rule S2
-        raise FormatError("threshold " + str(threshold) + " for " + str(len(roots)) + " root keys")
+        raise FormatError("threshold %s for %s root keys" % (threshold, len(roots)))
     release_keys = _keys(r, "release key")
     n_cas = r.uint(1, "CA count")
     if n_cas > MAX_CAS:
-        raise FormatError("more than " + str(MAX_CAS) + " CA certificates")
+        raise FormatError("more than %s CA certificates" % (MAX_CAS,))
     cas = []
     for _ in range(n_cas):
         n = r.uint(2, "CA length")
@@ -261,7 +261,7 @@ def parse_fields(r, min_signatures, buf):
         r.hasher = None
     n_sigs = r.uint(1, "signature count")
     if not min_signatures <= n_sigs <= MAX_SIGNATURES:
-        raise FormatError("a sector needs 1 to " + str(MAX_SIGNATURES) + " signatures")
+        raise FormatError("a sector needs 1 to %s signatures" % (MAX_SIGNATURES,))
     signatures = []
     for _ in range(n_sigs):
         kid = bytes(r.take(KEY_ID_SIZE, "signature key id"))
@@ -289,7 +289,7 @@ def parse_fields(r, min_signatures, buf):
 def _keys(r, what):
     n = r.uint(1, what + " count")
     if n > MAX_KEYS:
-        raise FormatError("more than " + str(MAX_KEYS) + " " + what + "s")
+        raise FormatError("more than %s %ss" % (MAX_KEYS, what))
     keys = [bytes(r.take(PUBLIC_KEY_SIZE, what)) for _ in range(n)]
     check_unique(keys, what)
     for key in keys:
@@ -301,7 +301,7 @@ def check_sector(sector, digest, trusted, now):
     """S3-S7 for a parsed `sector` whose body has SHA-256 `digest` (from read_sector_file
     on a device); returns it, or raises a TrustError subclass naming the failed rule."""
     if sector.repo != trusted.repo:  # Rule S3
-        raise MismatchError("sector is for " + sector.repo + ", expected " + trusted.repo)
+        raise MismatchError("sector is for %s, expected %s" % (sector.repo, trusted.repo))
     # Each root signs once for both rules: a verify takes seconds on a board, and the
     # trusted roots and the sector's own are mostly the same keys.
     keys = list(trusted.roots)
@@ -315,27 +315,19 @@ def check_sector(sector, digest, trusted, now):
         own += key in sector.roots
     if got < trusted.threshold:  # Rule S4
         raise SignatureError(
-            "sector signed by "
-            + str(got)
-            + " of the trusted roots, "
-            + str(trusted.threshold)
-            + " required"
+            "sector signed by %s of the trusted roots, %s required" % (got, trusted.threshold)
         )
     if own < sector.threshold:  # Rule S5
         raise SignatureError(
-            "sector signed by "
-            + str(own)
-            + " of its own roots, "
-            + str(sector.threshold)
-            + " required"
+            "sector signed by %s of its own roots, %s required" % (own, sector.threshold)
         )
     if sector.seq <= trusted.seq:  # Rule S6
         raise RollbackError(
-            "sector sequence " + str(sector.seq) + " is not above the trusted " + str(trusted.seq)
+            "sector sequence %s is not above the trusted %s" % (sector.seq, trusted.seq)
         )
     if sector.epoch < trusted.epoch:  # Rule S9
         raise RollbackError(
-            "sector epoch " + str(sector.epoch) + " is below the trusted " + str(trusted.epoch)
+            "sector epoch %s is below the trusted %s" % (sector.epoch, trusted.epoch)
         )
     check_expiry(sector, now)
     return sector
@@ -345,4 +337,4 @@ def check_expiry(sector, now):
     # Rule S7: an expired sector is refused only when the clock is known; a
     # device without time must still be able to fetch the sector that renews it.
     if now is not None and sector.expires and now >= sector.expires:
-        raise ExpiredError("sector expired at " + str(sector.expires) + " (now " + str(now) + ")")
+        raise ExpiredError("sector expired at %s (now %s)" % (sector.expires, now))

@@ -144,5 +144,5 @@ def step(fn, *args):
         why = errno_text(exc)
     from lcm_device.log import log
 
-    log("boot: " + fn.__name__.lstrip("_") + " skipped (" + why + ")")
+    log("boot: %s skipped (%s)" % (fn.__name__.lstrip("_"), why))
     return None

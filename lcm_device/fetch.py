@@ -72,7 +72,7 @@ def download(u, url, path, limit, headers):
                 if not stored or not expired:
                     raise
                 stored = False
-                u.log("download: asset URL expired (HTTP " + str(exc.status) + "), renewing")
+                u.log("download: asset URL expired (HTTP %s), renewing" % (exc.status,))
                 continue
             etag = resp.header("etag")
             h = hashlib.sha256()
@@ -86,7 +86,7 @@ def download(u, url, path, limit, headers):
             failures += 1
             if failures > _RETRIES:
                 raise
-            u.log("download: retrying " + url.split("?")[0][-60:] + " (" + str(exc) + ")")
+            u.log("download: retrying %s (%s)" % (url.split("?")[0][-60:], exc))
 
 
 class PackStream:
@@ -131,10 +131,8 @@ class PackStream:
         if resp.range_total != self.size:
             resp.close()
             raise Refused(
-                "pack is "
-                + str(resp.range_total)
-                + " bytes on the server, the manifest says "
-                + str(self.size)
+                "pack is %s bytes on the server, the manifest says %s"
+                % (resp.range_total, self.size)
             )
         self.resp = resp
 
@@ -160,7 +158,7 @@ class PackStream:
                 failures += 1
                 if failures > _RETRIES:
                     raise
-                self.log("download: asset URL expired (HTTP " + str(exc.status) + "), renewing")
+                self.log("download: asset URL expired (HTTP %s), renewing" % (exc.status,))
             except (NetworkError, StalledError) as exc:
                 if self.resp is not None:
                     self.resp.close()
@@ -171,6 +169,6 @@ class PackStream:
                 self.resumes += 1
                 if self.resumes > self.max_resumes:
                     raise BudgetError(
-                        "more than " + str(self.max_resumes) + " resumes (" + str(exc) + ")"
+                        "more than %s resumes (%s)" % (self.max_resumes, exc)
                     ) from None
-                self.log("download: resuming pack at byte " + str(self.pos) + " (" + str(exc) + ")")
+                self.log("download: resuming pack at byte %s (%s)" % (self.pos, exc))

@@ -120,7 +120,7 @@ def log(text):
             except Exception:
                 pass
         if when is None:
-            when = "+" + str(uptime_s()) + "s"
+            when = "+%ss" % (uptime_s(),)
         line = format_line(_dev, _seq, when, text)
         print(line)
     except Exception:

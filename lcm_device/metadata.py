@@ -59,9 +59,7 @@ def verified(u, st, tag, slot):
             # withholds the renewal (404, 304), an expired sector authorises nothing.
             check_expiry(sector, hal.time())
         except TrustError as exc:
-            raise Refused(
-                "cert sector: sequence " + str(sector.seq) + " in use: " + why(exc)
-            ) from None
+            raise Refused("cert sector: sequence %s in use: %s" % (sector.seq, why(exc))) from None
         check_expiry = None
     staged = None
     if u.kind == "app":
@@ -86,7 +84,7 @@ def verified(u, st, tag, slot):
     sector = None
     unload(["cert_sector.sector", "cert_sector.keys", "lcm_device.firstpin"], True)
     m = _check_manifest(u, st, tag, slot, new, size, digest, kid, key, scope, epoch, first_seq)
-    u.log("manifest: " + u.repo + " " + m.version + " sequence " + str(m.seq))
+    u.log("manifest: %s %s sequence %s" % (u.repo, m.version, m.seq))
     if staged is not None and staged != m.seq:
         # Rule R4: the roll-out document is for this very release.
         raise Refused("roll-out document for sequence " + str(staged))
@@ -117,7 +115,7 @@ def _refresh_sector(u, tag):
         if exc.status == 304:
             return sector
         if exc.status == 404 and sector is not None:
-            u.log("cert sector: none in " + tag + ", keeping the installed one")
+            u.log("cert sector: none in %s, keeping the installed one" % (tag,))
             return sector
         raise
     if sector is not None and digest == trust.file_sha(path, u.io):
@@ -164,17 +162,8 @@ def _refresh_sector(u, tag):
     hal.fs.rename(new, path)  # the sector's atomic A/B swap
     trust.save_etag(hal, kind, etag)
     u.log(
-        "cert sector: installed sequence "
-        + str(fresh.seq)
-        + " ("
-        + str(fresh.threshold)
-        + " of "
-        + str(len(fresh.roots))
-        + " roots, "
-        + str(len(fresh.release_keys))
-        + " release keys, "
-        + str(len(fresh.cas))
-        + " CAs)"
+        "cert sector: installed sequence %s (%s of %s roots, %s release keys, %s CAs)"
+        % (fresh.seq, fresh.threshold, len(fresh.roots), len(fresh.release_keys), len(fresh.cas))
     )
     return fresh
 
@@ -210,7 +199,7 @@ def _walk_chain(u, tag, top, reason):
                 head = f.read(2)
                 n = (head[0] << 8) | head[1]
                 if not 0 < n <= MAX_SECTOR_SIZE or pos + 2 + n > size:
-                    raise FormatError("certs.chain: member of " + str(n) + " bytes")
+                    raise FormatError("certs.chain: member of %s bytes" % (n,))
                 out = hal.fs.open_write(link)
                 try:
                     pump(f, io, n, out, None)
@@ -225,10 +214,8 @@ def _walk_chain(u, tag, top, reason):
                 try:
                     trusted = check_sector(s, s.digest, trusted, None)
                 except TrustError as exc:
-                    raise exc.__class__(
-                        "chain link sequence " + str(s.seq) + ": " + str(exc)
-                    ) from None
-                u.log("cert sector: chain link sequence " + str(s.seq) + " verified")
+                    raise exc.__class__("chain link sequence %s: %s" % (s.seq, exc)) from None
+                u.log("cert sector: chain link sequence %s verified" % (s.seq,))
     finally:
         remove_if_exists(hal.fs, link)
         remove_if_exists(hal.fs, chain)
@@ -247,7 +234,7 @@ def _download_manifest(u, tag, slot):
     makedirs(u.hal.fs, u.hal.root + "/lcm")
     size, digest, _ = download(u, u.url(tag, MANIFEST_ASSET), new, MAX_MANIFEST_SIZE, None)
     if size <= SIGNATURE_BLOCK:
-        raise Refused("manifest: truncated (" + str(size) + " bytes)")
+        raise Refused("manifest: truncated (%s bytes)" % (size,))
     with open(new, "rb") as f:
         f.seek(size - SIGNATURE_BLOCK)
         kid = f.read(8)  # the key id (cert_sector.keys.KEY_ID_SIZE)
@@ -270,12 +257,7 @@ def _check_manifest(u, st, tag, slot, new, size, digest, kid, key, scope, epoch,
     m.order = manifest_order(epoch, first_seq, m.seq)
     if m.order is None:
         raise Refused(
-            "manifest: sequence "
-            + str(m.seq)
-            + " is below "
-            + str(first_seq)
-            + ", the first of epoch "
-            + str(epoch)
+            "manifest: sequence %s is below %s, the first of epoch %s" % (m.seq, first_seq, epoch)
         )
     installed = st.get(kind + "_seq")
     installed = -1 if installed is None else installed
@@ -296,10 +278,10 @@ def _check_manifest(u, st, tag, slot, new, size, digest, kid, key, scope, epoch,
     # Only signed facts are recorded: the tag the redirect named must be the
     # signed version, and a tag that failed its trial is known by its sequence.
     if "v" + m.version != tag:
-        raise Refused("manifest: version " + m.version + " served under tag " + tag)
+        raise Refused("manifest: version %s served under tag %s" % (m.version, tag))
     if tag == st.get(kind + "_bad") and m.order <= (st.get(kind + "_bad_seq") or 0):
         raise Refused(
-            tag + " failed its trial before; waiting for a newer one (sequence " + str(m.seq) + ")"
+            "%s failed its trial before; waiting for a newer one (sequence %s)" % (tag, m.seq)
         )
     if m.pack_name != PACK_ASSET:
         raise Refused("manifest: unexpected pack name " + repr(m.pack_name))

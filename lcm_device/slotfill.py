@@ -34,12 +34,8 @@ def fill(u, st, tag, slot, order, pack_size, spent):
     st[kind + "_repo"] = u.repo
     slots.switch(u.hal, st, kind, slot, tag, order, u.cfg["trial_boots"])
     u.log(
-        ("manager" if kind == "mgr" else "app")
-        + ": switched to "
-        + slot
-        + " ("
-        + tag
-        + "), trial boot next"
+        "%s: switched to %s (%s), trial boot next"
+        % ("manager" if kind == "mgr" else "app", slot, tag)
     )
 
 
@@ -53,16 +49,11 @@ def _plan_and_fetch(u, st, slot, pack_size, tag, spent):
     need, get_bytes = _plan(u, slot, active, plan)
     free = hal.free_bytes()
     if free is not None and free < need + _FREE_MARGIN:
-        raise Refused("not enough flash: " + str(need) + " bytes to write, " + str(free) + " free")
+        raise Refused("not enough flash: %s bytes to write, %s free" % (need, free))
     pack, budget = pack_stream(u, tag, pack_size, spent, get_bytes)
     u.log(
-        "download: "
-        + str(get_bytes)
-        + " bytes of the pack, "
-        + str(need - get_bytes)
-        + " bytes copied locally; check budget "
-        + str(budget // 1000)
-        + " s"
+        "download: %s bytes of the pack, %s bytes copied locally; check budget %s s"
+        % (get_bytes, need - get_bytes, budget // 1000)
     )
     try:
         _fetch(u, slot, active, plan, pack)
@@ -206,11 +197,11 @@ def _fetch(u, slot, active, plan, pack):
                 fs.remove(target)
                 if not have:
                     raise Refused(
-                        "file " + e.path + ": downloaded bytes do not match the manifest sha256"
+                        "file %s: downloaded bytes do not match the manifest sha256" % (e.path,)
                     )
                 # The part kept from before a power cut did not hold (its last write torn):
                 # the whole file once more, from the pack.
-                u.log("download: " + e.path + " was damaged before the resume; fetching it whole")
+                u.log("download: %s was damaged before the resume; fetching it whole" % (e.path,))
                 start, have, h = e.offset, 0, hashlib.sha256()
     finally:
         if pf is not None:
@@ -247,8 +238,8 @@ def _verify_slot(u, slot):
             target = base + e.path
             if file_size(target) != e.size or trust.file_sha(target, u.io) != e.sha256:
                 remove_if_exists(hal.fs, target)
-                raise Refused("verify: " + e.path + " in " + slot + " does not match")
+                raise Refused("verify: %s in %s does not match" % (e.path, slot))
             count += 1
     finally:
         mf.close()
-    u.log("verify: " + str(count) + " files of " + slot + " match the manifest")
+    u.log("verify: %s files of %s match the manifest" % (count, slot))

@@ -113,7 +113,7 @@ def try_save(hal, st, log):
         save(hal, st)
         return True
     except OSError as exc:
-        log("boot state: cannot save (" + errno_text(exc) + ")")
+        log("boot state: cannot save (%s)" % (errno_text(exc),))
         return False
 
 
@@ -122,7 +122,7 @@ def slot_dir(hal, slot):
 
 
 def manifest_path(hal, slot):
-    return hal.root + "/lcm/" + slot + ".lcm"
+    return "%s/lcm/%s.lcm" % (hal.root, slot)
 
 
 def inactive(st, kind):

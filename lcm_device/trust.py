@@ -97,7 +97,7 @@ def read_small(file, limit):
     if n < 0:
         return None
     if n > limit:
-        raise ValueError(file + " is larger than " + str(limit) + " bytes")
+        raise ValueError("%s is larger than %s bytes" % (file, limit))
     with open(file, "rb") as f:
         return f.read(n)
 
@@ -182,15 +182,13 @@ def installed(hal, kind, repo, buf, log):
             sector, why = _sound(file, buf)
             if sector is None:
                 if log and why is not None:
-                    log("cert sector: " + file[len(hal.root) :] + " damaged: " + why)
+                    log("cert sector: %s damaged: %s" % (file[len(hal.root) :], why))
                 continue
             copy_over(hal, file, other, buf)
             if log:
                 log(
-                    "cert sector: "
-                    + other[len(hal.root) :]
-                    + " restored from "
-                    + file[len(CERTS) + len(hal.root) :]
+                    "cert sector: %s restored from %s"
+                    % (other[len(hal.root) :], file[len(CERTS) + len(hal.root) :])
                 )
             return sector if sector.repo == repo else None
         if digest is None and file_size(copy) < 0:

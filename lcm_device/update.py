@@ -105,7 +105,7 @@ class Updater:
         if st.get(self.kind + "_repo") not in (None, self.repo):
             # The device was pointed at another repo (setup portal): what is installed
             # says nothing about this one's tags and sequences.
-            self.log(name + ": repo changed to " + self.repo + ", installing it afresh")
+            self.log("%s: repo changed to %s, installing it afresh" % (name, self.repo))
             # A list, made here: a tuple would be a constant, an object in RAM on a board.
             for key in ["_tag", "_seq", "_bad", "_bad_seq", "_repo"]:
                 st[self.kind + key] = None
@@ -129,12 +129,12 @@ class Updater:
             self.budget(0)
             tag = self._latest_tag()
             if tag is None:
-                self.log(name + ": " + self.repo + " has no release yet")
+                self.log("%s: %s has no release yet" % (name, self.repo))
                 return "idle"
             if tag == st.get(self.kind + "_tag") or (
                 self.kind == "app" and tag == st.get("fw_tag")
             ):
-                self.log(name + ": " + tag + " is installed, nothing new")
+                self.log("%s: %s is installed, nothing new" % (name, tag))
                 return "idle"
             # A tag that failed its trial: offered again only under a higher signed
             # sequence (`lcm release publish --force`), which the manifest tells.
@@ -143,12 +143,8 @@ class Updater:
             ):
                 reason = st.get(self.kind + "_bad_why") or "why not recorded"
                 self.log(
-                    name
-                    + ": "
-                    + tag
-                    + " failed its trial before; waiting for a newer one ("
-                    + str(reason)
-                    + ")"
+                    "%s: %s failed its trial before; waiting for a newer one (%s)"
+                    % (name, tag, reason)
                 )
                 return "idle"
             # lcm_device.rollout.WAIT, checked without importing the module.
@@ -159,12 +155,8 @@ class Updater:
                 if waiting(self.hal, tag, self.log):
                     return "idle"
             self.log(
-                name
-                + ": "
-                + tag
-                + " available (installed "
-                + str(st.get(self.kind + "_tag") or "none")
-                + ")"
+                "%s: %s available (installed %s)"
+                % (name, tag, st.get(self.kind + "_tag") or "none")
             )
             # Only now the code that installs: an idle check does not load it.
             from lcm_device.install import install
@@ -209,7 +201,7 @@ class Updater:
             elif is_redirect(resp.status):
                 tag = release.tag_from_location(resp.location, self.repo)
             else:
-                raise Refused("/releases/latest answered " + str(resp.status) + ", not a redirect")
+                raise Refused("/releases/latest answered %s, not a redirect" % (resp.status,))
         finally:
             resp.close()
         if tag is None or self.channel != "beta":
