@@ -18,8 +18,9 @@ metadata(
     license="MIT",
 )
 
-# Pure-Python formats and the P-256 verifier, then the device code.
-package("cert_sector")
-package("lcm_device")
+# Pure-Python formats and the P-256 verifier, then the device code. opt=3, as the .mpy
+# files are built (publisher/micropython.py, MPY_OPT): no line-number tables.
+package("cert_sector", opt=3)
+package("lcm_device", opt=3)
 # What apps `import lcm` (lcm_device/lcm.py, frozen as a top-level module too).
-module("lcm.py", base_path="lcm_device")
+module("lcm.py", base_path="lcm_device", opt=3)

@@ -29,7 +29,7 @@ def test_the_factory_image_and_the_mip_package_hold_no_simulator_module() -> Non
 
 def test_the_freeze_manifest_freezes_board_packages_without_simulator_modules() -> None:
     manifest = (REPO_ROOT / "manifest.py").read_text()
-    frozen = re.findall(r'^package\("(\w+)"\)', manifest, re.M)
+    frozen = re.findall(r'^package\("(\w+)"(?:, opt=3)?\)', manifest, re.M)
     assert frozen == list(DEVICE_PACKAGES)
     for package in frozen:
         paths = [p.relative_to(REPO_ROOT).as_posix() for p in (REPO_ROOT / package).rglob("*.py")]

@@ -130,7 +130,9 @@ def expected_paths() -> set[str]:
         "/lcm/m0/lcm_device/pick.mpy",
         "/lcm/m0/lcm_device/lcm.mpy",
     }
-    return {"/main.py", "/lcm/pick.py", "/lcm/state/config.json", "/lcm/m0/lcm.py", *mpys}
+    # The catalog of the messages the .mpy files name by number (publisher/mpytext.py).
+    slot = {"/lcm/m0/lcm.py", "/lcm/m0/lcm_device/catalog.txt"}
+    return {"/main.py", "/lcm/pick.py", "/lcm/state/config.json", *slot, *mpys}
 
 
 def settings(keys: dict[str, Path], **overrides: object) -> device_settings.DeviceSettings:

@@ -2,8 +2,9 @@
 
 A factory image (`lcm device image`), a simulated device (`lcm device
 simulate`) and a manager release (`lcm demo`, or a maintainer publishing the
-manager) all install the same files: the device packages compiled to .mpy,
-and `lcm.py` at the slot's root, which apps `import lcm` from.
+manager) all install the same files: the device packages compiled to .mpy, with the
+catalog of their messages (lcm_device/catalog.txt, publisher/mpytext.py), and
+`lcm.py` at the slot's root, which apps `import lcm` from.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from publisher.micropython import DEVICE_PACKAGES, REPO_ROOT, build_mpy
+from publisher.mpytext import CATALOG
 
 # What apps import as `lcm`: a re-export of lcm_device.app, installed at the slot's root.
 LCM_SHIM_SOURCE = REPO_ROOT / "lcm_device" / "lcm.py"
@@ -27,6 +29,8 @@ def manager_files(build: Path) -> dict[str, bytes]:
             rel = mpy.relative_to(build).as_posix()
             if rel not in _NOT_IN_SLOT:
                 files[rel] = mpy.read_bytes()
+    # The messages the .mpy files name by number: they go together.
+    files[CATALOG] = (build / CATALOG).read_bytes()
     return files
 
 
