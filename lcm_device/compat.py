@@ -167,4 +167,5 @@ def text(n, k):
         pass
     # Damaged or missing (a slot's self-check repairs it): say which message it was, with
     # its values, and take as many as the message would (a TypeError would replace it).
-    return "message %d (catalog.txt unreadable)" % n + " %r" * k
+    # A space after it: a message may be the first piece of a concatenation.
+    return "[message %d, catalog.txt unreadable] " % n + "%r " * k

@@ -69,5 +69,5 @@ def test_without_its_catalog_a_message_says_which_it_was(mpy, tmp_path) -> None:
     ) + 1
     # The values it was given, and the same error type: the code went on as it would have.
     assert _messages(proc.stdout)[3] == (
-        "FormatError message %d (catalog.txt unreadable) 'file sha256' 5" % number
+        "FormatError [message %d, catalog.txt unreadable] 'file sha256' 5 " % number
     )

@@ -137,3 +137,22 @@ def test_trial_app_that_deletes_manager_files(tmp_path: Path, mpy: Any) -> None:
         later = run(state, mpy)
         assert later.state["app_tag"] == "v1.2.0", text(later)
         assert "does not import" not in text(later)
+
+
+def test_trial_app_that_damages_the_message_catalog(tmp_path: Path, mpy: Any) -> None:
+    """The catalog of the manager's messages (publisher/mpytext.py) is one of its signed
+    files: damaged, the messages read as their numbers meanwhile, and the self-check
+    repairs it from the other manager slot."""
+    with running_host(tmp_path, repos=("acme/widget", "acme/lcm")) as host:
+        app, _, state = updated_manager(tmp_path, mpy, host, n=3)
+        catalog = "lcm_device/catalog.txt"
+        intact = (state / "lcm" / "m1" / catalog).read_bytes()
+        hostile = ROOT + f"open(R + '/lcm/m1/{catalog}', 'w').write('damaged\\n')\n"
+        app.publish("1.1.0", release("1.1.0", hostile + "raise RuntimeError('hostile')\n"))
+        status = run(state, mpy, once=False, max_boots=8)
+        out = text(status)
+        assert "catalog.txt unreadable] m1 v0.2.0" in out, out
+        assert f"manager: repaired {catalog} in m1 from m0" in out, out
+        assert status.state["app_tag"] == "v1.0.0" and status.state["app_bad"] == "v1.1.0", out
+        assert (state / "lcm" / "m1" / catalog).read_bytes() == intact
+        assert slot_is_complete(state, "m1") and status.state["mgr"] == "m1"
