@@ -150,20 +150,25 @@ def step(fn, *args):
 
 # The text of the device's messages in a .mpy build: publisher/mpytext.py moves each one out
 # of the compiled code into catalog.txt, one a line, beside this module, and puts
-# `_text(N, K)` in its place (a string constant of a module loaded from a .mpy file is an
-# object in the heap for as long as the module is loaded; the catalog is read from flash
-# only when a message is made). It ships, and is replaced, with the modules of its build: a
-# manager slot holds both (publisher/device/manager.py). The sources and a frozen build keep
-# their strings and never call this.
+# `_text(N, K)` in its place, N the byte offset of its line (a string constant of a module
+# loaded from a .mpy file is an object in the heap for as long as the module is loaded; the
+# catalog is read from flash only when a message is made). It ships, and is replaced, with
+# the modules of its build: a manager slot holds both (publisher/device/manager.py). The
+# sources and a frozen build keep their strings and never call this.
+_MESSAGE_READ = const(256)  # publisher/mpytext.py's MAX_MESSAGE and the line break
+
+
 def text(n, k):
-    """Message `n` of the catalog (its line `n`), as the source wrote it; `k`: how many
-    values its `%` specifiers take."""
+    """The message at byte `n` of the catalog, as the source wrote it; `k`: how many values
+    its `%` specifiers take."""
     try:
-        with open(__file__[: __file__.rfind("/") + 1] + "catalog.txt") as f:
-            for i, line in enumerate(f, 1):
-                if i == n:
-                    return line.rstrip("\n")
-    except OSError:
+        with open(__file__[: __file__.rfind("/") + 1] + "catalog.txt", "rb") as f:
+            f.seek(n)
+            line = f.read(_MESSAGE_READ)
+        end = line.find(b"\n")
+        if end >= 0:
+            return line[:end].decode()
+    except (OSError, UnicodeError):
         pass
     # Damaged or missing (a slot's self-check repairs it): say which message it was, with
     # its values, and take as many as the message would (a TypeError would replace it).

@@ -102,7 +102,7 @@ def build_mpy(
         sources[rel] = text
     if catalog is not None:
         (dest / CATALOG).parent.mkdir(parents=True, exist_ok=True)
-        (dest / CATALOG).write_text(catalog.text(), encoding="utf-8")
+        (dest / CATALOG).write_bytes(catalog.data())
     with tempfile.TemporaryDirectory(prefix="lcm-src-") as tmp:
         for rel, text in sources.items():
             out = dest / rel.with_suffix(".mpy")

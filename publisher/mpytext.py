@@ -6,9 +6,10 @@ up to 16 bytes. The update path's messages (what it logs, what it raises) are
 about 10 KB of a one-file update's heap that way (bar 3, docs/device.md), though a
 board shows few of them in a check. So the .mpy build (publisher/micropython.py)
 takes each one out of the source it compiles, writes it as one line of
-`lcm_device/catalog.txt`, and leaves `_text(N, K)` in its place: lcm_device.compat's
-`text` reads line N from flash when the message is made, and returns the very string
-the source wrote. K is how many values its `%` specifiers take: without a readable
+`lcm_device/catalog.txt`, and leaves `_text(N, K)` in its place, N the byte
+offset of that line: lcm_device.compat's `text` reads it from flash (one seek, one
+read of at most MAX_MESSAGE + 1 bytes) when the message is made, and returns the
+very string the source wrote. K is how many values its `%` specifiers take: without a readable
 catalog it returns a text that takes as many, so that the code goes on as it would
 (a `%` that did not match would raise a TypeError in place of the message's error).
 The sources, the frozen build and the CPython side keep their strings and never
@@ -20,7 +21,8 @@ What is moved, so that the code means the same:
 - inside a `raise` statement or a call of a logging function (`SINKS`), the places
   a message is made once and then only shown,
 - not inside an f-string (its parts are not whole strings), not containing a
-  line break or a backslash (the catalog is one message a line, unescaped), and
+  line break or a backslash (the catalog is one message a line, unescaped), not
+  longer than MAX_MESSAGE bytes of UTF-8 (what `text` reads at most), and
   not with a `%` specifier other than a plain one (`%s`, `%5d`, `%02x`, `%%`...:
   no `%(name)s`, no `*`), whose values could not be counted.
 Lines are kept: a multi-line literal becomes `_text(N, K)` and as many line breaks.
@@ -40,6 +42,9 @@ CATALOG = "lcm_device/catalog.txt"
 TEXT_MODULE = "lcm_device/compat.py"
 # Calls whose string arguments are messages: the device's loggers.
 SINKS = frozenset({"log", "safe_log", "_log", "note"})
+# The longest message moved, in bytes: lcm_device.compat.text reads this many and the
+# line break (its _MESSAGE_READ).
+MAX_MESSAGE = 255
 _IMPORT = "from lcm_device.compat import text as _text\n"
 # A `%` specifier that takes one value, or `%%`; any other `%` keeps a string in the code.
 _SPECIFIER = re.compile(r"%(%|[-#0 +]*[0-9]*(?:\.[0-9]+)?[diouxXeEfFgGcrsa])")
@@ -54,17 +59,22 @@ def values_taken(message: str) -> int | None:
 
 
 class Catalog:
-    """The messages moved so far, each once, numbered from 1 in the order first met."""
+    """The messages moved so far, each once, in the order first met, by the byte offset of
+    their line in the catalog file."""
 
     def __init__(self) -> None:
-        self.numbers: dict[str, int] = {}
+        self.offsets: dict[str, int] = {}
+        self._size = 0
 
-    def number(self, message: str) -> int:
-        return self.numbers.setdefault(message, len(self.numbers) + 1)
+    def offset(self, message: str) -> int:
+        if message not in self.offsets:
+            self.offsets[message] = self._size
+            self._size += len(message.encode()) + 1
+        return self.offsets[message]
 
-    def text(self) -> str:
-        """The catalog file: message N on line N."""
-        return "".join(m + "\n" for m in self.numbers)
+    def data(self) -> bytes:
+        """The catalog file: one message a line, UTF-8."""
+        return b"".join(m.encode() + b"\n" for m in self.offsets)
 
 
 def _is_sink(node: ast.AST) -> bool:
@@ -100,6 +110,7 @@ def messages_of(tree: ast.AST) -> list[tuple[ast.Constant, str]]:
             and id(node) in inside
             and id(node) not in fstring_parts
             and not any(c in text for c in "\n\r\\")
+            and len(text.encode()) <= MAX_MESSAGE
             and values_taken(text) is not None
         ):
             found.append((node, text))
@@ -107,7 +118,7 @@ def messages_of(tree: ast.AST) -> list[tuple[ast.Constant, str]]:
 
 
 def move_messages(source: str, catalog: Catalog, home: bool = False) -> str:
-    """`source` with its messages replaced by `_text(N, K)`, N their numbers in `catalog`
+    """`source` with its messages replaced by `_text(N, K)`, N their offsets in `catalog`
     (which gains those it did not have), and the import of `_text` after the module's
     docstring and `__future__` imports. Unchanged when it has none. `home`: the source is
     TEXT_MODULE's, which calls its own `text` (an import of itself would fail)."""
@@ -127,7 +138,7 @@ def move_messages(source: str, catalog: Catalog, home: bool = False) -> str:
     found.sort(key=lambda pair: (pair[0].lineno, pair[0].col_offset))
     name = "text" if home else "_text"
     calls = [
-        (node, f"{name}({catalog.number(text)}, {values_taken(text)})") for node, text in found
+        (node, f"{name}({catalog.offset(text)}, {values_taken(text)})") for node, text in found
     ]
     for node, call in reversed(calls):
         first, last = node.lineno - 1, (node.end_lineno or node.lineno) - 1

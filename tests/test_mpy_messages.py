@@ -12,22 +12,31 @@ import ast
 import pytest
 
 from publisher.micropython import DEVICE_PACKAGES, REPO_ROOT, source_files
-from publisher.mpytext import TEXT_MODULE, Catalog, messages_of, move_messages, values_taken
+from publisher.mpytext import (
+    MAX_MESSAGE,
+    TEXT_MODULE,
+    Catalog,
+    messages_of,
+    move_messages,
+    values_taken,
+)
 
 _IMPORT = "from lcm_device.compat import text as _text"
 
 
 class _PutBack(ast.NodeTransformer):
-    """`_text(N)` back to the catalog's line N; the import of `_text` out."""
+    """`_text(N, K)` back to the catalog's line at byte N; the import of `_text` out."""
 
-    def __init__(self, lines: list[str]) -> None:
-        self.lines = lines
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
         if isinstance(node.func, ast.Name) and node.func.id in ("_text", "text"):
-            number, values = node.args
-            assert isinstance(number, ast.Constant) and isinstance(values, ast.Constant)
-            message = self.lines[number.value - 1]
+            offset, values = node.args
+            assert isinstance(offset, ast.Constant) and isinstance(values, ast.Constant)
+            # What lcm_device.compat.text reads: from the offset to the line break.
+            line = self.data[offset.value : offset.value + MAX_MESSAGE + 1]
+            message = line[: line.index(b"\n")].decode()
             assert values_taken(message) == values.value
             return ast.Constant(message)
         return self.generic_visit(node)
@@ -38,7 +47,7 @@ class _PutBack(ast.NodeTransformer):
 
 
 def _put_back(moved: str, catalog: Catalog) -> str:
-    tree = _PutBack(catalog.text().splitlines()).visit(ast.parse(moved))
+    tree = _PutBack(catalog.data()).visit(ast.parse(moved))
     return ast.dump(tree)
 
 
@@ -51,7 +60,7 @@ def test_every_device_module_means_the_same_with_its_messages_moved(rel) -> None
     assert _put_back(moved, catalog) == ast.dump(ast.parse(source))
     # No message left behind that the rules would move, and the lines kept.
     assert not messages_of(ast.parse(moved))
-    if catalog.numbers:
+    if catalog.offsets:
         assert len(moved.splitlines()) == len(source.splitlines()) + (0 if home else 1)
         assert (_IMPORT in moved) != home
 
@@ -61,9 +70,9 @@ def test_the_update_path_s_messages_leave_the_code() -> None:
     for rel in source_files(DEVICE_PACKAGES):
         move_messages((REPO_ROOT / rel).read_text(), catalog)
     # About 10 KB of bar 3's heap (docs/device.md); each message once.
-    assert len(catalog.numbers) > 250
-    assert sum(len(m) for m in catalog.numbers) > 8000
-    assert all("\n" not in m and len(m) > 10 for m in catalog.numbers)
+    assert len(catalog.offsets) > 250
+    assert sum(len(m) for m in catalog.offsets) > 8000
+    assert all("\n" not in m and len(m) > 10 for m in catalog.offsets)
 
 
 SAMPLE = '''\
@@ -82,30 +91,33 @@ def f(x, log):
     log("short")
     os.getenv("NOT_A_MESSAGE_ARGUMENT")
     log("%(name)s: its values cannot be counted" % {"name": x})
+    log("longer than the device reads back at once: 256 bytes and more ..." + x)
     raise ValueError("a line\\nbreak stays")
-'''
+'''.replace("...", "." * 200)
 
 
 def test_what_is_moved_and_what_is_not() -> None:
     catalog = Catalog()
     moved = move_messages(SAMPLE, catalog)
-    assert list(catalog.numbers) == [
+    assert list(catalog.offsets) == [
         "a message of some length: %s",
         "a message written on two lines",
     ]
     lines = moved.splitlines()
     # After the docstring and the __future__ import; the rest line for line.
     assert lines[2] == _IMPORT
-    assert lines[6] == "    log(_text(1, 1) % (x,))"
-    assert lines[8:12] == ["        raise ValueError(", "            _text(2, 0)", "", "        )"]
+    # Byte offsets in the catalog: the first message's line is 29 bytes with its break.
+    assert lines[6] == "    log(_text(0, 1) % (x,))"
+    assert lines[8:12] == ["        raise ValueError(", "            _text(29, 0)", "", "        )"]
     assert 'f"an f-string {x} is left alone"' in moved
     assert 'log("short")' in moved
     assert '"NOT_A_MESSAGE_ARGUMENT"' in moved
     assert '"a line\\nbreak stays"' in moved
     assert '"%(name)s: its values cannot be counted"' in moved
+    assert "longer than the device reads back at once" in moved
     # The same text in two modules is one line of the catalog.
     assert move_messages(SAMPLE, catalog) == moved
-    assert len(catalog.numbers) == 2
+    assert len(catalog.offsets) == 2
 
 
 @pytest.mark.parametrize(
