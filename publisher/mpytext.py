@@ -9,9 +9,10 @@ takes each one out of the source it compiles, writes it as one line of
 `lcm_device/catalog.txt`, and leaves `_text(N, K)` in its place, N the byte
 offset of that line: lcm_device.compat's `text` reads it from flash (one seek, one
 read of at most MAX_MESSAGE + 1 bytes) when the message is made, and returns the
-very string the source wrote. K is how many values its `%` specifiers take: without a readable
-catalog it returns a text that takes as many, so that the code goes on as it would
-(a `%` that did not match would raise a TypeError in place of the message's error).
+very string the source wrote. K is how many values its `%` specifiers take:
+without a readable catalog it returns a text that takes as many, so that the code
+goes on as it would (a `%` that did not match would raise a TypeError in place of
+the message's error).
 The sources, the frozen build and the CPython side keep their strings and never
 read the catalog.
 
