@@ -135,7 +135,7 @@ def move_messages(source: str, catalog: Catalog, home: bool = False) -> str:
             break
         at = stmt.end_lineno or stmt.lineno
     lines = source.splitlines(keepends=True)
-    # Numbered in reading order, replaced from the end so that positions hold.
+    # In reading order (the catalog's order), replaced from the end so that positions hold.
     found.sort(key=lambda pair: (pair[0].lineno, pair[0].col_offset))
     name = "text" if home else "_text"
     calls = [
