@@ -92,8 +92,9 @@ def _is_sink(node: ast.AST) -> bool:
     return name in SINKS
 
 
-def messages_of(tree: ast.AST) -> list[tuple[ast.Constant, str]]:
-    """The string constants of `tree` that are messages (the module's rules), with their text."""
+def messages_of(tree: ast.AST) -> list[tuple[ast.Constant, str, int]]:
+    """The string constants of `tree` that are messages (the module's rules), with their text
+    and the values their `%` specifiers take."""
     inside: set[int] = set()
     fstring_parts: set[int] = set()
     for node in ast.walk(tree):
@@ -112,9 +113,10 @@ def messages_of(tree: ast.AST) -> list[tuple[ast.Constant, str]]:
             and id(node) not in fstring_parts
             and not any(c in text for c in "\n\r\\")
             and len(text.encode()) <= MAX_MESSAGE
-            and values_taken(text) is not None
         ):
-            found.append((node, text))
+            values = values_taken(text)
+            if values is not None:
+                found.append((node, text, values))
     return found
 
 
@@ -136,11 +138,9 @@ def move_messages(source: str, catalog: Catalog, home: bool = False) -> str:
         at = stmt.end_lineno or stmt.lineno
     lines = source.splitlines(keepends=True)
     # In reading order (the catalog's order), replaced from the end so that positions hold.
-    found.sort(key=lambda pair: (pair[0].lineno, pair[0].col_offset))
+    found.sort(key=lambda message: (message[0].lineno, message[0].col_offset))
     name = "text" if home else "_text"
-    calls = [
-        (node, f"{name}({catalog.offset(text)}, {values_taken(text)})") for node, text in found
-    ]
+    calls = [(node, f"{name}({catalog.offset(text)}, {values})") for node, text, values in found]
     for node, call in reversed(calls):
         first, last = node.lineno - 1, (node.end_lineno or node.lineno) - 1
         # Columns are UTF-8 byte offsets.

@@ -1,7 +1,7 @@
 """The .mpy build's message catalog (publisher/mpytext.py): the code means the same.
 
 Every device module, built as the board gets it, is checked here: with each
-`_text(N)` put back as line N of the catalog, its syntax tree is the source's.
+`_text(N, K)` put back as the catalog's line at byte N, its syntax tree is the source's.
 How the moved messages read on the device is tests/device/test_catalog_micropython.py.
 """
 
@@ -63,6 +63,20 @@ def test_every_device_module_means_the_same_with_its_messages_moved(rel) -> None
     if catalog.offsets:
         assert len(moved.splitlines()) == len(source.splitlines()) + (0 if home else 1)
         assert (_IMPORT in moved) != home
+
+
+def test_the_device_reads_as_much_as_the_longest_message() -> None:
+    # lcm_device.compat.text reads _MESSAGE_READ bytes: a message and its line break.
+    tree = ast.parse((REPO_ROOT / TEXT_MODULE).read_text())
+    (read,) = [
+        stmt.value.args[0].value
+        for stmt in tree.body
+        if isinstance(stmt, ast.Assign)
+        and ast.unparse(stmt.targets[0]) == "_MESSAGE_READ"
+        and isinstance(stmt.value, ast.Call)
+        and isinstance(stmt.value.args[0], ast.Constant)
+    ]
+    assert read == MAX_MESSAGE + 1
 
 
 def test_the_update_path_s_messages_leave_the_code() -> None:

@@ -16,10 +16,11 @@ from cert_sector.errors import FormatError
 from cert_sector.semver import parse_version
 from publisher.mpytext import CATALOG
 
-SCRIPT = """
+BAD_VERSIONS = ("1.2", "1.2.3-", "1.2.3-be ta")
+SCRIPT = f"""
 from cert_sector.encoding import Reader
 from cert_sector.semver import parse_version
-for bad in ("1.2", "1.2.3-", "1.2.3-be ta"):
+for bad in {BAD_VERSIONS!r}:
     try:
         parse_version(bad)
     except Exception as exc:
@@ -33,7 +34,7 @@ except Exception as exc:
 
 def _cpython_messages() -> list[str]:
     out = []
-    for bad in ("1.2", "1.2.3-", "1.2.3-be ta"):
+    for bad in BAD_VERSIONS:
         with pytest.raises(FormatError) as exc:
             parse_version(bad)
         out.append(str(exc.value))
