@@ -54,3 +54,24 @@ def test_the_quick_micropython_parts_of_the_benches_run(
         code = http.IDLE.format(ca="None", web=host.url, repo=http.REPO)
         proc = http.run(build, tmp_path, code)
     assert proc.stdout.split()[:3] == ["302", "1", "1"], proc.stdout + proc.stderr
+
+
+def test_the_heap_trace_finds_its_points_and_reads_its_probes(
+    benches: dict[str, Any], tmp_path: Path
+) -> None:
+    """bench_heap_trace's points are still lines of the code (else it stops naming one), and
+    a probe's output is read back: point, live heap, names, their pools."""
+    trace = benches["bench_heap_trace"]
+    build = trace.probed_build(tmp_path)
+    probes = sum(
+        (build.parent / "probed" / module).read_text().count("print('heap-trace', ")
+        for module in {module for module, _, _ in trace.POINTS}
+    )
+    assert probes == len(trace.POINTS)
+    assert (build / "lcm_device" / "metadata.mpy").is_file()
+    lines = [
+        "heap-trace 3 83232",
+        "qstr pool: n_pool=6, n_qstr=623, n_str_data_bytes=7000, n_total_bytes=21100",
+        "heap-trace 4 nonsense",
+    ]
+    assert trace.trace(lines) == [(3, 83232, 623, 21100)]
