@@ -141,22 +141,26 @@ class FakeWLAN:
     def scan(self):
         if self.mode != STA or not self._active:
             raise OSError("scan needs an active station interface")
-        found = []
-        for net in self._script().get("networks", []):
+        networks = self._script().get("networks", [])
+        # Made at its final size, as a board's driver makes it: a list grown by appends
+        # asks for ever larger blocks (512 bytes past 32 networks) where a board asks none.
+        found = [None] * len(networks)
+        n = 0
+        for net in networks:
             if net.get("down"):
                 continue
             ssid = b"" if net.get("hidden") else net["ssid"].encode()
-            bssid = binascii.unhexlify(net.get("bssid", "0200000000%02x" % (len(found) & 0xFF)))
-            found.append(
-                (
-                    ssid,
-                    bssid,
-                    net.get("channel", 1),
-                    net.get("rssi", -70),
-                    net.get("auth", AUTH_WPA2_PSK),
-                    bool(net.get("hidden")),
-                )
+            bssid = binascii.unhexlify(net.get("bssid", "0200000000%02x" % (n & 0xFF)))
+            found[n] = (
+                ssid,
+                bssid,
+                net.get("channel", 1),
+                net.get("rssi", -70),
+                net.get("auth", AUTH_WPA2_PSK),
+                bool(net.get("hidden")),
             )
+            n += 1
+        del found[n:]
         return found
 
     def connect(self, ssid=None, key=None, *, bssid=None):

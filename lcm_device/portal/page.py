@@ -79,21 +79,30 @@ def _bars(rssi):
 
 
 def networks(scan):
-    """(ssid, rssi, secured) strongest first, one per name; hidden and non-UTF-8 names skipped."""
+    """(ssid, rssi, secured) strongest first, one per name; hidden and non-UTF-8 names skipped.
+
+    A name is skipped when a network before it in the sorted scan has it (listed, or
+    skipped for the same reason): no list of the names seen, which grew block by block
+    while the page was written, in a heap the scan had cut up (a crowded air's page
+    failed for a 256-byte block in the 24 KB data heap)."""
     scan.sort(key=lambda net: -net[3])
-    seen = []
-    for net in scan:
-        if len(seen) >= _MAX_LISTED:
+    listed = 0
+    for i in range(len(scan)):
+        if listed >= _MAX_LISTED:
             return
-        raw = bytes(net[0])
-        if not raw or raw in seen:
+        raw = scan[i][0]
+        if not raw:
             continue
-        try:
-            ssid = raw.decode()
-        except UnicodeError:
-            continue
-        seen.append(raw)
-        yield ssid, net[3], net[4] != 0
+        for j in range(i):
+            if scan[j][0] == raw:
+                break
+        else:
+            try:
+                ssid = bytes(raw).decode()
+            except UnicodeError:
+                continue
+            listed += 1
+            yield ssid, scan[i][3], scan[i][4] != 0
 
 
 def _field(out, label, name, value, kind="text", extra=""):
