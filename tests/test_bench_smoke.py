@@ -70,8 +70,9 @@ def test_the_heap_trace_finds_its_points_and_reads_its_probes(
     assert probes == len(trace.POINTS)
     assert (build / "lcm_device" / "metadata.mpy").is_file()
     lines = [
+        "a4cf12b3c4d5 7 2026-12-07T14:10:59Z manifest: acme/widget 1.0.1 sequence 2",
         "heap-trace 3 83232",
         "qstr pool: n_pool=6, n_qstr=623, n_str_data_bytes=7000, n_total_bytes=21100",
-        "heap-trace 4 nonsense",
+        "heap-trace 4 90000",  # its count never came (the process ended): not a reading
     ]
     assert trace.trace(lines) == [(3, 83232, 623, 21100)]
