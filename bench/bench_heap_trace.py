@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import bench_update as update
 
 from publisher.device.manager import manager_files
-from publisher.micropython import REPO_ROOT, build_mpy
+from publisher.micropython import DEVICE_PACKAGES, REPO_ROOT, build_mpy
 from tests.device.enginekit import Repo, app_files
 from tests.hostserver import running_host
 
@@ -75,7 +75,7 @@ _COUNT = re.compile(r"n_qstr=(\d+), n_str_data_bytes=\d+, n_total_bytes=(\d+)")
 def probed_build(tmp: Path) -> Path:
     """The board code with a probe after each point's line, built as `.mpy`."""
     src = tmp / "probed"
-    for package in ("lcm_device", "cert_sector"):
+    for package in DEVICE_PACKAGES:
         shutil.copytree(REPO_ROOT / package, src / package)
     for n, (module, line, what) in enumerate(POINTS):
         path = src / module
