@@ -113,9 +113,7 @@ def main() -> None:
                 (state / "lcm" / "m0" / rel).write_bytes(data)
             status = update.simulate(state, heap=HEAP)
             assert status.state.get("app_tag") == "v1.0.0", status.lines
-            v2 = dict(v1)
-            v2["lib/m05.py"] = v1["lib/m05.py"].replace(b"VALUE = 5", b"VALUE = 6")
-            repo.publish("1.0.1", v2)
+            repo.publish("1.0.1", update.one_file_changed(v1))
             status = update.simulate(state, heap=HEAP)
             assert status.state.get("app_tag") == "v1.0.1", status.lines
     print(

@@ -49,6 +49,13 @@ FILE_SIZE = 10 * 1024
 CUTS = 8
 
 
+def one_file_changed(files: dict[str, bytes]) -> dict[str, bytes]:
+    """The next release of `files` (app_files): one file of them changed."""
+    changed = dict(files)
+    changed["lib/m05.py"] = files["lib/m05.py"].replace(b"VALUE = 5", b"VALUE = 6")
+    return changed
+
+
 def new_device(tmp: Path, name: str, host, repo: Repo, build: Path, **settings) -> Path:
     state = tmp / name
     shutil.rmtree(state, ignore_errors=True)  # a probe may be run again at the same size
@@ -268,8 +275,7 @@ def bench_heap(tmp: Path, build: Path) -> None:
         romfs = smallest_heap(lambda kb: romfs_installs(tmp, host, repo, build, kb), 4, 256)
         heap = smallest_heap(lambda kb: installs(tmp, host, repo, build, kb, False), 8)
         idle_heap = smallest_heap(lambda kb: idles(idle_state, kb, False), 8)
-        v2 = dict(v1)
-        v2["lib/m05.py"] = v1["lib/m05.py"].replace(b"VALUE = 5", b"VALUE = 6")
+        v2 = one_file_changed(v1)
         repo.publish("1.0.1", v2)
         per_layout = [
             smallest_heap(lambda kb, n=n: updates(tmp, idle_state, kb, n), 2)
@@ -356,8 +362,7 @@ def bench_https(tmp: Path, build: Path) -> None:
             f"install {https_data} KB (bar: 20 KB)"
         )
 
-        v2 = dict(v1)
-        v2["lib/m05.py"] = v1["lib/m05.py"].replace(b"VALUE = 5", b"VALUE = 6")
+        v2 = one_file_changed(v1)
         manifest, _ = repo.publish("1.0.1", v2)
         host.clear_requests()
         status = simulate(state)
