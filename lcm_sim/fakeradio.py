@@ -17,7 +17,9 @@ air around the device in a JSON script instead:
 
 `auth` is the `network.AUTH_*` number (0 = open); an open network accepts any
 password; `passwords` lists several that work; `hidden` networks scan with an
-empty SSID but accept a connection by name; a network with `"down": true`
+empty SSID but accept a connection by name; `ssid_hex` gives the bytes the
+network's name has on the air instead of its UTF-8 (a name that is not UTF-8:
+the air carries any 32 bytes); a network with `"down": true`
 (a router still booting) is neither scanned nor joinable; `connect_ms` is
 how long a connection attempt takes before it succeeds or fails.
 
@@ -150,6 +152,8 @@ class FakeWLAN:
             if net.get("down"):
                 continue
             ssid = b"" if net.get("hidden") else net["ssid"].encode()
+            if ssid and net.get("ssid_hex"):
+                ssid = binascii.unhexlify(net["ssid_hex"])
             bssid = binascii.unhexlify(net.get("bssid", "0200000000%02x" % (n & 0xFF)))
             found[n] = (
                 ssid,

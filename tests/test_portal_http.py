@@ -282,3 +282,32 @@ def test_crowded_air_lists_the_24_strongest_within_the_heap_bar(
     listed = re.findall(r'name="ssid" value="([^"]*)"', page)
     assert listed == [net["ssid"] for net in networks[:24]] + [""]
     assert "request failed" not in sim.output()
+
+
+def test_names_the_page_cannot_show_are_left_out_once_each(
+    portal_build: Path,  # noqa: F811
+    device_root: Path,
+) -> None:
+    """docs/portal.md: one entry per name, hidden networks and names that are not UTF-8
+    left out. The air sends a name of bytes that are not UTF-8 (twice: a repeater), a
+    hidden network, and a name twice; the page lists each showable name once, strongest
+    first, and still shows the hidden-network field."""
+    networks = [
+        {"ssid": "not-utf8", "ssid_hex": "fffe41", "rssi": -30, "auth": 3},
+        {"ssid": "attic", "rssi": -35, "auth": 3, "hidden": True},
+        {"ssid": "home", "rssi": -40, "auth": 3},
+        {"ssid": "not-utf8", "ssid_hex": "fffe41", "rssi": -45, "auth": 3},
+        {"ssid": "cafe", "rssi": -50, "auth": 0},
+        {"ssid": "home", "rssi": -60, "auth": 3},
+    ]
+    state = make_state(device_root, {}, {"mac": "a4cf12b3c4d5", "networks": networks})
+    with start_setup(state, build_dir=portal_build, data_heap=DATA_HEAP) as sim:
+        try:
+            status, _, page = http(sim.url)
+        finally:
+            print(sim.output())
+    assert status == 200 and page.endswith("</html>")
+    listed = re.findall(r'name="ssid" value="([^"]*)"', page)
+    assert listed == ["home", "cafe", ""]
+    assert "not-utf8" not in page and "attic" not in page
+    assert "request failed" not in sim.output()
