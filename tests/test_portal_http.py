@@ -262,6 +262,19 @@ def test_malformed_batch_no_crash_no_hang_keeps_serving(portal: SetupSim) -> Non
     assert portal.process.poll() is None
 
 
+def form_in_the_air(build: Path, root: Path, networks: list[dict]) -> tuple[str, str]:
+    """(the setup form, the device's output) of a device in setup mode, within the heap bar,
+    whose radio scans `networks`; the form must be whole."""
+    state = make_state(root, {}, {"mac": "a4cf12b3c4d5", "networks": networks})
+    with start_setup(state, build_dir=build, data_heap=DATA_HEAP) as sim:
+        try:
+            status, _, page = http(sim.url)
+        finally:
+            print(sim.output())
+    assert status == 200 and page.endswith("</html>")
+    return page, sim.output()
+
+
 def test_crowded_air_lists_the_24_strongest_within_the_heap_bar(
     portal_build: Path,  # noqa: F811
     device_root: Path,
@@ -272,16 +285,10 @@ def test_crowded_air_lists_the_24_strongest_within_the_heap_bar(
         for i in range(30)
     ]
     networks += [dict(net, rssi=net["rssi"] - 5) for net in networks[:10]]  # repeaters
-    state = make_state(device_root, {}, {"mac": "a4cf12b3c4d5", "networks": networks})
-    with start_setup(state, build_dir=portal_build, data_heap=DATA_HEAP) as sim:
-        try:
-            status, _, page = http(sim.url)
-        finally:
-            print(sim.output())
-    assert status == 200 and page.endswith("</html>")
+    page, output = form_in_the_air(portal_build, device_root, networks)
     listed = re.findall(r'name="ssid" value="([^"]*)"', page)
     assert listed == [net["ssid"] for net in networks[:24]] + [""]
-    assert "request failed" not in sim.output()
+    assert "request failed" not in output
 
 
 def test_names_the_page_cannot_show_are_left_out_once_each(
@@ -300,14 +307,8 @@ def test_names_the_page_cannot_show_are_left_out_once_each(
         {"ssid": "cafe", "rssi": -50, "auth": 0},
         {"ssid": "home", "rssi": -60, "auth": 3},
     ]
-    state = make_state(device_root, {}, {"mac": "a4cf12b3c4d5", "networks": networks})
-    with start_setup(state, build_dir=portal_build, data_heap=DATA_HEAP) as sim:
-        try:
-            status, _, page = http(sim.url)
-        finally:
-            print(sim.output())
-    assert status == 200 and page.endswith("</html>")
+    page, output = form_in_the_air(portal_build, device_root, networks)
     listed = re.findall(r'name="ssid" value="([^"]*)"', page)
     assert listed == ["home", "cafe", ""]
     assert "not-utf8" not in page and "attic" not in page
-    assert "request failed" not in sim.output()
+    assert "request failed" not in output
