@@ -183,9 +183,13 @@ def join_url(base, location):
         return location
     if not isinstance(location, str) or not isinstance(base, str):
         raise LimitError("a relative Location joined to a URL over %d bytes" % _LONG_VALUE)
-    i = location.find("://")
-    if i > 0 and location[:i].isalpha():
-        return location
+    # A scheme before any "/", "?" or "#" (RFC 3986: a relative reference has no ":"
+    # there) makes it absolute, and not http(s)://, which returned above: never joined
+    # to the base as a path ("javascript:x", "ftp://h/", "host:8080/x").
+    i = location.find(":")
+    head = location[:i]
+    if i > 0 and head[0].isalpha() and not ("/" in head or "?" in head or "#" in head):
+        raise HTTPError("unsupported URL %r" % _show(location))
     scheme, host, port, path = split_url(base)
     if location[:2] == "//":
         return scheme + ":" + location

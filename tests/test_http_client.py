@@ -81,6 +81,19 @@ def test_join_url(location, resolved):
     assert join_url("https://h:8443/o/r/releases/latest?q=1", location) == resolved
 
 
+@pytest.mark.parametrize(
+    "location", ["javascript:alert(1)", "ftp://h/x", "mailto:a@b", "h:8080/x", "http:x"]
+)
+def test_join_url_refuses_another_scheme_instead_of_joining_it_as_a_path(location):
+    with pytest.raises(HTTPError, match="unsupported URL"):
+        join_url("https://h/o/r/releases/latest", location)
+
+
+@pytest.mark.parametrize("location", ["a/b:c", "?u=x:y", "#a:b", "v2"])
+def test_join_url_joins_a_colon_after_the_first_slash(location):
+    assert join_url("https://h/o/", location).startswith("https://h/o/")
+
+
 def test_join_url_refuses_control_characters():
     with pytest.raises(HTTPError, match="Location has an invalid character"):
         join_url("http://h/", "/a\rb")

@@ -109,6 +109,12 @@ CASES = {
         {DL + "pack.lcm": lying_range},
         "downloaded bytes do not match the manifest sha256",
     ),
+    # A Location with another scheme is refused, not joined as a path on the same host
+    # (where a 404 would read as "no such asset": the sector kept, the check going on).
+    "redirect to a javascript: URL": (
+        {DL + "certs.sector": [response(302, b"", [("Location", "javascript:alert(1)")])]},
+        "app: check failed: HTTPError: unsupported URL 'javascript:alert(1)'",
+    ),
     # A static host's pointer file (docs/formats.md) is read like the redirect it
     # replaces: only a valid tag, only 66 bytes.
     "pointer file naming a path": (
