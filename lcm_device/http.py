@@ -758,8 +758,11 @@ class Client:
         self._left = -1
         self._mode = _NONE
         if te is not None:
-            if length is not None or te.lower() != "chunked":
+            if te.lower() != "chunked":
                 raise ProtocolError("unsupported Transfer-Encoding %r" % te[:40])
+            if length is not None:
+                # Two framings: which one a proxy on the way believed is unknown.
+                raise ProtocolError("both Transfer-Encoding and Content-Length")
             self._mode = _CHUNKED
         elif status == 204 or status == 304:
             pass
