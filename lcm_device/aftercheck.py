@@ -20,9 +20,10 @@ from lcm_device.compat import unload
 from lcm_device.log import log
 
 
-def record_schedule(hal, cfg, now, reached):
+def record_schedule(hal, cfg, now, reached, wait=0):
     # The schedule's record of this check (a schedule on flash, made again here: the boot's
-    # was released with the boot's steps). No schedule module: nothing to record.
+    # was released with the boot's steps); `wait`: the seconds a server asked for
+    # (Retry-After) when it failed. No schedule module: nothing to record.
     try:
         from lcm_device.schedule import Schedule
     except ImportError:
@@ -31,7 +32,7 @@ def record_schedule(hal, cfg, now, reached):
     if reached:
         sched.record_success(now)
     else:
-        sched.record_failure(now)
+        sched.record_failure(now, wait)
 
 
 def fleet_record(hal, cfg, results, error):

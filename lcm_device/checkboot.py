@@ -124,12 +124,14 @@ def _checks(hal, buf, running):
     # check's clock starts with the manager check's, so no server keeps the app down for
     # the two budgets added up.
     started = ticks_ms()
+    wait = 0  # the longest a server asked to wait (Retry-After), in seconds
     # Lists, made here: tuples would be constants, objects in RAM on a board while this
     # module is loaded (through the checks).
     for kind in ["mgr", "app"]:
         updater = Updater(hal, cfg, kind, buf, note)
         updater.started = started
         result = updater.check()
+        wait = max(wait, updater.retry_after or 0)
         updater = None
         results.append(result)
         if result in ["refused", "failed", "crashed", "broken"]:
@@ -156,7 +158,9 @@ def _checks(hal, buf, running):
     # A manager in trial does not check its own repo (results[0] is "idle" unasked).
     aftercheck.manager_trial(hal, results[1:], running)
     aftercheck.firmware_valid(hal)
-    aftercheck.record_schedule(hal, cfg, now, "failed" not in results)
+    if wait and "failed" in results:
+        log("check: the server asked for %s s before the next check (Retry-After)" % (wait,))
+    aftercheck.record_schedule(hal, cfg, now, "failed" not in results, wait)
     if results[-1] == "installed":
         hal.reset()  # the new app's trial boot: a boot like any other (no marker)
 

@@ -14,7 +14,9 @@ Rules (the maths is in docs/lifecycle.md):
 - after a successful check: the next one in `check_interval_s` +/- 25 %;
 - after the n-th consecutive failure: full jitter, uniform in
   [_MIN_S, min(cap, _BASE_S * 2**n)], cap = 2 x interval (so a failing
-  server is never asked more often, on average, than a healthy one);
+  server is never asked more often, on average, than a healthy one); when a
+  server said how long to wait (Retry-After, in seconds), the draw starts
+  there, still at most the cap;
 - at power-on: uniform over `power_on_window_s` (default: the interval; from
   1 s, never in the boot the power came back in; 0: at once), so a fleet
   switched on together keeps its steady-state rate (LCM checked 1 s after
@@ -99,11 +101,14 @@ class Schedule(Due):
         spread = self.interval * _JITTER_PCT // 100
         self._set(now_s, self.interval - spread + int(self.rand() * 2 * spread))
 
-    def record_failure(self, now_s):
-        """A check failed (no network, server error, refused data): back off with full jitter."""
+    def record_failure(self, now_s, wait_s=0):
+        """A check failed (no network, server error, refused data): back off with full jitter,
+        the draw counted from a server's Retry-After `wait_s` (never sooner than it asked,
+        still spread) and bounded by the cap (a server that asks for longer, hostile or
+        not, holds the device no longer than a failing one would)."""
         self.failures = min(self.failures + 1, MAX_FAILURES)
         ceiling = min(self.cap, _BASE_S << self.failures)
-        self._set(now_s, max(_MIN_S, int(self.rand() * ceiling)))
+        self._set(now_s, max(_MIN_S, min(self.cap, wait_s + int(self.rand() * ceiling))))
 
     def _set(self, now_s, left):
         self.next = now_s + left

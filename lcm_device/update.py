@@ -70,6 +70,9 @@ class Updater:
     # ticks_ms() when the update boot's checks began (lcm_device.checkboot), else None:
     # the check's budget counts from there, so that a boot's two checks share one.
     started = None
+    # The seconds a server asked to wait (Retry-After, on a 429 or 503 that failed the
+    # check), else None: lcm_device.checkboot gives them to the schedule.
+    retry_after = None
 
     def __init__(self, hal, cfg, kind, buf, log):
         self.hal = hal
@@ -167,6 +170,8 @@ class Updater:
             # How long the check held the device, counted as its budget is (from the
             # client's creation): the figure bench/bench_attacks.py reports.
             c = self.client
+            if isinstance(exc, StatusError):
+                self.retry_after = exc.retry_after
             refused = isinstance(exc, (TrustError, Refused))
             self.log(
                 name

@@ -159,3 +159,36 @@ def test_hostile_server_is_refused_and_the_app_runs(
     assert status.exits == [75, 0], out
     assert status.state["app_tag"] == "v1.0.0" and "APP v1.0.0 running" in out
     assert slot_is_complete(state, "app0")
+
+
+@pytest.mark.parametrize(
+    ("asked", "low", "high"), [("5000", 5000, 7200), ("999999999999", 7200, 7200)]
+)
+def test_a_servers_retry_after_holds_the_next_check_no_longer_than_the_back_off_cap(
+    asked: str, low: int, high: int, installed: tuple[Repo, Path], mpy: Any, tmp_path: Path
+) -> None:
+    """A 503 with Retry-After: the next check waits at least that long (a rate-limited fleet
+    comes back when the server says), but at most 2 x the interval: a server asking for
+    years does not freeze the device (docs/threat-model.md, docs/lifecycle.md)."""
+    import shutil
+
+    repo, golden = installed
+    state = tmp_path / "device"
+    shutil.copytree(golden, state)
+    lie = {BASE + "/latest": [response(503, b"", [("Retry-After", asked)])]}
+    with RawServer(routes_for(repo, lie)) as server:
+        cfg_path = state / "lcm/state/config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["web_url"] = server.url()
+        cfg["check_interval_s"] = 3600
+        cfg_path.write_text(json.dumps(cfg))
+        status = run(state, mpy)
+
+    out = text(status)
+    assert "app: check failed: StatusError: HTTP 503" in out, out
+    asked_for = min(int(asked), 10**12)
+    assert f"the server asked for {asked_for} s before the next check (Retry-After)" in out, out
+    assert status.exits == [75, 0], out
+    assert "APP v1.0.0 running" in out
+    remaining = json.loads((state / "lcm/state/schedule.json").read_text())["remaining"]
+    assert low - 60 <= remaining <= high, remaining  # less the seconds the app boot took

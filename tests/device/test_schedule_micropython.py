@@ -143,6 +143,29 @@ def test_failures_back_off_with_full_jitter_up_to_the_cap(mpy):
     assert "RESET 0 True" in out
 
 
+def test_a_servers_retry_after_starts_the_draw_and_the_cap_bounds_it(mpy):
+    out = run(
+        mpy,
+        """
+        def first_failure(root, draw, wait):
+            s = Schedule(Hal(root=root), {"check_interval_s": 3600}, rand=lambda: draw)
+            s.record_failure(0, wait)
+            return s.seconds_until_due(0)
+
+        print("LOWEST", first_failure("a", 0.0, 1000))
+        print("HIGHEST", first_failure("b", 0.999999, 1000))
+        print("HOSTILE", first_failure("c", 0.0, 999999999999))
+        print("NONE", first_failure("d", 0.0, 0))
+        """,
+    ).stdout
+    # Never sooner than the server asked; the draw (at most 600 s after a first failure)
+    # still spreads a fleet above it; never later than the cap, 2 x interval.
+    assert "LOWEST 1000" in out, out
+    assert "HIGHEST 1599" in out, out
+    assert "HOSTILE 7200" in out, out
+    assert "NONE 10" in out, out
+
+
 def test_power_on_spreads_over_the_window_and_reset_keeps_the_deadline(mpy):
     run(
         mpy,
