@@ -87,6 +87,8 @@ ROUTES = {
     "/space-location": [response(302, b"", [("Location", "/a b")])],
     "/userinfo-location": [response(302, b"", [("Location", "http://u:p@127.0.0.1/x")])],
     "/javascript-location": [response(302, b"", [("Location", "javascript:alert(1)")])],
+    "/endless-interim": [Endless(b"HTTP/1.1 103 Early Hints\r\n\r\n")],
+    "/switching": [b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n", HANG],
     "/host-port-location": [response(302, b"", [("Location", "evil:8080/x")])],
     # ranges
     "/no-range": [response(200, b"r" * 10)],
@@ -148,6 +150,8 @@ CASES = [
     ("/space-location", "", "HTTPError", "Location has an invalid character: '/a b'"),
     ("/userinfo-location", "", "HTTPError", "unsupported URL 'http://u:p@127.0.0.1/x'"),
     ("/javascript-location", "", "HTTPError", "unsupported URL 'javascript:alert(1)'"),
+    ("/endless-interim", "", "LimitError", "more than 4 interim (1xx) responses"),
+    ("/switching", "", "StatusError", "HTTP 101 from"),
     ("/host-port-location", "", "HTTPError", "unsupported URL 'evil:8080/x'"),
     ("/no-range", "start=10, end=19", "ProtocolError", "got 200 for range 10-19"),
     ("/range-wrong-start", "start=10, end=19", "ProtocolError", "'bytes 0-9/100'"),
