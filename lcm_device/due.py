@@ -34,7 +34,6 @@ class Due:
         self.remaining = None  # seconds to the next check at the last save; None: no state
         self.wall = None  # wall clock at the last save, when known
         self.next = 0  # deadline on this boot's monotonic base
-        self.saved_at = 0
         if hal is None:
             return
         try:
@@ -80,7 +79,6 @@ class Due:
     def save(self, now_s):
         """Write the deadline as seconds remaining from `now_s` (with the wall clock)."""
         self.remaining = max(0, self.next - now_s)
-        self.saved_at = now_s
         if self.hal is None:
             return
         self.wall = self._wall()

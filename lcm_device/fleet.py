@@ -117,7 +117,6 @@ class Agent:
         self.retry_at = 0
         self.retry_s = _RETRY_MIN_S
         self.closed_for_check = False
-        self.hints = 0
         # The gap since the last hint-triggered check, counted on this boot's clock.
         self.gap_until = 0
         pushed = _read_json(hal.root + PUSH_PATH)
@@ -249,7 +248,6 @@ class Agent:
         installed = slots.load(self.hal).get("app_tag")
         if tag == installed or text == self.last_hint:
             return  # what runs, or a hint already acted on (the retained copy): nothing to do
-        self.hints += 1
         at = max(now_s + int(uniform() * (self.spread + 1)), self.gap_until)
         if self.sched is None:
             return

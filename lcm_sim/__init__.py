@@ -14,7 +14,7 @@ The constants below are shared with the CPython side of the simulator
 """
 
 # Exit codes of a simulated boot: a reset (restart me), an injected power cut
-# (restart me, RTC memory lost). 0: the app returned.
+# (restart me as after a power-on). 0: the app returned.
 EXIT_RESET = 75
 EXIT_POWER_CUT = 76
 # A reset (or power cut) from the board timer's callback ends the process with this
@@ -27,7 +27,5 @@ POWER_CUT_SIGNAL = "USR2"
 # staying on after the run, so its power-on is not left counted as a quick power cycle.
 BOARD_RUN = "run"
 BOARD_ONCE = "once"
-# RTC memory: a file in the flash folder that survives a reset, not a power cut.
-RTC_FILE = "/.rtc"
 # The fake radio's script, below the flash folder (unless $LCM_RADIO_SCRIPT names one).
 RADIO_SCRIPT = "/lcm/state/radio.json"

@@ -139,10 +139,6 @@ class SimPartitions:
             state["pending"] = False
             self.save(state)
 
-    def pending_verify(self):
-        """True while the booted image has not been marked valid (ESP-IDF's PENDING_VERIFY)."""
-        return bool(self._state().get("pending"))
-
     def bootloader(self):
         """What ESP-IDF's bootloader does at each boot, with app roll-back enabled.
 

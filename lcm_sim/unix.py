@@ -31,7 +31,7 @@ import time
 
 from lcm_device.hal.board import BoardHal
 from lcm_device.hal.fs import Fs
-from lcm_sim import BOARD_RUN, EXIT_RESET, RADIO_SCRIPT, RTC_FILE
+from lcm_sim import BOARD_RUN, EXIT_RESET, RADIO_SCRIPT
 
 
 class UnixHal(BoardHal):
@@ -126,20 +126,6 @@ class UnixHal(BoardHal):
     def time(self):
         """Unix seconds (the host's clock), or None when the simulation says it is unknown."""
         return int(time.time()) if self._clock else None
-
-    def rtc_read(self):
-        # Survives a reset (process exit 75) but not a power cut: the simulator
-        # deletes the file when the process exits with EXIT_POWER_CUT.
-        try:
-            with open(self.root + RTC_FILE, "rb") as f:
-                return f.read(64)
-        except OSError:
-            return b""
-
-    def rtc_write(self, data):
-        # Not flash: written directly, never counted as a flash mutation.
-        with open(self.root + RTC_FILE, "wb") as f:
-            f.write(data)
 
     def unique_id(self):
         if self._mac:

@@ -27,8 +27,3 @@ def get():
             from lcm_sim.unix import UnixHal as Hal
     _hal = Hal()
     return _hal
-
-
-def current():
-    """The HAL `get()` made in this process, or None (a tool or a test without a board)."""
-    return _hal

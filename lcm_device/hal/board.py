@@ -70,16 +70,6 @@ class BoardHal:
             return False
         return self.time() is not None
 
-    def rtc_read(self):
-        import machine
-
-        return bytes(machine.RTC().memory())
-
-    def rtc_write(self, data):
-        import machine
-
-        machine.RTC().memory(data)
-
     def unique_id(self):
         import machine
 

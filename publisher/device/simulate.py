@@ -4,7 +4,7 @@
 manager compiled to .mpy in `lcm/m0/`, the `/main.py` shim, `config.json`
 with the pinned root keys and, for HTTPS, a bootstrap trust anchor.
 `simulate(...)` boots it again and again: exit code 75 is a reset, 76 a
-power cut (RTC memory is lost), 0 means the app returned. It returns a
+power cut, 0 means the app returned. It returns a
 `SimStatus` (timeline lines and the device's final state), which
 `lcm device simulate` prints and `lcm demo` uses in-process.
 
@@ -39,7 +39,7 @@ from typing import Any
 from cert_sector.encoding import check_repo
 from cert_sector.errors import FormatError
 from cert_sector.keys import key_id_hex
-from lcm_sim import EXIT_POWER_CUT, EXIT_RESET, POWER_CUT_SIGNAL, RESET_SIGNAL, RTC_FILE
+from lcm_sim import EXIT_POWER_CUT, EXIT_RESET, POWER_CUT_SIGNAL, RESET_SIGNAL
 from publisher.device.manager import manager_files
 from publisher.errors import PublisherError
 from publisher.fsutil import write_atomic
@@ -453,7 +453,7 @@ def boot_live(
 ) -> int:
     """One boot whose output lines go to `on_line` as the device prints them; its exit code
     (a board-timer reset's signal counted as EXIT_RESET). On KeyboardInterrupt the device
-    is stopped first (as a power cut: its RTC memory is lost), then it propagates."""
+    is stopped first (as a power cut), then it propagates."""
     extra = {
         "LCM_ROOT": str(Path(state).resolve()),
         "LCM_BOOT_CAUSE": cause,
@@ -494,7 +494,6 @@ def boot_live(
         code = proc.wait()
     except BaseException:
         _stop(proc)
-        (Path(state) / RTC_FILE.lstrip("/")).unlink(missing_ok=True)
         raise
     finally:
         if watchdog is not None:
@@ -598,7 +597,6 @@ def simulate(
             status.state = read_state(state)
             on_exit(code, status)
         if code == EXIT_POWER_CUT:
-            (state / RTC_FILE.lstrip("/")).unlink(missing_ok=True)
             cause = "power"
             check_now = check_after_cut
             continue

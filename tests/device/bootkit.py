@@ -115,7 +115,7 @@ def kill_when(state: Path, mpy: Any, marker: str, *, cause: str, env: dict[str, 
 
 def last_written(state: Path) -> Path | None:
     """The file whose content changed last (what a power cut could have torn)."""
-    files = [p for p in state.rglob("*") if p.is_file() and p.name != ".rtc"]
+    files = [p for p in state.rglob("*") if p.is_file()]
     return max(files, key=lambda p: p.stat().st_mtime_ns, default=None)
 
 

@@ -35,15 +35,6 @@ machine.reset = _reset
 machine.reset_cause = lambda: machine.cause
 machine.unique_id = lambda: b"\\xa4\\xcf\\x12\\xb3\\xc4\\xd5"
 
-class RTC:
-    _mem = bytearray()
-    def memory(self, data=None):
-        if data is None:
-            return bytes(RTC._mem)
-        RTC._mem = bytearray(data)
-
-machine.RTC = RTC
-
 network = _Module()
 network.STA_IF = 0
 network.AP_IF = 1
@@ -84,8 +75,6 @@ print("class", type(hal).__name__, hal.board, repr(hal.root))
 print("cause", hal.reset_cause())
 machine.cause = machine.SOFT_RESET
 print("cause", hal.reset_cause())
-hal.rtc_write(b"lcm")
-print("rtc", hal.rtc_read())
 print("id", hal.unique_id())
 print("wlan", hal.wlan(0).interface_id, hal.wlan(1).interface_id)
 t = hal.time()
@@ -127,16 +116,15 @@ def test_board_hal_runs_against_stub_shaped_modules(mpy: Any, board: str) -> Non
     cls = "Esp32Hal" if board == "esp32" else "Esp8266Hal"
     assert out[0] == f"class {cls} {board} ''"
     assert out[1:3] == ["cause power", "cause reset"]
-    assert out[3] == "rtc b'lcm'"
-    assert out[4] == "id b'\\xa4\\xcf\\x12\\xb3\\xc4\\xd5'"
-    assert out[5] == "wlan 0 1"
-    assert out[6] == "time True True"
-    assert out[7] == "reset ['reset']"
-    assert out[8] == "fs onetwo ['b']"
+    assert out[3] == "id b'\\xa4\\xcf\\x12\\xb3\\xc4\\xd5'"
+    assert out[4] == "wlan 0 1"
+    assert out[5] == "time True True"
+    assert out[6] == "reset ['reset']"
+    assert out[7] == "fs onetwo ['b']"
     if board == "esp32":
-        assert out[9:] == ["ota 1 ota_1", "valid ['reset', 'valid']"]
+        assert out[8:] == ["ota 1 ota_1", "valid ['reset', 'valid']"]
     else:
-        assert out[9:] == ["ota None"]
+        assert out[8:] == ["ota None"]
 
 
 NTP = """
