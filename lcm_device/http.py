@@ -695,72 +695,21 @@ class Client:
         # most _MAX_INTERIM of them; 101 is a final status (never asked for: refused).
         self._t0 = ticks_ms()
         self._got = 0
-        buf = self._buf
-        interim = 0
-        while True:
+        for _ in range(_MAX_INTERIM + 1):
             n = self._line("status line", False)
-            line = bytes(buf[self._at : self._at + min(n, 40)])
+            line = bytes(self._buf[self._at : self._at + min(n, 40)])
             if (
                 (line[:9] != b"HTTP/1.1 " and line[:9] != b"HTTP/1.0 ")
                 or not line[9:12].isdigit()
                 or (len(line) > 12 and line[12] != 32)
             ):
                 raise ProtocolError("garbage status line %r" % line)
-            kept = [None] * len(_KEPT)
-            count = 0
-            while True:
-                n = self._line("header line", True)
-                if not n:
-                    break
-                count += 1
-                if count > _MAX_HEADERS:  # lines are bounded too: the whole block is
-                    raise LimitError("more than %d headers" % _MAX_HEADERS)
-                if n < 0:
-                    continue
-                start = i = self._at
-                end = start + n
-                while i < end and 32 < buf[i] < 127 and buf[i] != 58:
-                    if 65 <= buf[i] <= 90:
-                        buf[i] += 32  # lower-case the name in place
-                    i += 1
-                if i in (start, end) or buf[i] != 58:
-                    raise ProtocolError(
-                        "malformed header %r" % bytes(buf[start : min(end, start + 40)])
-                    )
-                name = buf[start:i]
-                for k in range(len(_KEPT)):
-                    if name == _KEPT[k]:
-                        # Trimmed in the buffer, then one str made straight from it.
-                        i += 1
-                        while i < end and (buf[i] == 32 or buf[i] == 9):
-                            i += 1
-                        while end > i and (buf[end - 1] == 32 or buf[end - 1] == 9):
-                            end -= 1
-                        if k == 0 and end - i > _LONG_VALUE:  # a long Location: the slot
-                            if kept[0] is not None:
-                                raise ProtocolError("bad or repeated location header")
-                            kept[0] = self._keep_location(url, buf[i:end])
-                            break
-                        value = None
-                        if end - i <= _LONG_VALUE:  # no str of kilobytes from a server
-                            try:
-                                value = str(buf[i:end], "utf-8")
-                            except UnicodeError:
-                                pass
-                        if value is None and k == 5:
-                            break  # an ETag that is not short text: a validator we cannot use
-                        if end - i > _LONG_VALUE:
-                            name = _KEPT[k].decode()
-                            raise LimitError("%s header over %d bytes" % (name, _LONG_VALUE))
-                        if value is None or kept[k] not in (None, value):
-                            raise ProtocolError("bad or repeated %s header" % _KEPT[k].decode())
-                        kept[k] = value
+            kept = self._headers(url)
             status = int(line[9:12])
             if not 100 <= status < 200 or status == 101:
                 break
-            interim += 1
-            if interim > _MAX_INTERIM:
-                raise LimitError("more than %d interim (1xx) responses" % _MAX_INTERIM)
+        else:
+            raise LimitError("more than %d interim (1xx) responses" % _MAX_INTERIM)
         resp = self._resp = Response(self, url, status, kept)
         te, length, conn = kept[3], kept[1], (kept[4] or "").lower()
         self._keep = "keep-alive" in conn if line[7] == 48 else "close" not in conn
@@ -788,6 +737,61 @@ class Client:
             self._mode = _TO_CLOSE
         self._t0 = ticks_ms()
         return resp
+
+    def _headers(self, url):
+        # The header block after a status line: the _KEPT headers' values, the rest
+        # read past (a long Location goes to the URL slot).
+        buf = self._buf
+        kept = [None] * len(_KEPT)
+        count = 0
+        while True:
+            n = self._line("header line", True)
+            if not n:
+                break
+            count += 1
+            if count > _MAX_HEADERS:  # lines are bounded too: the whole block is
+                raise LimitError("more than %d headers" % _MAX_HEADERS)
+            if n < 0:
+                continue
+            start = i = self._at
+            end = start + n
+            while i < end and 32 < buf[i] < 127 and buf[i] != 58:
+                if 65 <= buf[i] <= 90:
+                    buf[i] += 32  # lower-case the name in place
+                i += 1
+            if i in (start, end) or buf[i] != 58:
+                raise ProtocolError(
+                    "malformed header %r" % bytes(buf[start : min(end, start + 40)])
+                )
+            name = buf[start:i]
+            for k in range(len(_KEPT)):
+                if name == _KEPT[k]:
+                    # Trimmed in the buffer, then one str made straight from it.
+                    i += 1
+                    while i < end and (buf[i] == 32 or buf[i] == 9):
+                        i += 1
+                    while end > i and (buf[end - 1] == 32 or buf[end - 1] == 9):
+                        end -= 1
+                    if k == 0 and end - i > _LONG_VALUE:  # a long Location: the slot
+                        if kept[0] is not None:
+                            raise ProtocolError("bad or repeated location header")
+                        kept[0] = self._keep_location(url, buf[i:end])
+                        break
+                    value = None
+                    if end - i <= _LONG_VALUE:  # no str of kilobytes from a server
+                        try:
+                            value = str(buf[i:end], "utf-8")
+                        except UnicodeError:
+                            pass
+                    if value is None and k == 5:
+                        break  # an ETag that is not short text: a validator we cannot use
+                    if end - i > _LONG_VALUE:
+                        name = _KEPT[k].decode()
+                        raise LimitError("%s header over %d bytes" % (name, _LONG_VALUE))
+                    if value is None or kept[k] not in (None, value):
+                        raise ProtocolError("bad or repeated %s header" % _KEPT[k].decode())
+                    kept[k] = value
+        return kept
 
     def _read(self, mv, n):
         # The open response's body into mv (None: discard); see Response.readinto.
