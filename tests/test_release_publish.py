@@ -394,6 +394,22 @@ def _manifest_of(world: World, release) -> bytes:
     return b"".join(chunks)
 
 
+def test_a_wrong_source_key_or_sector_is_named_before_a_missing_token(world):
+    env = {**{k: v for k, v in world.env.items() if k != "GITHUB_TOKEN"}, "GITHUB_TOKEN": ""}
+    good = {"source": str(world.app), "--key": str(world.key), "--certs": str(world.sector)}
+    for wrong, words in [
+        ("source", "does not exist"),
+        ("--key", "typo"),
+        ("--certs", "typo"),
+    ]:
+        given = {**good, wrong: good[wrong] + ".typo"}
+        args = ["release", "publish", given.pop("source"), "--repo", REPO, "--tag", "v1.0.0"]
+        args += [part for pair in given.items() for part in pair]
+        output = lcm(world, *args, code=1, env=env).output
+        assert words in output and "GITHUB_TOKEN" not in output, output
+    assert world.releases() == []
+
+
 def test_wrong_or_missing_token(world):
     env = {**world.env, "GITHUB_TOKEN": "not-the-token"}
     args = ["release", "publish", str(world.app), "--repo", REPO, "--tag", "v1.0.0"]

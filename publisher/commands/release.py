@@ -45,6 +45,7 @@ from publisher.release.github import (
 )
 from publisher.release.listing import list_releases, text_rows
 from publisher.release.publish import PublishRequest, publish
+from publisher.release.source import check_exists
 from publisher.release.verify import Trust, verify_release
 from publisher.signing import load_public_key, open_signer
 
@@ -193,19 +194,23 @@ def publish_command(
         raise PublisherError("give SOURCE (an app folder or a firmware .bin) or --manager")
     if manager and (kind != "files" or compile_mpy):
         raise PublisherError("--manager publishes the manager's .mpy modules as they are built")
+    # What is wrong here is said before a missing token: the local inputs first.
+    if source is not None:
+        check_exists(source)
+    signer = open_signer(key, passphrase_env)
+    sector = read_sector(certs) if certs is not None else None
     session = api_session(
         api_url,
         token_env,
         required=not dry_run,
         retry=RetryPolicy(attempts=retries, base_delay=retry_delay),
     )
-    signer = open_signer(key, passphrase_env)
     request = PublishRequest(
         source=source or Path(),
         repo=repo,
         tag=tag,
         signer=signer,
-        sector=read_sector(certs) if certs is not None else None,
+        sector=sector,
         sector_file=certs,
         kind=kind,
         prerelease=prerelease,

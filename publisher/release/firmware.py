@@ -27,7 +27,7 @@ from esptool.bin_image import LoadFirmwareImage
 from cert_sector.manifest import MAX_FILE_SIZE
 from publisher.device.firmware import PARTITION_TABLE_SIZE, ImageError, parse_partition_table
 from publisher.release.errors import SourceError
-from publisher.release.source import SourceFile, read_bounded
+from publisher.release.source import SourceFile, check_exists, read_bounded
 
 FIRMWARE_PATH = "firmware.bin"
 ESP_IMAGE_MAGICS = (0xE9, 0xEA)
@@ -135,8 +135,7 @@ def check_image(data: bytes, chip: str, name: str) -> None:
 
 def load_firmware(path: Path, boards: list[str]) -> list[SourceFile]:
     """The single file of a firmware release, after checking it for every board."""
-    if not path.exists():
-        raise SourceError(f"SOURCE {path} does not exist")
+    check_exists(path)
     if not path.is_file():
         raise SourceError(f"SOURCE {path} is not a file (a firmware release is one .bin)")
     if not boards:

@@ -124,10 +124,15 @@ def read_bounded(path: Path, expected: int, what: str) -> bytes:
     return data
 
 
-def collect(source: Path, max_total: int = MAX_PACK_SIZE) -> list[SourceFile]:
-    """Every file of the app folder `source`, sorted bytewise by path (manifest order)."""
+def check_exists(source: Path) -> None:
+    """SourceError unless SOURCE (an app folder or a firmware .bin) is there."""
     if not source.exists() and not source.is_symlink():
         raise SourceError(f"SOURCE {source} does not exist")
+
+
+def collect(source: Path, max_total: int = MAX_PACK_SIZE) -> list[SourceFile]:
+    """Every file of the app folder `source`, sorted bytewise by path (manifest order)."""
+    check_exists(source)
     if not source.is_dir():
         raise SourceError(f"SOURCE {source} is not a folder (use --kind firmware for a .bin)")
     root = source.resolve()
