@@ -136,24 +136,31 @@ def installed(tmp_path_factory: pytest.TempPathFactory, mpy_build: Path) -> tupl
     return install_first_release(tmp, mpy_build)
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_hostile_server_is_refused_and_the_app_runs(
-    case: str, installed: tuple[Repo, Path], mpy: Any, tmp_path: Path
-) -> None:
+def boot_against(
+    installed: tuple[Repo, Path], mpy: Any, tmp_path: Path, lie: dict[str, Any], **settings: Any
+) -> tuple[Path, Any]:
+    """(the device's state folder, the simulate status) of the installed device, with
+    `settings` added to its config, booted once against a server that tells `lie`."""
     import shutil
 
     repo, golden = installed
     state = tmp_path / "device"
     shutil.copytree(golden, state)
-    lie, reason = CASES[case]
     with RawServer(routes_for(repo, lie)) as server:
         cfg_path = state / "lcm/state/config.json"
         cfg = json.loads(cfg_path.read_text())
         cfg["web_url"] = server.url()
+        cfg.update(settings)
         cfg_path.write_text(json.dumps(cfg))
+        return state, run(state, mpy)
 
-        status = run(state, mpy)
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_hostile_server_is_refused_and_the_app_runs(
+    case: str, installed: tuple[Repo, Path], mpy: Any, tmp_path: Path
+) -> None:
+    lie, reason = CASES[case]
+    state, status = boot_against(installed, mpy, tmp_path, lie)
     out = text(status)
     assert reason in out, out
     assert status.exits == [75, 0], out
@@ -170,20 +177,8 @@ def test_a_servers_retry_after_holds_the_next_check_no_longer_than_the_back_off_
     """A 503 with Retry-After: the next check waits at least that long (a rate-limited fleet
     comes back when the server says), but at most 2 x the interval: a server asking for
     years does not freeze the device (docs/threat-model.md, docs/lifecycle.md)."""
-    import shutil
-
-    repo, golden = installed
-    state = tmp_path / "device"
-    shutil.copytree(golden, state)
     lie = {BASE + "/latest": [response(503, b"", [("Retry-After", asked)])]}
-    with RawServer(routes_for(repo, lie)) as server:
-        cfg_path = state / "lcm/state/config.json"
-        cfg = json.loads(cfg_path.read_text())
-        cfg["web_url"] = server.url()
-        cfg["check_interval_s"] = 3600
-        cfg_path.write_text(json.dumps(cfg))
-        status = run(state, mpy)
-
+    state, status = boot_against(installed, mpy, tmp_path, lie, check_interval_s=3600)
     out = text(status)
     assert "app: check failed: StatusError: HTTP 503" in out, out
     asked_for = min(int(asked), 10**12)
