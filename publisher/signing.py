@@ -153,10 +153,19 @@ def public_key_pem(public_key: bytes) -> bytes:
     )
 
 
+def check_key_name(name: str) -> None:
+    """A key's NAME names files in the key folder: NAME.pem and NAME.pub, nothing elsewhere."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise SigningKeyError(
+            f"invalid key name {name!r}: a file name in --dir (no '/', not starting with '.')"
+        )
+    if not name.isprintable():
+        raise SigningKeyError(f"invalid key name {name!r}: it holds control characters")
+
+
 def generate(directory: Path, name: str, passphrase: bytes | None) -> tuple[Path, Path, KeySigner]:
     """Create NAME.pem (0600) and NAME.pub in `directory`; refuses to overwrite."""
-    if not name or "/" in name or name.startswith("."):
-        raise SigningKeyError(f"invalid key name {name!r}")
+    check_key_name(name)
     directory.mkdir(parents=True, exist_ok=True)
     pem_path, pub_path = directory / f"{name}.pem", directory / f"{name}.pub"
     for path in (pem_path, pub_path):

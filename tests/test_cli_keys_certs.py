@@ -42,6 +42,24 @@ def test_keys_new_writes_0600_and_shows_id(tmp_path):
     assert "already exists" in run("keys", "new", "k", "--dir", str(tmp_path), code=1).output
 
 
+@pytest.mark.parametrize(
+    "name, reason",
+    [
+        ("../k", "a file name in --dir"),
+        ("sub/k", "a file name in --dir"),
+        (".k", "a file name in --dir"),
+        ("k\\x", "a file name in --dir"),
+        ("ev\x1b[31mil", "control characters"),
+    ],
+)
+def test_a_key_name_that_is_not_a_plain_file_name_is_refused(tmp_path, name, reason):
+    folder = tmp_path / "keys"
+    res = run("keys", "new", name, "--dir", str(folder), code=1)
+    assert "invalid key name" in res.output and reason in res.output
+    assert "\x1b" not in res.output  # the name is shown escaped, never sent to the terminal
+    assert not list(tmp_path.rglob("*.p*"))  # nothing written, inside the folder or out
+
+
 def test_a_long_path_is_printed_on_one_line(tmp_path):
     """Output is never wrapped by the console: a path stays one line to copy or grep, in a
     pipe (80 columns by default) as in a terminal."""

@@ -66,6 +66,14 @@ def test_refuses_half_a_tls_pair():
     assert "give both --tls-cert and --tls-key" in result.output
 
 
+def test_refuses_a_connection_limit_below_one(tmp_path):
+    result = runner.invoke(
+        app, ["host", "--data", str(tmp_path / "d"), "--max-connections-per-ip", "0"]
+    )
+    assert result.exit_code == 2
+    assert "Invalid value for '--max-connections-per-ip'" in result.output
+
+
 def test_refuses_unreadable_tls_files(tmp_path):
     result = runner.invoke(
         app,

@@ -108,6 +108,16 @@ def test_pkcs11_key_made_in_the_token_signs(hsm, tmp_path, monkeypatch):
     assert "already exists" in res.output
 
 
+def test_a_bad_key_name_is_refused_before_the_token_makes_a_key(hsm, tmp_path):
+    uri = hsm.uri(hsm.new_label("named"))
+    res = lcm("keys", "new", "../out", "--dir", str(tmp_path / "k"), "--pkcs11", uri,
+              env=hsm.env, code=1)  # fmt: skip
+    assert "invalid key name '../out'" in res.output
+    assert not (tmp_path / "out.pub").exists()
+    # No key was made under the label: making one now works.
+    lcm("keys", "new", "named", "--dir", str(tmp_path / "k"), "--pkcs11", uri, env=hsm.env)
+
+
 def test_pkcs11_failures_are_named(hsm, tmp_path):
     uri = hsm.uri(hsm.new_label("k"))
     lcm("keys", "new", "--pkcs11", uri, env=hsm.env)

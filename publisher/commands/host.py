@@ -16,6 +16,7 @@ from publisher import sector_format as sf
 from publisher.certs import read_sector
 from publisher.console import command_edge, err, out
 from publisher.errors import PublisherError
+from publisher.host.limits import ConnectionLimits
 from publisher.host.mirror import DEFAULT_INTERVAL, MirrorConfig, MirrorSpec
 from publisher.host.server import HostServer
 from publisher.printable import printable
@@ -68,6 +69,14 @@ def host(
         int,
         typer.Option("--rate-limit", min=0, help="Anonymous API requests per hour per client IP."),
     ] = 60,
+    max_connections_per_ip: Annotated[
+        int,
+        typer.Option(
+            "--max-connections-per-ip",
+            min=1,
+            help="Connections open at once from one client address; more are answered 503.",
+        ),
+    ] = ConnectionLimits.per_ip,
     repo: Annotated[
         list[str] | None,
         typer.Option("--repo", help="OWNER/NAME to serve (created if new); repeatable."),
@@ -124,6 +133,7 @@ def host(
         repos=repo or [],
         public_url=public_url,
         mirror=mirror_config,
+        limits=ConnectionLimits(per_ip=max_connections_per_ip),
     )
     if token is None:
         err.print(f"warning: ${token_env} is not set: the host is read-only (writes answer 401)")

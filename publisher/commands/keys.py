@@ -71,6 +71,7 @@ def _new_in_token(uri: str, name: str | None, directory: Path, as_json: bool) ->
 
     pub_path = None
     if name is not None:
+        signing.check_key_name(name)  # before the token makes a key that NAME.pub cannot hold
         pub_path = directory / f"{name}.pub"
         if pub_path.exists():
             raise PublisherError(f"{pub_path} already exists; refusing to overwrite a key")

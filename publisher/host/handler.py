@@ -9,9 +9,12 @@ line), never a traceback sent to the client.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
+import math
 import socket
+import time
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +37,6 @@ CHUNKED_PIECE = 1000  # small, odd-sized chunks so a client meets many chunk bou
 DRAIN_LIMIT = 64 * 1024 * 1024  # read and discard up to this much of an unused body
 LINGER_SECONDS = 2  # how long a closing connection keeps reading what the client sends
 LINGER_BYTES = 1024 * 1024
-IDLE_TIMEOUT = 120  # seconds a kept-alive connection may sit idle or a read may stall
 
 
 def chunked_length(length: int) -> int:
@@ -69,11 +71,24 @@ class CountingWriter:
         return bool(self.raw.closed)
 
 
+class DeadlineReader(io.RawIOBase):
+    """The connection's bytes for `rfile`: each read waits at most until the handler's
+    deadline (publisher/host/limits.py), not a fresh timeout per read."""
+
+    def __init__(self, handler: HostHandler) -> None:
+        self.handler = handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        return self.handler.read_before_deadline(buf)
+
+
 class HostHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "lcm-host"
     sys_version = ""
-    timeout = IDLE_TIMEOUT
     # Headers and body go out in separate writes; with Nagle's algorithm and
     # delayed ACKs each kept-alive request could wait ~40 ms for nothing.
     disable_nagle_algorithm = True
@@ -84,15 +99,74 @@ class HostHandler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         self.host = self.server.host  # type: ignore[attr-defined]
-        self.connection_id = self.host._new_connection(self.request)
+        self.limits = self.host.limits
+        self.connection_id, self.over_limit = self.host._new_connection(
+            self.request, self.client_address[0]
+        )
+        self.deadline = math.inf
+        self.awaiting_request = False
         if self.host.tls_context is not None:
-            self.request.settimeout(self.timeout)
             # The handshake runs here, in this connection's thread, so a slow or
-            # broken client cannot hold up accept().
+            # broken client cannot hold up accept(); `ssl` holds it to one deadline.
+            self.request.settimeout(self.limits.header_s)
             self.request = self.host.tls_context.wrap_socket(self.request, server_side=True)
             self.host._track_socket(self.connection_id, self.request)
         super().setup()
+        self.connection.settimeout(self.limits.idle_s)  # a write stalls this long at most
+        self.rfile.close()  # http.server's own reader: ours keeps the deadlines
+        self.rfile = io.BufferedReader(DeadlineReader(self))
         self.wfile = CountingWriter(self.wfile)
+
+    def read_before_deadline(self, buf: Any) -> int:
+        """One read into `buf`, waiting until the deadline at most (and `idle_s` per read)."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request's line and headers took too long")
+        self.connection.settimeout(min(left, self.limits.idle_s))
+        n = self.connection.recv_into(buf)
+        if n and self.awaiting_request:
+            # The request's first bytes: its line and headers have header_s from here.
+            self.awaiting_request = False
+            self.deadline = time.monotonic() + self.limits.header_s
+        return int(n)
+
+    def handle(self) -> None:
+        if self.over_limit > 0:
+            self.refuse()
+            return
+        super().handle()
+
+    def handle_one_request(self) -> None:
+        # Waiting for the next request: idle_s for its first byte (read_before_deadline).
+        self.deadline = time.monotonic() + self.limits.idle_s
+        self.awaiting_request = True
+        super().handle_one_request()
+
+    def refuse(self) -> None:
+        """Over `per_ip` connections: 503 with Retry-After, without reading the request."""
+        if self.over_limit == 1:  # once as the address goes over, not once per connection
+            log.warning(
+                "%s: more than %d connections at once: refusing the others",
+                self.client_address[0],
+                self.limits.per_ip,
+            )
+        body = json.dumps(
+            {
+                "message": f"too many connections from {self.client_address[0]} at once "
+                f"(at most {self.limits.per_ip}); retry later",
+                "documentation_url": DOCS_URL,
+                "status": "503",
+            }
+        ).encode()
+        head = (
+            "HTTP/1.1 503 Service Unavailable\r\n"
+            f"Retry-After: {self.limits.retry_after_s}\r\n"
+            "Content-Type: application/json; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        )
+        with contextlib.suppress(OSError):
+            self.wfile.write(head.encode() + body)
+            self.linger()
 
     def finish(self) -> None:
         try:
@@ -103,6 +177,7 @@ class HostHandler(BaseHTTPRequestHandler):
     def parse_request(self) -> bool:
         if not super().parse_request():
             return False
+        self.deadline = math.inf  # headers read: a body read may stall idle_s at a time
         if self.request_version == "HTTP/0.9":
             # An HTTP/0.9 answer has no status line or headers: nothing to tell
             # the client what went wrong. Only HTTP/1.x is served.

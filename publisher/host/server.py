@@ -16,6 +16,7 @@ from typing import Any
 from publisher.host.errors import HostError
 from publisher.host.faults import RequestRecord
 from publisher.host.handler import HostHandler
+from publisher.host.limits import DEFAULT_LIMITS, ConnectionLimits
 from publisher.host.mirror import Mirror, MirrorConfig
 from publisher.host.names import is_repo_name
 from publisher.host.ratelimit import RateLimiter
@@ -73,6 +74,7 @@ class HostServer:
         asset_host: str | None = None,
         public_url: str | None = None,
         mirror: MirrorConfig | None = None,
+        limits: ConnectionLimits = DEFAULT_LIMITS,
     ) -> None:
         if rate_limit < 0:
             raise HostError("--rate-limit must be 0 or more")
@@ -83,6 +85,9 @@ class HostServer:
             self.create_repo(full_name)
         self.mirror = Mirror(self.state.store, mirror) if mirror is not None else None
         self.tls_context = _tls_context(tls) if tls else None
+        if limits.per_ip < 1:
+            raise HostError("--max-connections-per-ip must be 1 or more")
+        self.limits = limits
         server_class = _Server6 if ":" in bind else _Server
         try:
             self._httpd = server_class((bind, port), HostHandler)
@@ -96,6 +101,8 @@ class HostServer:
         self.requests: list[RequestRecord] = []
         self._ids = itertools.count(1)
         self._open: dict[int, socket.socket] = {}
+        self._per_ip: dict[str, int] = {}
+        self._ip_of: dict[int, str] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
@@ -220,11 +227,15 @@ class HostServer:
         with self._lock:
             self.requests.append(record)
 
-    def _new_connection(self, sock: socket.socket) -> int:
+    def _new_connection(self, sock: socket.socket, ip: str) -> tuple[int, int]:
+        """The connection's id, and how many connections its address has over `limits.per_ip`
+        with it (above 0: it is refused)."""
         with self._lock:
             conn_id = next(self._ids)
             self._open[conn_id] = sock
-        return conn_id
+            self._ip_of[conn_id] = ip
+            self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+            return conn_id, self._per_ip[ip] - self.limits.per_ip
 
     def _track_socket(self, conn_id: int, sock: socket.socket) -> None:
         with self._lock:
@@ -233,6 +244,11 @@ class HostServer:
     def _forget_connection(self, conn_id: int) -> None:
         with self._lock:
             self._open.pop(conn_id, None)
+            ip = self._ip_of.pop(conn_id, None)
+            if ip is not None:
+                self._per_ip[ip] -= 1
+                if not self._per_ip[ip]:
+                    del self._per_ip[ip]
 
 
 def _tls_context(tls: tuple[str | Path, str | Path]) -> ssl.SSLContext:
@@ -257,6 +273,7 @@ def start_host(
     asset_host: str | None = None,
     public_url: str | None = None,
     mirror: MirrorConfig | None = None,
+    limits: ConnectionLimits = DEFAULT_LIMITS,
 ) -> HostServer:
     """Start a host serving `data_dir` in a background thread; `.shutdown()` stops it.
 
@@ -265,6 +282,7 @@ def start_host(
     GitHub's CDN does, so clients must follow a cross-host redirect (with SNI).
     `public_url` (`scheme://name[:port]`) is the base of every URL handed out.
     `mirror` makes it a pull-through mirror of an upstream's repos (`mirror.py`).
+    `limits` bounds what one client may hold (`limits.py`).
     """
     host = HostServer(
         Path(data_dir),
@@ -277,5 +295,6 @@ def start_host(
         asset_host=asset_host,
         public_url=public_url,
         mirror=mirror,
+        limits=limits,
     )
     return host.start()
