@@ -82,6 +82,9 @@ def malformed_packets() -> list[bytes]:
         good[:12] + b"\x40" + b"a" * 64 + b"\x00\x00\x01\x00\x01",  # a 64-byte label
         good[:12] + (b"\x3f" + b"a" * 63) * 5 + b"\x00\x00\x01\x00\x01",  # a 320-byte name
         good + b"\x00" * 600,  # over 512 bytes
+        good[:2] + bytes([good[2] | 0x02]) + good[3:],  # truncated (TC)
+        # A 256-byte name (with its final zero): one over RFC 1035's 255.
+        good[:12] + (b"\x3f" + b"a" * 63) * 3 + b"\x3e" + b"a" * 62 + b"\x00\x00\x01\x00\x01",
         b"\xff" * 4096,
         bytes(rng.randrange(256) for _ in range(300)),
     ]
@@ -117,7 +120,9 @@ def test_malformed_packets_are_dropped_and_the_server_keeps_answering(
     assert "Traceback" not in portal.output()
 
 
-@pytest.mark.parametrize("name", ["a.", "x" * 63 + ".com."])
+@pytest.mark.parametrize(
+    "name", ["a.", "x" * 63 + ".com.", ".".join(["x" * 63] * 3 + ["x" * 61]) + "."]
+)
 def test_label_edges(portal: SetupSim, name: str) -> None:  # noqa: F811
     answer = query(portal, name)
     assert [str(r) for rrset in answer.answer for r in rrset] == [portal.address]

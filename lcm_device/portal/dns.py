@@ -30,7 +30,7 @@ def question_end(query, n):
     if n < _HEADER + 5 or n > _MAX_PACKET:
         return -1
     flags = query[2]
-    if flags & 0x80 or flags & 0x78:  # a response, or not a standard query
+    if flags & 0xFA:  # a response (QR), not a standard query (opcode), or truncated (TC)
         return -1
     if query[4] != 0 or query[5] != 1 or query[6] or query[7] or query[8] or query[9]:
         return -1  # exactly one question, no answer or authority records
@@ -45,7 +45,7 @@ def question_end(query, n):
         if label > 63:  # compression pointer or reserved label type
             return -1
         name_len += label + 1
-        if name_len > 255:
+        if name_len > 254:  # 255 bytes at most with the final zero (RFC 1035 2.3.4)
             return -1
         i += label + 1
     i += 5

@@ -130,7 +130,9 @@ def check_password(password):
     if n == 64 and all(c in _HEX for c in password.lower()):
         return password  # a raw WPA2 key
     if not 8 <= n <= 63:
-        raise FormError("password", "a Wi-Fi password is 8 to 63 characters")
+        raise FormError(
+            "password", "a Wi-Fi password is 8 to 63 characters (bytes in UTF-8) or 64 hex digits"
+        )
     return _printable("password", password)
 
 

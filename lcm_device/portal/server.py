@@ -1,22 +1,26 @@
 """The portal's HTTP server: one connection at a time, small buffers, timeouts.
 
 `HttpServer.handle(route)` accepts one connection, reads one request with
-`request.read_request` (limits and the overall deadline live there), calls
-`route(req, out)` and closes. Every socket read and write waits at most
-_WAIT_MS, so a client that stops sending or reading costs at most that long. A refused request gets
-its status and a short text naming the problem. Responses close the
-connection, so bodies need no length and pages stream straight out.
+`request.read_request` (its limits live there), calls `route(req, out)` and
+closes. The whole request must arrive within _REQUEST_MS of the connection
+(408), every socket read and write waits at most _WAIT_MS, so a client that
+stops sending or reading costs at most that long: a client that never sent a
+byte (a browser's preconnect) is closed without an answer, one that stopped
+in the middle of its request gets 408. A refused request gets its status and
+a short text naming the problem. Responses close the connection, so bodies
+need no length and pages stream straight out.
 """
 
 import errno
 import select
 import socket
 
-from lcm_device.compat import const
+from lcm_device.compat import const, ticks_diff, ticks_ms
 from lcm_device.log import log
 from lcm_device.portal.request import RequestError, read_request
 
 _WAIT_MS = const(5000)
+_REQUEST_MS = const(10000)
 _REQUEST_BUF = const(1024)
 _OUT_BUF = const(512)
 _REASONS = {
@@ -43,6 +47,7 @@ _SECURITY = (
     "X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n"
     "Cache-Control: no-store\r\nConnection: close\r\n"
 )
+_ALLOW = "Allow: GET, HEAD, POST\r\n"
 
 
 class Conn:
@@ -50,7 +55,8 @@ class Conn:
 
     MicroPython's blocking `readinto` waits until the whole buffer is full,
     which a request never fills: so the socket is non-blocking, a read returns
-    what has arrived, and an empty read waits in poll up to _WAIT_MS.
+    what has arrived, and an empty read waits in poll up to _WAIT_MS, and for
+    the request's bytes no later than its deadline.
     """
 
     def __init__(self, sock):
@@ -59,14 +65,26 @@ class Conn:
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
         self._recv = getattr(sock, "recv_into", None) or sock.readinto
+        self.start = ticks_ms()
+        self.received = 0
 
-    def _wait(self, event):
+    def _wait(self, event, request=False):
+        wait = _WAIT_MS
+        if request:  # the request's bytes: no later than its deadline
+            wait = min(wait, max(_REQUEST_MS - ticks_diff(ticks_ms(), self.start), 0))
         self.poller.modify(self.sock, event)
-        if not self.poller.poll(_WAIT_MS):
-            raise OSError(errno.ETIMEDOUT, "client timed out")
+        if self.poller.poll(wait):
+            return
+        if request and self.received:
+            # Stopped, or too slow, in the middle of its request: say so before closing.
+            raise RequestError(408, "request took too long")
+        raise OSError(errno.ETIMEDOUT, "client timed out")
 
     def readinto(self, mv):
+        """The request's next bytes (0: the client closed); 408 past the request's deadline."""
         while True:
+            if ticks_diff(ticks_ms(), self.start) >= _REQUEST_MS:
+                raise RequestError(408, "request took too long")
             try:
                 n = self._recv(mv)
             except OSError as e:
@@ -74,8 +92,9 @@ class Conn:
                     raise
                 n = None
             if n is not None:
-                return n  # 0: the client closed
-            self._wait(select.POLLIN)
+                self.received += n
+                return n
+            self._wait(select.POLLIN, True)
 
     def sendall(self, data):
         mv = memoryview(data)
@@ -134,7 +153,8 @@ class Out:
         self.start(302, "text/plain", "Location: " + location + "\r\nContent-Length: 0\r\n")
 
     def text(self, status, text):
-        self.start(status, "text/plain; charset=utf-8")
+        # A 405 names the methods served (RFC 9110 15.5.6).
+        self.start(status, "text/plain; charset=utf-8", _ALLOW if status == 405 else "")
         self.write(text + "\n")
 
 

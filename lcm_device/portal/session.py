@@ -105,7 +105,7 @@ class Session:
     def submit(self, req, out):
         from lcm_device.portal import form
 
-        if not req.ctype.startswith(_FORM_TYPE):
+        if req.ctype.split(";")[0].strip() != _FORM_TYPE:  # the media type, parameters aside
             out.start(415)
             page.message_page(out, "Not a form", "The request was not sent by the setup form.")
             return
