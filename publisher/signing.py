@@ -256,6 +256,22 @@ def load_public_key(spec: str | Path, passphrase_env: str | None = None) -> byte
     return public_key_bytes(key)
 
 
+def load_trusted_key(spec: str | Path) -> bytes:
+    """A root to pin as trusted (`--root` and the like), of which only the public half is
+    used: a .pub, a signer spec or an unencrypted .pem. An encrypted .pem is refused
+    naming its .pub: these commands have no passphrase to unlock it, nor need one."""
+    if isinstance(spec, str) and spec.startswith((PKCS11_PREFIX, EXEC_PREFIX)):
+        return load_public_key(spec)
+    path = Path(spec)
+    data = _read_key_file(path)
+    if b"PRIVATE KEY" in data and b"ENCRYPTED" in data:
+        raise SigningKeyError(
+            f"{path} is an encrypted private key; a trusted root is given by its public "
+            f"key: {path.with_suffix('.pub')} (`lcm keys new` writes it beside the .pem)"
+        )
+    return load_public_key(path)
+
+
 def verify_with_cryptography(public_key: bytes, data: bytes, signature: bytes) -> bool:
     """Reference check of an r‖s signature with `cryptography` (tests and `verify` cross-checks)."""
     if len(signature) != 64:

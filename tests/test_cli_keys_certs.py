@@ -90,6 +90,32 @@ def test_encrypted_key_needs_passphrase_from_env(tmp_path):
     assert "not set" in run("keys", "show", str(pem), "--passphrase-env", "NOPE", code=1).output
 
 
+def test_an_encrypted_private_key_given_as_a_trusted_root_names_its_public_key(keydir, tmp_path):
+    """Commands that pin roots take public keys and have no passphrase option: an encrypted
+    .pem there is named with the .pub to give (it used to ask for --passphrase-env, which
+    these commands do not have)."""
+    env = {"KEYPASS": "correct horse"}
+    run("keys", "new", "enc", "--dir", str(tmp_path), "--passphrase-env", "KEYPASS", env=env)
+    pem = str(tmp_path / "enc.pem")
+    said = f"{pem} is an encrypted private key; a trusted root is given by its public key: "
+    sector = str(tmp_path / "certs.sector")
+    run("certs", "build", "--repo", REPO, "--root-key", str(keydir / "root.pem"),
+        "--release-key", str(keydir / "release.pub"), "--web-url", "http://x",
+        "-o", sector)  # fmt: skip
+    commands = [
+        ["release", "verify", "--repo", REPO, "--root", pem, "--web-url", "http://127.0.0.1:9"],
+        ["certs", "verify", sector, "--root", pem],
+        ["device", "simulate", "--state", str(tmp_path / "dev"), "--repo", REPO,
+         "--web-url", "http://127.0.0.1:9", "--root", pem, "--once"],
+        ["host", "--data", str(tmp_path / "h"), "--mirror", f"{REPO}={pem}"],
+    ]  # fmt: skip
+    for args in commands:
+        res = run(*args, code=1)
+        assert said in " ".join(res.output.split()), (args, res.output)
+        assert "--passphrase-env" not in res.output
+    assert not (tmp_path / "dev").exists()
+
+
 def test_keys_show_rejects_garbage(tmp_path):
     junk = tmp_path / "junk.pub"
     junk.write_bytes(b"hello")

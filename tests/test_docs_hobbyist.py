@@ -1,7 +1,8 @@
-"""docs/hobbyist.md's "Try it first" run as written: a host in one shell, the publish and
-a simulated board in another (only the port changed to a free one, and `--once` added so
-that the board stops after its install instead of running until Ctrl-C). A copied command
-that does not work for a reader (a token that never reaches the second shell) fails here."""
+"""docs/hobbyist.md's "Try it first" run as written: the app, keys and sector, a host in
+one shell, the publish and a simulated board in another (only the port changed to a free
+one, and `--once` added so that the board stops after its install instead of running
+until Ctrl-C). A copied command that does not work for a reader (a token that never
+reaches the second shell, a sector that needs the internet) fails here."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ from pathlib import Path
 from tests.test_readme import ROOT
 
 
-def try_it_blocks() -> tuple[str, str]:
+def try_it_blocks() -> tuple[str, str, str]:
     text = (ROOT / "docs" / "hobbyist.md").read_text(encoding="utf-8")
     section = text.split("## Try it first", 1)[1]
-    host, board = re.findall(r"```sh\n(.*?)```", section, re.S)[:2]
-    return host, board
+    setup, host, board = re.findall(r"```sh\n(.*?)```", section, re.S)[:3]
+    return setup, host, board
 
 
 def free_port() -> int:
@@ -42,7 +43,7 @@ def run(command: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPro
 
 
 def test_try_it_first_with_a_simulated_board(tmp_path: Path) -> None:
-    host_block, board_block = try_it_blocks()
+    setup, host_block, board_block = try_it_blocks()
     port = str(free_port())
     host_block = host_block.replace("--port 8000", "--port " + port)
     board_block = board_block.replace("127.0.0.1:8000", "127.0.0.1:" + port)
@@ -51,16 +52,7 @@ def test_try_it_first_with_a_simulated_board(tmp_path: Path) -> None:
     # Each shell starts from the reader's environment: nothing exported by the other.
     env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_TOKEN", "LCM_HOST_TOKEN")}
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    # "keys and sector as in the README" (its `lcm certs cas` needs the internet: no --ca).
-    (tmp_path / "app").mkdir()
-    (tmp_path / "app" / "main.py").write_text("print('hello from the docs')\n")
-    setup = (
-        "lcm keys new root --dir keys --passphrase-env ROOT_PASS\n"
-        "lcm keys new release --dir keys\n"
-        "lcm certs build --repo me/app --root-key keys/root.pem --passphrase-env ROOT_PASS "
-        "--release-key keys/release.pub -o certs.sector\n"
-    )
-    prep = run(setup, tmp_path, {**env, "ROOT_PASS": "docs-test-pass"})
+    prep = run(setup, tmp_path, env)  # the app, keys and sector, as the doc makes them
     assert prep.returncode == 0, prep.stdout + prep.stderr
     host = subprocess.Popen(
         ["bash", "-c", host_block],
@@ -85,5 +77,5 @@ def test_try_it_first_with_a_simulated_board(tmp_path: Path) -> None:
         host.wait(timeout=30)
     output = board.stdout + board.stderr
     assert board.returncode == 0, output[-4000:]
-    assert "hello from the docs" in output, output[-4000:]
+    assert "hello from my app" in output, output[-4000:]
     assert "installed this run: v1.0.0" in output, output[-4000:]

@@ -115,6 +115,12 @@ def test_once_says_in_its_exit_code_and_json_how_the_check_went(tmp_path: Path) 
     assert status["check_reason"].startswith("app: refused v1.0.0: "), status
     assert "error: the device refused a release (exit 4): app: refused v1.0.0: " in refused.output
     assert plain.exit_code == 4, plain.output
+    # What to do about it: the key the device pinned, and how to pin another.
+    hint = " ".join(plain.output.split())  # the console wraps long lines
+    pinned = key_id_hex(pub.read_bytes())
+    assert "hint: the release's cert sector is not signed by the root keys the device " in hint
+    assert f"(it pinned {pinned} when it was set up" in hint
+    assert f"set the device up afresh: a new --state folder (or delete {tmp_path / 'dev3'})" in hint
 
 
 def test_an_existing_device_refuses_options_that_differ_from_what_it_keeps(

@@ -21,7 +21,7 @@ from publisher.host.mirror import DEFAULT_INTERVAL, MirrorConfig, MirrorSpec
 from publisher.host.server import HostServer
 from publisher.printable import printable
 from publisher.release.verify import Trust
-from publisher.signing import load_public_key
+from publisher.signing import load_trusted_key
 
 
 def mirror_spec(text: str) -> MirrorSpec:
@@ -41,7 +41,7 @@ def mirror_spec(text: str) -> MirrorSpec:
             pass  # not a sector: a public key file
         else:
             return MirrorSpec(repo, Trust(sector=data))
-    return MirrorSpec(repo, Trust(roots=[load_public_key(p) for p in paths]))
+    return MirrorSpec(repo, Trust(roots=[load_trusted_key(p) for p in paths]))
 
 
 @command_edge

@@ -47,7 +47,7 @@ from publisher.release.listing import list_releases, text_rows
 from publisher.release.publish import PublishRequest, publish
 from publisher.release.source import check_exists
 from publisher.release.verify import Trust, verify_release
-from publisher.signing import load_public_key, open_signer
+from publisher.signing import load_trusted_key, open_signer
 
 app = typer.Typer(help="Publish, verify and list signed releases.", no_args_is_help=True)
 
@@ -301,7 +301,7 @@ def verify_command(
     if tag is not None and channel is not None:
         raise PublisherError("give --tag or --channel, not both")
     trust = Trust(
-        roots=[load_public_key(p) for p in root or []],
+        roots=[load_trusted_key(p) for p in root or []],
         threshold=threshold,
         sector=read_sector(certs) if certs is not None else None,
     )

@@ -43,6 +43,7 @@ from publisher.device.simulate import (
     provision,
     setup_session_config,
     simulate,
+    trust_hint,
 )
 from publisher.micropython import ROM_MODEL_HEAP, heap_bytes
 
@@ -290,11 +291,11 @@ def simulate_command(
         if repo is not None:
             given["--repo"] = (repo, repo)
         if root:
-            given["--root"] = (_paths(root), [signing.load_public_key(p) for p in root])
+            given["--root"] = (_paths(root), [signing.load_trusted_key(p) for p in root])
         if manager_repo is not None:
             given["--manager-repo"] = (manager_repo, manager_repo)
         if manager_root:
-            keys = [signing.load_public_key(p) for p in manager_root]
+            keys = [signing.load_trusted_key(p) for p in manager_root]
             given["--manager-root"] = (_paths(manager_root), keys)
         if https_ca is not None:
             given["--https-ca"] = (str(https_ca), read_https_ca(https_ca))
@@ -369,8 +370,8 @@ def provision_new(
     HAL puts its logger online from power-on). Without one it gets the built-in air
     and no Wi-Fi settings: its boot opens the setup portal, which asks for both.
     """
-    roots = [signing.load_public_key(p) for p in root or []]
-    manager_roots = [signing.load_public_key(p) for p in manager_root or []]
+    roots = [signing.load_trusted_key(p) for p in root or []]
+    manager_roots = [signing.load_trusted_key(p) for p in manager_root or []]
     ca = None if https_ca is None else read_https_ca(https_ca)
     kept = setup_session_config(state)
     settings.setdefault("log_port", DEFAULT_PORT)
@@ -428,10 +429,10 @@ def run_device(
         )
     finally:
         signal.signal(signal.SIGTERM, previous)
-    report(status, as_json, once)
+    report(status, as_json, once, state)
 
 
-def report(status: SimStatus, as_json: bool, once: bool = False) -> None:
+def report(status: SimStatus, as_json: bool, once: bool, state: Path) -> None:
     """The summary (and the JSON line); with `once`, a check that failed or was refused
     ends the command with its exit code (the demo, in-process, reads the status instead)."""
     say(("stopped: " if status.stopped else "done: ") + status.summary())
@@ -440,6 +441,9 @@ def report(status: SimStatus, as_json: bool, once: bool = False) -> None:
         what = _CHECK_SAYS[status.check or ""]
         text = f" {what} (exit {code}): {status.check_reason}"
         err.print(Text.assemble(("error:", "bold red"), text), highlight=False)
+        hint = trust_hint(state, status.check_reason or "")
+        if hint is not None:
+            err.print(Text.assemble(("hint:", "bold"), " " + hint), highlight=False)
     if as_json:
         # One line, last: what scripts and CI parse.
         sys.stdout.write(json.dumps(status.as_json(), sort_keys=True) + "\n")

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from cert_sector.encoding import check_repo
 from cert_sector.errors import FormatError
 from publisher.device.firmware import ImageError
-from publisher.signing import load_public_key
+from publisher.signing import load_trusted_key
 
 CONFIG_PATH = "/lcm/state/config.json"
 DEFAULT_WEB_URL = "https://github.com"
@@ -114,7 +114,7 @@ def check_mqtt_url(url: str) -> str:
 def load_roots(paths: Sequence[Path], threshold: int, what: str) -> list[bytes]:
     if not paths:
         raise ImageError(f"at least one {what} root public key is needed")
-    roots = [load_public_key(p) for p in paths]
+    roots = [load_trusted_key(p) for p in paths]
     if len(set(roots)) != len(roots):
         raise ImageError(f"the same {what} root key was given twice")
     if not 1 <= threshold <= len(roots):

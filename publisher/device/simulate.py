@@ -337,6 +337,30 @@ def kept_config(state: Path) -> dict[str, Any]:
     return cfg
 
 
+def trust_hint(state: Path, reason: str) -> str | None:
+    """What to do about a release refused for its sector's signers (rule S4): the root
+    keys the device in `state` pinned when it was set up, and how to check and change
+    them. None for any other reason."""
+    if "of the trusted roots" not in reason:
+        return None
+    which = "manager_roots" if reason.startswith("manager:") else "app_roots"
+    try:
+        pinned = json.loads((state / CONFIG_JSON).read_text()).get(which) or []
+        ids = ", ".join(key_id_hex(bytes.fromhex(key)) for key in pinned)
+    except (OSError, ValueError, AttributeError, TypeError):
+        ids = ""
+    return (
+        "the release's cert sector is not signed by the root keys the device trusts"
+        + (
+            f" (it pinned {ids} when it was set up, or trusts those of a sector it installed)"
+            if ids
+            else ""
+        )
+        + "; `lcm release verify --root KEY.pub` names the sector's roots. To pin other "
+        f"keys, set the device up afresh: a new --state folder (or delete {state})."
+    )
+
+
 def ignored_options(state: Path, given: dict[str, Any]) -> dict[str, str]:
     """Of `given` (a NEW_DEVICE_OPTIONS option -> the value provision would store: roots
     as public keys, --https-ca as DER), the options whose value differs from what the
