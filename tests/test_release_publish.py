@@ -435,6 +435,43 @@ def test_missing_repo(world):
     assert "error: latest release: " in result.output
 
 
+def test_mistakes_in_where_to_look_are_named_with_what_to_fix(world):
+    """An --api-url without /api/v3, a --tag that has no release: each error says what the
+    user likely got wrong (found by a new user following the docs)."""
+    no_v3 = world.host.url
+    result = lcm(world, "release", "list", "--repo", REPO, "--api-url", no_v3, code=1)
+    assert f"repository {REPO} not found at {no_v3}" in result.output
+    assert "an lcm host's (or GitHub Enterprise's) API URL ends in /api/v3" in result.output
+    publish_cli(world, "v1.0.0")
+    result = verify_cli(world, "--web-url", world.host.url, "--tag", "v9.9.9", code=1)
+    assert "certs.sector: missing from the release" in result.output
+    assert "is there a release tagged 'v9.9.9'?" in " ".join(result.output.split())
+
+
+def test_an_unreachable_github_points_at_web_url():
+    """`lcm release verify` without --web-url talks to github.com; when that cannot be
+    reached (no network, or the releases are elsewhere) the error names the option. The
+    transport fails here without a network: no request leaves the machine."""
+    import requests
+
+    from publisher.release.errors import VerifyError
+    from publisher.release.web import Browser
+
+    class Unreachable(requests.adapters.BaseAdapter):
+        def send(self, request, **kwargs):
+            raise requests.ConnectionError("Name or service not known")
+
+        def close(self):
+            pass
+
+    browser = Browser([], None)
+    browser.http.mount("https://github.com/", Unreachable())
+    url = "https://github.com/me/app/releases/latest"
+    with pytest.raises(VerifyError) as caught:
+        browser.location(url, "latest release")
+    assert f"cannot reach {url} (another host than GitHub: --web-url)" in str(caught.value)
+
+
 def test_sequence_must_exceed_every_release_drafts_included(world):
     publish_cli(world, "v1.0.0", "--seq", "5")
     result = publish_cli(world, "v1.1.0", "--seq", "3", code=1)

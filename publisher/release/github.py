@@ -278,9 +278,13 @@ class Session:
                 return self.gh.get_repo(name)
             except GithubException as exc:
                 if exc.status == 404:
+                    api = self.api_url.rstrip("/")
+                    hint = ""
+                    if not api.endswith("/api/v3") and api != DEFAULT_API_URL:
+                        hint = "; an lcm host's (or GitHub Enterprise's) API URL ends in /api/v3"
                     raise HostError(
                         f"repository {name} not found at {self.api_url} "
-                        "(or the token cannot see it)"
+                        f"(or the token cannot see it){hint}"
                     ) from None
                 raise
 

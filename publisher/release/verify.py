@@ -450,10 +450,20 @@ class Verifier:
 
     def run(self, tag: str | None, channel: str, installed_seq: int = -1) -> VerifyResult:
         try:
+            asked = tag
             tag = self.resolve(tag, channel)
-            sector_bytes = self.browser.fetch(
-                self.url(tag, SECTOR_ASSET), sf.MAX_SECTOR_SIZE, SECTOR_ASSET
-            )
+            try:
+                sector_bytes = self.browser.fetch(
+                    self.url(tag, SECTOR_ASSET), sf.MAX_SECTOR_SIZE, SECTOR_ASSET
+                )
+            except MissingAssetError as exc:
+                if asked is None:
+                    raise
+                # --tag is not checked against the host first: a missing first asset is
+                # the usual sign of a tag that has no release.
+                raise MissingAssetError(
+                    SECTOR_ASSET, f"{exc.reason}: is there a release tagged {asked!r}?"
+                ) from None
             sector = self.sector(tag, sector_bytes)
             m, manifest_bytes = self.manifest(tag, sector, installed_seq)
             pack_digest = self.pack(tag, m)

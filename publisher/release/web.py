@@ -73,7 +73,10 @@ class Browser:
                     raise VerifyError(what, f"not found at {url} (404): no such repository?")
                 raise VerifyError(what, f"{url} answered {resp.status_code}, not a redirect")
         except requests.RequestException as exc:
-            raise VerifyError(what, f"cannot reach {url}: {exc}") from None
+            hint = ""
+            if url.startswith("https://github.com/"):
+                hint = " (another host than GitHub: --web-url)"
+            raise VerifyError(what, f"cannot reach {url}{hint}: {exc}") from None
 
     def stream(self, url: str, max_size: int, what: str) -> Iterator[bytes]:
         """The body at `url` in chunks; refuses more than `max_size` bytes."""
