@@ -200,7 +200,9 @@ def build_sector(
             return data, fmt.parse_sector(data, min_signatures=0)
         if not signers:
             raise PublisherError(
-                "no root private key given: at least one --root-key must be a .pem"
+                "no root key to sign with: at least one --root-key must be a private key "
+                "(a .pem, pkcs11:URI or exec:CMD); or build it --unsigned for the root "
+                "holders to sign (lcm certs sign, lcm certs combine)"
             )
         data = fmt.pack_sector(body, [(s.key_id, s.sign(body)) for s in signers])
         trusted = old if old is not None else fmt.PinnedRoots(repo, roots, threshold)

@@ -38,6 +38,14 @@ TOKEN_ATTRIBUTES = ("token", "serial")
 OBJECT_ATTRIBUTES = ("object", "id", "type")
 
 
+def _refuse_pin(name: str, uri: str) -> None:
+    if name in ("pin-value", "pin-source"):
+        raise SigningKeyError(
+            f"{uri}: a PIN never goes in the key's name (it would show in the "
+            f"shell history and the logs); set {PIN_ENV} or let lcm prompt"
+        )
+
+
 class Pkcs11Uri:
     """The parts of a `pkcs11:` URI lcm uses."""
 
@@ -52,11 +60,7 @@ class Pkcs11Uri:
         self.module: str | None = None
         for part in filter(None, query.split("&")):
             name, _, value = part.partition("=")
-            if name in ("pin-value", "pin-source"):
-                raise SigningKeyError(
-                    f"{uri}: a PIN never goes in the key's name (it would show in the "
-                    f"shell history and the logs); set {PIN_ENV} or let lcm prompt"
-                )
+            _refuse_pin(name, uri)
             if name != "module-path":
                 raise SigningKeyError(f"{uri}: unsupported query attribute {name!r}")
             self.module = unquote(value)
@@ -67,6 +71,7 @@ class Pkcs11Uri:
 
     def _add(self, part: str, allowed: tuple[str, ...], uri: str) -> None:
         name, sep, value = part.partition("=")
+        _refuse_pin(name, uri)  # RFC 7512 puts it in the query; refused wherever it is
         if not sep or name not in allowed:
             raise SigningKeyError(
                 f"{uri}: unsupported attribute {name!r} (use {', '.join(allowed)})"

@@ -129,8 +129,10 @@ def test_pkcs11_failures_are_named(hsm, tmp_path):
     assert "no EC private key" in lcm("keys", "show", empty, env=hsm.env, code=1).output
     res = lcm("keys", "show", "pkcs11:token=nope;object=k", env=hsm.env, code=1)
     assert "no such token" in res.output
-    res = lcm("keys", "show", uri + "?pin-value=1234", env=hsm.env, code=1)
-    assert "PIN never goes in the key's name" in res.output
+    for with_pin in (uri + "?pin-value=1234", uri + ";pin-value=1234"):  # query or path
+        res = lcm("keys", "show", with_pin, env=hsm.env, code=1)
+        assert "PIN never goes in the key's name" in res.output
+        assert "LCM_PKCS11_PIN" in " ".join(res.output.split())
     no_module = {**hsm.env, "LCM_PKCS11_MODULE": None}
     assert "LCM_PKCS11_MODULE" in lcm("keys", "show", uri, env=no_module, code=1).output
     no_pin = {**hsm.env, "LCM_PKCS11_PIN": None}

@@ -16,7 +16,7 @@ import time
 import lcm
 import sensor
 
-VERSION = "1.0.0"
+VERSION = "1.0.0"  # what the readings report: bump it with the release tag (the demo does)
 INTERVAL_MS = 10000
 
 
