@@ -420,3 +420,27 @@ def test_refusals_are_answered_as_the_rfcs_say(
         answer = read_all(s)
     assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:200]
     assert says in answer
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"POST /save HTTP/1.1\r\nHost: x\r\nContent-Length: 1500\r\n\r\n" + b"a" * 1500,  # 413
+        b"GET /" + b"a" * 1100 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # 414
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + b"junk" * 750,  # what follows one request
+    ],
+)
+def test_a_refusal_with_unread_input_ends_in_a_close_not_a_reset(
+    portal: SetupSim,  # noqa: F811
+    request_bytes: bytes,
+) -> None:
+    """Closing with unread input makes TCP send a reset, which can destroy the answer
+    before a browser still sending has read it: what has arrived is read first."""
+    base = urllib.parse.urlsplit(portal.url)
+    with socket.create_connection((base.hostname, base.port), timeout=30) as s:
+        s.sendall(request_bytes)
+        time.sleep(0.3)  # all of it arrived before the portal answers and closes
+        chunks = []
+        while data := s.recv(65536):  # a reset raises ConnectionResetError here
+            chunks.append(data)
+    assert b"".join(chunks).startswith(b"HTTP/1.1 ")

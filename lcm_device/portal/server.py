@@ -21,6 +21,9 @@ from lcm_device.portal.request import RequestError, read_request
 
 _WAIT_MS = const(5000)
 _REQUEST_MS = const(10000)
+# Before closing: reads of what the client sent beyond its request, each waiting this long.
+_DRAIN_READS = const(8)
+_DRAIN_WAIT_MS = const(100)
 _REQUEST_BUF = const(1024)
 _OUT_BUF = const(512)
 _REASONS = {
@@ -111,6 +114,21 @@ class Conn:
             else:
                 self._wait(select.POLLOUT)
 
+    def drain(self, buf):
+        """Read and drop what the client sent that was not read (a refused body, what
+        followed the request), for a moment: closing with unread input makes TCP reset the
+        connection, which can destroy the answer before the client has read it."""
+        mv = memoryview(buf)
+        self.poller.modify(self.sock, select.POLLIN)
+        for _ in range(_DRAIN_READS):
+            if not self.poller.poll(_DRAIN_WAIT_MS):
+                return
+            try:
+                if not self._recv(mv):
+                    return  # the client closed its side
+            except OSError:
+                return
+
     def close(self):
         self.sock.close()
 
@@ -190,6 +208,7 @@ class HttpServer:
         except Exception as e:  # a bug or MemoryError must not end setup mode
             log("portal: request failed: " + repr(e))
         finally:
+            conn.drain(self.inbuf)
             conn.close()
 
     def close(self):
