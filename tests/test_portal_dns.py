@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import socket
 import string
+import time
+import urllib.parse
 
 import dns.flags
 import dns.message
@@ -126,3 +128,23 @@ def test_malformed_packets_are_dropped_and_the_server_keeps_answering(
 def test_label_edges(portal: SetupSim, name: str) -> None:  # noqa: F811
     answer = query(portal, name)
     assert [str(r) for rrset in answer.answer for r in rrset] == [portal.address]
+
+
+def test_dns_is_answered_while_a_silent_connection_holds_the_http_server(
+    portal: SetupSim,  # noqa: F811
+) -> None:
+    """A phone asks DNS while a socket it preconnected, which says nothing, holds the
+    one-at-a-time HTTP server (up to its 5 s read wait): the query is answered meanwhile,
+    not after. Told by order, not by time: the silent connection is still open when the
+    answer arrives."""
+    base = urllib.parse.urlsplit(portal.url)
+    silent = socket.create_connection((base.hostname, base.port), timeout=30)
+    try:
+        time.sleep(0.5)  # accepted: the HTTP server now waits on it
+        answer = query(portal, "connectivitycheck.gstatic.com.")
+        assert [str(r) for rrset in answer.answer for r in rrset] == [portal.address]
+        silent.settimeout(0.05)
+        with pytest.raises(TimeoutError):
+            silent.recv(1)  # neither data nor the server's close yet
+    finally:
+        silent.close()

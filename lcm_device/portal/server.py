@@ -59,24 +59,42 @@ class Conn:
     MicroPython's blocking `readinto` waits until the whole buffer is full,
     which a request never fills: so the socket is non-blocking, a read returns
     what has arrived, and an empty read waits in poll up to _WAIT_MS, and for
-    the request's bytes no later than its deadline.
+    the request's bytes no later than its deadline. `beside` (the DNS server)
+    is served while it waits: a phone asks DNS while a slow or preconnected
+    socket holds this one-at-a-time server.
     """
 
-    def __init__(self, sock):
+    def __init__(self, sock, beside=None):
         self.sock = sock
         sock.setblocking(False)
+        self.beside = beside
         self.poller = select.poll()
         self.poller.register(sock, select.POLLIN)
+        if beside is not None:
+            self.poller.register(beside.sock, select.POLLIN)
         self._recv = getattr(sock, "recv_into", None) or sock.readinto
         self.start = ticks_ms()
         self.received = 0
+
+    def _ready(self, ms):
+        """Whether the client is ready within `ms`, serving `beside` meanwhile."""
+        start = ticks_ms()
+        while True:
+            left = ms - ticks_diff(ticks_ms(), start)
+            ready = self.poller.poll(max(left, 0))
+            for entry in ready:
+                if self.beside is None or entry[0] is not self.beside.sock:
+                    return True
+            if not ready or left <= 0:
+                return False
+            self.beside.handle()
 
     def _wait(self, event, request=False):
         wait = _WAIT_MS
         if request:  # the request's bytes: no later than its deadline
             wait = min(wait, max(_REQUEST_MS - ticks_diff(ticks_ms(), self.start), 0))
         self.poller.modify(self.sock, event)
-        if self.poller.poll(wait):
+        if self._ready(wait):
             return
         if request and self.received:
             # Stopped, or too slow, in the middle of its request: say so before closing.
@@ -121,7 +139,7 @@ class Conn:
         mv = memoryview(buf)
         self.poller.modify(self.sock, select.POLLIN)
         for _ in range(_DRAIN_READS):
-            if not self.poller.poll(_DRAIN_WAIT_MS):
+            if not self._ready(_DRAIN_WAIT_MS):
                 return
             try:
                 if not self._recv(mv):
@@ -177,7 +195,8 @@ class Out:
 
 
 class HttpServer:
-    def __init__(self, bind, port):
+    def __init__(self, bind, port, beside=None):
+        self.beside = beside  # served while a connection waits (Conn)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(socket.getaddrinfo(bind, port)[0][-1])
@@ -192,7 +211,7 @@ class HttpServer:
             sock, _ = self.sock.accept()
         except OSError:
             return
-        conn = Conn(sock)
+        conn = Conn(sock, self.beside)
         out = Out(conn, self.outbuf)
         try:
             try:

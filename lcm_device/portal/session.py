@@ -53,7 +53,7 @@ class Session:
         self.host = self.address if http_port == 80 else self.address + ":" + str(http_port)
         dns = DnsServer(bind, dns_port, self.address)
         try:
-            http = HttpServer(bind, http_port)
+            http = HttpServer(bind, http_port, dns)  # DNS answered while HTTP waits
         except OSError:
             dns.close()
             raise

@@ -60,9 +60,9 @@ def table(view: FleetView) -> Table:
     t.add_column("device", no_wrap=True, min_width=12)
     t.add_column("app", no_wrap=True)
     t.add_column("manager", no_wrap=True)
-    t.add_column("state")
+    t.add_column("state", overflow="fold")
     t.add_column("last seen", no_wrap=True)
-    t.add_column("last check")
+    t.add_column("last check", overflow="fold")
     t.add_column("last error", overflow="fold")
     for d in devices:
         seen = d.last_seen()
