@@ -28,7 +28,8 @@ Rules (every breach is an MQTTError naming it, and the connection is dropped):
   QoS-1 PUBLISH: RefusedError naming the topic. These two keep the connection;
 - only the packets this client can receive are accepted (CONNACK, PUBLISH,
   PUBACK, SUBACK, PINGRESP, and an MQTT 5 DISCONNECT with its reason; a QoS-1
-  PUBLISH is acknowledged); anything else is a ProtocolError;
+  PUBLISH is acknowledged); anything else is a ProtocolError, as are a
+  PUBLISH with QoS 3 and a SUBACK for no SUBSCRIBE of ours;
 - keep-alive: a PINGREQ after keepalive_s / 2 of silence from us; no packet
   from the broker for 1.5 x keepalive_s is a dead connection (StalledError).
 
@@ -164,6 +165,7 @@ class Client:
         self._sent = self._heard = 0
         self._pid = 0
         self._pending = None  # (packet id, topic) of the QoS-1 PUBLISH awaiting its PUBACK
+        self._suback = None  # packet id of the SUBSCRIBE awaiting its SUBACK
         self.connected = False
         self.level = 5  # MQTT 5; 4 (3.1.1) once a broker answered in 3.1.1
 
@@ -304,6 +306,7 @@ class Client:
             pkt.append(0)  # no properties
         _str(pkt, topic)
         pkt.append(0)  # QoS 0: a hint lost in a reconnect is caught by the retained copy
+        self._suback = self._pid
         self._send(_SUBSCRIBE, pkt)
 
     def publish(self, topic, payload, retain=False, qos=0):
@@ -443,9 +446,12 @@ class Client:
             if total - i < 2:
                 self._drop()
                 raise ProtocolError("PUBLISH shorter than its topic length")
+            if qos == 3:  # MQTT 3.3.1-4: close the connection
+                self._drop()
+                raise ProtocolError("malformed PUBLISH (QoS 3)")
             tlen = (b[i] << 8) | b[i + 1]
             start = i + 2 + tlen
-            if tlen > _MAX_TOPIC or start + (2 if qos else 0) > total or qos == 3:
+            if tlen > _MAX_TOPIC or start + (2 if qos else 0) > total:
                 self._drop()
                 raise ProtocolError("malformed PUBLISH (topic length " + str(tlen) + ")")
             topic = bytes(b[i + 2 : start])
@@ -462,6 +468,11 @@ class Client:
             if total - i < 3 or j >= total:
                 self._drop()
                 raise ProtocolError("SUBACK too short")
+            pid = (b[i] << 8) | b[i + 1]
+            if pid != self._suback:
+                self._drop()
+                raise ProtocolError("SUBACK for packet " + str(pid) + ", not our SUBSCRIBE's")
+            self._suback = None
             if b[j] >= 0x80:
                 raise SubscribeError("the broker refused the subscription: " + _reason(b[j]))
             return None

@@ -105,6 +105,8 @@ CONNACK5 = b"\x20\x03\x00\x00\x00"  # MQTT 5: flags, reason, no properties
         (CONNACK + b"\x30\x04\xff\xff\x00\x00", "ProtocolError malformed PUBLISH"),
         (CONNACK + b"\xf0\x00", "ProtocolError unexpected packet type 15"),
         (CONNACK + b"\x90\x03\x00\x01\x80", "SubscribeError the broker refused the subscription"),
+        (CONNACK + b"\x90\x03\x00\x07\x00", "ProtocolError SUBACK for packet 7, not our SUB"),
+        (CONNACK + b"\x36\x05\x00\x01t\x00\x01", "ProtocolError malformed PUBLISH (QoS 3)"),
         (CONNACK + b"\x30\x10\x00", "NetworkError "),  # closed, or EPIPE on the SUBSCRIBE
         (b"", "StalledError no CONNACK within 2000 ms"),
         # MQTT 5 answers (a 3-byte CONNACK and more): reason codes and properties.
