@@ -108,7 +108,6 @@ class MirrorConfig:
 class MirrorStatus:
     """What the last refresh of a repo did (for logs, the CLI and tests)."""
 
-    refreshed_at: float = 0.0
     mirrored: list[str] = field(default_factory=list)  # tags stored, oldest first
     error: str | None = None  # why the last refresh stored nothing new, if it failed
 
@@ -194,7 +193,6 @@ class Mirror:
                 except Exception as exc:  # a bug must not stop the schedule
                     status.error = f"internal error: {exc!r}"
                     log.exception("mirror %s: internal error", spec.repo)
-                status.refreshed_at = time.time()
 
     def trust_of(self, spec: MirrorSpec) -> Trust:
         """The newest sector this mirror verified for the repo, else the pinned trust."""
