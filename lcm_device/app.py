@@ -2,13 +2,18 @@
 
 import lcm
 lcm.confirm()          # this (trial) version works: keep it
-lcm.request_update()   # check for an update now (resets into the manager)
+lcm.request_update()   # check for an update now (resets into the manager; one a minute)
 lcm.status()           # {"app": tag, "slot": ..., "trial": bool, "manager": tag, ...}
 lcm.hold()             # do not reset me into the manager for a check now (lcm.hold(False): do)
 lcm.idle(ms)           # sleep; where no timer runs (unix port) lcm's check timer runs meanwhile
 """
 
 from lcm_device import slots
+from lcm_device.compat import const
+
+# A requested check resets into the manager at once only this long after the last check:
+# an app that asks as it starts would otherwise reset into a check every few seconds.
+_REQUEST_FLOOR_S = const(60)
 
 
 def _hal():
@@ -43,7 +48,23 @@ def confirm():
 
 
 def request_update():
-    """Ask for an update check now: saved across the reset, then the manager runs it."""
+    """Ask for an update check now: saved across the reset, then the manager runs it.
+
+    One a minute at most: asked less than a minute after a check (an app that asks as it
+    starts, the check having run just before), the check timer resets into the next one
+    when the minute is up, and the app runs on meanwhile (the seconds until then are
+    returned). A check the timer had planned sooner stays sooner."""
+    from lcm_device import checktimer as ct
+    from lcm_device.compat import uptime_s
+
+    now = uptime_s()
+    if ct.checked_at is not None and now < ct.checked_at + _REQUEST_FLOOR_S:
+        at = ct.checked_at + _REQUEST_FLOOR_S
+        ct.next_s = min(ct.next_s, at)
+        ct.work_at = min(ct.work_at, at)
+        wait = ct.next_s - now
+        _log("app: update check requested: in %d s (one a minute at most)" % wait)
+        return wait
     hal = _hal()
     try:
         # due alone (not the schedule): the request is a file, it needs no setting.

@@ -283,6 +283,10 @@ def _arm_timer(hal, cfg, sched, trial):
 
         also = (Agent(hal, cfg, checktimer).poll,)
     arm_timer(hal, sched, also, int(cfg.get("confirm_after_s") or 30) if trial else None)
+    if sched is None:
+        # After this boot's check (no schedule of its own: the update boot, or the app boot
+        # after it): an app that asks for another at once waits a minute (lcm.request_update).
+        checktimer.checked_at = uptime_s()
     return checktimer
 
 

@@ -34,6 +34,7 @@ next_s = 0  # uptime at which the next check is due
 work_at = 0  # uptime of the next chore or check (timerwork.work)
 chores = None  # the chores' state (timerwork: last write of the deadline, settle, confirm)
 held = False  # the app holds off a reset into the manager (lcm.hold); 2: said so in the log
+checked_at = None  # uptime of the check run just before the app started (lcm.request_update)
 schedule = None  # micropython.schedule, with a machine.Timer
 
 

@@ -122,3 +122,50 @@ def test_app_holds_off_a_due_check_through_the_lcm_shim(mpy: Any) -> None:
     assert "schedule: check due, resetting into the manager" in out, out
     assert proc.returncode == 75 and "NOT REACHED" not in out, out
     assert (mpy.workdir / "lcm" / "state" / "check.now").exists()
+
+
+ASKS_AT_EVERY_START = """import lcm
+from lcm_device import compat
+print("APP", lcm.status()["app"], "asks", lcm.request_update())
+lcm.idle(300)
+if compat.file_size("late") >= 0:  # the test's way to let a minute pass in this boot
+    compat._uptime_ms += 61000
+    lcm.request_update()
+print("APP ran on")
+"""
+
+
+def test_an_app_that_asks_for_a_check_as_it_starts_runs_and_is_checked_once_a_minute(
+    tmp_path: Path, mpy: Any, host: Any
+) -> None:
+    """An app that calls lcm.request_update() at every start would reset into a check
+    every few seconds, for ever (the app never running, the server asked at every boot):
+    sooner than a minute after the boot the check waits for the minute to be up, the
+    app running meanwhile; later it resets at once."""
+    repo = Repo(host)
+    files = app_files("1.0.0", n=2)
+    files["main.py"] = ASKS_AT_EVERY_START.encode()
+    repo.publish("1.0.0", files)
+    state = new_device(tmp_path, mpy, host, repo)
+
+    status = run(state, mpy, max_boots=6)
+
+    out = text(status)
+    assert status.state["app_tag"] == "v1.0.0"
+    # The install, the trial boot (its request honoured at once: no check ran in that
+    # boot), the check it asked for, then the app boot after it: there the app asked
+    # again, was told when, and ran on to its end.
+    assert status.exits == [75, 75, 75, 0], (status.exits, out)
+    assert "app: update check requested: in " in out and "(one a minute at most)" in out
+    assert out.count("APP ran on") == 1
+    asked = [line for line in status.lines if "APP v1.0.0 asks " in line]
+    assert len(asked) == 1 and 55 <= int(asked[0].split()[-1]) <= 60, asked
+
+    # A minute into the boot, asking resets into the manager at once, which checks.
+    (state / "lcm" / status.state["app"] / "late").write_text("")  # the app's folder
+    status = run(state, mpy, max_boots=3)
+    out = text(status)
+    late = out.split("APP v1.0.0 asks ", 1)[1]
+    assert "app: update check requested\nlcm-hal: reset" in late, out
+    assert "APP ran on" not in late.split("--- boot", 1)[0], out
+    assert "app: v1.0.0 is installed, nothing new" in late, out  # the manager checked
