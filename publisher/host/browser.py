@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import email.utils
 import html
+import logging
 import re
 from urllib.parse import quote
 
@@ -31,6 +32,8 @@ from publisher.host.exchange import (
 from publisher.host.state import HostState
 from publisher.host.store import Asset, Release, Repo
 from publisher.host.urlsign import OBJECTS_PREFIX
+
+log = logging.getLogger("lcm.host")
 
 _RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")
 
@@ -135,6 +138,11 @@ def handle_object(state: HostState, req: Request) -> Response:
     if asset is None or asset.state != "uploaded" or asset.sha256 is None:
         raise not_found()
     path = store.asset_path(asset)
+    if not path.is_file():
+        # The data folder damaged from outside (the store never leaves a record without
+        # its file): a 404, never a 200 whose bytes do not come.
+        log.error("asset %s (%s) has no file %s: answered 404", asset.id, asset.name, path)
+        raise not_found()
     etag = f'"{asset.sha256}"'
     headers = {
         "Content-Type": "application/octet-stream",

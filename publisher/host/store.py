@@ -5,7 +5,16 @@ Layout of the data folder:
   meta.json         every repo, release and asset record; rewritten atomically
                     (temp file + fsync + rename) after each change
   assets/ID.bin     the bytes of asset ID, moved into place once complete
+                    (ID.N.bin: its bytes replaced for the N-th time)
   tmp/              uploads in progress (emptied at start-up)
+
+Files and records change in an order that a crash (a kill, a power cut) at any
+point leaves consistent: new bytes go to a file no record names yet, the
+records are saved, and only then is a file no record names any more removed. So
+`meta.json` never names a file that is gone or bytes it does not describe; a
+file a crash left unnamed is removed at start-up, and an uploaded asset whose
+file is missing all the same (the folder damaged from outside) is logged there
+and answered 404, never a 200 without its bytes.
 
 One lock guards the records; uploads stream to `tmp/` outside it, so many
 uploads can run at once. A name is reserved when an upload starts (the asset
@@ -18,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import secrets
 import threading
@@ -29,6 +39,8 @@ from typing import Any, TypeVar
 
 from publisher.fsutil import write_atomic
 from publisher.host.errors import ApiError, HostError, not_found, validation_failed
+
+log = logging.getLogger("lcm.host")
 
 META_FILE = "meta.json"
 META_FORMAT = 1
@@ -80,6 +92,8 @@ class Asset:
     updated_at: float
     uploader: str
     download_count: int = 0
+    # How often its bytes were replaced (replace_asset_bytes): which file holds them.
+    generation: int = 0
 
 
 T = TypeVar("T")
@@ -93,6 +107,7 @@ class Store:
         self.assets_dir = self.root / "assets"
         self.tmp_dir = self.root / "tmp"
         self._lock = threading.RLock()
+        self._unlink_after_save: list[Path] = []
         try:
             self.assets_dir.mkdir(parents=True, exist_ok=True)
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -105,6 +120,27 @@ class Store:
             # A metadata write cut before its rename: meta.json itself is whole.
             torn.unlink(missing_ok=True)
         self._load()
+        self._sweep_assets()
+
+    def _sweep_assets(self) -> None:
+        """Remove the files no record names (a crash between a save and its unlinks, or
+        between new bytes and their save), and log uploaded assets without their file."""
+        named = {self.asset_path(a) for a in self.assets.values() if a.state == "uploaded"}
+        for path in self.assets_dir.iterdir():
+            if path not in named:
+                path.unlink(missing_ok=True)
+        for asset in self.assets.values():
+            if asset.state == "uploaded" and not self.asset_path(asset).exists():
+                rel = self.releases.get(asset.release_id)
+                log.error(
+                    "asset %s (%s of %s %s) has no file in %s: it answers 404; delete the "
+                    "asset and upload it again",
+                    asset.id,
+                    asset.name,
+                    rel.repo if rel else "?",
+                    rel.tag_name if rel else "?",
+                    self.assets_dir,
+                )
 
     # -- persistence ---------------------------------------------------------
 
@@ -142,15 +178,26 @@ class Store:
         return self.next_id - 1
 
     def change(self, func: Callable[[], T]) -> T:
-        """Run `func` under the lock and persist; on an error nothing is saved."""
+        """Run `func` under the lock and persist; on an error nothing is saved. Files
+        `func` dropped are removed only once the records that named them are saved."""
         with self._lock:
-            result = func()
+            try:
+                result = func()  # refuses (ApiError) before it changes anything
+            except BaseException:
+                self._unlink_after_save.clear()
+                raise
             try:
                 self._save()
             except OSError as exc:
-                # Back to what is on disk, so memory never claims an unsaved change.
+                # Back to what is on disk, so memory never claims an unsaved change (the
+                # files it names are all still there).
+                self._unlink_after_save.clear()
                 self._load()
                 raise ApiError(500, f"cannot save host metadata: {exc.strerror or exc}") from None
+            dropped, self._unlink_after_save = self._unlink_after_save, []
+            for path in dropped:
+                # An open download keeps reading the unlinked file; new ones get 404.
+                path.unlink(missing_ok=True)
             return result
 
     def read(self, func: Callable[[], T]) -> T:
@@ -346,6 +393,8 @@ class Store:
         raise not_found()
 
     def asset_path(self, asset: Asset) -> Path:
+        if asset.generation:
+            return self.assets_dir / f"{asset.id}.{asset.generation}.bin"
         return self.assets_dir / f"{asset.id}.bin"
 
     def _check_name_free(self, rel: Release, name: str, asset_id: int | None) -> None:
@@ -407,7 +456,14 @@ class Store:
             if asset is None or asset.state != "uploaded":
                 tmp_file.unlink(missing_ok=True)
                 raise not_found()
-            os.replace(tmp_file, self.asset_path(asset))
+            # The new bytes in a file of their own; the old one goes once this is saved.
+            old = self.asset_path(asset)
+            os.replace(
+                tmp_file,
+                self.asset_path(dataclasses.replace(asset, generation=asset.generation + 1)),
+            )
+            asset.generation += 1
+            self._unlink_after_save.append(old)
             asset.size = size
             asset.sha256 = sha256
             asset.updated_at = time.time()
@@ -437,8 +493,7 @@ class Store:
 
     def _drop_asset(self, asset: Asset) -> None:
         del self.assets[asset.id]
-        # An open download keeps reading the unlinked file; new ones get 404.
-        self.asset_path(asset).unlink(missing_ok=True)
+        self._unlink_after_save.append(self.asset_path(asset))  # once the records are saved
 
     def count_download(self, asset: Asset) -> None:
         # Kept in memory and saved with the next change: a device's Range
