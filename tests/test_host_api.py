@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import http.client
 import io
+import json
+import socket
 import threading
 from pathlib import Path
 
@@ -407,3 +409,51 @@ def test_a_failed_metadata_write_changes_nothing(host, repo, monkeypatch):
     monkeypatch.undo()
     assert [r.tag_name for r in repo.get_releases()] == ["v1.0.0"]
     assert repo.get_latest_release().tag_name == "v1.0.0"
+
+
+def ask(host, method: str, path: str, body: bytes = b"", **headers: str) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", host.port, timeout=30)
+    try:
+        conn.request(method, path, body=body or None, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/api/v3/repos/{TEST_REPO}/releases/%C2%B2",  # '²': isdigit(), but int() refuses it
+        f"/api/v3/repos/{TEST_REPO}/releases/%C2%B2/assets",
+        f"/api/v3/repos/{TEST_REPO}/releases/assets/%C2%B9",
+        f"/api/v3/repos/{TEST_REPO}/releases/%D9%A1%D9%A0%D9%A0%D9%A0",  # '١٠٠٠': int() reads it
+        "/api/objects/%C2%B2/x?expires=1&sig=" + "0" * 64,
+    ],
+)
+def test_ids_in_digits_that_are_not_ascii_are_not_found_not_a_server_error(host, repo, path):
+    repo.create_git_release("v1.0.0", "one", "")  # release 1000 exists
+    status, body = ask(host, "GET", path, Authorization="token " + TEST_TOKEN)
+    assert status == 404, body
+
+
+def test_odd_numbers_and_strings_are_refused_by_name_not_a_server_error(host, repo):
+    auth = {"Authorization": "token " + TEST_TOKEN}
+    status, _ = ask(host, "GET", f"/api/v3/repos/{TEST_REPO}/releases?per_page=%C2%B2", **auth)
+    assert status == 200  # an odd page size is ignored, as GitHub does
+    raw = b"GET /api/v3/ HTTP/1.1\r\nHost: x\r\nContent-Length: \xc2\xb2\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", host.port), timeout=30) as s:
+        s.sendall(raw)
+        assert s.recv(100).startswith(b"HTTP/1.1 400 ")
+    digits = "1" * 5000
+    query = f'{{repository(owner:"acme",name:"widget"){{releases(first:{digits}){{totalCount}}}}}}'
+    status, body = ask(host, "POST", "/api/graphql", json.dumps({"query": query}).encode(), **auth)
+    assert status == 400 and b"is too long" in body, body
+    # A lone surrogate in a release's text: refused, so no page fails on it later.
+    lone = b'{"tag_name": "v2.0.0", "name": "\\ud800", "body": "x\\udc00y"}'
+    status, body = ask(host, "POST", f"/api/v3/repos/{TEST_REPO}/releases", lone, **auth)
+    assert status == 400 and b"lone surrogate" in body, body
+    assert [r.tag_name for r in repo.get_releases()] == []
+    gql = json.dumps({"query": '{repository(owner:"acme",name:"\\ud800"){id}}'}).encode()
+    status, body = ask(host, "POST", "/api/graphql", gql, **auth)
+    assert status == 400 and b"lone surrogate" in body, body

@@ -35,7 +35,14 @@ from urllib.parse import urlencode
 
 from publisher.host import names, render
 from publisher.host.errors import ApiError, not_found, validation_failed
-from publisher.host.exchange import Request, Response, etag_matches, json_response, redirect
+from publisher.host.exchange import (
+    Request,
+    Response,
+    ascii_int,
+    etag_matches,
+    json_response,
+    redirect,
+)
 from publisher.host.state import HostState
 from publisher.host.store import MAKE_LATEST_VALUES, Release, Repo
 
@@ -217,9 +224,10 @@ def user_profile(state: HostState, req: Request, login: str) -> dict[str, Any]:
 
 
 def parse_id(text: str) -> int:
-    if not text.isdigit() or len(text) > 18:
+    number = ascii_int(text, 18)
+    if number is None:
         raise not_found()
-    return int(text)
+    return number
 
 
 def rate_limit(state: HostState, req: Request) -> Response:
@@ -259,8 +267,8 @@ def paginate(req: Request, items: list[Any]) -> tuple[list[Any], dict[str, str]]
 
 
 def _int_param(req: Request, name: str, default: int) -> int:
-    text = req.query.get(name, "")
-    return int(text) if text.isdigit() and len(text) < 10 else default
+    number = ascii_int(req.query.get(name, ""), 9)
+    return default if number is None else number
 
 
 def release_response(state: HostState, req: Request, rel: Release, status: int = 200) -> Response:

@@ -24,6 +24,7 @@ from publisher.host.exchange import (
     FileBody,
     Request,
     Response,
+    ascii_int,
     error_response,
     etag_matches,
     html_response,
@@ -35,7 +36,7 @@ from publisher.host.urlsign import OBJECTS_PREFIX
 
 log = logging.getLogger("lcm.host")
 
-_RANGE = re.compile(r"^bytes=(\d{0,18})-(\d{0,18})$")
+_RANGE = re.compile(r"^bytes=([0-9]{0,18})-([0-9]{0,18})$")
 
 
 def handle_browser(state: HostState, req: Request) -> Response:
@@ -129,9 +130,9 @@ def handle_object(state: HostState, req: Request) -> Response:
     if req.method not in ("GET", "HEAD"):
         raise ApiError(405, "Method Not Allowed", headers={"Allow": "GET, HEAD"})
     parts = req.segments(OBJECTS_PREFIX)
-    if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 18:
+    asset_id = ascii_int(parts[0], 18) if len(parts) == 2 else None
+    if asset_id is None:
         raise not_found()
-    asset_id = int(parts[0])
     state.signer.check(asset_id, req.query.get("expires"), req.query.get("sig"))
     store = state.store
     asset = store.read(lambda: store.assets.get(asset_id))

@@ -15,6 +15,23 @@ from publisher.host.render import Urls
 MAX_JSON_BODY = 1024 * 1024  # a release's JSON is a few KB; anything near this is abuse
 
 
+def ascii_int(text: str, max_digits: int) -> int | None:
+    """`text` as a number when it is 1 to `max_digits` ASCII digits, else None
+    (`str.isdigit` also takes '²', which int() refuses, and '١', which it reads)."""
+    if 0 < len(text) <= max_digits and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
+def check_unicode(value: Any, what: str) -> None:
+    """Refuse a string holding a lone UTF-16 surrogate (JSON's "\\ud800"): it cannot be
+    written out as UTF-8, so a page showing it would fail for good."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, f"Problems parsing {what}: a string holds a lone surrogate") from None
+
+
 @dataclass
 class Request:
     method: str
@@ -78,6 +95,7 @@ class Request:
             raise ApiError(400, "Problems parsing JSON") from None
         if not isinstance(body, dict):
             raise ApiError(400, "Problems parsing JSON: expected an object")
+        check_unicode(body, "JSON")
         return body
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from publisher.host import render
 from publisher.host.errors import ApiError
-from publisher.host.exchange import Request, Response, json_response
+from publisher.host.exchange import Request, Response, ascii_int, check_unicode, json_response
 from publisher.host.render import Urls
 from publisher.host.state import HostState
 from publisher.host.store import Release, Repo, Store
@@ -45,7 +45,7 @@ MAX_PAGE = 100
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<name>[_A-Za-z][_0-9A-Za-z]*)|(?P<var>\$[_A-Za-z][_0-9A-Za-z]*)"
-    r'|(?P<num>-?\d+(?:\.\d+)?)|(?P<str>"(?:[^"\\\n]|\\.)*")|(?P<punct>\.\.\.|[{}()\[\]:!=@]))'
+    r'|(?P<num>-?[0-9]+(?:\.[0-9]+)?)|(?P<str>"(?:[^"\\\n]|\\.)*")|(?P<punct>\.\.\.|[{}()\[\]:!=@]))'
 )
 _IGNORED = re.compile(r"(?:[\s,]|#[^\n]*)*")
 
@@ -176,12 +176,16 @@ class Parser:
         if kind == "var":
             return Variable(text[1:])
         if kind == "num":
+            if len(text) > 20:  # int() of thousands of digits is slow, then refused
+                raise ApiError(400, f"GraphQL number {text[:20]}... is too long")
             return float(text) if "." in text else int(text)
         if kind == "str":
             try:
-                return json.loads(text)  # GraphQL's string escapes are JSON's
+                value = json.loads(text)  # GraphQL's string escapes are JSON's
             except ValueError:
                 raise ApiError(400, f"Problems parsing the GraphQL string {text[:40]}") from None
+            check_unicode(value, "the GraphQL string")
+            return value
         if kind == "name":
             return {"true": True, "false": False, "null": None}.get(text, text)  # enums as text
         if (kind, text) == ("punct", "["):
@@ -415,6 +419,7 @@ def decode_cursor(cursor: str) -> int:
     except (ValueError, UnicodeError):
         raise GraphQLError(f"`{cursor[:40]}` does not appear to be a valid cursor.") from None
     head, _, number = text.rpartition(":")
-    if head != "cursor:v2" or not number.isdigit() or len(number) > 9:
+    position = ascii_int(number, 9)
+    if head != "cursor:v2" or position is None:
         raise GraphQLError(f"`{cursor[:40]}` does not appear to be a valid cursor.")
-    return int(number)
+    return position

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from publisher.host.api import API_PREFIX, UPLOADS_PREFIX, handle_api, handle_upload, with_cors
 from publisher.host.browser import handle_browser, handle_object
 from publisher.host.errors import DOCS_URL, ApiError
-from publisher.host.exchange import FileBody, Request, Response, error_response
+from publisher.host.exchange import FileBody, Request, Response, ascii_int, error_response
 from publisher.host.faults import RequestRecord
 from publisher.host.graphql import GRAPHQL_PATH, handle_graphql
 from publisher.host.render import Urls
@@ -212,10 +212,10 @@ class HostHandler(BaseHTTPRequestHandler):
         length_text = self.headers.get("Content-Length")
         length = None
         if length_text is not None:
-            if not length_text.strip().isdigit() or len(length_text) > 18:
+            length = ascii_int(length_text.strip(), 18)
+            if length is None:
                 self.close_connection = True
                 raise ApiError(400, "Malformed Content-Length")
-            length = int(length_text)
         return Request(
             method=self.command,
             path=path,
