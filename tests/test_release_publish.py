@@ -1006,3 +1006,19 @@ def test_lcm_version():
     assert result.stdout == f"lcm {publisher.__version__} (device manager {MANAGER_VERSION})\n"
     pyproject = (Path(__file__).parent.parent / "pyproject.toml").read_text()
     assert 'version = { attr = "publisher.__version__" }' in pyproject  # one place to bump
+
+
+def test_an_older_release_whose_beta_pointer_went_stale_verifies_with_a_warning(world):
+    """Devices read beta.tag from the latest full release only. An older full release's
+    pointer names what was newest then; once that is deleted, `verify --tag` of the older
+    release says so as a warning instead of failing (it failed: found by a host campaign)."""
+    publish_cli(world, "v1.0.0")
+    publish_cli(world, "v1.1.0", "--prerelease")  # v1.0.0's beta.tag now names it
+    publish_cli(world, "v1.2.0")
+    lcm(world, "release", "delete", "v1.1.0", "--repo", REPO)
+    web = ("--web-url", world.host.url)
+    older = verify_cli(world, *web, "--tag", "v1.0.0")
+    said = " ".join(older.output.split())
+    assert "beta.tag: points at v1.1.0, which fails: " in said
+    assert "devices read it only from the latest full release" in said
+    assert json.loads(verify_cli(world, *web, "--json").stdout)["tag"] == "v1.2.0"

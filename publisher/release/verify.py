@@ -475,7 +475,16 @@ class Verifier:
                     SECTOR_ASSET: hashlib.sha256(sector_bytes).digest(),
                 },
             )
-            pointer = self.pointer(tag, m, sector)
+            notes: list[str] = []
+            try:
+                pointer = self.pointer(tag, m, sector)
+            except VerifyError as exc:
+                # Devices read beta.tag of the latest full release only: an older release's
+                # stale pointer (its target deleted or yanked since) is for information.
+                if asked is None or m.channel != "stable" or self.resolve(None, "stable") == tag:
+                    raise
+                pointer = None
+                notes.append(f"{exc}: devices read it only from the latest full release")
             doc = self.rollout(tag, m, sector)
             if self.ranges:  # last: every byte is right, but can devices read them?
                 self.ranged(tag, m)
@@ -499,7 +508,8 @@ class Verifier:
                 f"({', '.join(KNOWN_BOARDS)}) unless configured so: check the name"
                 for b in m.boards
                 if b not in KNOWN_BOARDS
-            ],
+            ]
+            + notes,
         )
         if doc is not None:
             result.rollout = ("halted at " if doc.halted else "") + f"{doc.share} %"
