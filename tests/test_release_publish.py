@@ -1022,3 +1022,34 @@ def test_an_older_release_whose_beta_pointer_went_stale_verifies_with_a_warning(
     assert "beta.tag: points at v1.1.0, which fails: " in said
     assert "devices read it only from the latest full release" in said
     assert json.loads(verify_cli(world, *web, "--json").stdout)["tag"] == "v1.2.0"
+
+
+def test_another_run_replacing_the_drafts_assets_stops_the_publish(world):
+    """Two runs for one tag at once (a CI job started twice) share the draft: what the
+    other run uploaded while this one waited for rule Q2 is found by the check made just
+    before publishing, and nothing is published (it published a mixed release)."""
+    replaced: list[str] = []
+
+    class OtherRun(Ticker):
+        """A local clock that stands still but for the waits: rule Q2 waits once, surely."""
+
+        def __init__(self) -> None:
+            self.skipped = 0.0
+            super().__init__(lambda: self.skipped, self._skip)
+
+        def _skip(self, seconds: float) -> None:
+            self.skipped += seconds
+            if replaced:
+                return
+            (draft,) = [r for r in world.releases() if r.draft]
+            (sums,) = [a for a in draft.get_assets() if a.name == SUMS_ASSET]
+            sums.delete_asset()
+            data = b"another run's SHA256SUMS\n"
+            draft.upload_asset_from_memory(io.BytesIO(data), len(data), SUMS_ASSET)
+            replaced.append(SUMS_ASSET)
+
+    with pytest.raises(gh.HostError) as caught:
+        publish(_session(world), _request(world, "v1.0.0"), ticker=OtherRun())
+    assert replaced == [SUMS_ASSET]
+    assert "the draft's assets are not the ones this run uploaded" in str(caught.value)
+    assert [(r.tag_name, r.draft) for r in world.releases()] == [("v1.0.0", True)]

@@ -350,12 +350,17 @@ class Publisher:
                 # A stray (e.g. beta.tag of a run that was not --prerelease) is removed.
                 session.call(f"removing {asset.name} from {req.tag}", asset.delete_asset)
                 outcomes[asset.name] = "removed"
-        if not _assets_hold(session, present, assets):
-            raise HostError(f"{req.tag}: the draft's assets do not match after upload; re-run")
         if not clock.wait_past(seq):  # Rule Q2
             self.warnings.append(
                 f"sequence {seq} is ahead of the host's clock (an earlier --seq?): if this "
                 "release is deleted, a later one could get a sequence devices already installed"
+            )
+        # Listed again and checked last, just before publishing: another run for this tag
+        # (a CI job started twice) may have replaced assets of the draft meanwhile.
+        if not _assets_hold(session, session.assets(draft), assets):
+            raise HostError(
+                f"{req.tag}: the draft's assets are not the ones this run uploaded (another "
+                f"publish of {req.tag} running at the same time?); nothing was published: re-run"
             )
         released = session.call(
             f"publishing {req.tag}",
