@@ -457,3 +457,17 @@ def test_odd_numbers_and_strings_are_refused_by_name_not_a_server_error(host, re
     gql = json.dumps({"query": '{repository(owner:"acme",name:"\\ud800"){id}}'}).encode()
     status, body = ask(host, "POST", "/api/graphql", gql, **auth)
     assert status == 400 and b"lone surrogate" in body, body
+
+
+@pytest.mark.parametrize(
+    "tag", ["a/.b", "a.lock/b", "v1.lock", ".v1", "v1.", "v1..2", "-v1", "untagged-x", "v 1"]
+)
+def test_tags_git_refuses_are_refused(repo, tag):
+    with pytest.raises(GithubException) as caught:
+        repo.create_git_release(tag, "x", "")
+    assert caught.value.status == 422
+
+
+def test_tags_git_takes_are_taken(repo):
+    for tag in ("v1.0.0", "release/v1.0.0", "v1.0.0-beta.1+build.7", "a.b/c_d"):
+        assert repo.create_git_release(tag, "x", "").tag_name == tag

@@ -51,8 +51,10 @@ def check_tag_name(tag: object) -> str:
         len(tag) > MAX_TAG_NAME
         or not _TAG.match(tag)
         or ".." in tag
-        or tag.startswith(("-", "."))
-        or tag.endswith((".", ".lock"))
+        or tag.startswith("-")
+        # git check-ref-format: no component starts with "." or ends with ".lock"
+        or any(part.startswith(".") or part.endswith(".lock") for part in tag.split("/"))
+        or tag.endswith(".")
         or tag.startswith("untagged-")
     )
     if bad:
