@@ -444,3 +444,18 @@ def test_a_refusal_with_unread_input_ends_in_a_close_not_a_reset(
         while data := s.recv(65536):  # a reset raises ConnectionResetError here
             chunks.append(data)
     assert b"".join(chunks).startswith(b"HTTP/1.1 ")
+
+
+@pytest.mark.parametrize("target", ["http://{host}?x=1", "HTTP://{host}/", "http://{host}"])
+def test_an_absolute_form_target_for_the_portal_gets_the_form(
+    portal: SetupSim,  # noqa: F811
+    target: str,
+) -> None:
+    """RFC 9112 3.2.2: the authority of an absolute-form target is the host, whatever
+    follows it (a query without a path) and however the scheme is written."""
+    base = urllib.parse.urlsplit(portal.url)
+    request = f"GET {target.format(host=base.netloc)} HTTP/1.1\r\nHost: {base.netloc}\r\n\r\n"
+    with socket.create_connection((base.hostname, base.port), timeout=30) as s:
+        s.sendall(request.encode())
+        answer = read_all(s)
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"Set up LCM-B3C4D5" in answer, answer[:300]

@@ -110,10 +110,14 @@ def _request_line(buf, start, stop):
     if method not in _METHODS:
         raise RequestError(405, "method " + repr(method[:16]) + " not allowed")
     authority = None
-    if target.startswith("http://"):  # absolute form: its authority is the host (RFC 9112 3.2.2)
-        slash = target.find("/", 7)
-        authority = (target[7:slash] if slash >= 0 else target[7:]).lower()
-        target = target[slash:] if slash >= 0 else "/"
+    if target[:7].lower() == "http://":  # absolute form: its authority is the host (RFC 9112 3.2.2)
+        end = 7
+        while end < len(target) and target[end] not in "/?":
+            end += 1
+        authority = target[7:end].lower()
+        target = target[end:]
+        if not target.startswith("/"):
+            target = "/" + target  # "http://host?x" asks for "/?x"
     if not target.startswith("/"):
         raise RequestError(400, "request target must start with '/'")
     q = target.find("?")
