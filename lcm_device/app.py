@@ -54,15 +54,18 @@ def request_update():
     starts, the check having run just before), the check timer resets into the next one
     when the minute is up, and the app runs on meanwhile (the seconds until then are
     returned). A check the timer had planned sooner stays sooner."""
-    from lcm_device import checktimer as ct
     from lcm_device.compat import uptime_s
 
+    try:
+        from lcm_device import checktimer as ct
+    except ImportError:  # damaged: the manager's check repairs it, so reset into it now
+        ct = None
     now = uptime_s()
-    if ct.checked_at is not None and now < ct.checked_at + _REQUEST_FLOOR_S:
+    if ct is not None and ct.checked_at is not None and now < ct.checked_at + _REQUEST_FLOOR_S:
         at = ct.checked_at + _REQUEST_FLOOR_S
         ct.next_s = min(ct.next_s, at)
         ct.work_at = min(ct.work_at, at)
-        wait = ct.next_s - now
+        wait = max(0, ct.next_s - now)
         _log("app: update check requested: in %d s (one a minute at most)" % wait)
         return wait
     hal = _hal()

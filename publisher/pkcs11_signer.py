@@ -40,9 +40,10 @@ OBJECT_ATTRIBUTES = ("object", "id", "type")
 
 def _refuse_pin(name: str, uri: str) -> None:
     if name in ("pin-value", "pin-source"):
+        # The URI is not repeated: the error would put the PIN in the logs it warns about.
         raise SigningKeyError(
-            f"{uri}: a PIN never goes in the key's name (it would show in the "
-            f"shell history and the logs); set {PIN_ENV} or let lcm prompt"
+            f"a pkcs11: URI with {name}: a PIN never goes in the key's name (it would "
+            f"show in the shell history and the logs); set {PIN_ENV} or let lcm prompt"
         )
 
 

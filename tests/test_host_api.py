@@ -471,3 +471,11 @@ def test_tags_git_refuses_are_refused(repo, tag):
 def test_tags_git_takes_are_taken(repo):
     for tag in ("v1.0.0", "release/v1.0.0", "v1.0.0-beta.1+build.7", "a.b/c_d"):
         assert repo.create_git_release(tag, "x", "").tag_name == tag
+
+
+def test_a_json_body_nested_near_the_parsers_limit_is_refused_not_a_server_error(host):
+    auth = {"Authorization": "token " + TEST_TOKEN}
+    for depth in (990, 992, 994, 1200):
+        body = b"{" + b'"a":[' * depth + b"]" * depth + b"}"
+        status, answer = ask(host, "POST", f"/api/v3/repos/{TEST_REPO}/releases", body, **auth)
+        assert status in (400, 422), (depth, status, answer[:200])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import io
+import json
 import os
 import random
 import shutil
@@ -99,6 +100,9 @@ def test_a_file_lost_from_outside_answers_404_and_is_named(tmp_path: Path) -> No
     store.asset_path(asset).unlink()  # a damaged disk, a careless operator
     stray = store.assets_dir / "99999.bin"
     stray.write_bytes(b"left by a crash")
+    (store.assets_dir / "someone's folder").mkdir()  # not ours: left alone
+    meta = json.loads((data / "meta.json").read_text())
+    assert "generation" not in meta["assets"][0]  # never replaced: what older hosts read
     proc, port = lcm_host(data)
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -115,5 +119,6 @@ def test_a_file_lost_from_outside_answers_404_and_is_named(tmp_path: Path) -> No
         proc.send_signal(signal.SIGINT)
         _out, errors = proc.communicate(timeout=30)
     assert not stray.exists()  # no record names it: removed at start-up
+    assert (store.assets_dir / "someone's folder").is_dir()
     assert f"asset {asset.id} (pack.lcm of {TEST_REPO} v1.0.0) has no file" in errors
     assert "answered 404" in errors

@@ -18,6 +18,7 @@ import ssl
 import time
 from pathlib import Path
 
+import pytest
 import trustme
 
 from publisher.host.limits import ConnectionLimits
@@ -171,3 +172,53 @@ def test_a_tls_client_that_never_finishes_its_handshake_is_cut(tmp_path: Path):
         conn.request("GET", "/api/v3/")
         assert conn.getresponse().status == 200
         conn.close()
+
+
+def test_failed_tls_handshakes_are_not_counted_against_their_address(tmp_path: Path):
+    """A client that fails its handshake (it does not trust the certificate, or speaks
+    plain HTTP to the TLS port) leaves nothing counted: the address's later clients are
+    served (the count used to grow by one per failure, until the address was refused)."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_pem, key_pem = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_pem))
+    cert.private_key_pem.write_to_path(str(key_pem))
+    with running_host(tmp_path, tls=(cert_pem, key_pem), limits=ConnectionLimits(per_ip=2)) as host:
+        for _ in range(3):
+            with connect(host.port) as plain:
+                plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                closed_after(plain)
+            untrusting = ssl.create_default_context()  # not the test CA
+            with pytest.raises(ssl.SSLError), connect(host.port) as raw:
+                untrusting.wrap_socket(raw, server_hostname="127.0.0.1")
+        time.sleep(0.3)
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        conn = http.client.HTTPSConnection("127.0.0.1", host.port, timeout=NEVER_S, context=context)
+        conn.request("GET", "/api/v3/")
+        assert conn.getresponse().status == 200
+        conn.close()
+
+
+def test_a_pipelined_requests_slow_body_is_read_past_the_header_deadline(tmp_path):
+    with running_host(tmp_path, limits=SHORT) as host:
+        sock = connect(host.port)
+        body = b'{"query": "query { viewer { login } }"}'
+        # A GET and the POST's headers in one segment: the POST's line and headers are
+        # read with the GET's, so its body must not inherit a header deadline.
+        sock.sendall(
+            b"GET /api/v3/ HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /api/graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        for i in range(0, len(body), 4):  # 2.5 s in all, never a second idle
+            time.sleep(0.25)
+            sock.sendall(body[i : i + 4])
+        sock.settimeout(NEVER_S)
+        answers = b""
+        while answers.count(b"HTTP/1.1 ") < 2:
+            data = sock.recv(65536)
+            assert data, answers
+            answers += data
+        assert answers.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 401 " in answers
+        sock.close()

@@ -34,6 +34,7 @@ from cert_sector.assets import (
     CHAIN_ASSET,
     MANIFEST_ASSET,
     PACK_ASSET,
+    ROLLOUT_ASSET,
     SECTOR_ASSET,
     SUMS_ASSET,
 )
@@ -1051,5 +1052,27 @@ def test_another_run_replacing_the_drafts_assets_stops_the_publish(world):
     with pytest.raises(gh.HostError) as caught:
         publish(_session(world), _request(world, "v1.0.0"), ticker=OtherRun())
     assert replaced == [SUMS_ASSET]
+    assert "the draft's assets are not the ones this run uploaded" in str(caught.value)
+    assert [(r.tag_name, r.draft) for r in world.releases()] == [("v1.0.0", True)]
+
+
+def test_an_asset_another_run_added_to_the_draft_stops_the_publish(world):
+    """The other run's extra asset (a rollout.lcm signed for its own sequence) would be
+    published with this run's manifest, which devices refuse (rule R4)."""
+
+    class OtherRun(Ticker):
+        def __init__(self) -> None:
+            self.skipped = 0.0
+            super().__init__(lambda: self.skipped, self._skip)
+
+        def _skip(self, seconds: float) -> None:
+            self.skipped += seconds
+            (draft,) = [r for r in world.releases() if r.draft]
+            if all(a.name != ROLLOUT_ASSET for a in draft.get_assets()):
+                data = b"another run's roll-out"
+                draft.upload_asset_from_memory(io.BytesIO(data), len(data), ROLLOUT_ASSET)
+
+    with pytest.raises(gh.HostError) as caught:
+        publish(_session(world), _request(world, "v1.0.0"), ticker=OtherRun())
     assert "the draft's assets are not the ones this run uploaded" in str(caught.value)
     assert [(r.tag_name, r.draft) for r in world.releases()] == [("v1.0.0", True)]

@@ -133,6 +133,7 @@ def test_pkcs11_failures_are_named(hsm, tmp_path):
         res = lcm("keys", "show", with_pin, env=hsm.env, code=1)
         assert "PIN never goes in the key's name" in res.output
         assert "LCM_PKCS11_PIN" in " ".join(res.output.split())
+        assert "1234" not in res.output  # the error does not repeat the PIN it refuses
     no_module = {**hsm.env, "LCM_PKCS11_MODULE": None}
     assert "LCM_PKCS11_MODULE" in lcm("keys", "show", uri, env=no_module, code=1).output
     no_pin = {**hsm.env, "LCM_PKCS11_PIN": None}

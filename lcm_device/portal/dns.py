@@ -86,7 +86,7 @@ class DnsServer:
         """Answer one waiting packet, if any; never raises for what a client sent."""
         try:
             query, addr = self.sock.recvfrom(_MAX_PACKET + 1)
-        except OSError:
+        except (OSError, MemoryError):  # MemoryError: served mid-page, the heap at its fullest
             return
         n = answer(query, len(query), self.out, self.ip)
         if n:

@@ -132,14 +132,15 @@ class Conn:
             else:
                 self._wait(select.POLLOUT)
 
-    def drain(self, buf):
+    def drain(self, buf, wait_ms):
         """Read and drop what the client sent that was not read (a refused body, what
-        followed the request), for a moment: closing with unread input makes TCP reset the
-        connection, which can destroy the answer before the client has read it."""
+        followed the request), waiting `wait_ms` for more: closing with unread input makes
+        TCP reset the connection, which can destroy the answer before the client has read
+        it. A served request waits for nothing (0: only what has arrived)."""
         mv = memoryview(buf)
         self.poller.modify(self.sock, select.POLLIN)
         for _ in range(_DRAIN_READS):
-            if not self._ready(_DRAIN_WAIT_MS):
+            if not self._ready(wait_ms):
                 return
             try:
                 if not self._recv(mv):
@@ -213,12 +214,14 @@ class HttpServer:
             return
         conn = Conn(sock, self.beside)
         out = Out(conn, self.outbuf)
+        refused = True  # until a request was read whole: its rest may still be coming
         try:
             try:
                 req = read_request(conn, self.inbuf)
             except RequestError as e:
                 out.text(e.status, e.message)
             else:
+                refused = False
                 out.body = req.method != "HEAD"
                 route(req, out)
             out.flush()
@@ -227,7 +230,7 @@ class HttpServer:
         except Exception as e:  # a bug or MemoryError must not end setup mode
             log("portal: request failed: " + repr(e))
         finally:
-            conn.drain(self.inbuf)
+            conn.drain(self.inbuf, _DRAIN_WAIT_MS if refused else 0)
             conn.close()
 
     def close(self):

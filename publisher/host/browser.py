@@ -13,10 +13,12 @@ None of these count against the API rate limit. A draft is only reachable as
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import html
 import logging
 import re
+from typing import BinaryIO
 from urllib.parse import quote
 
 from publisher.host.errors import ApiError, not_found
@@ -31,7 +33,7 @@ from publisher.host.exchange import (
     redirect,
 )
 from publisher.host.state import HostState
-from publisher.host.store import Asset, Release, Repo
+from publisher.host.store import Asset, Release, Repo, Store
 from publisher.host.urlsign import OBJECTS_PREFIX
 
 log = logging.getLogger("lcm.host")
@@ -135,15 +137,36 @@ def handle_object(state: HostState, req: Request) -> Response:
         raise not_found()
     state.signer.check(asset_id, req.query.get("expires"), req.query.get("sig"))
     store = state.store
-    asset = store.read(lambda: store.assets.get(asset_id))
+    asset, opened = store.read(lambda: _open_asset(store, asset_id))
+    try:
+        response = _object_response(store, req, asset, opened)
+    except BaseException:
+        opened.close()
+        raise
+    body = response.body
+    if response.head_only or not isinstance(body, FileBody) or body.file is not opened:
+        opened.close()  # else the handler closes it once the bytes are sent
+    return response
+
+
+def _open_asset(store: Store, asset_id: int) -> tuple[Asset, BinaryIO]:
+    """A copy of the asset's record and its file opened, under the store's lock: a replace
+    or delete that comes next unlinks the file, which an open file keeps readable."""
+    asset = store.assets.get(asset_id)
     if asset is None or asset.state != "uploaded" or asset.sha256 is None:
         raise not_found()
     path = store.asset_path(asset)
-    if not path.is_file():
+    try:
+        return dataclasses.replace(asset), open(path, "rb")  # closed by the caller
+    except OSError:
         # The data folder damaged from outside (the store never leaves a record without
         # its file): a 404, never a 200 whose bytes do not come.
         log.error("asset %s (%s) has no file %s: answered 404", asset.id, asset.name, path)
-        raise not_found()
+        raise not_found() from None
+
+
+def _object_response(store: Store, req: Request, asset: Asset, opened: BinaryIO) -> Response:
+    path = store.asset_path(asset)
     etag = f'"{asset.sha256}"'
     headers = {
         "Content-Type": "application/octet-stream",
@@ -170,11 +193,11 @@ def handle_object(state: HostState, req: Request) -> Response:
         if span is not None:
             start, end = span
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-            body = FileBody(path, start, end - start + 1)
+            body = FileBody(path, start, end - start + 1, opened)
             return Response(206, headers, body, head_only=head_only)
     if not head_only:
-        store.count_download(asset)
-    return Response(200, headers, FileBody(path, 0, size), head_only=head_only)
+        store.count_download(asset.id)
+    return Response(200, headers, FileBody(path, 0, size, opened), head_only=head_only)
 
 
 class RangeNotSatisfiable(Exception):

@@ -30,6 +30,8 @@ def check_unicode(value: Any, what: str) -> None:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise ApiError(400, f"Problems parsing {what}: a string holds a lone surrogate") from None
+    except RecursionError:  # one level deeper than json.loads went
+        raise ApiError(400, f"Problems parsing {what}: nested too deep") from None
 
 
 @dataclass
@@ -101,11 +103,14 @@ class Request:
 
 @dataclass
 class FileBody:
-    """`length` bytes of `path` from `start`: an asset download, streamed by the handler."""
+    """`length` bytes of `path` from `start`: an asset download, streamed by the handler
+    (from `file` when given: opened where the record was read, so the bytes are the ones
+    it describes even if the asset is replaced or deleted meanwhile; the handler closes it)."""
 
     path: Path
     start: int
     length: int
+    file: BinaryIO | None = None
 
 
 @dataclass

@@ -105,13 +105,19 @@ class HostHandler(BaseHTTPRequestHandler):
         )
         self.deadline = math.inf
         self.awaiting_request = False
-        if self.host.tls_context is not None:
-            # The handshake runs here, in this connection's thread, so a slow or
-            # broken client cannot hold up accept(); `ssl` holds it to one deadline.
-            self.request.settimeout(self.limits.header_s)
-            self.request = self.host.tls_context.wrap_socket(self.request, server_side=True)
-            self.host._track_socket(self.connection_id, self.request)
-        super().setup()
+        try:
+            if self.host.tls_context is not None:
+                # The handshake runs here, in this connection's thread, so a slow or
+                # broken client cannot hold up accept(); `ssl` holds it to one deadline.
+                self.request.settimeout(self.limits.header_s)
+                self.request = self.host.tls_context.wrap_socket(self.request, server_side=True)
+                self.host._track_socket(self.connection_id, self.request)
+            super().setup()
+        except BaseException:
+            # finish() runs only after a setup that returned: a failed handshake must not
+            # stay counted against its address.
+            self.host._forget_connection(self.connection_id)
+            raise
         self.connection.settimeout(self.limits.idle_s)  # a write stalls this long at most
         self.rfile.close()  # http.server's own reader: ours keeps the deadlines
         self.rfile = io.BufferedReader(DeadlineReader(self))
@@ -177,7 +183,11 @@ class HostHandler(BaseHTTPRequestHandler):
     def parse_request(self) -> bool:
         if not super().parse_request():
             return False
-        self.deadline = math.inf  # headers read: a body read may stall idle_s at a time
+        # Headers read: a body read (or a write) may stall idle_s at a time. The request
+        # is under way even when its bytes came in an earlier read (pipelined).
+        self.deadline = math.inf
+        self.awaiting_request = False
+        self.connection.settimeout(self.limits.idle_s)
         if self.request_version == "HTTP/0.9":
             # An HTTP/0.9 answer has no status line or headers: nothing to tell
             # the client what went wrong. Only HTTP/1.x is served.
@@ -274,6 +284,9 @@ class HostHandler(BaseHTTPRequestHandler):
                 self.linger()
         except OSError:
             self.close_connection = True
+        finally:
+            if isinstance(response.body, FileBody) and response.body.file is not None:
+                response.body.file.close()  # not sent (HEAD, a drop, a client gone): closed
         record.bytes_sent = self.wfile.count - start
 
     def drain(self, req: Request) -> None:
@@ -332,7 +345,7 @@ class HostHandler(BaseHTTPRequestHandler):
         in small chunks with chunked framing."""
         limit = body.length if cut is None else cut
         piece = CHUNKED_PIECE if chunked else SEND_CHUNK
-        with open(body.path, "rb") as f:
+        with body.file or open(body.path, "rb") as f:
             f.seek(body.start)
             sent = 0
             while sent < limit:

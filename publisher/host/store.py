@@ -127,7 +127,7 @@ class Store:
         between new bytes and their save), and log uploaded assets without their file."""
         named = {self.asset_path(a) for a in self.assets.values() if a.state == "uploaded"}
         for path in self.assets_dir.iterdir():
-            if path not in named:
+            if path not in named and path.is_file():  # a folder put there is not ours
                 path.unlink(missing_ok=True)
         for asset in self.assets.values():
             if asset.state == "uploaded" and not self.asset_path(asset).exists():
@@ -169,7 +169,7 @@ class Store:
             "next_id": self.next_id,
             "repos": [dataclasses.asdict(r) for r in self.repos.values()],
             "releases": [dataclasses.asdict(r) for r in self.releases.values()],
-            "assets": [dataclasses.asdict(a) for a in self.assets.values()],
+            "assets": [_asset_record(a) for a in self.assets.values()],
         }
         write_atomic(self.root / META_FILE, json.dumps(meta, indent=1).encode())
 
@@ -196,8 +196,12 @@ class Store:
                 raise ApiError(500, f"cannot save host metadata: {exc.strerror or exc}") from None
             dropped, self._unlink_after_save = self._unlink_after_save, []
             for path in dropped:
-                # An open download keeps reading the unlinked file; new ones get 404.
-                path.unlink(missing_ok=True)
+                # An open download keeps reading the unlinked file; new ones get 404. The
+                # change is saved: a file that cannot go now goes at the next start-up.
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError as exc:
+                    log.warning("cannot remove %s now (%s): at the next start", path, exc)
             return result
 
     def read(self, func: Callable[[], T]) -> T:
@@ -438,7 +442,7 @@ class Store:
                 # Deleted (or its release was) while the bytes were arriving.
                 tmp_file.unlink(missing_ok=True)
                 raise not_found()
-            os.replace(tmp_file, self.asset_path(asset))
+            _place(tmp_file, self.asset_path(asset))
             asset.state = "uploaded"
             asset.size = size
             asset.sha256 = sha256
@@ -458,7 +462,7 @@ class Store:
                 raise not_found()
             # The new bytes in a file of their own; the old one goes once this is saved.
             old = self.asset_path(asset)
-            os.replace(
+            _place(
                 tmp_file,
                 self.asset_path(dataclasses.replace(asset, generation=asset.generation + 1)),
             )
@@ -495,11 +499,34 @@ class Store:
         del self.assets[asset.id]
         self._unlink_after_save.append(self.asset_path(asset))  # once the records are saved
 
-    def count_download(self, asset: Asset) -> None:
+    def count_download(self, asset_id: int) -> None:
         # Kept in memory and saved with the next change: a device's Range
         # reads must not each rewrite the metadata file.
         with self._lock:
-            asset.download_count += 1
+            asset = self.assets.get(asset_id)
+            if asset is not None:
+                asset.download_count += 1
 
     def new_upload_file(self) -> Path:
         return self.tmp_dir / f"upload-{secrets.token_hex(8)}"
+
+
+def _asset_record(asset: Asset) -> dict[str, Any]:
+    record = dataclasses.asdict(asset)
+    if not record["generation"]:
+        del record["generation"]  # what an earlier lcm host reads too
+    return record
+
+
+def _place(tmp_file: Path, path: Path) -> None:
+    """Move a complete file into place durably: its bytes on disk before the rename,
+    the rename on disk before the records that name it are saved (a power cut between
+    would otherwise leave a record naming an empty or missing file)."""
+    with open(tmp_file, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp_file, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

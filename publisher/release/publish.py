@@ -231,7 +231,10 @@ def _highest(known: list[KnownRelease]) -> KnownRelease | None:
 
 
 def _assets_hold(session: Session, assets: list[GitReleaseAsset], wanted: dict[str, bytes]) -> bool:
+    """Whether `assets` are exactly `wanted`: those names (no other), those bytes."""
     present = {a.name: a for a in assets}
+    if present.keys() != wanted.keys():
+        return False
     for name, data in wanted.items():
         asset = present.get(name)
         if asset is None or not asset_matches(asset, data, fetcher(session, asset, len(data))):

@@ -25,6 +25,7 @@ as a VerifyError naming the asset:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -218,6 +219,7 @@ class Verifier:
         chain: bool = False,
         known: list[bytes] | None = None,
         ranges: bool = False,
+        stale_pointers: bool = False,
     ) -> None:
         self.web_url = web_url.rstrip("/")
         self.repo = repo
@@ -227,6 +229,9 @@ class Verifier:
         self.chain = chain  # also verify the release's certs.chain (a mirror serves it)
         self.known = known  # the chain's members served before (rule C5)
         self.ranges = ranges  # also check that the host serves the pack by byte ranges
+        # An older full release's stale beta.tag is a note, not a failure (`release verify
+        # --tag`); a mirror, which serves the pointer, never takes one that fails.
+        self.stale_pointers = stale_pointers
         self.pack_head = b""
         self.browser = Browser(tls_anchors(trust), ca_file)
 
@@ -481,7 +486,12 @@ class Verifier:
             except VerifyError as exc:
                 # Devices read beta.tag of the latest full release only: an older release's
                 # stale pointer (its target deleted or yanked since) is for information.
-                if asked is None or m.channel != "stable" or self.resolve(None, "stable") == tag:
+                latest = None
+                if self.stale_pointers and asked is not None and m.channel == "stable":
+                    # Which is latest cannot be told: the pointer's error stands.
+                    with contextlib.suppress(VerifyError):
+                        latest = self.resolve(None, "stable")
+                if latest is None or latest == tag:
                     raise
                 pointer = None
                 notes.append(f"{exc}: devices read it only from the latest full release")
@@ -538,5 +548,5 @@ def verify_release(
         raise VerifyError("--channel", f"must be stable or beta, not {channel!r}")
     if not web_url.startswith(("http://", "https://")):
         raise VerifyError("--web-url", f"must be an http(s) URL, got {web_url!r}")
-    verifier = Verifier(web_url, repo, trust, now, ca_file, board, ranges=True)
+    verifier = Verifier(web_url, repo, trust, now, ca_file, board, ranges=True, stale_pointers=True)
     return verifier.run(tag, channel, installed_seq)

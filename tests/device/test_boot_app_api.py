@@ -169,3 +169,27 @@ def test_an_app_that_asks_for_a_check_as_it_starts_runs_and_is_checked_once_a_mi
     assert "app: update check requested\nlcm-hal: reset" in late, out
     assert "APP ran on" not in late.split("--- boot", 1)[0], out
     assert "app: v1.0.0 is installed, nothing new" in late, out  # the manager checked
+
+
+def test_a_request_without_the_check_timer_resets_into_the_manager(
+    tmp_path: Path, mpy: Any, host: Any
+) -> None:
+    """With lcm_device.checktimer gone from the slot (damaged), the app still gets its
+    check: the request resets into the manager at once (no ImportError in the app)."""
+    repo = Repo(host)
+    files = app_files("1.0.0", n=2)
+    files["main.py"] = REQUESTS_UPDATE.encode()
+    repo.publish("1.0.0", files)
+    state = new_device(tmp_path, mpy, host, repo)
+    assert run(state, mpy).state["app_tag"] == "v1.0.0"
+    for timer in (state / "lcm" / "m0" / "lcm_device").glob("checktimer.*"):
+        timer.unlink()
+    (state / "lcm" / "app0" / "please-check").touch()
+
+    status = run(state, mpy, max_boots=2)
+
+    out = text(status)
+    assert "main.py: no check timer: ImportError" in out  # the damage, as /main.py says it
+    assert "Traceback" not in out, out  # the app's call raised nothing
+    assert "app: update check requested\nlcm-hal: reset" in out, out
+    assert status.exits[0] == 75, (status.exits, out)
