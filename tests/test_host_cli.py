@@ -254,3 +254,25 @@ def test_mirror_pins_are_a_sector_or_root_keys(tmp_path):
          "--mirror", f"acme/widget={tmp_path / 'missing.pub'}"],
     )  # fmt: skip
     assert result.exit_code == 1 and "missing.pub" in result.output
+
+
+def test_a_second_host_on_the_same_data_folder_is_refused(tmp_path):
+    first = lcm_host(tmp_path, "--port", "0", "--data", "store", "--repo", "acme/widget")
+    try:
+        assert first.stdout is not None
+        assert "lcm host serving store" in first.stdout.readline()
+        second = runner.invoke(app, ["host", "--port", "0", "--data", str(tmp_path / "store")])
+        assert second.exit_code == 1
+        assert "another lcm host is serving" in second.output
+        assert "one host per data folder" in " ".join(second.output.split())
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+    # Once the first has stopped, the folder is free.
+    again = lcm_host(tmp_path, "--port", "0", "--data", "store")
+    try:
+        assert again.stdout is not None
+        assert "lcm host serving store" in again.stdout.readline()
+    finally:
+        again.send_signal(signal.SIGINT)
+        again.communicate(timeout=60)

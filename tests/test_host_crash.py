@@ -50,6 +50,7 @@ def consistent(data: Path) -> tuple[int, int]:
     """The store as a host starting on `data` sees it: (releases, uploaded assets), each
     uploaded asset's file holding the bytes its record describes."""
     store = Store(data)
+    store.close()  # read only: the folder stays free for a host
     uploaded = [a for a in store.assets.values() if a.state == "uploaded"]
     for asset in uploaded:
         body = store.asset_path(asset).read_bytes()
@@ -96,6 +97,7 @@ def test_a_file_lost_from_outside_answers_404_and_is_named(tmp_path: Path) -> No
         rel = github_client(host).get_repo(TEST_REPO).create_git_release("v1.0.0", "v1", "")
         rel.upload_asset_from_memory(io.BytesIO(b"bytes"), 5, "pack.lcm")
     store = Store(data)
+    store.close()
     (asset,) = store.assets.values()
     store.asset_path(asset).unlink()  # a damaged disk, a careless operator
     stray = store.assets_dir / "99999.bin"

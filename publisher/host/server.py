@@ -190,6 +190,7 @@ class HostServer:
             self._thread.join()
             self._thread = None
         self._httpd.server_close()
+        self.state.store.close()
         with self._lock:
             sockets = list(self._open.values())
         for sock in sockets:

@@ -2,6 +2,7 @@
 
 Layout of the data folder:
 
+  lock              held (flock) by the one host serving the folder
   meta.json         every repo, release and asset record; rewritten atomically
                     (temp file + fsync + rename) after each change
   assets/ID.bin     the bytes of asset ID, moved into place once complete
@@ -26,6 +27,7 @@ has to be deleted before the name can be used again, exactly like GitHub.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import logging
 import os
@@ -43,6 +45,7 @@ from publisher.host.errors import ApiError, HostError, not_found, validation_fai
 log = logging.getLogger("lcm.host")
 
 META_FILE = "meta.json"
+LOCK_FILE = "lock"  # held (flock) by the host serving the folder
 META_FORMAT = 1
 FIRST_ID = 1000
 
@@ -111,8 +114,18 @@ class Store:
         try:
             self.assets_dir.mkdir(parents=True, exist_ok=True)
             self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            self._lock_file = open(self.root / LOCK_FILE, "a+")  # noqa: SIM115 (close())
         except OSError as exc:
             raise HostError(f"cannot use data folder {self.root}: {exc.strerror}") from None
+        try:
+            # One host per folder: a second one would overwrite the first's records and
+            # sweep away the files it is placing.
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock_file.close()
+            raise HostError(
+                f"another lcm host is serving {self.root} (one host per data folder)"
+            ) from None
         for leftover in self.tmp_dir.iterdir():
             # Uploads cut by a restart: their assets stay "starter", as on GitHub.
             leftover.unlink(missing_ok=True)
@@ -141,6 +154,10 @@ class Store:
                     rel.tag_name if rel else "?",
                     self.assets_dir,
                 )
+
+    def close(self) -> None:
+        """Let another host serve the folder (the lock goes with the process anyway)."""
+        self._lock_file.close()
 
     # -- persistence ---------------------------------------------------------
 
