@@ -71,6 +71,41 @@ def served(port: int, source: str = "127.0.0.1") -> int:
         conn.close()
 
 
+POST_BODY = b'{"query": "query { viewer { login } }"}'
+POST_HEAD = (
+    b"POST /api/graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n" % len(POST_BODY)
+)
+
+
+def send_slowly(sock: socket.socket, body: bytes) -> None:
+    """`body` in pieces of 4 bytes, 0.25 s apart: 2.5 s in all, never a second idle."""
+    for i in range(0, len(body), 4):
+        time.sleep(0.25)
+        sock.sendall(body[i : i + 4])
+
+
+def tls_files(tmp_path: Path) -> tuple[trustme.CA, tuple[Path, Path]]:
+    """A CA and the host's certificate chain and key, signed by it, for 127.0.0.1."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert_pem, key_pem = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_pem))
+    cert.private_key_pem.write_to_path(str(key_pem))
+    return ca, (cert_pem, key_pem)
+
+
+def trusted_get(host, ca: trustme.CA) -> int:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    conn = http.client.HTTPSConnection("127.0.0.1", host.port, timeout=NEVER_S, context=context)
+    try:
+        conn.request("GET", "/api/v3/")
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
 def test_a_request_trickled_a_byte_at_a_time_is_cut_at_the_header_deadline(tmp_path):
     with running_host(tmp_path, limits=SHORT) as host:
         sock = connect(host.port)
@@ -108,15 +143,9 @@ def test_a_kept_alive_connection_gets_the_idle_time_again_after_each_answer(tmp_
 def test_a_slow_body_is_read_to_its_end_past_the_header_deadline(tmp_path):
     with running_host(tmp_path, limits=SHORT) as host:
         sock = connect(host.port)
-        body = b'{"query": "query { viewer { login } }"}'
-        sock.sendall(
-            b"POST /api/graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body)
-        )
+        sock.sendall(POST_HEAD)
         start = time.monotonic()
-        for i in range(0, len(body), 4):  # 10 pieces, 0.25 s apart: 2.5 s, never 1 s idle
-            time.sleep(0.25)
-            sock.sendall(body[i : i + 4])
+        send_slowly(sock, POST_BODY)
         answer = sock.recv(4096)
         assert time.monotonic() - start > SHORT.header_s
         assert answer.startswith(b"HTTP/1.1 401 ")  # answered (no token), not cut
@@ -154,36 +183,23 @@ def test_an_address_over_its_connections_is_answered_503_and_others_are_served(t
 
 
 def test_a_tls_client_that_never_finishes_its_handshake_is_cut(tmp_path: Path):
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert_pem, key_pem = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_pem))
-    cert.private_key_pem.write_to_path(str(key_pem))
+    ca, tls = tls_files(tmp_path)
     limits = ConnectionLimits(idle_s=30.0, header_s=1.0)
-    with running_host(tmp_path, tls=(cert_pem, key_pem), limits=limits) as host:
+    with running_host(tmp_path, tls=tls, limits=limits) as host:
         silent = connect(host.port)
         # A ClientHello's first bytes, then nothing, within the idle time of each read.
         took = closed_after(silent, b"\x16\x03\x01\x02\x00\x01")
         assert took < limits.header_s + 2.0
         silent.close()
-        context = ssl.create_default_context()
-        ca.configure_trust(context)
-        conn = http.client.HTTPSConnection("127.0.0.1", host.port, timeout=NEVER_S, context=context)
-        conn.request("GET", "/api/v3/")
-        assert conn.getresponse().status == 200
-        conn.close()
+        assert trusted_get(host, ca) == 200
 
 
 def test_failed_tls_handshakes_are_not_counted_against_their_address(tmp_path: Path):
     """A client that fails its handshake (it does not trust the certificate, or speaks
     plain HTTP to the TLS port) leaves nothing counted: the address's later clients are
     served (the count used to grow by one per failure, until the address was refused)."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    cert_pem, key_pem = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_pem))
-    cert.private_key_pem.write_to_path(str(key_pem))
-    with running_host(tmp_path, tls=(cert_pem, key_pem), limits=ConnectionLimits(per_ip=2)) as host:
+    ca, tls = tls_files(tmp_path)
+    with running_host(tmp_path, tls=tls, limits=ConnectionLimits(per_ip=2)) as host:
         for _ in range(3):
             with connect(host.port) as plain:
                 plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -192,28 +208,16 @@ def test_failed_tls_handshakes_are_not_counted_against_their_address(tmp_path: P
             with pytest.raises(ssl.SSLError), connect(host.port) as raw:
                 untrusting.wrap_socket(raw, server_hostname="127.0.0.1")
         time.sleep(0.3)
-        context = ssl.create_default_context()
-        ca.configure_trust(context)
-        conn = http.client.HTTPSConnection("127.0.0.1", host.port, timeout=NEVER_S, context=context)
-        conn.request("GET", "/api/v3/")
-        assert conn.getresponse().status == 200
-        conn.close()
+        assert trusted_get(host, ca) == 200
 
 
 def test_a_pipelined_requests_slow_body_is_read_past_the_header_deadline(tmp_path):
     with running_host(tmp_path, limits=SHORT) as host:
         sock = connect(host.port)
-        body = b'{"query": "query { viewer { login } }"}'
         # A GET and the POST's headers in one segment: the POST's line and headers are
         # read with the GET's, so its body must not inherit a header deadline.
-        sock.sendall(
-            b"GET /api/v3/ HTTP/1.1\r\nHost: x\r\n\r\n"
-            b"POST /api/graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body)
-        )
-        for i in range(0, len(body), 4):  # 2.5 s in all, never a second idle
-            time.sleep(0.25)
-            sock.sendall(body[i : i + 4])
+        sock.sendall(b"GET /api/v3/ HTTP/1.1\r\nHost: x\r\n\r\n" + POST_HEAD)
+        send_slowly(sock, POST_BODY)
         sock.settimeout(NEVER_S)
         answers = b""
         while answers.count(b"HTTP/1.1 ") < 2:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,20 @@ class FastTicker(Ticker):
 
 
 FAST = FastTicker()
+
+
+class WaitingTicker(Ticker):
+    """A local clock that stands still but for the waits (so rule Q2 waits once, surely),
+    running `meanwhile` at each: another run working on the same draft."""
+
+    def __init__(self, meanwhile: Callable[[], None]) -> None:
+        self.skipped = 0.0
+        self.meanwhile = meanwhile
+        super().__init__(lambda: self.skipped, self._skip)
+
+    def _skip(self, seconds: float) -> None:
+        self.skipped += seconds
+        self.meanwhile()
 
 
 @pytest.fixture(autouse=True)
@@ -1031,26 +1046,18 @@ def test_another_run_replacing_the_drafts_assets_stops_the_publish(world):
     before publishing, and nothing is published (it published a mixed release)."""
     replaced: list[str] = []
 
-    class OtherRun(Ticker):
-        """A local clock that stands still but for the waits: rule Q2 waits once, surely."""
-
-        def __init__(self) -> None:
-            self.skipped = 0.0
-            super().__init__(lambda: self.skipped, self._skip)
-
-        def _skip(self, seconds: float) -> None:
-            self.skipped += seconds
-            if replaced:
-                return
-            (draft,) = [r for r in world.releases() if r.draft]
-            (sums,) = [a for a in draft.get_assets() if a.name == SUMS_ASSET]
-            sums.delete_asset()
-            data = b"another run's SHA256SUMS\n"
-            draft.upload_asset_from_memory(io.BytesIO(data), len(data), SUMS_ASSET)
-            replaced.append(SUMS_ASSET)
+    def other_run() -> None:
+        if replaced:
+            return
+        (draft,) = [r for r in world.releases() if r.draft]
+        (sums,) = [a for a in draft.get_assets() if a.name == SUMS_ASSET]
+        sums.delete_asset()
+        data = b"another run's SHA256SUMS\n"
+        draft.upload_asset_from_memory(io.BytesIO(data), len(data), SUMS_ASSET)
+        replaced.append(SUMS_ASSET)
 
     with pytest.raises(gh.HostError) as caught:
-        publish(_session(world), _request(world, "v1.0.0"), ticker=OtherRun())
+        publish(_session(world), _request(world, "v1.0.0"), ticker=WaitingTicker(other_run))
     assert replaced == [SUMS_ASSET]
     assert "the draft's assets are not the ones this run uploaded" in str(caught.value)
     assert [(r.tag_name, r.draft) for r in world.releases()] == [("v1.0.0", True)]
@@ -1060,19 +1067,13 @@ def test_an_asset_another_run_added_to_the_draft_stops_the_publish(world):
     """The other run's extra asset (a rollout.lcm signed for its own sequence) would be
     published with this run's manifest, which devices refuse (rule R4)."""
 
-    class OtherRun(Ticker):
-        def __init__(self) -> None:
-            self.skipped = 0.0
-            super().__init__(lambda: self.skipped, self._skip)
-
-        def _skip(self, seconds: float) -> None:
-            self.skipped += seconds
-            (draft,) = [r for r in world.releases() if r.draft]
-            if all(a.name != ROLLOUT_ASSET for a in draft.get_assets()):
-                data = b"another run's roll-out"
-                draft.upload_asset_from_memory(io.BytesIO(data), len(data), ROLLOUT_ASSET)
+    def other_run() -> None:
+        (draft,) = [r for r in world.releases() if r.draft]
+        if all(a.name != ROLLOUT_ASSET for a in draft.get_assets()):
+            data = b"another run's roll-out"
+            draft.upload_asset_from_memory(io.BytesIO(data), len(data), ROLLOUT_ASSET)
 
     with pytest.raises(gh.HostError) as caught:
-        publish(_session(world), _request(world, "v1.0.0"), ticker=OtherRun())
+        publish(_session(world), _request(world, "v1.0.0"), ticker=WaitingTicker(other_run))
     assert "the draft's assets are not the ones this run uploaded" in str(caught.value)
     assert [(r.tag_name, r.draft) for r in world.releases()] == [("v1.0.0", True)]
