@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import io
@@ -479,3 +480,21 @@ def test_a_json_body_nested_near_the_parsers_limit_is_refused_not_a_server_error
         body = b"{" + b'"a":[' * depth + b"]" * depth + b"}"
         status, answer = ask(host, "POST", f"/api/v3/repos/{TEST_REPO}/releases", body, **auth)
         assert status in (400, 422), (depth, status, answer[:200])
+
+
+def test_the_token_as_a_basic_password_is_accepted_as_on_github(host):
+    """`curl -u USER:TOKEN` and git's credential helpers send Basic; GitHub takes the token
+    as the password whatever the user name."""
+
+    def basic(user_and_password: bytes) -> str:
+        return "Basic " + base64.b64encode(user_and_password).decode()
+
+    for authorization, status in [
+        (basic(b"anyone:" + TEST_TOKEN.encode()), 200),
+        (basic(b":" + TEST_TOKEN.encode()), 200),
+        (basic(b"anyone:wrong"), 401),
+        (basic(TEST_TOKEN.encode()), 401),  # no colon: no password
+        ("Basic !!!not-base64", 401),
+        (basic(b"anyone:\xff\xfe"), 401),
+    ]:
+        assert ask(host, "GET", "/api/v3/user", Authorization=authorization)[0] == status

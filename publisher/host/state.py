@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hmac
 import threading
 from dataclasses import dataclass, field
@@ -23,13 +24,23 @@ class HostState:
     stopping: threading.Event = field(default_factory=threading.Event)
 
     def check_token(self, authorization: str | None) -> str:
-        """ "none", "valid" or "invalid" for an `Authorization` header (token, Bearer)."""
+        """ "none", "valid" or "invalid" for an `Authorization` header: `token T`, `Bearer T`,
+        or Basic with T as the password (any user name), as GitHub takes them (`curl -u`,
+        git's credential helpers)."""
         if not authorization:
             return "none"
         scheme, _, presented = authorization.strip().partition(" ")
-        if scheme.lower() not in ("token", "bearer") or not presented.strip():
+        presented = presented.strip()
+        if scheme.lower() == "basic":
+            try:
+                _user, _, presented = (
+                    base64.b64decode(presented, validate=True).decode().partition(":")
+                )
+            except (ValueError, UnicodeError):
+                return "invalid"
+        elif scheme.lower() not in ("token", "bearer"):
             return "invalid"
-        if self.token is None:
+        if not presented or self.token is None:
             return "invalid"
-        ok = hmac.compare_digest(presented.strip().encode(), self.token.encode())
+        ok = hmac.compare_digest(presented.encode(), self.token.encode())
         return "valid" if ok else "invalid"
