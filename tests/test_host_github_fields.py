@@ -167,6 +167,19 @@ def test_graphql_pages_releases_with_cursors_and_finds_drafts_by_tag(host):
     assert answer["data"]["repository"]["gone"] is None
 
 
+def test_graphql_variable_defaults_apply_when_the_request_leaves_them_out(host):
+    repo = github_client(host).get_repo(TEST_REPO)
+    for n in range(3):
+        repo.create_git_release(f"v1.{n}.0", f"r{n}", "")
+    query = """query($owner: String = "acme", $n: Int = 1) {
+      repository(owner: $owner, name: "widget") { releases(first: $n) { nodes { tagName } } }
+    }"""
+    _status, answer = graphql(host, query)
+    assert len(answer["data"]["repository"]["releases"]["nodes"]) == 1
+    _status, answer = graphql(host, query, {"n": 2})  # a given value wins
+    assert len(answer["data"]["repository"]["releases"]["nodes"]) == 2
+
+
 def test_graphql_errors_are_githubs(host):
     status, answer = graphql(host, '{ repository(owner: "acme", name: "nope") { name } }')
     assert status == 200 and answer["data"] == {"repository": None}

@@ -86,6 +86,7 @@ class Parser:
             self.tokens.append((m.lastgroup, m.group(m.lastgroup)))
             pos = _IGNORED.match(text, m.end()).end()  # type: ignore[union-attr]
         self.i = 0
+        self.defaults: dict[str, Any] = {}  # the operation's variable defaults ($n: Int = 5)
 
     def peek(self) -> tuple[str, str]:
         return self.tokens[self.i] if self.i < len(self.tokens) else ("end", "")
@@ -119,12 +120,12 @@ class Parser:
     def variable_definitions(self) -> None:
         self.take("punct", "(")
         while self.peek() != ("punct", ")"):
-            self.take("var")
+            name = self.take("var")[1:]
             self.take("punct", ":")
             self.type_ref()
             if self.peek() == ("punct", "="):
                 self.i += 1
-                self.value()
+                self.defaults[name] = self.value()
         self.take("punct", ")")
 
     def type_ref(self) -> None:
@@ -226,8 +227,10 @@ def handle_graphql(state: HostState, req: Request) -> Response:
     query, variables = body.get("query"), body.get("variables") or {}
     if not isinstance(query, str) or not isinstance(variables, dict):
         raise ApiError(400, "A GraphQL request needs a `query` string and `variables` object")
-    selections = Parser(query).document()
-    resolver = Resolver(state.store, req.urls, variables)
+    parser = Parser(query)
+    selections = parser.document()
+    # A variable the request leaves out takes its default (GraphQL spec 6.4.1).
+    resolver = Resolver(state.store, req.urls, {**parser.defaults, **variables})
     data: dict[str, Any] = {}
     errors: list[dict[str, Any]] = []
     for f in selections:
