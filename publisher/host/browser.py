@@ -143,9 +143,8 @@ def handle_object(state: HostState, req: Request) -> Response:
     except BaseException:
         opened.close()
         raise
-    body = response.body
-    if response.head_only or not isinstance(body, FileBody) or body.file is not opened:
-        opened.close()  # else the handler closes it once the bytes are sent
+    if not isinstance(response.body, FileBody):
+        opened.close()  # else the handler closes it with the answer
     return response
 
 
@@ -166,7 +165,6 @@ def _open_asset(store: Store, asset_id: int) -> tuple[Asset, BinaryIO]:
 
 
 def _object_response(store: Store, req: Request, asset: Asset, opened: BinaryIO) -> Response:
-    path = store.asset_path(asset)
     etag = f'"{asset.sha256}"'
     headers = {
         "Content-Type": "application/octet-stream",
@@ -193,11 +191,11 @@ def _object_response(store: Store, req: Request, asset: Asset, opened: BinaryIO)
         if span is not None:
             start, end = span
             headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-            body = FileBody(path, start, end - start + 1, opened)
+            body = FileBody(opened, start, end - start + 1)
             return Response(206, headers, body, head_only=head_only)
     if not head_only:
         store.count_download(asset.id)
-    return Response(200, headers, FileBody(path, 0, size, opened), head_only=head_only)
+    return Response(200, headers, FileBody(opened, 0, size), head_only=head_only)
 
 
 class RangeNotSatisfiable(Exception):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from email.message import Message
-from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, unquote
 
@@ -103,14 +102,13 @@ class Request:
 
 @dataclass
 class FileBody:
-    """`length` bytes of `path` from `start`: an asset download, streamed by the handler
-    (from `file` when given: opened where the record was read, so the bytes are the ones
-    it describes even if the asset is replaced or deleted meanwhile; the handler closes it)."""
+    """`length` bytes of `file` from `start`: an asset download, streamed by the handler,
+    which closes the file. Opened where the record was read, so the bytes are the ones it
+    describes even if the asset is replaced or deleted meanwhile."""
 
-    path: Path
+    file: BinaryIO
     start: int
     length: int
-    file: BinaryIO | None = None
 
 
 @dataclass

@@ -156,22 +156,17 @@ class HostHandler(BaseHTTPRequestHandler):
                 self.client_address[0],
                 self.limits.per_ip,
             )
-        body = json.dumps(
-            {
-                "message": f"too many connections from {self.client_address[0]} at once "
-                f"(at most {self.limits.per_ip}); retry later",
-                "documentation_url": DOCS_URL,
-                "status": "503",
-            }
-        ).encode()
-        head = (
-            "HTTP/1.1 503 Service Unavailable\r\n"
-            f"Retry-After: {self.limits.retry_after_s}\r\n"
-            "Content-Type: application/json; charset=utf-8\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        error = ApiError(
+            503,
+            f"too many connections from {self.client_address[0]} at once "
+            f"(at most {self.limits.per_ip}); retry later",
+            headers={"Retry-After": str(self.limits.retry_after_s)},
         )
+        # Answered as every other answer, without a request read: these stand for it.
+        self.request_version, self.requestline, self.close_connection = "HTTP/1.1", "", True
+        record = RequestRecord("", "", "", 0, 0, self.connection_id)
         with contextlib.suppress(OSError):
-            self.wfile.write(head.encode() + body)
+            self.write_response(error_response(error), record)
             self.linger()
 
     def finish(self) -> None:
@@ -285,8 +280,8 @@ class HostHandler(BaseHTTPRequestHandler):
         except OSError:
             self.close_connection = True
         finally:
-            if isinstance(response.body, FileBody) and response.body.file is not None:
-                response.body.file.close()  # not sent (HEAD, a drop, a client gone): closed
+            if isinstance(response.body, FileBody):
+                response.body.file.close()  # sent, or not (HEAD, a drop, a client gone)
         record.bytes_sent = self.wfile.count - start
 
     def drain(self, req: Request) -> None:
@@ -345,7 +340,7 @@ class HostHandler(BaseHTTPRequestHandler):
         in small chunks with chunked framing."""
         limit = body.length if cut is None else cut
         piece = CHUNKED_PIECE if chunked else SEND_CHUNK
-        with body.file or open(body.path, "rb") as f:
+        with body.file as f:
             f.seek(body.start)
             sent = 0
             while sent < limit:
