@@ -283,10 +283,6 @@ def _arm_timer(hal, cfg, sched, trial):
 
         also = (Agent(hal, cfg, checktimer).poll,)
     arm_timer(hal, sched, also, int(cfg.get("confirm_after_s") or 30) if trial else None)
-    if sched is None:
-        # After this boot's check (no schedule of its own: the update boot, or the app boot
-        # after it): an app that asks for another at once waits a minute (lcm.request_update).
-        checktimer.checked_at = uptime_s()
     return checktimer
 
 
@@ -298,12 +294,14 @@ def arm_timer(hal, sched=None, pollers=(), confirm_after_s=None):
     from lcm_device.timerwork import arm
 
     now = uptime_s()
-    if sched is None:
+    # No schedule of its own: this boot checked (the update boot, or the app boot after it).
+    after_check = sched is None
+    if after_check:
         from lcm_device.due import Due
 
         sched = Due(hal)
         sched.resume(now)
     left = 0 if sched.requested else max(0, sched.next - now)
-    timer = arm(hal.root, left, confirm_after_s, hal.own_timer, False, hal, pollers)
+    timer = arm(hal.root, left, confirm_after_s, hal.own_timer, False, hal, pollers, after_check)
     unload(["lcm_device.timerwork"], True)
     return timer

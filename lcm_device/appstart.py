@@ -16,7 +16,7 @@ import json
 import os
 import sys
 
-from lcm_device.compat import unload, uptime_s
+from lcm_device.compat import unload
 
 
 def start(root):
@@ -36,14 +36,12 @@ def start(root):
         return None
     fields = None
     try:
-        from lcm_device import checktimer
         from lcm_device.timerwork import arm
 
-        arm(root, *timer)
-        checktimer.checked_at = uptime_s()  # the update boot checked: lcm.request_update
+        arm(root, *timer, checked=True)  # the update boot checked
     except Exception as exc:  # damaged: the app runs, its checks wait for the next boot
         print("main.py: no check timer: " + repr(exc))
-    arm = timer = checktimer = None
+    arm = timer = None
     unload(["lcm_device.timerwork", "lcm_device.appstart"], True)
     sys.path.insert(0, app)
     os.chdir(app)  # the app's working place: its relative paths stay inside its slot

@@ -29,10 +29,13 @@ _SETTLED = const(1)
 _CONFIRM = const(2)
 
 
-def arm(root, left_s, confirm_after_s, hal_timer, settled=False, hal=None, pollers=()):
+def arm(
+    root, left_s, confirm_after_s, hal_timer, settled=False, hal=None, pollers=(), checked=False
+):
     """Arm the check timer: the next check `left_s` seconds from now, a trial app confirmed
     `confirm_after_s` seconds from now (None: not a trial), the gesture counter `settled`
-    already or not, `pollers` run at each tick. `hal_timer`: the board's timer is the
+    already or not, `pollers` run at each tick; `checked`: a check ran just before (an app's
+    request waits a minute: lcm.request_update). `hal_timer`: the board's timer is the
     HAL's (a simulated board), else machine.Timer. Returns the timer, or None (the app
     polls: lcm.idle)."""
     if ct.timer is not None:
@@ -42,6 +45,7 @@ def arm(root, left_s, confirm_after_s, hal_timer, settled=False, hal=None, polle
         ct.timer = None
     now = uptime_s()
     ct.hal, ct.root, ct.also, ct.next_s, ct.held = hal, root, pollers, now + left_s, False
+    ct.checked_at = now if checked else None
     confirm_at = None if confirm_after_s is None else now + confirm_after_s
     ct.chores = [now, settled, confirm_at]
     _plan()
