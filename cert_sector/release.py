@@ -25,8 +25,10 @@ def download_url(web_url, repo, tag, name):
 
 
 def check_tag(tag):
-    """A tag as lcm publishes them; anything else from the network is refused."""
-    if not 1 <= len(tag) <= MAX_TAG or not all(c in _TAG_CHARS for c in tag):
+    """A tag as lcm publishes them; anything else from the network is refused. A tag is
+    a URL path segment and a folder name (`lcm release export`): "." and ".." are not
+    (git refuses a leading "." too)."""
+    if not 1 <= len(tag) <= MAX_TAG or tag[0] == "." or not all(c in _TAG_CHARS for c in tag):
         raise FormatError("invalid release tag " + repr(tag[:MAX_TAG]))
     return tag
 

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from cert_sector.errors import TrustError
 from publisher.errors import PublisherError
+from publisher.printable import printable
 
 # Markup off: what is printed is text (paths, tags, a host's or a certificate's strings,
 # any of which may hold "[...]"); a style is given as a Text, never as markup in a string.
@@ -48,7 +49,10 @@ def command_edge(func: F) -> F:
 
 
 def _say(label: str, style: str, text: str) -> None:
-    err.print(Text.assemble((label, style), " ", text), highlight=False)
+    # A message may carry what a host or a device sent: its control characters are
+    # shown as escapes (no terminal escape injection); its own line breaks stay.
+    safe = "\n".join(printable(line) for line in text.split("\n"))
+    err.print(Text.assemble((label, style), " ", safe), highlight=False)
 
 
 def warn(text: str) -> None:

@@ -10,14 +10,17 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from publisher.cli import app
 from publisher.demo import make_repo
+from publisher.release import export as export_module
 from publisher.release.github import Session
 from publisher.release.publish import PublishRequest, publish
 from publisher.signing import load_signer
 from tests.hostserver import TEST_REPO, TEST_TOKEN, github_client, running_host
+from tests.lyingproxy import answer, lying_proxy
 from tests.staticserver import running_nginx
 from tests.threadserver import serving
 
@@ -165,3 +168,105 @@ def test_verify_refuses_a_static_host_that_does_not_serve_byte_ranges(tmp_path):
         assert "valid: " + TEST_REPO + " v1.0.0 sequence " in verify_at(web.url, root)
         ranged = [r for r in web.requests() if r[0].startswith(f"GET {pack} ")]
         assert [(status, r) for _, status, _, r in ranged if r] == [(206, "bytes=0-0")]
+
+
+def export_through(url: str, to: Path):
+    """`lcm release export` against the API and browser URLs at `url` (a lying proxy)."""
+    return runner.invoke(
+        app,
+        ["release", "export", "--repo", TEST_REPO, "--to", str(to), "--api-url", f"{url}/api/v3"],
+    )
+
+
+def rewrite_assets(change):
+    """A lie: the genuine asset listings, each asset's JSON passed through `change`."""
+
+    def lie(handler, path, forward):
+        if "/assets" not in path.split("?")[0]:
+            return False
+        status, headers, body = forward(path)
+        assets = [change(a) for a in json.loads(body)]
+        answer(handler, status, headers, json.dumps(assets).encode())
+        return True
+
+    return lie
+
+
+def test_assets_are_fetched_where_devices_fetch_them_not_where_the_api_says(tmp_path):
+    """An API that names another server's URL for an asset (an internal service, a cloud
+    metadata endpoint): the export fetches the asset from the web host as devices do, and
+    never asks the other server."""
+    asked = []
+
+    class Secret(SimpleHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            answer(self, 200, {}, b"INTERNAL-SECRET")
+
+    with running_host(tmp_path) as host, serving(Secret) as secret:
+        release(host, "v1.0.0", {"SHA256SUMS": b"sums\n", "pack.lcm": b"pack"})
+        redirect = rewrite_assets(lambda a: {**a, "browser_download_url": f"{secret}/iam"})
+        with lying_proxy(host.url, redirect) as url:
+            result = export_through(url, tmp_path / "www")
+    assert result.exit_code == 0, result.output
+    assert asked == []
+    folder = tmp_path / "www" / TEST_REPO / "releases" / "download" / "v1.0.0"
+    assert (folder / "SHA256SUMS").read_bytes() == b"sums\n"
+    assert (folder / "pack.lcm").read_bytes() == b"pack"
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda a: {**a, "name": 5}, "asset name 5 cannot be a file name"),
+        (lambda a: {**a, "name": "a\x00b"}, "cannot be a file name"),
+        (lambda a: {**a, "name": "\x1b[31mred"}, "asset name '\\x1b[31mred'"),
+        (lambda a: {**a, "size": "big"}, "the host lists a size of 'big'"),
+        (lambda a: {**a, "size": 10**13}, "more than 16777216 allowed"),
+        (lambda a: {**a, "digest": 7}, "the host lists a digest of 7"),
+    ],
+    ids=["name-int", "name-nul", "name-escape", "size-str", "size-huge", "digest-int"],
+)
+def test_an_asset_listing_that_lies_is_refused_by_name(tmp_path, change, named):
+    with running_host(tmp_path) as host:
+        release(host, "v1.0.0", {"pack.lcm": b"pack"})
+        with lying_proxy(host.url, rewrite_assets(change)) as url:
+            result = export_through(url, tmp_path / "www")
+    assert result.exit_code == 1, result.output
+    assert named in result.output and "Traceback" not in result.output
+    assert "\x1b" not in result.output  # shown as an escape, never sent to the terminal
+    assert not (tmp_path / "www" / TEST_REPO / "releases" / "download" / "v1.0.0").exists()
+
+
+def test_a_listing_that_pages_for_ever_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(export_module, "MAX_RELEASES", 40)
+
+    def lie(handler, path, forward):
+        if not path.split("?")[0].endswith("/releases"):
+            return False
+        status, headers, body = forward(path)
+        url = f"http://{handler.headers['Host']}{path}"
+        answer(handler, status, {**headers, "Link": f'<{url}>; rel="next"'}, body)
+        return True
+
+    with running_host(tmp_path) as host:
+        release(host, "v1.0.0", {"pack.lcm": b"pack"})
+        with lying_proxy(host.url, lie) as url:
+            result = export_through(url, tmp_path / "www")
+    assert result.exit_code == 1, result.output
+    assert "more than 40 releases listed: refused" in result.output
+
+
+def test_a_hosts_error_message_cannot_drive_the_terminal(tmp_path):
+    def lie(handler, path, forward):
+        if not path.split("?")[0].endswith("/releases"):
+            return False
+        message = {"message": "\x1b]0;owned\x07\x1b[2Jgone"}
+        answer(handler, 422, {"Content-Type": "application/json"}, json.dumps(message).encode())
+        return True
+
+    with running_host(tmp_path) as host, lying_proxy(host.url, lie) as url:
+        result = export_through(url, tmp_path / "www")
+    assert result.exit_code == 1
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert "\\x1b]0;owned\\x07\\x1b[2Jgone" in result.output

@@ -10,8 +10,9 @@ import typer
 
 from publisher.commands.release_options import api_session
 from publisher.console import command_edge, err, out, print_json
+from publisher.printable import printable
 from publisher.release.export import export_releases
-from publisher.release.github import API_URL_ENV, DEFAULT_API_URL, DEFAULT_TOKEN_ENV
+from publisher.release.github import API_URL_ENV, DEFAULT_API_URL, DEFAULT_TOKEN_ENV, web_url_for
 
 
 @command_edge
@@ -26,6 +27,14 @@ def export(
             help="REST API base: GitHub, GitHub Enterprise (…/api/v3) or `lcm host`.",
         ),
     ] = DEFAULT_API_URL,
+    web_url: Annotated[
+        str | None,
+        typer.Option(
+            "--web-url",
+            help="Browser base URL the assets are fetched from, as devices fetch them "
+            "(default: derived from --api-url).",
+        ),
+    ] = None,
     token_env: Annotated[
         str,
         typer.Option("--token-env", help="Environment variable with an API token (optional)."),
@@ -41,10 +50,15 @@ def export(
 
     def show(name: str) -> None:
         if not as_json:
-            err.print(f"downloading {name}", highlight=False)
+            err.print(f"downloading {printable(name)}", highlight=False)
 
     result = export_releases(
-        session, repo, to, ca_file=str(ca_file) if ca_file else None, progress=show
+        session,
+        repo,
+        to,
+        web_url or web_url_for(api_url),
+        ca_file=str(ca_file) if ca_file else None,
+        progress=show,
     )
     if as_json:
         print_json(result.as_json())

@@ -84,6 +84,10 @@ MUTABLE_ASSETS = (BETA_POINTER_ASSET, ROLLOUT_ASSET)
 TRUSTED_SECTOR = "trusted.sector"
 SERVED_CHAIN = "served.chain"  # the last verified certs.chain stored: its history (rule C5)
 MIRROR_USER = render.HOST_USER  # mirrored releases are the host's, like the token holder's
+# Unverified downloads wait in the data folder (not an owner's name: owners start with
+# a letter or digit), emptied at start-up of what a stopped refresh left.
+STAGING = ".staging"
+STOP_WAIT_S = 10.0  # how long stop() waits for a refresh it cut to wind up
 
 
 @dataclass
@@ -151,8 +155,10 @@ class Mirror:
         self._stop = threading.Event()
         self._refreshing = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._browser: Browser | None = None  # the refresh's current one, cut by stop()
         for spec in self.specs:
             store.ensure_repo(spec.repo)
+        shutil.rmtree(self.folder / STAGING, ignore_errors=True)
 
     # -- schedule -------------------------------------------------------------
 
@@ -161,10 +167,14 @@ class Mirror:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop the schedule; a refresh in progress is cut (it stores nothing)."""
         self._stop.set()
         self._wake.set()
+        browser = self._browser
+        if browser is not None:
+            browser.abort()
         if self._thread is not None:
-            self._thread.join()
+            self._thread.join(STOP_WAIT_S)
             self._thread = None
 
     def refresh_now(self) -> None:
@@ -183,6 +193,8 @@ class Mirror:
         """Refresh every mirrored repo once; failures are logged, never raised."""
         with self._refreshing:
             for spec in self.specs:
+                if self._stop.is_set():
+                    return
                 status = self.status[spec.repo]
                 try:
                     status.mirrored += self.refresh_repo(spec)
@@ -204,7 +216,8 @@ class Mirror:
     def refresh_repo(self, spec: MirrorSpec) -> list[str]:
         """Mirror the repo's latest full release and its beta target; the tags stored."""
         repo = self.store.repo(spec.repo)
-        with tempfile.TemporaryDirectory(prefix="lcm-mirror-") as folder:
+        (self.folder / STAGING).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="refresh-", dir=self.folder / STAGING) as folder:
             tmp = Path(folder)
             trust = self.trust_of(spec)
             ask = self.verifier(spec.repo, trust, tmp)
@@ -223,7 +236,20 @@ class Mirror:
             found = [(stable, stable_files, self.changes(repo, stable, stable_files))]
             pointer = stable.beta_pointer
             if pointer is not None and pointer != latest:
-                beta, beta_files = self.verify(spec.repo, trust, pointer, -1, tmp)
+                # Fetched again: the release verified now must still be at least as new
+                # as the full release (the rule the pointer was checked by), or a beta
+                # device on it would refuse it.
+                try:
+                    beta, beta_files = self.verify(
+                        spec.repo, trust, pointer, stable.sequence - 1, tmp
+                    )
+                except VerifyError as exc:
+                    raise VerifyError(
+                        BETA_POINTER_ASSET,
+                        f"of {latest} points at {pointer}, which fails when fetched to be "
+                        f"stored (it must be at least as new as sequence {stable.sequence}): "
+                        f"{exc}",
+                    ) from None
                 changed = self.changes(repo, beta, beta_files)
                 if changed or not self.mirrored(repo, pointer):
                     found.insert(0, (beta, beta_files, changed))
@@ -334,16 +360,17 @@ class Mirror:
             self.upstream, repo, trust, int(time.time()), self.ca_file, chain=True, known=known
         )
         verifier.browser.close()
+        if self._stop.is_set():
+            raise HostError("the mirror is stopping")
         ca_certs = sf.parse_sector(trust.sector).cas if trust.sector is not None else []
-        verifier.browser = RecordingBrowser(folder, ca_certs, self.ca_file)
+        verifier.browser = self._browser = RecordingBrowser(folder, ca_certs, self.ca_file)
         return verifier
 
     def verify(
         self, repo: str, trust: Trust, tag: str, installed_seq: int, tmp: Path
     ) -> tuple[VerifyResult, dict[str, Path]]:
         """Verify `tag` upstream as a device would; its verified assets' files."""
-        folder = tmp / tag.replace("/", "_")
-        folder.mkdir()
+        folder = Path(tempfile.mkdtemp(dir=tmp))  # not named after the upstream's tag
         verifier = self.verifier(repo, trust, folder)
         assert isinstance(verifier.browser, RecordingBrowser)
         kept = verifier.browser.kept

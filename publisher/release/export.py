@@ -12,12 +12,20 @@ written to a temp file and renamed into place, and the pointer moves last, so a
 device never sees a latest release whose assets are not all there. Re-runs
 download only what changed (an asset whose file already has its size and SHA-256
 is kept). Drafts are never exported; releases deleted upstream are left in place.
+
+The host is not trusted (devices verify what they fetch), but it does not steer the
+export either: each asset is fetched from its browser URL built as a device builds
+it (`--web-url`, whose redirects are followed as a device follows them), never from
+a URL the API names; an asset may be at most its format's maximum (`MAX_SIZES`,
+else `MAX_OTHER_ASSET`) and fit the disk; listings stop at `MAX_RELEASES` releases
+and `MAX_ASSETS` assets a release (a host that pages for ever is refused).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,16 +34,44 @@ from pathlib import Path
 from typing import Any
 
 from github import UnknownObjectException
+from github.GithubException import BadAttributeException
 
-from cert_sector.assets import MAX_TAG
+from cert_sector import rollout as ro
+from cert_sector.assets import (
+    BETA_POINTER_ASSET,
+    CHAIN_ASSET,
+    MANIFEST_ASSET,
+    MAX_CHAIN_SIZE,
+    MAX_MANIFEST_SIZE,
+    MAX_TAG,
+    PACK_ASSET,
+    ROLLOUT_ASSET,
+    SECTOR_ASSET,
+    SUMS_ASSET,
+)
 from cert_sector.errors import TrustError
-from cert_sector.release import check_tag
+from cert_sector.release import check_tag, download_url
+from publisher import sector_format as sf
 from publisher.fsutil import write_atomic
 from publisher.release.errors import HostError
 from publisher.release.github import Session
+from publisher.release.source import MAX_PACK_SIZE
+from publisher.release.verify import MAX_POINTER_SIZE, MAX_SUMS_SIZE
 from publisher.release.web import Browser
 
 POINTER = "latest"
+MAX_SIZES = {
+    SECTOR_ASSET: sf.MAX_SECTOR_SIZE,
+    CHAIN_ASSET: MAX_CHAIN_SIZE,
+    MANIFEST_ASSET: MAX_MANIFEST_SIZE,
+    PACK_ASSET: MAX_PACK_SIZE,
+    SUMS_ASSET: MAX_SUMS_SIZE,
+    BETA_POINTER_ASSET: MAX_POINTER_SIZE,
+    ROLLOUT_ASSET: ro.MAX_ROLLOUT_SIZE,
+}
+MAX_OTHER_ASSET = MAX_PACK_SIZE  # an asset lcm does not publish (notes, a zip)
+MAX_RELEASES = 5000
+MAX_ASSETS = 1000  # GitHub's own limit per release
 
 
 @dataclass
@@ -87,66 +123,127 @@ def download(browser: Browser, url: str, size: int, dest: Path, what: str) -> No
         raise
 
 
+@dataclass
+class ListedAsset:
+    """What the host says of an asset, type-checked (a host's JSON may hold anything)."""
+
+    name: str
+    size: int
+    digest: str | None
+    uploaded: bool
+
+
 def export_releases(
     session: Session,
     repo_name: str,
     to: Path,
+    web_url: str,
     *,
     ca_file: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ExportResult:
-    """Write `repo_name`'s published releases under `to` (see the module doc)."""
+    """Write `repo_name`'s published releases under `to` (see the module doc), fetching
+    their assets from `web_url` as devices do."""
     base = Path(to) / repo_name / "releases"
     repo = session.call(f"read {repo_name}", lambda: session.gh.get_repo(repo_name))
-    releases = session.call(
-        f"list the releases of {repo_name}",
-        lambda: [r for r in repo.get_releases() if not r.draft],
-    )
-    latest = session.call(f"find the latest release of {repo_name}", lambda: _latest(repo))
-    result = ExportResult(repo_name, str(to), latest.tag_name if latest else None)
+    releases = session.call(f"list the releases of {repo_name}", partial(_releases, repo))
+    latest = session.call(f"find the latest release of {repo_name}", partial(_latest, repo))
+    result = ExportResult(repo_name, str(to), latest)
     browser = Browser(ca_file=ca_file)
     try:
-        for rel in releases:
-            tag = _tag(rel.tag_name)
+        for tag, rel in releases:
             result.releases.append(tag)
-            assets = session.call(f"list the assets of {tag}", partial(_assets, rel))
+            assets = session.call(f"list the assets of {tag}", partial(_assets, rel, tag))
             for asset in assets:
-                if asset.state != "uploaded":
+                if not asset.uploaded:
                     continue
                 name = asset.name
-                if "/" in name or name in (".", ".."):
-                    raise HostError(f"{tag}: asset name {name!r} cannot be a file name")
                 dest = base / "download" / tag / name
                 if up_to_date(dest, asset.size, asset.digest):
                     result.kept += 1
                     continue
+                _check_room(dest, asset, f"{tag}/{name}")
                 if progress is not None:
                     progress(f"{tag}/{name}")
-                url = asset.browser_download_url
+                url = download_url(web_url, repo_name, tag, name)
                 download(browser, url, asset.size, dest, f"{tag}/{name}")
                 result.downloaded.append(f"{tag}/{name}")
     finally:
         browser.close()
     if latest is not None:
         # Last: the pointer names a release whose assets are all in place.
-        write_atomic(base / POINTER, (_tag(latest.tag_name) + "\n").encode())
+        write_atomic(base / POINTER, (latest + "\n").encode())
     return result
 
 
-def _assets(rel: Any) -> list[Any]:
-    return list(rel.get_assets())
+def _check_room(dest: Path, asset: ListedAsset, what: str) -> None:
+    """The listed size is within the asset's maximum and fits the disk."""
+    limit = MAX_SIZES.get(asset.name, MAX_OTHER_ASSET)
+    if asset.size > limit:
+        raise HostError(f"{what}: the host lists {asset.size} bytes, more than {limit} allowed")
+    folder = next(p for p in (dest.parent, *dest.parents) if p.exists())
+    free = shutil.disk_usage(folder).free
+    if asset.size > free:
+        raise HostError(f"{what}: {asset.size} bytes do not fit the {free} free in {folder}")
 
 
-def _latest(repo: Any) -> Any:
-    """The host's latest release (GitHub's choice, `make_latest`), or None."""
+def _releases(repo: Any) -> list[tuple[str, Any]]:
+    """(tag, release) of the published releases, at most MAX_RELEASES of them."""
+    found = []
+    for count, rel in enumerate(repo.get_releases()):
+        if count >= MAX_RELEASES:
+            raise HostError(f"more than {MAX_RELEASES} releases listed: refused")
+        if _field(rel, "draft") is not True:
+            found.append((_tag(_field(rel, "tag_name")), rel))
+    return found
+
+
+def _assets(rel: Any, tag: str) -> list[ListedAsset]:
+    listed = []
+    for count, asset in enumerate(rel.get_assets()):
+        if count >= MAX_ASSETS:
+            raise HostError(f"{tag}: more than {MAX_ASSETS} assets listed: refused")
+        name, size, digest = _field(asset, "name"), _field(asset, "size"), _field(asset, "digest")
+        state = _field(asset, "state")
+        if not isinstance(name, str) or not _is_file_name(name):
+            raise HostError(f"{tag}: asset name {name!r} cannot be a file name")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise HostError(f"{tag}/{name}: the host lists a size of {size!r}")
+        if digest is not None and not isinstance(digest, str):
+            raise HostError(f"{tag}/{name}: the host lists a digest of {digest!r}")
+        listed.append(ListedAsset(name, size, digest, state == "uploaded"))
+    return listed
+
+
+def _field(obj: Any, name: str) -> Any:
+    """A field of a host's JSON as sent: PyGithub refuses one of the wrong type with an
+    exception that does not name it; the callers check the type and name the field."""
     try:
-        return repo.get_latest_release()
+        return getattr(obj, name)
+    except BadAttributeException as exc:
+        return exc.actual_value
+
+
+def _is_file_name(name: str) -> bool:
+    return (
+        0 < len(name) <= 255
+        and name not in (".", "..")
+        and not any(c in "/\\" or not c.isprintable() for c in name)
+    )
+
+
+def _latest(repo: Any) -> str | None:
+    """The tag of the host's latest release (GitHub's choice, `make_latest`), or None."""
+    try:
+        return _tag(_field(repo.get_latest_release(), "tag_name"))
     except UnknownObjectException:
         return None
 
 
-def _tag(tag: str) -> str:
+def _tag(tag: object) -> str:
     """A tag as lcm publishes it (also a safe folder name); anything else is refused."""
+    if not isinstance(tag, str):
+        raise HostError(f"the host lists a release tag of {tag!r}")
     try:
         return check_tag(tag)
     except TrustError as exc:

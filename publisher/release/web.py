@@ -2,11 +2,14 @@
 
 No API, no token: `/OWNER/REPO/releases/latest` for the tag (a 302), then
 `/releases/download/TAG/NAME`, which redirects to the CDN. Every download has
-a maximum length; a server that sends more is refused, not believed.
+a maximum length; a server that sends more is refused, not believed. Every
+request has a deadline too (`DeadlineSession`): `SLACK_S` plus its maximum length
+at `MIN_RATE`, so a server that trickles bytes is refused, not waited for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +18,14 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from publisher.release.deadline import DeadlineSession
 from publisher.release.errors import MissingAssetError, VerifyError
 
 # Seconds without progress before a download is abandoned (slow-retrieval attack).
 STALL_TIMEOUT_S = 30
+# A whole request: SLACK_S, plus its maximum length at MIN_RATE bytes a second.
+SLACK_S = 30.0
+MIN_RATE = 4096
 CHUNK = 64 * 1024
 USER_AGENT = "lcm-release-verify"
 
@@ -36,7 +43,7 @@ class Browser:
     def __init__(self, ca_certs: list[bytes] | None = None, ca_file: str | None = None) -> None:
         """TLS anchors: `ca_file` (PEM), else `ca_certs` (DER, as a cert sector holds them),
         else the system's."""
-        self.http = requests.Session()
+        self.http = DeadlineSession()
         self.http.headers["User-Agent"] = USER_AGENT
         self.requests = 0
         self._bundle: tempfile.TemporaryDirectory[str] | None = None
@@ -55,43 +62,60 @@ class Browser:
         if self._bundle is not None:
             self._bundle.cleanup()
 
+    def abort(self) -> None:
+        """Cut the request in progress (from another thread): it fails at once."""
+        self.http.abort()
+
+    @contextlib.contextmanager
+    def _request(self, url: str, size: int, what: str, failed: str = "") -> Iterator[None]:
+        """One request of at most `size` bytes, held to its deadline. A server's
+        unusable answer (a Location that is no URL, non-ASCII in a header) is a
+        VerifyError naming `what`, as a refused one is, and `failed` says why."""
+        seconds = SLACK_S + size / MIN_RATE
+        try:
+            with self.http.deadline(seconds):
+                yield
+        except (requests.RequestException, ValueError) as exc:
+            if self.http.expired:
+                raise VerifyError(
+                    what, f"{url} took longer than {seconds:.0f} s: too slow, refused"
+                ) from None
+            if isinstance(exc, ValueError):  # requests' InvalidURL and UnicodeError too
+                raise VerifyError(what, f"{url} answered what no client can use: {exc}") from None
+            raise VerifyError(what, f"{failed or f'download from {url} failed'}: {exc}") from None
+
     def location(self, url: str, what: str, pointer_max: int = 0) -> str | bytes | None:
         """The Location of a redirect at `url` (not followed). With `pointer_max`, a 200
         answer is a static host's pointer file (`lcm release export`, which cannot
         redirect): its body, at most `pointer_max` bytes, as the device reads it."""
         self.requests += 1
-        try:
-            with self.http.get(
-                url, allow_redirects=False, stream=True, timeout=STALL_TIMEOUT_S,
-                verify=self.verify,
-            ) as resp:  # fmt: skip
-                if resp.status_code in (301, 302, 303, 307, 308):
-                    return resp.headers.get("Location")
-                if resp.status_code == 200 and pointer_max:
-                    return b"".join(_bounded(resp, pointer_max, what))
-                if resp.status_code == 404:
-                    raise VerifyError(what, f"not found at {url} (404): no such repository?")
-                raise VerifyError(what, f"{url} answered {resp.status_code}, not a redirect")
-        except requests.RequestException as exc:
-            hint = ""
-            if url.startswith("https://github.com/"):
-                hint = " (another host than GitHub: --web-url)"
-            raise VerifyError(what, f"cannot reach {url}{hint}: {exc}") from None
+        hint = ""
+        if url.startswith("https://github.com/"):
+            hint = " (another host than GitHub: --web-url)"
+        with self._request(url, pointer_max, what, f"cannot reach {url}{hint}"), self.http.get(
+            url, allow_redirects=False, stream=True, timeout=STALL_TIMEOUT_S,
+            verify=self.verify,
+        ) as resp:  # fmt: skip
+            if resp.status_code in (301, 302, 303, 307, 308):
+                return resp.headers.get("Location")
+            if resp.status_code == 200 and pointer_max:
+                return b"".join(_bounded(resp, pointer_max, what))
+            if resp.status_code == 404:
+                raise VerifyError(what, f"not found at {url} (404): no such repository?")
+            raise VerifyError(what, f"{url} answered {resp.status_code}, not a redirect")
 
     def stream(self, url: str, max_size: int, what: str) -> Iterator[bytes]:
         """The body at `url` in chunks; refuses more than `max_size` bytes."""
         self.requests += 1
-        try:
-            with self.http.get(
-                url, stream=True, timeout=STALL_TIMEOUT_S, verify=self.verify
-            ) as resp:
-                if resp.status_code == 404:
-                    raise MissingAssetError(what, f"missing from the release (404 at {url})")
-                if resp.status_code != 200:
-                    raise VerifyError(what, f"download failed: {resp.status_code} at {url}")
-                yield from _bounded(resp, max_size, what)
-        except requests.RequestException as exc:
-            raise VerifyError(what, f"download from {url} failed: {exc}") from None
+        with (
+            self._request(url, max_size, what),
+            self.http.get(url, stream=True, timeout=STALL_TIMEOUT_S, verify=self.verify) as resp,
+        ):
+            if resp.status_code == 404:
+                raise MissingAssetError(what, f"missing from the release (404 at {url})")
+            if resp.status_code != 200:
+                raise VerifyError(what, f"download failed: {resp.status_code} at {url}")
+            yield from _bounded(resp, max_size, what)
 
     def ranged(self, url: str, first: int, last: int, what: str) -> tuple[int, str, bytes, str]:
         """GET `url` with `Range: bytes=FIRST-LAST`, as a device reads the pack: the status,
@@ -99,24 +123,21 @@ class Browser:
         answered (after redirects)."""
         self.requests += 1
         want = last - first + 1
-        try:
-            with self.http.get(
-                url, headers={"Range": f"bytes={first}-{last}"}, stream=True,
-                timeout=STALL_TIMEOUT_S, verify=self.verify,
-            ) as resp:  # fmt: skip
-                body = b""
-                for chunk in resp.iter_content(CHUNK):
-                    body += chunk
-                    if len(body) > want:
-                        break
-                return (
-                    resp.status_code,
-                    resp.headers.get("Content-Range", ""),
-                    body[: want + 1],
-                    resp.url,
-                )
-        except requests.RequestException as exc:
-            raise VerifyError(what, f"download from {url} failed: {exc}") from None
+        with self._request(url, want, what), self.http.get(
+            url, headers={"Range": f"bytes={first}-{last}"}, stream=True,
+            timeout=STALL_TIMEOUT_S, verify=self.verify,
+        ) as resp:  # fmt: skip
+            body = b""
+            for chunk in resp.iter_content(CHUNK):
+                body += chunk
+                if len(body) > want:
+                    break
+            return (
+                resp.status_code,
+                resp.headers.get("Content-Range", ""),
+                body[: want + 1],
+                resp.url,
+            )
 
     def fetch(self, url: str, max_size: int, what: str) -> bytes:
         return b"".join(self.stream(url, max_size, what))
@@ -125,7 +146,12 @@ class Browser:
 def _bounded(resp: requests.Response, max_size: int, what: str) -> Iterator[bytes]:
     """The body of `resp` in chunks; VerifyError past `max_size` bytes (declared or read)."""
     declared = resp.headers.get("Content-Length")
-    if declared is not None and declared.isdigit() and int(declared) > max_size:
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and int(declared) > max_size
+    ):
         raise VerifyError(what, f"is {declared} bytes, more than the {max_size} allowed")
     got = 0
     for chunk in resp.iter_content(CHUNK):
