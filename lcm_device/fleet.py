@@ -29,7 +29,11 @@ or lcm_device.mqtt (the update boot's heap stays what the bars measure).
   a device at most one extra idle check per gap, and a forged retained hint
   one check in all.
 - The connection is retried with exponential back-off (5 s doubling to
-  300 s, jittered); every error is logged with its name and never stops the app.
+  300 s, jittered); it goes back to 5 s only once a link has stayed up for
+  `_STABLE_S`, so a broker that accepts and then drops the device (a refused
+  subscription, a retained message over the buffer) is not reconnected to
+  every few seconds. Every error is logged with its name and never stops the
+  app.
 """
 
 import json
@@ -51,6 +55,7 @@ _MAX_STATE = const(512)
 _MAX_ERROR = const(160)
 _RETRY_MIN_S = const(5)
 _RETRY_MAX_S = const(300)
+_STABLE_S = const(60)  # a link up this long resets the back-off
 _MAX_HINT = const(80)
 
 
@@ -116,6 +121,7 @@ class Agent:
         self.client = None
         self.retry_at = 0
         self.retry_s = _RETRY_MIN_S
+        self.up_since = 0
         self.closed_for_check = False
         # The gap since the last hint-triggered check, counted on this boot's clock.
         self.gap_until = 0
@@ -176,6 +182,8 @@ class Agent:
             safe_log("mqtt: " + str(exc) + " (check the broker's ACL for this device)")
         except MQTTError as exc:
             safe_log("mqtt: connection lost: " + _why(exc))
+            if now_s - self.up_since >= _STABLE_S:
+                self.retry_s = _RETRY_MIN_S
             self._back_off(now_s)
 
     def _connect(self, now_s):
@@ -200,7 +208,7 @@ class Agent:
             self._back_off(now_s)
             return
         safe_log("mqtt: connected to " + self.url + " as " + self.id)
-        self.retry_s = _RETRY_MIN_S
+        self.up_since = now_s
 
     def _anchors(self):
         if not self.url.startswith("mqtts://"):

@@ -172,10 +172,11 @@ class Client:
     # -- connection ---------------------------------------------------------
 
     def connect(self, url, will_topic=None, will_payload=b"", will_retain=True):
+        level = self.level  # the refusal's CONNACK, in 3.1.1, sets 4 already
         try:
             self._connect(url, will_topic, will_payload, will_retain)
         except RefusedError as exc:
-            if self.level != 5 or not str(exc).endswith("unacceptable protocol version"):
+            if level != 5 or not str(exc).endswith("unacceptable protocol version"):
                 raise
             self.level = 4  # a 3.1.1 broker: once more in its protocol
             self._connect(url, will_topic, will_payload, will_retain)
@@ -183,36 +184,6 @@ class Client:
     def _connect(self, url, will_topic, will_payload, will_retain):
         self.close(clean=False)
         scheme, host, port = split_url(url)
-        sock = None
-        try:
-            ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-            sock = socket.socket(ai[0], socket.SOCK_STREAM)
-            sock.settimeout(self.timeout_ms / 1000)
-            sock.connect(ai[-1])
-            if scheme == "mqtts":
-                import ssl
-
-                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-                if self.cas:
-                    ctx.verify_mode = ssl.CERT_REQUIRED
-                    for der in self.cas:
-                        ctx.load_verify_locations(cadata=bytes(der))
-                else:
-                    # No anchors in the app's cert sector: the hint is only a hint and
-                    # the status is public, but say so (docs/fleet.md).
-                    if hasattr(ctx, "check_hostname"):
-                        ctx.check_hostname = False
-                    ctx.verify_mode = ssl.CERT_NONE
-                sock = ctx.wrap_socket(sock, server_hostname=host)
-            sock.setblocking(False)
-        except (OSError, ValueError, IndexError) as exc:
-            if sock:
-                sock.close()
-            raise NetworkError("connect to " + host + ":" + str(port) + ": " + _why(exc)) from None
-        self.sock = sock
-        self._poll = select.poll()
-        self._poll.register(sock, select.POLLIN)
-        self._have = 0
         pkt = bytearray()
         flags = 0x02  # clean session: nothing queued for a device while it is away
         if will_topic:
@@ -239,7 +210,41 @@ class Client:
             _str(pkt, self.user)
         if self.password:
             _str(pkt, self.password)
-        self._send(_CONNECT, pkt)
+        sock = None
+        try:
+            ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+            sock = socket.socket(ai[0], socket.SOCK_STREAM)
+            sock.settimeout(self.timeout_ms / 1000)
+            sock.connect(ai[-1])
+            if scheme == "mqtts":
+                import ssl
+
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                if self.cas:
+                    ctx.verify_mode = ssl.CERT_REQUIRED
+                    for der in self.cas:
+                        ctx.load_verify_locations(cadata=bytes(der))
+                else:
+                    # No anchors in the app's cert sector: the hint is only a hint and
+                    # the status is public, but say so (docs/fleet.md).
+                    if hasattr(ctx, "check_hostname"):
+                        ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                # MicroPython: no handshake here, where it would block read after read (a
+                # broker trickling it would hold the app): the CONNECT's write below
+                # drives it, in non-blocking steps, all within timeout_ms.
+                sock = ctx.wrap_socket(sock, server_hostname=host, do_handshake_on_connect=not _MPY)
+            sock.setblocking(False)
+            self.sock = sock
+            self._poll = select.poll()
+            self._poll.register(sock, select.POLLIN)
+            self._have = 0
+            self._send(_CONNECT, pkt)
+        except (OSError, ValueError, IndexError, MQTTError) as exc:
+            self.sock = None
+            if sock:
+                sock.close()
+            raise NetworkError("connect to " + host + ":" + str(port) + ": " + _why(exc)) from None
         start = ticks_ms()
         while not self.connected:
             if ticks_diff(ticks_ms(), start) > self.timeout_ms:
@@ -284,8 +289,8 @@ class Client:
         while mv:
             try:
                 n = self.sock.write(mv) if _MPY else self.sock.send(mv)
-            except OSError as exc:
-                if exc.args[0] not in _AGAIN:
+            except (OSError, ValueError) as exc:  # MicroPython's TLS: ValueError(its reason)
+                if not exc.args or exc.args[0] not in _AGAIN:
                     self._drop()
                     raise NetworkError("send: " + _why(exc)) from None
                 n = None
@@ -385,12 +390,13 @@ class Client:
             )
         if have < total:
             return False
-        kind = b[0] & 0xF0
-        msg = self._handle(kind, b[0], i, total)
-        # Move what follows this packet to the front (the buffer is the only storage).
-        b[: have - total] = b[total:have]
-        self._have = have - total
-        return msg
+        try:
+            return self._handle(b[0] & 0xF0, b[0], i, total)
+        finally:
+            # Move what follows this packet to the front (the buffer is the only storage),
+            # a packet that raised too: a refusal that keeps the connection is read once.
+            b[: have - total] = b[total:have]
+            self._have = have - total
 
     def _varint(self, i, end, what):
         # (value, index after it) of a variable-length integer at i; (0, -1): not all there.

@@ -198,3 +198,49 @@ def test_fleet_status_watch_shows_a_change_live_and_stops_on_interrupt(rig: dict
         reader.join(5)
     assert proc.returncode == 0, "".join(lines)
     assert "240ac4000009" in "".join(lines)
+
+
+def publish_as(broker: Broker, device: str, topic: str, payload: bytes, user=None) -> None:
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{device}-p")
+    c.username_pw_set(*(user or (device, "pw")))
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    c.publish(topic, payload, qos=1, retain=True).wait_for_publish()
+    c.disconnect()
+    c.loop_stop()
+
+
+def test_statuses_built_to_break_the_tools_are_named_and_the_others_still_listed(
+    rig: dict[str, Any],
+) -> None:
+    """4 KB of "[" (JSON nested past the parser's depth) killed paho's network thread: a
+    traceback, and the dashboard stopped updating; a number of 400 digits overflowed
+    float(); a status of megabytes was read whole; a hint's escape sequences reached the
+    terminal. Each device's status is its own retained message: one device breaks
+    nothing for the others."""
+    broker: Broker = rig["broker"]
+    now = int(time.time())
+    good = {"id": "240ac40000ff", "state": "online", "app": "v1.0.0", "interval": 3600,
+            "time": now}  # fmt: skip
+    hostile = {
+        "240ac4000001": b"[" * 4000,
+        "240ac4000002": json.dumps({**good, "time": 10**400, "interval": 10**400}).encode(),
+        "240ac4000003": json.dumps({**good, "pad": "x" * 200_000}).encode(),
+        "240ac40000ff": json.dumps(good).encode(),
+    }
+    for dev, payload in hostile.items():
+        broker.add_device(REPO, dev, "pw")
+        publish_as(broker, dev, f"lcm/{REPO}/status/{dev}", payload)
+    publish_as(broker, "p", f"lcm/{REPO}/release", b"v1\x1b]0;PWNED\x07\x1b[31m", PUBLISHER)
+    env = {"LCM_MQTT_USER": VIEWER[0], "LCM_MQTT_PASSWORD": VIEWER[1]}
+    args = ["fleet", "status", "--mqtt", broker.url, "--repo", REPO]
+    data = json.loads(lcm([*args, "--json"], env).stdout)
+    devices = {d["id"]: d for d in data["devices"]}
+    # The one of 200 KB is not delivered (the tools ask for packets of at most 8 KB).
+    assert set(devices) == {"240ac4000001", "240ac4000002", "240ac40000ff"}, devices
+    assert devices["240ac4000001"]["problem"] == "status is not JSON"
+    assert devices["240ac4000002"]["time"] is None and devices["240ac4000002"]["interval"] is None
+    assert devices["240ac40000ff"]["app"] == "v1.0.0"
+    assert data["release"]["tag"] == "v1\\x1b]0;PWNED\\x07\\x1b[31m"
+    text = lcm(args, env).stdout
+    assert "Traceback" not in text and "\x1b" not in text and "\x07" not in text, repr(text)

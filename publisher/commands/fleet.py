@@ -15,6 +15,8 @@ from publisher.errors import PublisherError
 from publisher.fleet import broker
 from publisher.fleet.view import DeviceStatus, FleetView, follow, settle
 
+PIPED_EVERY_S = 10.0  # `status --watch` to a pipe or file: at most one table this often
+
 app = typer.Typer(
     help="The fleet over MQTT: device statuses and a dashboard.", no_args_is_help=True
 )
@@ -106,13 +108,16 @@ def status(
             return
         seen = view.snapshot()[2]
         if not out.is_terminal:
-            # Piped or logged: one table per change, appended.
+            # Piped or logged: one table per change, appended, at most one every
+            # PIPED_EVERY_S (a device re-publishing its status non-stop would otherwise
+            # write a whole table per message to the log, and fill the disk).
             out.print(table(view))
             while True:
                 changes = view.wait_change(seen, 1.0)
                 if changes != seen:
                     seen = changes
                     out.print(table(view))
+                    time.sleep(PIPED_EVERY_S)
         with Live(table(view), console=out, refresh_per_second=2) as live:
             while True:
                 seen = view.wait_change(seen, 1.0)

@@ -16,6 +16,8 @@ import uuid
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from publisher.fleet.errors import BrokerError
 
@@ -23,6 +25,9 @@ USER_ENV = "LCM_MQTT_USER"
 PASSWORD_ENV = "LCM_MQTT_PASSWORD"
 CA_ENV = "LCM_MQTT_CA"
 TIMEOUT_S = 10.0
+# The largest packet the broker may send us: a status (4 KB at most, publisher.fleet.view)
+# with its topic, and room to name one that is too long; larger ones are not delivered.
+MAX_PACKET = 8192
 
 
 def release_topic(repo: str) -> str:
@@ -82,8 +87,12 @@ def connect(url: str, name: str, on_message: mqtt.CallbackOnMessage | None = Non
         done.set()
 
     client.on_connect = on_connect
+    # MQTT 5: the broker must not send a packet larger than this (it drops it instead), so
+    # a device that publishes a status of megabytes cannot fill this process's memory.
+    limits = Properties(PacketTypes.CONNECT)
+    limits.MaximumPacketSize = MAX_PACKET
     try:
-        client.connect(host, port, keepalive=60)
+        client.connect(host, port, keepalive=60, properties=limits)
     except (OSError, ssl.SSLError) as exc:
         raise BrokerError(f"cannot connect to the broker {url}: {exc}") from None
     client.loop_start()

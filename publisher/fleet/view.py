@@ -9,6 +9,7 @@ is not a JSON object, is shown as a device with the problem named.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,8 +20,11 @@ import paho.mqtt.client as mqtt
 from publisher.fleet import broker
 from publisher.printable import printable
 
+log = logging.getLogger("lcm.fleet")
+
 MAX_STATUS = 4096
 _TEXT = 200  # longest text field kept (an error line is at most 200 bytes on the device)
+_MAX_NUMBER = 2**53
 # A device checks every interval +/- 25 %, and publishes a status after each check.
 STALE_FACTOR = 1.25
 
@@ -32,7 +36,11 @@ def _text(value: Any) -> str | None:
 
 
 def _number(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    # A count or a wall time: a device's own are far below 2**53 (a float's exact range,
+    # where the dashboard's JavaScript and float arithmetic here are exact); anything
+    # larger (a number of a thousand digits) reads as unknown.
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _MAX_NUMBER
+    return value if ok else None
 
 
 @dataclass
@@ -61,7 +69,7 @@ class DeviceStatus:
             return st
         try:
             data = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):  # 4 KB of "[" nests past the parser's depth
             st.problem = "status is not JSON"
             return st
         if not isinstance(data, dict):
@@ -114,7 +122,8 @@ class Rollout:
     @classmethod
     def parse(cls, payload: bytes) -> Rollout:
         words = payload.decode("ascii", "replace")[:80].split()
-        ro = cls(tag=words[0] if words else None)
+        # Shown in `lcm fleet status`'s title: its control characters as escapes.
+        ro = cls(tag=printable(words[0]) if words else None)
         if len(words) >= 3 and words[1] == "rollout":
             if words[2] == "halted":
                 ro.halted = True
@@ -135,6 +144,14 @@ class FleetView:
         self._prefix = f"lcm/{repo}/status/"
 
     def on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        """Called in paho's network thread: an exception here would end that thread (and
+        every later update), so whatever a message holds, it is read as a status or not."""
+        try:
+            self._take(msg)
+        except Exception as exc:
+            log.exception("fleet: a message on %s could not be read: %r", msg.topic, exc)
+
+    def _take(self, msg: mqtt.MQTTMessage) -> None:
         now = time.time()
         with self.lock:
             if msg.topic.startswith(self._prefix):

@@ -3,8 +3,10 @@ mosquitto over TLS, and against a hostile broker (a raw socket server that lies)
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +156,181 @@ def test_an_mqtt5_message_with_properties_is_delivered(mpy: Any) -> None:
     broker = LyingBroker(CONNACK5 + b"\x30\x09\x00\x01t\x02\x01\x01hey", close=False)
     out = mpy.run(CLIENT.format(cas=None, url=f"mqtt://127.0.0.1:{broker.port}"), timeout=30).stdout
     assert "MSG b't' b'hey'" in out, out
+
+
+REFUSED_THEN = """
+import time
+from lcm_device.mqtt import Client, MQTTError, SubscribeError
+c = Client(bytearray(256), "lcm-d1", timeout_ms=2000)
+c.connect("{url}")
+c.subscribe("lcm/acme/widget/release")
+for i in range(40):
+    try:
+        m = c.poll()
+    except SubscribeError as e:
+        print("REFUSED", e)
+        continue
+    except MQTTError as e:
+        print("ERR", e.__class__.__name__, e)
+        break
+    if m:
+        print("MSG", m[0], m[1])
+        break
+    time.sleep_ms(50)
+"""
+
+
+def test_a_refused_subscription_keeps_the_link_and_what_follows_is_read(mpy: Any) -> None:
+    """The refusing SUBACK was left in the buffer and read again as a SUBACK for no
+    SUBSCRIBE of ours: a ProtocolError that dropped the link, at every reconnect."""
+    refused = b"\x90\x03\x00\x01\x80"  # SUBACK for packet 1: refused (0x80)
+    broker = LyingBroker(CONNACK + refused + b"\x30\x05\x00\x01tok", close=False)
+    out = mpy.run(REFUSED_THEN.format(url=f"mqtt://127.0.0.1:{broker.port}"), timeout=30).stdout
+    assert "REFUSED the broker refused the subscription" in out, out
+    assert "MSG b't' b'ok'" in out and "ERR" not in out, out
+
+
+class TwoConnections:
+    """Refuses protocol level 5 as a 3.1.1 broker does (CONNACK code 1, then closes), then
+    accepts the next connection; records each CONNECT's protocol level."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(2)
+        self.port = self.sock.getsockname()[1]
+        self.levels: list[int] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        for reply in (b"\x20\x02\x00\x01", CONNACK):
+            conn, _ = self.sock.accept()
+            connect = b""
+            while len(connect) < 9:  # the client writes the fixed header and the rest apart
+                connect += conn.recv(1024)
+            self.levels.append(connect[8])  # fixed header (2), "MQTT" (6), then the level
+            conn.sendall(reply)
+            if reply != CONNACK:
+                conn.close()
+        conn.settimeout(10)
+        with contextlib.suppress(OSError):
+            while conn.recv(1024):
+                pass
+
+
+LEVEL = """
+from lcm_device.mqtt import Client, MQTTError
+c = Client(bytearray(256), "lcm-d1", timeout_ms=2000)
+try:
+    c.connect("{url}")
+    print("CONNECTED", c.level)
+except MQTTError as e:
+    print("ERR", e.__class__.__name__, e)
+"""
+
+
+def test_a_broker_that_refuses_mqtt5_is_spoken_to_in_3_1_1_at_once(mpy: Any) -> None:
+    broker = TwoConnections()
+    out = mpy.run(LEVEL.format(url=f"mqtt://127.0.0.1:{broker.port}"), timeout=30).stdout
+    assert "CONNECTED 4" in out, out
+    assert broker.levels == [5, 4]
+
+
+TIMED = """
+import time
+from lcm_device.mqtt import Client, MQTTError
+c = Client(bytearray(256), "lcm-d1", timeout_ms=2000)
+t0 = time.ticks_ms()
+try:
+    c.connect("{url}")
+    print("CONNECTED")
+except MQTTError as e:
+    print("ERR", e.__class__.__name__, e)
+print("MS", time.ticks_diff(time.ticks_ms(), t0))
+"""
+
+
+def test_a_broker_that_trickles_its_tls_handshake_is_cut_within_the_timeout(mpy: Any) -> None:
+    """A byte a second of a 16 KB TLS record: each read is within the 2 s timeout, so a
+    blocking handshake took hours and held the app's tick; now it is cut at 2 s."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = server.accept()
+        record = b"\x16\x03\x03\x40\x00" + b"\x02" * 100
+        with contextlib.suppress(OSError):
+            for byte in record:
+                if stop.is_set():
+                    break
+                conn.sendall(bytes([byte]))
+                time.sleep(1)
+        conn.close()
+
+    threading.Thread(target=trickle, daemon=True).start()
+    try:
+        port = server.getsockname()[1]
+        out = mpy.run(TIMED.format(url=f"mqtts://127.0.0.1:{port}"), timeout=60).stdout
+    finally:
+        stop.set()
+    assert "ERR NetworkError connect to 127.0.0.1" in out, out
+    elapsed = int(out.split("MS ")[1].split()[0])
+    assert elapsed < 6000, out  # the 2 s timeout and a poll's rounding, not a minute
+
+
+FLAPPING = """
+from lcm_sim.unix import UnixHal
+from lcm_device.fleet import Agent
+import os
+hal = UnixHal()
+os.mkdir(hal.root + "/lcm")
+os.mkdir(hal.root + "/lcm/state")
+cfg = {{"repo": "acme/widget", "mqtt_url": "{url}", "check_interval_s": 14400}}
+agent = Agent(hal, cfg, None)
+connects = []
+for now in range(0, 900):
+    before = agent.retry_at
+    agent.poll(now)
+    if agent.retry_at != before:
+        connects.append(agent.retry_at - now)
+print("WAITS", " ".join(str(w) for w in connects))
+"""
+
+
+def test_a_broker_that_accepts_then_drops_is_asked_less_and_less_often(
+    tmp_path: Path, mpy: Any
+) -> None:
+    """Each CONNACK reset the back-off to 5 s: a broker that drops the device right after
+    accepting it (a retained message over the buffer, a refused subscription) had it
+    reconnect every 2-5 s for ever, publishing its status each time."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with contextlib.suppress(OSError):
+                conn.recv(1024)
+                conn.sendall(CONNACK + b"\x30\xff\xff\x7f")  # then a packet over the buffer
+                time.sleep(0.2)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    root = tmp_path / "dev"
+    root.mkdir()
+    env = {"LCM_ROOT": str(root), "LCM_MAC": "240ac4000001"}
+    url = f"mqtt://127.0.0.1:{server.getsockname()[1]}"
+    try:
+        out = mpy.run(FLAPPING.format(url=url), extra_env=env, timeout=120).stdout
+    finally:
+        server.close()
+    waits = [int(w) for w in out.split("WAITS")[1].split()]
+    # 5 s doubling to 300 s, jittered to between half and all of it.
+    assert len(waits) <= 12, waits  # about 150 when every connect reset it
+    assert max(waits) >= 80, waits
