@@ -59,6 +59,10 @@ def combine(copies: list[tuple[Path, fmt.Sector]]) -> bytes:
             )
         for kid, sig in sector.signatures:
             merged.setdefault(kid, sig)
+    if not merged:
+        # Nothing to merge: written over the -o file (often the sector in use), the
+        # result would only destroy what was there.
+        raise PublisherError("none of these copies is signed: there is nothing to combine")
     return pack(first, list(merged.items()))
 
 

@@ -3,3 +3,7 @@
 
 class PublisherError(Exception):
     """Anything the publisher refuses or cannot do; its message is shown to the user."""
+
+
+class OutputError(PublisherError):
+    """A command's output file cannot be written where it was asked (-o)."""

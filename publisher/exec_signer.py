@@ -17,9 +17,12 @@ garbage, or signs with different keys, has no such key and is refused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shlex
 import subprocess
+import threading
+from typing import Any
 
 from cert_sector.p256 import _B, _GX, _GY, _N, _P
 from publisher.signing import (
@@ -99,9 +102,7 @@ class ExecSigner(Signer):
 
     def sign_digest(self, digest: bytes) -> bytes:
         try:
-            done = subprocess.run(
-                self.argv, input=digest, capture_output=True, timeout=EXEC_TIMEOUT, check=False
-            )
+            done = _run_capped(self.argv, digest)
         except FileNotFoundError:
             raise SigningKeyError(f"{self.describe}: command {self.argv[0]!r} not found") from None
         except PermissionError:
@@ -112,15 +113,15 @@ class ExecSigner(Signer):
             raise SigningKeyError(
                 f"{self.describe}: no signature within {EXEC_TIMEOUT} s"
             ) from None
+        if len(done.stdout) > MAX_EXEC_OUTPUT:
+            raise SigningKeyError(
+                f"{self.describe}: answered more than {MAX_EXEC_OUTPUT} bytes, not a signature"
+            )
         if done.returncode != 0:
             lines = done.stderr.decode(errors="replace").strip().splitlines()
             why = f": {lines[-1][:200]}" if lines else ""
             raise SigningKeyError(
                 f"{self.describe}: the command failed (exit status {done.returncode}){why}"
-            )
-        if len(done.stdout) > MAX_EXEC_OUTPUT:
-            raise SigningKeyError(
-                f"{self.describe}: answered {len(done.stdout)} bytes, not a signature"
             )
         return done.stdout
 
@@ -140,3 +141,42 @@ class ExecSigner(Signer):
                 "(garbage, the wrong curve, or a digest other than the one on stdin)"
             )
         return keys[0]
+
+
+def _run_capped(argv: list[str], data: bytes) -> subprocess.CompletedProcess[bytes]:
+    """Run `argv` with `data` on stdin, as subprocess.run does, keeping at most
+    MAX_EXEC_OUTPUT + 1 bytes of stdout (and the last MAX_EXEC_OUTPUT of stderr): a
+    command that answers without end is killed once past that, not read into memory."""
+    kept = {"out": b"", "err": b""}
+    with subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+
+        def drain(stream: Any, key: str) -> None:
+            while chunk := stream.read(4096):
+                if key == "err":  # its last lines say why it failed
+                    kept[key] = (kept[key] + chunk)[-MAX_EXEC_OUTPUT:]
+                    continue
+                kept[key] += chunk[: MAX_EXEC_OUTPUT + 1 - len(kept[key])]
+                if len(kept[key]) > MAX_EXEC_OUTPUT:
+                    proc.kill()
+                    return
+
+        readers = [
+            threading.Thread(target=drain, args=(proc.stdout, "out"), daemon=True),
+            threading.Thread(target=drain, args=(proc.stderr, "err"), daemon=True),
+        ]
+        for reader in readers:
+            reader.start()
+        assert proc.stdin is not None
+        with contextlib.suppress(OSError):  # a command that does not read its stdin
+            proc.stdin.write(data)
+            proc.stdin.close()
+        try:
+            proc.wait(EXEC_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        for reader in readers:
+            reader.join(EXEC_TIMEOUT)
+    return subprocess.CompletedProcess(argv, proc.returncode, kept["out"], kept["err"])

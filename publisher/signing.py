@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 from cert_sector.keys import key_id_hex
 from publisher.errors import PublisherError
-from publisher.fsutil import write_atomic
+from publisher.fsutil import read_at_most, write_atomic
 
 MAX_KEY_FILE = 64 * 1024
 
@@ -161,6 +161,10 @@ def check_key_name(name: str) -> None:
         )
     if not name.isprintable():
         raise SigningKeyError(f"invalid key name {name!r}: it holds control characters")
+    if ":" in name:
+        # `exec:`/`pkcs11:` name signers, and KEY:CHANNELS a key's scope: NAME.pem could
+        # never be given as a key.
+        raise SigningKeyError(f"invalid key name {name!r}: no ':' (it separates key specs)")
 
 
 def generate(directory: Path, name: str, passphrase: bytes | None) -> tuple[Path, Path, KeySigner]:
@@ -202,11 +206,12 @@ def read_passphrase(env_var: str | None, prompt: str) -> bytes | None:
 
 def _read_key_file(path: Path) -> bytes:
     try:
-        if path.stat().st_size > MAX_KEY_FILE:
-            raise SigningKeyError(f"{path} is too large to be a key file")
-        return path.read_bytes()
+        data = read_at_most(path, MAX_KEY_FILE)
     except OSError as exc:
         raise SigningKeyError(f"cannot read key file {path}: {exc.strerror}") from None
+    if len(data) > MAX_KEY_FILE:
+        raise SigningKeyError(f"{path} is too large to be a key file")
+    return data
 
 
 def load_signer(path: Path, passphrase_env: str | None = None) -> KeySigner:

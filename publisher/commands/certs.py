@@ -13,7 +13,7 @@ from publisher import ceremony, certs
 from publisher import sector_format as fmt
 from publisher.console import command_edge, out, print_json, warn
 from publisher.errors import PublisherError
-from publisher.fsutil import write_atomic
+from publisher.fsutil import write_output
 from publisher.release.preflight import expiry_warnings
 from publisher.signing import load_trusted_key
 from publisher.timefmt import format_date
@@ -118,7 +118,8 @@ def build(
         epoch=epoch,
         first_seq=first_seq,
     )
-    write_atomic(output, data)
+    keys = [Path(k) for k in [*root_key, *release_key, *(old_root_key or [])] if ":" not in k]
+    write_output(output, data, [*keys, *(ca or [])])
     warnings = expiry_warnings(sector, int(time.time()), f"{output}")
     no_anchor = None if sector.cas else missing_anchor_warning(web_url)
     if no_anchor:

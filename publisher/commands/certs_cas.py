@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from publisher.console import command_edge, out, print_json
-from publisher.fsutil import write_atomic
+from publisher.fsutil import write_output
 from publisher.timefmt import format_date
 from publisher.tlsanchors import fetch_anchor, parse_host, to_pem, unique_roots
 
@@ -32,7 +32,7 @@ def cas(
     anchors = [fetch_anchor(*parse_host(text), ca_file) for text in hosts]
     roots = unique_roots(anchors)
     pem = to_pem(roots)
-    write_atomic(output, pem)
+    write_output(output, pem, [ca_file] if ca_file else [])
     rows = [
         {
             "host": f"{a.host}:{a.port}",

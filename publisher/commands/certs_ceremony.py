@@ -13,7 +13,7 @@ from publisher import ceremony, certs
 from publisher import sector_format as fmt
 from publisher.console import command_edge, err, out, print_json, warn
 from publisher.errors import PublisherError
-from publisher.fsutil import write_atomic
+from publisher.fsutil import write_output
 from publisher.signing import open_signer
 
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -70,7 +70,7 @@ def sign(
         )
     data = ceremony.add_signature(sector, signer)
     target = output or file
-    write_atomic(target, data)
+    write_output(target, data, [Path(key)] if output is not None and ":" not in key else [])
     signed = fmt.parse_sector(data, min_signatures=0)
     trusted = ceremony.RootSet("previous", old.roots, old.threshold) if old else None
     summary = ceremony.report(signed, trusted)
@@ -90,7 +90,7 @@ def combine(
 ) -> None:
     """Merge the signatures of copies of one sector body (signed in parallel) into one file."""
     data = ceremony.combine([(f, ceremony.read_unfinished(f)) for f in files])
-    write_atomic(output, data)
+    write_output(output, data)
     merged = fmt.parse_sector(data, min_signatures=0)
     kids = [kid.hex() for kid, _ in merged.signatures]
     if as_json:

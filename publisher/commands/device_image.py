@@ -22,7 +22,7 @@ from publisher.device import image as img
 from publisher.device import reinstall
 from publisher.device import settings as device_settings
 from publisher.device.firmware import ImageError, get_board, read_firmware
-from publisher.fsutil import write_atomic
+from publisher.fsutil import write_output
 
 
 class BoardName(StrEnum):
@@ -193,7 +193,8 @@ def image(
         mqtt,
     )
     factory = img.build_factory_image(board.value, read_firmware(firmware), flash_size, settings)
-    write_atomic(output, factory.data, mode=0o600)  # holds the Wi-Fi and setup passwords
+    # The image holds the Wi-Fi and setup passwords: 0600.
+    write_output(output, factory.data, [firmware, *(root or []), *(manager_root or [])], 0o600)
     fs = factory.firmware.filesystem
     if as_json:
         print_json(

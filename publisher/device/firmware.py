@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from publisher.errors import PublisherError
+from publisher.fsutil import read_at_most
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -128,15 +129,14 @@ def parse_flash_size(board: Board, text: str) -> int:
 
 def read_firmware(path: Path) -> bytes:
     try:
-        size = path.stat().st_size
-        if size > MAX_FIRMWARE_SIZE:
-            raise ImageError(
-                f"{path} is {size} bytes, more than a MicroPython firmware "
-                f"({MAX_FIRMWARE_SIZE} bytes at most)"
-            )
-        return path.read_bytes()
+        data = read_at_most(path, MAX_FIRMWARE_SIZE)
     except OSError as exc:
         raise ImageError(f"cannot read firmware {path}: {exc.strerror}") from None
+    if len(data) > MAX_FIRMWARE_SIZE:
+        raise ImageError(
+            f"{path} is more than a MicroPython firmware ({MAX_FIRMWARE_SIZE} bytes at most)"
+        )
+    return data
 
 
 def _chip_name_for_id(chip_id: int) -> str:
