@@ -16,6 +16,7 @@ from cert_sector.errors import TrustError
 from cert_sector.keys import key_id, key_id_hex
 from publisher import sector_format as fmt
 from publisher.errors import PublisherError
+from publisher.release.preflight import KNOWN_BOARDS
 from publisher.signing import Signer, is_signer_spec, load_public_key, open_signer
 from publisher.timefmt import format_date
 
@@ -114,7 +115,18 @@ def parse_scope(
         if channel not in fmt.SCOPE_CHANNELS:
             raise PublisherError(f"--scope {text!r}: channel must be stable or beta")
     bits = sum(1 << fmt.SCOPE_CHANNELS.index(c) for c in set(channels))
-    return index, bits, [b for b in boards_text.split(",") if b]
+    boards = [b for b in boards_text.split(",") if b]
+    if not boards and set(channels) == set(fmt.SCOPE_CHANNELS):
+        raise PublisherError(
+            f"--scope {text!r} limits nothing: give CHANNELS (stable, beta) or BOARDS"
+        )
+    for board in boards:
+        if board not in KNOWN_BOARDS:  # as `release publish` checks its --board (rule P1)
+            raise PublisherError(
+                f"--scope {text!r}: {board!r} is not a board lcm devices report "
+                f"({', '.join(KNOWN_BOARDS)}): the key could sign for no device"
+            )
+    return index, bits, boards
 
 
 def build_sector(
@@ -160,7 +172,17 @@ def build_sector(
             raise PublisherError(f"--previous is a sector for {old.repo}, not {repo}")
         if not unsigned:
             _, old_signers = _load_keys(old_root_keys, passphrase_env)
+            for signer in old_signers:
+                # As `certs sign` checks it: a signature that counts for nothing is a slip.
+                if signer.public_key not in old.roots:
+                    raise PublisherError(
+                        f"--old-root-key {key_id_hex(signer.public_key)} is not a root of "
+                        f"--previous (sequence {old.seq}): its signature would count for "
+                        "nothing"
+                    )
             signers += [s for s in old_signers if s.public_key not in roots]
+    elif old_root_keys:
+        raise PublisherError("--old-root-key signs for --previous: give the sector it replaces")
     if seq is None:
         seq = old.seq + 1 if old else 1
     expiry = parse_date(expires) if expires else 0

@@ -191,6 +191,29 @@ def test_image_refusals_write_nothing(inputs: dict[str, Path]) -> None:
     assert usage.exit_code == 2 and "esp31" in usage.output
 
 
+def test_image_never_writes_over_a_key_its_firmware_or_a_folder(inputs: dict[str, Path]) -> None:
+    """A slip of -o (the root key's name, the firmware's) replaced that file with a 4 MB
+    image; -o naming a folder was reported by the name of a temporary file."""
+    key = inputs["root"].with_suffix(".pem")
+    for target, needle in [
+        (key, "holds a key: not overwritten"),
+        (inputs["root"], "holds a key: not overwritten"),
+        (inputs["esp32"], "is also an input of this command"),
+        (inputs["out"].parent, "is a folder"),
+    ]:
+        before = target.read_bytes() if target.is_file() else None
+        args = image_args(inputs)
+        args[args.index("-o") + 1] = str(target)
+        refused(args, f"-o {target}", needle)
+        if before is not None:
+            assert target.read_bytes() == before
+    firmware = inputs["out"].parent / "zero.bin"
+    args = image_args(inputs)
+    args[args.index("--firmware") + 1] = "/dev/zero"  # read without end before
+    refused(args, "cannot read firmware /dev/zero: not a regular file")
+    assert not firmware.exists() and not inputs["out"].exists()
+
+
 # ---------------------------------------------------------------- flash
 
 

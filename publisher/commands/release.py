@@ -34,7 +34,7 @@ from publisher.commands.release_options import (
 from publisher.console import command_edge, err, out, print_json, warn
 from publisher.device.manager import write_manager_release
 from publisher.errors import PublisherError
-from publisher.fleet.broker import publish_hint
+from publisher.fleet.broker import publish_hint_after, split_broker_url
 from publisher.printable import printable
 from publisher.release.github import (
     DEFAULT_API_URL,
@@ -195,6 +195,8 @@ def publish_command(
     if manager and (kind != "files" or compile_mpy):
         raise PublisherError("--manager publishes the manager's .mpy modules as they are built")
     # What is wrong here is said before a missing token: the local inputs first.
+    if mqtt:
+        split_broker_url(mqtt)  # a broker URL that cannot work, before anything is uploaded
     if source is not None:
         check_exists(source)
     signer = open_signer(key, passphrase_env)
@@ -238,7 +240,7 @@ def publish_command(
     if mqtt and not dry_run:
         # Only now: the release is live, so a device the hint wakes finds it.
         hint = result.tag if rollout is None else f"{result.tag} rollout {rollout}"
-        publish_hint(mqtt, repo, hint)
+        publish_hint_after(mqtt, repo, hint, f"{repo} {result.tag} is {result.state}")
     if as_json:
         print_json(
             {**result.as_json(), "hint": hint, "seconds": round(time.monotonic() - started, 3)}

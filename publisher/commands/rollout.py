@@ -16,7 +16,7 @@ from publisher.commands.release_options import (
 )
 from publisher.console import command_edge, out, print_json
 from publisher.errors import PublisherError
-from publisher.fleet.broker import publish_hint
+from publisher.fleet.broker import publish_hint_after, split_broker_url
 from publisher.release.github import DEFAULT_API_URL, DEFAULT_TOKEN_ENV
 from publisher.release.rollout import widen
 from publisher.signing import open_signer
@@ -47,13 +47,18 @@ def rollout(
     as_json: AsJson = False,
 ) -> None:
     """Widen a staged roll-out (`TAG 50`, `TAG 100`) or halt it (`TAG --halt`); signed."""
-    if halt == (share is not None):
+    if halt and share is not None:
         raise PublisherError("give a new share (e.g. 50 or 100) or --halt, not both")
+    if not halt and share is None:
+        raise PublisherError("give a new share (e.g. 50 or 100), or --halt")
+    if mqtt:
+        split_broker_url(mqtt)  # a broker URL that cannot work, before the roll-out changes
     signer = open_signer(key, passphrase_env)
     session = api_session(api_url, token_env, required=True)
     result = widen(session, repo, tag, signer, share, halt)
     if mqtt:
-        publish_hint(mqtt, repo, result.hint())
+        now = "halted" if result.halted else f"at {result.share} %"
+        publish_hint_after(mqtt, repo, result.hint(), f"the roll-out of {tag} is {now}")
     if as_json:
         print_json({**result.as_json(), "hint": result.hint() if mqtt else None})
         return

@@ -140,3 +140,15 @@ def publish_hint(url: str, repo: str, hint: str) -> None:
             )
     finally:
         close(client)
+
+
+def publish_hint_after(url: str, repo: str, hint: str, done: str) -> None:
+    """`publish_hint` once `done` happened (a release published, a roll-out widened): a
+    failure says that it did, so the user does not redo it, only the hint."""
+    try:
+        publish_hint(url, repo, hint)
+    except BrokerError as exc:
+        raise BrokerError(
+            f"{done}, but its push hint was not sent: {exc}. Devices find it at their next "
+            "check; run the same command again to send the hint"
+        ) from None

@@ -70,6 +70,7 @@ from publisher.release.web import Browser
 log = logging.getLogger("lcm.host.mirror")
 
 DEFAULT_INTERVAL = 300  # seconds between scheduled refreshes
+MAX_INTERVAL = 7 * 24 * 3600
 MIRROR_ASSETS = (
     SECTOR_ASSET,
     CHAIN_ASSET,
@@ -139,8 +140,10 @@ class Mirror:
             raise HostError(
                 f"--upstream must be an http:// or https:// URL, not {config.upstream!r}"
             )
-        if config.interval <= 0:
-            raise HostError("--mirror-interval must be above 0 seconds")
+        if not 0 < config.interval <= MAX_INTERVAL:  # NaN fails too
+            raise HostError(
+                f"--mirror-interval must be above 0 and at most {MAX_INTERVAL} seconds (a week)"
+            )
         for spec in config.specs:
             if not is_repo_name(spec.repo):
                 raise HostError(f"not a repository name: {spec.repo!r} (expected OWNER/NAME)")

@@ -71,6 +71,22 @@ def web_url_for(api_url: str) -> str:
     raise HostError(f"cannot derive the web URL from --api-url {api_url}; pass --web-url")
 
 
+def check_api_url(api_url: str) -> str:
+    """The REST API base without its trailing '/'; HostError unless http(s) with a host."""
+    parts = urlsplit(api_url)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise HostError(
+            f"--api-url {api_url!r} is not an http:// or https:// URL with a host (and a port "
+            f"from 1 to 65535): e.g. https://api.github.com or http://HOST:PORT/api/v3 (or "
+            f"${API_URL_ENV})"
+        )
+    return api_url.rstrip("/")
+
+
 def _retry_after(exc: GithubException) -> float | None:
     headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
     value = headers.get("retry-after")
@@ -183,7 +199,7 @@ class Session:
         retry: RetryPolicy | None = None,
         on_retry: Callable[[str], None] | None = None,
     ) -> None:
-        self.api_url = api_url.rstrip("/")
+        self.api_url = check_api_url(api_url)
         self.token_env = token_env
         self.retry = retry or RetryPolicy()
         # Told of each retry before its wait (the command prints it): a host that does not

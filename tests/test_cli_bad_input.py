@@ -1,0 +1,135 @@
+"""A careless or confused user at the maintainer's CLI: each slip gets a clear error
+naming what was wrong, exit 1, and nothing stored is lost (keys above all)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from publisher.cli import app
+from tests.hostserver import TEST_REPO, TEST_TOKEN, github_client, running_host
+from tests.test_release_publish import write_app
+
+REPO = "acme/widget"
+
+
+def run(*args: str, code: int = 0, env: dict[str, str] | None = None) -> str:
+    result = CliRunner().invoke(app, list(args), env=env)
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    return result.output
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> Path:
+    for name in ("root", "release", "other"):
+        run("keys", "new", name, "--dir", str(tmp_path))
+    return tmp_path
+
+
+def build(keys: Path, *extra: str, code: int = 0) -> str:
+    return run(
+        "certs", "build", "--repo", REPO, "--root-key", str(keys / "root.pem"),
+        "--release-key", str(keys / "release.pub"), *extra, code=code,
+    )  # fmt: skip
+
+
+def test_certs_build_never_writes_over_a_key_or_a_folder(keys: Path) -> None:
+    root = (keys / "root.pem").read_bytes()
+    out = build(keys, "-o", str(keys / "root.pem"), code=1)
+    assert f"-o {keys / 'root.pem'} holds a key: not overwritten" in out
+    assert (keys / "root.pem").read_bytes() == root
+    out = build(keys, "-o", str(keys), code=1)
+    assert f"-o {keys} is a folder" in out
+    build(keys, "-o", str(keys / "certs.sector"))
+    build(keys, "-o", str(keys / "certs.sector"))  # a sector may be rebuilt in place
+
+
+def test_a_signature_that_counts_for_nothing_is_refused(keys: Path) -> None:
+    build(keys, "-o", str(keys / "certs.sector"))
+    previous = ["--previous", str(keys / "certs.sector")]
+    out = build(keys, *previous, "--old-root-key", str(keys / "release.pem"), "-o",
+                str(keys / "new.sector"), code=1)  # fmt: skip
+    assert "--old-root-key" in out and "is not a root of --previous" in out
+    out = build(keys, "--old-root-key", str(keys / "root.pem"), "-o", str(keys / "n.sector"),
+                code=1)  # fmt: skip
+    assert "--old-root-key signs for --previous" in out
+    assert not (keys / "new.sector").exists() and not (keys / "n.sector").exists()
+
+
+@pytest.mark.parametrize(
+    ("scope", "needle"),
+    [(":beta:esp99", "'esp99' is not a board lcm devices report"), ("::", "limits nothing")],
+)
+def test_a_scope_that_cannot_work_is_refused(keys: Path, scope: str, needle: str) -> None:
+    out = build(keys, "--scope", f"{keys / 'release.pub'}{scope}", "-o", str(keys / "s"), code=1)
+    assert needle in out
+
+
+def test_combining_copies_without_signatures_keeps_the_sector_in_use(keys: Path) -> None:
+    build(keys, "-o", str(keys / "certs.sector"))
+    before = (keys / "certs.sector").read_bytes()
+    build(keys, "--unsigned", "--seq", "7", "-o", str(keys / "u.sector"))
+    out = run("certs", "combine", str(keys / "u.sector"), "-o", str(keys / "certs.sector"), code=1)
+    assert "none of these copies is signed" in out
+    assert (keys / "certs.sector").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ("/dev/zero", "not a regular file"),  # read without end before
+        ("exec:cat /dev/zero", "answered more than 1024 bytes"),  # its output too
+    ],
+)
+def test_a_key_that_never_ends_is_refused(spec: str, needle: str) -> None:
+    assert needle in run("keys", "show", spec, code=1)
+
+
+def test_a_key_name_that_reads_as_a_signer_spec_is_refused(tmp_path: Path) -> None:
+    out = run("keys", "new", "exec:touch pwned", "--dir", str(tmp_path), code=1)
+    assert "no ':'" in out
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("url", ["garbage", "", "ftp://127.0.0.1:8200/", "http://h:99999/api/v3"])
+def test_an_api_url_that_is_no_http_url_is_named(url: str) -> None:
+    out = run("release", "list", "--repo", REPO, "--api-url", url, code=1)
+    assert f"--api-url {url!r} is not an http:// or https:// URL" in out
+
+
+@pytest.mark.parametrize("interval", ["inf", "nan", "0"])
+def test_a_mirror_interval_that_cannot_work_is_refused(tmp_path: Path, keys, interval) -> None:
+    out = run(
+        "host", "--data", str(tmp_path / "d"), "--mirror", f"{REPO}={keys / 'root.pub'}",
+        "--mirror-interval", interval, code=1,
+    )  # fmt: skip
+    assert "--mirror-interval must be above 0 and at most 604800 seconds" in out
+
+
+def test_a_broker_url_that_cannot_work_is_refused_before_anything_is_published(
+    tmp_path: Path, keys: Path
+) -> None:
+    build(keys, "-o", str(keys / "certs.sector"))
+    with running_host(tmp_path) as host:
+        env = {"GITHUB_TOKEN": TEST_TOKEN, "LCM_GITHUB_API": host.api_url}
+        app_dir = write_app(tmp_path / "app", {"main.py": b"x = 1\n"})
+        out = run(
+            "release", "publish", str(app_dir), "--repo", TEST_REPO, "--tag", "v1.0.0",
+            "--key", str(keys / "release.pem"), "--certs", str(keys / "certs.sector"),
+            "--mqtt", "garbage", code=1, env=env,
+        )  # fmt: skip
+        assert "the broker URL must be mqtt://HOST[:PORT]" in out
+        assert list(github_client(host).get_repo(TEST_REPO).get_releases()) == []
+        # A broker away once the release is live: said as such, the release stays.
+        out = run(
+            "release", "publish", str(app_dir), "--repo", TEST_REPO, "--tag", "v1.0.0",
+            "--key", str(keys / "release.pem"), "--certs", str(keys / "certs.sector"),
+            "--mqtt", "mqtt://127.0.0.1:1", "--json", code=1, env=env,
+        )  # fmt: skip
+        assert f"{TEST_REPO} v1.0.0 is published, but its push hint was not sent" in out
+        assert "run the same command again" in out
+        tags = [r.tag_name for r in github_client(host).get_repo(TEST_REPO).get_releases()]
+        assert tags == ["v1.0.0"]
