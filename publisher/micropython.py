@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -137,6 +138,20 @@ def rom_prelude(data_bytes: int) -> str:
     `data_bytes` of heap free (for scripts that do not start the unix HAL, which
     does the same when LCM_DATA_HEAP is set)."""
     return f"from lcm_sim.rommodel import leave_data_heap\nleave_data_heap({data_bytes})\n"
+
+
+MIN_HEAP = 8 * 1024  # below it MicroPython's unix port refuses to start
+
+
+def check_heap(size: str, option: str = "--heap", minimum: int = MIN_HEAP) -> str:
+    """A heap size as MicroPython's -X heapsize takes it (24k, 2m, 65536), at least
+    `minimum` bytes: PublisherError naming `option` otherwise."""
+    if not re.fullmatch(r"\d{1,7}[kKmM]?", size) or heap_bytes(size) < minimum:
+        example = "160k or 2m" if option == "--heap" else "24k"
+        raise PublisherError(
+            f"{option} must look like {example}, at least {minimum // 1024}k, got {size!r}"
+        )
+    return size
 
 
 def heap_bytes(size: str) -> int:

@@ -133,3 +133,9 @@ def test_a_broker_url_that_cannot_work_is_refused_before_anything_is_published(
         assert "run the same command again" in out
         tags = [r.tag_name for r in github_client(host).get_repo(TEST_REPO).get_releases()]
         assert tags == ["v1.0.0"]
+
+
+def test_a_demo_heap_that_cannot_work_is_refused_before_the_demo_runs() -> None:
+    out = run("demo", "--heap", "abc", code=1)
+    assert "--heap must look like 160k or 2m, at least 8k, got 'abc'" in out
+    assert "publish" not in out  # nothing ran: the message is the whole output

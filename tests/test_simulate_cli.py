@@ -269,10 +269,16 @@ def test_refuses_bad_arguments_with_a_clear_error(tmp_path: Path) -> None:
         (["--data-heap", "24 KB"], "--data-heap must look like 24k"),
         (["--root", str(tmp_path / "missing.pub")], "missing.pub"),
         (["--https-ca", str(pub)], "--https-ca is not a PEM certificate"),
-        (["--web-url", "ftp://example.org"], "--web-url must be an http(s) URL"),
+        (["--web-url", "ftp://example.org"], "--web-url 'ftp://example.org' must be an http"),
+        (["--web-url", "http://x:99999"], "a port from 1 to 65535"),
+        (["--heap", "0"], "--heap must look like 160k or 2m, at least 8k, got '0'"),
+        (["--data-heap", "24k", "--heap", "16k"], "--data-heap 24k leaves no room in --heap"),
+        (["--check-interval", "99999999999999"], "to 31536000 s (a year)"),
+        (["--log-host", "999.999.1.1"], "--log-host '999.999.1.1' must be an IPv4 address"),
+        (["--log-host", "a b"], "--log-host 'a b' must be an IPv4 address"),
         (["--manager-repo", "acme/manager"], "--manager-repo needs at least one --manager-root"),
         (["--channel", "nightly"], "--channel must be stable or beta, got 'nightly'"),
-        (["--check-interval", "0"], "--check-interval must be at least 60 s"),
+        (["--check-interval", "0"], "--check-interval must be from 60 s"),
         (["--mqtt", "http://broker.lan"], "--mqtt 'http://broker.lan' must be mqtt://HOST"),
         (["--mqtt", "mqtt://me:pw@broker.lan"], "no credentials"),
     ]
@@ -293,6 +299,17 @@ def test_refuses_bad_arguments_with_a_clear_error(tmp_path: Path) -> None:
         "trust on first use\n"
     )
     assert not (tmp_path / "dev" / "main.py").exists()
+    # --root without --repo; --once for a device without a repo (its setup page would wait).
+    no_repo = simulate_args(tmp_path / "dev", url, pub, "--once")
+    del no_repo[no_repo.index("--repo") : no_repo.index("--repo") + 2]
+    result = runner.invoke(app, no_repo)
+    assert result.exit_code == 1 and "--root needs --repo" in result.output, result.output
+    del no_repo[no_repo.index("--root") : no_repo.index("--root") + 2]
+    result = runner.invoke(app, no_repo)
+    assert result.exit_code == 1 and "--once needs --repo" in result.output, result.output
+    (tmp_path / "a-file").write_text("x")
+    result = runner.invoke(app, simulate_args(tmp_path / "a-file", url, pub, "--once"))
+    assert result.exit_code == 1 and "is a file: give a folder" in result.output, result.output
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "precious.txt").write_text("keep me")
     result = runner.invoke(app, simulate_args(tmp_path / "busy", url, pub, "--once"))

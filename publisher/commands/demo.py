@@ -8,6 +8,7 @@ import typer
 
 from publisher.console import command_edge, out
 from publisher.demo import DEMO_HEAP, run_demo
+from publisher.micropython import check_heap
 
 
 @command_edge
@@ -21,4 +22,4 @@ def demo(
     ] = DEMO_HEAP,
 ) -> None:
     """Run the whole product on this machine: host, keys, releases, a device, a roll-back."""
-    run_demo(out, keep=keep, heap=heap)
+    run_demo(out, keep=keep, heap=check_heap(heap))

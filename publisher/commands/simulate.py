@@ -23,7 +23,7 @@ from cert_sector.logline import DEFAULT_PORT
 from lcm_sim import BOARD_ONCE, BOARD_RUN
 from publisher import signing
 from publisher.console import command_edge, err, out
-from publisher.device.settings import CHANNELS, check_mqtt_url
+from publisher.device.settings import CHANNELS, check_log_host, check_mqtt_url, check_web_url
 from publisher.device.setup_sim import (
     DEFAULT_RADIO,
     RADIO_SCRIPT,
@@ -45,10 +45,9 @@ from publisher.device.simulate import (
     simulate,
     trust_hint,
 )
-from publisher.micropython import ROM_MODEL_HEAP, heap_bytes
+from publisher.micropython import ROM_MODEL_HEAP, check_heap, heap_bytes
 
 _LOG_LINE = re.compile(r"^[0-9a-f]{12} \d+ (\S+) (.*)$")
-_HEAP = re.compile(r"^\d{1,6}[kKmM]?$")
 DEFAULT_BOARD = "esp32"
 # A simulated board logs to loopback unless told otherwise: never broadcast from a workstation.
 DEFAULT_LOG_HOST = "127.0.0.1"
@@ -63,6 +62,7 @@ _CHECK_SAYS = {
 # The device never checks more often than this (lcm_device.schedule.MIN_INTERVAL_S;
 # tests/test_simulate_run.py keeps the two equal).
 MIN_CHECK_INTERVAL_S = 60
+MAX_CHECK_INTERVAL_S = 365 * 24 * 3600
 
 
 def timeline_line(line: str) -> str:
@@ -217,14 +217,20 @@ def simulate_command(
     # provisioned with and keeps, as a board does (one given for a device provisioned
     # before that differs from what it keeps is an error: refuse_ignored); --once's exit
     # code says how the device's check went (3 failed, 4 refused; 1 is this command's).
-    if heap is not None and not _HEAP.match(heap):
-        raise SimulateError(f"--heap must look like 160k or 2m, got {heap!r}")
+    if heap is not None:
+        check_heap(heap)
     env = {}
     if data_heap is not None:
-        if not _HEAP.match(data_heap):
-            raise SimulateError(f"--data-heap must look like 24k, got {data_heap!r}")
+        check_heap(data_heap, "--data-heap", 1024)  # a model's parameter: a board's free heap
         env["LCM_DATA_HEAP"] = str(heap_bytes(data_heap))
         heap = heap or ROM_MODEL_HEAP  # room for all of the manager's code besides
+        if heap_bytes(data_heap) >= heap_bytes(heap):
+            raise SimulateError(
+                f"--data-heap {data_heap} leaves no room in --heap {heap} for the manager's "
+                "code: give a larger --heap, or leave it out"
+            )
+    if state.exists() and not state.is_dir():
+        raise SimulateError(f"--state {state} is a file: give a folder (new, or a device's)")
     if max_boots is not None and max_boots < 1:
         raise SimulateError("--max-boots must be at least 1")
     settings: dict[str, object] = {}
@@ -233,14 +239,14 @@ def simulate_command(
             raise SimulateError(f"--channel must be {' or '.join(CHANNELS)}, got {channel!r}")
         settings["channel"] = channel
     if check_interval is not None:
-        if check_interval < MIN_CHECK_INTERVAL_S:
+        if not MIN_CHECK_INTERVAL_S <= check_interval <= MAX_CHECK_INTERVAL_S:
             raise SimulateError(
-                f"--check-interval must be at least {MIN_CHECK_INTERVAL_S} s "
-                f"(the device's shortest interval), got {check_interval}"
+                f"--check-interval must be from {MIN_CHECK_INTERVAL_S} s (the device's "
+                f"shortest interval) to {MAX_CHECK_INTERVAL_S} s (a year), got {check_interval}"
             )
         settings["check_interval_s"] = check_interval
     if log_host is not None:
-        settings["log_host"] = log_host
+        settings["log_host"] = check_log_host(log_host)
     if log_port is not None:
         settings["log_port"] = log_port
     if mqtt is not None:
@@ -248,6 +254,15 @@ def simulate_command(
     if radio_script is not None and not setup:
         raise SimulateError("--radio-script needs --setup")
     if not (state / "main.py").exists():
+        if web_url is not None:
+            check_web_url(web_url)
+        if root and repo is None:
+            raise SimulateError("--root needs --repo (the repo whose releases it verifies)")
+        if once and repo is None and not setup:
+            raise SimulateError(
+                "--once needs --repo: a device without a repo opens its setup page and waits "
+                "there (use --setup to serve it)"
+            )
         if web_url is None:
             if not setup:
                 raise SimulateError(

@@ -76,11 +76,34 @@ def check_wifi(ssid: str | None, password: str | None) -> None:
 
 def check_web_url(url: str) -> str:
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ImageError(f"--web-url {url!r} must be an http:// or https:// URL with a host")
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # not a number, or over 65535
+        port_ok = False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise ImageError(
+            f"--web-url {url!r} must be an http:// or https:// URL with a host (and a port "
+            "from 1 to 65535)"
+        )
     if parts.query or parts.fragment:
         raise ImageError(f"--web-url {url!r} must not have a query or fragment")
     return url.rstrip("/")
+
+
+def check_log_host(host: str) -> str:
+    """Where a device sends its UDP log lines: an IPv4 address (255.255.255.255
+    broadcasts) or a host name the device resolves."""
+    parts = host.split(".")
+    if all(p.isascii() and p.isdigit() for p in parts):
+        ok = len(parts) == 4 and all(int(p) <= 255 for p in parts)
+    else:
+        ok = 0 < len(host) <= 253 and all(c.isascii() and (c.isalnum() or c in ".-") for c in host)
+    if not ok:
+        raise ImageError(
+            f"--log-host {host!r} must be an IPv4 address (255.255.255.255 broadcasts) or a "
+            "host name"
+        )
+    return host
 
 
 def check_mqtt_url(url: str) -> str:
