@@ -43,7 +43,7 @@ def answer(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str]
 def body_of(forward: Callable[[str], Answer], path: str) -> bytes:
     """The genuine body at `path`, its redirects (to the host's signed URLs) followed."""
     for _ in range(5):
-        status, headers, body = forward(path)
+        _, headers, body = forward(path)
         location = {k.lower(): v for k, v in headers.items()}.get("location")
         if location is None:
             return body

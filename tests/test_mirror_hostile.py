@@ -7,7 +7,6 @@ code."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
