@@ -139,3 +139,12 @@ def test_a_demo_heap_that_cannot_work_is_refused_before_the_demo_runs() -> None:
     out = run("demo", "--heap", "abc", code=1)
     assert "--heap must look like 160k or 2m, at least 8k, got 'abc'" in out
     assert "publish" not in out  # nothing ran: the message is the whole output
+
+
+@pytest.mark.parametrize("reason", ["x" * 5000, "broken\nerror: forged line"])
+def test_a_yank_reason_that_would_garble_listings_is_refused(tmp_path: Path, reason: str) -> None:
+    with running_host(tmp_path) as host:
+        env = {"GITHUB_TOKEN": TEST_TOKEN, "LCM_GITHUB_API": host.api_url}
+        out = run("release", "yank", "v1.0.0", "--repo", TEST_REPO, "--reason", reason,
+                  code=1, env=env)  # fmt: skip
+    assert "--reason must be one line of at most 100 printable characters" in out

@@ -182,6 +182,8 @@ def test_ring_survives_a_restart(build: Path, tmp_path: Path) -> None:
         f"+0s {DEVICE} #{seq} boot {boot} {x}"
         for seq, (boot, x) in enumerate(((b, x) for b in range(3) for x in "ab"), start=1)
     ]
+    newest = lcm("logs", "--state", str(tmp_path), "--count", "2")  # was ignored with --state
+    assert newest.stdout.splitlines() == lines[-2:], newest.stdout
 
 
 def test_torn_ring_write_loses_at_most_that_line(build: Path, tmp_path: Path) -> None:
@@ -239,6 +241,13 @@ def test_lcm_logs_refuses_bad_arguments(tmp_path: Path) -> None:
     empty = lcm("logs", "--state", str(tmp_path))
     assert empty.returncode == 1
     assert "no log ring" in empty.stderr
+    (tmp_path / "a-file").write_text("x")
+    a_file = lcm("logs", "--state", str(tmp_path / "a-file"))
+    assert a_file.returncode == 1 and "is a file: give a simulated device's folder" in a_file.stderr
+    (tmp_path / "lcm" / "state").mkdir(parents=True)
+    (tmp_path / "lcm" / "state" / "log.ring").write_bytes(bytes(range(256)) * 4)
+    junk = lcm("logs", "--state", str(tmp_path))
+    assert junk.returncode == 0 and "no log line could be read from the ring" in junk.stderr
     bad_port = lcm("logs", "--port", "70000")
     assert bad_port.returncode == 2
     assert "--port" in bad_port.stderr

@@ -83,22 +83,32 @@ def emit(rec: dict[str, Any], as_json: bool) -> None:
     sys.stdout.flush()
 
 
-def print_ring(state: Path, as_json: bool) -> None:
+def print_ring(state: Path, count: int, as_json: bool) -> None:
     ring = state / logline.RING.lstrip("/")
     old = state / logline.RING_OLD.lstrip("/")
-    if not state.is_dir():
+    if not state.exists():
         raise LogsError(f"--state {state}: no such folder")
+    if not state.is_dir():
+        raise LogsError(f"--state {state} is a file: give a simulated device's folder")
     if not ring.exists() and not old.exists():
         raise LogsError(f"--state {state}: no log ring at {ring}")
-    for line in logline.read_ring(str(state)):
+    lines = newest(list(logline.read_ring(str(state))), count)
+    for line in lines:
         emit(record(line, None, None), as_json)
+    if not lines:
+        err.print(f"no log line could be read from the ring in {state}", highlight=False)
 
 
-def print_board_ring(port: str, as_json: bool) -> None:
+def newest(lines: list[str], count: int) -> list[str]:
+    """The last `count` lines of a ring (all with 0)."""
+    return lines[-count:] if count else lines
+
+
+def print_board_ring(port: str, count: int, as_json: bool) -> None:
     """The ring of the MicroPython board on `port`, read through mpremote; a board that has
     logged nothing yet has no ring, which is said, not refused."""
     halves = flashing.read_files(port, [logline.RING_OLD, logline.RING])
-    lines = board_ring_lines(halves)
+    lines = newest(board_ring_lines(halves), count)
     for line in lines:
         emit(record(line, None, None), as_json)
     if not lines:
@@ -162,7 +172,13 @@ def logs(
         ),
     ] = None,
     count: Annotated[
-        int, typer.Option("--count", min=0, help="Stop after this many lines (0: run until ^C).")
+        int,
+        typer.Option(
+            "--count",
+            min=0,
+            help="Stop after this many lines (0: run until ^C); with --state or --device: "
+            "the newest this many.",
+        ),
     ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
@@ -171,10 +187,10 @@ def logs(
     if state is not None and device is not None:
         raise LogsError("give --state or --device, not both")
     if device is not None:
-        print_board_ring(device, as_json)
+        print_board_ring(device, count, as_json)
         return
     if state is not None:
-        print_ring(state, as_json)
+        print_ring(state, count, as_json)
         return
     sock = listen(bind, port)
     host, actual = sock.getsockname()[:2]

@@ -24,6 +24,7 @@ from typing import Any
 from github.GitRelease import GitRelease
 from github.Repository import Repository
 
+from publisher.errors import PublisherError
 from publisher.release.errors import ReleaseConflictError
 from publisher.release.github import Session
 from publisher.release.publish import (
@@ -33,6 +34,8 @@ from publisher.release.publish import (
     move_beta_pointer,
     read_known,
 )
+
+MAX_REASON = 100
 
 
 @dataclass
@@ -86,6 +89,12 @@ def _repair(
 
 def yank(session: Session, repo_name: str, tag: str, reason: str = "") -> WithdrawResult:
     """Turn a published release back into a draft named `yanked: ...` (rules W1-W3)."""
+    # The reason becomes the release's name: one line, short enough for a listing's column.
+    if len(reason) > MAX_REASON or not reason.isprintable():
+        raise PublisherError(
+            f"--reason must be one line of at most {MAX_REASON} printable characters "
+            "(it becomes the release's name)"
+        )
     repo = session.repo(repo_name)
     target, others = _find(session, repo, tag)
     seq = target.max_seq
