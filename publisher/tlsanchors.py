@@ -59,9 +59,12 @@ def parse_host(text: str) -> tuple[str, int]:
     if parts.scheme not in ("", "https") or not parts.hostname:
         raise AnchorError(f"{text!r} is not a host name, host:port or https:// URL")
     try:
-        return parts.hostname, parts.port or HTTPS_PORT
+        port = parts.port
     except ValueError:
-        raise AnchorError(f"{text!r}: the port is not a number") from None
+        raise AnchorError(f"{text!r}: the port is not a number from 1 to 65535") from None
+    if port == 0:
+        raise AnchorError(f"{text!r}: the port is not a number from 1 to 65535")
+    return parts.hostname, port or HTTPS_PORT
 
 
 def _verified_chain(sock: ssl.SSLSocket) -> list[bytes]:
@@ -75,7 +78,13 @@ def _verified_chain(sock: ssl.SSLSocket) -> list[bytes]:
 
 def fetch_anchor(host: str, port: int = HTTPS_PORT, ca_file: Path | None = None) -> HostAnchor:
     """Verify `host`'s chain (rule T1) and return it, its root last (T2)."""
-    context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except (OSError, ssl.SSLError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise AnchorError(
+            f"--ca-file {ca_file}: not a PEM CA bundle this can read ({why})"
+        ) from None
     store = f"the CA bundle {ca_file}" if ca_file else "this machine's trust store"
     try:
         with (

@@ -148,3 +148,17 @@ def test_a_yank_reason_that_would_garble_listings_is_refused(tmp_path: Path, rea
         out = run("release", "yank", "v1.0.0", "--repo", TEST_REPO, "--reason", reason,
                   code=1, env=env)  # fmt: skip
     assert "--reason must be one line of at most 100 printable characters" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["127.0.0.1:0"], "the port is not a number from 1 to 65535"),
+        (["127.0.0.1:99999"], "the port is not a number from 1 to 65535"),
+        (["github.com", "--ca-file", "missing.pem"], "--ca-file missing.pem: not a PEM CA"),
+    ],
+)
+def test_certs_cas_names_what_is_wrong(tmp_path: Path, args: list[str], needle: str) -> None:
+    out = run("certs", "cas", *args, "-o", str(tmp_path / "cas.pem"), code=1)
+    assert needle in out
+    assert not (tmp_path / "cas.pem").exists()
