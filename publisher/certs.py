@@ -71,7 +71,12 @@ def parse_date(text: str) -> int:
         raise PublisherError(f"--expires: {text!r} is not a date (YYYY-MM-DD)") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    return int(when.timestamp())
+    seconds = int(when.timestamp())
+    if not 0 < seconds < 2**32:  # the sector's expiry field: 32-bit Unix seconds
+        raise PublisherError(
+            f"--expires {text}: a sector expires by 2106-02-07 at the latest (32-bit time)"
+        )
+    return seconds
 
 
 def _load_keys(

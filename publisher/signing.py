@@ -170,6 +170,8 @@ def check_key_name(name: str) -> None:
 def generate(directory: Path, name: str, passphrase: bytes | None) -> tuple[Path, Path, KeySigner]:
     """Create NAME.pem (0600) and NAME.pub in `directory`; refuses to overwrite."""
     check_key_name(name)
+    if directory.exists() and not directory.is_dir():
+        raise SigningKeyError(f"--dir {directory} is not a folder")
     directory.mkdir(parents=True, exist_ok=True)
     pem_path, pub_path = directory / f"{name}.pem", directory / f"{name}.pub"
     for path in (pem_path, pub_path):

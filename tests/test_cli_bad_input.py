@@ -162,3 +162,11 @@ def test_certs_cas_names_what_is_wrong(tmp_path: Path, args: list[str], needle: 
     out = run("certs", "cas", *args, "-o", str(tmp_path / "cas.pem"), code=1)
     assert needle in out
     assert not (tmp_path / "cas.pem").exists()
+
+
+def test_small_slips_get_messages_that_name_them(tmp_path: Path, keys: Path) -> None:
+    out = build(keys, "--expires", "2200-01-01", "-o", str(keys / "s"), code=1)
+    assert "a sector expires by 2106-02-07 at the latest" in out
+    assert "--dir /dev/null is not a folder" in run(
+        "keys", "new", "k", "--dir", "/dev/null", code=1
+    )
