@@ -207,6 +207,8 @@ def test_image_never_writes_over_a_key_its_firmware_or_a_folder(inputs: dict[str
         refused(args, f"-o {target}", needle)
         if before is not None:
             assert target.read_bytes() == before
+    refused(image_args(inputs, "esp32", "--manager-threshold", "3"), "--manager-threshold")
+    refused(image_args(inputs, "esp32", "--web-url", "http://x:99999"), "port from 1 to 65535")
     firmware = inputs["out"].parent / "zero.bin"
     args = image_args(inputs)
     args[args.index("--firmware") + 1] = "/dev/zero"  # read without end before

@@ -106,6 +106,8 @@ def _settings(
     setup_password_env: str | None,
     mqtt_url: str | None,
 ) -> device_settings.DeviceSettings:
+    if manager_threshold != 1 and not manager_root:
+        raise ImageError("--manager-threshold counts --manager-root keys: give them")
     setup_password = _env_secret(setup_password_env, "setup password")
     return device_settings.DeviceSettings(
         board=board,
