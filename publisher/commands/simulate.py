@@ -256,9 +256,10 @@ def simulate_command(
     if not (state / "main.py").exists():
         if web_url is not None:
             check_web_url(web_url)
-        if root and repo is None:
+        chosen = repo or setup_session_config(state).get("repo")  # or its setup page's
+        if root and chosen is None:
             raise SimulateError("--root needs --repo (the repo whose releases it verifies)")
-        if once and repo is None and not setup:
+        if once and chosen is None and not setup:
             raise SimulateError(
                 "--once needs --repo: a device without a repo opens its setup page and waits "
                 "there (use --setup to serve it)"

@@ -75,7 +75,7 @@ def test_a_device_installs_and_updates_from_nginx_serving_an_export(
         session = Session(host.api_url, TEST_TOKEN)
         v1 = app_files("1.0.0", n=10, size=2000)
         repo.publish("1.0.0", v1)
-        first = export_releases(session, TEST_REPO, www)
+        first = export_releases(session, TEST_REPO, www, host.url)
         assert first.latest == "v1.0.0" and len(first.downloaded) == 3
         pointer = www / TEST_REPO / "releases" / "latest"
         assert pointer.read_bytes() == b"v1.0.0\n"
@@ -97,7 +97,7 @@ def test_a_device_installs_and_updates_from_nginx_serving_an_export(
                 v2 = dict(v1, **{"lib/m03.py": b"VALUE = 'changed'\n" + b"#" * 1981 + b"\n"})
                 v2["main.py"] = v1["main.py"].replace(b"1.0.0", b"1.1.0")
                 repo.publish("1.1.0", v2)
-                second = export_releases(session, TEST_REPO, www)
+                second = export_releases(session, TEST_REPO, www, host.url)
                 assert second.kept == 3 and all(d.startswith("v1.1.0/") for d in second.downloaded)
                 assert pointer.read_bytes() == b"v1.1.0\n"
                 since = len(web.requests())
