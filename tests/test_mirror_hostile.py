@@ -54,7 +54,8 @@ def test_a_beta_release_fetched_again_as_an_older_build_is_not_stored(tmp_path):
                 assert error is not None and error.startswith("beta.tag: of v2.0.0 points at"), (
                     error
                 )
-                assert "sequence 120" in error and "at least as new as sequence 200" in error
+                assert "sequence is 120 when fetched again to be stored" in error
+                assert "older than v2.0.0 (200)" in error
                 assert served(mirror) == []
 
 

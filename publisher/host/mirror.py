@@ -239,20 +239,16 @@ class Mirror:
             found = [(stable, stable_files, self.changes(repo, stable, stable_files))]
             pointer = stable.beta_pointer
             if pointer is not None and pointer != latest:
-                # Fetched again: the release verified now must still be at least as new
-                # as the full release (the rule the pointer was checked by), or a beta
-                # device on it would refuse it.
-                try:
-                    beta, beta_files = self.verify(
-                        spec.repo, trust, pointer, stable.sequence - 1, tmp
-                    )
-                except VerifyError as exc:
+                beta, beta_files = self.verify(spec.repo, trust, pointer, -1, tmp)
+                if beta.sequence < stable.sequence:
+                    # Checked when beta.tag was, but fetched again to be stored: the
+                    # bytes stored must meet the rule too (a beta device would refuse).
                     raise VerifyError(
                         BETA_POINTER_ASSET,
-                        f"of {latest} points at {pointer}, which fails when fetched to be "
-                        f"stored (it must be at least as new as sequence {stable.sequence}): "
-                        f"{exc}",
-                    ) from None
+                        f"of {latest} points at {pointer}, whose sequence is {beta.sequence} "
+                        f"when fetched again to be stored, older than {latest} "
+                        f"({stable.sequence})",
+                    )
                 changed = self.changes(repo, beta, beta_files)
                 if changed or not self.mirrored(repo, pointer):
                     found.insert(0, (beta, beta_files, changed))
@@ -363,10 +359,11 @@ class Mirror:
             self.upstream, repo, trust, int(time.time()), self.ca_file, chain=True, known=known
         )
         verifier.browser.close()
-        if self._stop.is_set():
-            raise HostError("the mirror is stopping")
         ca_certs = sf.parse_sector(trust.sector).cas if trust.sector is not None else []
         verifier.browser = self._browser = RecordingBrowser(folder, ca_certs, self.ca_file)
+        # After it is current: a stop() from now on aborts this one.
+        if self._stop.is_set():
+            raise HostError("the mirror is stopping")
         return verifier
 
     def verify(

@@ -72,17 +72,25 @@ class Browser:
         unusable answer (a Location that is no URL, non-ASCII in a header) is a
         VerifyError naming `what`, as a refused one is, and `failed` says why."""
         seconds = SLACK_S + size / MIN_RATE
+        if self.http.aborted:
+            raise VerifyError(what, f"{url}: not fetched, the download was stopped")
         try:
             with self.http.deadline(seconds):
                 yield
+                # A cut socket reads as the end of the stream: a body without a length
+                # would pass for whole.
+                self._check_cut(url, seconds, what)
         except (requests.RequestException, ValueError) as exc:
-            if self.http.expired:
-                raise VerifyError(
-                    what, f"{url} took longer than {seconds:.0f} s: too slow, refused"
-                ) from None
+            self._check_cut(url, seconds, what)
             if isinstance(exc, ValueError):  # requests' InvalidURL and UnicodeError too
                 raise VerifyError(what, f"{url} answered what no client can use: {exc}") from None
             raise VerifyError(what, f"{failed or f'download from {url} failed'}: {exc}") from None
+
+    def _check_cut(self, url: str, seconds: float, what: str) -> None:
+        if self.http.aborted:
+            raise VerifyError(what, f"{url}: cut, the download was stopped")
+        if self.http.expired:
+            raise VerifyError(what, f"{url} took longer than {seconds:.0f} s: too slow, refused")
 
     def location(self, url: str, what: str, pointer_max: int = 0) -> str | bytes | None:
         """The Location of a redirect at `url` (not followed). With `pointer_max`, a 200
