@@ -130,7 +130,7 @@ def test_a_broker_url_that_cannot_work_is_refused_before_anything_is_published(
             "--mqtt", "mqtt://127.0.0.1:1", "--json", code=1, env=env,
         )  # fmt: skip
         assert f"{TEST_REPO} v1.0.0 is published, but its push hint was not sent" in out
-        assert "run the same command again" in out
+        assert f"lcm fleet hint --mqtt mqtt://127.0.0.1:1 --repo {TEST_REPO} v1.0.0" in out
         tags = [r.tag_name for r in github_client(host).get_repo(TEST_REPO).get_releases()]
         assert tags == ["v1.0.0"]
 

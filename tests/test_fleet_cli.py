@@ -84,6 +84,12 @@ def test_publish_sends_the_retained_hint_once_live_with_credentials_from_the_env
     r = lcm([*rig["publish"], "--tag", "v1.0.2", "--mqtt", broker.url], viewer, code=1)
     assert "refused the hint on lcm/acme/widget/release: Not authorized" in r.output
     assert retained(broker, "lcm/acme/widget/release") == {"lcm/acme/widget/release": b"v1.0.0"}
+    # The hint alone, as the failed runs' messages say to send it.
+    r = lcm(["fleet", "hint", "--mqtt", broker.url, "--repo", REPO, "v1.0.2 rollout 50"], env)
+    assert "push hint 'v1.0.2 rollout 50' published" in r.output
+    assert retained(broker, "lcm/acme/widget/release") == {
+        "lcm/acme/widget/release": b"v1.0.2 rollout 50"
+    }
     # Credentials in the URL (they would land in `ps` and shell history) are refused.
     url = f"mqtt://{PUBLISHER[0]}:{PUBLISHER[1]}@127.0.0.1:{broker.port}"
     r = lcm([*rig["publish"], "--tag", "v1.0.3", "--mqtt", url], env, code=1)

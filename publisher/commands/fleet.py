@@ -156,3 +156,19 @@ def serve(
             server.server_close()
     finally:
         broker.close(client)
+
+
+@app.command("hint")
+@command_edge
+def hint(
+    mqtt: MqttUrl,
+    repo: Repo,
+    text: Annotated[
+        str,
+        typer.Argument(help='The hint: "TAG", or "TAG NOTE" (e.g. "v1.2.0 rollout 50").'),
+    ],
+) -> None:
+    """Publish the repo's retained push hint, as `release publish --mqtt` does: devices
+    check soon (spread out), and install only what the signed release allows."""
+    broker.publish_hint(mqtt, repo, text)
+    out.print(f"push hint {text!r} published to {mqtt}", highlight=False)

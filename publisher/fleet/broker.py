@@ -10,6 +10,7 @@ system's CAs, or the PEM file in $LCM_MQTT_CA.
 from __future__ import annotations
 
 import os
+import shlex
 import ssl
 import threading
 import uuid
@@ -150,5 +151,6 @@ def publish_hint_after(url: str, repo: str, hint: str, done: str) -> None:
     except BrokerError as exc:
         raise BrokerError(
             f"{done}, but its push hint was not sent: {exc}. Devices find it at their next "
-            "check; run the same command again to send the hint"
+            f"check; to send the hint: lcm fleet hint --mqtt {url} --repo {repo} "
+            f"{shlex.quote(hint)}"
         ) from None
