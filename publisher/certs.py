@@ -125,13 +125,21 @@ def parse_scope(
         raise PublisherError(
             f"--scope {text!r} limits nothing: give CHANNELS (stable, beta) or BOARDS"
         )
-    for board in boards:
-        if board not in KNOWN_BOARDS:  # as `release publish` checks its --board (rule P1)
-            raise PublisherError(
-                f"--scope {text!r}: {board!r} is not a board lcm devices report "
-                f"({', '.join(KNOWN_BOARDS)}): the key could sign for no device"
-            )
     return index, bits, boards
+
+
+def unknown_scope_boards(sector: fmt.Sector) -> list[str]:
+    """Warnings for scope boards no lcm device reports unless configured so (a typo makes
+    a key that signs for no device; `release publish` refuses them without --new-board,
+    rule P1)."""
+    return [
+        f"--scope limits key {key_id_hex(key)} to board {board!r}, which no lcm device "
+        f"reports ({', '.join(KNOWN_BOARDS)}) unless configured so: check the name"
+        for key in sector.release_keys
+        if (scope := sector.scope(key_id(key))) is not None
+        for board in scope[1]
+        if board not in KNOWN_BOARDS
+    ]
 
 
 def build_sector(

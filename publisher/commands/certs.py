@@ -121,6 +121,7 @@ def build(
     keys = [Path(k) for k in [*root_key, *release_key, *(old_root_key or [])] if ":" not in k]
     write_output(output, data, [*keys, *(ca or [])])
     warnings = expiry_warnings(sector, int(time.time()), f"{output}")
+    warnings += certs.unknown_scope_boards(sector)
     no_anchor = None if sector.cas else missing_anchor_warning(web_url)
     if no_anchor:
         warnings.append(no_anchor)

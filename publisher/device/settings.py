@@ -20,6 +20,7 @@ from cert_sector.encoding import check_repo
 from cert_sector.errors import FormatError
 from publisher.device.firmware import ImageError
 from publisher.signing import load_trusted_key
+from publisher.urls import is_http_url
 
 CONFIG_PATH = "/lcm/state/config.json"
 DEFAULT_WEB_URL = "https://github.com"
@@ -75,16 +76,12 @@ def check_wifi(ssid: str | None, password: str | None) -> None:
 
 
 def check_web_url(url: str) -> str:
-    parts = urlsplit(url)
-    try:
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:  # not a number, or over 65535
-        port_ok = False
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+    if not is_http_url(url):
         raise ImageError(
             f"--web-url {url!r} must be an http:// or https:// URL with a host (and a port "
             "from 1 to 65535)"
         )
+    parts = urlsplit(url)
     if parts.query or parts.fragment:
         raise ImageError(f"--web-url {url!r} must not have a query or fragment")
     return url.rstrip("/")

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from github import UnknownObjectException
 from github.GithubException import BadAttributeException
@@ -165,7 +166,7 @@ def export_releases(
                 _check_room(dest, asset, f"{tag}/{name}")
                 if progress is not None:
                     progress(f"{tag}/{name}")
-                url = download_url(web_url, repo_name, tag, name)
+                url = download_url(web_url, repo_name, tag, quote(name, safe=""))
                 download(browser, url, asset.size, dest, f"{tag}/{name}")
                 result.downloaded.append(f"{tag}/{name}")
     finally:

@@ -34,6 +34,7 @@ from github.GitReleaseAsset import GitReleaseAsset
 from github.Repository import Repository
 
 from publisher.release.errors import HostError
+from publisher.urls import is_http_url
 
 DEFAULT_API_URL = "https://api.github.com"
 API_URL_ENV = "LCM_GITHUB_API"
@@ -73,12 +74,7 @@ def web_url_for(api_url: str) -> str:
 
 def check_api_url(api_url: str) -> str:
     """The REST API base without its trailing '/'; HostError unless http(s) with a host."""
-    parts = urlsplit(api_url)
-    try:
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:
-        port_ok = False
-    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+    if not is_http_url(api_url):
         raise HostError(
             f"--api-url {api_url!r} is not an http:// or https:// URL with a host (and a port "
             f"from 1 to 65535): e.g. https://api.github.com or http://HOST:PORT/api/v3 (or "

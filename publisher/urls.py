@@ -1,0 +1,15 @@
+"""What the publisher takes as a host's URL (--api-url, --web-url)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+
+def is_http_url(url: str) -> bool:
+    """http:// or https:// with a host name, and a port from 1 to 65535 if one is given."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or over 65535
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
