@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shlex
+import signal
 import subprocess
 import threading
+import time
 from typing import Any
 
 from cert_sector.p256 import _B, _GX, _GY, _N, _P
@@ -144,39 +147,55 @@ class ExecSigner(Signer):
 
 
 def _run_capped(argv: list[str], data: bytes) -> subprocess.CompletedProcess[bytes]:
-    """Run `argv` with `data` on stdin, as subprocess.run does, keeping at most
-    MAX_EXEC_OUTPUT + 1 bytes of stdout (and the last MAX_EXEC_OUTPUT of stderr): a
-    command that answers without end is killed once past that, not read into memory."""
+    """Run `argv` with `data` on stdin, as subprocess.run does, within EXEC_TIMEOUT in all,
+    keeping at most MAX_EXEC_OUTPUT + 1 bytes of stdout (and the last MAX_EXEC_OUTPUT of
+    stderr). The command runs in a process group of its own, killed whole when it answers
+    without end, runs too long, or exits leaving a child that holds its output open (an
+    agent it started): none of them can hold lcm."""
+    deadline = time.monotonic() + EXEC_TIMEOUT
     kept = {"out": b"", "err": b""}
-    with subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    ) as proc:
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
-        def drain(stream: Any, key: str) -> None:
-            while chunk := stream.read(4096):
-                if key == "err":  # its last lines say why it failed
-                    kept[key] = (kept[key] + chunk)[-MAX_EXEC_OUTPUT:]
-                    continue
-                kept[key] += chunk[: MAX_EXEC_OUTPUT + 1 - len(kept[key])]
-                if len(kept[key]) > MAX_EXEC_OUTPUT:
-                    proc.kill()
-                    return
+    def kill() -> None:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
-        readers = [
-            threading.Thread(target=drain, args=(proc.stdout, "out"), daemon=True),
-            threading.Thread(target=drain, args=(proc.stderr, "err"), daemon=True),
-        ]
+    def drain(stream: Any, key: str) -> None:
+        while chunk := stream.read(4096):
+            if key == "err":  # its last lines say why it failed
+                kept[key] = (kept[key] + chunk)[-MAX_EXEC_OUTPUT:]
+                continue
+            kept[key] += chunk[: MAX_EXEC_OUTPUT + 1 - len(kept[key])]
+            if len(kept[key]) > MAX_EXEC_OUTPUT:
+                kill()
+                return
+
+    readers = [
+        threading.Thread(target=drain, args=(proc.stdout, "out"), daemon=True),
+        threading.Thread(target=drain, args=(proc.stderr, "err"), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    assert proc.stdin is not None
+    with contextlib.suppress(OSError):  # a command that does not read its stdin
+        proc.stdin.write(data)
+        proc.stdin.close()
+    try:
+        proc.wait(EXEC_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        kill()
+        raise
+    finally:
         for reader in readers:
-            reader.start()
-        assert proc.stdin is not None
-        with contextlib.suppress(OSError):  # a command that does not read its stdin
-            proc.stdin.write(data)
-            proc.stdin.close()
-        try:
-            proc.wait(EXEC_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-        for reader in readers:
-            reader.join(EXEC_TIMEOUT)
+            reader.join(max(0.0, deadline - time.monotonic()))
+        if any(reader.is_alive() for reader in readers):
+            kill()  # a child left holding the pipes ends with the command's group
+            for reader in readers:
+                reader.join(5)
     return subprocess.CompletedProcess(argv, proc.returncode, kept["out"], kept["err"])

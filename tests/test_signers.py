@@ -242,3 +242,19 @@ def test_a_service_that_signs_with_another_key_publishes_nothing(service, tmp_pa
                   "--certs", str(sector), "--key", spec("switch"), env=env, code=1)  # fmt: skip
         assert "returned a signature that does not verify against its public key" in res.output
         assert list(github_client(host).get_repo(TEST_REPO).get_releases()) == []
+
+
+def test_a_signing_command_that_leaves_a_child_holding_its_output_cannot_hold_lcm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The command exits (status 3) but leaves a background child with its stdout open (an
+    agent it started): reading the output to its end waited for that child."""
+    import time
+
+    from publisher import exec_signer
+
+    monkeypatch.setattr(exec_signer, "EXEC_TIMEOUT", 1)
+    started = time.monotonic()
+    with pytest.raises(signing.SigningKeyError, match=r"exit status 3"):
+        signing.open_signer("exec:sh -c 'sleep 30 & exit 3'")
+    assert time.monotonic() - started < 10  # one second and the kill, not the child's 30
