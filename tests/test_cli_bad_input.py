@@ -169,3 +169,14 @@ def test_small_slips_get_messages_that_name_them(tmp_path: Path, keys: Path) -> 
     assert "--dir /dev/null is not a folder" in run(
         "keys", "new", "k", "--dir", "/dev/null", code=1
     )
+
+
+def test_a_min_manager_that_is_no_version_is_named(tmp_path: Path, keys: Path) -> None:
+    build(keys, "-o", str(keys / "certs.sector"))
+    app_dir = write_app(tmp_path / "app", {"main.py": b"x = 1\n"})
+    out = run(
+        "release", "publish", str(app_dir), "--repo", TEST_REPO, "--tag", "v1.0.0",
+        "--key", str(keys / "release.pem"), "--certs", str(keys / "certs.sector"),
+        "--min-manager", "abc", "--dry-run", code=1,
+    )  # fmt: skip
+    assert "--min-manager 'abc' is not a manager version" in out

@@ -22,6 +22,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from cert_sector.errors import TrustError
+from cert_sector.semver import parse_version
 from publisher.certs import read_sector
 from publisher.commands.release_options import (
     ApiUrl,
@@ -197,6 +199,13 @@ def publish_command(
     # What is wrong here is said before a missing token: the local inputs first.
     if mqtt:
         split_broker_url(mqtt)  # a broker URL that cannot work, before anything is uploaded
+    if min_manager:
+        try:
+            parse_version(min_manager)
+        except TrustError as exc:
+            raise PublisherError(
+                f"--min-manager {min_manager!r} is not a manager version (e.g. 1.4.0): {exc}"
+            ) from None
     if source is not None:
         check_exists(source)
     signer = open_signer(key, passphrase_env)
