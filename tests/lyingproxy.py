@@ -52,10 +52,16 @@ def body_of(forward: Callable[[str], Answer], path: str) -> bytes:
     raise AssertionError(f"{path}: too many redirects")
 
 
-def trickle(handler: BaseHTTPRequestHandler, body: bytes, every_s: float) -> None:
-    """A 200 whose body comes a byte every `every_s` seconds (until the client hangs up)."""
+def trickle(
+    handler: BaseHTTPRequestHandler, body: bytes, every_s: float, length: bool = True
+) -> None:
+    """A 200 whose body comes a byte every `every_s` seconds (until the client hangs up);
+    without `length`, no Content-Length: the body ends when the connection does."""
     handler.send_response(200)
-    handler.send_header("Content-Length", str(len(body)))
+    if length:
+        handler.send_header("Content-Length", str(len(body)))
+    else:
+        handler.close_connection = True
     handler.end_headers()
     try:
         for byte in body:

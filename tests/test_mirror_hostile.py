@@ -7,6 +7,9 @@ code."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -45,18 +48,12 @@ def test_a_beta_release_fetched_again_as_an_older_build_is_not_stored(tmp_path):
             answer(handler, status, headers, body)
             return True
 
-        with lying_proxy(genuine.url, lie) as url:
-            trust = Trust(roots=[up.keys.root.public_key])
-            with mirror_of(FakeUrl(url), tmp_path, trust) as mirror:
-                assert mirror.mirror is not None
-                mirror.mirror.refresh()
-                error = mirror.mirror.status[TEST_REPO].error
-                assert error is not None and error.startswith("beta.tag: of v2.0.0 points at"), (
-                    error
-                )
-                assert "sequence is 120 when fetched again to be stored" in error
-                assert "older than v2.0.0 (200)" in error
-                assert served(mirror) == []
+        with mirror_behind(genuine, lie, up, tmp_path) as mirror:
+            error = mirror.mirror.status[TEST_REPO].error
+            assert error is not None and error.startswith("beta.tag: of v2.0.0 points at"), error
+            assert "sequence is 120 when fetched again to be stored" in error
+            assert "older than v2.0.0 (200)" in error
+            assert served(mirror) == []
 
 
 def test_an_upstream_that_trickles_is_cut_at_its_deadline_and_stop_is_prompt(tmp_path, monkeypatch):
@@ -75,31 +72,27 @@ def test_an_upstream_that_trickles_is_cut_at_its_deadline_and_stop_is_prompt(tmp
             trickle(handler, body_of(forward, path), 0.5)
             return True
 
-        with lying_proxy(genuine.url, lie) as url:
-            trust = Trust(roots=[up.keys.root.public_key])
-            with mirror_of(FakeUrl(url), tmp_path, trust) as mirror:
-                assert mirror.mirror is not None
-                mirror.mirror.refresh()
-                assert [t for t, _, _ in served(mirror)] == ["v1.0.0"]
-                up.release(genuine, "v2.0.0")
-                slow["on"] = True
-                started = time.monotonic()
-                mirror.mirror.refresh()
-                took = time.monotonic() - started
-                error = mirror.mirror.status[TEST_REPO].error or ""
-                assert error.startswith("certs.sector: ") and "took longer than 3 s" in error
-                assert took < 15, took  # 2 s and the sector's size at 4 KB/s, not 2 minutes
-                assert [t for t, _, _ in served(mirror)] == ["v1.0.0"]
+        with mirror_behind(genuine, lie, up, tmp_path) as mirror:
+            assert [t for t, _, _ in served(mirror)] == ["v1.0.0"]
+            up.release(genuine, "v2.0.0")
+            slow["on"] = True
+            started = time.monotonic()
+            mirror.mirror.refresh()
+            took = time.monotonic() - started
+            error = mirror.mirror.status[TEST_REPO].error or ""
+            assert error.startswith("certs.sector: ") and "took longer than 3 s" in error
+            assert took < 15, took  # 2 s and the sector's size at 4 KB/s, not 2 minutes
+            assert [t for t, _, _ in served(mirror)] == ["v1.0.0"]
 
-                monkeypatch.setattr(web, "SLACK_S", 600.0)
-                mirror.mirror.refresh_now()
-                time.sleep(1.5)  # the schedule's refresh is now in the trickle
-                staging = mirror.store.root / "mirror" / STAGING
-                assert any(staging.iterdir())
-                started = time.monotonic()
-            stopped = time.monotonic() - started
-            assert stopped < 10, stopped
-            assert not any(staging.iterdir())
+            monkeypatch.setattr(web, "SLACK_S", 600.0)
+            mirror.mirror.refresh_now()
+            time.sleep(1.5)  # the schedule's refresh is now in the trickle
+            staging = mirror.store.root / "mirror" / STAGING
+            assert any(staging.iterdir())
+            started = time.monotonic()
+        stopped = time.monotonic() - started
+        assert stopped < 10, stopped
+        assert not any(staging.iterdir())
 
 
 @pytest.mark.parametrize(
@@ -125,14 +118,10 @@ def test_upstream_answers_a_client_cannot_use_are_refused_by_name(tmp_path, wher
             answer(handler, lie[0], lie[1], b"")
             return True
 
-        with lying_proxy(genuine.url, hostile) as url:
-            trust = Trust(roots=[up.keys.root.public_key])
-            with mirror_of(FakeUrl(url), tmp_path, trust) as mirror:
-                assert mirror.mirror is not None
-                mirror.mirror.refresh()
-                error = mirror.mirror.status[TEST_REPO].error or ""
-                assert named in error and not error.startswith("internal error"), error
-                assert served(mirror) == []
+        with mirror_behind(genuine, hostile, up, tmp_path) as mirror:
+            error = mirror.mirror.status[TEST_REPO].error or ""
+            assert named in error and not error.startswith("internal error"), error
+            assert served(mirror) == []
 
 
 class FakeUrl:
@@ -140,6 +129,18 @@ class FakeUrl:
 
     def __init__(self, url: str) -> None:
         self.url = url
+
+
+@contextmanager
+def mirror_behind(genuine, lie, up: Upstream, tmp_path: Path) -> Iterator:
+    """A mirror of the host `genuine` seen through a proxy that lies with `lie`, after its
+    first refresh."""
+    with lying_proxy(genuine.url, lie) as url:
+        trust = Trust(roots=[up.keys.root.public_key])
+        with mirror_of(FakeUrl(url), tmp_path, trust) as mirror:
+            assert mirror.mirror is not None
+            mirror.mirror.refresh()
+            yield mirror
 
 
 def forward_to(host, path: str):

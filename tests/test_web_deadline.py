@@ -12,6 +12,7 @@ import pytest
 
 from publisher.release import web
 from publisher.release.errors import VerifyError
+from tests.lyingproxy import trickle
 from tests.threadserver import serving
 
 BODY = b"v1.2.10-trickled\n"
@@ -23,17 +24,7 @@ class Trickle(BaseHTTPRequestHandler):
     with_length = True
 
     def do_GET(self) -> None:
-        self.send_response(200)
-        if self.with_length:
-            self.send_header("Content-Length", str(len(BODY)))
-        self.end_headers()
-        try:
-            for byte in BODY:
-                self.wfile.write(bytes([byte]))
-                self.wfile.flush()
-                time.sleep(0.3)
-        except OSError:
-            pass
+        trickle(self, BODY, 0.3, self.with_length)
 
 
 class NoLength(Trickle):
