@@ -33,6 +33,10 @@ def record_schedule(hal, cfg, now, reached, wait=0):
         sched.record_success(now)
     else:
         sched.record_failure(now, wait)
+    # What it decided, for the app boot's marker: on a full flash the save failed, and
+    # the file still says 0 (the check's start), which would reset into a check again
+    # at once, every boot.
+    return sched.next - now
 
 
 def fleet_record(hal, cfg, results, error):
@@ -125,18 +129,20 @@ def confirm_manager(hal, running, how):
         log("manager: confirmed " + str(tag) + (" " + how if how else ""))
 
 
-def app_boot_figures(hal, cfg):
-    """(seconds to the next check as the check's outcome saved them, whether the gesture
-    counter is settled) for the app boot's marker. Here, not in lcm_device.checkboot: its
-    code would be in the heap through the checks. Settled: gestures off, or this boot has
-    been up long enough to settle it (a check over Wi-Fi is); else the app boot's check
-    timer does it, with a HAL made for it."""
+def app_boot_figures(hal, cfg, check_in=None):
+    """(seconds to the next check: `check_in` as this boot's check decided it, else as
+    saved, whether the gesture counter is settled) for the app boot's marker. Here, not
+    in lcm_device.checkboot: its code would be in the heap through the checks. Settled:
+    gestures off, or this boot has been up long enough to settle it (a check over Wi-Fi
+    is); else the app boot's check timer does it, with a HAL made for it."""
     from lcm_device.compat import uptime_s
     from lcm_device.due import Due
 
-    due = Due(hal)
-    left = 0 if due.requested or due.remaining is None else due.remaining
-    due = None
+    left = check_in
+    if left is None:
+        due = Due(hal)
+        left = 0 if due.requested or due.remaining is None else due.remaining
+        due = None
     if cfg.get("gestures") is False:
         return left, True
     from lcm_device import gestures

@@ -206,11 +206,12 @@ def count_app(hal, power):
     return st["app"], tag, trying
 
 
-def prepare_app(hal, cfg, sched, power, announce=True, app=None):
+def prepare_app(hal, cfg, sched, power, announce=True, app=None, check_in=None):
     """Count the app's trial boot (unless `app`, counted already: count_app) and arm the
     check timer; the app to start, (slot path, tag, modules that stay loaded besides
     lcm_device.boot's), or None. `announce`: log "app: starting" (the app boot after an
-    update boot does not: the log stays unloaded)."""
+    update boot does not: the log stays unloaded). `check_in`: seconds to the next check
+    as this boot's check decided (arm_timer)."""
     if app is None:
         app = count_app(hal, power)
     if app is None:
@@ -223,7 +224,7 @@ def prepare_app(hal, cfg, sched, power, announce=True, app=None):
 
     step(mainfile.keep, hal)
     mainfile = None
-    _arm_timer(hal, cfg, sched, app[2])
+    _arm_timer(hal, cfg, sched, app[2], check_in)
     keep = ()
     # The log is loaded when a line was logged (or by the HAL); only then can it be online.
     logged = sys.modules.get("lcm_device.log")
@@ -263,7 +264,7 @@ def _wait_for_check(hal, cfg, sched):
             checktimer.poll(uptime_s())
 
 
-def _arm_timer(hal, cfg, sched, trial):
+def _arm_timer(hal, cfg, sched, trial, check_in=None):
     """While the app runs: scheduled checks, the boot's chores and, with a broker
     configured, the fleet link (lcm_device.checktimer, returned armed; None without it).
     It polls from a timer on boards; the unix port has no timer, so there a trial app is
@@ -282,26 +283,33 @@ def _arm_timer(hal, cfg, sched, trial):
         from lcm_device.fleet import Agent
 
         also = (Agent(hal, cfg, checktimer).poll,)
-    arm_timer(hal, sched, also, int(cfg.get("confirm_after_s") or 30) if trial else None)
+    arm_timer(hal, sched, also, int(cfg.get("confirm_after_s") or 30) if trial else None, check_in)
     return checktimer
 
 
-def arm_timer(hal, sched=None, pollers=(), confirm_after_s=None):
+def arm_timer(hal, sched=None, pollers=(), confirm_after_s=None, check_in=None):
     """Arm lcm_device.checktimer with the boot's HAL and the deadline of `sched` (the
-    boot's schedule; None: the saved one, lcm_device.due), `pollers` run at each tick,
-    a trial app confirmed `confirm_after_s` seconds from now (None: not a trial).
-    Returns the board timer, or None (the app polls: lcm.idle)."""
+    boot's schedule; None: `check_in`, the seconds this boot's check decided, else the
+    saved one, lcm_device.due), `pollers` run at each tick, a trial app confirmed
+    `confirm_after_s` seconds from now (None: not a trial). Returns the board timer, or
+    None (the app polls: lcm.idle)."""
     from lcm_device.timerwork import arm
 
     now = uptime_s()
     # No schedule of its own: this boot checked (the update boot, or the app boot after it).
     after_check = sched is None
-    if after_check:
-        from lcm_device.due import Due
+    if check_in is not None:
+        # What the check decided, not what the flash holds: on a full flash its record
+        # was not saved, and the saved deadline is the check's own (now): a check again
+        # at once, at every boot.
+        left = check_in
+    else:
+        if after_check:
+            from lcm_device.due import Due
 
-        sched = Due(hal)
-        sched.resume(now)
-    left = 0 if sched.requested else max(0, sched.next - now)
+            sched = Due(hal)
+            sched.resume(now)
+        left = 0 if sched.requested else max(0, sched.next - now)
     timer = arm(hal.root, left, confirm_after_s, hal.own_timer, False, hal, pollers, after_check)
     unload(["lcm_device.timerwork"], True)
     return timer

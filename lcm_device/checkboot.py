@@ -41,8 +41,10 @@ def run(hal, power, buf, running):
     board); `running`: the manager slot this code runs from (lcm_device.boot.RUNNING).
     Where the marker cannot be left, the app runs in this boot: what
     appboot.prepare_app returns."""
+    check_in = None  # seconds to the next check as the outcome decided (None: unrecorded)
     try:
-        step(_checks, hal, buf, running)  # a full flash or a MemoryError: logged, the boot goes on
+        # A full flash or a MemoryError: logged, the boot goes on.
+        check_in = step(_checks, hal, buf, running)
         buf = None
         # After the checks, whose buffers need the heap whole: a module the damage took
         # away makes this boot's check fail (logged), and the next boot's work.
@@ -67,7 +69,7 @@ def run(hal, power, buf, running):
     try:
         from lcm_device.aftercheck import app_boot_figures
 
-        check_in, settled = app_boot_figures(hal, cfg)
+        check_in, settled = app_boot_figures(hal, cfg, check_in)
     except Exception as exc:  # (a damaged module, the heap): lcm_device.boot starts the app
         log("check: the app boot's figures: " + repr(exc))
         check_in, settled, running = 0, False, None
@@ -82,7 +84,7 @@ def run(hal, power, buf, running):
         # No marker, no reset: the app runs in this boot.
         from lcm_device.appboot import prepare_app
 
-        return step(prepare_app, hal, cfg, None, power, True, app)
+        return step(prepare_app, hal, cfg, None, power, True, app, check_in)
     hal.reset()
 
 
@@ -103,8 +105,7 @@ def _checks(hal, buf, running):
 
         aftercheck.fleet_record(hal, cfg, ["failed"], "check: no network")
         aftercheck.manager_trial(hal, ["no network"], running)
-        aftercheck.record_schedule(hal, cfg, now, False)
-        return
+        return aftercheck.record_schedule(hal, cfg, now, False)
     try:
         from lcm_device.update import BUF_SIZE, Updater
     except ImportError as exc:  # a damaged manager: the app still runs (repair: next boot)
@@ -160,9 +161,10 @@ def _checks(hal, buf, running):
     aftercheck.firmware_valid(hal)
     if wait and "failed" in results:
         log("check: the server asked for %s s before the next check (Retry-After)" % (wait,))
-    aftercheck.record_schedule(hal, cfg, now, "failed" not in results, wait)
+    check_in = aftercheck.record_schedule(hal, cfg, now, "failed" not in results, wait)
     if results[-1] == "installed":
         hal.reset()  # the new app's trial boot: a boot like any other (no marker)
+    return check_in
 
 
 def _network(hal, cfg):

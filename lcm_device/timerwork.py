@@ -68,7 +68,12 @@ def work(now_s):
         if not ct.held:
             safe_log("schedule: check due, resetting into the manager")
             board = _board()
-            request_check(board)  # kept across the reset: the manager checks at once
+            try:
+                request_check(board)  # kept across the reset: the manager checks at once
+            except OSError as exc:
+                # A read-only or full flash: the reset goes on, and the boot finds the
+                # check due by the saved schedule (raising here retried it every second).
+                safe_log("schedule: cannot ask for the check: OSError " + str(exc.args[0]))
             board.reset()
             return True
         if ct.held is True:

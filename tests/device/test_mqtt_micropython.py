@@ -272,7 +272,10 @@ def test_a_broker_that_trickles_its_tls_handshake_is_cut_within_the_timeout(mpy:
     threading.Thread(target=trickle, daemon=True).start()
     try:
         port = server.getsockname()[1]
-        out = mpy.run(TIMED.format(url=f"mqtts://127.0.0.1:{port}"), timeout=60).stdout
+        # TLS: its context needs more than the update bar's 24 KB pass gives (as above).
+        out = mpy.run(
+            TIMED.format(url=f"mqtts://127.0.0.1:{port}"), timeout=60, heap=mpy.heap_at_least(64)
+        ).stdout
     finally:
         stop.set()
     assert "ERR NetworkError connect to 127.0.0.1" in out, out
@@ -327,7 +330,10 @@ def test_a_broker_that_accepts_then_drops_is_asked_less_and_less_often(
     env = {"LCM_ROOT": str(root), "LCM_MAC": "240ac4000001"}
     url = f"mqtt://127.0.0.1:{server.getsockname()[1]}"
     try:
-        out = mpy.run(FLAPPING.format(url=url), extra_env=env, timeout=120).stdout
+        # The simulated board and the agent: an app's heap, not the update bar's 24 KB.
+        out = mpy.run(
+            FLAPPING.format(url=url), extra_env=env, timeout=120, heap=mpy.heap_at_least(64)
+        ).stdout
     finally:
         server.close()
     waits = [int(w) for w in out.split("WAITS")[1].split()]
