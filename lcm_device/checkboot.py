@@ -72,7 +72,8 @@ def run(hal, power, buf, running):
         check_in, settled = app_boot_figures(hal, cfg, check_in)
     except Exception as exc:  # (a damaged module, the heap): lcm_device.boot starts the app
         log("check: the app boot's figures: " + repr(exc))
-        check_in, settled, running = 0, False, None
+        settled, running = False, None
+        check_in = 0 if check_in is None else check_in  # the check's decision, if it made one
     try:
         # The reset cause, the settings and the app the app boot reads (it loads no config).
         write_atomic(
