@@ -180,3 +180,15 @@ def test_a_min_manager_that_is_no_version_is_named(tmp_path: Path, keys: Path) -
         "--min-manager", "abc", "--dry-run", code=1,
     )  # fmt: skip
     assert "--min-manager 'abc' is not a manager version" in out
+
+
+def test_release_verify_names_a_threshold_above_its_roots_and_a_missing_ca_file(
+    keys: Path,
+) -> None:
+    base = ["release", "verify", "--repo", REPO, "--root", str(keys / "root.pub")]
+    web = ["--web-url", "http://127.0.0.1:1"]
+    out = run(*base, "--threshold", "5", *web, code=1)
+    assert "--threshold 5 is more than the 1 --root given" in out
+    # Against an http host a missing CA file was ignored, so a typo went unseen.
+    out = run(*base, *web, "--ca-file", str(keys / "missing.pem"), code=1)
+    assert "--ca-file: " in out and "missing.pem: no such file" in out

@@ -311,6 +311,8 @@ def verify_command(
         raise PublisherError("give either --root (pinned root keys) or --certs (a trusted sector)")
     if tag is not None and channel is not None:
         raise PublisherError("give --tag or --channel, not both")
+    if root is not None and threshold > len(root):
+        raise PublisherError(f"--threshold {threshold} is more than the {len(root)} --root given")
     trust = Trust(
         roots=[load_trusted_key(p) for p in root or []],
         threshold=threshold,

@@ -27,7 +27,8 @@ from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connection import HTTPConnection as BaseHTTPConnection
+from urllib3.connection import HTTPSConnection as BaseHTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import ProxyManager
 
@@ -107,17 +108,22 @@ class _TrackingAdapter(HTTPAdapter):
 
 
 def _tracking_pools(track: Callable[[socket.socket], None]) -> dict[str, type]:
-    class Plain(HTTPConnection):
+    # Named as urllib3's own: their names appear in its error messages.
+    class HTTPConnection(BaseHTTPConnection):
         def connect(self) -> None:
             super().connect()
             track(self.sock)
 
-    class Secure(HTTPSConnection):
+    class HTTPSConnection(BaseHTTPSConnection):
         def connect(self) -> None:
             super().connect()
             track(self.sock)  # the TLS socket, once its handshake is done
 
     return {
-        "http": type("PlainPool", (HTTPConnectionPool,), {"ConnectionCls": Plain}),
-        "https": type("SecurePool", (HTTPSConnectionPool,), {"ConnectionCls": Secure}),
+        "http": type(
+            "HTTPConnectionPool", (HTTPConnectionPool,), {"ConnectionCls": HTTPConnection}
+        ),
+        "https": type(
+            "HTTPSConnectionPool", (HTTPSConnectionPool,), {"ConnectionCls": HTTPSConnection}
+        ),
     }

@@ -50,6 +50,8 @@ class Browser:
         # Passed with every request: a session-wide setting would lose to REQUESTS_CA_BUNDLE.
         self.verify: str | None = None
         if ca_file is not None:
+            if not Path(ca_file).is_file():  # else ignored until an https URL needs it
+                raise VerifyError("--ca-file", f"{ca_file}: no such file")
             self.verify = ca_file
         elif ca_certs:
             self._bundle = tempfile.TemporaryDirectory(prefix="lcm-verify-")
