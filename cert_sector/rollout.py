@@ -10,7 +10,8 @@ Rules a device applies (R1-R6), each named where it is checked:
   R1 it parses exactly: magic, version, lengths inside the buffer, no trailing bytes,
      flags only bit 0, share at most 100;
   R2 it names the repo and the tag being installed (no reuse for another release);
-  R3 it is signed by a release key of the repo's verified cert sector;
+  R3 it is signed by a release key of the repo's verified cert sector whose scope, if it
+     has one, allows the channel (a beta-only key stages no stable release: rule S8);
   R4 its manifest sequence is the release's (checked once the manifest is read);
   R5 its roll-out sequence is not below one already seen for this tag (an older,
      narrower or un-halted document cannot be replayed);
@@ -92,8 +93,9 @@ def parse_rollout(data):
     return Rollout(repo, tag, manifest_seq, seq, share, bool(flags & HALTED))
 
 
-def verify_rollout(data, sector, repo, tag, seen_seq=0):
-    """Rules R1-R3 and R5 against the repo's verified `sector`; R4 is the caller's."""
+def verify_rollout(data, sector, repo, tag, seen_seq=0, channel=None):
+    """Rules R1-R3 and R5 against the repo's verified `sector`; R4 is the caller's.
+    `channel`: the device's (or the release's), which the signer's scope must allow."""
     from cert_sector.p256 import verify_p256
 
     r = parse_rollout(data)
@@ -105,6 +107,12 @@ def verify_rollout(data, sector, repo, tag, seen_seq=0):
         raise SignatureError("roll-out document signed by an unknown key")  # R3
     if not verify_p256(key, hashlib.sha256(data[:end]).digest(), bytes(data[end + 8 :])):
         raise SignatureError("bad roll-out document signature")  # R3
+    scope = sector.scope(bytes(data[end : end + 8])) if channel is not None else None
+    if scope is not None and channel not in scope[0]:
+        from cert_sector.errors import ScopeError
+
+        # R3 with S8: a key that may not sign this channel's releases does not stage them.
+        raise ScopeError("roll-out document signed by a key limited to " + ",".join(scope[0]))
     if r.seq < seen_seq:
         from cert_sector.errors import RollbackError
 

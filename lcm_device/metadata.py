@@ -61,6 +61,8 @@ def verified(u, st, tag, slot):
         except TrustError as exc:
             raise Refused("cert sector: sequence %s in use: %s" % (sector.seq, why(exc))) from None
         check_expiry = None
+    if sector is None:  # before the roll-out's gate, which checks against it
+        raise Refused("no cert sector installed for " + u.repo)
     staged = None
     if u.kind == "app":
         # A staged roll-out (lcm_device.rollout): checked against the fresh sector.
@@ -73,8 +75,6 @@ def verified(u, st, tag, slot):
         if staged is not None:
             staged = staged.manifest_seq  # a number: the Rollout's class is let go too
         collect()  # their heap goes to the manifest
-    if sector is None:
-        raise Refused("no cert sector installed for " + u.repo)
     new, size, digest, kid = _download_manifest(u, tag, slot)
     # What the manifest's checks need of the sector, as plain values (rules M4, M7, S9);
     # then the sector goes, with its module, before the manifest's parser is loaded.

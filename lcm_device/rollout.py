@@ -14,7 +14,13 @@ halt is final, the next release ends it.
 Fail-closed: a device that has seen the document of a tag and then gets a
 404 for it (the publisher replacing it) waits; a roll-out sequence below one
 seen for the tag is refused (rule R5), so an older, narrower or un-halted
-document cannot be replayed.
+document cannot be replayed. The record of a tag stays when another tag has
+no document (a server's detour through a tag of its own must not clear a
+halt), its ETag is kept only when usable (lcm_device.trust.usable_etag: one
+the server chose could otherwise make the record unreadable, or every
+re-read fail), and a 304 to a request that sent no ETag is the server's
+error, not "unchanged". A document's signer must be allowed this device's
+channel by its scope (cert_sector.rollout, rule R3).
 """
 
 import json
@@ -96,14 +102,13 @@ def _gate(u, tag, sector):
         # Through the file `doc`, as every asset: from where lcm_device.resolve found it.
         etag = download(u, u.url(tag, ROLLOUT_ASSET), doc, _MAX_DOC, headers)[2]
     except StatusError as exc:
-        if exc.status == 304:
+        if exc.status == 304 and headers is not None:
             return _wait(u, w, tag, w.get("seq"), w.get("share"), False, w.get("etag"), None)
         if exc.status != 404:
-            raise
+            raise  # a 304 to no If-None-Match included: nothing of ours is unchanged
         if w is None:
-            if _load(hal) is not None:
-                remove_if_exists(hal.fs, hal.root + WAIT)
-            return None  # no roll-out: the release is for every device
+            # No roll-out: the release is for every device. Another tag's record stays.
+            return None
         # Seen before, gone now (being replaced): fail closed.
         u.log("app: the roll-out document of " + tag + " is missing; waiting")
         return "wait"
@@ -116,7 +121,7 @@ def _gate(u, tag, sector):
             data = f.read(_MAX_DOC)
     finally:
         remove_if_exists(hal.fs, doc)
-    r = verify_rollout(data, sector, u.repo, tag, (w or {}).get("seq") or 0)
+    r = verify_rollout(data, sector, u.repo, tag, (w or {}).get("seq") or 0, u.channel)
     device = binascii.hexlify(hal.unique_id()).decode()
     if takes_part(r, device):
         remove_if_exists(hal.fs, hal.root + WAIT)
@@ -126,6 +131,10 @@ def _gate(u, tag, sector):
 
 
 def _wait(u, w, tag, seq, share, halted, etag, device):
+    from lcm_device.trust import usable_etag
+
+    if etag is not None and not usable_etag(etag):
+        etag = None  # kept, it would be sent back: the record's size and every re-read
     _save(
         u.hal,
         {"tag": tag, "seq": seq, "share": share, "halted": halted, "etag": etag,

@@ -443,7 +443,7 @@ class Verifier:
         except MissingAssetError:
             return None  # optional: the release goes to the whole fleet
         try:
-            doc = ro.verify_rollout(data, sector, self.repo, tag)  # R1-R3
+            doc = ro.verify_rollout(data, sector, self.repo, tag, 0, m.channel)  # R1-R3
         except TrustError as exc:
             raise _trust_error(ROLLOUT_ASSET, exc) from None
         if doc.manifest_seq != m.seq:  # R4

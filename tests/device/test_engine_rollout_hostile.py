@@ -1,0 +1,142 @@
+"""Staged roll-outs against a host that lies around a genuine release (found by an
+outside campaign): a 304 to a request that sent no ETag, an ETag built to make the
+device's record unreadable or every re-read fail, a detour through a tag of the host's
+own to clear a halt, and a beta-only key staging a stable release. In the real
+MicroPython unix port, against a raw server (tests/test_http_servers.RawServer)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cert_sector.rollout import Rollout
+from publisher.release.rollout import sign_rollout
+from tests.device.attackserver import BASE, download, point, release_routes
+from tests.device.enginekit import Repo, install_first_release, run, text
+from tests.keyfactory import make_sector, new_signer
+from tests.test_http_servers import RawServer, response
+
+TAG, SEQ = "v2.0.0", 2
+WAIT = Path("lcm/state/rollout.wait")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory, mpy_build: Path) -> tuple[Repo, Path]:
+    return install_first_release(tmp_path_factory.mktemp("rollout-hostile"), mpy_build)
+
+
+def device(installed: tuple[Repo, Path], tmp_path: Path) -> tuple[Repo, Path]:
+    repo, golden = installed
+    state = tmp_path / "device"
+    shutil.copytree(golden, state)
+    return repo, state
+
+
+def doc(repo: Repo, rseq: int, share: int, halted: bool = False, key: Any = None) -> bytes:
+    return sign_rollout(key or repo.release_key, Rollout(repo.name, TAG, SEQ, rseq, share, halted))
+
+
+def check(state: Path, mpy: Any, routes: dict) -> tuple[Any, str]:
+    with RawServer(routes) as server:
+        point(state, server.url())
+        st = run(state, mpy)
+    out = text(st)
+    assert "Traceback" not in out and "crashed" not in out and "MemoryError" not in out, out
+    return st, out
+
+
+def serving(repo: Repo, rollout: bytes | None, etag: str | None = None, **kw: Any) -> dict:
+    routes = release_routes(repo, "2.0.0", SEQ, **kw)
+    if rollout is not None:
+        headers = [("ETag", etag)] if etag else []
+        routes[download(TAG, "rollout.lcm")] = [response(200, rollout, headers)]
+    return routes
+
+
+def reread_now(state: Path) -> None:
+    """As after a push hint (lcm_device.rollout.recheck): the next check reads it again."""
+    record = json.loads((state / WAIT).read_text())
+    record["skip"] = 0
+    (state / WAIT).write_text(json.dumps(record))
+
+
+def test_a_304_to_a_request_without_an_etag_is_the_servers_error(installed, mpy, tmp_path):
+    """It read as "unchanged" of a record the device does not have: AttributeError, the
+    check crashed (and a firmware on trial would have been failed for it)."""
+    repo, state = device(installed, tmp_path)
+    routes = serving(repo, None)
+    routes[download(TAG, "rollout.lcm")] = [response(304, b"", length=False)]
+    st, out = check(state, mpy, routes)
+    assert "app: check failed: StatusError" in out and "304" in out, out
+    assert st.state["app_tag"] == "v1.0.0" and "APP v1.0.0 running" in out
+    st, out = check(state, mpy, serving(repo, None))  # honest again
+    assert st.state["app_tag"] == "v2.0.0", out
+
+
+def test_a_304_for_the_sector_of_a_device_without_one_is_refused(installed, mpy, tmp_path):
+    repo, state = device(installed, tmp_path)
+    for copy in (state / "lcm/state/certs").glob("app.sector*"):
+        copy.unlink()
+    routes = serving(repo, doc(repo, 1, 100))
+    routes[download(TAG, "certs.sector")] = [response(304, b"", length=False)]
+    st, out = check(state, mpy, routes)
+    assert st.state["app_tag"] == "v1.0.0" and "APP v1.0.0 running" in out
+    st, out = check(state, mpy, serving(repo, None))
+    assert st.state["app_tag"] == "v2.0.0", out
+
+
+def test_an_etag_that_cannot_be_kept_does_not_undo_a_halt(installed, mpy, tmp_path):
+    """Kept, 100 bytes of \\x01 grew the record past what the device reads back: the halt
+    was forgotten and an older un-halted document (R5) installed the release."""
+    repo, state = device(installed, tmp_path)
+    check(state, mpy, serving(repo, doc(repo, 5, 0, halted=True), '"' + "\x01" * 100 + '"'))
+    assert json.loads((state / WAIT).read_text())["etag"] is None
+    for _ in range(2):
+        st, out = check(state, mpy, serving(repo, doc(repo, 1, 100)))
+        assert st.state["app_tag"] == "v1.0.0", out
+
+
+def test_an_etag_that_cannot_be_sent_back_does_not_block_a_widened_rollout(
+    installed, mpy, tmp_path
+):
+    """Kept, an ETag with a TAB was sent back at every re-read and refused by the client:
+    the release could never install, even widened to 100 %."""
+    repo, state = device(installed, tmp_path)
+    check(state, mpy, serving(repo, doc(repo, 1, 0), '"a\tb"'))
+    reread_now(state)
+    st, out = check(state, mpy, serving(repo, doc(repo, 2, 100)))
+    assert st.state["app_tag"] == "v2.0.0", out
+
+
+def test_a_detour_through_another_tag_does_not_clear_a_halt(installed, mpy, tmp_path):
+    repo, state = device(installed, tmp_path)
+    _, out = check(state, mpy, serving(repo, doc(repo, 5, 0, halted=True)))
+    assert "halted" in out, out
+    # No key needed: the latest release is a tag with no release (its roll-out: a 404).
+    detour = {BASE + "/latest": [response(302, b"", [("Location", f"{BASE}/tag/v9.9.9")])]}
+    check(state, mpy, detour)
+    st, out = check(state, mpy, serving(repo, doc(repo, 1, 100)))  # the old, un-halted one
+    assert st.state["app_tag"] == "v1.0.0", out
+
+
+@pytest.mark.parametrize("attack", ["halt", "widen"])
+def test_a_beta_only_key_does_not_stage_a_stable_release(installed, mpy, tmp_path, attack):
+    """A stolen CI key scoped to beta (rule S8) halted a stable roll-out for good, or
+    widened it to the whole stable fleet."""
+    repo, state = device(installed, tmp_path)
+    ci = new_signer()
+    sector = make_sector(repo.name, [repo.root], [repo.release_key, ci], seq=2, scopes={1: (2, [])})
+    if attack == "widen":
+        _, out = check(state, mpy, serving(repo, doc(repo, 1, 0), sector=sector))
+        assert "not to this device yet" in out, out
+        reread_now(state)
+    forged = doc(repo, 4294967295, 100 if attack == "widen" else 0, attack == "halt", key=ci)
+    st, out = check(state, mpy, serving(repo, forged, sector=sector))
+    assert "roll-out document signed by a key limited to beta" in out, out
+    assert st.state["app_tag"] == "v1.0.0", out
+    st, out = check(state, mpy, serving(repo, doc(repo, 2, 100), sector=sector))
+    assert st.state["app_tag"] == "v2.0.0", out  # the maintainer's own document still works
