@@ -51,7 +51,9 @@ def test_a_check_on_a_full_flash_arms_the_next_as_it_decided_not_at_once(
     golden: Path, tmp_path: Path, mpy: Any
 ) -> None:
     state = device_due_in(golden, tmp_path, 0)  # a check due now
-    code, out = run_board(state, mpy, 12, LCM_FLASH_FAIL="full@1")
+    # 8 s: below the shortest back-off after a failed check (10 s, lcm_device.schedule), so
+    # a check due within it is the stale "now", not the check's own decision.
+    code, out = run_board(state, mpy, 8, LCM_FLASH_FAIL="full@1")
     assert "schedule: cannot save state" in out, out  # the flash really was full
     assert out.count("app: check failed") == 1, out  # its host is gone: backs off
     assert "schedule: check due" not in out, out
