@@ -13,3 +13,9 @@ def is_http_url(url: str) -> bool:
     except ValueError:  # not a number, or over 65535
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname) and port != 0
+
+
+def is_host_chars(host: str) -> bool:
+    """Only what a DNS host name (or an IPv4 address) is made of: ASCII letters, digits,
+    dots and hyphens."""
+    return all(c.isascii() and (c.isalnum() or c in ".-") for c in host)

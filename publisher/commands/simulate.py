@@ -256,7 +256,8 @@ def simulate_command(
     if not (state / "main.py").exists():
         if web_url is not None:
             check_web_url(web_url)
-        chosen = repo or setup_session_config(state).get("repo")  # or its setup page's
+        kept = setup_session_config(state)  # what a setup page chose there, if any
+        chosen = repo or kept.get("repo")
         if root and chosen is None:
             raise SimulateError("--root needs --repo (the repo whose releases it verifies)")
         if once and chosen is None and not setup:
@@ -291,6 +292,7 @@ def simulate_command(
                 https_ca,
                 board or DEFAULT_BOARD,
                 settings,
+                kept,
             )
         except MissingRootError as exc:
             raise SimulateError(
@@ -379,8 +381,10 @@ def provision_new(
     https_ca: Path | None,
     board: str,
     settings: dict[str, object],
+    kept: dict[str, object],
 ) -> None:
-    """Provision a new device in `state`, keeping what a setup session chose there.
+    """Provision a new device in `state`, keeping what a setup session chose there
+    (`kept`: its config, setup_session_config).
 
     With a repo the device has no radio: the host's network is its network (the unix
     HAL puts its logger online from power-on). Without one it gets the built-in air
@@ -389,7 +393,6 @@ def provision_new(
     roots = [signing.load_trusted_key(p) for p in root or []]
     manager_roots = [signing.load_trusted_key(p) for p in manager_root or []]
     ca = None if https_ca is None else read_https_ca(https_ca)
-    kept = setup_session_config(state)
     settings.setdefault("log_port", DEFAULT_PORT)
     if "log_host" not in settings and not kept.get("log_host"):
         settings["log_host"] = DEFAULT_LOG_HOST  # else: what the setup page chose

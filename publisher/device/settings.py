@@ -20,7 +20,7 @@ from cert_sector.encoding import check_repo
 from cert_sector.errors import FormatError
 from publisher.device.firmware import ImageError
 from publisher.signing import load_trusted_key
-from publisher.urls import is_http_url
+from publisher.urls import is_host_chars, is_http_url
 
 CONFIG_PATH = "/lcm/state/config.json"
 DEFAULT_WEB_URL = "https://github.com"
@@ -94,7 +94,7 @@ def check_log_host(host: str) -> str:
     if all(p.isascii() and p.isdigit() for p in parts):
         ok = len(parts) == 4 and all(int(p) <= 255 for p in parts)
     else:
-        ok = 0 < len(host) <= 253 and all(c.isascii() and (c.isalnum() or c in ".-") for c in host)
+        ok = 0 < len(host) <= 253 and is_host_chars(host)
     if not ok:
         raise ImageError(
             f"--log-host {host!r} must be an IPv4 address (255.255.255.255 broadcasts) or a "
@@ -116,7 +116,7 @@ def check_mqtt_url(url: str) -> str:
     if (
         parts.scheme not in ("mqtt", "mqtts")
         or not host
-        or not all(c.isascii() and (c.isalnum() or c in ".-") for c in host)
+        or not is_host_chars(host)
         or port == 0
         or parts.path not in ("", "/")
         or parts.query
