@@ -16,11 +16,15 @@ Fail-closed: a device that has seen the document of a tag and then gets a
 seen for the tag is refused (rule R5), so an older, narrower or un-halted
 document cannot be replayed. The record of a tag stays when another tag has
 no document (a server's detour through a tag of its own must not clear a
-halt), its ETag is kept only when usable (lcm_device.trust.usable_etag: one
-the server chose could otherwise make the record unreadable, or every
-re-read fail), and a 304 to a request that sent no ETag is the server's
-error, not "unchanged". A document's signer must be allowed this device's
-channel by its scope (cert_sector.rollout, rule R3).
+halt), and the tags seen halted are kept apart in /lcm/state/rollout.halted
+(the last _HALTED of them): a detour through another release's roll-out,
+which replaces the record, cannot make a halted tag's document read afresh
+(R5 from 0) nor its 404 read as "no roll-out". Its ETag is kept only when
+usable (lcm_device.trust.usable_etag: one the server chose could otherwise
+make the record unreadable, or every re-read fail), and a 304 to a request
+that sent no ETag is the server's error, not "unchanged". A document's
+signer must be allowed this device's channel by its scope
+(cert_sector.rollout, rule R3).
 """
 
 import json
@@ -30,23 +34,25 @@ from lcm_device.compat import const, unload
 from lcm_device.hal.fs import makedirs, remove_if_exists, write_atomic
 
 WAIT = "/lcm/state/rollout.wait"
+HALTED = "/lcm/state/rollout.halted"
+_HALTED = const(8)  # tags kept: a halt is rare, each is a release withdrawn from the fleet
 _RECHECK = const(6)
 _MAX_STATE = const(512)
 _MAX_DOC = const(256)  # cert_sector.rollout.MAX_ROLLOUT_SIZE, without importing it for a 404
 
 
-def _load(hal):
+def _load(hal, path=WAIT, kind=dict):
     try:
-        with open(hal.root + WAIT) as f:
-            w = json.loads(f.read(_MAX_STATE))
-        return w if isinstance(w, dict) else None
+        with open(hal.root + path) as f:
+            w = json.loads(f.read(_MAX_STATE * 2 if kind is list else _MAX_STATE))
+        return w if isinstance(w, kind) else None
     except (OSError, ValueError):
         return None
 
 
-def _save(hal, w):
+def _save(hal, w, path=WAIT):
     makedirs(hal.fs, hal.root + "/lcm/state")
-    write_atomic(hal.fs, hal.root + WAIT, json.dumps(w).encode())
+    write_atomic(hal.fs, hal.root + path, json.dumps(w).encode())
 
 
 def waiting(hal, tag, log):
@@ -96,6 +102,10 @@ def _gate(u, tag, sector):
     w = _load(hal)
     if w is not None and w.get("tag") != tag:
         w = None  # another release's wait: this one starts afresh
+    if w is None and tag in (_load(hal, HALTED, list) or ()):
+        # Seen halted before its record was replaced or removed: still halted, whatever
+        # the server serves now (an older document, a 404).
+        return _wait(u, None, tag, None, None, True, None, None)
     headers = {"If-None-Match": w["etag"]} if w is not None and w.get("etag") else None
     doc = hal.root + WAIT + ".doc"
     try:
@@ -141,6 +151,10 @@ def _wait(u, w, tag, seq, share, halted, etag, device):
          "skip": _RECHECK - 1},
     )  # fmt: skip
     if halted:
+        seen = _load(u.hal, HALTED, list) or []
+        if tag not in seen:
+            seen.append(tag)
+            _save(u.hal, seen[-_HALTED:], HALTED)
         u.log("app: the roll-out of " + tag + " is halted; not installing it")
     elif device is not None or w is None:
         u.log("app: " + tag + " rolls out to " + str(share) + " %, not to this device yet")

@@ -140,3 +140,25 @@ def test_a_beta_only_key_does_not_stage_a_stable_release(installed, mpy, tmp_pat
     assert st.state["app_tag"] == "v1.0.0", out
     st, out = check(state, mpy, serving(repo, doc(repo, 2, 100), sector=sector))
     assert st.state["app_tag"] == "v2.0.0", out  # the maintainer's own document still works
+
+
+@pytest.mark.parametrize("back_with", ["older document", "no document"])
+def test_another_releases_rollout_does_not_clear_a_halt(installed, mpy, tmp_path, back_with):
+    """A detour through another genuine release with a roll-out of its own replaced the
+    halted tag's record: back on the halted tag, its document was read afresh (R5 from 0)
+    and an older un-halted one, or a 404 (no roll-out: the whole fleet), installed it."""
+    repo, state = device(installed, tmp_path)
+    _, out = check(state, mpy, serving(repo, doc(repo, 5, 0, halted=True)))
+    assert "halted" in out, out
+    other = release_routes(repo, "3.0.0", 3)
+    other[download("v3.0.0", "rollout.lcm")] = [
+        response(200, sign_rollout(repo.release_key, Rollout(repo.name, "v3.0.0", 3, 1, 0, False)))
+    ]
+    _, out = check(state, mpy, other)
+    assert "v3.0.0 rolls out to 0 %, not to this device yet" in out, out
+    assert json.loads((state / WAIT).read_text())["tag"] == "v3.0.0"
+    rollout = doc(repo, 1, 100) if back_with == "older document" else None
+    for _ in range(2):
+        st, out = check(state, mpy, serving(repo, rollout))
+        assert st.state["app_tag"] == "v1.0.0", out
+        assert "the roll-out of v2.0.0 is halted" in out, out
