@@ -10,6 +10,7 @@ connections per address).
 
 from __future__ import annotations
 
+import gc
 import http.client
 import json
 import logging
@@ -192,6 +193,46 @@ def test_a_tls_client_that_never_finishes_its_handshake_is_cut(tmp_path: Path):
         assert took < limits.header_s + 2.0
         silent.close()
         assert trusted_get(host, ca) == 200
+
+
+def test_a_tls_address_over_its_connections_is_closed_at_once(tmp_path: Path):
+    """Over TLS a 503 needs a handshake, and a silent handshake held a thread and a file
+    descriptor for header_s each: one address held any number of them (found from outside
+    with 1100 silent connections). Over the limit, a TLS connection is now closed at once."""
+    ca, tls = tls_files(tmp_path)
+    limits = ConnectionLimits(idle_s=30.0, header_s=10.0, per_ip=3)
+    with running_host(tmp_path, tls=tls, limits=limits) as host:
+        held = [connect(host.port) for _ in range(3)]
+        time.sleep(0.3)  # each accepted and counted
+        extra = [connect(host.port) for _ in range(20)]
+        for sock in extra:
+            assert closed_after(sock) < limits.header_s / 2
+            sock.close()
+        for sock in held:
+            sock.close()
+        time.sleep(0.3)
+        assert trusted_get(host, ca) == 200
+
+
+@pytest.mark.parametrize("ending", ["Connection: close", "idle"])
+def test_a_tls_connection_is_closed_when_its_handler_ends(tmp_path: Path, ending: str):
+    """The TLS wrapper detaches the accepted socket, which is the one socketserver closes:
+    a `Connection: close` answer (as mip's `requests` reads to the end) and an idle
+    kept-alive connection stayed open until the garbage collector freed the handler."""
+    ca, tls = tls_files(tmp_path)
+    limits = ConnectionLimits(idle_s=1.5, header_s=1.0)
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    gc.disable()  # as between two of the collector's runs on a busy host
+    try:
+        with running_host(tmp_path, tls=tls, limits=limits) as host:
+            sock = context.wrap_socket(connect(host.port), server_hostname="127.0.0.1")
+            close = "Connection: close\r\n" if ending == "Connection: close" else ""
+            sock.sendall(f"GET /api/v3/ HTTP/1.1\r\nHost: x\r\n{close}\r\n".encode())
+            assert closed_after(sock) < limits.idle_s + 2.0
+            sock.close()
+    finally:
+        gc.enable()
 
 
 def test_failed_tls_handshakes_are_not_counted_against_their_address(tmp_path: Path):

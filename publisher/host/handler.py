@@ -107,6 +107,12 @@ class HostHandler(BaseHTTPRequestHandler):
         self.awaiting_request = False
         try:
             if self.host.tls_context is not None:
+                if self.over_limit > 0:
+                    # A 503 needs a handshake first, and a handshake left silent is what
+                    # holds a thread and a file descriptor for header_s: over the limit,
+                    # a TLS connection is closed at once instead.
+                    self.warn_over_limit()
+                    raise ConnectionRefusedError("over the per-address connection limit")
                 # The handshake runs here, in this connection's thread, so a slow or
                 # broken client cannot hold up accept(); `ssl` holds it to one deadline.
                 self.request.settimeout(self.limits.header_s)
@@ -148,14 +154,17 @@ class HostHandler(BaseHTTPRequestHandler):
         self.awaiting_request = True
         super().handle_one_request()
 
-    def refuse(self) -> None:
-        """Over `per_ip` connections: 503 with Retry-After, without reading the request."""
+    def warn_over_limit(self) -> None:
         if self.over_limit == 1:  # once as the address goes over, not once per connection
             log.warning(
                 "%s: more than %d connections at once: refusing the others",
                 self.client_address[0],
                 self.limits.per_ip,
             )
+
+    def refuse(self) -> None:
+        """Over `per_ip` connections: 503 with Retry-After, without reading the request."""
+        self.warn_over_limit()
         error = ApiError(
             503,
             f"too many connections from {self.client_address[0]} at once "
@@ -174,6 +183,13 @@ class HostHandler(BaseHTTPRequestHandler):
             super().finish()
         finally:
             self.host._forget_connection(self.connection_id)
+            if self.host.tls_context is not None:
+                # socketserver shuts down and closes the socket it accepted, which the TLS
+                # wrapper detached: without this the connection stayed open until the
+                # garbage collector freed this handler (its reader refers back to it).
+                with contextlib.suppress(OSError):
+                    self.request.shutdown(socket.SHUT_WR)
+                self.request.close()
 
     def parse_request(self) -> bool:
         if not super().parse_request():
