@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from publisher.cli import app
@@ -92,12 +93,14 @@ def test_refuses_a_bad_repo_name(tmp_path):
     assert "not a repository name: 'no-slash'" in result.output
 
 
-def test_refuses_a_corrupt_data_folder(tmp_path):
+@pytest.mark.parametrize("meta", ["{not json", "[]", "null", '"x"', '{"format": []}'])
+def test_refuses_a_corrupt_data_folder(tmp_path, meta):
     (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "meta.json").write_text("{not json")
+    (tmp_path / "d" / "meta.json").write_text(meta)
     result = runner.invoke(app, ["host", "--data", str(tmp_path / "d"), "--port", "0"])
-    assert result.exit_code == 1
+    assert result.exit_code == 1, result.output
     assert "is not a valid host metadata file" in result.output
+    assert (tmp_path / "d" / "meta.json").read_text() == meta  # nothing overwritten
 
 
 def test_refuses_a_port_out_of_range():

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from publisher.host import server
 from publisher.host.limits import ConnectionLimits
 from tests.hostserver import running_host
 
@@ -267,3 +268,17 @@ def test_a_pipelined_requests_slow_body_is_read_past_the_header_deadline(tmp_pat
             answers += data
         assert answers.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 401 " in answers
         sock.close()
+
+
+def test_the_request_log_is_bounded(tmp_path, monkeypatch):
+    """Every request was kept in memory for ever, its query included (64 KB request
+    lines are accepted): an anonymous client grew the host without bound."""
+    monkeypatch.setattr(server, "MAX_RECORDS", 5)
+    with running_host(tmp_path) as host:
+        for _ in range(12):
+            conn = http.client.HTTPConnection("127.0.0.1", host.port, timeout=NEVER_S)
+            conn.request("GET", "/api/v3/?x=" + "A" * 60000)
+            assert conn.getresponse().status == 200
+            conn.close()
+        assert 2 <= len(host.requests) <= 5
+        assert all(len(r.query) <= server.MAX_RECORDED_CHARS for r in host.requests)

@@ -58,6 +58,13 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
+# The request log is for tests and benchmarks (requests per install, handshakes): the
+# last MAX_RECORDS requests at most, each path and query cut to MAX_RECORDED_CHARS, so that a
+# long-running host's memory does not grow with every request it ever answered.
+MAX_RECORDS = 4096
+MAX_RECORDED_CHARS = 2048
+
+
 class HostServer:
     """A running host. `requests`, `inject_fault` and `expire_signed_urls` are for tests."""
 
@@ -225,7 +232,11 @@ class HostServer:
             self.requests.clear()
 
     def _record(self, record: RequestRecord) -> None:
+        record.path = record.path[:MAX_RECORDED_CHARS]
+        record.query = record.query[:MAX_RECORDED_CHARS]
         with self._lock:
+            if len(self.requests) >= MAX_RECORDS:
+                del self.requests[: MAX_RECORDS // 2]  # the older half, not one per request
             self.requests.append(record)
 
     def _new_connection(self, sock: socket.socket, ip: str) -> tuple[int, int]:

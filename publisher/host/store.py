@@ -171,13 +171,15 @@ class Store:
             return
         try:
             meta = json.loads(path.read_bytes())
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
             if meta.get("format") != META_FORMAT:
                 raise ValueError("unknown format " + repr(meta.get("format")))
             self.next_id = int(meta["next_id"])
             self.repos = {r["full_name"]: Repo(**r) for r in meta["repos"]}
             self.releases = {r["id"]: Release(**r) for r in meta["releases"]}
             self.assets = {a["id"]: Asset(**a) for a in meta["assets"]}
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise HostError(f"{path} is not a valid host metadata file: {exc}") from None
 
     def _save(self) -> None:
