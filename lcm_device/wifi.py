@@ -96,8 +96,9 @@ def ap_password(hal, cfg):
     return derived_password(hal.unique_id())
 
 
-def join(sta, ssid, password, timeout_ms=_ATTEMPT_MS):
-    """Connect the station; None when it worked, else the reason in words."""
+def join(sta, ssid, password, timeout_ms=_ATTEMPT_MS, pause=sleep_ms):
+    """Connect the station; None when it worked, else the reason in words. `pause(ms)`
+    waits between polls of the radio (the portal answers DNS meanwhile)."""
     sta.active(True)
     try:
         sta.disconnect()
@@ -116,7 +117,7 @@ def join(sta, ssid, password, timeout_ms=_ATTEMPT_MS):
             return reason
         if ticks_diff(ticks_ms(), start) >= timeout_ms:
             return "no answer from the network (timed out)"
-        sleep_ms(_POLL_MS)
+        pause(_POLL_MS)
 
 
 def station(sta, cfg):

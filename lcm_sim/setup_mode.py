@@ -20,6 +20,9 @@ hal = get()
 cfg = config.load(hal)
 log.setup(hal, cfg)
 if int(data_heap):
+    # Every module the portal may import, the repo's check's included (form.validate):
+    # imported later, its code would sit in the data heap, which on a board it does not.
+    from cert_sector import encoding, errors  # noqa: F401
     from lcm_device.portal import dns, form, page, request, server, session  # noqa: F401
     from lcm_sim.rommodel import hold_all_but
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import random
 import socket
 import string
+import threading
 import time
 import urllib.parse
+from pathlib import Path
 
 import dns.flags
 import dns.message
@@ -15,8 +17,17 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from publisher.device.setup_sim import SetupSim
-from tests.test_portal_support import portal, portal_build  # noqa: F401  (fixtures)
+from publisher.device.setup_sim import SetupSim, start_setup
+from tests.test_portal_support import (  # noqa: F401  (fixtures)
+    DATA_HEAP,
+    FORM,
+    form_body,
+    http,
+    make_state,
+    portal,
+    portal_build,
+    token,
+)
 
 
 def query(sim: SetupSim, name: str, rdtype: str = "A", **kw: object) -> dns.message.Message:
@@ -148,3 +159,40 @@ def test_dns_is_answered_while_a_silent_connection_holds_the_http_server(
             silent.recv(1)  # neither data nor the server's close yet
     finally:
         silent.close()
+
+
+def test_dns_is_answered_while_the_portal_tries_a_network(
+    portal_build: Path,  # noqa: F811
+    device_root: Path,
+) -> None:
+    """Trying the user's network takes up to 20 s, and DNS went silent meanwhile (found
+    from outside: anyone on the setup network could repeat it with a network that never
+    answers). Told by order: the lookups are answered while the form's answer is still
+    to come."""
+    slow = {
+        "ssid": "slow",
+        "rssi": -50,
+        "auth": 3,
+        "password": "slow-pass-123",
+        "connect_ms": 60000,
+    }
+    state = make_state(device_root, {}, {"mac": "a4cf12b3c4d5", "networks": [slow]})
+    with start_setup(state, build_dir=portal_build, data_heap=DATA_HEAP) as sim:
+        body = form_body(
+            {"t": token(http(sim.url)[2]), "ssid": "slow", "password": "slow-pass-123"}
+        )
+        answered: list[tuple[int, str]] = []
+        trying = threading.Thread(
+            target=lambda: answered.append(http(sim.url + "save", body, FORM)[::2])
+        )
+        trying.start()
+        try:
+            time.sleep(1.0)  # the device is now waiting for the network
+            for _ in range(3):
+                answer = query(sim, "captive.apple.com.")
+                assert [str(r) for rrset in answer.answer for r in rrset] == [sim.address]
+                assert not answered  # still trying the network
+        finally:
+            trying.join(60)
+        [(status, page)] = answered
+        assert status == 200 and "timed out" in page, page[-500:]

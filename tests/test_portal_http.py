@@ -336,13 +336,24 @@ def test_hostile_values_refilled_on_the_error_page_in_a_crowded_air(
         for name in (b"hidden_ssid", b"repo", b"fingerprint", b"log_host", b"mqtt_url")
     )
     amps = b"ssid=&password=&hidden_ssid=&mqtt_user=" + b"%26" * 300
+    # A user's mistake past the repo's check (no fingerprint): the check's modules were
+    # imported then, into the data heap for good, and every later page failed.
+    mistake = b"ssid=&password=&hidden_ssid=attic&repo=me/app"
     state = make_state(device_root, {}, {"mac": "a4cf12b3c4d5", "networks": crowded_air()})
     with start_setup(state, build_dir=portal_build, data_heap=DATA_HEAP) as sim:
-        for attack, shown in ((quotes, "&quot;" * 120), (spread, "😀" * 10), (amps, "&amp;" * 300)):
+        for attack, shown in (
+            (quotes, "&quot;" * 120),
+            (spread, "😀" * 10),
+            (amps, "&amp;" * 300),
+            (mistake, "fingerprint"),
+        ):
             body = b"t=" + token(http(sim.url)[2]).encode() + b"&" + attack
             status, _, page = http(sim.url + "save", body, FORM)
             assert status == 400 and page.endswith("</html>"), page[-300:]
             assert shown in page
+        for _ in range(3):
+            status, _, page = http(sim.url)
+            assert status == 200 and page.endswith("</html>"), page[-300:]
         output = sim.output()
     assert "request failed" not in output, output
     assert read_config(state).get("wifi_ssid") is None  # nothing saved

@@ -58,6 +58,9 @@ class Session:
             dns.close()
             raise
         log("portal: http://" + self.host + "/ dns " + self.address + " port " + str(dns_port))
+        self.dns = dns
+        self.dns_poller = select.poll()
+        self.dns_poller.register(dns.sock, select.POLLIN)
         poller = select.poll()
         poller.register(dns.sock, select.POLLIN)
         poller.register(http.sock, select.POLLIN)
@@ -78,6 +81,12 @@ class Session:
         finally:
             dns.close()
             http.close()
+
+    def answer_dns(self, ms):
+        """Wait up to `ms` answering DNS: trying a network takes up to 20 s, and name
+        lookups (the phone's own captive-portal checks among them) must not wait."""
+        if self.dns_poller.poll(ms):
+            self.dns.handle()
 
     def route(self, req, out):
         if req.host and req.host != self.host:
@@ -130,7 +139,7 @@ class Session:
         fields = None
         collect()
         log("portal: trying network " + repr(ssid))
-        reason = self.join(self.sta, ssid, password)
+        reason = self.join(self.sta, ssid, password, pause=self.answer_dns)
         if reason is None:
             try:
                 self.save(settings)
