@@ -498,3 +498,35 @@ def test_the_token_as_a_basic_password_is_accepted_as_on_github(host):
         (basic(b"anyone:\xff\xfe"), 401),
     ]:
         assert ask(host, "GET", "/api/v3/user", Authorization=authorization)[0] == status
+
+
+def test_a_repo_named_again_in_another_case_is_the_same_repo(tmp_path):
+    """`--repo acme/Widget` after `--repo acme/widget` made a second repo: releases were
+    split between the spellings, and devices using one never saw the other's."""
+    data = tmp_path / "data"
+    with running_host(tmp_path, repos=("acme/widget",), data_dir=data) as host:
+        github_client(host).get_repo("acme/widget").create_git_release("v1.0.0", "v1", "")
+    with running_host(tmp_path, repos=("acme/Widget",), data_dir=data) as host:
+        assert [r.full_name for r in host.state.store.repos.values()] == ["acme/widget"]
+        latest = github_client(host).get_repo("acme/Widget").get_latest_release()
+        assert latest.tag_name == "v1.0.0"
+
+
+def test_a_tag_is_deleted_only_once_no_release_carries_it(host, repo):
+    """`gh release delete --cleanup-tag` deletes the tag's ref after the release: tags are
+    names only here, so a tag a published release still carries is refused, by name."""
+    rel = repo.create_git_release("v1.0.0", "v1", "")
+
+    def delete_tag() -> tuple[int, bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", host.port, timeout=30)
+        path = f"/api/v3/repos/{TEST_REPO}/git/refs/tags/v1.0.0"
+        conn.request("DELETE", path, headers={"Authorization": f"token {TEST_TOKEN}"})
+        response = conn.getresponse()
+        body = response.read()
+        conn.close()
+        return response.status, body
+
+    status, body = delete_tag()
+    assert status == 422 and b"tag v1.0.0 is the tag of release" in body
+    rel.delete_release()
+    assert delete_tag() == (204, b"")

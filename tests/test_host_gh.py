@@ -91,7 +91,8 @@ def test_every_release_subcommand_and_auth_status_ten_times(gh_host, tmp_path):
         gh("release", "delete-asset", tag, "SHA256SUMS", "--yes", "-R", repo)
         # The tag exists now (a published release carries it): a draft may reuse it.
         gh("release", "create", tag, "--verify-tag", "--draft", "--notes", "again", "-R", repo)
-        gh("release", "delete", tag, "--yes", "-R", repo)  # the published one
+        # The published one, and its tag (names only here: gone with the release).
+        gh("release", "delete", tag, "--yes", "--cleanup-tag", "-R", repo)
         status = gh("auth", "status")
         assert "Logged in to" in status.stdout + status.stderr
     # What is left: one draft per round, every published release deleted.

@@ -89,6 +89,11 @@ def test_cors_headers_and_preflight(host):
     assert preflight.status == 204 and body == b""
     assert "POST" in preflight.getheader("Access-Control-Allow-Methods")
     assert "Authorization" in preflight.getheader("Access-Control-Allow-Headers")
+    # Refused for their framing, before they are routed: still API answers.
+    chunked, _ = call(host, "POST", "/api/graphql", Transfer_Encoding="chunked")
+    bad_length, _ = call(host, "GET", f"/api/v3/repos/{TEST_REPO}", Content_Length="x")
+    for refused, status in ((chunked, 411), (bad_length, 400)):
+        assert refused.status == status and refused.getheader("Access-Control-Allow-Origin") == "*"
 
 
 def test_created_things_have_a_location(host):

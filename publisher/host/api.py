@@ -175,6 +175,8 @@ def route_api(state: HostState, req: Request, parts: list[str]) -> Response:
     rest = parts[3:]
     if not rest and method == "GET":
         return json_response(200, render.repo_json(req.urls, repo))
+    if len(rest) >= 4 and rest[:3] == ["git", "refs", "tags"] and method == "DELETE":
+        return delete_tag(state, repo, "/".join(rest[3:]))
     if not rest or rest[0] != "releases":
         raise not_found()
     rest = rest[1:]
@@ -206,6 +208,19 @@ def route_api(state: HostState, req: Request, parts: list[str]) -> Response:
         body = [render.asset_json(req.urls, rel, a) for a in page]
         return json_response(200, body, link)
     raise not_found()
+
+
+def delete_tag(state: HostState, repo: Repo, tag: str) -> Response:
+    """`gh release delete --cleanup-tag`: tags are names only here, so a tag no published
+    release carries is gone already (204); one that a release carries stays (422)."""
+    store = state.store
+    try:
+        rel = store.read(lambda: store.release_by_tag(repo, tag))
+    except ApiError:
+        return Response(204)
+    raise validation_failed(
+        "Reference", "custom", "ref", f"tag {tag} is the tag of release {rel.id}: delete it first"
+    )
 
 
 def user_profile(state: HostState, req: Request, login: str) -> dict[str, Any]:

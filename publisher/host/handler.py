@@ -18,7 +18,14 @@ import time
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
-from publisher.host.api import API_PREFIX, UPLOADS_PREFIX, handle_api, handle_upload, with_cors
+from publisher.host.api import (
+    API_PREFIX,
+    CORS_HEADERS,
+    UPLOADS_PREFIX,
+    handle_api,
+    handle_upload,
+    with_cors,
+)
 from publisher.host.browser import handle_browser, handle_object
 from publisher.host.errors import DOCS_URL, ApiError
 from publisher.host.exchange import FileBody, Request, Response, ascii_int, error_response
@@ -83,6 +90,13 @@ class DeadlineReader(io.RawIOBase):
 
     def readinto(self, buf: Any) -> int:
         return self.handler.read_before_deadline(buf)
+
+
+def is_api_path(path: str) -> bool:
+    """REST, GraphQL and uploads: the answers that carry GitHub's CORS headers."""
+    return path in (API_PREFIX, GRAPHQL_PATH) or path.startswith(
+        (API_PREFIX + "/", UPLOADS_PREFIX + "/")
+    )
 
 
 class HostHandler(BaseHTTPRequestHandler):
@@ -269,6 +283,9 @@ class HostHandler(BaseHTTPRequestHandler):
             req = self.build_request()
             response = self.route(req)
         except ApiError as exc:
+            if req is None and is_api_path(path):
+                # Refused before it was routed (its framing): still an API answer.
+                exc.headers = {**CORS_HEADERS, **exc.headers}
             response = error_response(exc)
         except Exception:
             log.exception("internal error answering %s %s", self.command, path)

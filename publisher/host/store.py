@@ -231,7 +231,7 @@ class Store:
 
     def ensure_repo(self, full_name: str) -> Repo:
         def create() -> Repo:
-            repo = self.repos.get(full_name)
+            repo = self._find(full_name)  # `--repo acme/Widget` is the existing acme/widget
             if repo is None:
                 repo = Repo(self._new_id(), full_name, time.time())
                 self.repos[full_name] = repo
@@ -241,7 +241,7 @@ class Store:
 
     def create_repo(self, full_name: str) -> Repo:
         def create() -> Repo:
-            if full_name in self.repos:
+            if self._find(full_name) is not None:
                 raise validation_failed("Repository", "custom", "name", "name already exists")
             repo = Repo(self._new_id(), full_name, time.time())
             self.repos[full_name] = repo
@@ -258,12 +258,16 @@ class Store:
 
     def repo(self, full_name: str) -> Repo:
         """The repo, case-insensitively as GitHub matches owner/name; 404 when unknown."""
+        repo = self._find(full_name)
+        if repo is None:
+            raise not_found()
+        return repo
+
+    def _find(self, full_name: str) -> Repo | None:
         repo = self.repos.get(full_name)
         if repo is None:
             lowered = full_name.lower()
             repo = next((r for r in self.repos.values() if r.full_name.lower() == lowered), None)
-        if repo is None:
-            raise not_found()
         return repo
 
     # -- releases ------------------------------------------------------------
