@@ -530,3 +530,22 @@ def test_a_tag_is_deleted_only_once_no_release_carries_it(host, repo):
     assert status == 422 and b"tag v1.0.0 is the tag of release" in body
     rel.delete_release()
     assert delete_tag() == (204, b"")
+
+
+def test_the_rate_limiters_table_forgets_ended_windows(monkeypatch):
+    """One entry per client address ever seen, kept for ever: an IPv6 client has addresses
+    to spare. Past PRUNE_AT, addresses whose hour has ended are forgotten."""
+    from publisher.host import ratelimit
+
+    monkeypatch.setattr(ratelimit, "PRUNE_AT", 10)
+    limiter = ratelimit.RateLimiter(60)
+    clock = [1_000_000.0]
+    monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
+    for n in range(10):
+        limiter.anonymous(f"2001:db8::{n}")
+    clock[0] += ratelimit.WINDOW + 1
+    for n in range(10, 30):
+        limiter.anonymous(f"2001:db8::{n}")
+    assert len(limiter._used) <= 20
+    # A window still running is kept: the address's count goes on.
+    assert limiter.anonymous("2001:db8::29")["X-RateLimit-Used"] == "2"

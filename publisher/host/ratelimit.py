@@ -14,6 +14,9 @@ from publisher.host.errors import ApiError
 
 WINDOW = 3600
 AUTHENTICATED_LIMIT = 5000
+# Past this many addresses, those whose window has ended are forgotten: one entry per
+# address ever seen grew without end (an IPv6 client has addresses to spare).
+PRUNE_AT = 4096
 RATE_DOCS = (
     "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-primary-rate-limits"
 )
@@ -29,6 +32,8 @@ class RateLimiter:
         """Count one request for `key`; the headers to send, or 403 when exhausted."""
         now = int(time.time())
         with self._lock:
+            if len(self._used) >= PRUNE_AT:
+                self._used = {k: v for k, v in self._used.items() if v[0] > now}
             reset, used = self._used.get(key, (now + WINDOW, 0))
             if reset <= now:
                 reset, used = now + WINDOW, 0
