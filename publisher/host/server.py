@@ -142,12 +142,12 @@ class HostServer:
         front); else the name the client used with the port it used, and when its
         `Host` has no port (MicroPython's `requests` sends none), the port this host
         listens on, never the scheme's default. A `Host` that is not `name[:port]`
-        is not echoed: the listen address then.
+        (a port from 1 to 65535) is not echoed: the listen address then.
         """
         if self.public_url is not None:
             return self.public_url
         m = _HOST_HEADER.match(host_header or "")
-        if m is None:
+        if m is None or not 0 < int(m.group("port") or self.port) < 65536:
             return self.listen_url
         return f"{self.scheme}://{m.group('name')}:{m.group('port') or self.port}"
 
