@@ -111,6 +111,12 @@ def test_submission_must_be_a_form(portal: SetupSim) -> None:  # noqa: F811
     [
         (b"ssid=%zz", "bad %-escape in field ssid"),
         (b"ssid=%ff%fe", "Network is not valid UTF-8"),
+        # What MicroPython's decode lets through (found from outside: they were saved,
+        # and CPython could not read the config): a surrogate, overlong forms, past U+10FFFF.
+        (b"ssid=&hidden_ssid=%ED%A0%80", "Hidden network name is not valid UTF-8"),
+        (b"ssid=home&password=%C0%80aaaaaaaa", "Password is not valid UTF-8"),
+        (b"ssid=home&password=12345678&mqtt_user=%E0%80%AF", "MQTT user is not valid UTF-8"),
+        (b"ssid=home&password=12345678&repo=%F4%90%80%80", "App repository is not valid UTF-8"),
         (b"ssid=a&ssid=b", "field ssid was sent twice"),
         (b"x=1&" * 30, "too many form fields"),
         (b"ssid=&hidden_ssid=", "pick a network, or type the name of a hidden one"),
@@ -130,6 +136,7 @@ def test_submission_must_be_a_form(portal: SetupSim) -> None:  # noqa: F811
         (b"ssid=home&password=12345678&log_host=a%20b", "log host"),
         (b"ssid=home&password=12345678&mqtt_url=http://b", "mqtt://host[:port]"),
         (b"ssid=home&password=12345678&mqtt_url=mqtt://b:99999", "mqtt://host[:port]"),
+        (b"ssid=home&password=12345678&mqtt_url=mqtt://b:", "mqtt://host[:port]"),
         (
             b"ssid=home&password=12345678&mqtt_url=mqtt://b&mqtt_user=" + b"u" * 65,
             "at most 64 bytes",
@@ -177,6 +184,23 @@ def test_hidden_network_joins_by_name(portal: SetupSim) -> None:  # noqa: F811
         "dev-1",
         "s3cret pw",
     )
+
+
+def test_a_hidden_network_name_is_joined_as_typed(
+    portal_build: Path,  # noqa: F811
+    device_root: Path,
+) -> None:
+    """A network name may begin or end with a space (any 1 to 32 bytes): the form took
+    them off, and the device tried another name ("network not found")."""
+    attic = {"ssid": " attic ", "rssi": -50, "auth": 3, "hidden": True, "password": "attic-pass-1"}
+    state = make_state(device_root, {}, {"mac": "a4cf12b3c4d5", "networks": [attic]})
+    with start_setup(state, build_dir=portal_build, data_heap=DATA_HEAP) as sim:
+        fields = {"ssid": "", "hidden_ssid": " attic ", "password": "attic-pass-1"}
+        body = form_body({"t": token(http(sim.url)[2]), **fields})
+        status, _, page = http(sim.url + "save", body, FORM)
+        assert status == 200 and "<h1>Connected</h1>" in page, page[-500:]
+        assert sim.wait() == 0
+    assert read_config(state)["wifi_ssid"] == " attic "
 
 
 def read_all(s: socket.socket) -> bytes:
@@ -312,13 +336,20 @@ def test_names_the_page_cannot_show_are_left_out_once_each(
         {"ssid": "attic", "rssi": -35, "auth": 3, "hidden": True},
         {"ssid": "home", "rssi": -40, "auth": 3},
         {"ssid": "not-utf8", "ssid_hex": "fffe41", "rssi": -45, "auth": 3},
+        # What MicroPython's decode lets through: a surrogate, an overlong "/".
+        {"ssid": "surrogate", "ssid_hex": "eda080", "rssi": -46, "auth": 3},
+        {"ssid": "overlong", "ssid_hex": "c0af", "rssi": -47, "auth": 3},
+        # Valid UTF-8 that the form refuses (a control character): listed, it could
+        # never be joined.
+        {"ssid": "tab\tnet", "rssi": -48, "auth": 3},
+        {"ssid": "del\x7fnet", "rssi": -49, "auth": 3},
         {"ssid": "cafe", "rssi": -50, "auth": 0},
         {"ssid": "home", "rssi": -60, "auth": 3},
     ]
     page, output = form_in_the_air(portal_build, device_root, networks)
     listed = re.findall(r'name="ssid" value="([^"]*)"', page)
     assert listed == ["home", "cafe", ""]
-    assert "not-utf8" not in page and "attic" not in page
+    assert "not-utf8" not in page and "attic" not in page and "tab\tnet" not in page
     assert "request failed" not in output
 
 

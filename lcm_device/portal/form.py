@@ -7,6 +7,7 @@ naming the field and the problem, which the page shows to the user.
 """
 
 from lcm_device.compat import const
+from lcm_device.portal.page import printable, utf8
 
 FIELDS = (
     "t",  # CSRF token
@@ -96,7 +97,7 @@ def _field(part, fields):
     eq = part.find(b"=")
     raw_name, raw_value = (part, b"") if eq < 0 else (part[:eq], part[eq + 1 :])
     try:
-        name = _unquote(raw_name, "?").decode()
+        name = utf8(_unquote(raw_name, "?"))
     except (UnicodeError, FormError):
         return  # not one of ours
     if name not in FIELDS:
@@ -104,15 +105,14 @@ def _field(part, fields):
     if name in fields:
         raise FormError(name, "field " + name + " was sent twice")
     try:
-        fields[name] = _unquote(raw_value, name).decode()
+        fields[name] = utf8(_unquote(raw_value, name))
     except UnicodeError:
         raise FormError(name, LABELS.get(name, name) + " is not valid UTF-8") from None
 
 
 def _printable(name, value):
-    for ch in value:
-        if ord(ch) < 0x20 or ord(ch) == 0x7F:
-            raise FormError(name, LABELS[name] + " contains a control character")
+    if not printable(value):
+        raise FormError(name, LABELS[name] + " contains a control character")
     return value
 
 
@@ -163,8 +163,9 @@ def check_mqtt_url(text):
     """mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (lcm_device.mqtt.split_url's rules)."""
     for scheme in ("mqtt://", "mqtts://"):
         if text.startswith(scheme):
-            host, _, port = text[len(scheme) :].partition(":")
-            ok_port = not port or (port.isdigit() and 0 < int(port) < 65536)
+            host, colon, port = text[len(scheme) :].partition(":")
+            # "host:" names no port: split_url refuses it, so it is not saved
+            ok_port = not colon or (port.isdigit() and 0 < int(port) < 65536)
             if host and len(text) <= 100 and all(c in _HOST_CHARS for c in host) and ok_port:
                 return text
     raise FormError("mqtt_url", "the broker is mqtt://host[:port] or mqtts://host[:port]")
@@ -180,7 +181,7 @@ def validate(fields, cfg):
     if ssid:
         check_ssid("ssid", ssid)
     else:
-        ssid = fields.get("hidden_ssid", "").strip()
+        ssid = fields.get("hidden_ssid", "")  # as typed: a name may begin or end with a space
         if not ssid:
             raise FormError("ssid", "pick a network, or type the name of a hidden one")
         check_ssid("hidden_ssid", ssid)

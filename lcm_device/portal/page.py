@@ -80,8 +80,43 @@ def _bars(rssi):
     )
 
 
+def utf8(raw):
+    """`raw` as str when it is UTF-8 (RFC 3629), else UnicodeError. MicroPython's decode
+    lets overlong forms, surrogates and code points past U+10FFFF through, which then
+    reached the saved config (CPython cannot read it)."""
+    n = len(raw)
+    i = 0
+    while i < n:
+        c = raw[i]
+        i += 1
+        if c < 0x80:
+            continue
+        # (continuation bytes, the range of the first of them) by the lead byte
+        if 0xC2 <= c <= 0xDF:
+            k, lo, hi = 1, 0x80, 0xBF
+        elif 0xE0 <= c <= 0xEF:
+            k, lo, hi = 2, 0xA0 if c == 0xE0 else 0x80, 0x9F if c == 0xED else 0xBF
+        elif 0xF0 <= c <= 0xF4:
+            k, lo, hi = 3, 0x90 if c == 0xF0 else 0x80, 0x8F if c == 0xF4 else 0xBF
+        else:
+            raise UnicodeError
+        if i + k > n or not lo <= raw[i] <= hi:
+            raise UnicodeError
+        for j in range(i + 1, i + k):
+            if not 0x80 <= raw[j] <= 0xBF:
+                raise UnicodeError
+        i += k
+    return str(raw, "utf-8")
+
+
+def printable(text):
+    """No control characters (C0 and DEL): what a network name may hold (form.check_ssid)."""
+    return all(0x20 <= ord(ch) != 0x7F for ch in text)
+
+
 def networks(scan):
-    """(ssid, rssi, secured) strongest first, one per name; hidden and non-UTF-8 names skipped.
+    """(ssid, rssi, secured) strongest first, one per name; hidden names, names that are
+    not UTF-8 and names with control characters (the form refuses them) skipped.
 
     A name is skipped when a network before it in the sorted scan has it (listed, or
     skipped for the same reason): no list of the names seen, which grew block by block
@@ -100,8 +135,10 @@ def networks(scan):
                 break
         else:
             try:
-                ssid = bytes(raw).decode()
+                ssid = utf8(bytes(raw))
             except UnicodeError:
+                continue
+            if not printable(ssid):
                 continue
             listed += 1
             yield ssid, scan[i][3], scan[i][4] != 0
