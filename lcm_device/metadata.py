@@ -143,10 +143,12 @@ def _refresh_sector(u, tag):
         try:
             check_sector(fresh, fresh.digest, trusted, hal.time())
         except SignatureError as exc:
-            if sector is None or fresh.seq <= trusted.seq:
+            if fresh.seq <= trusted.seq:
                 raise
             # Not signed by the roots we trust, yet newer: perhaps several root
-            # rotations happened meanwhile; the repo's chain of sectors bridges them.
+            # rotations happened meanwhile (since the installed sector, or since the
+            # roots were pinned: a board imaged before them); the repo's chain of
+            # sectors bridges them.
             reason, top = str(exc), fresh.seq
             exc = sector = trusted = fresh = None  # on flash: parsed again after the walk
             trusted = _walk_chain(u, tag, top, reason)
@@ -169,10 +171,12 @@ def _refresh_sector(u, tag):
 
 
 def _walk_chain(u, tag, top, reason):
-    """The last sector below sequence `top` reached from the installed one through the
-    release's certs.chain, each link checked with the rotation rules (S3-S6, S9;
-    not S7: a link may have expired since, the end of the chain must not). One
-    verified link and the one being checked are held at a time."""
+    """The last sector below sequence `top` reached from the installed one (else from the
+    pinned roots) through the release's certs.chain, each link checked with the rotation
+    rules (S3-S6, S9; not S7: a link may have expired since, the end of the chain must
+    not). From pinned roots, the links before the first one they signed are passed
+    over: only verified links are trusted, as a first sector is. One verified link and
+    the one being checked are held at a time."""
     from cert_sector.assets import CHAIN_ASSET, MAX_CHAIN_SIZE
     from cert_sector.sector import check_sector
 
@@ -191,6 +195,8 @@ def _walk_chain(u, tag, top, reason):
     pos = 0
     s = None
     trusted = trust.installed(hal, u.kind, u.repo, io, None)
+    if trusted is None:
+        trusted = trust.pinned(u.repo, u.roots, u.threshold)
     try:
         with open(chain, "rb") as f:
             while pos + 2 <= size:
@@ -214,6 +220,8 @@ def _walk_chain(u, tag, top, reason):
                 try:
                     trusted = check_sector(s, s.digest, trusted, None)
                 except TrustError as exc:
+                    if trusted.seq < 0 and isinstance(exc, SignatureError):
+                        continue  # before the roots pinned (PinnedRoots.seq is -1)
                     raise exc.__class__("chain link sequence %s: %s" % (s.seq, exc)) from None
                 u.log("cert sector: chain link sequence %s verified" % (s.seq,))
     finally:

@@ -144,3 +144,28 @@ def test_missing_or_forged_link_is_refused(
         ]
         status = run(state, mpy)
     assert status.state["app_tag"] == "v2.0.0" and "APP v2.0.0 running" in text(status)
+
+
+@pytest.mark.parametrize("pinned", ["the first root", "a stranger"])
+def test_a_new_device_pinned_before_the_rotations_walks_the_chain(
+    pinned: str, offline: tuple[Path, Path, list[bytes]], mpy: Any, tmp_path: Path
+) -> None:
+    """A board imaged before three root rotations (its roots pinned, no sector yet) and
+    first set up after them: a first install did not walk the chain, and such a board was
+    refused for ever (found from outside). Links before the first one its roots signed
+    are passed over; a board pinned to roots no link was signed by is still refused."""
+    _, data, sectors = offline
+    with running_host(tmp_path, data_dir=data) as host:
+        repo = Repo(host)
+        repo.root = ROOTS[0] if pinned == "the first root" else new_signer()
+        state = new_device(tmp_path, mpy, host, repo, http_timeout_ms=1000)
+        status = run(state, mpy)
+    out = text(status)
+    if pinned == "a stranger":
+        assert "sector signed by 0 of the trusted roots" in out, out
+        assert status.state.get("app_tag") is None
+        return
+    for seq in (1, 2, 3):
+        assert f"cert sector: chain link sequence {seq} verified" in out, out
+    assert status.state["app_tag"] == "v2.0.0" and "APP v2.0.0 running" in out
+    assert (state / "lcm/state/certs/app.sector").read_bytes() == sectors[3]

@@ -2,7 +2,7 @@
 stop updates: the device loads the sector's second copy (lcm_device/trust.py, rules L1-L3),
 restores the damaged one, and the next genuine release installs, its sector verified
 against the restored one. With both copies damaged, the pinned roots decide, as on a
-first install (after a root rotation they cannot: the device must be re-provisioned)."""
+first install: after a root rotation, through the release's certs.chain."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from typing import Any
 import pytest
 
 from publisher import sector_format as sf
-from tests.device.attackserver import point, release_routes
+from publisher.release.chain import build_chain
+from tests.device.attackserver import download, point, release_routes
 from tests.device.conftest import MicroPython
 from tests.device.enginekit import Repo, app_files, new_device, run, slot_is_complete, text
 from tests.hostserver import running_host
 from tests.keyfactory import make_sector, new_signer
-from tests.test_http_servers import RawServer
+from tests.test_http_servers import RawServer, response
 
 CERTS = "lcm/state/certs/"
 ROOT1, ROOT2 = new_signer(), new_signer()
@@ -149,7 +150,7 @@ def test_a_torn_sector_then_the_next_genuine_release_installs(
     state = tmp_path / "device"
     shutil.copytree(golden, state)
     installed, copy = state / CERTS / "app.sector", state / CERTS / "app.sector.copy"
-    good = installed.read_bytes()
+    good = sector2 = installed.read_bytes()
     installed.write_bytes(good[: len(good) // 3])  # torn
 
     # The next release rotates the root again: only the restored sector 2 verifies it.
@@ -165,10 +166,12 @@ def test_a_torn_sector_then_the_next_genuine_release_installs(
     assert installed.read_bytes() == sector3 == copy.read_bytes()
 
     # Both copies damaged: as on a first install, the pinned roots decide, and they do
-    # not sign sector 3 (the root rotated twice since): refused, the app runs on.
+    # not sign sector 3 (the root rotated twice since): without a chain, refused, the
+    # app runs on; with the chain, walked from the pinned roots.
     installed.write_bytes(b"\xff" * 4096)
     copy.write_bytes(sector3[:100])
-    with RawServer(release_routes(repo, "3.0.0", 0xF0000001, sector=sector3)) as server:
+    routes = release_routes(repo, "3.0.0", 0xF0000001, sector=sector3)
+    with RawServer(routes) as server:
         point(state, server.url())
         status = run(state, mpy)
     out = text(status)
@@ -176,3 +179,10 @@ def test_a_torn_sector_then_the_next_genuine_release_installs(
     assert "app: refused v3.0.0: Refused: cert sector: SignatureError: sector signed by 0" in out
     assert status.state["app_tag"] == "v2.0.0" and "APP v2.0.0 running" in out
     assert slot_is_complete(state, status.state["app"])
+    routes[download("v3.0.0", "certs.chain")] = [response(200, build_chain([sector2], sector3))]
+    with RawServer(routes) as server:
+        point(state, server.url())
+        status = run(state, mpy)
+    out = text(status)
+    assert "cert sector: chain link sequence 2 verified" in out, out
+    assert status.state["app_tag"] == "v3.0.0" and "APP v3.0.0 running" in out
