@@ -1,6 +1,7 @@
 """`lcm release verify --certs` behind root rotations: it walks the release's certs.chain
 where a device holding that sector would (docs/formats.md "Sector chain"), and names a
-lying chain; with `--root` it checks as a first install does, which walks none."""
+lying chain; with `--root` it walks it as a board pinned to those roots does on its first
+install (imaged before the rotations)."""
 
 from __future__ import annotations
 
@@ -36,9 +37,12 @@ def test_verify_with_an_older_sector_walks_the_chain_as_a_device_does(tmp_path: 
         # A device that installed sector 1 catches up through the chain: so does verify.
         assert f"valid: {TEST_REPO} v2.0.0" in verify("--certs", str(old), code=0)
         assert "cert sector 4" in verify("--certs", str(old), code=0)
-        # A first install pinned to root 0 walks no chain: refused, as on a device.
-        out = verify("--root", str(root), code=1)
-        assert "certs.sector: sector signed by 0 of the trusted roots" in out, out
+        # A first install pinned to root 0 walks it from the first link root 0 signed.
+        assert f"valid: {TEST_REPO} v2.0.0" in verify("--root", str(root), code=0)
+        stranger_pub = tmp_path / "stranger.pub"
+        stranger_pub.write_bytes(new_signer().public_key)
+        out = verify("--root", str(stranger_pub), code=1)
+        assert "no member is signed by the pinned roots" in out, out
 
         stranger = new_signer()
         forged = make_sector(TEST_REPO, [stranger], [stranger], seq=2)

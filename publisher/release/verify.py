@@ -278,9 +278,8 @@ class Verifier:
         """The release's verified sector `data`: against the trust, and through its
         certs.chain where that is walked. A mirror (`chain`) walks the chain of every
         release that has one (it serves it: every link must hold); otherwise it is walked
-        where a device walks it (lcm_device/metadata.py): the trust is a sector (not
-        pinned roots: a first install walks none) older than `data`, whose roots do not
-        sign it."""
+        where a device walks it (lcm_device/metadata.py): the trust (a sector older than
+        `data`, or pinned roots) does not sign it."""
         direct = None
         try:
             sector = check_sector(data, self.repo, self.trust, self.now)
@@ -313,11 +312,9 @@ class Verifier:
         return sector
 
     def _device_walks(self, data: bytes) -> bool:
-        """Whether a device that holds the trusted sector walks the chain to `data`:
-        `data` is newer and not signed by that sector's roots (rules S4, S6)."""
-        if self.trust.sector is None:
-            return False
-        trusted = sf.parse_sector(self.trust.sector)
+        """Whether a device that holds the trust walks the chain to `data`: `data` is
+        newer and not signed by the trusted roots (rules S4, S6)."""
+        trusted = trusted_of(self.trust, self.repo)  # pinned roots: a board with no sector
         try:
             fresh = sf.parse_sector(data)
             sf.verify_sector(data, trusted, None)
