@@ -49,6 +49,7 @@ def combine(copies: list[tuple[Path, fmt.Sector]]) -> bytes:
     if not copies:
         raise PublisherError("nothing to combine")
     first_path, first = copies[0]
+    roots = {key_id(k): k for k in first.roots}
     merged: dict[bytes, bytes] = {}
     for path, sector in copies:
         if sector.body != first.body:
@@ -58,6 +59,15 @@ def combine(copies: list[tuple[Path, fmt.Sector]]) -> bytes:
                 "combined; have every holder sign the same file"
             )
         for kid, sig in sector.signatures:
+            # A bad copy first would replace a holder's good signature and lose the threshold
+            # unnoticed; one is a sign of tampering or damage, so the ceremony stops there.
+            # (An old root's signature needs the previous sector: `verify --previous` checks it.)
+            key = roots.get(kid)
+            if key is not None and not verify_with_cryptography(key, first.body, sig):
+                raise PublisherError(
+                    f"{path}: its signature by root {kid.hex()} does not verify against the "
+                    "body (damaged or forged): leave this copy out, or have that holder sign again"
+                )
             merged.setdefault(kid, sig)
     if not merged:
         # Nothing to merge: written over the -o file (often the sector in use), the

@@ -40,6 +40,8 @@ from publisher.signing import (
 MAX_EXEC_OUTPUT = 1024
 # A signing service may wait for a person's approval (a touch, a second login).
 EXEC_TIMEOUT = 300
+# After the command exits, how long a child it left may hold its output open.
+EXIT_GRACE = 2.0
 PROBES = (b"lcm exec signer: public key probe 1", b"lcm exec signer: public key probe 2")
 
 Point = tuple[int, int] | None  # affine, None is the point at infinity
@@ -150,8 +152,9 @@ def _run_capped(argv: list[str], data: bytes) -> subprocess.CompletedProcess[byt
     """Run `argv` with `data` on stdin, as subprocess.run does, within EXEC_TIMEOUT in all,
     keeping at most MAX_EXEC_OUTPUT + 1 bytes of stdout (and the last MAX_EXEC_OUTPUT of
     stderr). The command runs in a process group of its own, killed whole when it answers
-    without end, runs too long, or exits leaving a child that holds its output open (an
-    agent it started): none of them can hold lcm."""
+    without end, runs too long, exits leaving a child that holds its output open (an agent
+    it started) for EXIT_GRACE, or lcm is interrupted: none of them can hold lcm, nor
+    outlive it."""
     deadline = time.monotonic() + EXEC_TIMEOUT
     kept = {"out": b"", "err": b""}
     proc = subprocess.Popen(
@@ -182,20 +185,24 @@ def _run_capped(argv: list[str], data: bytes) -> subprocess.CompletedProcess[byt
     ]
     for reader in readers:
         reader.start()
-    assert proc.stdin is not None
-    with contextlib.suppress(OSError):  # a command that does not read its stdin
-        proc.stdin.write(data)
-        proc.stdin.close()
     try:
-        proc.wait(EXEC_TIMEOUT)
-    except subprocess.TimeoutExpired:
+        assert proc.stdin is not None
+        with contextlib.suppress(OSError):  # a command that does not read its stdin
+            proc.stdin.write(data)
+            proc.stdin.close()
+        proc.wait(max(0.0, deadline - time.monotonic()))
+        # It exited: its output ends now, unless a child it left holds the pipes open.
+        grace_end = min(deadline, time.monotonic() + EXIT_GRACE)
+        for reader in readers:
+            reader.join(max(0.0, grace_end - time.monotonic()))
+    except BaseException:
+        # Too long, or Ctrl-C (which the command, in its own session, does not get):
+        # it ends with lcm's wait, never left running behind it.
         kill()
         raise
     finally:
-        for reader in readers:
-            reader.join(max(0.0, deadline - time.monotonic()))
         if any(reader.is_alive() for reader in readers):
             kill()  # a child left holding the pipes ends with the command's group
             for reader in readers:
-                reader.join(5)
+                reader.join(2)
     return subprocess.CompletedProcess(argv, proc.returncode, kept["out"], kept["err"])

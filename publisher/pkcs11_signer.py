@@ -12,16 +12,16 @@ SHA-256 digest with CKM_ECDSA (answer: r‖s) and never leaves the token.
 from __future__ import annotations
 
 import getpass
+import itertools
 import os
+import re
 import sys
 from typing import Any
-from urllib.parse import unquote, unquote_to_bytes
+from urllib.parse import quote, unquote, unquote_to_bytes
 
 import pkcs11
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.exceptions import (
-    MultipleObjectsReturned,
-    NoSuchKey,
     NoSuchToken,
     PinIncorrect,
     PinLenRange,
@@ -36,21 +36,27 @@ PIN_ENV = "LCM_PKCS11_PIN"
 # Path attributes that select a token or an object (RFC 7512 §2.3).
 TOKEN_ATTRIBUTES = ("token", "serial")
 OBJECT_ATTRIBUTES = ("object", "id", "type")
+P256_PARAMS = encode_named_curve_parameters("secp256r1")  # CKA_EC_PARAMS: the curve's OID
 
 
-def _refuse_pin(name: str, uri: str) -> None:
-    if name in ("pin-value", "pin-source"):
-        # The URI is not repeated: the error would put the PIN in the logs it warns about.
-        raise SigningKeyError(
-            f"a pkcs11: URI with {name}: a PIN never goes in the key's name (it would "
-            f"show in the shell history and the logs); set {PIN_ENV} or let lcm prompt"
-        )
+def _refuse_pin(uri: str) -> None:
+    """Refuse a URI with any pin attribute (pin-value, pin-source, or a made-up `pin=`),
+    wherever it is, before any other check: every other error repeats the URI, and would
+    put the PIN in the logs it should never reach."""
+    for part in re.split("[;?&]", uri):
+        name = unquote(part.partition("=")[0]).strip().lower()
+        if name.startswith("pin"):
+            raise SigningKeyError(
+                f"a pkcs11: URI with {name}: a PIN never goes in the key's name (it would "
+                f"show in the shell history and the logs); set {PIN_ENV} or let lcm prompt"
+            )
 
 
 class Pkcs11Uri:
     """The parts of a `pkcs11:` URI lcm uses."""
 
     def __init__(self, uri: str) -> None:
+        _refuse_pin(uri)
         if not uri.startswith(PKCS11_PREFIX):
             raise SigningKeyError(f"{uri!r} is not a pkcs11: URI")
         self.text = uri
@@ -61,7 +67,6 @@ class Pkcs11Uri:
         self.module: str | None = None
         for part in filter(None, query.split("&")):
             name, _, value = part.partition("=")
-            _refuse_pin(name, uri)
             if name != "module-path":
                 raise SigningKeyError(f"{uri}: unsupported query attribute {name!r}")
             self.module = unquote(value)
@@ -72,7 +77,6 @@ class Pkcs11Uri:
 
     def _add(self, part: str, allowed: tuple[str, ...], uri: str) -> None:
         name, sep, value = part.partition("=")
-        _refuse_pin(name, uri)  # RFC 7512 puts it in the query; refused wherever it is
         if not sep or name not in allowed:
             raise SigningKeyError(
                 f"{uri}: unsupported attribute {name!r} (use {', '.join(allowed)})"
@@ -152,21 +156,60 @@ def open_session(uri: Pkcs11Uri, pin: str, rw: bool = False) -> pkcs11.Session:
         raise SigningKeyError(f"{uri.text}: cannot log in to the token: {exc!r}") from None
 
 
+def _search(session: pkcs11.Session, attrs: dict[Attribute, Any]) -> list[Any]:
+    """Up to 16 objects matching `attrs`."""
+    search: Any = session.get_objects(attrs)  # a generator, typed as an Iterator
+    try:
+        return list(itertools.islice(search, 16))
+    finally:
+        # Ends the token's search now: left to the garbage collector, it ran after the
+        # session closed and printed a SessionHandleInvalid traceback after lcm's error.
+        search.close()
+
+
+def _id_text(key: Any) -> str:
+    try:
+        return quote(bytes(key[Attribute.ID]), safe="")
+    except PKCS11Error:
+        return ""
+
+
 def _find(session: pkcs11.Session, uri: Pkcs11Uri, object_class: ObjectClass) -> Any:
     what = "private key" if object_class == ObjectClass.PRIVATE_KEY else "public key"
-    try:
-        return session.get_key(object_class, KeyType.EC, label=uri.label, id=uri.key_id)
-    except NoSuchKey:
+    attrs: dict[Attribute, Any] = {Attribute.CLASS: object_class, Attribute.KEY_TYPE: KeyType.EC}
+    if uri.label is not None:
+        attrs[Attribute.LABEL] = uri.label
+    if uri.key_id is not None:
+        attrs[Attribute.ID] = uri.key_id
+    keys = _search(session, attrs)
+    if not keys:
         raise SigningKeyError(
             f"{uri.text}: the token holds no EC {what} with this "
             f"{'label' if uri.label else 'id'} (create one with `lcm keys new --pkcs11 URI`)"
-        ) from None
-    except MultipleObjectsReturned:
-        raise SigningKeyError(f"{uri.text}: several {what}s match; add id= to the URI") from None
+        )
+    if len(keys) > 1:
+        ids = [_id_text(key) for key in keys]
+        if uri.key_id is None and all(ids) and len(set(ids)) == len(ids):
+            hint = f"add id= to the URI (their ids: {', '.join(sorted(ids))})"
+        else:
+            hint = "the URI cannot tell them apart: give each its own label or id in the token"
+        raise SigningKeyError(f"{uri.text}: {len(keys)} {what}s match; {hint}")
+    key = keys[0]
+    if object_class == ObjectClass.PRIVATE_KEY and not isinstance(key, pkcs11.types.SignMixin):
+        # python-pkcs11 gives a key `sign` only when its CKA_SIGN is true.
+        raise SigningKeyError(f"{uri.text}: the token does not allow this key to sign (CKA_SIGN)")
+    return key
 
 
 def _public_point(key: pkcs11.Key, uri: Pkcs11Uri) -> bytes:
     """The 65-byte point from CKA_EC_POINT (a DER OCTET STRING, or raw on some tokens)."""
+    # The curve first: a secp256k1 point has the same length and shape as a P-256 one.
+    try:
+        params = bytes(key[Attribute.EC_PARAMS])
+    except PKCS11Error:
+        params = b""
+    if params != P256_PARAMS:
+        raise SigningKeyError(f"{uri.text}: the key is not a P-256 (secp256r1) key")
     raw = bytes(key[Attribute.EC_POINT])
     if len(raw) == 67 and raw[:2] == b"\x04\x41":
         raw = raw[2:]
@@ -212,20 +255,14 @@ def generate_in_token(spec: str) -> bytes:
     _module(uri)
     session = open_session(uri, _pin(uri), rw=True)
     try:
-        try:
-            session.get_key(ObjectClass.PRIVATE_KEY, label=uri.label)
-        except NoSuchKey:
-            pass
-        except MultipleObjectsReturned:
-            raise SigningKeyError(f"{spec}: keys labelled {uri.label!r} already exist") from None
-        else:
+        if _search(session, {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: uri.label}):
             raise SigningKeyError(
                 f"{spec}: a key labelled {uri.label!r} already exists; refusing to add another"
             )
         try:
             params = session.create_domain_parameters(
                 KeyType.EC,
-                {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")},
+                {Attribute.EC_PARAMS: P256_PARAMS},
                 local=True,
             )
             public, _ = params.generate_keypair(

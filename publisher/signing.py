@@ -25,6 +25,7 @@ import getpass
 import hashlib
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -195,11 +196,15 @@ def generate(directory: Path, name: str, passphrase: bytes | None) -> tuple[Path
 
 
 def read_passphrase(env_var: str | None, prompt: str) -> bytes | None:
-    """The passphrase from `env_var` if set, else a prompt when interactive, else None."""
+    """The passphrase from `env_var` if named, else a prompt when interactive, else None."""
     if env_var:
         value = os.environ.get(env_var)
         if value is None:
             raise SigningKeyError(f"environment variable {env_var} is not set")
+        if not value:
+            # A CI secret that is missing often expands to "": taken as "no passphrase",
+            # `keys new` would write the key unencrypted.
+            raise SigningKeyError(f"environment variable {env_var} is empty: no passphrase")
         return value.encode()
     if sys.stdin.isatty():
         return getpass.getpass(prompt).encode() or None
@@ -279,11 +284,28 @@ def load_trusted_key(spec: str | Path) -> bytes:
     return load_public_key(path)
 
 
+def load_trusted_keys(specs: Sequence[str | Path], option: str = "--root") -> list[bytes]:
+    """`load_trusted_key` of each; the same key twice is refused, naming it: counted twice
+    it would seem to meet a threshold that one holder's signature cannot meet."""
+    keys: list[bytes] = []
+    for spec in specs:
+        key = load_trusted_key(spec)
+        if key in keys:
+            raise SigningKeyError(
+                f"{option} {spec}: the same root key ({key_id_hex(key)}) was given twice"
+            )
+        keys.append(key)
+    return keys
+
+
 def verify_with_cryptography(public_key: bytes, data: bytes, signature: bytes) -> bool:
     """Reference check of an r‖s signature with `cryptography` (tests and `verify` cross-checks)."""
     if len(signature) != 64:
         return False
-    key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public_key)
+    try:
+        key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public_key)
+    except ValueError:  # not a point of P-256 (another curve's key): it verifies nothing
+        return False
     der = encode_dss_signature(
         int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
     )

@@ -116,3 +116,31 @@ def test_signatures_cover_exactly_the_body(holders, tmp_path):
               "--seq", "1", "--root-key", keys["a"][1], "--release-key", release_pub,
               "-o", str(tmp_path / "y"), code=1)  # fmt: skip
     assert "not above" in res.output
+
+
+def test_combine_refuses_a_copy_with_a_bad_signature_by_a_root(holders, tmp_path):
+    """First copy wins: a damaged (or planted) copy placed first replaced a holder's valid
+    signature, and the threshold was lost without a word."""
+    keys, release_pub, _ = holders
+    body = tmp_path / "body.sector"
+    lcm("certs", "build", "--repo", REPO, "--unsigned", "--threshold", "2",
+        "--root-key", keys["a"][1], "--root-key", keys["b"][1],
+        "--release-key", release_pub, "-o", str(body))  # fmt: skip
+    copies = {}
+    for who in ("a", "b"):
+        copies[who] = tmp_path / f"{who}.sector"
+        copies[who].write_bytes(body.read_bytes())
+        lcm("certs", "sign", str(copies[who]), "--key", keys[who][0], "--yes")
+    bad = tmp_path / "a-bad.sector"
+    data = bytearray(copies["a"].read_bytes())
+    data[-1] ^= 1  # the last byte of a's signature
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "certs.sector"
+    res = lcm("certs", "combine", str(bad), str(copies["a"]), str(copies["b"]), "-o", str(out),
+              code=1)  # fmt: skip
+    kid = signing.load_public_key(keys["a"][1])
+    assert f"{bad}: its signature by root" in " ".join(res.output.split())
+    assert sf.key_id(kid).hex() in res.output and not out.exists()
+    lcm("certs", "combine", str(copies["a"]), str(copies["b"]), "-o", str(out))
+    lcm("certs", "verify", str(out), "--root", keys["a"][1], "--root", keys["b"][1],
+        "--threshold", "2")  # fmt: skip

@@ -90,6 +90,36 @@ def test_encrypted_key_needs_passphrase_from_env(tmp_path):
     assert "not set" in run("keys", "show", str(pem), "--passphrase-env", "NOPE", code=1).output
 
 
+def test_an_empty_or_unset_passphrase_variable_is_an_error(tmp_path):
+    """A CI secret that is missing expands to "": taken as no passphrase, the key was
+    written unencrypted."""
+    for value in ("", None):
+        res = run("keys", "new", "root", "--dir", str(tmp_path), "--passphrase-env", "ROOT_PASS",
+                  env={"ROOT_PASS": value}, code=1)  # fmt: skip
+        assert "ROOT_PASS" in res.output and not list(tmp_path.iterdir())
+    run("keys", "new", "enc", "--dir", str(tmp_path), "--passphrase-env", "P", env={"P": "s3"})
+    res = run("keys", "show", str(tmp_path / "enc.pem"), "--passphrase-env", "P", env={"P": ""},
+              code=1)  # fmt: skip
+    assert "environment variable P is empty" in res.output
+
+
+def test_the_same_root_given_twice_is_refused_up_front(keydir, tmp_path):
+    """Counted twice, one root's signature read as "2 of 2 signed, threshold 2 met"."""
+    sector = str(tmp_path / "s.sector")
+    run("certs", "build", "--repo", REPO, "--root-key", str(keydir / "root.pem"),
+        "--root-key", str(keydir / "root2.pub"), "--release-key", str(keydir / "release.pub"),
+        "-o", sector)  # fmt: skip
+    pub, pem = str(keydir / "root.pub"), str(keydir / "root.pem")
+    for twice in ([pub, pub], [pem, pub]):
+        roots = [arg for root in twice for arg in ("--root", root)]
+        res = run("certs", "verify", sector, *roots, "--threshold", "2", code=1)
+        assert f"--root {twice[1]}: the same root key" in " ".join(res.output.split())
+        assert "met" not in res.output
+        res = run("release", "verify", "--repo", REPO, *roots, "--threshold", "2",
+                  "--web-url", "http://127.0.0.1:9", code=1)  # fmt: skip
+        assert "the same root key" in res.output
+
+
 def test_an_encrypted_private_key_given_as_a_trusted_root_names_its_public_key(keydir, tmp_path):
     """Commands that pin roots take public keys and have no passphrase option: an encrypted
     .pem there is named with the .pub to give (it used to ask for --passphrase-env, which

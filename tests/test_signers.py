@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -258,3 +260,147 @@ def test_a_signing_command_that_leaves_a_child_holding_its_output_cannot_hold_lc
     with pytest.raises(signing.SigningKeyError, match=r"exit status 3"):
         signing.open_signer("exec:sh -c 'sleep 30 & exit 3'")
     assert time.monotonic() - started < 10  # one second and the kill, not the child's 30
+
+
+def _token_keypair(
+    label: str, curve: str = "secp256r1", count: int = 1, ids: bool = False, sign: bool = True
+) -> None:
+    """Keys made in the test token outside lcm, as another tool would make them."""
+    import pkcs11
+    from pkcs11 import Attribute, KeyType
+    from pkcs11.util.ec import encode_named_curve_parameters
+
+    from tests.softhsm import MODULE, PIN, TOKEN
+
+    token = pkcs11.lib(MODULE).get_token(token_label=TOKEN)
+    with token.open(rw=True, user_pin=PIN) as session:
+        params = session.create_domain_parameters(
+            KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(curve)}, local=True
+        )
+        for n in range(count):
+            params.generate_keypair(
+                store=True,
+                label=label,
+                id=bytes([n + 1]) if ids else None,
+                private_template={Attribute.SIGN: sign},
+            )
+
+
+def _lcm_process(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`lcm` in a process of its own: what a user sees on stderr, and how it takes signals."""
+    return subprocess.Popen(
+        [sys.executable, "-c", "from publisher.cli import main; main()", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def test_a_token_key_on_another_curve_is_named(hsm, tmp_path):
+    """A secp256k1 point has P-256's length: `keys show` printed a key id, signing crashed."""
+    label = hsm.new_label("k1")
+    uri = hsm.uri(label)
+    _token_keypair(label, curve="secp256k1")
+    assert "not a P-256" in lcm("keys", "show", uri, env=hsm.env, code=1).output
+    res = lcm("certs", "build", "--unsigned", "--repo", TEST_REPO, "--root-key", uri,
+              "--release-key", uri, "-o", str(tmp_path / "s"), env=hsm.env, code=1)  # fmt: skip
+    assert "not a P-256" in res.output and not (tmp_path / "s").exists()
+
+
+def test_a_token_key_that_may_not_sign_is_named(hsm, tmp_path):
+    """CKA_SIGN false (a key-management slot): signing crashed with an AttributeError."""
+    label = hsm.new_label("nosign")
+    _token_keypair(label, sign=False)
+    res = lcm("keys", "show", hsm.uri(label), env=hsm.env, code=1)
+    assert "does not allow this key to sign" in res.output
+
+
+def test_two_token_keys_under_one_label_are_one_error_with_a_hint_that_helps(hsm):
+    label = hsm.new_label("dup")
+    _token_keypair(label, count=2)
+    proc = _lcm_process("keys", "show", hsm.uri(label), env=hsm.env)
+    output = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 1, output
+    # One line: the search was left open past the session, and its cleanup printed a traceback.
+    assert output.strip().count("\n") == 0 and "Traceback" not in output, output
+    assert "2 private keys match" in output and "cannot tell them apart" in output
+    # Keys with distinct ids: the hint names them.
+    with_ids = hsm.new_label("dup-ids")
+    _token_keypair(with_ids, count=2, ids=True)
+    res = lcm("keys", "show", hsm.uri(with_ids), env=hsm.env, code=1)
+    assert "add id= to the URI (their ids: %01, %02)" in " ".join(res.output.split())
+    lcm("keys", "show", hsm.uri(with_ids) + ";id=%02", env=hsm.env)
+
+
+def test_no_error_repeats_a_pin(hsm):
+    """Another unsupported attribute before the PIN used to print the whole URI."""
+    uri = hsm.uri("release")
+    for with_pin in (
+        uri + "?module-name=softhsm2&pin-value=SECRET-4711",
+        uri + ";pin=SECRET-4711",
+        "pkcs11:colour=red;object=x?pin-source=file:SECRET-4711",
+    ):
+        res = lcm("keys", "show", with_pin, env=hsm.env, code=1)
+        assert "SECRET-4711" not in res.output and "PIN never goes" in res.output
+
+
+def test_a_dir_that_is_a_file_is_refused_before_the_token_makes_a_key(hsm, tmp_path):
+    uri = hsm.uri(hsm.new_label("rel"))
+    (tmp_path / "notadir").write_text("")
+    res = lcm("keys", "new", "rel", "--dir", str(tmp_path / "notadir"), "--pkcs11", uri,
+              env=hsm.env, code=1)  # fmt: skip
+    assert "is not a folder" in res.output
+    assert "no EC private key" in lcm("keys", "show", uri, env=hsm.env, code=1).output
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_a_signing_command_that_exits_leaving_an_agent_is_not_waited_for(tmp_path, monkeypatch):
+    """It signs at once but leaves a child holding its stdout: lcm waited for the whole
+    timeout, twice for the key's probes (600 s with the real one)."""
+    import time
+
+    from publisher import exec_signer
+
+    monkeypatch.setattr(exec_signer, "EXEC_TIMEOUT", 15)
+    pem, _, signer = signing.generate(tmp_path, "release", None)
+    pids = tmp_path / "agent.pids"
+    script = f"sleep 60 & echo $! >> {pids}; exec openssl pkeyutl -sign -inkey {pem}"
+    started = time.monotonic()
+    opened = signing.open_signer("exec:" + shlex.join(["sh", "-c", script]))
+    assert time.monotonic() - started < 10  # a short grace each, not the 15 s timeout
+    assert opened.public_key == signer.public_key
+    agents = [int(pid) for pid in pids.read_text().split()]
+    assert len(agents) == 2 and not any(_alive(pid) for pid in agents)
+
+
+def test_ctrl_c_stops_lcm_and_its_signing_command(tmp_path):
+    """The command runs in a session of its own (the terminal's SIGINT misses it): lcm kept
+    waiting for it, and a second Ctrl-C left it running."""
+    import signal
+    import time
+
+    pidfile = tmp_path / "signer.pid"
+    spec = "exec:" + shlex.join(["sh", "-c", f"echo $$ > {pidfile}; exec sleep 555"])
+    proc = _lcm_process("keys", "show", spec, env={})
+    try:
+        for _ in range(100):
+            if pidfile.exists() and pidfile.read_text().strip():
+                break
+            time.sleep(0.1)
+        signer = int(pidfile.read_text())
+        proc.send_signal(signal.SIGINT)
+        proc.wait(8)
+        time.sleep(0.2)
+        assert not _alive(signer)
+    finally:
+        proc.kill()
+        proc.wait()
+        if pidfile.exists() and _alive(int(pidfile.read_text())):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)

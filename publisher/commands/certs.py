@@ -15,7 +15,7 @@ from publisher.console import command_edge, out, print_json, warn
 from publisher.errors import PublisherError
 from publisher.fsutil import write_output
 from publisher.release.preflight import expiry_warnings
-from publisher.signing import load_trusted_key
+from publisher.signing import load_trusted_keys
 from publisher.timefmt import format_date
 from publisher.tlsanchors import missing_anchor_warning
 
@@ -177,7 +177,7 @@ def verify(
         trusted = certs.load_sector(previous)
     else:
         expected = repo or unfinished.repo
-        trusted = fmt.PinnedRoots(expected, [load_trusted_key(p) for p in root or []], threshold)
+        trusted = fmt.PinnedRoots(expected, load_trusted_keys(root or []), threshold)
     if repo and trusted.repo != repo:
         raise PublisherError(f"--previous is a sector for {trusted.repo}, not {repo}")
     roots = ceremony.RootSet(

@@ -75,10 +75,17 @@ def _new_in_token(uri: str, name: str | None, directory: Path, as_json: bool) ->
         pub_path = directory / f"{name}.pub"
         if pub_path.exists():
             raise PublisherError(f"{pub_path} already exists; refusing to overwrite a key")
+        # The folder too: a key made in the token whose .pub cannot be written is left
+        # behind, and holds its label against a rerun.
+        if directory.exists() and not directory.is_dir():
+            raise PublisherError(f"--dir {directory} is not a folder")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PublisherError(f"cannot create --dir {directory}: {exc.strerror}") from None
     public = generate_in_token(uri)
     kid = key_id_hex(public)
     if pub_path is not None:
-        directory.mkdir(parents=True, exist_ok=True)
         write_atomic(pub_path, signing.public_key_pem(public))
     if as_json:
         print_json(

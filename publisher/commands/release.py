@@ -49,7 +49,7 @@ from publisher.release.listing import list_releases, text_rows
 from publisher.release.publish import PublishRequest, publish
 from publisher.release.source import check_exists
 from publisher.release.verify import Trust, verify_release
-from publisher.signing import load_trusted_key, open_signer
+from publisher.signing import load_trusted_keys, open_signer
 
 app = typer.Typer(help="Publish, verify and list signed releases.", no_args_is_help=True)
 
@@ -314,7 +314,7 @@ def verify_command(
     if root is not None and threshold > len(root):
         raise PublisherError(f"--threshold {threshold} is more than the {len(root)} --root given")
     trust = Trust(
-        roots=[load_trusted_key(p) for p in root or []],
+        roots=load_trusted_keys(root or []),
         threshold=threshold,
         sector=read_sector(certs) if certs is not None else None,
     )
