@@ -31,8 +31,11 @@ def keydir(tmp_path):
 
 
 def test_keys_new_writes_0600_and_shows_id(tmp_path):
-    out = run("keys", "new", "k", "--dir", str(tmp_path), "--json").output
-    info = json.loads(out)
+    result = run("keys", "new", "k", "--dir", str(tmp_path), "--json")
+    info = json.loads(result.stdout)
+    # No terminal to ask for a passphrase (found by a new user in a script): said.
+    assert "k.pem is not encrypted (no terminal to ask for a passphrase)" in result.stderr
+    assert not info["encrypted"]
     assert stat.S_IMODE((tmp_path / "k.pem").stat().st_mode) == 0o600
     assert b"BEGIN PUBLIC KEY" in (tmp_path / "k.pub").read_bytes()
     for file in ("k.pem", "k.pub"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,7 @@ from rich.text import Text
 
 from cert_sector.keys import key_id_hex
 from publisher import signing
-from publisher.console import command_edge, out, print_json
+from publisher.console import command_edge, out, print_json, warn
 from publisher.errors import PublisherError
 from publisher.fsutil import write_atomic
 
@@ -56,6 +57,12 @@ def new(
     )
     pem, pub, signer = signing.generate(directory, name, passphrase)
     kid = key_id_hex(signer.public_key)
+    if passphrase is None and passphrase_env is None and not sys.stdin.isatty():
+        # No terminal to ask (a script, CI): said, so that it is not found out later.
+        warn(
+            f"{pem} is not encrypted (no terminal to ask for a passphrase): "
+            "--passphrase-env VAR encrypts it"
+        )
     if as_json:
         print_json(
             {"key_id": kid, "private": str(pem), "public": str(pub), "encrypted": bool(passphrase)}
