@@ -17,6 +17,7 @@ needs; devices refuse it (S4/S5).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,12 +45,16 @@ def add_signature(sector: fmt.Sector, signer: Signer) -> bytes:
     return pack(sector, [*others, (signer.key_id, signature)])
 
 
-def combine(copies: list[tuple[Path, fmt.Sector]]) -> bytes:
-    """One sector holding every signature of `copies`, which must share one body."""
+def combine(
+    copies: list[tuple[Path, fmt.Sector]], old_roots: Sequence[bytes] = ()
+) -> tuple[bytes, list[str]]:
+    """One sector holding every signature of `copies`, which must share one body, and
+    warnings; `old_roots` (the previous sector's) have their signatures checked too."""
+    warnings: list[str] = []
     if not copies:
         raise PublisherError("nothing to combine")
     first_path, first = copies[0]
-    roots = {key_id(k): k for k in first.roots}
+    roots = {key_id(k): k for k in [*old_roots, *first.roots]}
     merged: dict[bytes, bytes] = {}
     for path, sector in copies:
         if sector.body != first.body:
@@ -61,19 +66,26 @@ def combine(copies: list[tuple[Path, fmt.Sector]]) -> bytes:
         for kid, sig in sector.signatures:
             # A bad copy first would replace a holder's good signature and lose the threshold
             # unnoticed; one is a sign of tampering or damage, so the ceremony stops there.
-            # (An old root's signature needs the previous sector: `verify --previous` checks it.)
             key = roots.get(kid)
             if key is not None and not verify_with_cryptography(key, first.body, sig):
                 raise PublisherError(
                     f"{path}: its signature by root {kid.hex()} does not verify against the "
                     "body (damaged or forged): leave this copy out, or have that holder sign again"
                 )
+            if key is None and merged.get(kid, sig) != sig:
+                # Two signatures by a key of neither sector (an old root's, without
+                # --previous): both may be good (ECDSA signs anew each time), or not.
+                warnings.append(
+                    f"{path}: another signature by key {kid.hex()}, which is not a root of this "
+                    "sector, so it is not checked; the first is kept (--previous checks an old "
+                    "root's)"
+                )
             merged.setdefault(kid, sig)
     if not merged:
         # Nothing to merge: written over the -o file (often the sector in use), the
         # result would only destroy what was there.
         raise PublisherError("none of these copies is signed: there is nothing to combine")
-    return pack(first, list(merged.items()))
+    return pack(first, list(merged.items())), warnings
 
 
 @dataclass

@@ -144,3 +144,34 @@ def test_combine_refuses_a_copy_with_a_bad_signature_by_a_root(holders, tmp_path
     lcm("certs", "combine", str(copies["a"]), str(copies["b"]), "-o", str(out))
     lcm("certs", "verify", str(out), "--root", keys["a"][1], "--root", keys["b"][1],
         "--threshold", "2")  # fmt: skip
+
+
+def test_combine_checks_an_old_roots_signatures_with_previous(holders, tmp_path):
+    """An old root's signature could not be checked by combine (it is no root of the new
+    sector): a bad copy first won unnoticed. With --previous it is checked; without, two
+    different signatures by one unknown key are said."""
+    keys, release_pub, old = holders
+    body = tmp_path / "new.sector"
+    lcm("certs", "build", "--repo", REPO, "--unsigned", "--previous", str(old),
+        "--root-key", keys["a"][1], "--release-key", release_pub, "-o", str(body))  # fmt: skip
+    copies = {}
+    for who in ("old", "a"):
+        copies[who] = tmp_path / f"copy-{who}.sector"
+        copies[who].write_bytes(body.read_bytes())
+        lcm("certs", "sign", str(copies[who]), "--key", keys[who][0], "--previous", str(old),
+            "--yes")  # fmt: skip
+    bad = tmp_path / "old-bad.sector"
+    data = bytearray(copies["old"].read_bytes())
+    data[-1] ^= 1  # the last byte of the old root's signature
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "certs.sector"
+    files = [str(bad), str(copies["old"]), str(copies["a"])]
+    res = lcm("certs", "combine", *files, "--previous", str(old), "-o", str(out), code=1)
+    assert f"{bad}: its signature by root" in " ".join(res.output.split())
+    assert not out.exists()
+    res = lcm("certs", "combine", *files, "-o", str(out))
+    assert "which is not a root of this sector, so it is not checked" in " ".join(
+        res.output.split()
+    )
+    lcm("certs", "combine", *files[1:], "--previous", str(old), "-o", str(out))
+    lcm("certs", "verify", str(out), "--previous", str(old))

@@ -86,10 +86,20 @@ def sign(
 def combine(
     files: Annotated[list[Path], typer.Argument(help="Copies of one sector, each signed.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the result.")],
+    previous: Annotated[
+        Path | None,
+        typer.Option("--previous", help="The sector it replaces (to check old roots' signatures)."),
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Merge the signatures of copies of one sector body (signed in parallel) into one file."""
-    data = ceremony.combine([(f, ceremony.read_unfinished(f)) for f in files])
+    copies = [(f, ceremony.read_unfinished(f)) for f in files]
+    old = certs.load_sector(previous) if previous is not None else None
+    if old is not None and copies and old.repo != copies[0][1].repo:
+        raise PublisherError(f"--previous is a sector for {old.repo}, not {copies[0][1].repo}")
+    data, warnings = ceremony.combine(copies, old.roots if old is not None else [])
+    for text in warnings:
+        warn(text)
     write_output(output, data)
     merged = fmt.parse_sector(data, min_signatures=0)
     kids = [kid.hex() for kid, _ in merged.signatures]
