@@ -170,6 +170,9 @@ def test_fleet_status_shows_every_device_and_names_hostile_statuses(
     for dev in ("240ac4000001", "240ac4000002", "240ac4000003"):
         assert dev in narrow, narrow
     assert "…" not in narrow, narrow  # wrapped or folded, never cut short
+    # Wrapped between words, never inside one: "installe" / "d" cannot be read back.
+    words = {w for line in narrow.splitlines() for w in line.replace("│", " ").split()}
+    assert {"installed", "refused", "Refused:", "[b]markup[/b]", "seen"} <= words, narrow
     # A wrong password: a clear message, exit 1.
     r = lcm(args, {**env, "LCM_MQTT_PASSWORD": "nope"}, code=1)
     assert "refused the connection" in r.output
