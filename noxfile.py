@@ -26,7 +26,7 @@ WORKERS = "2"
 # tests/test_readme.py installs the demo offline from this folder of wheels (pip only).
 WHEELHOUSE_ENV = "LCM_WHEELHOUSE"
 BUILD_BACKEND = "setuptools>=69"  # as pyproject.toml's [build-system]
-# Debian packages the test suite drives for real (see README "Running the tests"):
+# Debian packages the test suite drives for real (README, "Quick start", lists them too):
 # Chromium (captive portal, dashboard), mosquitto (MQTT fleet), SoftHSM (PKCS#11
 # keys), nginx (static release export), gh (GitHub CLI against lcm host).
 SYSTEM_PACKAGES = {

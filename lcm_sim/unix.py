@@ -15,9 +15,12 @@ BOARD_ONCE): with "run" the HAL has a periodic timer (lcm_sim/boardtimer.py)
 that polls the check timer while the app runs, a device without an app waits
 for its next check (`waits_without_app`), and when the app returns the
 process stays up with its timer running, as a board's REPL does, until the
-timer resets it. With either value, a process that ends without a reset or a
-power cut left the board powered: the gesture counter is settled as the
-board's timer would settle it QUICK_S seconds later, so the next run's
+timer resets it; that timer settles the gesture counter SETTLE_S after the
+boot, as on a board, so a power cut (Ctrl-C) before then is still a quick
+power cycle even when the app returned at once. With either value, a
+process that ends without a reset or a power cut, and with no timer left
+running, left the board powered: the gesture counter is settled then, as
+the board's timer would settle it QUICK_S seconds later, so the next run's
 power-on does not count as a quick power cycle. Without it (the tests), the
 process ends when the app returns and nothing polls the check timer unless
 the app calls `lcm.idle`. A board without a radio script is on the host's
@@ -104,17 +107,20 @@ class UnixHal(BoardHal):
     def _at_exit(self):
         # The main script ended. A reset or a power cut ended the board too; otherwise it is
         # still powered: a board's timer keeps running at the REPL (and settles the gesture
-        # count after QUICK_S), so this process does the same until the timer resets it.
+        # count SETTLE_S after the boot), so this process does the same until the timer
+        # resets it. Settling here instead would hide a quick power cycle after an app that
+        # returns at once. With no timer running, the process ends now and the board is left
+        # powered for good: settled now, as its timer would have settled it.
         # An exception out of an exit function is fatal to the unix port: none leaves here.
         if self._resetting or (self._faults is not None and self._faults.dead):
             return
-        try:
-            from lcm_device import gestures
+        if not any(t.running for t in self._timers):
+            try:
+                from lcm_device import gestures
 
-            gestures.settle(self, gestures.QUICK_S)
-        except Exception as exc:
-            print("lcm-hal: cannot settle the gesture count: " + repr(exc))
-        if not self._timers:
+                gestures.settle(self, gestures.QUICK_S)
+            except Exception as exc:
+                print("lcm-hal: cannot settle the gesture count: " + repr(exc))
             return
         print("lcm-hal: main.py ended; the board stays on, its check timer running")
         try:

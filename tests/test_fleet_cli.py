@@ -96,6 +96,20 @@ def test_publish_sends_the_retained_hint_once_live_with_credentials_from_the_env
     assert "put no credentials in the broker URL" in r.output
 
 
+def test_rollout_says_which_hint_it_sent(rig: dict[str, Any]) -> None:
+    # As publish --mqtt and fleet hint do: a user sees that the devices were woken.
+    broker: Broker = rig["broker"]
+    env = {**rig["env"], "LCM_MQTT_USER": PUBLISHER[0], "LCM_MQTT_PASSWORD": PUBLISHER[1]}
+    lcm([*rig["publish"], "--tag", "v1.0.0", "--rollout", "10"], env)
+    key = rig["publish"][rig["publish"].index("--key") + 1]
+    rollout = ["release", "rollout", "v1.0.0", "50", "--repo", REPO, "--key", key]
+    r = lcm([*rollout, "--mqtt", broker.url], env)
+    assert f"push hint 'v1.0.0 rollout 50' published to {broker.url}" in r.output, r.output
+    assert retained(broker, "lcm/acme/widget/release") == {
+        "lcm/acme/widget/release": b"v1.0.0 rollout 50"
+    }
+
+
 def test_fleet_status_shows_every_device_and_names_hostile_statuses(
     rig: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -156,6 +170,9 @@ def test_fleet_status_shows_every_device_and_names_hostile_statuses(
     for dev in ("240ac4000001", "240ac4000002", "240ac4000003"):
         assert dev in narrow, narrow
     assert "…" not in narrow, narrow  # wrapped or folded, never cut short
+    # Wrapped between words, never inside one: "installe" / "d" cannot be read back.
+    words = {w for line in narrow.splitlines() for w in line.replace("│", " ").split()}
+    assert {"installed", "refused", "Refused:", "[b]markup[/b]", "seen"} <= words, narrow
     # A wrong password: a clear message, exit 1.
     r = lcm(args, {**env, "LCM_MQTT_PASSWORD": "nope"}, code=1)
     assert "refused the connection" in r.output

@@ -128,6 +128,10 @@ def test_lcm_logs_prints_a_micropython_udp_line_with_device_and_time(
     assert lines[1] == f"2026-11-29T08:07:38Z {DEVICE} #3 clock known"
 
 
+# What `lcm logs --json` prints for every line (docs/lifecycle.md), UDP or ring.
+FIELDS = {"device", "sequence", "time", "uptime", "text", "received", "source"}
+
+
 def test_lcm_logs_json_and_hostile_datagrams(build: Path, tmp_path: Path, listener) -> None:
     logs = listener(3, "--json")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -160,6 +164,7 @@ def test_lcm_logs_json_and_hostile_datagrams(build: Path, tmp_path: Path, listen
     assert recs[2]["time"] == "2026-11-29T08:07:38Z"
     assert recs[2]["text"] == "json line"
     assert recs[2]["source"].startswith("127.0.0.1:")
+    assert all(set(r) == FIELDS for r in recs)
 
 
 def test_ring_survives_a_restart(build: Path, tmp_path: Path) -> None:
@@ -302,7 +307,16 @@ def test_lcm_logs_device_reads_a_boards_ring_as_state_does(build: Path, tmp_path
     assert text.returncode == 0, text.stderr
     assert as_json.returncode == 0, as_json.stderr
     assert text.stdout == state.stdout
-    assert as_json.stdout == state_json.stdout
+    # The same records, with the documented fields (docs/lifecycle.md) whatever was read:
+    # no receive time for a stored line, and where it was read from.
+    state_recs = [json.loads(line) for line in state_json.stdout.splitlines()]
+    board_recs = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert all(set(r) == FIELDS and r["received"] is None for r in state_recs + board_recs)
+    assert {r["source"] for r in state_recs} == {str(tmp_path)}
+    assert {r["source"] for r in board_recs} == {port}
+    assert [{**r, "source": None} for r in board_recs] == [
+        {**r, "source": None} for r in state_recs
+    ]
     lines = text.stdout.splitlines()
     assert lines[0] == f"+0s {DEVICE} #1 line 0 " + "x" * 100
     assert lines[-1] == (

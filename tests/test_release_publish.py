@@ -302,6 +302,42 @@ def _kill_at(monkeypatch, k: int, after: bool) -> list[str]:
     return seen
 
 
+def _interrupt_at(monkeypatch, wanted: str) -> None:
+    """A Ctrl-C (KeyboardInterrupt) just before the first HTTP request "METHOD /path..."
+    starting with `wanted` is sent."""
+    original = requests.adapters.HTTPAdapter.send
+
+    def send(self, request, *args, **kwargs):
+        if f"{request.method} {request.path_url}".startswith(wanted):
+            raise KeyboardInterrupt
+        return original(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
+
+
+@pytest.mark.parametrize(
+    ("request_line", "said"),
+    [
+        ("GET /api/v3/repos/", "nothing was written to the host for v1.0.0"),
+        ("POST /api/uploads/", "v1.0.0 is not published: a draft may hold what was uploaded"),
+        ("PATCH /api/v3/repos/", "stopped while making v1.0.0 live: it is a draft or published"),
+    ],
+)
+def test_ctrl_c_during_publish_says_what_is_left_and_a_rerun_finishes(
+    world, monkeypatch, request_line, said
+):
+    _interrupt_at(monkeypatch, request_line)
+    result = publish_cli(world, "v1.0.0", code=130)
+    monkeypatch.undo()
+    line = next(line for line in result.stderr.splitlines() if "interrupted:" in line)
+    assert said in line, result.stderr
+    if "nothing was written" not in said:
+        assert line.endswith("run the same command again to finish"), line
+    again = publish_cli(world, "v1.0.0", "--json")
+    assert again["state"] == "published"
+    assert [(r.tag_name, r.draft) for r in world.releases()] == [("v1.0.0", False)]
+
+
 def _session(world: World) -> gh.Session:
     return gh.Session(world.host.api_url, TOKEN, retry=gh.RetryPolicy(base_delay=0))
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from cert_sector.errors import (
@@ -11,6 +14,7 @@ from cert_sector.errors import (
     RollbackError,
     SignatureError,
 )
+from cert_sector.keys import key_id_hex
 from publisher import sector_format as sf
 from tests.keyfactory import make_sector, new_signer
 
@@ -151,3 +155,22 @@ def test_parse_refuses_duplicates_and_threshold(keys):
     high = good[:i] + b"\x03" + good[i + 1 :]
     with pytest.raises(FormatError, match="threshold 3 for 2 root keys"):
         sf.parse_sector(high + b"\x01" + sig[0] + sig[1])
+
+
+def test_formats_doc_worked_example_is_a_sector_its_notes_describe():
+    # docs/formats.md shows a hex dump and annotates it by hand: the notes once named
+    # keys from an older dump. Parse the dump and hold the notes to it.
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "formats.md").read_text()
+    example = doc.split("## Cert sector", 1)[1].split("### Worked example", 1)[1]
+    example = example.split("\n## ", 1)[0]
+    dump, notes = re.fullmatch(r"\s*One root[^\n]*\n\n```\n(.*?)```\n(.*)", example, re.S).groups()
+    data = bytes.fromhex(" ".join(" ".join(line.split()[1:]) for line in dump.splitlines()))
+    s = sf.parse_sector(data)
+    sf.verify_sector(data, sf.PinnedRoots(s.repo, s.roots, s.threshold))
+    assert f"({len(data)} bytes)" in doc
+    assert (s.repo, s.seq, s.expires, s.threshold, s.cas) == ("acme/widget", 1, 0, 1, [])
+    assert (len(s.roots), len(s.release_keys), len(s.signatures)) == (1, 1, 1)
+    assert f"`{s.roots[0][:3].hex(' ')} …`" in notes
+    assert f"`{s.release_keys[0][:3].hex(' ')} …`" in notes
+    assert f"key id `{s.signatures[0][0].hex()}` (the root's)" in notes
+    assert s.signatures[0][0].hex() == key_id_hex(s.roots[0])

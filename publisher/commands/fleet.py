@@ -6,8 +6,10 @@ import time
 from typing import Annotated
 
 import typer
+from rich.console import Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from publisher.commands.release_options import Repo
 from publisher.console import command_edge, out, print_json
@@ -46,7 +48,7 @@ def _state(d: DeviceStatus, now: float) -> str:
     return " ".join(w for w in words if w)
 
 
-def table(view: FleetView) -> Table:
+def table(view: FleetView) -> Group:
     devices, ro, _ = view.snapshot()
     now = time.time()
     title = f"{view.repo}: {len(devices)} device(s)"
@@ -57,27 +59,37 @@ def table(view: FleetView) -> Table:
         elif ro.share is not None:
             title += f" (roll-out {ro.share} %)"
     t = Table(title=title)
-    # What identifies a device is never cut (a pipe or a narrow terminal is 80 columns):
-    # the state, the check results and the error wrap instead.
+    # What identifies a device is never cut (a pipe or a narrow terminal is 80 columns);
+    # the state and the check results wrap between their words, never inside one
+    # ("installe"/"d" cannot be read back): each is as wide as its longest word. A last
+    # error (up to 200 characters) does not fit in a column of 80: it goes under the
+    # table, one line per device, wrapped by words like any text.
+    states = [_state(d, now) for d in devices]
+    results = [" ".join(d.result) or "-" for d in devices]  # the manager's, the app's
     t.add_column("device", no_wrap=True, min_width=12)
     t.add_column("app", no_wrap=True)
     t.add_column("manager", no_wrap=True)
-    t.add_column("state", overflow="fold")
+    t.add_column("state", min_width=_longest_word(states))
     t.add_column("last seen", no_wrap=True)
-    t.add_column("last check", overflow="fold")
-    t.add_column("last error", overflow="fold")
-    for d in devices:
+    t.add_column("last check", min_width=_longest_word(results))
+    for d, state, result in zip(devices, states, results, strict=True):
         seen = d.last_seen()
         t.add_row(
             d.id,
             d.app or "-",
             d.manager or "(factory)",
-            _state(d, now),
+            state,
             _age(None if seen is None else now - seen),
-            " ".join(d.result) or "-",  # the manager's, the app's: wraps between them
-            d.error or "",
+            result,
         )
-    return t
+    # Printed with soft_wrap=False: wrapped at the width like the table, not left to a
+    # terminal (a pipe has none).
+    errors = [Text(f"{d.id} last error: {d.error}") for d in devices if d.error]
+    return Group(t, *errors)
+
+
+def _longest_word(cells: list[str]) -> int:
+    return max((len(word) for cell in cells for word in cell.split()), default=1)
 
 
 @app.command("status")
@@ -103,7 +115,7 @@ def status(
                 }
             )
         elif not watch:
-            out.print(table(view))
+            out.print(table(view), soft_wrap=False)
         if not watch:
             return
         seen = view.snapshot()[2]
@@ -111,12 +123,12 @@ def status(
             # Piped or logged: one table per change, appended, at most one every
             # PIPED_EVERY_S (a device re-publishing its status non-stop would otherwise
             # write a whole table per message to the log, and fill the disk).
-            out.print(table(view))
+            out.print(table(view), soft_wrap=False)
             while True:
                 changes = view.wait_change(seen, 1.0)
                 if changes != seen:
                     seen = changes
-                    out.print(table(view))
+                    out.print(table(view), soft_wrap=False)
                     time.sleep(PIPED_EVERY_S)
         with Live(table(view), console=out, refresh_per_second=2) as live:
             while True:

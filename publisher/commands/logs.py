@@ -40,8 +40,13 @@ def parse_line(line: str) -> tuple[str, int, str, str] | None:
     return parts[0], int(parts[1]), parts[2], parts[3] if len(parts) > 3 else ""
 
 
-def record(line: str, received: float | None, source: str | None) -> dict[str, Any]:
-    """One log line as a dict; a line that is not in the device format keeps its raw text."""
+def record(line: str, received: float | None, source: str) -> dict[str, Any]:
+    """One log line as a dict; a line that is not in the device format keeps its raw text.
+
+    Every record has the same keys, whatever the line came from (a script reads them
+    alike): `received` is the host's receive time of a UDP datagram, null for a line
+    read from a ring; `source` is the sender HOST:PORT, the --state folder or the
+    --device port."""
     parsed = parse_line(line)
     rec: dict[str, Any] = {
         "device": None,
@@ -49,6 +54,8 @@ def record(line: str, received: float | None, source: str | None) -> dict[str, A
         "time": None,
         "uptime": None,
         "text": printable(line),
+        "received": None if received is None else logline.iso_time(received),
+        "source": printable(source),
     }
     if parsed is not None:
         device, seq, when, text = parsed
@@ -57,24 +64,19 @@ def record(line: str, received: float | None, source: str | None) -> dict[str, A
             rec["uptime"] = printable(when)
         else:
             rec["time"] = printable(when)
-    if received is not None:
-        rec["received"] = logline.iso_time(received)
-    if source is not None:
-        rec["source"] = source
     return rec
 
 
 def render(rec: dict[str, Any]) -> str:
     """`TIME DEVICE #SEQ TEXT`; when the device has no clock, the host's receive time
     stands in and the device's uptime follows it."""
-    when = rec["time"] or rec.get("received")
+    when = rec["time"] or rec["received"]
     if when is None:
         when = rec["uptime"] or "-"
     elif rec["uptime"]:
         when += " (up " + rec["uptime"][1:] + ")"
     if rec["device"] is None:
-        source = rec.get("source") or "?"
-        return f"{when} ? [{source}] {rec['text']}"
+        return f"{when} ? [{rec['source']}] {rec['text']}"
     return f"{when} {rec['device']} #{rec['sequence']} {rec['text']}"
 
 
@@ -94,7 +96,7 @@ def print_ring(state: Path, count: int, as_json: bool) -> None:
         raise LogsError(f"--state {state}: no log ring at {ring}")
     lines = newest(list(logline.read_ring(str(state))), count)
     for line in lines:
-        emit(record(line, None, None), as_json)
+        emit(record(line, None, str(state)), as_json)
     if not lines:
         err.print(f"no log line could be read from the ring in {state}", highlight=False)
 
@@ -110,7 +112,7 @@ def print_board_ring(port: str, count: int, as_json: bool) -> None:
     halves = flashing.read_files(port, [logline.RING_OLD, logline.RING])
     lines = newest(board_ring_lines(halves), count)
     for line in lines:
-        emit(record(line, None, None), as_json)
+        emit(record(line, None, port), as_json)
     if not lines:
         err.print(f"no log lines are stored on the board on {port}", highlight=False)
     err.print(

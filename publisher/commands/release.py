@@ -46,7 +46,7 @@ from publisher.release.github import (
     web_url_for,
 )
 from publisher.release.listing import list_releases, text_rows
-from publisher.release.publish import PublishRequest, publish
+from publisher.release.publish import DRAFT, PUBLISHED, PUBLISHING, Publisher, PublishRequest
 from publisher.release.source import check_exists
 from publisher.release.verify import Trust, verify_release
 from publisher.signing import load_trusted_keys, open_signer
@@ -64,6 +64,21 @@ class AverageSpeedColumn(ProgressColumn):
             return Text("-", style="progress.data.speed")
         speed = filesize.decimal(int(task.completed / elapsed))
         return Text(f"{speed}/s", style="progress.data.speed")
+
+
+def _left_after(tag: str, reached: str | None) -> str:
+    """What an interrupted publish left on the host (Publisher.reached), and what to do."""
+    again = "run the same command again to finish"
+    if reached == DRAFT:
+        return (
+            f"{tag} is not published: a draft may hold what was uploaded so far (devices "
+            f"never see a draft); {again}"
+        )
+    if reached == PUBLISHING:
+        return f"stopped while making {tag} live: it is a draft or published; {again}"
+    if reached == PUBLISHED:
+        return f"{tag} is published; its beta pointer or push hint may not be; {again}"
+    return f"nothing was written to the host for {tag}"
 
 
 @contextmanager
@@ -238,18 +253,29 @@ def publish_command(
         app=not manager,
     )
     started = time.monotonic()
-    with (
-        tempfile.TemporaryDirectory(prefix="lcm-manager-") as workdir,
-        _upload_progress(not as_json and not dry_run) as progress,
-    ):
-        if manager:
-            request.source = write_manager_release(Path(workdir))
-        result = publish(session, request, progress)
-    hint = None
-    if mqtt and not dry_run:
-        # Only now: the release is live, so a device the hint wakes finds it.
-        hint = result.tag if rollout is None else f"{result.tag} rollout {rollout}"
-        publish_hint_after(mqtt, repo, hint, f"{repo} {result.tag} is {result.state}")
+    publisher = None
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="lcm-manager-") as workdir,
+            _upload_progress(not as_json and not dry_run) as progress,
+        ):
+            if manager:
+                request.source = write_manager_release(Path(workdir))
+            publisher = Publisher(session, request, progress)
+            result = publisher.run()
+        hint = None
+        if mqtt and not dry_run:
+            # Only now: the release is live, so a device the hint wakes finds it.
+            hint = result.tag if rollout is None else f"{result.tag} rollout {rollout}"
+            publish_hint_after(mqtt, repo, hint, f"{repo} {result.tag} is {result.state}")
+    except KeyboardInterrupt:
+        # Ctrl-C: say what is left on the host; a re-run finishes (docs/maintainer.md §6).
+        reached = None if publisher is None or dry_run else publisher.reached
+        err.print(
+            Text.assemble(("interrupted:", "bold red"), " " + _left_after(tag, reached)),
+            highlight=False,
+        )
+        raise
     if as_json:
         print_json(
             {**result.as_json(), "hint": hint, "seconds": round(time.monotonic() - started, 3)}

@@ -66,7 +66,9 @@ def rollout(
     out.print(
         f"{repo} {tag}: roll-out {result.previous} -> {now} (roll-out sequence {result.sequence})"
     )
-    if not mqtt:
+    if mqtt:
+        out.print(f"push hint {result.hint()!r} published to {mqtt}", highlight=False)
+    else:
         # The broker still holds the last hint: `lcm fleet status` shows the roll-out from it.
         out.print(
             "no push hint (no --mqtt or $LCM_MQTT_URL): devices see it at their next check, "

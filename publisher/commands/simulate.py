@@ -38,6 +38,7 @@ from publisher.device.simulate import (
     MissingRootError,
     SimStatus,
     SimulateError,
+    Terminated,
     der_from_pem,
     ignored_options,
     provision,
@@ -523,7 +524,7 @@ def _relay(sim: SetupSim) -> int:
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def say(text: str) -> None:

@@ -69,6 +69,11 @@ class SimulateError(PublisherError):
     """The simulation could not start or the device did not behave like a board."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`), which `lcm device simulate` turns into the stop Ctrl-C is: the
+    same power cut, but the timeline names the signal the user actually sent."""
+
+
 class MissingRootError(SimulateError):
     """A new device would follow a repo with no root key pinned and none to be chosen on
     its setup page; each command says which of its own options give one."""
@@ -599,9 +604,10 @@ def simulate(
                     timeout=BOOT_TIMEOUT_S if once else None,
                     env=env,
                 )
-            except KeyboardInterrupt:
+            except KeyboardInterrupt as exc:
                 status.stopped = True
-                show("--- stopped (Ctrl-C: the power is off)")
+                how = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+                show(f"--- stopped ({how}: the power is off)")
                 break
             show(f"--- exit {_exit_name(code)}")
         else:

@@ -52,6 +52,11 @@ from publisher.signing import Signer
 # While a draft's manifest.lcm is being replaced, the old one is kept under this
 # name, so its sequence number stays on record (see set_aside_old_manifest).
 REPLACED_MANIFEST = "manifest.lcm.replaced"
+# Publisher.reached: how far a run got on the host.
+DRAFT = "draft"
+PUBLISHING = "publishing"
+PUBLISHED = "published"
+
 # `lcm release yank` turns a release back into a draft named with this prefix;
 # publish refuses to resume such a draft unless --force (it would un-yank it).
 YANKED_PREFIX = "yanked: "
@@ -272,6 +277,9 @@ class Publisher:
         self.progress = progress
         self.ticker = ticker or Ticker()
         self.warnings: list[str] = []
+        # How far this run got on the host, for a user who stops it (Ctrl-C): None (nothing
+        # written), DRAFT, PUBLISHING (the call that makes it live was sent) or PUBLISHED.
+        self.reached: str | None = None
 
     def run(self) -> PublishResult:
         req, session = self.req, self.session
@@ -286,6 +294,7 @@ class Publisher:
         published = next((k for k in same_tag if not k.release.draft), None)
         drafts = sorted((k for k in same_tag if k.release.draft), key=lambda k: k.release.id)
         if published is not None:
+            self.reached = PUBLISHED
             done = self.already_published(spec, published, sector_bytes)
             if isinstance(done, PublishResult) and req.dry_run:
                 done.warnings = self.warnings  # a dry run leaves even the beta pointer alone
@@ -331,6 +340,7 @@ class Publisher:
             assets[ROLLOUT_ASSET] = sign_rollout(req.signer, doc)
         if req.dry_run:
             return self.dry_run(repo, spec, seq, assets)
+        self.reached = DRAFT
         if published is not None:
             # --force: back to a draft while its assets change, so no device sees a mix.
             session.call(
@@ -365,6 +375,7 @@ class Publisher:
                 f"{req.tag}: the draft's assets are not the ones this run uploaded (another "
                 f"publish of {req.tag} running at the same time?); nothing was published: re-run"
             )
+        self.reached = PUBLISHING
         released = session.call(
             f"publishing {req.tag}",
             lambda: draft.update_release(
@@ -375,6 +386,7 @@ class Publisher:
                 make_latest="false" if req.prerelease else "true",
             ),
         )
+        self.reached = PUBLISHED
         result = PublishResult(
             req.tag, seq, spec.channel, spec.kind, "published", released.html_url, outcomes
         )
