@@ -29,8 +29,8 @@ loading follows these rules:
       release key the newer one revoked).
   L3  Neither copy sound: the device has no installed sector (logged), and
       the next check is a first install: the release's sector must verify
-      against the pinned roots (config), with no chain walk, so a device whose
-      repo has rotated its roots since provisioning must be re-provisioned.
+      against the pinned roots (config), through the release's certs.chain
+      when the repo has rotated its roots since provisioning.
 
 The ETag is a server's word, replayed in a header: it is stored only when it
 is 1 to MAX_ETAG bytes of printable ASCII without spaces (the characters of

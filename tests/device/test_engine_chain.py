@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 
+from publisher import sector_format as sf
 from publisher.release import github as gh
 from publisher.release.chain import build_chain, split_chain
 from publisher.release.publish import PublishRequest, publish
-from tests.device.attackserver import download, point, release_routes
+from tests.device.attackserver import BASE, download, point, release_routes
 from tests.device.conftest import MicroPython
 from tests.device.enginekit import Repo, app_files, new_device, run, slot_is_complete, text
 from tests.hostserver import TEST_TOKEN, running_host
@@ -169,3 +170,41 @@ def test_a_new_device_pinned_before_the_rotations_walks_the_chain(
         assert f"cert sector: chain link sequence {seq} verified" in out, out
     assert status.state["app_tag"] == "v2.0.0" and "APP v2.0.0 running" in out
     assert (state / "lcm/state/certs/app.sector").read_bytes() == sectors[3]
+
+
+def junk_link(repo: str, seq: int, owners: list[Any], named: bytes | None) -> bytes:
+    """A well-formed sector signed by its own roots `owners` (keys of no one the device
+    trusts), and, with `named`, a signature that names that key id and is not its."""
+    body = sf.pack_body(
+        sf.Sector(repo, seq, 0, len(owners), [o.public_key for o in owners], [], [])
+    )
+    sigs = [(o.key_id, o.sign(body)) for o in owners]
+    if named is not None:
+        sigs.insert(0, (named, sigs[0][1]))
+    return sf.pack_sector(body, sigs)
+
+
+def test_a_keyless_chain_costs_a_new_device_one_link_at_most(mpy: Any, tmp_path: Path) -> None:
+    """A new device walks the chain from its pinned roots, so a keyless server can serve
+    any chain to any such device. Links that do not name the pinned roots are passed over
+    by their key ids alone; the first that names them is checked and must hold. Before,
+    every failing link was passed over after its signature checks: 53 junk links of 9
+    signatures held a check past its budget (found from outside)."""
+    owners = [new_signer() for _ in range(4)]
+    with running_host(tmp_path) as host:
+        repo = Repo(host)
+    state = new_device(tmp_path, mpy, host, repo, http_timeout_ms=2000)
+    pinned = repo.root.key_id
+    top = junk_link(repo.name, 0xFFFFFF00, owners, None)
+    links = [junk_link(repo.name, seq, owners, pinned if seq >= 3 else None) for seq in range(1, 9)]
+    routes = {
+        BASE + "/latest": [response(302, b"", [("Location", f"{BASE}/tag/v9.0.0")])],
+        download("v9.0.0", "certs.sector"): [response(200, top)],
+        download("v9.0.0", "certs.chain"): [response(200, build_chain(links, top))],
+    }
+    with RawServer(routes) as server:
+        point(state, server.url())
+        status = run(state, mpy)
+    out = text(status)
+    assert "cert sector: SignatureError: chain link sequence 3: sector signed by 0" in out, out
+    assert "chain link sequence 1 verified" not in out and status.state.get("app_tag") is None
