@@ -114,6 +114,12 @@ class Updater:
                 st[self.kind + key] = None
             if self.kind == "app":
                 st["fw_tag"] = st["fw_seq"] = st["fw_bad"] = None
+                # The roll-out records (lcm_device.rollout) are of the other repo's tags:
+                # kept, its halt or wait held this repo's release of the same tag.
+                from lcm_device.hal.fs import remove_if_exists
+
+                for f in ["/lcm/state/rollout.wait", "/lcm/state/rollout.halted"]:
+                    remove_if_exists(self.hal.fs, self.hal.root + f)
         if slots.in_trial(st, self.kind):
             self.log(name + ": in trial, no update check until it is confirmed")
             return "idle"

@@ -15,9 +15,10 @@ import pytest
 
 from cert_sector.rollout import Rollout
 from publisher.release.rollout import sign_rollout
-from tests.device.attackserver import BASE, download, point, release_routes
-from tests.device.enginekit import Repo, install_first_release, run, text
-from tests.keyfactory import make_sector, new_signer
+from tests.device.attackserver import BASE, download, point, ranged, release_routes
+from tests.device.enginekit import Repo, app_files, install_first_release, run, text
+from tests.hostserver import running_host
+from tests.keyfactory import make_manifest, make_sector, new_signer
 from tests.test_http_servers import RawServer, response
 
 TAG, SEQ = "v2.0.0", 2
@@ -162,3 +163,30 @@ def test_another_releases_rollout_does_not_clear_a_halt(installed, mpy, tmp_path
         st, out = check(state, mpy, serving(repo, rollout))
         assert st.state["app_tag"] == "v1.0.0", out
         assert "the roll-out of v2.0.0 is halted" in out, out
+
+
+def test_another_repos_halt_does_not_hold_the_same_tag(installed, mpy, tmp_path):
+    """The roll-out records are by tag: a device pointed at another repo (the setup page)
+    kept the first repo's halt, and the new repo's v2.0.0, with no roll-out document at
+    all, never installed (found from outside)."""
+    repo, state = device(installed, tmp_path)
+    _, out = check(state, mpy, serving(repo, doc(repo, 5, 0, halted=True)))
+    assert "halted" in out, out
+    with running_host(tmp_path, repos=("acme/other",)) as host:
+        other = Repo(host, name="acme/other")
+    config = state / "lcm/state/config.json"
+    cfg = json.loads(config.read_text())
+    cfg.update(repo=other.name, app_roots=[other.root.public_key.hex()])
+    config.write_text(json.dumps(cfg))
+    made, pack = make_manifest(
+        other.name, other.release_key, app_files("2.0.0", n=3), seq=SEQ, version="2.0.0"
+    )
+    routes = {k.replace(BASE, "/acme/other/releases"): v for k, v in serving(other, None).items()}
+    routes["/acme/other/releases/latest"] = [
+        response(302, b"", [("Location", "/acme/other/releases/tag/v2.0.0")])
+    ]
+    routes["/acme/other/releases/download/v2.0.0/manifest.lcm"] = [response(200, made)]
+    routes["/acme/other/releases/download/v2.0.0/pack.lcm"] = ranged(pack)
+    st, out = check(state, mpy, routes)
+    assert "repo changed to acme/other" in out, out
+    assert st.state["app_repo"] == "acme/other" and st.state["app_tag"] == "v2.0.0", out
