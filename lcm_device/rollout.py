@@ -16,10 +16,12 @@ Fail-closed: a device that has seen the document of a tag and then gets a
 seen for the tag is refused (rule R5), so an older, narrower or un-halted
 document cannot be replayed. The record of a tag stays when another tag has
 no document (a server's detour through a tag of its own must not clear a
-halt), and the tags seen halted are kept apart in /lcm/state/rollout.halted
-(the last _HALTED of them): a detour through another release's roll-out,
-which replaces the record, cannot make a halted tag's document read afresh
-(R5 from 0) nor its 404 read as "no roll-out". Its ETag is kept only when
+halt), and every tag whose document the device verified is also kept apart,
+with the highest roll-out sequence seen and whether it was halted, in
+/lcm/state/rollout.seen (the last _SEEN tags): a detour through another
+release's roll-out, which replaces or removes the record, cannot make a
+tag's document read afresh (R5 from 0), its halt forgotten, nor its 404
+read as "no roll-out". Its ETag is kept only when
 usable (lcm_device.trust.usable_etag: one the server chose could otherwise
 make the record unreadable, or every re-read fail), and a 304 to a request
 that sent no ETag is the server's error, not "unchanged". A document's
@@ -34,8 +36,8 @@ from lcm_device.compat import const, unload
 from lcm_device.hal.fs import makedirs, remove_if_exists, write_atomic
 
 WAIT = "/lcm/state/rollout.wait"
-HALTED = "/lcm/state/rollout.halted"
-_HALTED = const(8)  # tags kept: a halt is rare, each is a release withdrawn from the fleet
+SEEN = "/lcm/state/rollout.seen"
+_SEEN = const(8)  # tags kept: the releases a fleet stages at once are few
 _RECHECK = const(6)
 _MAX_STATE = const(512)
 _MAX_DOC = const(256)  # cert_sector.rollout.MAX_ROLLOUT_SIZE, without importing it for a 404
@@ -102,10 +104,14 @@ def _gate(u, tag, sector):
     w = _load(hal)
     if w is not None and w.get("tag") != tag:
         w = None  # another release's wait: this one starts afresh
-    if w is None and tag in (_load(hal, HALTED, list) or ()):
-        # Seen halted before its record was replaced or removed: still halted, whatever
-        # the server serves now (an older document, a 404).
-        return _wait(u, None, tag, None, None, True, None, None)
+    seen = _load(hal, SEEN, list) or []
+    mine = None  # [tag, roll-out sequence, halted] of this tag, when seen before
+    for e in seen:
+        if isinstance(e, list) and len(e) == 3 and e[0] == tag and isinstance(e[1], int):
+            mine = e
+    if mine is not None and mine[2]:
+        # Seen halted, whatever the server serves now (an older document, a 404).
+        return _wait(u, None, tag, mine[1], None, True, None, None)
     headers = {"If-None-Match": w["etag"]} if w is not None and w.get("etag") else None
     doc = hal.root + WAIT + ".doc"
     try:
@@ -116,7 +122,7 @@ def _gate(u, tag, sector):
             return _wait(u, w, tag, w.get("seq"), w.get("share"), False, w.get("etag"), None)
         if exc.status != 404:
             raise  # a 304 to no If-None-Match included: nothing of ours is unchanged
-        if w is None:
+        if w is None and mine is None:
             # No roll-out: the release is for every device. Another tag's record stays.
             return None
         # Seen before, gone now (being replaced): fail closed.
@@ -131,7 +137,12 @@ def _gate(u, tag, sector):
             data = f.read(_MAX_DOC)
     finally:
         remove_if_exists(hal.fs, doc)
-    r = verify_rollout(data, sector, u.repo, tag, (w or {}).get("seq") or 0, u.channel)
+    least = max((w or {}).get("seq") or 0, mine[1] if mine is not None else 0)
+    r = verify_rollout(data, sector, u.repo, tag, least, u.channel)
+    # Noted before it is acted on: the newest last, the oldest dropped.
+    seen = [e for e in seen if e is not mine]
+    seen.append([tag, r.seq, r.halted])
+    _save(hal, seen[-_SEEN:], SEEN)
     device = binascii.hexlify(hal.unique_id()).decode()
     if takes_part(r, device):
         remove_if_exists(hal.fs, hal.root + WAIT)
@@ -151,10 +162,6 @@ def _wait(u, w, tag, seq, share, halted, etag, device):
          "skip": _RECHECK - 1},
     )  # fmt: skip
     if halted:
-        seen = _load(u.hal, HALTED, list) or []
-        if tag not in seen:
-            seen.append(tag)
-            _save(u.hal, seen[-_HALTED:], HALTED)
         u.log("app: the roll-out of " + tag + " is halted; not installing it")
     elif device is not None or w is None:
         u.log("app: " + tag + " rolls out to " + str(share) + " %, not to this device yet")

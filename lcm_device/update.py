@@ -118,7 +118,7 @@ class Updater:
                 # kept, its halt or wait held this repo's release of the same tag.
                 from lcm_device.hal.fs import remove_if_exists
 
-                for f in ["/lcm/state/rollout.wait", "/lcm/state/rollout.halted"]:
+                for f in ["/lcm/state/rollout.wait", "/lcm/state/rollout.seen"]:
                     remove_if_exists(self.hal.fs, self.hal.root + f)
         if slots.in_trial(st, self.kind):
             self.log(name + ": in trial, no update check until it is confirmed")

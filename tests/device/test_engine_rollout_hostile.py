@@ -190,3 +190,31 @@ def test_another_repos_halt_does_not_hold_the_same_tag(installed, mpy, tmp_path)
     st, out = check(state, mpy, routes)
     assert "repo changed to acme/other" in out, out
     assert st.state["app_repo"] == "acme/other" and st.state["app_tag"] == "v2.0.0", out
+
+
+@pytest.mark.parametrize("detour_share", [100, 0])
+def test_a_detour_through_an_older_rollout_then_a_404_does_not_install(
+    installed, mpy, tmp_path, detour_share
+):
+    """A detour through an older genuine release with a roll-out of its own removed (the
+    device in its share) or replaced the waiting record before that release's manifest
+    was refused as a roll-back; back on the staged tag, a 404 read as "no roll-out" and
+    the release installed outside its 0 % (found from outside)."""
+    repo, state = device(installed, tmp_path)
+    _, out = check(state, mpy, serving(repo, doc(repo, 1, 0)))
+    assert "not to this device yet" in out, out
+    old = release_routes(repo, "0.9.0", 0)
+    old[download("v0.9.0", "rollout.lcm")] = [
+        response(
+            200,
+            sign_rollout(repo.release_key, Rollout(repo.name, "v0.9.0", 0, 1, detour_share, False)),
+        )
+    ]
+    st, _ = check(state, mpy, old)
+    assert st.state["app_tag"] == "v1.0.0"
+    for _ in range(2):
+        st, out = check(state, mpy, serving(repo, None))  # its document "missing"
+        assert st.state["app_tag"] == "v1.0.0", out
+        assert "the roll-out document of v2.0.0 is missing; waiting" in out, out
+    st, out = check(state, mpy, serving(repo, doc(repo, 2, 100)))  # widened: it installs
+    assert st.state["app_tag"] == "v2.0.0", out
