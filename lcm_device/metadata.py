@@ -131,7 +131,20 @@ def _refresh_sector(u, tag):
     try:
         # Parsed field by field from flash, its body hashed on the way (its CAs
         # stay there): a sector of 4096 bytes never sits in RAM.
+        # The checks (S3-S7, S9) read a sector's roots, threshold, sequence, epoch,
+        # expiry and signatures: the release keys and scopes of the installed one, and
+        # of the new one once parsed, are let go while it is parsed and its signatures
+        # verified (a keyless server's junk sector, every list at its most, ran the 24 KB
+        # data heap out); the new one is read again from flash once it holds.
+        if sector is not None:
+            sector.release_keys = []
+            if sector.scopes:
+                sector.scopes = None
+        collect()
         fresh = trust.read_sector(new, u.io)
+        fresh.release_keys = []
+        if fresh.scopes:
+            fresh.scopes = None
         if trusted is None and kind == "app" and not u.roots:
             # No app roots pinned at build time: the setup page's fingerprint
             # or trust on first use decides, once, from this first sector.
@@ -156,7 +169,8 @@ def _refresh_sector(u, tag):
             check_sector(fresh, fresh.digest, trusted, hal.time())
     except TrustError as exc:
         raise Refused("cert sector: " + why(exc)) from None
-    trusted = None
+    trusted = fresh = None
+    fresh = trust.read_sector(new, u.io)  # whole again: verified, its keys are needed
     # CAs first: a cut before the swap leaves the old sector (fetched again
     # next time) with the verified new CAs, never the new sector with stale ones.
     trust.save_cas(hal, kind, new, fresh.cas, u.io)

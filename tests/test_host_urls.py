@@ -3,6 +3,7 @@ listen port, never the scheme's default port for a `Host` header without one."""
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import socket
@@ -91,3 +92,16 @@ def test_a_bad_public_url_is_refused_naming_it(tmp_path, bad):
         app, ["host", "--data", str(tmp_path / "d"), "--port", "0", "--public-url", bad]
     )
     assert result.exit_code == 1 and "not a public URL" in result.output
+
+
+@pytest.mark.parametrize("bad", [{"public_url": "ftp://x"}, {"repos": ("no-slash",)}])
+def test_a_refused_start_leaves_the_data_folder_free(tmp_path, bad):
+    """A refusal after the data folder was locked left it locked until the garbage
+    collector ran: the next start on it was "another lcm host is serving" (seen in CI)."""
+    gc.disable()  # as between two of the collector's runs
+    try:
+        with pytest.raises(HostError):
+            start_host(tmp_path / "d", **bad)
+        start_host(tmp_path / "d").shutdown()
+    finally:
+        gc.enable()

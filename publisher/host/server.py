@@ -83,27 +83,33 @@ class HostServer:
         mirror: MirrorConfig | None = None,
         limits: ConnectionLimits = DEFAULT_LIMITS,
     ) -> None:
+        # Arguments first: a refusal after the data folder is locked (or the port bound)
+        # left them held until the garbage collector ran, and a retry found "another host".
         if rate_limit < 0:
             raise HostError("--rate-limit must be 0 or more")
         if asset_host is not None and not _HOSTNAME.match(asset_host):
             raise HostError(f"not a host name: {asset_host!r}")
-        self.state = HostState(Store(Path(data_dir)), token, RateLimiter(rate_limit))
-        for full_name in repos:
-            self.create_repo(full_name)
-        self.mirror = Mirror(self.state.store, mirror) if mirror is not None else None
-        self.tls_context = _tls_context(tls) if tls else None
         if limits.per_ip < 1:
             raise HostError("--max-connections-per-ip must be 1 or more")
-        self.limits = limits
-        server_class = _Server6 if ":" in bind else _Server
+        self.public_url = check_public_url(public_url) if public_url is not None else None
+        self.tls_context = _tls_context(tls) if tls else None
+        self.state = HostState(Store(Path(data_dir)), token, RateLimiter(rate_limit))
         try:
-            self._httpd = server_class((bind, port), HostHandler)
-        except OSError as exc:
-            raise HostError(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
+            for full_name in repos:
+                self.create_repo(full_name)
+            self.mirror = Mirror(self.state.store, mirror) if mirror is not None else None
+            server_class = _Server6 if ":" in bind else _Server
+            try:
+                self._httpd = server_class((bind, port), HostHandler)
+            except OSError as exc:
+                raise HostError(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
+        except BaseException:
+            self.state.store.close()
+            raise
+        self.limits = limits
         self._httpd.host = self
         self.bind = bind
         self.asset_host = asset_host
-        self.public_url = check_public_url(public_url) if public_url is not None else None
         self.port: int = self._httpd.server_address[1]
         self.requests: list[RequestRecord] = []
         self._ids = itertools.count(1)

@@ -109,6 +109,23 @@ def test_full_sector_with_two_real_root_cas_installs_every_time(
     assert cache[2 : 2 + len(rsa_der)] == rsa_der
 
 
+def most_fields(repo: Repo, with_cas: bool) -> bytes:
+    """A well-formed sector with every list at its most (8 roots, 8 release keys with
+    scopes, 16 signatures, one of them naming the trusted root), CAs filling the rest,
+    signed by no one the device trusts: held whole while signatures were verified, it
+    ran the 24 KB data heap out (found from outside)."""
+    owners, keys = [new_signer() for _ in range(8)], [new_signer() for _ in range(8)]
+    scopes = {i: (3, [f"b{j:02d}" * 10 + "xx" for j in range(3)]) for i in range(8)}
+    roots, rel = [o.public_key for o in owners], [k.public_key for k in keys]
+    bare = sf.pack_body(sf.Sector(repo.name, 2, 0, 8, roots, rel, [], scopes=scopes))
+    room = MAX_SECTOR_SIZE - len(bare) - 1 - 16 * 72 - 8 * 2 - 2
+    cas = [os.urandom(room // 8 - 1) for _ in range(8)] if with_cas else []
+    body = sf.pack_body(sf.Sector(repo.name, 2, 0, 8, roots, rel, cas, scopes=scopes))
+    sigs = [(o.key_id, o.sign(body)) for o in owners] + [(repo.root.key_id, owners[0].sign(body))]
+    sigs += [(os.urandom(8), owners[0].sign(body)) for _ in range(7)]
+    return sf.pack_sector(body, sigs)
+
+
 def junk(repo: Repo, rsa_der: bytes, p384: Any) -> dict[str, tuple[bytes, str]]:
     genuine = full_sector(repo, 2, rsa_der, p384)
     forged = bytearray(genuine)
@@ -125,6 +142,8 @@ def junk(repo: Repo, rsa_der: bytes, p384: Any) -> dict[str, tuple[bytes, str]]:
             make_sector(repo.name, [other], [other], seq=2, cas=[rsa_der]),
             "SignatureError",
         ),
+        "every field at its most": (most_fields(repo, True), "SignatureError"),
+        "every field at its most, no CAs": (most_fields(repo, False), "SignatureError"),
     }
 
 
