@@ -166,6 +166,7 @@ class Store:
         self.repos: dict[str, Repo] = {}
         self.releases: dict[int, Release] = {}
         self.assets: dict[int, Asset] = {}
+        self._by_release: dict[int, list[Asset]] | None = None
         path = self.root / META_FILE
         if not path.exists():
             return
@@ -402,9 +403,15 @@ class Store:
     # -- assets --------------------------------------------------------------
 
     def assets_of(self, rel: Release) -> list[Asset]:
-        return sorted(
-            (a for a in self.assets.values() if a.release_id == rel.id), key=lambda a: a.id
-        )
+        # Indexed by release, made again after an asset is added or dropped: a list of
+        # releases scanned every asset for each (300 releases of 30 assets: 0.5 s under
+        # the lock, for an anonymous client's free 304s too).
+        if self._by_release is None:
+            index: dict[int, list[Asset]] = {}
+            for a in sorted(self.assets.values(), key=lambda a: a.id):
+                index.setdefault(a.release_id, []).append(a)
+            self._by_release = index
+        return list(self._by_release.get(rel.id, ()))
 
     def asset(self, repo: Repo, asset_id: int, *, drafts: bool) -> tuple[Release, Asset]:
         asset = self.assets.get(asset_id)
@@ -452,6 +459,7 @@ class Store:
                 uploader=uploader,
             )
             self.assets[asset.id] = asset
+            self._by_release = None
             return asset
 
         return self.change(begin)
@@ -520,6 +528,7 @@ class Store:
 
     def _drop_asset(self, asset: Asset) -> None:
         del self.assets[asset.id]
+        self._by_release = None
         self._unlink_after_save.append(self.asset_path(asset))  # once the records are saved
 
     def count_download(self, asset_id: int) -> None:
