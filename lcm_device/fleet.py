@@ -268,7 +268,7 @@ class Agent:
         unload(["lcm_device.timerwork"], True)
         from lcm_device.rollout import recheck
 
-        recheck(self.hal)  # a widened roll-out: read its document at that check
+        recheck(self.hal, self.cfg.get("repo"))  # a widened roll-out: read it at that check
         self.gap_until = at + self.gap
         self.last_hint = text
         wall = _wall(self.hal)

@@ -68,7 +68,10 @@ def verified(u, st, tag, slot):
         # A staged roll-out (lcm_device.rollout): checked against the fresh sector.
         from lcm_device.rollout import gate
 
-        staged = gate(u, tag, sector)  # releases its modules
+        # What is installed, as the manifest's check reckons it (_check_manifest).
+        installed = st.get("app_seq")
+        installed = max(-1 if installed is None else installed, st.get("fw_seq") or -1)
+        staged = gate(u, tag, sector, installed)  # releases its modules
         gate = None
         if staged == "wait":
             return None

@@ -21,7 +21,11 @@ with the highest roll-out sequence seen and whether it was halted, in
 /lcm/state/rollout.seen (the last _SEEN tags): a detour through another
 release's roll-out, which replaces or removes the record, cannot make a
 tag's document read afresh (R5 from 0), its halt forgotten, nor its 404
-read as "no roll-out". Its ETag is kept only when
+read as "no roll-out"; a document for a release not above the installed one
+(a detour through the repo's history) is refused before anything is
+recorded, so it cannot push a staged tag out of the last _SEEN. Both files
+name their repo: a device pointed at another repo starts afresh, and keeps
+the new repo's records from its first check on. Its ETag is kept only when
 usable (lcm_device.trust.usable_etag: one the server chose could otherwise
 make the record unreadable, or every re-read fail), and a 304 to a request
 that sent no ETag is the server's error, not "unchanged". A document's
@@ -40,14 +44,18 @@ SEEN = "/lcm/state/rollout.seen"
 _SEEN = const(8)  # tags kept: the releases a fleet stages at once are few
 _RECHECK = const(6)
 _MAX_STATE = const(512)
+# rollout.seen at its most: a 100-byte repo and 8 x ["<64-byte tag>", 4294967295, false]
+_MAX_SEEN = const(1024)
 _MAX_DOC = const(256)  # cert_sector.rollout.MAX_ROLLOUT_SIZE, without importing it for a 404
 
 
-def _load(hal, path=WAIT, kind=dict):
+def _load(hal, repo, path=WAIT, cap=_MAX_STATE):
+    """The record at `path` when it is this repo's (a device pointed at another repo
+    starts afresh: the other's halts and waits are of its own tags), else None."""
     try:
         with open(hal.root + path) as f:
-            w = json.loads(f.read(_MAX_STATE * 2 if kind is list else _MAX_STATE))
-        return w if isinstance(w, kind) else None
+            w = json.loads(f.read(cap))
+        return w if isinstance(w, dict) and w.get("repo") == repo else None
     except (OSError, ValueError):
         return None
 
@@ -57,9 +65,9 @@ def _save(hal, w, path=WAIT):
     write_atomic(hal.fs, hal.root + path, json.dumps(w).encode())
 
 
-def waiting(hal, tag, log):
+def waiting(hal, repo, tag, log):
     """True when this device waits for `tag` and no re-read is due (a check of one request)."""
-    w = _load(hal)
+    w = _load(hal, repo)
     if w is None or w.get("tag") != tag:
         return False
     if w.get("halted"):
@@ -74,37 +82,41 @@ def waiting(hal, tag, log):
     return True
 
 
-def recheck(hal):
+def recheck(hal, repo):
     """A push hint came: read the roll-out document again at the next check."""
-    w = _load(hal)
+    w = _load(hal, repo)
     if w is not None and not w.get("halted") and w.get("skip"):
         w["skip"] = 0
         _save(hal, w)
 
 
-def gate(u, tag, sector):
+def gate(u, tag, sector, installed):
     """After the cert sector: the verified Rollout this device takes part in, None when the
-    release has no roll-out document (the whole fleet), or "wait".
+    release has no roll-out document (the whole fleet), or "wait". `installed`: the order
+    (epoch << 32 + sequence) of what is installed; a document for a release not above it
+    is refused before anything is recorded.
 
     It then releases this module and cert_sector.rollout (sys.modules and their
     packages' attributes): once the caller lets go of `gate`, their heap returns for
     the install (a board with the manager as .mpy files has little to spare).
     """
     try:
-        return _gate(u, tag, sector)
+        return _gate(u, tag, sector, installed)
     finally:
         unload(["lcm_device.rollout", "cert_sector.rollout"], True)
 
 
-def _gate(u, tag, sector):
+def _gate(u, tag, sector, installed):
     from lcm_device.fetch import download
     from lcm_device.http import StatusError
 
     hal = u.hal
-    w = _load(hal)
+    w = _load(hal, u.repo)
     if w is not None and w.get("tag") != tag:
         w = None  # another release's wait: this one starts afresh
-    seen = _load(hal, SEEN, list) or []
+    seen = (_load(hal, u.repo, SEEN, _MAX_SEEN) or {}).get("tags")
+    if not isinstance(seen, list):
+        seen = []
     mine = None  # [tag, roll-out sequence, halted] of this tag, when seen before
     for e in seen:
         if isinstance(e, list) and len(e) == 3 and e[0] == tag and isinstance(e[1], int):
@@ -139,10 +151,17 @@ def _gate(u, tag, sector):
         remove_if_exists(hal.fs, doc)
     least = max((w or {}).get("seq") or 0, mine[1] if mine is not None else 0)
     r = verify_rollout(data, sector, u.repo, tag, least, u.channel)
+    if r.manifest_seq < sector.first_seq or (sector.epoch << 32) + r.manifest_seq <= installed:
+        # An older release's document (a detour through the repo's history): its manifest
+        # would be refused as a roll-back; recorded, it would push a staged tag's record
+        # out of the last _SEEN.
+        from lcm_device.update import Refused
+
+        raise Refused("roll-out document of %s: not above the installed release" % (tag,))
     # Noted before it is acted on: the newest last, the oldest dropped.
     seen = [e for e in seen if e is not mine]
     seen.append([tag, r.seq, r.halted])
-    _save(hal, seen[-_SEEN:], SEEN)
+    _save(hal, {"repo": u.repo, "tags": seen[-_SEEN:]}, SEEN)
     device = binascii.hexlify(hal.unique_id()).decode()
     if takes_part(r, device):
         remove_if_exists(hal.fs, hal.root + WAIT)
@@ -158,8 +177,8 @@ def _wait(u, w, tag, seq, share, halted, etag, device):
         etag = None  # kept, it would be sent back: the record's size and every re-read
     _save(
         u.hal,
-        {"tag": tag, "seq": seq, "share": share, "halted": halted, "etag": etag,
-         "skip": _RECHECK - 1},
+        {"repo": u.repo, "tag": tag, "seq": seq, "share": share, "halted": halted,
+         "etag": etag, "skip": _RECHECK - 1},
     )  # fmt: skip
     if halted:
         u.log("app: the roll-out of " + tag + " is halted; not installing it")

@@ -114,12 +114,6 @@ class Updater:
                 st[self.kind + key] = None
             if self.kind == "app":
                 st["fw_tag"] = st["fw_seq"] = st["fw_bad"] = None
-                # The roll-out records (lcm_device.rollout) are of the other repo's tags:
-                # kept, its halt or wait held this repo's release of the same tag.
-                from lcm_device.hal.fs import remove_if_exists
-
-                for f in ["/lcm/state/rollout.wait", "/lcm/state/rollout.seen"]:
-                    remove_if_exists(self.hal.fs, self.hal.root + f)
         if slots.in_trial(st, self.kind):
             self.log(name + ": in trial, no update check until it is confirmed")
             return "idle"
@@ -161,7 +155,7 @@ class Updater:
                 # A staged roll-out this device waits for: one request, as an idle check.
                 from lcm_device.rollout import waiting
 
-                if waiting(self.hal, tag, self.log):
+                if waiting(self.hal, self.repo, tag, self.log):
                     return "idle"
             self.log(
                 "%s: %s available (installed %s)"

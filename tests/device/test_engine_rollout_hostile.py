@@ -165,13 +165,9 @@ def test_another_releases_rollout_does_not_clear_a_halt(installed, mpy, tmp_path
         assert "the roll-out of v2.0.0 is halted" in out, out
 
 
-def test_another_repos_halt_does_not_hold_the_same_tag(installed, mpy, tmp_path):
-    """The roll-out records are by tag: a device pointed at another repo (the setup page)
-    kept the first repo's halt, and the new repo's v2.0.0, with no roll-out document at
-    all, never installed (found from outside)."""
-    repo, state = device(installed, tmp_path)
-    _, out = check(state, mpy, serving(repo, doc(repo, 5, 0, halted=True)))
-    assert "halted" in out, out
+def point_at_another_repo(state: Path, tmp_path: Path) -> tuple[Repo, Any]:
+    """The device pointed at acme/other (as the setup page does: repo and roots), and
+    a function making that repo's routes for its v2.0.0 with a roll-out `document`."""
     with running_host(tmp_path, repos=("acme/other",)) as host:
         other = Repo(host, name="acme/other")
     config = state / "lcm/state/config.json"
@@ -181,15 +177,49 @@ def test_another_repos_halt_does_not_hold_the_same_tag(installed, mpy, tmp_path)
     made, pack = make_manifest(
         other.name, other.release_key, app_files("2.0.0", n=3), seq=SEQ, version="2.0.0"
     )
-    routes = {k.replace(BASE, "/acme/other/releases"): v for k, v in serving(other, None).items()}
-    routes["/acme/other/releases/latest"] = [
-        response(302, b"", [("Location", "/acme/other/releases/tag/v2.0.0")])
-    ]
-    routes["/acme/other/releases/download/v2.0.0/manifest.lcm"] = [response(200, made)]
-    routes["/acme/other/releases/download/v2.0.0/pack.lcm"] = ranged(pack)
-    st, out = check(state, mpy, routes)
+    base = "/acme/other/releases"
+
+    def routes(document: bytes | None) -> dict:
+        out = {k.replace(BASE, base): v for k, v in serving(other, document).items()}
+        out[base + "/latest"] = [response(302, b"", [("Location", base + "/tag/v2.0.0")])]
+        out[base + "/download/v2.0.0/manifest.lcm"] = [response(200, made)]
+        out[base + "/download/v2.0.0/pack.lcm"] = ranged(pack)
+        return out
+
+    return other, routes
+
+
+def test_another_repos_halt_does_not_hold_the_same_tag(installed, mpy, tmp_path):
+    """The roll-out records are by tag: a device pointed at another repo (the setup page)
+    kept the first repo's halt, and the new repo's v2.0.0, with no roll-out document at
+    all, never installed (found from outside)."""
+    repo, state = device(installed, tmp_path)
+    _, out = check(state, mpy, serving(repo, doc(repo, 5, 0, halted=True)))
+    assert "halted" in out, out
+    _, routes = point_at_another_repo(state, tmp_path)
+    st, out = check(state, mpy, routes(None))
     assert "repo changed to acme/other" in out, out
     assert st.state["app_repo"] == "acme/other" and st.state["app_tag"] == "v2.0.0", out
+
+
+def test_the_new_repos_halt_holds_until_its_first_install(installed, mpy, tmp_path):
+    """A repo change cleared the records at every check until the new repo's first
+    install (found by review): its halt, then a 404 or an older un-halted document,
+    installed a halted release. The records are the repo's own instead."""
+    _, state = device(installed, tmp_path)
+    other, routes = point_at_another_repo(state, tmp_path)
+
+    def other_doc(rseq: int, halted: bool) -> bytes:
+        return sign_rollout(other.release_key, Rollout(other.name, TAG, SEQ, rseq, 100, halted))
+
+    _, out = check(state, mpy, routes(other_doc(5, True)))
+    assert "the roll-out of v2.0.0 is halted" in out, out
+    for attack in (None, other_doc(1, False)):
+        for reread in (False, True):
+            if reread:
+                reread_now(state)
+            st, out = check(state, mpy, routes(attack))
+            assert st.state["app_tag"] == "v1.0.0" and "halted" in out, out
 
 
 @pytest.mark.parametrize("detour_share", [100, 0])
@@ -210,11 +240,15 @@ def test_a_detour_through_an_older_rollout_then_a_404_does_not_install(
             sign_rollout(repo.release_key, Rollout(repo.name, "v0.9.0", 0, 1, detour_share, False)),
         )
     ]
-    st, _ = check(state, mpy, old)
+    st, out = check(state, mpy, old)
+    assert "roll-out document of v0.9.0: not above the installed release" in out, out
     assert st.state["app_tag"] == "v1.0.0"
-    for _ in range(2):
+    for reread in (False, True):
+        if reread:
+            reread_now(state)
         st, out = check(state, mpy, serving(repo, None))  # its document "missing"
         assert st.state["app_tag"] == "v1.0.0", out
-        assert "the roll-out document of v2.0.0 is missing; waiting" in out, out
+    assert "the roll-out document of v2.0.0 is missing; waiting" in out, out
+    reread_now(state)
     st, out = check(state, mpy, serving(repo, doc(repo, 2, 100)))  # widened: it installs
     assert st.state["app_tag"] == "v2.0.0", out
