@@ -55,7 +55,8 @@ def _load(hal, repo, path=WAIT, cap=_MAX_STATE):
     try:
         with open(hal.root + path) as f:
             w = json.loads(f.read(cap))
-        return w if isinstance(w, dict) and w.get("repo") == repo else None
+        # A record without a repo is an earlier manager's: of the repo it had then.
+        return w if isinstance(w, dict) and w.get("repo", repo) == repo else None
     except (OSError, ValueError):
         return None
 
