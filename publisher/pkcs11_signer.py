@@ -43,7 +43,7 @@ def _refuse_pin(uri: str) -> None:
     """Refuse a URI with any pin attribute (pin-value, pin-source, or a made-up `pin=`),
     wherever it is, before any other check: every other error repeats the URI, and would
     put the PIN in the logs it should never reach."""
-    for part in re.split("[;?&]", uri):
+    for part in re.split("[:;?&]", uri):  # ":": the first attribute follows "pkcs11:"
         name = unquote(part.partition("=")[0]).strip().lower()
         if name.startswith("pin"):
             raise SigningKeyError(

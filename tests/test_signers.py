@@ -339,6 +339,8 @@ def test_no_error_repeats_a_pin(hsm):
         uri + "?module-name=softhsm2&pin-value=SECRET-4711",
         uri + ";pin=SECRET-4711",
         "pkcs11:colour=red;object=x?pin-source=file:SECRET-4711",
+        "pkcs11:pin-value=SECRET-4711;token=x",  # first: after "pkcs11:", not a separator
+        "pkcs11:PIN-value=SECRET-4711",
     ):
         res = lcm("keys", "show", with_pin, env=hsm.env, code=1)
         assert "SECRET-4711" not in res.output and "PIN never goes" in res.output
