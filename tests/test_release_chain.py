@@ -60,3 +60,23 @@ def test_a_chain_is_walked_from_the_pins_that_sign_one_of_its_members() -> None:
     other = make_sector("acme/widget", [KEY], [KEY])
     with pytest.raises(MismatchError, match="sequence 1 is not the one served before"):
         verify_chain(build_chain([other, chain[1]], chain[2]), chain[2], trusted, chain[:2])
+
+
+def test_from_pins_the_first_member_naming_them_must_verify() -> None:
+    """As a device walks it (lcm_device/metadata.py): members that do not name the pinned
+    roots are passed over by key id; the first that does must verify. Before, the mirror
+    and `release verify --root` passed over a member that named them with a bad signature
+    (found by review): a chain every board pinned there refuses was served as valid."""
+    r1, r2, stranger = new_signer(), new_signer(), new_signer()
+    body = sf.pack_body(
+        sf.Sector("acme/widget", 1, 0, 1, [stranger.public_key], [KEY.public_key], [])
+    )
+    junk = sf.pack_sector(
+        body, [(r1.key_id, stranger.sign(body)), (stranger.key_id, stranger.sign(body))]
+    )
+    s2 = make_sector("acme/widget", [r1], [KEY], seq=2, signers=[r1])
+    s3 = make_sector("acme/widget", [r2], [KEY], seq=3, signers=[r1, r2])
+    pinned = sf.PinnedRoots("acme/widget", [r1.public_key])
+    with pytest.raises(SignatureError, match="link sequence 1: sector signed by 0"):
+        verify_chain(build_chain([junk, s2], s3), s3, pinned)
+    assert verify_chain(build_chain([s2], s3), s3, pinned).seq == 3

@@ -17,7 +17,9 @@ cert_sector.sector's, applied by its own functions):
   C2  Its last member is the release's certs.sector, byte for byte.
   C3  The walk starts at the trust: members at or below a trusted sector's sequence
       are passed over (the one at its sequence must be that very sector); with
-      pinned roots only, at the first member those roots verify (as a first sector).
+      pinned roots only, members whose signatures do not name enough of those roots
+      (their key ids, as lcm_device/metadata.py tells them, without a signature
+      check) are passed over, and the first that does must verify (as a first sector).
   C4  From there on, each member verifies against the one accepted before it by
       the rotation rules (S3-S6, S9; not S7: a link may have expired since, the
       end of the chain must not, which the caller checks): a missing or a forged
@@ -96,11 +98,13 @@ def verify_chain(
                     f"certs.chain: its sector of sequence {link.seq} is not the trusted one"
                 )
             continue
+        if pinned and not started:
+            named = {kid for kid, _ in link.signatures} & {sf.key_id(r) for r in trusted.roots}
+            if len(named) < trusted.threshold:
+                continue  # Rule C3: a member from before the pinned roots
         try:
             trusted = sf.verify_sector(member, trusted, None)  # Rule C4 (C3 with pins)
         except TrustError as exc:
-            if pinned and not started:
-                continue  # Rule C3: not yet the first member the pinned roots verify
             raise exc.__class__(f"certs.chain: link sequence {link.seq}: {exc}") from None
         started = True
     if pinned and not started:  # Rule C3
