@@ -533,8 +533,9 @@ def test_a_tag_is_deleted_only_once_no_release_carries_it(host, repo):
 
 
 def test_the_rate_limiters_table_forgets_ended_windows(monkeypatch):
-    """One entry per client address ever seen, kept for ever: an IPv6 client has addresses
-    to spare. Past PRUNE_AT, addresses whose hour has ended are forgotten."""
+    """One entry per client address ever seen, kept for ever. Past PRUNE_AT, addresses
+    whose hour has ended are forgotten; an IPv6 client is counted by its /64 (it has
+    addresses to spare: a fresh window each)."""
     from publisher.host import ratelimit
 
     monkeypatch.setattr(ratelimit, "PRUNE_AT", 10)
@@ -542,10 +543,13 @@ def test_the_rate_limiters_table_forgets_ended_windows(monkeypatch):
     clock = [1_000_000.0]
     monkeypatch.setattr(ratelimit.time, "time", lambda: clock[0])
     for n in range(10):
-        limiter.anonymous(f"2001:db8::{n}")
+        limiter.anonymous(f"2001:db8:{n:x}::1")
     clock[0] += ratelimit.WINDOW + 1
     for n in range(10, 30):
-        limiter.anonymous(f"2001:db8::{n}")
+        limiter.anonymous(f"2001:db8:{n:x}::1")
     assert len(limiter._used) <= 20
-    # A window still running is kept: the address's count goes on.
-    assert limiter.anonymous("2001:db8::29")["X-RateLimit-Used"] == "2"
+    # A window still running is kept: the count goes on, for the whole /64.
+    assert limiter.anonymous("2001:db8:1d::1")["X-RateLimit-Used"] == "2"
+    assert limiter.anonymous("2001:db8:1d::abcd")["X-RateLimit-Used"] == "3"
+    assert limiter.anonymous("192.0.2.1")["X-RateLimit-Used"] == "1"
+    assert limiter.anonymous("192.0.2.2")["X-RateLimit-Used"] == "1"

@@ -43,6 +43,7 @@ from publisher.host.exchange import (
     json_response,
     redirect,
 )
+from publisher.host.ratelimit import client_key
 from publisher.host.state import HostState
 from publisher.host.store import MAKE_LATEST_VALUES, Release, Repo
 
@@ -106,7 +107,7 @@ def handle_api(state: HostState, req: Request) -> Response:
     parts = req.segments(API_PREFIX)
     if parts == ["rate_limit"] and req.route_method == "GET":
         return rate_limit(state, req)
-    rate_key = "token" if req.authenticated else "ip:" + req.client_ip
+    rate_key = "token" if req.authenticated else "ip:" + client_key(req.client_ip)
     if req.authenticated:
         # The one token may do everything; gh checks a token's scopes in this header.
         rate_headers = state.limiter.authenticated() | {"X-OAuth-Scopes": TOKEN_SCOPES}

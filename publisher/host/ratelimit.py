@@ -7,6 +7,7 @@ used up the API answers 403 with GitHub's message. Browser URLs do not count.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 
@@ -15,7 +16,8 @@ from publisher.host.errors import ApiError
 WINDOW = 3600
 AUTHENTICATED_LIMIT = 5000
 # Past this many addresses, those whose window has ended are forgotten: one entry per
-# address ever seen grew without end (an IPv6 client has addresses to spare).
+# address ever seen grew without end. The next prune waits until the table has doubled,
+# so a table of live windows is not copied at every request.
 PRUNE_AT = 4096
 RATE_DOCS = (
     "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-primary-rate-limits"
@@ -26,14 +28,16 @@ class RateLimiter:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._used: dict[str, tuple[int, int]] = {}  # key -> (window reset time, used)
+        self._prune_at = PRUNE_AT
         self._lock = threading.Lock()
 
     def take(self, key: str, limit: int, count: bool = True) -> dict[str, str]:
         """Count one request for `key`; the headers to send, or 403 when exhausted."""
         now = int(time.time())
         with self._lock:
-            if len(self._used) >= PRUNE_AT:
+            if len(self._used) >= max(self._prune_at, PRUNE_AT):
                 self._used = {k: v for k, v in self._used.items() if v[0] > now}
+                self._prune_at = 2 * len(self._used)
             reset, used = self._used.get(key, (now + WINDOW, 0))
             if reset <= now:
                 reset, used = now + WINDOW, 0
@@ -63,10 +67,22 @@ class RateLimiter:
         return _headers(AUTHENTICATED_LIMIT if key == "token" else self.limit, reset, used)
 
     def anonymous(self, client_ip: str, count: bool = True) -> dict[str, str]:
-        return self.take("ip:" + client_ip, self.limit, count)
+        return self.take("ip:" + client_key(client_ip), self.limit, count)
 
     def authenticated(self, count: bool = True) -> dict[str, str]:
         return self.take("token", AUTHENTICATED_LIMIT, count)
+
+
+def client_key(ip: str) -> str:
+    """The address an anonymous window counts: an IPv6 client's /64 (one host has a whole
+    /64 to pick addresses from, a fresh window each), an IPv4 address as it is."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if address.version == 6 and address.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return ip
 
 
 def _headers(limit: int, reset: int, used: int) -> dict[str, str]:
