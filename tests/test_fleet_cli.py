@@ -267,3 +267,32 @@ def test_statuses_built_to_break_the_tools_are_named_and_the_others_still_listed
     assert data["release"]["tag"] == "v1\\x1b]0;PWNED\\x07\\x1b[31m"
     text = lcm(args, env).stdout
     assert "Traceback" not in text and "\x1b" not in text and "\x07" not in text, repr(text)
+
+
+@pytest.mark.parametrize("width", [80, 200])
+def test_fleet_status_never_cuts_long_tags(width: int) -> None:
+    """Tags up to 64 characters did not fit a table of 80 columns: Rich cut the tags,
+    dropped the state and check columns and cut "last seen" (found by review). When the
+    rows cannot fit whole, one block of lines per device is printed instead."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from publisher.commands.fleet import table
+    from publisher.fleet.view import DeviceStatus, FleetView
+
+    view = FleetView(REPO)
+    now = int(time.time())
+    tags = ("v1.2.3-beta.4+build.20260101", "v0.9.0-rc.1+abcdef")
+    view.devices["240ac4000002"] = DeviceStatus(
+        id="240ac4000002", state="online", app=tags[0], manager=tags[1],
+        result=["installed", "idle"], error="app: refused v9: Refused: a reason",
+        time=now, received=now, checked=now,
+    )  # fmt: skip
+    buf = StringIO()
+    Console(width=width, file=buf, force_terminal=False).print(table(view, width), soft_wrap=False)
+    text = buf.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= width, text
+    assert "…" not in text, text
+    words = {w for line in text.splitlines() for w in line.replace("│", " ").split()}
+    assert {*tags, "online", "installed", "idle", "seen", "Refused:"} <= words, text

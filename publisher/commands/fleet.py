@@ -48,7 +48,9 @@ def _state(d: DeviceStatus, now: float) -> str:
     return " ".join(w for w in words if w)
 
 
-def table(view: FleetView) -> Group:
+def table(view: FleetView, width: int) -> Group:
+    """One row per device; when the rows cannot fit `width` columns without cutting a
+    word (long tags in a pipe of 80), one block of lines per device instead."""
     devices, ro, _ = view.snapshot()
     now = time.time()
     title = f"{view.repo}: {len(devices)} device(s)"
@@ -58,34 +60,59 @@ def table(view: FleetView) -> Group:
             title += " (roll-out halted)"
         elif ro.share is not None:
             title += f" (roll-out {ro.share} %)"
-    t = Table(title=title)
-    # What identifies a device is never cut (a pipe or a narrow terminal is 80 columns);
-    # the state and the check results wrap between their words, never inside one
-    # ("installe"/"d" cannot be read back): each is as wide as its longest word. A last
-    # error (up to 200 characters) does not fit in a column of 80: it goes under the
-    # table, one line per device, wrapped by words like any text.
-    states = [_state(d, now) for d in devices]
-    results = [" ".join(d.result) or "-" for d in devices]  # the manager's, the app's
-    t.add_column("device", no_wrap=True, min_width=12)
-    t.add_column("app", no_wrap=True)
-    t.add_column("manager", no_wrap=True)
-    t.add_column("state", min_width=_longest_word(states))
-    t.add_column("last seen", no_wrap=True)
-    t.add_column("last check", min_width=_longest_word(results))
-    for d, state, result in zip(devices, states, results, strict=True):
+    rows = []
+    for d in devices:
         seen = d.last_seen()
-        t.add_row(
-            d.id,
-            d.app or "-",
-            d.manager or "(factory)",
-            state,
-            _age(None if seen is None else now - seen),
-            result,
+        rows.append(
+            [
+                d.id,
+                d.app or "-",
+                d.manager or "(factory)",
+                _state(d, now),
+                _age(None if seen is None else now - seen),
+                " ".join(d.result) or "-",  # the manager's check, the app's
+            ]
         )
-    # Printed with soft_wrap=False: wrapped at the width like the table, not left to a
-    # terminal (a pipe has none).
+    # A last error (up to 200 characters) does not fit in a column of 80: it goes
+    # under the table, one line per device, wrapped by words like any text.
     errors = [Text(f"{d.id} last error: {d.error}") for d in devices if d.error]
+    # What identifies a device is never cut, and the state and the check results wrap
+    # between their words, never inside one ("installe"/"d" cannot be read back).
+    widths = [
+        max(_cell_width(cell, wraps) for cell in [heading, *(r[i] for r in rows)])
+        for i, (heading, wraps) in enumerate(_COLUMNS)
+    ]
+    if sum(widths) + 3 * len(widths) + 1 > width:
+        blocks: list[Text] = [Text(title, style="italic")]
+        for r, d in zip(rows, devices, strict=True):
+            blocks.append(Text(r[0], style="bold"))
+            for (heading, _), cell in zip(_COLUMNS[1:], r[1:], strict=True):
+                blocks.append(Text(f"  {heading:<11}{cell}"))
+            if d.error:
+                blocks.append(Text(f"  {'last error':<11}{d.error}"))
+        return Group(*blocks)
+    t = Table(title=title)
+    for (heading, wraps), w in zip(_COLUMNS, widths, strict=True):
+        t.add_column(heading, no_wrap=wraps is None, min_width=w)
+    for r in rows:
+        t.add_row(*r)
     return Group(t, *errors)
+
+
+# (heading, None when never wrapped, else True: wraps between words)
+_COLUMNS = (
+    ("device", None),
+    ("app", None),
+    ("manager", None),
+    ("state", True),
+    ("last seen", None),
+    ("last check", True),
+)
+
+
+def _cell_width(cell: str, wraps: bool | None) -> int:
+    """The narrowest a cell may be: whole, or (wrapping) its longest word."""
+    return _longest_word([cell]) if wraps else len(cell)
 
 
 def _longest_word(cells: list[str]) -> int:
@@ -115,7 +142,7 @@ def status(
                 }
             )
         elif not watch:
-            out.print(table(view), soft_wrap=False)
+            out.print(table(view, out.width), soft_wrap=False)
         if not watch:
             return
         seen = view.snapshot()[2]
@@ -123,17 +150,17 @@ def status(
             # Piped or logged: one table per change, appended, at most one every
             # PIPED_EVERY_S (a device re-publishing its status non-stop would otherwise
             # write a whole table per message to the log, and fill the disk).
-            out.print(table(view), soft_wrap=False)
+            out.print(table(view, out.width), soft_wrap=False)
             while True:
                 changes = view.wait_change(seen, 1.0)
                 if changes != seen:
                     seen = changes
-                    out.print(table(view), soft_wrap=False)
+                    out.print(table(view, out.width), soft_wrap=False)
                     time.sleep(PIPED_EVERY_S)
-        with Live(table(view), console=out, refresh_per_second=2) as live:
+        with Live(table(view, out.width), console=out, refresh_per_second=2) as live:
             while True:
                 seen = view.wait_change(seen, 1.0)
-                live.update(table(view))
+                live.update(table(view, out.width))
     except KeyboardInterrupt:
         pass
     finally:
