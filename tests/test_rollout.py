@@ -135,3 +135,50 @@ def test_rollout_names_the_option_that_is_missing(tmp_path: Path) -> None:
             assert f"Missing option '{missing}'" in result.output, result.output
             assert f"'{other}'" not in result.output and "are required" not in result.output
         assert host.requests == []
+
+
+@pytest.mark.parametrize("killed", ["after the delete", "before the delete"])
+def test_a_killed_rollout_change_is_finished_by_running_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, killed: str
+) -> None:
+    """A halt killed between the delete of rollout.lcm and the rename of its `.next` left
+    the release without a document (every new device took it), and the re-run refused:
+    the halt in `.next` read as "already halted" (found from outside)."""
+    from publisher.release import github as gh
+    from publisher.release import rollout as rollout_module
+
+    keys = tmp_path / "keys"
+    _, _, root = signing.generate(keys, "root", None)
+    key, _, signer = signing.generate(keys, "release", None)
+    sector = tmp_path / "certs.sector"
+    sector.write_bytes(make_sector(REPO, [root], [signer]))
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "main.py").write_bytes(b"x = 1\n")
+    with running_host(tmp_path) as host:
+        env = {"GITHUB_TOKEN": TEST_TOKEN, "LCM_GITHUB_API": host.api_url}
+        cli = CliRunner()
+        published = cli.invoke(app, ["release", "publish", str(tmp_path / "app"), "--repo", REPO,
+                                     "--tag", "v1.0.0", "--key", str(key), "--certs",
+                                     str(sector), "--rollout", "20"], env=env)  # fmt: skip
+        assert published.exit_code == 0, published.output
+        session = gh.Session(host.api_url, TEST_TOKEN, retry=gh.RetryPolicy(base_delay=0))
+
+        def killed_here(*_: object) -> None:
+            raise KeyboardInterrupt
+
+        with monkeypatch.context() as m:
+            if killed == "after the delete":
+                m.setattr(rollout_module, "_renamer", lambda asset: killed_here)
+            else:
+                m.setattr(gh.Session, "call", lambda self, what, fn: killed_here())
+            with pytest.raises(KeyboardInterrupt):
+                rollout_module.widen(session, REPO, "v1.0.0", signer, None, True)
+        assets = {a.name for r in session.releases(session.repo(REPO)) for a in session.assets(r)}
+        assert ("rollout.lcm" in assets) == (killed == "before the delete"), assets
+        rerun = cli.invoke(app, ["release", "rollout", "--repo", REPO, "--key", str(key),
+                                 "v1.0.0", "--halt"], env=env)  # fmt: skip
+        assert rerun.exit_code == 0, rerun.output
+        listed = cli.invoke(app, ["release", "list", "--repo", REPO], env=env).output
+        assert "published, halted at 20 %" in listed, listed
+        assets = {a.name for r in session.releases(session.repo(REPO)) for a in session.assets(r)}
+        assert "rollout.lcm" in assets and "rollout.lcm.next" not in assets, assets

@@ -14,8 +14,11 @@ before it is published. `widen` replaces it with the next sequence:
     one that has seen the document of this tag waits (fail-closed, see
     lcm_device/rollout.py); one that never saw it takes the release, so the
     window is one API request long (docs/fleet.md says so). A run killed
-    in between is finished by running it again (the `.next` asset counts as
-    the current document when `rollout.lcm` is missing).
+    in between is finished by running it again: a `.next` asset without
+    `rollout.lcm` is renamed into place first (left as it was, it let every
+    new device take the release, and the halt it carried refused the re-run);
+    one beside `rollout.lcm` (killed before the delete) is dropped and made
+    again. Asking again for what is already in place (the same halt) is done.
 """
 
 from __future__ import annotations
@@ -87,8 +90,18 @@ def widen(
     manifest = _asset_bytes(session, release, MANIFEST_ASSET, mf.MAX_MANIFEST_SIZE)
     sector_bytes = _asset_bytes(session, release, SECTOR_ASSET, sf.MAX_SECTOR_SIZE)
     current = _asset_bytes(session, release, ROLLOUT_ASSET, ro.MAX_ROLLOUT_SIZE)
-    if current is None:
-        current = _asset_bytes(session, release, NEXT_ASSET, ro.MAX_ROLLOUT_SIZE)
+    pending: GitReleaseAsset | None = None  # a `.next` to rename into place
+    for asset in session.assets(release):
+        if asset.name != NEXT_ASSET:
+            continue
+        if current is None:
+            # A run killed between the delete and the rename: finished once the
+            # checks below pass its document, which is the current one.
+            current = _asset_bytes(session, release, NEXT_ASSET, ro.MAX_ROLLOUT_SIZE)
+            pending = asset
+        else:
+            # Killed before the delete: the old document is still in place; made again.
+            session.call(f"removing an unfinished {NEXT_ASSET}", asset.delete_asset)
     if manifest is None or sector_bytes is None:
         raise VerifyError(MANIFEST_ASSET, f"{tag} lacks its manifest or cert sector")
     if current is None:
@@ -101,11 +114,15 @@ def widen(
         old = ro.verify_rollout(current, sector, repo_name, tag)
     except TrustError as exc:
         raise VerifyError(ROLLOUT_ASSET, str(exc)) from None
+    if pending is not None:  # verified: into place, whoever runs this and with what key
+        session.call(f"renaming {NEXT_ASSET} to {ROLLOUT_ASSET}", _renamer(pending))
     if sector.release_key(signer.key_id) is None:
         raise ReleaseConflictError(
             f"the key {signer.key_id.hex()} is not a release key of {tag}'s cert sector"
         )
     previous = "halted" if old.halted else f"{old.share} %"
+    if old.halted and halt:  # asked again (a re-run): it is in place
+        return RolloutResult(tag, old.seq, old.share, True, previous)
     if old.halted:
         raise ReleaseConflictError(f"the roll-out of {tag} is halted: publish a fixed release")
     if not halt:
