@@ -9,10 +9,13 @@ Publishes run on the real clock: what the sequence rules guarantee is the point.
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 
+from publisher import sector_format as sf
 from publisher.device.simulate import provision, simulate
 from tests.device.enginekit import ENGINE_HEAP_KB, app_files
+from tests.keyfactory import make_sector
 from tests.test_release_publish import REPO, World, lcm, publish_cli, verify_cli, world, write_app
 
 __all__ = ["world"]  # the fixture, shared with test_release_publish.py
@@ -98,3 +101,32 @@ def test_list_shows_a_yanked_release_with_its_reason(world: World, tmp_path: Pat
     lines = lcm(world, "release", "list", "--repo", REPO).stdout.splitlines()
     for state in ("published", "yanked: sensor driver crashes", "yanked: v1.2.0", "draft"):
         assert sum(f"  {state}" in line for line in lines) == 1, lines
+
+
+def test_a_withdrawn_rotation_does_not_strand_its_devices(world: World, tmp_path: Path) -> None:
+    """A yanked release that brought a newer cert sector: the next publish without
+    --certs took the older sector of the releases left, which every device that had
+    installed the yanked one refuses (S6); deleting it lost the sector for good (found
+    from outside). A yanked release's sector counts; deleting the only release with the
+    repo's newest sector is refused."""
+    release(world, tmp_path, "1.0.0")
+    sector2 = tmp_path / "certs2.sector"
+    sector2.write_bytes(make_sector(REPO, [world.root], [world.signer], seq=2))
+    source = write_app(tmp_path / "1.1.0", app_files("1.1.0", n=3))
+    publish_cli(world, "v1.1.0", "--board", "esp32", source=source)  # sector 1 ...
+    lcm(world, "release", "yank", "v1.1.0", "--repo", REPO)
+    source = write_app(tmp_path / "1.2.0", app_files("1.2.0", n=3))
+    args = ["release", "publish", str(source), "--repo", REPO, "--key", str(world.key),
+            "--retry-delay", "0", "--board", "esp32"]  # fmt: skip
+    lcm(world, *args, "--tag", "v1.2.0", "--certs", str(sector2))  # ... then sector 2
+    lcm(world, "release", "yank", "v1.2.0", "--repo", REPO)
+    source = write_app(tmp_path / "1.3.0", app_files("1.3.0", n=3))
+    lcm(world, *args[:2], str(source), *args[3:], "--tag", "v1.3.0")  # no --certs
+    published = {r.tag_name: r for r in world.releases()}
+    sector = next(a for a in published["v1.3.0"].get_assets() if a.name == "certs.sector")
+    assert sf.parse_sector(urllib.request.urlopen(sector.browser_download_url).read()).seq == 2
+    # v1.3.0 carries sector 2 too: v1.2.0 may go. Then v1.3.0 holds the only copy.
+    lcm(world, "release", "delete", "v1.2.0", "--repo", REPO)
+    refused = lcm(world, "release", "delete", "v1.3.0", "--repo", REPO, code=1)
+    assert "carries the repo's newest cert sector (sequence 2)" in " ".join(refused.output.split())
+    lcm(world, "release", "yank", "v1.3.0", "--repo", REPO)  # the way the error names

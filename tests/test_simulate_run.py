@@ -333,7 +333,8 @@ def test_sigterm_stops_the_board_and_says_so(tmp_path: Path) -> None:
     assert code == 0, "\n".join(seen)
     assert gone(state)
     assert seen[-2] == "stopped (SIGTERM: the power is off)", seen[-3:]
-    assert seen[-1].startswith("stopped: 2 boots; app v1.0.0 (app0)"), seen[-1]
+    # Confirmed, or still in trial if the signal came within its first seconds.
+    assert seen[-1].startswith("stopped: 2 boots; app v1.0.0 (app0"), seen[-1]
 
 
 def test_a_killed_simulator_leaves_no_board_running(tmp_path: Path) -> None:

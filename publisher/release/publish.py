@@ -180,17 +180,23 @@ def check_key_scope(sector: sf.Sector, signer: Signer, spec: ReleaseSpec) -> Non
         raise SourceError(f"refusing to sign: {exc}") from None
 
 
+def was_published(release: GitRelease) -> bool:
+    """Published, or yanked (a draft again, but devices may have installed it)."""
+    return not release.draft or (release.name or "").startswith(YANKED_PREFIX)
+
+
 def newest_sector(session: Session, known: list[KnownRelease]) -> tuple[bytes, str] | None:
     """The highest-sequence certs.sector of the repo's published releases, and its tag.
 
     Devices may hold any sector the repo ever published, so every published
-    release's sector counts (each distinct one is downloaded once; releases
-    list their assets with the host's digest).
+    release's sector counts, a yanked one's too (a device that installed it holds
+    its sector, and refuses an older one); each distinct one is downloaded once
+    (releases list their assets with the host's digest).
     """
     best: tuple[int, bytes, str] | None = None
     seen: dict[str, bytes] = {}
     for k in known:
-        if k.release.draft:
+        if not was_published(k.release):
             continue
         for asset in k.release.assets:
             if asset.name != SECTOR_ASSET or asset.state != "uploaded":

@@ -24,6 +24,7 @@ from typing import Any
 from github.GitRelease import GitRelease
 from github.Repository import Repository
 
+from publisher import sector_format as sf
 from publisher.errors import PublisherError
 from publisher.release.errors import ReleaseConflictError
 from publisher.release.github import Session
@@ -32,7 +33,9 @@ from publisher.release.publish import (
     KnownRelease,
     latest_full_release,
     move_beta_pointer,
+    newest_sector,
     read_known,
+    was_published,
 )
 
 MAX_REASON = 100
@@ -121,8 +124,31 @@ def delete(session: Session, repo_name: str, tag: str) -> WithdrawResult:
     The git tag, if the host keeps one, is left alone: it is the source history.
     """
     repo = session.repo(repo_name)
-    target, others = _find(session, repo, tag)
+    try:
+        target, others = _find(session, repo, tag)
+    except ReleaseConflictError:
+        # Gone already (a run killed after the delete, or the web page): what it leaves
+        # to repair (latest, the beta pointer naming it) is repaired; still an error.
+        warnings: list[str] = []
+        _repair(session, repo, [read_known(session, r, warnings) for r in session.releases(repo)])
+        raise ReleaseConflictError(
+            f"{repo_name} has no release {tag} (deleted already? the latest release and "
+            "the beta pointer were checked)"
+        ) from None
     release = target.release
+    if was_published(release):
+        # Rule W3: its cert sector is on the devices that installed it; gone with it,
+        # the next publish takes an older one, which they refuse (S6).
+        mine, rest = newest_sector(session, [target]), newest_sector(session, others)
+        seq = sf.parse_sector(mine[0]).seq if mine is not None else -1
+        if seq > (sf.parse_sector(rest[0]).seq if rest is not None else -1):
+            raise ReleaseConflictError(
+                f"{tag} carries the repo's newest cert sector (sequence {seq}), which no "
+                "other release has: devices that "
+                "installed it would refuse every later release. Yank it instead (its "
+                "sector stays for the next publish), or publish a release with that sector "
+                "(--certs) first"
+            )
     session.call(f"deleting {tag}", release.delete_release)
     latest, pointer = _repair(session, repo, others)
     return WithdrawResult(tag, "deleted", target.max_seq, latest, pointer)
