@@ -16,6 +16,7 @@ import pytest
 
 from publisher import sector_format as sf
 from publisher.device.simulate import provision, simulate
+from publisher.release.errors import ReleaseConflictError
 from publisher.release.preflight import check_version_order
 from publisher.release.sequence import HostClock, Ticker, next_sequence, parse_http_date
 from tests.device.enginekit import ENGINE_HEAP_KB, app_files
@@ -91,6 +92,8 @@ def test_sequence_rules_q1_q2() -> None:
     assert clock.wait_past(1_800_000_001) and sum(slept) == 2
     assert next_sequence(1_800_000_001, clock, None, "v1") == 1_800_000_002
     assert not clock.wait_past(1_900_000_000)  # years ahead: no use waiting, caller warns
+    with pytest.raises(ReleaseConflictError, match="overflow 32 bits: release v9 has 4294967295"):
+        next_sequence(0xFFFFFFFF, clock, None, "v9")  # named, to be checked
     assert parse_http_date("Fri, 04 Dec 2026 15:48:25 GMT") == 1_796_399_305
     assert parse_http_date("yesterday") is None and parse_http_date(None) is None
 

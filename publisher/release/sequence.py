@@ -101,5 +101,8 @@ def next_sequence(used: int, clock: HostClock, requested: int | None, where: str
         return requested
     seq = max(used + 1, floor)
     if seq > MAX_SEQUENCE:
-        raise ReleaseConflictError("the sequence number would overflow 32 bits")
+        raise ReleaseConflictError(
+            f"the sequence number would overflow 32 bits: release {where} has {used} "
+            f"(check it with `lcm release verify --tag {where}`: a manifest signed elsewhere?)"
+        )
     return seq
