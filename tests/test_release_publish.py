@@ -573,7 +573,7 @@ def test_same_tag_different_content_needs_force_and_a_new_sequence(world):
         str(rotated),
         code=1,
     )
-    assert "its certs.sector differs or is missing" in result.output
+    assert "its certs.sector differs" in result.output
     assert [r.tag_name for r in world.releases()] == ["v1.0.0"]
     ok = json.loads(verify_cli(world, "--json", "--installed-seq", str(first)).stdout)
     assert ok["sequence"] == out["sequence"]
@@ -1113,3 +1113,215 @@ def test_an_asset_another_run_added_to_the_draft_stops_the_publish(world):
         publish(_session(world), _request(world, "v1.0.0"), ticker=WaitingTicker(other_run))
     assert "the draft's assets are not the ones this run uploaded" in str(caught.value)
     assert [(r.tag_name, r.draft) for r in world.releases()] == [("v1.0.0", True)]
+
+
+def _rival_release(world: World, tag: str, seq: int, draft: bool) -> None:
+    """Another run's release of `tag` whose signed manifest carries `seq` (its other
+    assets do not matter to the check made before publishing)."""
+    manifest, _ = make_manifest(REPO, world.signer, APP, seq=seq, version=tag[1:])
+    rival = world.github().get_repo(REPO).create_git_release(tag, tag, "", draft=True)
+    rival.upload_asset_from_memory(io.BytesIO(manifest), len(manifest), MANIFEST_ASSET)
+    if not draft:
+        rival.update_release(tag, "", draft=False)
+
+
+def _race(world: World, rival: str, offset: int, draft: bool) -> tuple[list[int], Ticker]:
+    """A ticker under which, during rule Q2's wait, another run's `rival` appears with
+    this run's sequence plus `offset` (the sequence is recorded in the list)."""
+    raced: list[int] = []
+
+    def other_run() -> None:
+        if raced:
+            return
+        (mine,) = [r for r in world.releases() if r.draft]
+        (asset,) = [a for a in mine.get_assets() if a.name == MANIFEST_ASSET]
+        _, _, chunks = asset.download_asset()
+        raced.append(mf.parse_manifest(b"".join(chunks)).seq)
+        _rival_release(world, rival, raced[0] + offset, draft)
+
+    return raced, WaitingTicker(other_run)
+
+
+@pytest.mark.parametrize(
+    ("offset", "draft", "downgrade", "said"),
+    [
+        # Both runs read the repo before either uploaded a manifest: the same sequence.
+        # The other run has not published yet, but its manifest is up: were both to go
+        # on, both would be published under one sequence.
+        (0, True, False, "v1.2.0 (a draft) got sequence"),
+        # The newer version went out first (under the same sequence, or a lower one):
+        # publishing this one would make it the newest for devices (a downgrade).
+        (0, False, False, "v1.1.0 is older than v1.2.0"),
+        (-1, False, False, "v1.1.0 is older than v1.2.0"),
+        # --downgrade allows the older version, never a sequence already taken.
+        (0, False, True, "v1.2.0 (published) got sequence"),
+    ],
+)
+def test_a_publish_raced_by_a_newer_tag_is_refused_before_going_live(
+    world, offset, draft, downgrade, said
+):
+    """Two tags published at once each chose their sequence from the releases listed at
+    the start (found from outside: both went out under one sequence)."""
+    publish_cli(world, "v1.0.0")
+    raced, ticker = _race(world, "v1.2.0", offset, draft)
+    req = _request(world, "v1.1.0")
+    req.downgrade = downgrade
+    with pytest.raises(publisher.release.errors.ReleaseConflictError) as caught:
+        publish(_session(world), req, ticker=ticker)
+    assert raced
+    assert said in str(caught.value)
+    assert "another publish raced this one, nothing was published" in str(caught.value)
+    assert ("v1.1.0", True) in [(r.tag_name, r.draft) for r in world.releases()]
+
+
+@pytest.mark.parametrize("draft", [False, True])
+def test_a_publish_raced_by_an_older_tag_signs_again_above_it(world, draft):
+    """The newer version's run goes on under a new sequence above the other's: it stays
+    the newest for devices, and no two releases share a sequence."""
+    publish_cli(world, "v1.0.0")
+    raced, ticker = _race(world, "v1.0.1", 0, draft)
+    out = publish(_session(world), _request(world, "v1.1.0"), ticker=ticker)
+    assert raced and out.state == "published" and out.sequence > raced[0]
+    found = json.loads(verify_cli(world, "--json").stdout)
+    assert (found["tag"], found["sequence"]) == ("v1.1.0", out.sequence)
+    names = {a.name for a in world.github().get_repo(REPO).get_release("v1.1.0").get_assets()}
+    assert "manifest.lcm.replaced" not in names
+
+
+def test_the_beta_pointer_follows_a_release_published_meanwhile(world, monkeypatch):
+    """A prerelease whose publish answer is slow while a full release goes out: the
+    pointer is moved from the releases listed again (found from outside: it named the
+    older prerelease, so beta devices did not see the full release)."""
+    publish_cli(world, "v1.0.0")
+    original = requests.adapters.HTTPAdapter.send
+    full: list[int] = []
+    started: list[bool] = []
+
+    def send(self, request, *args, **kwargs):
+        if request.method == "PATCH" and not started:
+            started.append(True)  # the full release's own PATCH goes through
+            full.append(publish(_session(world), _request(world, "v1.1.0")).sequence)
+        return original(self, request, *args, **kwargs)
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
+    req = _request(world, "v1.1.0-beta.1")
+    req.prerelease = True
+    beta = publish(_session(world), req)
+    monkeypatch.undo()
+    assert full and full[0] > beta.sequence
+    assert beta.beta_pointer == "v1.1.0/beta.tag -> v1.1.0"
+    found = json.loads(verify_cli(world, "--channel", "beta", "--json").stdout)
+    assert found["tag"] == "v1.1.0"
+
+
+def _delete_assets(world: World, tag: str, *names: str) -> None:
+    for asset in world.github().get_repo(REPO).get_release(tag).get_assets():
+        if asset.name in names:
+            asset.delete_asset()
+
+
+def test_a_rerun_restores_a_missing_rollout_and_chain(world):
+    """`already published` looked at neither: a staged release that lost its rollout.lcm
+    (out to the whole fleet) was reported published, exit 0 (found from outside)."""
+    publish_cli(world, "v1.0.0")
+    first = publish_cli(world, "v1.1.0", "--rollout", "10", "--json")
+    _delete_assets(world, "v1.1.0", ROLLOUT_ASSET, CHAIN_ASSET)
+    dry = publish_cli(world, "v1.1.0", "--rollout", "10", "--dry-run", "--json")
+    assert dry["assets"][ROLLOUT_ASSET].startswith("would upload")
+    again = publish_cli(world, "v1.1.0", "--rollout", "10", "--json")
+    assert again["state"] == "published" and again["sequence"] == first["sequence"]
+    assert again["assets"][ROLLOUT_ASSET] == "uploaded"
+    assert again["assets"][CHAIN_ASSET] == "uploaded"
+    found = json.loads(verify_cli(world, "--tag", "v1.1.0", "--json").stdout)
+    assert found["rollout"] is not None
+    names = {a.name for a in world.github().get_repo(REPO).get_release("v1.1.0").get_assets()}
+    assert {ROLLOUT_ASSET, CHAIN_ASSET} <= names
+    # Complete now: a re-run changes nothing.
+    assert publish_cli(world, "v1.1.0", "--rollout", "10", "--json")["state"] == (
+        "already published"
+    )
+
+
+def test_a_rerun_uploads_a_missing_asset_the_manifest_describes(world):
+    """A published release whose pack.lcm was deleted: the re-run uploads the very bytes
+    the signed manifest describes (it said "different content" and wanted --force)."""
+    first = publish_cli(world, "v1.0.0", "--json")
+    _delete_assets(world, "v1.0.0", PACK_ASSET)
+    verify_cli(world, code=1)
+    again = publish_cli(world, "v1.0.0", "--json")
+    assert again["state"] == "published" and again["sequence"] == first["sequence"]
+    assert again["assets"][PACK_ASSET] == "uploaded"
+    verify_cli(world)
+    # A sector nothing published vouches for is not guessed: "missing", not "differs".
+    _delete_assets(world, "v1.0.0", SECTOR_ASSET, SUMS_ASSET)
+    result = publish_cli(world, "v1.0.0", code=1)
+    said = " ".join(result.output.split())
+    assert f"v1.0.0 is already published incomplete (sequence {first['sequence']}: " in said
+    assert "its certs.sector is missing" in said and "--force" in said
+
+
+def test_an_asset_name_taken_by_another_run_is_named(world):
+    """Two runs of one tag: the one whose upload finds the name taken said only
+    "422 Validation Failed" (found from outside)."""
+    draft = world.github().get_repo(REPO).create_git_release("v1.0.0", "v1.0.0", "", draft=True)
+    draft.upload_asset_from_memory(io.BytesIO(b"theirs"), 6, PACK_ASSET)
+    # This run listed the draft before the other run's upload: it saw no pack.lcm.
+    with pytest.raises(gh.AssetTakenError) as caught:
+        _session(world).upload(draft, PACK_ASSET, b"mine", known=[])
+    said = str(caught.value)
+    assert "another publish of v1.0.0 running at the same time?" in said
+    assert said.endswith("re-run once it has ended")
+
+
+@pytest.mark.parametrize("count", [1, 9])
+def test_a_404_on_the_new_draft_is_retried_then_named(world, monkeypatch, count):
+    """GitHub is eventually consistent: a release just created may be "Not Found" for a
+    moment. A few are retried; more end the run naming the step and the remedy."""
+    from publisher.host import handler
+    from publisher.host.api import json_response
+
+    original = handler.HostHandler.route
+    left = {"n": count}
+
+    def route(self, req):
+        created = any(
+            r.method == "POST" and r.path.endswith("/releases") for r in world.host.requests
+        )
+        if created and left["n"] and "/uploads/" in req.path:
+            left["n"] -= 1
+            return json_response(404, {"message": "Not Found"})
+        return original(self, req)
+
+    monkeypatch.setattr(handler.HostHandler, "route", route)
+    if count == 1:
+        assert publish_cli(world, "v1.0.0", "--json")["state"] == "published"
+        return
+    result = publish_cli(world, "v1.0.0", code=1)
+    said = " ".join(result.output.split())
+    assert "error: uploading pack.lcm to v1.0.0: 404 Not Found after 4 attempts" in said
+    assert said.rstrip().endswith("re-run")
+
+
+def test_a_429_without_retry_after_is_retried_unless_the_hourly_limit():
+    waits: list[float] = []
+    session = gh.Session(
+        "http://127.0.0.1:9/api/v3", None, retry=gh.RetryPolicy(attempts=3, sleep=waits.append)
+    )
+    answers = [GithubException(429, {"message": "Too Many Requests"}, {})]
+
+    def flaky() -> str:
+        if answers:
+            raise answers.pop(0)
+        return "done"
+
+    assert session.call("a step", flaky) == "done"
+    assert len(waits) == 1 and session.retries == 1
+
+    def hourly() -> str:
+        raise GithubException(
+            429, {"message": "API rate limit exceeded"}, {"X-RateLimit-Remaining": "0"}
+        )
+
+    with pytest.raises(HostError, match="the API rate limit is used up"):
+        session.call("another step", hourly)
+    assert len(waits) == 1

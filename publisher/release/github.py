@@ -6,11 +6,13 @@ retried as a whole (`Session.call`): before an upload is retried, the
 release's assets are listed again, so a partial or lost-response upload is
 found and replaced or kept, never duplicated.
 
-Retried: 5xx answers, GitHub's secondary rate limits (403/429 with
-`Retry-After` or "secondary rate limit"), and dropped connections, with
-exponential back-off and full jitter. Not retried: 401 (wrong token), 404,
-422, the primary rate limit (which resets only on the hour), and a host name
-that does not resolve (a name that does not resolve now will not in a minute).
+Retried: 5xx answers, GitHub's secondary rate limits (403 with `Retry-After`
+or "secondary rate limit", any 429 but the primary limit's), and dropped
+connections, with exponential back-off and full jitter; a 404 only for what
+this run created or listed a moment ago (`fresh`: GitHub is eventually
+consistent), a few times. Not retried: 401 (wrong token), other 404s, 422, the
+primary rate limit (which resets only on the hour), and a host name that does
+not resolve (a name that does not resolve now will not in a minute).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ API_URL_ENV = "LCM_GITHUB_API"
 DEFAULT_TOKEN_ENV = "GITHUB_TOKEN"
 # Seconds before PyGithub gives up on one request (a stalled host).
 REQUEST_TIMEOUT_S = 60
+# Attempts at a step that answers 404 for something this run created or listed a
+# moment ago: another replica of the host may not know it yet.
+NOT_FOUND_ATTEMPTS = 4
 
 T = TypeVar("T")
 ProgressCallback = Callable[[str, int, int], None]
@@ -83,9 +88,13 @@ def check_api_url(api_url: str) -> str:
     return api_url.rstrip("/")
 
 
-def _retry_after(exc: GithubException) -> float | None:
+def _header(exc: GithubException, name: str) -> str | None:
     headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
-    value = headers.get("retry-after")
+    return headers.get(name)
+
+
+def _retry_after(exc: GithubException) -> float | None:
+    value = _header(exc, "retry-after")
     if value is None:
         return None
     try:
@@ -104,11 +113,32 @@ def _message(exc: GithubException) -> str:
 def _is_secondary_rate_limit(exc: GithubException) -> bool:
     if exc.status not in (403, 429):
         return False
+    if exc.status == 429 and _header(exc, "x-ratelimit-remaining") != "0":
+        # A 429 is a rate limit whatever else it says; GitHub's advice when it names
+        # no wait is to wait and retry (the back-off policy's waits).
+        return True
     return _retry_after(exc) is not None or "secondary rate limit" in _message(exc).lower()
+
+
+def _is_not_found(exc: BaseException) -> bool:
+    return isinstance(exc, GithubException) and exc.status == 404
+
+
+def _is_name_taken(exc: BaseException) -> bool:
+    """GitHub's 422 for an asset name another upload took first."""
+    if not isinstance(exc, GithubException) or exc.status != 422:
+        return False
+    errors = exc.data.get("errors") if isinstance(exc.data, dict) else None
+    return any(isinstance(e, dict) and e.get("code") == "already_exists" for e in errors or [])
 
 
 class PartialUploadError(Exception):
     """The host acknowledged fewer bytes than were sent; the next attempt replaces it."""
+
+
+class AssetTakenError(HostError):
+    """Another upload took the asset's name between this run's listing and its upload:
+    another run is writing to the same release."""
 
 
 def _reason(exc: BaseException) -> str:
@@ -211,8 +241,12 @@ class Session:
         )
         self.retries = 0
 
-    def call(self, what: str, step: Callable[[], T]) -> T:
-        """Run the idempotent `step`, retrying transient failures; `what` names it in errors."""
+    def call(self, what: str, step: Callable[[], T], fresh: bool = False) -> T:
+        """Run the idempotent `step`, retrying transient failures; `what` names it in errors.
+
+        `fresh`: the step works on something this run created or listed a moment ago, so
+        a 404 is the host lagging (GitHub is eventually consistent) and is retried too.
+        """
         attempt = 0
         while True:
             try:
@@ -223,7 +257,16 @@ class Session:
                 unresolved = _unresolved_host(exc)
                 if unresolved is not None:
                     raise self.unresolved(what, unresolved, exc) from None
-                if not _is_retryable(exc) or attempt + 1 >= self.retry.attempts:
+                limit = self.retry.attempts
+                if fresh and _is_not_found(exc):
+                    limit = min(NOT_FOUND_ATTEMPTS, limit)
+                    if attempt + 1 >= limit:
+                        raise HostError(
+                            f"{what}: {_reason(exc)} after {attempt + 1} attempts, for what "
+                            "this run created or listed a moment ago (the host lagging, or "
+                            "another run deleted it); re-run"
+                        ) from None
+                elif not _is_retryable(exc) or attempt + 1 >= limit:
                     raise self.explain(what, exc) from None
                 wait = self.retry.delay(
                     attempt, _retry_after(exc) if isinstance(exc, GithubException) else None
@@ -232,8 +275,7 @@ class Session:
                 self.retries += 1
                 if self.on_retry is not None:
                     self.on_retry(
-                        f"{what}: {_reason(exc)}; attempt {attempt + 1} of "
-                        f"{self.retry.attempts} in {wait:.1f} s"
+                        f"{what}: {_reason(exc)}; attempt {attempt + 1} of {limit} in {wait:.1f} s"
                     )
                 self.retry.sleep(wait)
 
@@ -308,9 +350,11 @@ class Session:
             f"listing the releases of {repo.full_name}", lambda: list(repo.get_releases())
         )
 
-    def assets(self, release: GitRelease) -> list[GitReleaseAsset]:
+    def assets(self, release: GitRelease, fresh: bool = False) -> list[GitReleaseAsset]:
         return self.call(
-            f"listing the assets of {release.tag_name}", lambda: list(release.get_assets())
+            f"listing the assets of {release.tag_name}",
+            lambda: list(release.get_assets()),
+            fresh,
         )
 
     def download(self, asset: GitReleaseAsset, max_size: int) -> bytes:
@@ -337,6 +381,7 @@ class Session:
         progress: ProgressCallback | None = None,
         content_type: str = "application/octet-stream",
         known: list[GitReleaseAsset] | None = None,
+        fresh: bool = False,
     ) -> str:
         """Make asset `name` of `release` hold `data`: "kept", "uploaded" or "replaced".
 
@@ -344,6 +389,10 @@ class Session:
         `known`, a fresh listing the caller already holds): the same bytes are
         kept (an earlier run or a lost response already uploaded them); a
         partial or different asset of that name is deleted and uploaded again.
+        An asset of that name uploaded by someone else between the listing and
+        the upload (422 "already_exists") is another run writing to the same
+        release: AssetTakenError, not replaced (the two runs would take turns).
+        `fresh`: as for `call`.
         """
         outcome = "uploaded"
         listing = known
@@ -364,11 +413,20 @@ class Session:
             if progress is not None:
                 progress(name, 0, len(data))  # the clock of the upload's speed starts here
             body = _ProgressReader(data, name, progress)
-            uploaded = release.upload_asset_from_memory(
-                body, len(data), name, content_type=content_type
-            )
+            try:
+                uploaded = release.upload_asset_from_memory(
+                    body, len(data), name, content_type=content_type
+                )
+            except GithubException as exc:
+                if _is_name_taken(exc):
+                    raise AssetTakenError(
+                        f"uploading {name} to {release.tag_name}: another {name} was uploaded "
+                        f"meanwhile (another publish of {release.tag_name} running at the "
+                        "same time?); re-run once it has ended"
+                    ) from None
+                raise
             if uploaded.size != len(data):
                 raise PartialUploadError(f"the host stored {uploaded.size} of {len(data)} bytes")
             return outcome
 
-        return self.call(f"uploading {name} to {release.tag_name}", step)
+        return self.call(f"uploading {name} to {release.tag_name}", step, fresh)

@@ -11,14 +11,18 @@ point and started again ends with exactly one complete published release:
     be used again). `--dry-run` stops here, after signing in memory.
  3. Refuse a tag that is already published with different content, unless
     `--force` (which takes a new sequence number and replaces it in place,
-    as a draft again while its assets change).
+    as a draft again while its assets change). Published with this content
+    but missing assets this run can prove (the pack the signed manifest
+    describes, the sums, the chain, the requested roll-out): they are uploaded.
  4. Reuse the draft with this tag (deleting duplicate drafts), or create it.
     A signed manifest already in that draft is kept when it describes the same
     content, so a re-run uploads nothing that is already there.
  5. Upload every asset (identical ones are kept, partial or different ones
     replaced, strays removed), wait for the host's clock to pass the sequence
-    (rule Q2), then publish the draft.
- 6. Point `beta.tag` on the latest full release at the newest release.
+    (rule Q2), list the releases again (another publish may have raced this
+    one to the same or a higher sequence: refused), then publish the draft.
+ 6. Point `beta.tag` on the latest full release at the newest release, from
+    the releases listed again (a publish that ended meanwhile counts).
 """
 
 from __future__ import annotations
@@ -33,7 +37,14 @@ from github.GitRelease import GitRelease
 from github.GitReleaseAsset import GitReleaseAsset
 from github.Repository import Repository
 
-from cert_sector.assets import BETA_POINTER_ASSET, MANIFEST_ASSET, ROLLOUT_ASSET, SECTOR_ASSET
+from cert_sector.assets import (
+    BETA_POINTER_ASSET,
+    CHAIN_ASSET,
+    MANIFEST_ASSET,
+    ROLLOUT_ASSET,
+    SECTOR_ASSET,
+    SUMS_ASSET,
+)
 from cert_sector.errors import TrustError
 from cert_sector.keys import key_id_hex
 from cert_sector.rollout import Rollout
@@ -44,7 +55,13 @@ from publisher.release import firmware, mpy, preflight
 from publisher.release.build import ReleaseSpec, release_assets, version_from_tag
 from publisher.release.chain import build_chain, published_sectors
 from publisher.release.errors import HostError, ReleaseConflictError, SourceError
-from publisher.release.github import ProgressCallback, Session, asset_matches, fetcher
+from publisher.release.github import (
+    AssetTakenError,
+    ProgressCallback,
+    Session,
+    asset_matches,
+    fetcher,
+)
 from publisher.release.sequence import HostClock, Ticker, next_sequence, parse_http_date
 from publisher.release.source import MAX_PACK_SIZE, collect
 from publisher.signing import Signer
@@ -60,6 +77,12 @@ PUBLISHED = "published"
 # `lcm release yank` turns a release back into a draft named with this prefix;
 # publish refuses to resume such a draft unless --force (it would un-yank it).
 YANKED_PREFIX = "yanked: "
+
+# Rounds of "list the releases, point beta.tag at the newest, list again" before
+# giving up on a repo where publishes keep landing (see Publisher.finish).
+POINTER_ROUNDS = 3
+# Times a run signs again above another tag's publish that took its sequence.
+RACE_ROUNDS = 3
 
 
 @dataclass
@@ -253,6 +276,15 @@ def _assets_hold(session: Session, assets: list[GitReleaseAsset], wanted: dict[s
     return True
 
 
+def _manifest_ids(release: GitRelease) -> list[tuple[int, str, str]]:
+    """The release's manifest assets as listed (a replaced one gets a new id)."""
+    return sorted(
+        (a.id, a.name, a.state)
+        for a in release.assets
+        if a.name in (MANIFEST_ASSET, REPLACED_MANIFEST)
+    )
+
+
 def _difference(spec: ReleaseSpec, m: mf.Manifest) -> str:
     """What differs between the content being published and a published manifest."""
     for field_name in ("kind", "channel", "min_manager"):
@@ -301,7 +333,7 @@ class Publisher:
         drafts = sorted((k for k in same_tag if k.release.draft), key=lambda k: k.release.id)
         if published is not None:
             self.reached = PUBLISHED
-            done = self.already_published(spec, published, sector_bytes)
+            done = self.already_published(spec, published, sector_bytes, known)
             if isinstance(done, PublishResult) and req.dry_run:
                 done.warnings = self.warnings  # a dry run leaves even the beta pointer alone
                 return done
@@ -309,9 +341,8 @@ class Publisher:
                 return self.finish(repo, known, done)
             if not req.force:
                 raise ReleaseConflictError(
-                    f"{req.tag} is already published with different content "
-                    f"(sequence {published.manifest.seq if published.manifest else '?'}: {done}); "
-                    "publish a new tag, or pass --force to replace it under a new sequence number"
+                    f"{req.tag} is already published {done}; publish a new tag, "
+                    "or pass --force to replace it under a new sequence number"
                 )
             drafts = [published, *drafts]
         yanked = next((k for k in drafts if (k.release.name or "").startswith(YANKED_PREFIX)), None)
@@ -335,15 +366,7 @@ class Publisher:
         keep_yanked = yanked is None
         manifest_bytes, seq = self.choose_manifest(spec, resume, highest, clock, keep_yanked)
         chain = build_chain(published_sectors(session, known), sector_bytes)
-        assets = release_assets(
-            manifest_bytes, spec.pack, sector_bytes, None if req.prerelease else req.tag, chain
-        )
-        if req.rollout is not None:
-            # A staged roll-out: the signed share, in place before the release is live.
-            from publisher.release.rollout import check_share, sign_rollout
-
-            doc = Rollout(req.repo, req.tag, seq, 1, check_share(req.rollout))
-            assets[ROLLOUT_ASSET] = sign_rollout(req.signer, doc)
+        assets = self.release_assets(spec, manifest_bytes, seq, sector_bytes, chain)
         if req.dry_run:
             return self.dry_run(repo, spec, seq, assets)
         self.reached = DRAFT
@@ -358,12 +381,75 @@ class Publisher:
         draft = self.find_or_create_draft(repo, drafts)
 
         outcomes: dict[str, str] = {}
-        present = session.assets(draft)
+        for _ in range(RACE_ROUNDS):
+            outcomes.update(self.upload_assets(draft, assets, manifest_bytes, seq, clock))
+            known, rival = self.check_not_overtaken(repo, known, spec, seq)
+            if rival is None:
+                break
+            # Another run took this sequence (or a higher one) for an older version: this
+            # one is signed again above it, so the newer version stays the newest.
+            manifest_bytes, seq = self.choose_manifest(spec, None, rival, clock)
+            assets = self.release_assets(spec, manifest_bytes, seq, sector_bytes, chain)
+        else:
+            raise ReleaseConflictError(
+                f"other publishes kept taking the sequence of {req.tag} ({seq} last); "
+                "nothing was published: re-run once they have ended"
+            )
+        self.reached = PUBLISHING
+        released = session.call(
+            f"publishing {req.tag}",
+            lambda: draft.update_release(
+                req.tag,
+                req.notes,
+                draft=False,
+                prerelease=req.prerelease,
+                make_latest="false" if req.prerelease else "true",
+            ),
+            fresh=True,
+        )
+        self.reached = PUBLISHED
+        result = PublishResult(
+            req.tag, seq, spec.channel, spec.kind, "published", released.html_url, outcomes
+        )
+        return self.finish(repo, known, result)
+
+    def release_assets(
+        self, spec: ReleaseSpec, manifest: bytes, seq: int, sector: bytes, chain: bytes
+    ) -> dict[str, bytes]:
+        """Every asset of the release signed under `seq`, in upload order."""
+        req = self.req
+        assets = release_assets(
+            manifest, spec.pack, sector, None if req.prerelease else req.tag, chain
+        )
+        if req.rollout is not None:
+            # A staged roll-out: the signed share, in place before the release is live.
+            from publisher.release.rollout import check_share, sign_rollout
+
+            doc = Rollout(req.repo, req.tag, seq, 1, check_share(req.rollout))
+            assets[ROLLOUT_ASSET] = sign_rollout(req.signer, doc)
+        return assets
+
+    def upload_assets(
+        self,
+        draft: GitRelease,
+        assets: dict[str, bytes],
+        manifest_bytes: bytes,
+        seq: int,
+        clock: HostClock,
+    ) -> dict[str, str]:
+        """Make the draft hold exactly `assets`, then wait for rule Q2; the outcomes."""
+        req, session = self.req, self.session
+        # The draft was created or listed a moment ago: a 404 about it is the host
+        # lagging (GitHub is eventually consistent), retried a few times (fresh=True).
+        outcomes: dict[str, str] = {}
+        present = session.assets(draft, fresh=True)
         if self.set_aside_old_manifest(draft, present, manifest_bytes):
-            present = session.assets(draft)
+            present = session.assets(draft, fresh=True)
         for name, data in assets.items():
-            outcomes[name] = session.upload(draft, name, data, self.progress, known=present)
-        present = session.assets(draft)
+            outcomes[name] = session.upload(
+                draft, name, data, self.progress, known=present, fresh=True
+            )
+        present = session.assets(draft, fresh=True)
         for asset in present:
             if asset.name not in assets:
                 # A stray (e.g. beta.tag of a run that was not --prerelease) is removed.
@@ -376,27 +462,12 @@ class Publisher:
             )
         # Listed again and checked last, just before publishing: another run for this tag
         # (a CI job started twice) may have replaced assets of the draft meanwhile.
-        if not _assets_hold(session, session.assets(draft), assets):
+        if not _assets_hold(session, session.assets(draft, fresh=True), assets):
             raise HostError(
                 f"{req.tag}: the draft's assets are not the ones this run uploaded (another "
                 f"publish of {req.tag} running at the same time?); nothing was published: re-run"
             )
-        self.reached = PUBLISHING
-        released = session.call(
-            f"publishing {req.tag}",
-            lambda: draft.update_release(
-                req.tag,
-                req.notes,
-                draft=False,
-                prerelease=req.prerelease,
-                make_latest="false" if req.prerelease else "true",
-            ),
-        )
-        self.reached = PUBLISHED
-        result = PublishResult(
-            req.tag, seq, spec.channel, spec.kind, "published", released.html_url, outcomes
-        )
-        return self.finish(repo, known, result)
+        return outcomes
 
     def choose_sector(self, known: list[KnownRelease], now: int, spec: ReleaseSpec) -> bytes:
         """The sector to publish (--certs, else the newest published), checked as devices do."""
@@ -430,31 +501,122 @@ class Publisher:
         result.retries = self.session.retries
         return result
 
+    def relist(self, repo: Repository, known: list[KnownRelease]) -> list[KnownRelease]:
+        """The repo's releases listed again; only manifests new since `known` are read."""
+        before = {k.release.id: k for k in known}
+        fresh = []
+        for release in self.session.releases(repo):
+            old = before.get(release.id)
+            if old is not None and _manifest_ids(old.release) == _manifest_ids(release):
+                fresh.append(KnownRelease(release, old.manifest, old.manifest_bytes, old.max_seq))
+            else:
+                fresh.append(read_known(self.session, release, self.warnings))
+        return fresh
+
+    def check_not_overtaken(
+        self, repo: Repository, known: list[KnownRelease], spec: ReleaseSpec, seq: int
+    ) -> tuple[list[KnownRelease], KnownRelease | None]:
+        """The releases listed again just before publishing, and the other tag whose
+        manifest (draft or published) has a sequence at or above `seq`, if any.
+
+        Two publishes at once each chose their sequence from the releases listed at their
+        start. Each uploads its manifest before this check, so of two runs with one
+        sequence the later check sees the other's: at most one publishes with it. The run
+        of the newer version signs again above the other (the caller); the run of the
+        older one refuses, as it does when a newer version was published meanwhile.
+        """
+        req = self.req
+        fresh = self.relist(repo, known)
+        newest = newest_version(fresh, spec.channel, req.tag)
+        try:
+            preflight.check_version_order(spec.version, spec.channel, newest, req.downgrade)
+        except ReleaseConflictError as exc:
+            raise ReleaseConflictError(
+                f"another publish raced this one, nothing was published: {exc}"
+            ) from None
+        others = [k for k in fresh if k.release.tag_name != req.tag]
+        rival = max(others, key=lambda k: k.max_seq or 0, default=None)
+        if rival is None or (rival.max_seq or 0) < seq:
+            return fresh, None
+        mine = (parse_version(spec.version), req.tag)
+        if rival.manifest is not None and (
+            (parse_version(rival.manifest.version), rival.release.tag_name) < mine
+        ):
+            return fresh, rival
+        what = "a draft" if rival.release.draft else "published"
+        raise ReleaseConflictError(
+            f"{rival.release.tag_name} ({what}) got sequence {rival.max_seq} while this run "
+            f"prepared {req.tag} under {seq}: another publish raced this one, nothing was "
+            "published: re-run once it has ended"
+        )
+
     def already_published(
-        self, spec: ReleaseSpec, published: KnownRelease, sector_bytes: bytes
+        self,
+        spec: ReleaseSpec,
+        published: KnownRelease,
+        sector_bytes: bytes,
+        known: list[KnownRelease],
     ) -> PublishResult | str:
-        """A result when the tag is published with exactly this content, else what differs."""
+        """A result when the tag is published with this content, else why not ("with
+        different content (...)" or "incomplete (...)").
+
+        A missing asset whose bytes are certain is uploaded (a re-run finishes the job):
+        the pack the signed manifest describes, SHA256SUMS (made from the others), the
+        sector when the published SHA256SUMS names it, certs.chain, and the roll-out
+        document when --rollout asks for one. A present chain or roll-out document is
+        kept as it is (`lcm release rollout` moves the latter).
+        """
         m, data = published.manifest, published.manifest_bytes
+        seq = m.seq if m is not None else "?"
         if m is None or data is None:
-            return "it has no readable manifest.lcm"
+            return f"with different content (sequence {seq}: it has no readable manifest.lcm)"
         if not spec.same_content(m):
-            return _difference(spec, m)
+            return f"with different content (sequence {seq}: {_difference(spec, m)})"
+        present = {a.name: a for a in published.release.assets if a.state == "uploaded"}
         wanted = release_assets(data, spec.pack, sector_bytes, None)
-        present = {a.name: a for a in published.release.assets}
+        outcomes: dict[str, str] = {}
+        missing: list[str] = []
         for name, blob in wanted.items():
             asset = present.get(name)
-            if asset is None or not asset_matches(
-                asset, blob, fetcher(self.session, asset, len(blob))
-            ):
-                return f"its {name} differs or is missing"
+            if asset is None:
+                missing.append(name)
+            elif asset_matches(asset, blob, fetcher(self.session, asset, len(blob))):
+                outcomes[name] = "kept"
+            else:
+                return f"with different content (sequence {seq}: its {name} differs)"
+        if SECTOR_ASSET in missing and outcomes.get(SUMS_ASSET) != "kept":
+            # The manifest does not name its sector: only the published sums say which.
+            return (
+                f"incomplete (sequence {seq}: its {SECTOR_ASSET} is missing and no "
+                f"{SUMS_ASSET} of it names the sector's bytes)"
+            )
+        extra: dict[str, bytes] = {}
+        if self.req.rollout is not None and ROLLOUT_ASSET not in present:
+            # First: the release is live, and without it every device takes it.
+            from publisher.release.rollout import check_share, sign_rollout
+
+            doc = Rollout(self.req.repo, self.req.tag, m.seq, 1, check_share(self.req.rollout))
+            extra[ROLLOUT_ASSET] = sign_rollout(self.req.signer, doc)
+        if CHAIN_ASSET not in present:
+            extra[CHAIN_ASSET] = build_chain(published_sectors(self.session, known), sector_bytes)
+        restore = {**extra, **{name: wanted[name] for name in missing}}
+        for name in restore:
+            outcomes[name] = f"would upload {len(restore[name])} bytes"
+        state = "already published"
+        if restore and not self.req.dry_run:
+            state = "published"  # this run finished it
+            for name, blob in restore.items():
+                outcomes[name] = self.session.upload(
+                    published.release, name, blob, self.progress, known=list(present.values())
+                )
         return PublishResult(
             self.req.tag,
             m.seq,
             m.channel,
             m.kind,
-            "already published",
+            state,
             published.release.html_url,
-            {name: "kept" for name in wanted},
+            outcomes,
         )
 
     def find_or_create_draft(self, repo: Repository, drafts: list[KnownRelease]) -> GitRelease:
@@ -538,14 +700,42 @@ class Publisher:
     def finish(
         self, repo: Repository, known: list[KnownRelease], result: PublishResult
     ) -> PublishResult:
-        newest = (result.sequence, result.tag)
-        for k in known:
-            if k.manifest is not None and not k.release.draft and k.release.tag_name != result.tag:
-                newest = max(newest, (k.manifest.seq, k.release.tag_name))
-        result.beta_pointer = self.update_beta_pointer(repo, newest[1])
+        """Point beta.tag at the newest published release, from the releases listed again
+        (not `known`, read at the start: a publish that ended meanwhile may be newer), and
+        listed once more after the write: of two runs writing the pointer at once, the
+        one whose write lands last sees the other's release and writes again if need be."""
+        newest = self.newest_published(repo, known, result)
+        for _ in range(POINTER_ROUNDS):
+            try:
+                result.beta_pointer = self.update_beta_pointer(repo, newest)
+            except AssetTakenError:
+                pass  # another run wrote the pointer at the same moment: look again
+            else:
+                if result.beta_pointer is None:
+                    break
+            latest = self.newest_published(repo, known, result)
+            if latest == newest and result.beta_pointer is not None:
+                break
+            newest = latest
+        else:
+            self.warnings.append(
+                "other releases kept being published while beta.tag was moved: check it "
+                "with `lcm release verify --channel beta`"
+            )
         result.warnings = self.warnings
         result.retries = self.session.retries
         return result
+
+    def newest_published(
+        self, repo: Repository, known: list[KnownRelease], result: PublishResult
+    ) -> str:
+        """The tag of the highest-sequence published release (this run's counts even when
+        the host's listing does not show it published yet)."""
+        newest = (result.sequence, result.tag)
+        for k in self.relist(repo, known):
+            if k.manifest is not None and not k.release.draft and k.release.tag_name != result.tag:
+                newest = max(newest, (k.manifest.seq, k.release.tag_name))
+        return newest[1]
 
     def update_beta_pointer(self, repo: Repository, tag: str) -> str | None:
         pointer = move_beta_pointer(self.session, repo, tag)
@@ -577,7 +767,10 @@ def move_beta_pointer(session: Session, repo: Repository, tag: str) -> str | Non
     if full is None:
         return None
     # The release list embeds the assets: a pointer that is already right costs nothing.
-    session.upload(full, BETA_POINTER_ASSET, (tag + "\n").encode(), None, "text/plain", full.assets)
+    # fresh: another run moving the pointer at the same moment may have deleted the one
+    # listed (a 404), and the retry looks again.
+    data = (tag + "\n").encode()
+    session.upload(full, BETA_POINTER_ASSET, data, None, "text/plain", full.assets, fresh=True)
     return f"{full.tag_name}/{BETA_POINTER_ASSET} -> {tag}"
 
 
