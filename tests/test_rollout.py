@@ -175,6 +175,12 @@ def test_a_killed_rollout_change_is_finished_by_running_it_again(
                 rollout_module.widen(session, REPO, "v1.0.0", signer, None, True)
         assets = {a.name for r in session.releases(session.repo(REPO)) for a in session.assets(r)}
         assert ("rollout.lcm" in assets) == (killed == "before the delete"), assets
+        if killed == "after the delete":
+            # A re-run of the publish must not put a document of sequence 1 there.
+            again = cli.invoke(app, ["release", "publish", str(tmp_path / "app"), "--repo",
+                                     REPO, "--tag", "v1.0.0", "--key", str(key), "--certs",
+                                     str(sector), "--rollout", "20"], env=env)  # fmt: skip
+            assert again.exit_code == 1 and "in the middle of a roll-out change" in again.output
         rerun = cli.invoke(app, ["release", "rollout", "--repo", REPO, "--key", str(key),
                                  "v1.0.0", "--halt"], env=env)  # fmt: skip
         assert rerun.exit_code == 0, rerun.output

@@ -591,6 +591,13 @@ class Publisher:
                 f"{SUMS_ASSET} of it names the sector's bytes)"
             )
         extra: dict[str, bytes] = {}
+        if ROLLOUT_ASSET not in present and ROLLOUT_ASSET + ".next" in present:
+            # A roll-out change (a widening, a halt) killed before its rename: a document
+            # of sequence 1 here would undo it; `lcm release rollout` finishes it.
+            return (
+                f"in the middle of a roll-out change (its {ROLLOUT_ASSET}.next is not in "
+                f"place yet): finish it with `lcm release rollout {self.req.tag} ...`"
+            )
         if self.req.rollout is not None and ROLLOUT_ASSET not in present:
             # First: the release is live, and without it every device takes it.
             from publisher.release.rollout import check_share, sign_rollout
