@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -71,7 +72,8 @@ def test_rules_r1_to_r6() -> None:
         parse_rollout(data[:-73] + b"\x65" + data[-72:])
 
 
-def test_rollout_command_refuses_what_is_not_a_widening(tmp_path: Path) -> None:
+def keys_sector_app(tmp_path: Path) -> tuple[Path, Any, Path]:
+    """A release key (its file and signer), a sector listing it, and an app folder."""
     keys = tmp_path / "keys"
     _, _, root = signing.generate(keys, "root", None)
     key, _, signer = signing.generate(keys, "release", None)
@@ -79,6 +81,12 @@ def test_rollout_command_refuses_what_is_not_a_widening(tmp_path: Path) -> None:
     sector.write_bytes(make_sector(REPO, [root], [signer]))
     (tmp_path / "app").mkdir()
     (tmp_path / "app" / "main.py").write_bytes(b"x = 1\n")
+    return key, signer, sector
+
+
+def test_rollout_command_refuses_what_is_not_a_widening(tmp_path: Path) -> None:
+    key, _, sector = keys_sector_app(tmp_path)
+    keys = tmp_path / "keys"
     with running_host(tmp_path) as host:
         env = {"GITHUB_TOKEN": TEST_TOKEN, "LCM_GITHUB_API": host.api_url}
 
@@ -147,13 +155,7 @@ def test_a_killed_rollout_change_is_finished_by_running_it_again(
     from publisher.release import github as gh
     from publisher.release import rollout as rollout_module
 
-    keys = tmp_path / "keys"
-    _, _, root = signing.generate(keys, "root", None)
-    key, _, signer = signing.generate(keys, "release", None)
-    sector = tmp_path / "certs.sector"
-    sector.write_bytes(make_sector(REPO, [root], [signer]))
-    (tmp_path / "app").mkdir()
-    (tmp_path / "app" / "main.py").write_bytes(b"x = 1\n")
+    key, signer, sector = keys_sector_app(tmp_path)
     with running_host(tmp_path) as host:
         env = {"GITHUB_TOKEN": TEST_TOKEN, "LCM_GITHUB_API": host.api_url}
         cli = CliRunner()

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -113,14 +114,19 @@ def test_runs_like_a_board_until_ctrl_c(tmp_path: Path) -> None:
     assert (state / "lcm/state/gesture").read_text() == "0"
 
 
+def installed_once(tmp_path: Path, host: Any) -> Path:
+    """A device that installed v1.0.0 (two files) from `host` in one `--once` run."""
+    repo = Repo(host)
+    repo.publish("1.0.0", app_files("1.0.0", n=2))
+    state = tmp_path / "dev"
+    first = runner.invoke(app, simulate_args(state, host.url, write_root(tmp_path, repo), "--once"))
+    assert first.exit_code == 0, first.output
+    return state
+
+
 def test_a_rerun_needs_no_arguments_and_waits_for_no_gesture(tmp_path: Path) -> None:
     with running_host(tmp_path) as host:
-        repo = Repo(host)
-        repo.publish("1.0.0", app_files("1.0.0", n=2))
-        pub = write_root(tmp_path, repo)
-        state = tmp_path / "dev"
-        first = runner.invoke(app, simulate_args(state, host.url, pub, "--once"))
-        assert first.exit_code == 0, first.output
+        state = installed_once(tmp_path, host)
 
         again = runner.invoke(app, ["device", "simulate", "--state", str(state), "--once"])
 
@@ -275,12 +281,7 @@ def test_ctrl_c_soon_after_an_app_returned_is_a_quick_power_cycle(tmp_path: Path
     # a board, whose timer settles the counter SETTLE_S after the boot even when the app
     # returned at once. The simulator used to settle it as soon as the app returned.
     with running_host(tmp_path) as host:
-        repo = Repo(host)
-        repo.publish("1.0.0", app_files("1.0.0", n=2))
-        pub = write_root(tmp_path, repo)
-        state = tmp_path / "dev"
-        first = runner.invoke(app, simulate_args(state, host.url, pub, "--once"))
-        assert first.exit_code == 0, first.output
+        state = installed_once(tmp_path, host)
         counter = state / "lcm/state/gesture"
         assert counter.read_text() == "0"
 
