@@ -247,27 +247,36 @@ def test_setup_with_a_web_url_goes_on_to_install(tmp_path: Path) -> None:
     assert any("trust on first use" in line for line in seen), "\n".join(seen)
 
 
-def test_an_app_that_returns_leaves_the_board_on_until_ctrl_c(tmp_path: Path) -> None:
+def run_until(tmp_path: Path, files: dict[str, bytes], marks: list[str], sig: int):
+    """`lcm device simulate` of a new device on v1.0.0 (`files`), stopped with `sig` once
+    its output passed each of `marks`; (exit code, every line it printed, its state)."""
     with running_host(tmp_path) as host:
         repo = Repo(host)
-        repo.publish("1.0.0", app_files("1.0.0", n=2))
+        repo.publish("1.0.0", files)
         pub = write_root(tmp_path, repo)
         state = tmp_path / "dev"
         proc, lines = start_cli(*simulate_args(state, host.url, pub)[2:])
         seen: list[str] = []
         try:
-            read_until(lines, "| APP v1.0.0 running", seen)
-            # As a board at its REPL: the timer keeps polling for the next check.
-            read_until(lines, "| lcm-hal: main.py ended; the board stays on", seen)
+            for mark in marks:
+                read_until(lines, mark, seen)
             assert len(device_processes(state)) == 1
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
             code = proc.wait(timeout=60)
         finally:
             if proc.poll() is None:
                 proc.kill()
         while (line := lines.get(timeout=60)) is not None:
             seen.append(line)
+    return code, seen, state
 
+
+def test_an_app_that_returns_leaves_the_board_on_until_ctrl_c(tmp_path: Path) -> None:
+    # As a board at its REPL: the timer keeps polling for the next check.
+    ended = "| lcm-hal: main.py ended; the board stays on"
+    code, seen, state = run_until(
+        tmp_path, app_files("1.0.0", n=2), ["| APP v1.0.0 running", ended], signal.SIGINT
+    )
     assert code == 0, "\n".join(seen)
     assert gone(state)
     assert "exit 0 (app returned)" not in seen
@@ -314,23 +323,10 @@ def test_ctrl_c_soon_after_an_app_returned_is_a_quick_power_cycle(tmp_path: Path
 
 
 def test_sigterm_stops_the_board_and_says_so(tmp_path: Path) -> None:
-    with running_host(tmp_path) as host:
-        repo = Repo(host)
-        repo.publish("1.0.0", looping_app("1.0.0"))
-        pub = write_root(tmp_path, repo)
-        state = tmp_path / "dev"
-        proc, lines = start_cli(*simulate_args(state, host.url, pub)[2:])
-        seen: list[str] = []
-        try:
-            read_until(lines, "| APP v1.0.0 running", seen)
-            proc.send_signal(signal.SIGTERM)  # `kill`: a power cut, as Ctrl-C
-            code = proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-        while (line := lines.get(timeout=60)) is not None:
-            seen.append(line)
-
+    # `kill`: a power cut, as Ctrl-C
+    code, seen, state = run_until(
+        tmp_path, looping_app("1.0.0"), ["| APP v1.0.0 running"], signal.SIGTERM
+    )
     assert code == 0, "\n".join(seen)
     assert gone(state)
     assert seen[-2] == "stopped (SIGTERM: the power is off)", seen[-3:]
