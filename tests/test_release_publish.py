@@ -50,7 +50,7 @@ from publisher.release.publish import PublishRequest, publish
 from publisher.release.sequence import Ticker
 from publisher.release.verify import Trust, verify_release
 from tests.hostserver import github_client, running_host
-from tests.keyfactory import make_manifest, make_sector
+from tests.keyfactory import make_manifest, make_sector, new_signer
 from tests.test_release_build import esp32_image
 
 TOKEN = "lcm-test-token-5f2c9a"
@@ -540,6 +540,32 @@ def test_sequence_must_exceed_every_release_drafts_included(world):
     # --seq above the host's clock is refused: deleting that release would free its sequence.
     result = publish_cli(world, "v1.1.0", "--seq", str(ahead + 100), code=1)
     assert "is above the host's clock" in result.output
+
+
+@pytest.mark.parametrize("claimed", [0xFFFFFF00, 0xFFFFFFFF])
+def test_a_sequence_far_past_the_clock_counts_only_if_signed_by_the_sector(world, claimed):
+    """Anyone with the repo's token can plant a draft whose manifest (signed by a key of
+    their own) claims a sequence far ahead: counted, the next publish had the release key
+    sign a fast-forwarded sequence, or could not publish at all (found from outside)."""
+    publish_cli(world, "v1.0.0")
+    draft = world.github().get_repo(REPO).create_git_release("v9.0.0", "v9.0.0", "", draft=True)
+    planted, _ = make_manifest(REPO, new_signer(), {"main.py": b"x"}, seq=claimed, version="9.0.0")
+    draft.upload_asset_from_memory(io.BytesIO(planted), len(planted), MANIFEST_ASSET)
+    result = publish_cli(
+        world, "v1.1.0", "--json", source=write_app(world.tmp / "b", {"main.py": b"y"})
+    )
+    assert result["sequence"] < int(time.time()) + 10
+    assert any("v9.0.0: sequence" in w and "ignored" in w for w in result["warnings"]), result
+    # Signed by a release key of the sector, it counts (an old --seq ahead of the clock).
+    draft.delete_release()
+    ahead = int(time.time()) + 2 * 86400
+    draft = world.github().get_repo(REPO).create_git_release("v9.0.1", "v9.0.1", "", draft=True)
+    own, _ = make_manifest(REPO, world.signer, {"main.py": b"x"}, seq=ahead, version="9.0.1")
+    draft.upload_asset_from_memory(io.BytesIO(own), len(own), MANIFEST_ASSET)
+    dry = publish_cli(
+        world, "v1.2.0", "--dry-run", "--json", source=write_app(world.tmp / "c", {"main.py": b"z"})
+    )
+    assert dry["sequence"] == ahead + 1
 
 
 def test_same_tag_different_content_needs_force_and_a_new_sequence(world):

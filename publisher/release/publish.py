@@ -27,6 +27,7 @@ point and started again ends with exactly one complete published release:
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,6 +204,11 @@ def check_key_scope(sector: sf.Sector, signer: Signer, spec: ReleaseSpec) -> Non
         raise SourceError(f"refusing to sign: {exc}") from None
 
 
+# How far past the host's clock a sequence may be before its signature decides whether
+# it counts (Publisher.ignore_foreign_sequences): a day of clock skew.
+MAX_AHEAD_S = 86400
+
+
 def was_published(release: GitRelease) -> bool:
     """Published, or yanked (a draft again, but devices may have installed it)."""
     return not release.draft or (release.name or "").startswith(YANKED_PREFIX)
@@ -327,6 +333,7 @@ class Publisher:
         clock = host_clock(repo, self.ticker)
         known = [read_known(session, r, self.warnings) for r in session.releases(repo)]
         sector_bytes = self.choose_sector(known, int(clock.now()), spec)
+        self.ignore_foreign_sequences(known, sf.parse_sector(sector_bytes), int(clock.now()))
 
         same_tag = [k for k in known if k.release.tag_name == req.tag]
         published = next((k for k in same_tag if not k.release.draft), None)
@@ -650,6 +657,35 @@ class Publisher:
             )
 
         return session.call(f"creating the draft {req.tag}", step)
+
+    def ignore_foreign_sequences(
+        self, known: list[KnownRelease], sector: sf.Sector, now: int
+    ) -> None:
+        """Rule Q1 counts the sequences the repo shows; one far past the host's clock is
+        counted only when a release key of `sector` signed it. No sequence lcm gives is
+        there (`--seq` must be below the clock): it is a manifest signed elsewhere, which
+        anyone with the repo's token can plant in a draft, and counted it would have
+        this key sign a fast-forwarded sequence (or exhaust the 32 bits)."""
+        for k in known:
+            if (k.max_seq or 0) <= now + MAX_AHEAD_S:
+                continue
+            try:
+                if k.manifest_bytes is None:
+                    raise TrustError("no manifest.lcm")
+                body, kid, signature = mf.split_signature(k.manifest_bytes)
+                key = sector.release_key(kid)
+                if key is None:
+                    raise TrustError(f"signed by {kid.hex()}, not a release key of the sector")
+                mf.check_signature(hashlib.sha256(body).digest(), key, signature)
+                if k.manifest is None or k.manifest.seq != k.max_seq:
+                    raise TrustError("its highest sequence is a set-aside manifest's")
+            except TrustError as exc:
+                self.warnings.append(
+                    f"release {k.release.tag_name}: sequence {k.max_seq}, far past the host's "
+                    f"clock, ignored ({exc}): check it with `lcm release verify --tag "
+                    f"{k.release.tag_name}` and delete it if it is not yours"
+                )
+                k.max_seq = None
 
     def choose_manifest(
         self,
