@@ -63,14 +63,17 @@ def verified(u, st, tag, slot):
         check_expiry = None
     if sector is None:  # before the roll-out's gate, which checks against it
         raise Refused("no cert sector installed for " + u.repo)
+    # The order of what is installed, which a release must be above (the roll-out's
+    # gate, the manifest's checks): one repo, one sequence, files or firmware.
+    installed = st.get(u.kind + "_seq")
+    installed = -1 if installed is None else installed
+    if u.kind == "app" and st.get("fw_seq") is not None:
+        installed = max(installed, st["fw_seq"])
     staged = None
     if u.kind == "app":
         # A staged roll-out (lcm_device.rollout): checked against the fresh sector.
         from lcm_device.rollout import gate
 
-        # What is installed, as the manifest's check reckons it (_check_manifest).
-        installed = st.get("app_seq")
-        installed = max(-1 if installed is None else installed, st.get("fw_seq") or -1)
         staged = gate(u, tag, sector, installed)  # releases its modules
         gate = None
         if staged == "wait":
@@ -86,7 +89,9 @@ def verified(u, st, tag, slot):
     epoch, first_seq = sector.epoch, sector.first_seq
     sector = None
     unload(["cert_sector.sector", "cert_sector.keys", "lcm_device.firstpin"], True)
-    m = _check_manifest(u, st, tag, slot, new, size, digest, kid, key, scope, epoch, first_seq)
+    m = _check_manifest(
+        u, st, tag, slot, new, size, digest, kid, key, scope, epoch, first_seq, installed
+    )
     u.log("manifest: %s %s sequence %s" % (u.repo, m.version, m.seq))
     if staged is not None and staged != m.seq:
         # Rule R4: the roll-out document is for this very release.
@@ -274,10 +279,12 @@ def _download_manifest(u, tag, slot):
     return new, size, digest, kid
 
 
-def _check_manifest(u, st, tag, slot, new, size, digest, kid, key, scope, epoch, first_seq):
+def _check_manifest(
+    u, st, tag, slot, new, size, digest, kid, key, scope, epoch, first_seq, installed
+):
     """The verified manifest header of `tag`, downloaded at `new`, in /lcm/SLOT.lcm
     (SLOT.lcm.new for firmware). `key`, `scope`: the sector's for the signer `kid`;
-    `epoch`, `first_seq`: the sector's (rule S9)."""
+    `epoch`, `first_seq`: the sector's (rule S9); `installed`: the order it must be above."""
     # Loaded only now, after the sector's release (see the module's docstring).
     from cert_sector.manifest import check_header, manifest_order
 
@@ -292,10 +299,6 @@ def _check_manifest(u, st, tag, slot, new, size, digest, kid, key, scope, epoch,
         raise Refused(
             "manifest: sequence %s is below %s, the first of epoch %s" % (m.seq, first_seq, epoch)
         )
-    installed = st.get(kind + "_seq")
-    installed = -1 if installed is None else installed
-    if kind == "app" and st.get("fw_seq") is not None:
-        installed = max(installed, st["fw_seq"])  # one repo, one sequence: files or firmware
     mgr = st.get("mgr_tag")
     try:
         check_header(
