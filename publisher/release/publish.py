@@ -209,9 +209,14 @@ def check_key_scope(sector: sf.Sector, signer: Signer, spec: ReleaseSpec) -> Non
 MAX_AHEAD_S = 86400
 
 
+def is_yanked(release: GitRelease) -> bool:
+    """A draft that `lcm release yank` made of a published release (its name says so)."""
+    return release.draft and (release.name or "").startswith(YANKED_PREFIX)
+
+
 def was_published(release: GitRelease) -> bool:
     """Published, or yanked (a draft again, but devices may have installed it)."""
-    return not release.draft or (release.name or "").startswith(YANKED_PREFIX)
+    return not release.draft or is_yanked(release)
 
 
 def newest_sector(session: Session, known: list[KnownRelease]) -> tuple[bytes, str] | None:
@@ -352,7 +357,7 @@ class Publisher:
                     "or pass --force to replace it under a new sequence number"
                 )
             drafts = [published, *drafts]
-        yanked = next((k for k in drafts if (k.release.name or "").startswith(YANKED_PREFIX)), None)
+        yanked = next((k for k in drafts if is_yanked(k.release)), None)
         if yanked is not None and not req.force:
             raise ReleaseConflictError(
                 f"{req.tag} was yanked ({yanked.release.name}); publish a new tag, or pass "

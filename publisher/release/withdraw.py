@@ -31,6 +31,7 @@ from publisher.release.github import Session
 from publisher.release.publish import (
     YANKED_PREFIX,
     KnownRelease,
+    is_yanked,
     latest_full_release,
     move_beta_pointer,
     newest_sector,
@@ -103,7 +104,7 @@ def yank(session: Session, repo_name: str, tag: str, reason: str = "") -> Withdr
     seq = target.max_seq
     release = target.release
     if release.draft:
-        if (release.name or "").startswith(YANKED_PREFIX):
+        if is_yanked(release):
             latest, pointer = _repair(session, repo, others)
             return WithdrawResult(tag, "already yanked", seq, latest, pointer)
         raise ReleaseConflictError(f"{tag} is a draft, not a published release: nothing to yank")
