@@ -55,14 +55,18 @@ class WithdrawResult:
         return dict(self.__dict__)
 
 
-def _find(session: Session, repo: Repository, tag: str) -> tuple[KnownRelease, list[KnownRelease]]:
+def _find(
+    session: Session, repo: Repository, tag: str
+) -> tuple[KnownRelease | None, list[KnownRelease]]:
+    """The release of `tag` (a published one first; None when there is none), and the
+    others."""
     warnings: list[str] = []
     known = [read_known(session, r, warnings) for r in session.releases(repo)]
     matches = [k for k in known if k.release.tag_name == tag]
     published = [k for k in matches if not k.release.draft]
     target = published[0] if published else matches[0] if matches else None
     if target is None:
-        raise ReleaseConflictError(f"{repo.full_name} has no release {tag}")
+        return None, known
     return target, [k for k in known if k.release.id != target.release.id]
 
 
@@ -101,6 +105,8 @@ def yank(session: Session, repo_name: str, tag: str, reason: str = "") -> Withdr
         )
     repo = session.repo(repo_name)
     target, others = _find(session, repo, tag)
+    if target is None:
+        raise ReleaseConflictError(f"{repo.full_name} has no release {tag}")
     seq = target.max_seq
     release = target.release
     if release.draft:
@@ -125,15 +131,13 @@ def delete(session: Session, repo_name: str, tag: str) -> WithdrawResult:
     The git tag, if the host keeps one, is left alone: it is the source history.
     """
     repo = session.repo(repo_name)
-    try:
-        target, others = _find(session, repo, tag)
-    except ReleaseConflictError:
+    target, others = _find(session, repo, tag)
+    if target is None:
         # Gone already (a run killed after the delete, or the web page): what it leaves
         # to repair (latest, the beta pointer naming it) is repaired; still an error.
-        warnings: list[str] = []
-        _repair(session, repo, [read_known(session, r, warnings) for r in session.releases(repo)])
+        _repair(session, repo, others)
         raise ReleaseConflictError(
-            f"{repo_name} has no release {tag} (deleted already? the latest release and "
+            f"{repo.full_name} has no release {tag} (deleted already? the latest release and "
             "the beta pointer were checked)"
         ) from None
     release = target.release
