@@ -130,3 +130,20 @@ def test_a_withdrawn_rotation_does_not_strand_its_devices(world: World, tmp_path
     refused = lcm(world, "release", "delete", "v1.3.0", "--repo", REPO, code=1)
     assert "carries the repo's newest cert sector (sequence 2)" in " ".join(refused.output.split())
     lcm(world, "release", "yank", "v1.3.0", "--repo", REPO)  # the way the error names
+
+
+def test_a_delete_of_a_tag_gone_already_repairs_the_beta_pointer(
+    world: World, tmp_path: Path
+) -> None:
+    """A delete killed after the release went (or one made on the web page) left beta.tag
+    naming it: beta devices failed on a 404, and the re-run only said there was no such
+    release (found from outside). The re-run repairs, then says so."""
+    release(world, tmp_path, "1.0.0")
+    release(world, tmp_path, "1.1.0-beta.1", "--prerelease")
+    verify_cli(world, "--channel", "beta")
+    beta = next(r for r in world.releases() if r.tag_name == "v1.1.0-beta.1")
+    beta.delete_release()  # as a killed run or the web page leaves it
+    assert "v1.1.0-beta.1" in verify_cli(world, "--channel", "beta", code=1).output
+    gone = lcm(world, "release", "delete", "v1.1.0-beta.1", "--repo", REPO, code=1)
+    assert "has no release v1.1.0-beta.1 (deleted already?" in " ".join(gone.output.split())
+    verify_cli(world, "--channel", "beta")  # beta.tag names v1.0.0 again
